@@ -1,0 +1,97 @@
+/**
+ * @module
+ * The object-store interface every backend implements (S3, local directory, in-memory).
+ * The volume engine only ever talks to this interface, so a seeded simulation can drive
+ * the real engine through the fault-injecting memory store.
+ */
+
+/** Why a store operation failed; the engine decides what to retry from this. */
+export type StoreErrorCode =
+  | "NotFound" // the key does not exist
+  | "PreconditionFailed" // a create-only PUT found the key already present
+  | "InvalidRange" // the byte range lies outside the object
+  | "Transient" // worth retrying: 5xx, SlowDown, timeouts, connection resets
+  | "Fatal"; // not worth retrying: bad credentials, missing bucket, crash of the store
+
+export class StoreError extends Error {
+  readonly code: StoreErrorCode;
+  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreError";
+    this.code = code;
+  }
+}
+
+export function isStoreError(e: unknown, code?: StoreErrorCode): e is StoreError {
+  return e instanceof StoreError && (code === undefined || e.code === code);
+}
+
+export interface PutOptions {
+  /** Create-only: fail with PreconditionFailed when the key exists (S3 `If-None-Match: *`). */
+  ifNoneMatch?: boolean;
+}
+
+export interface ByteRange {
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+export interface GetResult {
+  body: Uint8Array;
+  /** Size of the whole object, whatever range was asked for. */
+  totalSizeBytes: number;
+}
+
+export interface ListOptions {
+  prefix: string;
+  /** Only keys that sort strictly after this one. */
+  startAfter?: string;
+  /** Page size; the store may return fewer. */
+  maxKeys?: number;
+}
+
+export interface ListedObject {
+  key: string;
+  sizeBytes: number;
+}
+
+export interface ListPage {
+  objects: ListedObject[];
+  /** True when more keys follow; continue with startAfter = last key of this page. */
+  isTruncated: boolean;
+}
+
+export interface ObjectStore {
+  /** Human description for log lines, e.g. `the my-bucket bucket`. */
+  readonly description: string;
+  put(key: string, body: Uint8Array, options?: PutOptions): Promise<void>;
+  /** Reads the whole object, or a byte range of it (InvalidRange when it starts past the end). */
+  get(key: string, range?: ByteRange): Promise<GetResult>;
+  /** One page of keys in ascending byte order. */
+  list(options: ListOptions): Promise<ListPage>;
+  /** Deleting a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  /** Server-side copy; NotFound when the source is missing. */
+  copy(sourceKey: string, destinationKey: string, options?: PutOptions): Promise<void>;
+  /** Releases connections and timers. */
+  close(): Promise<void>;
+}
+
+/** Lists every key under a prefix, page by page, in key order. */
+export async function* listAll(
+  store: ObjectStore,
+  options: ListOptions,
+): AsyncGenerator<ListedObject> {
+  let startAfter = options.startAfter;
+  for (;;) {
+    const page = await store.list({
+      prefix: options.prefix,
+      maxKeys: options.maxKeys ?? 1000,
+      ...(startAfter === undefined ? {} : { startAfter }),
+    });
+    for (const o of page.objects) yield o;
+    const last = page.objects.at(-1);
+    if (!page.isTruncated || last === undefined) return;
+    startAfter = last.key;
+  }
+}

@@ -136,7 +136,9 @@ export function decodeHeader(header: Uint8Array): Extent[] {
     if (lengthBytes === 0) break;
     const addressBytes = getU64(view, i * ENTRY_BYTES);
     if (!isSectorMultiple(addressBytes) || !isSectorMultiple(lengthBytes)) {
-      throw new FormatError(`entry ${i} (address ${addressBytes}, length ${lengthBytes}) is not 4 KiB aligned`);
+      throw new FormatError(
+        `entry ${i} (address ${addressBytes}, length ${lengthBytes}) is not 4 KiB aligned`,
+      );
     }
     if (!Number.isSafeInteger(addressBytes + lengthBytes)) {
       throw new FormatError(`entry ${i} address ${addressBytes} is out of range`);

@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { ExtentMap, type MappedExtent } from "./extent_map.ts";
+
+/** Per-sector reference model: value = sequence * 1e6 + data sector, 0 = unmapped. */
+function reference(size: number) {
+  return new Float64Array(size);
+}
+
+function mapAsSectors(map: ExtentMap, size: number): Float64Array {
+  const out = new Float64Array(size);
+  map.lookup(0, size, (e) => {
+    for (let k = 0; k < e.lengthSectors; k++) out[e.startSector + k] = e.sequence * 1e6 + e.offsetSectors + k;
+  });
+  return out;
+}
+
+function mulberry32(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("ExtentMap.set() splits an overlapping extent", () => {
+  const m = new ExtentMap();
+  m.set(0, 100, 1, 0);
+  m.set(10, 5, 2, 7);
+  const got: MappedExtent[] = [...m.entries()];
+  assert.deepEqual(got, [
+    { startSector: 0, lengthSectors: 10, sequence: 1, offsetSectors: 0 },
+    { startSector: 10, lengthSectors: 5, sequence: 2, offsetSectors: 7 },
+    { startSector: 15, lengthSectors: 85, sequence: 1, offsetSectors: 15 },
+  ]);
+  assert.equal(m.extentCount, 3);
+});
+
+Deno.test("ExtentMap.clear() unmaps across many extents", () => {
+  const m = new ExtentMap();
+  for (let i = 0; i < 1000; i++) m.set(i * 2, 1, i + 1, 0);
+  m.clear(5, 1990);
+  const got = [...m.entries()].map((e) => e.startSector);
+  assert.deepEqual(got, [0, 2, 4, 1996, 1998]);
+});
+
+Deno.test("ExtentMap.lookup() clips pieces to the range", () => {
+  const m = new ExtentMap();
+  m.set(10, 10, 3, 100);
+  const got: MappedExtent[] = [];
+  m.lookup(12, 4, (e) => got.push(e));
+  assert.deepEqual(got, [{ startSector: 12, lengthSectors: 4, sequence: 3, offsetSectors: 102 }]);
+});
+
+Deno.test("ExtentMap matches a per-sector model under random sets and clears", () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const rand = mulberry32(seed);
+    const size = 1 + Math.floor(rand() * 3000);
+    const model = reference(size);
+    const m = new ExtentMap();
+    for (let op = 0; op < 600; op++) {
+      const start = Math.floor(rand() * size);
+      const len = 1 + Math.floor(rand() * Math.min(size - start, rand() < 0.8 ? 8 : size));
+      if (rand() < 0.15) {
+        m.clear(start, len);
+        model.fill(0, start, start + len);
+      } else {
+        const seq = op + 1, off = Math.floor(rand() * 1000);
+        m.set(start, len, seq, off);
+        for (let k = 0; k < len; k++) model[start + k] = seq * 1e6 + off + k;
+      }
+    }
+    assert.deepEqual(mapAsSectors(m, size), model, `seed ${seed}`);
+    // entries are sorted, non-overlapping, and counted
+    let prevEnd = -1, n = 0;
+    for (const e of m.entries()) {
+      assert(e.startSector >= prevEnd && e.lengthSectors > 0, `seed ${seed}`);
+      prevEnd = e.startSector + e.lengthSectors;
+      n++;
+    }
+    assert.equal(n, m.extentCount);
+  }
+});
+
+Deno.test("ExtentMap stays small for sequential writes and holds 16 bytes per random extent", () => {
+  const seq = new ExtentMap();
+  for (let i = 0; i < 256; i++) seq.set(i * 1024, 1024, i + 1, 0); // 1 GiB in 4 MiB objects
+  assert(seq.memoryBytes <= 8 * 1024, `${seq.memoryBytes}`);
+  const rnd = new ExtentMap();
+  const rand = mulberry32(7);
+  for (let i = 0; i < 50_000; i++) rnd.set(Math.floor(rand() * 262_144), 1, 1 + (i >> 10), i & 1023);
+  assert(rnd.memoryBytes / rnd.extentCount < 40, `${rnd.memoryBytes / rnd.extentCount} bytes/extent`);
+});

@@ -1,0 +1,180 @@
+/**
+ * @module
+ * The object being filled: writes land here first and are flattened sector by sector, so an
+ * overwritten sector costs nothing twice and adjacent sectors become one header entry when the
+ * object is sealed. Data lives in one preallocated staging buffer (one slot per distinct sector),
+ * so the write path allocates nothing per request. Trims and write-zeroes become zero ranges.
+ */
+
+import assert from "node:assert/strict";
+import { HEADER_ENTRIES, ObjectBuilder, SECTOR_BYTES, ZERO_RANGES_MAX } from "../format/object.ts";
+
+export interface SealedObject {
+  bytes: Uint8Array;
+  /** Data runs in sectors, in header order, with their offset in the object's data. */
+  runs: { startSector: number; lengthSectors: number; offsetSectors: number }[];
+  zeroRanges: { startSector: number; lengthSectors: number }[];
+}
+
+export class OpenObject {
+  #staging: Uint8Array;
+  #slots = new Map<number, number>(); // sector -> slot in staging
+  #slotSector: Float64Array; // slot -> sector, for compaction
+  #runs = 0; // header entries the sealed object would need
+  #zero: [number, number][] = []; // sorted, disjoint, non-adjacent [start, end) in sectors
+  readonly capacitySectors: number;
+
+  constructor(capacityBytes: number) {
+    assert(capacityBytes % SECTOR_BYTES === 0 && capacityBytes > 0);
+    this.capacitySectors = capacityBytes / SECTOR_BYTES;
+    this.#staging = new Uint8Array(capacityBytes);
+    this.#slotSector = new Float64Array(this.capacitySectors);
+  }
+
+  get isEmpty(): boolean {
+    return this.#slots.size === 0 && this.#zero.length === 0;
+  }
+
+  get dataBytes(): number {
+    return this.#slots.size * SECTOR_BYTES;
+  }
+
+  /** True when a write of lengthSectors at startSector fits without sealing first. */
+  canWrite(startSector: number, lengthSectors: number): boolean {
+    let fresh = 0;
+    for (let s = startSector; s < startSector + lengthSectors; s++) if (!this.#slots.has(s)) fresh++;
+    return this.#slots.size + fresh <= this.capacitySectors && this.#runs < HEADER_ENTRIES &&
+      this.#zero.length < ZERO_RANGES_MAX;
+  }
+
+  /** True when zeroing fits: it may split one zero range into... it only merges, but needs one slot. */
+  canZero(): boolean {
+    return this.#zero.length < ZERO_RANGES_MAX;
+  }
+
+  write(startSector: number, data: Uint8Array): void {
+    const n = data.length / SECTOR_BYTES;
+    assert(Number.isInteger(n) && n > 0 && this.canWrite(startSector, n));
+    this.#subtractZero(startSector, startSector + n);
+    for (let k = 0; k < n; k++) {
+      const s = startSector + k;
+      let slot = this.#slots.get(s);
+      if (slot === undefined) {
+        slot = this.#slots.size;
+        this.#slots.set(s, slot);
+        this.#slotSector[slot] = s;
+        this.#runs += 1 - (this.#slots.has(s - 1) ? 1 : 0) - (this.#slots.has(s + 1) ? 1 : 0);
+      }
+      this.#staging.set(data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES), slot * SECTOR_BYTES);
+    }
+  }
+
+  zero(startSector: number, lengthSectors: number): void {
+    assert(this.canZero());
+    const end = startSector + lengthSectors;
+    if (this.#slots.size > 0) this.#dropSectors(startSector, end);
+    const kept: [number, number][] = [];
+    let a = startSector, b = end;
+    for (const [s, e] of this.#zero) {
+      if (e < a || s > b) kept.push([s, e]);
+      else {
+        a = Math.min(a, s);
+        b = Math.max(b, e);
+      }
+    }
+    kept.push([a, b]);
+    kept.sort((x, y) => x[0] - y[0]);
+    this.#zero = kept;
+  }
+
+  /** For reads: data of sector (a view into staging, valid until the next write or seal), or
+   *  "zero" when zeroed here, or undefined when this object says nothing about it. */
+  lookup(sector: number): Uint8Array | "zero" | undefined {
+    const slot = this.#slots.get(sector);
+    if (slot !== undefined) return this.#staging.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES);
+    for (const [s, e] of this.#zero) if (sector >= s && sector < e) return "zero";
+    return undefined;
+  }
+
+  /** Data sectors and zero ranges overlapping [start, end), for block status. */
+  overlay(startSector: number, endSector: number): { data: number[]; zero: [number, number][] } {
+    const data: number[] = [];
+    for (const s of this.#slots.keys()) if (s >= startSector && s < endSector) data.push(s);
+    data.sort((x, y) => x - y);
+    const zero = this.#zero.filter(([s, e]) => e > startSector && s < endSector);
+    return { data, zero };
+  }
+
+  /** Builds the object and empties this buffer for reuse. */
+  seal(meta: { sequence: number; writerEpoch: number; volumeSizeBytes: number }): SealedObject {
+    const sectors = [...this.#slots.keys()].sort((x, y) => x - y);
+    const builder = new ObjectBuilder({
+      dataBytes: sectors.length * SECTOR_BYTES,
+      zeroRanges: this.#zero.length,
+    });
+    const runs: SealedObject["runs"] = [];
+    let i = 0;
+    while (i < sectors.length) {
+      let j = i + 1;
+      while (j < sectors.length && sectors[j] === sectors[j - 1]! + 1) j++;
+      const start = sectors[i]!;
+      runs.push({ startSector: start, lengthSectors: j - i, offsetSectors: i });
+      const view = builder.addEntry(start * SECTOR_BYTES, (j - i) * SECTOR_BYTES);
+      for (let k = i; k < j; k++) {
+        const slot = this.#slots.get(sectors[k]!)!;
+        view.set(
+          this.#staging.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES),
+          (k - i) * SECTOR_BYTES,
+        );
+      }
+      i = j;
+    }
+    assert(runs.length === this.#runs && runs.length <= HEADER_ENTRIES, "run count drifted");
+    const zeroRanges = this.#zero.map(([s, e]) => ({ startSector: s, lengthSectors: e - s }));
+    for (const z of zeroRanges) {
+      builder.addZeroRange(z.startSector * SECTOR_BYTES, z.lengthSectors * SECTOR_BYTES);
+    }
+    const bytes = builder.finish(meta);
+    this.#slots.clear();
+    this.#zero = [];
+    this.#runs = 0;
+    return { bytes, runs, zeroRanges };
+  }
+
+  #subtractZero(a: number, b: number): void {
+    if (this.#zero.length === 0) return;
+    const out: [number, number][] = [];
+    for (const [s, e] of this.#zero) {
+      if (e <= a || s >= b) out.push([s, e]);
+      else {
+        if (s < a) out.push([s, a]);
+        if (e > b) out.push([b, e]);
+      }
+    }
+    assert(out.length <= ZERO_RANGES_MAX);
+    this.#zero = out;
+  }
+
+  /** Removes data sectors in [a, b); slots are compacted so staging stays dense. */
+  #dropSectors(a: number, b: number): void {
+    const doomed: number[] = [];
+    if (b - a < this.#slots.size) {
+      for (let s = a; s < b; s++) if (this.#slots.has(s)) doomed.push(s);
+    } else {
+      for (const s of this.#slots.keys()) if (s >= a && s < b) doomed.push(s);
+    }
+    for (const s of doomed) {
+      const slot = this.#slots.get(s)!;
+      this.#slots.delete(s);
+      this.#runs += -1 + (this.#slots.has(s - 1) ? 1 : 0) + (this.#slots.has(s + 1) ? 1 : 0);
+      const last = this.#slots.size; // the highest slot index still in use
+      if (slot !== last) {
+        // move the sector living in the last slot into the freed one
+        const moved = this.#slotSector[last]!;
+        this.#staging.copyWithin(slot * SECTOR_BYTES, last * SECTOR_BYTES, (last + 1) * SECTOR_BYTES);
+        this.#slots.set(moved, slot);
+        this.#slotSector[slot] = moved;
+      }
+    }
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * @module
+ * Rebuilds the extent map from the log on start: list the numbered objects, read every header
+ * (many at once, applied strictly in order), stop at the first gap in the numbering, and move
+ * whatever follows the gap under `archive/` so new writes can take those numbers. Stopping between
+ * objects always gives a state that really existed, so a prefix of the log is a valid disk.
+ */
+
+import {
+  decodeHeader,
+  decodeTrailer,
+  type Extent,
+  FormatError,
+  HEADER_BYTES,
+  SECTOR_BYTES,
+  TRAILER_FIXED_BYTES,
+  trailerBytesOf,
+} from "../format/object.ts";
+import { archiveKey, parseLogKey } from "../format/keys.ts";
+import { listAll, type ObjectStore } from "../store/store.ts";
+import type { Logger } from "../util/log.ts";
+import { ExtentMap } from "./extent_map.ts";
+import { messageOf, VolumeError } from "./errors.ts";
+
+export interface RecoveryOptions {
+  prefix: string;
+  log: Logger;
+  /** Read-only recovery reports objects after a gap but leaves them in place. */
+  readOnly: boolean;
+  /** Header reads in flight at once. */
+  concurrency: number;
+  /** Names the archive folder for objects found after a gap. */
+  recoveryId: string;
+}
+
+export interface RecoveredState {
+  map: ExtentMap;
+  lastSequence: number;
+  /** From the newest trailer that records it; undefined when no object has a trailer. */
+  volumeSizeBytes: number | undefined;
+  /** Highest writer epoch seen; the next writer takes one more. */
+  writerEpoch: number;
+}
+
+interface LoggedObject {
+  sequence: number;
+  key: string;
+  sizeBytes: number;
+}
+
+interface ObjectSummary {
+  entries: Extent[];
+  zeroRanges: Extent[];
+  volumeSizeBytes: number | undefined;
+  writerEpoch: number;
+}
+
+export async function recover(store: ObjectStore, options: RecoveryOptions): Promise<RecoveredState> {
+  options.log(`Starting recovery from ${store.description}.`);
+  const objects = await listLog(store, options.prefix);
+  let contiguous = 0;
+  while (contiguous < objects.length && objects[contiguous]!.sequence === contiguous + 1) contiguous++;
+  const replay = objects.slice(0, contiguous);
+  const afterGap = objects.slice(contiguous);
+
+  const state: RecoveredState = {
+    map: new ExtentMap(),
+    lastSequence: 0,
+    volumeSizeBytes: undefined,
+    writerEpoch: 0,
+  };
+  await readInOrder(
+    replay,
+    options.concurrency,
+    (o, i) => readSummary(store, o, i === replay.length - 1),
+    (o, s) => {
+      apply(state.map, o.sequence, s);
+      state.lastSequence = o.sequence;
+      if (s.volumeSizeBytes !== undefined) state.volumeSizeBytes = s.volumeSizeBytes;
+      state.writerEpoch = Math.max(state.writerEpoch, s.writerEpoch);
+    },
+  );
+  if (afterGap.length > 0) await archive(store, afterGap, options);
+  options.log(`Recovery complete (processed ${replay.length} objects).`);
+  return state;
+}
+
+async function listLog(store: ObjectStore, prefix: string): Promise<LoggedObject[]> {
+  const out: LoggedObject[] = [];
+  // Every log name starts with "0" until 2^60 objects, so this skips archive/ and checkpoint/.
+  for await (const o of listAll(store, { prefix: `${prefix}0` })) {
+    const sequence = parseLogKey(prefix, o.key);
+    if (sequence !== undefined) out.push({ sequence, key: o.key, sizeBytes: o.sizeBytes });
+  }
+  out.sort((a, b) => a.sequence - b.sequence);
+  return out;
+}
+
+/** Runs read() with at most `concurrency` in flight and hands results to use() in input order. */
+async function readInOrder<T, R>(
+  items: T[],
+  concurrency: number,
+  read: (item: T, index: number) => Promise<R>,
+  use: (item: T, result: R) => void,
+): Promise<void> {
+  const pending: Promise<R>[] = [];
+  let next = 0;
+  const launch = () => {
+    while (next < items.length && pending.length < concurrency) {
+      const p = read(items[next]!, next);
+      p.catch(() => {}); // observed when awaited below, in order
+      pending.push(p);
+      next++;
+    }
+  };
+  launch();
+  for (let done = 0; done < items.length; done++) {
+    const result = await pending.shift()!;
+    use(items[done]!, result);
+    launch();
+  }
+}
+
+async function readSummary(store: ObjectStore, o: LoggedObject, isNewest: boolean): Promise<ObjectSummary> {
+  try {
+    if (o.sizeBytes < HEADER_BYTES) {
+      throw new FormatError(`object is ${o.sizeBytes} bytes, shorter than the ${HEADER_BYTES}-byte header`);
+    }
+    const { body } = await store.get(o.key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
+    const entries = decodeHeader(body);
+    const trailerBytes = trailerBytesOf(entries, o.sizeBytes);
+    const summary: ObjectSummary = { entries, zeroRanges: [], volumeSizeBytes: undefined, writerEpoch: 0 };
+    if (trailerBytes === 0) return summary; // written by a tool that knows only header + data
+    if (trailerBytes < TRAILER_FIXED_BYTES) {
+      throw new FormatError(`${trailerBytes} bytes follow the data, too few for a trailer`);
+    }
+    // A bare trailer carries no zero ranges; only the newest one's volume size matters.
+    if (trailerBytes === TRAILER_FIXED_BYTES && !isNewest) return summary;
+    const tail = await store.get(o.key, {
+      offsetBytes: o.sizeBytes - trailerBytes,
+      lengthBytes: trailerBytes,
+    });
+    const trailer = decodeTrailer(tail.body);
+    if (trailer.sequence !== o.sequence) {
+      throw new FormatError(`its trailer says it is object ${trailer.sequence}`);
+    }
+    return {
+      entries,
+      zeroRanges: trailer.zeroRanges,
+      volumeSizeBytes: trailer.volumeSizeBytes,
+      writerEpoch: trailer.writerEpoch,
+    };
+  } catch (e) {
+    throw new VolumeError(`Cannot recover object "${o.key}": ${messageOf(e)}`, { cause: e });
+  }
+}
+
+/** Data entries in header order (a later entry wins), then zero ranges. */
+export function apply(
+  map: ExtentMap,
+  sequence: number,
+  s: { entries: Extent[]; zeroRanges: Extent[] },
+): void {
+  let offsetSectors = 0;
+  for (const e of s.entries) {
+    const lengthSectors = e.lengthBytes / SECTOR_BYTES;
+    map.set(e.addressBytes / SECTOR_BYTES, lengthSectors, sequence, offsetSectors);
+    offsetSectors += lengthSectors;
+  }
+  for (const z of s.zeroRanges) map.clear(z.addressBytes / SECTOR_BYTES, z.lengthBytes / SECTOR_BYTES);
+}
+
+async function archive(store: ObjectStore, objects: LoggedObject[], options: RecoveryOptions): Promise<void> {
+  const first = objects[0]!;
+  if (options.readOnly) {
+    options.log(
+      `Ignoring ${objects.length} objects after the recovery point (read-only, left in place; first is "${first.key}").`,
+    );
+    return;
+  }
+  for (const o of objects) {
+    await store.copy(o.key, archiveKey(options.prefix, options.recoveryId, o.sequence));
+  }
+  // Remove newest first: a crash halfway leaves a shorter tail after the same gap, never a new prefix.
+  for (const o of [...objects].reverse()) await store.delete(o.key);
+  options.log(`Archived ${objects.length} objects after the recovery point.`);
+}

@@ -1,0 +1,561 @@
+/**
+ * @module
+ * The volume engine: a disk whose every byte lives in a log of objects.
+ *
+ *   write ─► OpenObject ─seal (size / timer / flush)─► in-flight objects ─PUT (many at once)─► store
+ *   read  ─► OpenObject, then ExtentMap ─► in-flight object bodies, or ranged GETs to the store
+ *
+ * Durability is ordered: a FLUSH resolves only once every object up to the newest sealed one is in
+ * the store, so after a crash recovery (which stops at the first gap) holds every flushed write.
+ * Memory is bounded: dirty bytes (open + in flight) never exceed dirtyBytesMax; writers wait.
+ */
+
+import assert from "node:assert/strict";
+import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { logKey, normalizePrefix } from "../format/keys.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { type Clock, systemClock, type Timer } from "../util/clock.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
+import { messageOf, VolumeError } from "./errors.ts";
+import { ExtentMap, SECTOR_INDEX_MAX } from "./extent_map.ts";
+import { OpenObject } from "./open_object.ts";
+import { recover } from "./recovery.ts";
+import { ReadCache } from "./read_cache.ts";
+
+export interface VolumeOptions {
+  store: ObjectStore;
+  prefix?: string;
+  /** Required when the log holds no size yet; larger than the recorded size grows the volume. */
+  sizeBytes?: number;
+  readOnly?: boolean;
+  clock?: Clock;
+  log?: Logger;
+  /** Data bytes per object before it is sealed (default 4 MiB). */
+  objectBytesMax?: number;
+  /** Open + in-flight bytes before writers wait (default 256 MiB). */
+  dirtyBytesMax?: number;
+  /** A non-empty open object is sealed this long after its first write (default 1000 ms). */
+  sealDelayMs?: number;
+  /** Concurrent PUTs (default 32). */
+  uploadsMax?: number;
+  /** Attempts per PUT on transient errors before the volume fails (default 10). */
+  uploadAttemptsMax?: number;
+  /** Header reads in flight during recovery (default 64). */
+  recoveryConcurrency?: number;
+  /** Bytes of recently uploaded or read object data kept for reads (default 64 MiB, 0 disables). */
+  cacheBytesMax?: number;
+  /** Names the archive folder if recovery finds objects after a gap. */
+  recoveryId?: string;
+}
+
+/** Largest volume the u32 sector indexes can address: 16 TiB. */
+export const VOLUME_BYTES_MAX = (SECTOR_INDEX_MAX + 1) * SECTOR_BYTES;
+
+interface Waiter {
+  sequence: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+export class Volume implements BlockDevice {
+  readonly readOnly: boolean;
+  #sizeBytes: number;
+  #store: ObjectStore;
+  #prefix: string;
+  #clock: Clock;
+  #log: Logger;
+  #map: ExtentMap;
+  #open: OpenObject;
+  #objectBytesMax: number;
+  #dirtyBytesMax: number;
+  #sealDelayMs: number;
+  #uploadsMax: number;
+  #uploadAttemptsMax: number;
+  #writerEpoch: number;
+  #lastSequence: number;
+  #durableThrough: number;
+  #durableAhead = new Set<number>(); // uploaded, but an earlier one is not yet
+  #inflight = new Map<number, Uint8Array>(); // sealed, not yet uploaded: sequence -> object bytes
+  #inflightBytes = 0;
+  #uploadQueue: number[] = [];
+  #uploadsRunning = 0;
+  #flushWaiters: Waiter[] = [];
+  #spaceWaiters: (() => void)[] = [];
+  #sealTimer: Timer | undefined;
+  #failure: Error | undefined;
+  #closed = false;
+  #cache: ReadCache;
+
+  private constructor(options: VolumeOptions, state: Awaited<ReturnType<typeof recover>>, sizeBytes: number) {
+    this.#store = options.store;
+    this.#prefix = normalizePrefix(options.prefix ?? "");
+    this.readOnly = options.readOnly ?? false;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.log ?? stderrLogger;
+    this.#objectBytesMax = options.objectBytesMax ?? 4 * 1024 * 1024;
+    this.#dirtyBytesMax = options.dirtyBytesMax ?? 256 * 1024 * 1024;
+    this.#sealDelayMs = options.sealDelayMs ?? 1000;
+    this.#uploadsMax = options.uploadsMax ?? 32;
+    this.#uploadAttemptsMax = options.uploadAttemptsMax ?? 10;
+    this.#cache = new ReadCache(options.cacheBytesMax ?? 64 * 1024 * 1024);
+    this.#map = state.map;
+    this.#lastSequence = state.lastSequence;
+    this.#durableThrough = state.lastSequence;
+    this.#writerEpoch = state.writerEpoch + 1;
+    this.#sizeBytes = sizeBytes;
+    this.#open = new OpenObject(this.#objectBytesMax);
+  }
+
+  /** Recovers the volume from the store; throws VolumeError with a user-facing message. */
+  static async open(options: VolumeOptions): Promise<Volume> {
+    checkOptions(options);
+    const prefix = normalizePrefix(options.prefix ?? "");
+    const readOnly = options.readOnly ?? false;
+    const state = await recover(options.store, {
+      prefix,
+      log: options.log ?? stderrLogger,
+      readOnly,
+      concurrency: options.recoveryConcurrency ?? 64,
+      recoveryId: options.recoveryId ?? `${Date.now().toString(36)}`,
+    });
+    const recorded = state.volumeSizeBytes;
+    const wanted = options.sizeBytes;
+    if (recorded === undefined && wanted === undefined) {
+      throw new VolumeError(
+        "Cannot open the volume: it has no recorded size yet; give --size the first time",
+      );
+    }
+    const sizeBytes = wanted ?? recorded!;
+    if (wanted !== undefined && recorded !== undefined && wanted < recorded) {
+      const end = mappedEndBytes(state.map);
+      if (end > wanted) {
+        throw new VolumeError(
+          `Cannot shrink the volume from ${recorded} to ${wanted} bytes: data is written up to byte ${end}`,
+        );
+      }
+    }
+    const volume = new Volume(options, state, sizeBytes);
+    if (sizeBytes !== recorded && !readOnly) {
+      (options.log ?? stderrLogger)(
+        recorded === undefined
+          ? `Creating a volume of ${sizeBytes} bytes.`
+          : `Resizing the volume from ${recorded} to ${sizeBytes} bytes.`,
+      );
+      await volume.#recordSize();
+    }
+    return volume;
+  }
+
+  get sizeBytes(): number {
+    return this.#sizeBytes;
+  }
+
+  /** Extents in the map, for memory accounting. */
+  get stats() {
+    return {
+      extents: this.#map.extentCount,
+      mapBytes: this.#map.memoryBytes,
+      lastSequence: this.#lastSequence,
+      durableThrough: this.#durableThrough,
+      dirtyBytes: this.#dirtyBytes(),
+      cacheBytes: this.#cache.sizeBytes,
+    };
+  }
+
+  // ---- writes -------------------------------------------------------------------------------
+
+  async write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    this.#checkWritable(offsetBytes, data.length);
+    for (let done = 0; done < data.length;) {
+      const piece = Math.min(data.length - done, this.#objectBytesMax);
+      const sector = (offsetBytes + done) / SECTOR_BYTES;
+      await this.#reserve(piece);
+      if (!this.#open.canWrite(sector, piece / SECTOR_BYTES)) this.#seal();
+      this.#open.write(sector, data.subarray(done, done + piece));
+      this.#armTimer();
+      done += piece;
+    }
+    if (options?.fua) await this.flush();
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
+    this.#checkWritable(offsetBytes, lengthBytes);
+    await this.#reserve(0);
+    if (!this.#open.canZero()) this.#seal();
+    this.#open.zero(offsetBytes / SECTOR_BYTES, lengthBytes / SECTOR_BYTES);
+    this.#armTimer();
+    if (options?.fua) await this.flush();
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
+    return this.writeZeroes(offsetBytes, lengthBytes, options);
+  }
+
+  flush(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    this.#seal();
+    const target = this.#lastSequence;
+    if (this.#durableThrough >= target) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#flushWaiters.push({ sequence: target, resolve, reject }));
+  }
+
+  /** Flushes everything and stops timers; the volume accepts nothing afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      if (!this.readOnly) await this.flush();
+    } finally {
+      this.#closed = true;
+      this.#sealTimer?.cancel();
+      this.#sealTimer = undefined;
+    }
+  }
+
+  /** Stops without flushing, as a crash would (for tests): pending uploads are abandoned. */
+  abandon(): void {
+    this.#closed = true;
+    this.#sealTimer?.cancel();
+    this.#fail(new VolumeError("Cannot continue: the volume was abandoned"));
+  }
+
+  #checkWritable(offsetBytes: number, lengthBytes: number): void {
+    assert(!this.readOnly, "write to a read-only volume");
+    assert(!this.#closed, "write after close");
+    this.#checkRange(offsetBytes, lengthBytes);
+    if (this.#failure) throw this.#failure;
+  }
+
+  #checkRange(offsetBytes: number, lengthBytes: number): void {
+    assert(offsetBytes % SECTOR_BYTES === 0 && lengthBytes % SECTOR_BYTES === 0, "unaligned request");
+    assert(
+      offsetBytes >= 0 && lengthBytes > 0 && offsetBytes + lengthBytes <= this.#sizeBytes,
+      "out of range",
+    );
+  }
+
+  #dirtyBytes(): number {
+    return this.#open.dataBytes + this.#inflightBytes;
+  }
+
+  /** Waits until lengthBytes more dirty data fits under the limit. */
+  async #reserve(lengthBytes: number): Promise<void> {
+    while (this.#dirtyBytes() + lengthBytes > this.#dirtyBytesMax) {
+      if (this.#failure) throw this.#failure;
+      if (this.#inflight.size === 0) this.#seal(); // the open object alone is the backlog
+      await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
+    }
+    if (this.#failure) throw this.#failure;
+  }
+
+  #armTimer(): void {
+    if (this.#sealTimer !== undefined) return;
+    this.#sealTimer = this.#clock.setTimer(this.#sealDelayMs, () => {
+      this.#sealTimer = undefined;
+      this.#seal();
+    });
+  }
+
+  /** Turns the open object into the next numbered object and starts its upload. */
+  #seal(force = false): void {
+    if (this.#open.isEmpty && !force) return;
+    if (this.#failure) return;
+    this.#sealTimer?.cancel();
+    this.#sealTimer = undefined;
+    const sequence = this.#lastSequence + 1;
+    const sealed = this.#open.seal({
+      sequence,
+      writerEpoch: this.#writerEpoch,
+      volumeSizeBytes: this.#sizeBytes,
+    });
+    this.#lastSequence = sequence;
+    for (const r of sealed.runs) this.#map.set(r.startSector, r.lengthSectors, sequence, r.offsetSectors);
+    for (const z of sealed.zeroRanges) this.#map.clear(z.startSector, z.lengthSectors);
+    this.#inflight.set(sequence, sealed.bytes);
+    this.#inflightBytes += sealed.bytes.length;
+    this.#uploadQueue.push(sequence);
+    this.#pumpUploads();
+  }
+
+  async #recordSize(): Promise<void> {
+    this.#seal(true);
+    await this.flush();
+  }
+
+  #pumpUploads(): void {
+    while (this.#uploadsRunning < this.#uploadsMax && this.#uploadQueue.length > 0) {
+      const sequence = this.#uploadQueue.shift()!;
+      this.#uploadsRunning++;
+      this.#upload(sequence).finally(() => {
+        this.#uploadsRunning--;
+        this.#pumpUploads();
+      });
+    }
+  }
+
+  async #upload(sequence: number): Promise<void> {
+    const bytes = this.#inflight.get(sequence);
+    assert(bytes !== undefined);
+    const key = logKey(this.#prefix, sequence);
+    for (let attempt = 1;; attempt++) {
+      if (this.#failure) return;
+      try {
+        await this.#store.put(key, bytes, { ifNoneMatch: true });
+        break;
+      } catch (e) {
+        if (this.#failure) return;
+        if (isStoreError(e, "PreconditionFailed")) {
+          return this.#fail(
+            new VolumeError(
+              `Cannot write object "${key}": it already exists; another writer is using this volume`,
+              { cause: e },
+            ),
+          );
+        }
+        if (!isStoreError(e, "Transient") || attempt >= this.#uploadAttemptsMax) {
+          return this.#fail(new VolumeError(`Cannot write object "${key}": ${messageOf(e)}`, { cause: e }));
+        }
+        this.#log(`Retrying upload of "${key}" (attempt ${attempt} failed: ${messageOf(e)}).`);
+        await this.#clock.sleep(Math.min(100 * 2 ** attempt, 5000));
+      }
+    }
+    this.#uploaded(sequence, bytes);
+  }
+
+  #uploaded(sequence: number, bytes: Uint8Array): void {
+    this.#cache.addObject(sequence, bytes);
+    this.#inflight.delete(sequence);
+    this.#inflightBytes -= bytes.length;
+    this.#durableAhead.add(sequence);
+    while (this.#durableAhead.delete(this.#durableThrough + 1)) this.#durableThrough++;
+    const still: Waiter[] = [];
+    for (const w of this.#flushWaiters) {
+      if (w.sequence <= this.#durableThrough) w.resolve();
+      else still.push(w);
+    }
+    this.#flushWaiters = still;
+    this.#wakeWriters();
+  }
+
+  #wakeWriters(): void {
+    const waiters = this.#spaceWaiters;
+    this.#spaceWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    if (!this.#closed) this.#log(`${error.message}. The volume stops accepting writes.`);
+    for (const w of this.#flushWaiters) w.reject(error);
+    this.#flushWaiters = [];
+    this.#wakeWriters();
+  }
+
+  // ---- reads --------------------------------------------------------------------------------
+
+  async read(offsetBytes: number, dest: Uint8Array): Promise<void> {
+    this.#checkRange(offsetBytes, dest.length);
+    if (this.#failure && this.#closed) throw this.#failure;
+    const firstSector = offsetBytes / SECTOR_BYTES;
+    const sectors = dest.length / SECTOR_BYTES;
+    dest.fill(0);
+    const remote: { sequence: number; offsetSectors: number; destSector: number; lengthSectors: number }[] =
+      [];
+    // Resolve every source synchronously so the answer is one consistent moment of the disk.
+    this.#map.lookup(firstSector, sectors, (e) => {
+      const at = (e.startSector - firstSector) * SECTOR_BYTES;
+      const body = this.#inflight.get(e.sequence);
+      if (body !== undefined) {
+        const from = HEADER_BYTES + e.offsetSectors * SECTOR_BYTES;
+        dest.set(body.subarray(from, from + e.lengthSectors * SECTOR_BYTES), at);
+        return;
+      }
+      if (this.#cache.read(e.sequence, e.offsetSectors, e.lengthSectors, dest.subarray(at))) return;
+      remote.push({
+        sequence: e.sequence,
+        offsetSectors: e.offsetSectors,
+        destSector: e.startSector - firstSector,
+        lengthSectors: e.lengthSectors,
+      });
+    });
+    const overlay = this.#open.isEmpty ? [] : this.#overlayOpen(firstSector, sectors, dest);
+    if (remote.length === 0) return;
+    await Promise.all(coalesce(remote).map((run) => this.#fetch(run, dest, overlay)));
+  }
+
+  /** Copies the open object's sectors into dest now; returns which dest sectors it decided. */
+  #overlayOpen(firstSector: number, sectors: number, dest: Uint8Array): Uint8Array {
+    const decided = new Uint8Array(sectors);
+    for (let k = 0; k < sectors; k++) {
+      const found = this.#open.lookup(firstSector + k);
+      if (found === undefined) continue;
+      decided[k] = 1;
+      if (found === "zero") dest.fill(0, k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
+      else dest.set(found, k * SECTOR_BYTES);
+    }
+    return decided;
+  }
+
+  async #fetch(run: FetchRun, dest: Uint8Array, decided: Uint8Array | never[]): Promise<void> {
+    const key = logKey(this.#prefix, run.sequence);
+    const lengthBytes = run.lengthSectors * SECTOR_BYTES;
+    let body: Uint8Array;
+    try {
+      ({ body } = await this.#store.get(key, {
+        offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES,
+        lengthBytes,
+      }));
+    } catch (e) {
+      throw new VolumeError(`Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
+    }
+    if (body.length !== lengthBytes) {
+      throw new VolumeError(
+        `Cannot read object "${key}": got ${body.length} of ${lengthBytes} bytes (truncated)`,
+      );
+    }
+    this.#cache.addRange(run.sequence, run.offsetSectors, body);
+    for (const piece of run.pieces) {
+      const src = body.subarray(
+        piece.bodySector * SECTOR_BYTES,
+        (piece.bodySector + piece.lengthSectors) * SECTOR_BYTES,
+      );
+      if (decided.length === 0) {
+        dest.set(src, piece.destSector * SECTOR_BYTES);
+        continue;
+      }
+      for (let k = 0; k < piece.lengthSectors; k++) {
+        if ((decided as Uint8Array)[piece.destSector + k]) continue;
+        dest.set(
+          src.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES),
+          (piece.destSector + k) * SECTOR_BYTES,
+        );
+      }
+    }
+  }
+
+  // ---- block status ---------------------------------------------------------------------------
+
+  blockStatus(offsetBytes: number, lengthBytes: number): AllocationExtent[] {
+    this.#checkRange(offsetBytes, lengthBytes);
+    const a = offsetBytes / SECTOR_BYTES, b = a + lengthBytes / SECTOR_BYTES;
+    let data: [number, number][] = [];
+    let end = b;
+    this.#map.lookup(a, b - a, (e) => {
+      if (data.length >= 4096) {
+        end = Math.min(end, e.startSector); // report a prefix rather than build a huge answer
+        return;
+      }
+      if (e.startSector < end) data.push([e.startSector, e.startSector + e.lengthSectors]);
+    });
+    if (!this.#open.isEmpty) {
+      const o = this.#open.overlay(a, end);
+      data = unionRuns(subtractRuns(data, o.zero), o.data.map((s) => [s, s + 1] as [number, number]));
+    }
+    return toAllocation(data, a, end);
+  }
+}
+
+interface FetchRun {
+  sequence: number;
+  offsetSectors: number;
+  lengthSectors: number;
+  pieces: { bodySector: number; destSector: number; lengthSectors: number }[];
+}
+
+/** Joins pieces that are adjacent inside one object into one ranged GET. */
+function coalesce(
+  pieces: { sequence: number; offsetSectors: number; destSector: number; lengthSectors: number }[],
+): FetchRun[] {
+  const sorted = [...pieces].sort((x, y) => x.sequence - y.sequence || x.offsetSectors - y.offsetSectors);
+  const runs: FetchRun[] = [];
+  for (const p of sorted) {
+    const last = runs.at(-1);
+    if (last && last.sequence === p.sequence && last.offsetSectors + last.lengthSectors === p.offsetSectors) {
+      last.pieces.push({
+        bodySector: last.lengthSectors,
+        destSector: p.destSector,
+        lengthSectors: p.lengthSectors,
+      });
+      last.lengthSectors += p.lengthSectors;
+    } else {
+      runs.push({
+        sequence: p.sequence,
+        offsetSectors: p.offsetSectors,
+        lengthSectors: p.lengthSectors,
+        pieces: [{ bodySector: 0, destSector: p.destSector, lengthSectors: p.lengthSectors }],
+      });
+    }
+  }
+  return runs;
+}
+
+function subtractRuns(runs: [number, number][], cut: [number, number][]): [number, number][] {
+  let out = runs;
+  for (const [ca, cb] of cut) {
+    const next: [number, number][] = [];
+    for (const [s, e] of out) {
+      if (e <= ca || s >= cb) next.push([s, e]);
+      else {
+        if (s < ca) next.push([s, ca]);
+        if (e > cb) next.push([cb, e]);
+      }
+    }
+    out = next;
+  }
+  return out;
+}
+
+function unionRuns(a: [number, number][], b: [number, number][]): [number, number][] {
+  const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
+  const out: [number, number][] = [];
+  for (const [s, e] of all) {
+    const last = out.at(-1);
+    if (last && s <= last[1]) last[1] = Math.max(last[1], e);
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+function toAllocation(data: [number, number][], a: number, end: number): AllocationExtent[] {
+  const out: AllocationExtent[] = [];
+  const push = (lengthSectors: number, zero: boolean) => {
+    if (lengthSectors <= 0) return;
+    const last = out.at(-1);
+    if (last && last.zero === zero) last.lengthBytes += lengthSectors * SECTOR_BYTES;
+    else out.push({ lengthBytes: lengthSectors * SECTOR_BYTES, zero });
+  };
+  let at = a;
+  for (const [s, e] of data) {
+    push(s - at, true);
+    push(e - s, false);
+    at = e;
+  }
+  push(end - at, true);
+  return out;
+}
+
+function mappedEndBytes(map: ExtentMap): number {
+  let end = 0;
+  for (const e of map.entries()) end = Math.max(end, (e.startSector + e.lengthSectors) * SECTOR_BYTES);
+  return end;
+}
+
+function checkOptions(o: VolumeOptions): void {
+  const size = o.sizeBytes;
+  if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_BYTES !== 0)) {
+    throw new VolumeError(`Cannot open the volume: size ${size} is not a positive multiple of 4096 bytes`);
+  }
+  if (size !== undefined && size > VOLUME_BYTES_MAX) {
+    throw new VolumeError(`Cannot open the volume: size ${size} exceeds the 16 TiB maximum`);
+  }
+  const objectBytes = o.objectBytesMax ?? 4 * 1024 * 1024;
+  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes < SECTOR_BYTES || objectBytes > 256 * 1024 * 1024) {
+    throw new VolumeError(
+      `Cannot open the volume: object size ${objectBytes} must be 4 KiB to 256 MiB, 4 KiB aligned`,
+    );
+  }
+  if ((o.dirtyBytesMax ?? 256 * 1024 * 1024) < 2 * objectBytes) {
+    throw new VolumeError("Cannot open the volume: the dirty-data limit must be at least two objects");
+  }
+}

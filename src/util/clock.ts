@@ -24,3 +24,48 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(id) };
   },
 };
+
+/** A clock that moves only when told to: the seeded simulation's time. */
+export class ManualClock implements Clock {
+  #nowMs = 0;
+  #nextId = 0;
+  #timers = new Map<number, { atMs: number; fn: () => void }>();
+
+  nowMs(): number {
+    return this.#nowMs;
+  }
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.setTimer(ms, resolve));
+  }
+
+  setTimer(ms: number, fn: () => void): Timer {
+    const id = this.#nextId++;
+    this.#timers.set(id, { atMs: this.#nowMs + Math.max(0, ms), fn });
+    return { cancel: () => this.#timers.delete(id) };
+  }
+
+  /** Moves time forward, firing due timers in time order (ties in creation order). */
+  advance(ms: number): void {
+    const target = this.#nowMs + ms;
+    for (;;) {
+      let nextId = -1, nextAt = Infinity;
+      for (const [id, t] of this.#timers) {
+        if (t.atMs <= target && t.atMs < nextAt) {
+          nextId = id;
+          nextAt = t.atMs;
+        }
+      }
+      if (nextId < 0) break;
+      const timer = this.#timers.get(nextId)!;
+      this.#timers.delete(nextId);
+      this.#nowMs = nextAt;
+      timer.fn();
+    }
+    this.#nowMs = target;
+  }
+
+  get pendingTimers(): number {
+    return this.#timers.size;
+  }
+}

@@ -81,7 +81,8 @@ export class Volume implements BlockDevice {
   #uploadQueue: number[] = [];
   #uploadsRunning = 0;
   #flushWaiters: Waiter[] = [];
-  #spaceWaiters: (() => void)[] = [];
+  #spaceWaiters: { lengthBytes: number; resolve: () => void }[] = [];
+  #reservedBytes = 0; // granted to woken writers that have not added their data yet
   #sealTimer: Timer | undefined;
   #failure: Error | undefined;
   #closed = false;
@@ -170,9 +171,11 @@ export class Volume implements BlockDevice {
     for (let done = 0; done < data.length;) {
       const piece = Math.min(data.length - done, this.#objectBytesMax);
       const sector = (offsetBytes + done) / SECTOR_BYTES;
-      await this.#reserve(piece);
+      const waited = !this.#hasRoom(piece);
+      if (waited) await this.#reserve(piece);
       if (!this.#open.canWrite(sector, piece / SECTOR_BYTES)) this.#seal();
       this.#open.write(sector, data.subarray(done, done + piece));
+      if (waited) this.#reservedBytes -= piece;
       this.#armTimer();
       done += piece;
     }
@@ -181,7 +184,7 @@ export class Volume implements BlockDevice {
 
   async writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     this.#checkWritable(offsetBytes, lengthBytes);
-    await this.#reserve(0);
+    if (!this.#hasRoom(0)) await this.#reserve(0);
     if (!this.#open.canZero()) this.#seal();
     this.#open.zero(offsetBytes / SECTOR_BYTES, lengthBytes / SECTOR_BYTES);
     this.#armTimer();
@@ -235,16 +238,20 @@ export class Volume implements BlockDevice {
   }
 
   #dirtyBytes(): number {
-    return this.#open.dataBytes + this.#inflightBytes;
+    return this.#open.dataBytes + this.#inflightBytes + this.#reservedBytes;
   }
 
-  /** Waits until lengthBytes more dirty data fits under the limit. */
+  /** True when lengthBytes more dirty data fits now and nobody queued before us. The caller must
+   *  then add its data without awaiting, so the check and the use are one atomic step. */
+  #hasRoom(lengthBytes: number): boolean {
+    return this.#spaceWaiters.length === 0 && this.#dirtyBytes() + lengthBytes <= this.#dirtyBytesMax;
+  }
+
+  /** Waits, first come first served, until lengthBytes are granted under the dirty limit. */
   async #reserve(lengthBytes: number): Promise<void> {
-    while (this.#dirtyBytes() + lengthBytes > this.#dirtyBytesMax) {
-      if (this.#failure) throw this.#failure;
-      if (this.#inflight.size === 0) this.#seal(); // the open object alone is the backlog
-      await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
-    }
+    if (this.#failure) throw this.#failure;
+    if (this.#inflight.size === 0) this.#seal(); // the open object alone is the backlog
+    await new Promise<void>((resolve) => this.#spaceWaiters.push({ lengthBytes, resolve }));
     if (this.#failure) throw this.#failure;
   }
 
@@ -337,10 +344,16 @@ export class Volume implements BlockDevice {
     this.#wakeWriters();
   }
 
+  /** Grants waiting writers their bytes in arrival order while they fit (all of them on failure). */
   #wakeWriters(): void {
-    const waiters = this.#spaceWaiters;
-    this.#spaceWaiters = [];
-    for (const wake of waiters) wake();
+    for (;;) {
+      const head = this.#spaceWaiters[0];
+      if (head === undefined) return;
+      if (!this.#failure && this.#dirtyBytes() + head.lengthBytes > this.#dirtyBytesMax) return;
+      this.#spaceWaiters.shift();
+      if (!this.#failure) this.#reservedBytes += head.lengthBytes;
+      head.resolve();
+    }
   }
 
   #fail(error: Error): void {

@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import { MemoryStore } from "../store/memory.ts";
+import { silentLogger } from "../util/log.ts";
+import { Volume, type VolumeOptions } from "./volume.ts";
+import { decodeHeader, HEADER_BYTES } from "../format/object.ts";
+
+const MiB = 1024 * 1024;
+
+function sector(byte: number, sectors = 1): Uint8Array {
+  return new Uint8Array(4096 * sectors).fill(byte);
+}
+
+async function readBytes(v: Volume, offset: number, length: number): Promise<Uint8Array> {
+  const dest = new Uint8Array(length);
+  await v.read(offset, dest);
+  return dest;
+}
+
+function open(store: MemoryStore, extra: Partial<VolumeOptions> = {}): Promise<Volume> {
+  return Volume.open({ store, log: silentLogger, sealDelayMs: 50, ...extra } as VolumeOptions);
+}
+
+Deno.test("Volume.open() needs a size the first time and remembers it after", async () => {
+  const store = new MemoryStore();
+  await assert.rejects(open(store), /no recorded size yet/);
+  const v = await open(store, { sizeBytes: 8 * MiB });
+  await v.close();
+  assert.deepEqual(store.keys(), ["0000000000000001"]);
+  const again = await open(store);
+  assert.equal(again.sizeBytes, 8 * MiB);
+  await again.close();
+});
+
+Deno.test("Volume.write() merges adjacent and overlapping writes into one entry of one object", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 8 * MiB, prefix: "vol" });
+  await v.write(4096, sector(1, 2));
+  await v.write(0, sector(2));
+  await v.write(8192, sector(3, 2)); // overlaps the first write's second sector
+  await v.flush();
+  const bytes = store.rawGet("vol/0000000000000002")!;
+  assert.deepEqual(decodeHeader(bytes), [{ addressBytes: 0, lengthBytes: 4 * 4096 }]);
+  assert.deepEqual([0, 1, 2, 3].map((k) => bytes[HEADER_BYTES + k * 4096]), [2, 1, 3, 3]);
+  await v.close();
+});
+
+Deno.test("Volume.read() sees the newest data from the open object, in-flight and stored objects", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 8 * MiB, cacheBytesMax: 0 });
+  await v.write(0, sector(7, 4));
+  await v.flush();
+  await v.write(4096, sector(8)); // open object
+  assert.deepEqual([...await readBytes(v, 0, 4 * 4096)].filter((_, i) => i % 4096 === 0), [7, 8, 7, 7]);
+  await v.writeZeroes(8192, 4096);
+  assert.deepEqual([...await readBytes(v, 0, 4 * 4096)].filter((_, i) => i % 4096 === 0), [7, 8, 0, 7]);
+  assert.deepEqual([...await readBytes(v, 6 * MiB, 4096)].slice(0, 2), [0, 0]);
+  await v.close();
+  const r = await open(store);
+  assert.deepEqual([...await readBytes(r, 0, 4 * 4096)].filter((_, i) => i % 4096 === 0), [7, 8, 0, 7]);
+  await r.close();
+});
+
+Deno.test("Volume.read() fetches adjacent ranges of one object in one request and never-written sectors in none", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 8 * MiB, cacheBytesMax: 0 });
+  await v.write(0, sector(5, 64));
+  await v.close();
+  const r = await open(store, { cacheBytesMax: 0 });
+  const before = store.stats.gets;
+  await readBytes(r, 0, 64 * 4096);
+  assert.equal(store.stats.gets - before, 1);
+  await readBytes(r, 4 * MiB, 64 * 4096);
+  assert.equal(store.stats.gets - before, 1);
+  await r.close();
+});
+
+Deno.test("Volume.flush() resolves only when every earlier object is stored", async () => {
+  const store = new MemoryStore({ latencyMs: { min: 1, max: 20 }, seed: 3 });
+  const v = await open(store, { sizeBytes: 64 * MiB, objectBytesMax: 64 * 1024 });
+  const writes = [];
+  for (let i = 0; i < 200; i++) writes.push(v.write(i * 4096 * 3, sector(i % 250)));
+  await Promise.all(writes);
+  await v.flush();
+  const st = v.stats;
+  assert.equal(st.durableThrough, st.lastSequence);
+  assert.equal(store.keys().length, st.lastSequence);
+  await v.close();
+});
+
+Deno.test("Volume.write() waits when dirty bytes reach the limit instead of growing", async () => {
+  const store = new MemoryStore({ latencyMs: { min: 5, max: 5 } });
+  const v = await open(store, { sizeBytes: 64 * MiB, objectBytesMax: 256 * 1024, dirtyBytesMax: MiB });
+  let dirtyMax = 0;
+  const writes = [];
+  for (let i = 0; i < 64; i++) {
+    writes.push(
+      v.write(i * 256 * 1024, sector(1, 64)).then(() => (dirtyMax = Math.max(dirtyMax, v.stats.dirtyBytes))),
+    );
+  }
+  await Promise.all(writes);
+  assert(dirtyMax <= MiB + 64 * 1024, `dirty peaked at ${dirtyMax}`);
+  await v.close();
+});
+
+Deno.test("Volume fails writes with a clear error when another writer took its object number", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 8 * MiB });
+  store.rawPut("0000000000000002", new Uint8Array(HEADER_BYTES));
+  await v.write(0, sector(1));
+  await assert.rejects(v.flush(), /already exists; another writer/);
+  await assert.rejects(v.write(0, sector(1)), /another writer/);
+});
+
+Deno.test("Volume.open() grows the volume and refuses to shrink below written data", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 8 * MiB });
+  await v.write(6 * MiB, sector(1));
+  await v.close();
+  await assert.rejects(
+    open(store, { sizeBytes: 4 * MiB }),
+    /Cannot shrink the volume from 8388608 to 4194304 bytes/,
+  );
+  const g = await open(store, { sizeBytes: 16 * MiB });
+  await g.write(12 * MiB, sector(2));
+  await g.close();
+  const r = await open(store);
+  assert.equal(r.sizeBytes, 16 * MiB);
+  assert.equal((await readBytes(r, 12 * MiB, 4096))[0], 2);
+  await r.close();
+});
+
+Deno.test("Volume.blockStatus() reports zero and data runs including the open object", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: MiB });
+  await v.write(0, sector(1, 2));
+  await v.flush();
+  await v.write(16 * 4096, sector(1));
+  await v.trim(4096, 4096);
+  assert.deepEqual(v.blockStatus(0, MiB), [
+    { lengthBytes: 4096, zero: false },
+    { lengthBytes: 15 * 4096, zero: true },
+    { lengthBytes: 4096, zero: false },
+    { lengthBytes: MiB - 17 * 4096, zero: true },
+  ]);
+  await v.close();
+});
+
+Deno.test("Volume rollback: deleting the newest objects gives back the earlier disk exactly", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 4 * MiB, objectBytesMax: 64 * 1024 });
+  for (let i = 0; i < 40; i++) await v.write(i * 4096 * 5 % (4 * MiB - 4096), sector(i + 1));
+  await v.close();
+  const first = await open(store);
+  const snapshot = await readBytes(first, 0, 4 * MiB);
+  await first.close();
+  const newest = store.keys().at(-1)!;
+  const second = await open(store);
+  for (let i = 0; i < 40; i++) await second.write(i * 4096 * 3 % (4 * MiB - 4096), sector(200 - i));
+  await second.trim(0, MiB);
+  await second.close();
+  for (const k of store.keys()) if (k > newest) store.rawDelete(k);
+  const back = await open(store);
+  assert.deepEqual(await readBytes(back, 0, 4 * MiB), snapshot);
+  await back.close();
+});
+
+Deno.test("Volume.open() archives objects after a gap and reuses their numbers", async () => {
+  const store = new MemoryStore();
+  const lines: string[] = [];
+  const v = await open(store, { sizeBytes: MiB, objectBytesMax: 16 * 1024 });
+  for (let i = 0; i < 5; i++) {
+    await v.write(i * 4096, sector(i + 1));
+    await v.flush();
+  }
+  await v.close();
+  store.rawDelete("0000000000000003");
+  const r = await Volume.open({ store, log: (l) => lines.push(l), recoveryId: "test" });
+  assert.deepEqual(lines, [
+    "Starting recovery from the memory store.",
+    "Archived 3 objects after the recovery point.",
+    "Recovery complete (processed 2 objects).",
+  ]);
+  assert.deepEqual(store.keys("archive/"), [
+    "archive/test/0000000000000004",
+    "archive/test/0000000000000005",
+    "archive/test/0000000000000006",
+  ]);
+  assert.equal((await readBytes(r, 0, 4096))[0], 1);
+  assert.equal((await readBytes(r, 4096, 4096))[0], 0); // object 3 held it; gone
+  await r.write(0, sector(9));
+  await r.close();
+  assert(store.keys().includes("0000000000000003"));
+});
+
+Deno.test("Volume.open() stops with the key named when an object is truncated", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: MiB });
+  await v.write(0, sector(1, 4));
+  await v.close();
+  const bytes = store.rawGet("0000000000000002")!;
+  store.rawPut("0000000000000002", bytes.subarray(0, HEADER_BYTES + 4096));
+  await assert.rejects(open(store), /Cannot recover object "0000000000000002": .*truncated/);
+});

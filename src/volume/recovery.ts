@@ -17,10 +17,11 @@ import {
   trailerBytesOf,
 } from "../format/object.ts";
 import { archiveKey, parseLogKey } from "../format/keys.ts";
-import { listAll, type ObjectStore } from "../store/store.ts";
+import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
 import { ExtentMap } from "./extent_map.ts";
 import { messageOf, VolumeError } from "./errors.ts";
+import { type RetryPolicy, withRetries } from "./retry.ts";
 
 export interface RecoveryOptions {
   prefix: string;
@@ -31,6 +32,7 @@ export interface RecoveryOptions {
   concurrency: number;
   /** Names the archive folder for objects found after a gap. */
   recoveryId: string;
+  retry: RetryPolicy;
 }
 
 export interface RecoveredState {
@@ -57,7 +59,7 @@ interface ObjectSummary {
 
 export async function recover(store: ObjectStore, options: RecoveryOptions): Promise<RecoveredState> {
   options.log(`Starting recovery from ${store.description}.`);
-  const objects = await listLog(store, options.prefix);
+  const objects = await withRetries(options.retry, () => listLog(store, options.prefix));
   let contiguous = 0;
   while (contiguous < objects.length && objects[contiguous]!.sequence === contiguous + 1) contiguous++;
   const replay = objects.slice(0, contiguous);
@@ -72,7 +74,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
   await readInOrder(
     replay,
     options.concurrency,
-    (o, i) => readSummary(store, o, i === replay.length - 1),
+    (o, i) => withRetries(options.retry, () => readSummary(store, o, i === replay.length - 1)),
     (o, s) => {
       apply(state.map, o.sequence, s);
       state.lastSequence = o.sequence;
@@ -151,6 +153,7 @@ async function readSummary(store: ObjectStore, o: LoggedObject, isNewest: boolea
       writerEpoch: trailer.writerEpoch,
     };
   } catch (e) {
+    if (isStoreError(e, "Transient")) throw e; // retried by the caller
     throw new VolumeError(`Cannot recover object "${o.key}": ${messageOf(e)}`, { cause: e });
   }
 }
@@ -179,9 +182,9 @@ async function archive(store: ObjectStore, objects: LoggedObject[], options: Rec
     return;
   }
   for (const o of objects) {
-    await store.copy(o.key, archiveKey(options.prefix, options.recoveryId, o.sequence));
+    await withRetries(options.retry, () => store.copy(o.key, archiveKey(options.prefix, options.recoveryId, o.sequence)));
   }
   // Remove newest first: a crash halfway leaves a shorter tail after the same gap, never a new prefix.
-  for (const o of [...objects].reverse()) await store.delete(o.key);
+  for (const o of [...objects].reverse()) await withRetries(options.retry, () => store.delete(o.key));
   options.log(`Archived ${objects.length} objects after the recovery point.`);
 }

@@ -22,6 +22,7 @@ import { ExtentMap, SECTOR_INDEX_MAX } from "./extent_map.ts";
 import { OpenObject } from "./open_object.ts";
 import { recover } from "./recovery.ts";
 import { ReadCache } from "./read_cache.ts";
+import { backoffMs, type RetryPolicy, withRetries } from "./retry.ts";
 
 export interface VolumeOptions {
   store: ObjectStore;
@@ -83,10 +84,12 @@ export class Volume implements BlockDevice {
   #flushWaiters: Waiter[] = [];
   #spaceWaiters: { lengthBytes: number; resolve: () => void }[] = [];
   #reservedBytes = 0; // granted to woken writers that have not added their data yet
+  #writersWaiting = 0; // writers between deciding to wait and adding their data
   #sealTimer: Timer | undefined;
   #failure: Error | undefined;
   #closed = false;
   #cache: ReadCache;
+  #readRetry: RetryPolicy;
 
   private constructor(options: VolumeOptions, state: Awaited<ReturnType<typeof recover>>, sizeBytes: number) {
     this.#store = options.store;
@@ -106,6 +109,7 @@ export class Volume implements BlockDevice {
     this.#writerEpoch = state.writerEpoch + 1;
     this.#sizeBytes = sizeBytes;
     this.#open = new OpenObject(this.#objectBytesMax);
+    this.#readRetry = { clock: this.#clock, attemptsMax: this.#uploadAttemptsMax };
   }
 
   /** Recovers the volume from the store; throws VolumeError with a user-facing message. */
@@ -119,6 +123,11 @@ export class Volume implements BlockDevice {
       readOnly,
       concurrency: options.recoveryConcurrency ?? 64,
       recoveryId: options.recoveryId ?? `${Date.now().toString(36)}`,
+      retry: {
+        clock: options.clock ?? systemClock,
+        attemptsMax: options.uploadAttemptsMax ?? 10,
+        onRetry: (n, e) => (options.log ?? stderrLogger)(`Retrying a read during recovery (attempt ${n}: ${messageOf(e)}).`),
+      },
     });
     const recorded = state.volumeSizeBytes;
     const wanted = options.sizeBytes;
@@ -168,6 +177,10 @@ export class Volume implements BlockDevice {
 
   async write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.#checkWritable(offsetBytes, data.length);
+    // The caller may reuse data once we return a promise; keep our own copy if we must wait.
+    if (!this.#hasRoom(Math.min(data.length, this.#objectBytesMax)) || data.length > this.#objectBytesMax) {
+      data = data.slice();
+    }
     for (let done = 0; done < data.length;) {
       const piece = Math.min(data.length - done, this.#objectBytesMax);
       const sector = (offsetBytes + done) / SECTOR_BYTES;
@@ -175,7 +188,7 @@ export class Volume implements BlockDevice {
       if (waited) await this.#reserve(piece);
       if (!this.#open.canWrite(sector, piece / SECTOR_BYTES)) this.#seal();
       this.#open.write(sector, data.subarray(done, done + piece));
-      if (waited) this.#reservedBytes -= piece;
+      if (waited) this.#granted(piece);
       this.#armTimer();
       done += piece;
     }
@@ -184,9 +197,11 @@ export class Volume implements BlockDevice {
 
   async writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     this.#checkWritable(offsetBytes, lengthBytes);
-    if (!this.#hasRoom(0)) await this.#reserve(0);
+    const waited = !this.#hasRoom(0);
+    if (waited) await this.#reserve(0);
     if (!this.#open.canZero()) this.#seal();
     this.#open.zero(offsetBytes / SECTOR_BYTES, lengthBytes / SECTOR_BYTES);
+    if (waited) this.#granted(0);
     this.#armTimer();
     if (options?.fua) await this.flush();
   }
@@ -207,7 +222,12 @@ export class Volume implements BlockDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     try {
-      if (!this.readOnly) await this.flush();
+      // Writers still waiting for dirty space are granted as uploads finish: flush until none is left.
+      while (!this.readOnly) {
+        await this.flush();
+        const idle = this.#open.isEmpty && this.#writersWaiting === 0;
+        if (idle && this.#durableThrough === this.#lastSequence) break;
+      }
     } finally {
       this.#closed = true;
       this.#sealTimer?.cancel();
@@ -244,15 +264,25 @@ export class Volume implements BlockDevice {
   /** True when lengthBytes more dirty data fits now and nobody queued before us. The caller must
    *  then add its data without awaiting, so the check and the use are one atomic step. */
   #hasRoom(lengthBytes: number): boolean {
-    return this.#spaceWaiters.length === 0 && this.#dirtyBytes() + lengthBytes <= this.#dirtyBytesMax;
+    return this.#writersWaiting === 0 && this.#dirtyBytes() + lengthBytes <= this.#dirtyBytesMax;
   }
 
   /** Waits, first come first served, until lengthBytes are granted under the dirty limit. */
   async #reserve(lengthBytes: number): Promise<void> {
     if (this.#failure) throw this.#failure;
+    this.#writersWaiting++;
     if (this.#inflight.size === 0) this.#seal(); // the open object alone is the backlog
     await new Promise<void>((resolve) => this.#spaceWaiters.push({ lengthBytes, resolve }));
-    if (this.#failure) throw this.#failure;
+    if (this.#failure) {
+      this.#writersWaiting--;
+      throw this.#failure;
+    }
+  }
+
+  /** A writer that waited has added its data: its reservation becomes ordinary dirty bytes. */
+  #granted(lengthBytes: number): void {
+    this.#reservedBytes -= lengthBytes;
+    this.#writersWaiting--;
   }
 
   #armTimer(): void {
@@ -323,7 +353,7 @@ export class Volume implements BlockDevice {
           return this.#fail(new VolumeError(`Cannot write object "${key}": ${messageOf(e)}`, { cause: e }));
         }
         this.#log(`Retrying upload of "${key}" (attempt ${attempt} failed: ${messageOf(e)}).`);
-        await this.#clock.sleep(Math.min(100 * 2 ** attempt, 5000));
+        await this.#clock.sleep(backoffMs(attempt));
       }
     }
     this.#uploaded(sequence, bytes);
@@ -415,10 +445,9 @@ export class Volume implements BlockDevice {
     const lengthBytes = run.lengthSectors * SECTOR_BYTES;
     let body: Uint8Array;
     try {
-      ({ body } = await this.#store.get(key, {
-        offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES,
-        lengthBytes,
-      }));
+      ({ body } = await withRetries(this.#readRetry, () =>
+        this.#store.get(key, { offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES, lengthBytes })
+      ));
     } catch (e) {
       throw new VolumeError(`Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
     }

@@ -1,0 +1,19 @@
+import { simulate } from "./simulation.ts";
+
+const SEEDS = Number(Deno.env.get("LSVD_SIM_SEEDS") ?? 2000);
+const FIRST = Number(Deno.env.get("LSVD_SIM_SEED") ?? 1);
+
+Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} seeds from ${FIRST})`, async () => {
+  let objects = 0, crashes = 0;
+  for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
+    try {
+      const r = await simulate({ seed });
+      objects += r.objects;
+      crashes += r.crashes;
+    } catch (e) {
+      console.error(`simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`);
+      throw e;
+    }
+  }
+  console.log(`${SEEDS} seeds, ${crashes} crashes, ${objects} objects`);
+});

@@ -75,6 +75,11 @@ export interface ObjectStore {
   copy(sourceKey: string, destinationKey: string, options?: PutOptions): Promise<void>;
   /** Releases connections and timers. */
   close(): Promise<void>;
+  /**
+   * Optional start-up probe: verifies the store is reachable and usable (bucket exists,
+   * credentials work) and throws a Fatal StoreError with one clear sentence otherwise.
+   */
+  check?(): Promise<void>;
 }
 
 /** Lists every key under a prefix, page by page, in key order. */

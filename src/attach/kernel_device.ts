@@ -1,0 +1,246 @@
+/**
+ * @module
+ * Connects the kernel's NBD client (/dev/nbdN) to the daemon's own NBD socket without the
+ * nbd-client binary: open client sockets to the daemon's unix socket with libc, run the NBD
+ * handshake on them, hand them to the kernel over generic netlink (or the ioctl interface on
+ * kernels without it), and tune the block queue for sequential reads.
+ */
+
+import { type Logger, silentLogger } from "../util/log.ts";
+import { Libc } from "./libc.ts";
+import { type HandshakeChannel, NBD_FLAG_CAN_MULTI_CONN, negotiateExport } from "./nbd_client_handshake.ts";
+import { NbdIoctlConnection } from "./nbd_ioctl.ts";
+import { NbdNetlink } from "./nbd_netlink.ts";
+import { nbdIndexOf, readSysfs, tuneQueue, waitForDevice } from "./nbd_sysfs.ts";
+
+export const BLOCK_SIZE_BYTES = 4096;
+
+export interface AttachKernelDeviceOptions {
+  /** /dev/nbdN. */
+  devicePath: string;
+  /** The daemon's NBD unix socket. */
+  socketPath: string;
+  exportName: string;
+  /** Sockets handed to the kernel when the server advertises CAN_MULTI_CONN (default 4). */
+  connections?: number;
+  log?: Logger;
+  /** Per-request timeout in seconds (default 120). */
+  timeoutSeconds?: number;
+  /** How long requests wait for a dead connection to be replaced, in seconds (default 30). */
+  deadConnectionTimeoutSeconds?: number;
+  /** Read-ahead of the device in KiB (default 8192). */
+  readAheadKb?: number;
+  /** Largest request the kernel builds, in KiB, capped by the driver's own limit (default 2048). */
+  maxSectorsKb?: number;
+  /** "auto" (default): netlink, or ioctls when the netlink family is missing. */
+  controlInterface?: "auto" | "netlink" | "ioctl";
+  /** Bound on each handshake in milliseconds (default 30000). */
+  handshakeTimeoutMs?: number;
+}
+
+export interface KernelAttachment {
+  readonly devicePath: string;
+  readonly index: number;
+  readonly sizeBytes: number;
+  readonly connections: number;
+  readonly controlInterface: "netlink" | "ioctl";
+  /** True while the kernel has the device connected. */
+  isConnected(): Promise<boolean>;
+  /** Disconnects the kernel (it sends NBD_CMD_DISC on every socket). Idempotent. */
+  detach(): Promise<void>;
+}
+
+/** Throws the one-line error users see when the kernel cannot do NBD at all. */
+export function checkKernelNbdSupport(devicePath: string): void {
+  try {
+    Deno.statSync("/sys/module/nbd");
+  } catch {
+    throw new Error(
+      `Cannot connect ${devicePath}: the kernel has no nbd module (no /sys/module/nbd); use --fuse PATH instead`,
+    );
+  }
+}
+
+/** Connects devicePath to the NBD server on socketPath; see AttachKernelDeviceOptions for defaults. */
+export async function attachKernelDevice(options: AttachKernelDeviceOptions): Promise<KernelAttachment> {
+  const log = options.log ?? silentLogger;
+  const { devicePath } = options;
+  const index = nbdIndexOf(devicePath);
+  checkKernelNbdSupport(devicePath);
+  log("Connecting the kernel to the device.");
+  const libc = new Libc();
+  const fds: number[] = [];
+  try {
+    const netlink = options.controlInterface === "ioctl" ? undefined : await NbdNetlink.open(libc);
+    if (!netlink && options.controlInterface === "netlink") {
+      throw new Error(`Cannot connect ${devicePath}: the kernel has no "nbd" generic netlink family`);
+    }
+    await releaseStaleDevice({ index, devicePath, netlink, log });
+    const negotiated = await openNegotiatedSockets(libc, options, fds);
+    const request = {
+      index,
+      devicePath,
+      sizeBytes: negotiated.sizeBytes,
+      blockSizeBytes: BLOCK_SIZE_BYTES,
+      serverFlags: negotiated.transmissionFlags,
+      timeoutSeconds: options.timeoutSeconds ?? 120,
+      deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds ?? 30,
+      socketFds: fds,
+    };
+    const attachment = netlink
+      ? await connectNetlink(libc, netlink, { ...request, log })
+      : connectIoctl(libc, request);
+    for (const fd of fds.splice(0)) libc.close(fd); // the kernel holds its own references
+    await waitForDevice(index, true);
+    tuneQueue(index, {
+      readAheadKb: options.readAheadKb ?? 8192,
+      maxSectorsKb: options.maxSectorsKb ?? 2048,
+      log,
+    });
+    return attachment;
+  } catch (error) {
+    for (const fd of fds) libc.close(fd);
+    libc.closeLibrary();
+    throw error;
+  }
+}
+
+interface ConnectRequest {
+  index: number;
+  devicePath: string;
+  sizeBytes: number;
+  blockSizeBytes: number;
+  serverFlags: number;
+  timeoutSeconds: number;
+  deadConnectionTimeoutSeconds: number;
+  socketFds: number[];
+}
+
+/** Opens and negotiates the first socket, then as many more as the server allows; fds collects them. */
+async function openNegotiatedSockets(
+  libc: Libc,
+  options: AttachKernelDeviceOptions,
+  fds: number[],
+): Promise<{ sizeBytes: number; transmissionFlags: number }> {
+  const first = await openNegotiatedSocket(libc, options, fds);
+  if (first.sizeBytes < BLOCK_SIZE_BYTES) {
+    throw new Error(
+      `Cannot connect ${options.devicePath}: the export is smaller than ${BLOCK_SIZE_BYTES} bytes`,
+    );
+  }
+  const wanted = Math.max(1, Math.min(options.connections ?? 4, 16));
+  const count = first.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN ? wanted : 1;
+  for (let i = 1; i < count; i++) {
+    const next = await openNegotiatedSocket(libc, options, fds);
+    if (next.sizeBytes !== first.sizeBytes || next.transmissionFlags !== first.transmissionFlags) {
+      throw new Error(
+        `Cannot connect ${options.devicePath}: the server changed the export between connections`,
+      );
+    }
+  }
+  return first;
+}
+
+async function openNegotiatedSocket(libc: Libc, options: AttachKernelDeviceOptions, fds: number[]) {
+  const fd = libc.connectUnix(options.socketPath);
+  fds.push(fd);
+  libc.setSocketTimeouts(fd, options.handshakeTimeoutMs ?? 30_000);
+  const channel: HandshakeChannel = {
+    read: (length, what) => libc.readExact(fd, length, what),
+    write: (bytes, what) => libc.writeAll(fd, bytes, what),
+  };
+  const negotiated = await negotiateExport(channel, options.exportName);
+  libc.setSocketTimeouts(fd, 0); // the kernel would treat a receive timeout as a dead connection
+  return negotiated;
+}
+
+async function connectNetlink(
+  libc: Libc,
+  netlink: NbdNetlink,
+  request: ConnectRequest & { log: Logger },
+): Promise<KernelAttachment> {
+  try {
+    await netlink.connect(request);
+  } catch (error) {
+    netlink.close();
+    throw error;
+  }
+  let detached = false;
+  return {
+    devicePath: request.devicePath,
+    index: request.index,
+    sizeBytes: request.sizeBytes,
+    connections: request.socketFds.length,
+    controlInterface: "netlink",
+    isConnected: () => netlink.isConnected(request.index),
+    async detach() {
+      if (detached) return;
+      detached = true;
+      try {
+        if (await netlink.isConnected(request.index)) await netlink.disconnect(request.index);
+        // The kernel keeps the device configured while anything still has it open (a lazy unmount).
+        await waitForDevice(request.index, false).catch((error) => request.log(error.message));
+      } finally {
+        netlink.close();
+        libc.closeLibrary();
+      }
+    },
+  };
+}
+
+function connectIoctl(libc: Libc, request: ConnectRequest): KernelAttachment {
+  const connection = NbdIoctlConnection.start(libc, request);
+  let detached = false;
+  let running = true;
+  connection.finished.then(() => running = false, () => running = false);
+  return {
+    devicePath: request.devicePath,
+    index: request.index,
+    sizeBytes: request.sizeBytes,
+    connections: request.socketFds.length,
+    controlInterface: "ioctl",
+    isConnected: () =>
+      Promise.resolve(running && readSysfs(`/sys/block/nbd${request.index}/pid`) !== undefined),
+    async detach() {
+      if (detached) return;
+      detached = true;
+      try {
+        await connection.disconnect();
+      } finally {
+        libc.closeLibrary();
+      }
+    },
+  };
+}
+
+/**
+ * A device left connected by a process that no longer exists (a crashed daemon) is disconnected;
+ * one held by a live process is refused.
+ */
+async function releaseStaleDevice(p: {
+  index: number;
+  devicePath: string;
+  netlink: NbdNetlink | undefined;
+  log: Logger;
+}): Promise<void> {
+  const pid = readSysfs(`/sys/block/nbd${p.index}/pid`);
+  if (pid === undefined) return;
+  if (processExists(pid)) {
+    throw new Error(`Cannot connect ${p.devicePath}: it is already connected (pid ${pid})`);
+  }
+  if (!p.netlink) {
+    throw new Error(`Cannot connect ${p.devicePath}: it is left connected by gone process ${pid}`);
+  }
+  p.log(`${p.devicePath} was left connected by process ${pid}, which is gone; disconnecting it.`);
+  await p.netlink.disconnect(p.index);
+  await waitForDevice(p.index, false);
+}
+
+function processExists(pid: string): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * @module
+ * The kernel NBD driver's generic-netlink control interface (NetworkBlockDevice/nbd
+ * doc/netlink-proto.md, linux include/uapi/linux/nbd-netlink.h): connect a device to already
+ * negotiated sockets, disconnect it, ask whether it is connected. Unlike the ioctl interface,
+ * NBD_CMD_CONNECT returns at once and the kernel keeps its own references to the sockets.
+ */
+
+import type { Libc } from "./libc.ts";
+import {
+  attributeU32,
+  attributeU64,
+  decodeAttributes,
+  errnoText,
+  GenericNetlink,
+  listAttributes,
+  type NetlinkAttribute,
+} from "./netlink.ts";
+
+const NBD_GENL_FAMILY_NAME = "nbd";
+const NBD_GENL_VERSION = 1;
+const NBD_CMD_CONNECT = 1;
+const NBD_CMD_DISCONNECT = 2;
+const NBD_CMD_STATUS = 5;
+const NBD_ATTR_INDEX = 1;
+const NBD_ATTR_SIZE_BYTES = 2;
+const NBD_ATTR_BLOCK_SIZE_BYTES = 3;
+const NBD_ATTR_TIMEOUT = 4;
+const NBD_ATTR_SERVER_FLAGS = 5;
+const NBD_ATTR_SOCKETS = 7;
+const NBD_ATTR_DEAD_CONN_TIMEOUT = 8;
+const NBD_ATTR_DEVICE_LIST = 9;
+const NBD_DEVICE_ITEM = 1;
+const NBD_DEVICE_INDEX = 1;
+const NBD_DEVICE_CONNECTED = 2;
+const NBD_SOCK_ITEM = 1;
+const NBD_SOCK_FD = 1;
+
+/** Everything NBD_CMD_CONNECT needs. */
+export interface NbdConnectRequest {
+  index: number;
+  sizeBytes: number;
+  blockSizeBytes: number;
+  /** Transmission flags from the handshake. */
+  serverFlags: number;
+  /** Per-request timeout in seconds. */
+  timeoutSeconds: number;
+  /** How long requests wait for a dead connection to be replaced, in seconds. */
+  deadConnectionTimeoutSeconds: number;
+  /** Connected, negotiated socket fds (the kernel takes its own references). */
+  socketFds: readonly number[];
+}
+
+/** A control channel to the kernel's "nbd" generic netlink family. */
+export class NbdNetlink {
+  readonly #libc: Libc;
+  readonly #netlink: GenericNetlink;
+  readonly #family: number;
+
+  private constructor(libc: Libc, netlink: GenericNetlink, family: number) {
+    this.#libc = libc;
+    this.#netlink = netlink;
+    this.#family = family;
+  }
+
+  /** Opens the channel; undefined when the kernel has no "nbd" family (module not loaded or too old). */
+  static async open(libc: Libc): Promise<NbdNetlink | undefined> {
+    const netlink = new GenericNetlink(libc);
+    try {
+      const family = await netlink.resolveFamily(NBD_GENL_FAMILY_NAME);
+      if (family === undefined) {
+        netlink.close();
+        return undefined;
+      }
+      return new NbdNetlink(libc, netlink, family);
+    } catch (error) {
+      netlink.close();
+      throw error;
+    }
+  }
+
+  /** NBD_CMD_CONNECT; resolves once the kernel has started the device. */
+  async connect(request: NbdConnectRequest): Promise<void> {
+    const sockets: NetlinkAttribute[] = request.socketFds.map((fd) => ({
+      type: NBD_SOCK_ITEM,
+      value: [attributeU32(NBD_SOCK_FD, fd)],
+    }));
+    const attributes = [
+      attributeU32(NBD_ATTR_INDEX, request.index),
+      attributeU64(NBD_ATTR_SIZE_BYTES, request.sizeBytes),
+      attributeU64(NBD_ATTR_BLOCK_SIZE_BYTES, request.blockSizeBytes),
+      attributeU64(NBD_ATTR_SERVER_FLAGS, request.serverFlags),
+      attributeU64(NBD_ATTR_TIMEOUT, request.timeoutSeconds),
+      attributeU64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.deadConnectionTimeoutSeconds),
+      { type: NBD_ATTR_SOCKETS, value: sockets },
+    ];
+    await this.#command(NBD_CMD_CONNECT, attributes, `connect /dev/nbd${request.index}`);
+  }
+
+  /** NBD_CMD_DISCONNECT: the kernel sends NBD_CMD_DISC and drops its sockets. */
+  async disconnect(index: number): Promise<void> {
+    await this.#command(
+      NBD_CMD_DISCONNECT,
+      [attributeU32(NBD_ATTR_INDEX, index)],
+      `disconnect /dev/nbd${index}`,
+    );
+  }
+
+  /** NBD_CMD_STATUS for one device: true when it is connected. */
+  async isConnected(index: number): Promise<boolean> {
+    const replies = await this.#command(
+      NBD_CMD_STATUS,
+      [attributeU32(NBD_ATTR_INDEX, index)],
+      `query /dev/nbd${index}`,
+    );
+    for (const reply of replies) {
+      const list = decodeAttributes(reply).get(NBD_ATTR_DEVICE_LIST);
+      if (!list) continue;
+      for (const [type, item] of listAttributes(list)) {
+        if (type !== NBD_DEVICE_ITEM) continue;
+        const fields = decodeAttributes(item);
+        const itemIndex = fields.get(NBD_DEVICE_INDEX);
+        const connected = fields.get(NBD_DEVICE_CONNECTED);
+        if (!itemIndex || !connected) continue;
+        if (new DataView(itemIndex.buffer, itemIndex.byteOffset).getUint32(0, true) === index) {
+          return connected[0] !== 0;
+        }
+      }
+    }
+    return false;
+  }
+
+  close(): void {
+    this.#netlink.close();
+  }
+
+  async #command(command: number, attributes: NetlinkAttribute[], action: string): Promise<Uint8Array[]> {
+    const result = await this.#netlink.request({
+      family: this.#family,
+      command,
+      version: NBD_GENL_VERSION,
+      attributes,
+    });
+    if (result.errno !== 0) throw new Error(`Cannot ${action}: ${errnoText(this.#libc, result.errno)}`);
+    return result.replies;
+  }
+}

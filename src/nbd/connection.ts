@@ -1,0 +1,311 @@
+/**
+ * @module
+ * The transmission phase of one NBD connection: parse every complete request in the input buffer,
+ * validate it at the edge (range, alignment, flags, read-only), start it on the device, and reply
+ * as each completes, out of order. Bounded: past requestsInFlightMax requests or inFlightBytesMax
+ * payload/reply bytes the loop stops reading the socket until replies drain.
+ * Three channels for trouble: a failed command gets an errno reply and the connection goes on; a
+ * protocol violation ends this connection; an AssertionError from below is rethrown (crash).
+ */
+
+import assert from "node:assert/strict";
+import { type BlockDevice, SECTOR_BYTES } from "../volume/block_device.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { nbdErrno } from "./errors.ts";
+import { BASE_ALLOCATION_ID, type Negotiated } from "./handshake.ts";
+import type { InputBuffer } from "./input_buffer.ts";
+import * as p from "./protocol.ts";
+import { ReplyWriter } from "./reply_writer.ts";
+import type { NbdTransport } from "./transport.ts";
+
+export interface ConnectionLimits {
+  requestsInFlightMax: number;
+  inFlightBytesMax: number;
+  /** Largest READ/WRITE length; a larger WRITE ends the connection (its payload cannot be skipped). */
+  payloadBytesMax: number;
+}
+
+/** Why the transmission phase ended. */
+export type EndReason = "disconnect" | "eof" | "stopped" | { violation: string };
+
+/** READ replies up to this size are copied into the batched stage; larger ones are written as is. */
+const COPY_REPLY_BYTES_MAX = 64 * 1024;
+/** Descriptors per BLOCK_STATUS reply (the spec lets a server return fewer than the range needs). */
+const DESCRIPTORS_MAX = 8192;
+const IDLE_READ_BUFFERS_BYTES_MAX = 16 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+const MESSAGES = {
+  command: encoder.encode("unknown command"),
+  flags: encoder.encode("flags not valid for this command"),
+  readOnly: encoder.encode("the export is read-only"),
+  zeroLength: encoder.encode("zero-length request"),
+  alignment: encoder.encode("offset and length must be multiples of 4096"),
+  range: encoder.encode("request lies beyond the end of the export"),
+  tooLarge: encoder.encode("request exceeds the maximum block size"),
+  flushArgs: encoder.encode("FLUSH takes zero offset and length"),
+  noContext: encoder.encode("no metadata context was negotiated"),
+  shutdown: encoder.encode("the server is shutting down"),
+};
+
+const WRITE_COMMANDS = new Set([p.CMD_WRITE, p.CMD_TRIM, p.CMD_WRITE_ZEROES]);
+
+export class Connection {
+  #device: BlockDevice;
+  #input: InputBuffer;
+  #writer: ReplyWriter;
+  #negotiated: Negotiated;
+  #limits: ConnectionLimits;
+  #pool = new BufferPool(IDLE_READ_BUFFERS_BYTES_MAX);
+  #requestsInFlight = 0;
+  #inFlightBytes = 0;
+  #stopping = false;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    transport: NbdTransport,
+    input: InputBuffer,
+    options: { device: BlockDevice; negotiated: Negotiated; limits: ConnectionLimits },
+  ) {
+    this.#device = options.device;
+    this.#input = input;
+    this.#negotiated = options.negotiated;
+    this.#limits = options.limits;
+    this.#writer = new ReplyWriter(transport, () => this.#progress());
+  }
+
+  /** Stop taking requests: buffered ones get ESHUTDOWN; call after interrupting the input. */
+  stop(): void {
+    this.#stopping = true;
+    this.#progress();
+  }
+
+  /** Serves requests until the client disconnects or breaks the protocol, or stop(); then drains. */
+  async run(): Promise<EndReason> {
+    const reason = await this.#readLoop();
+    await this.#drained(0);
+    await this.#writer.idle();
+    return reason;
+  }
+
+  async #readLoop(): Promise<EndReason> {
+    const input = this.#input;
+    for (;;) {
+      if (this.#writer.failed) return "eof";
+      if (input.available < p.REQUEST_HEADER_BYTES) {
+        if (this.#stopping) return "stopped";
+        if (!await input.fill(p.REQUEST_HEADER_BYTES)) return this.#stopping ? "stopped" : "eof";
+        continue;
+      }
+      const request = p.decodeRequest(input.view, input.start);
+      if (!request.magicOk) return { violation: "bad request magic" };
+      const payloadBytes = request.command === p.CMD_WRITE ? request.lengthBytes : 0;
+      if (payloadBytes > this.#limits.payloadBytesMax) {
+        return { violation: `WRITE of ${payloadBytes} bytes exceeds the maximum block size` };
+      }
+      const messageBytes = p.REQUEST_HEADER_BYTES + payloadBytes;
+      if (input.available < messageBytes) {
+        if (this.#stopping) return "stopped";
+        if (!await input.fill(messageBytes)) return this.#stopping ? "stopped" : "eof";
+        continue;
+      }
+      if (this.#overLimit() && !this.#stopping) {
+        await this.#drained(this.#limits.requestsInFlightMax - 1);
+        continue;
+      }
+      if (request.command === p.CMD_DISC) return "disconnect";
+      const payloadStart = input.start + p.REQUEST_HEADER_BYTES;
+      this.#dispatch(request, input.bytes.subarray(payloadStart, payloadStart + payloadBytes));
+      input.consume(messageBytes);
+    }
+  }
+
+  #overLimit(): boolean {
+    return this.#requestsInFlight >= this.#limits.requestsInFlightMax ||
+      this.#inFlightBytes + this.#writer.pendingBytes >= this.#limits.inFlightBytesMax;
+  }
+
+  /** Waits until at most requestsMax requests are in flight and the byte budget has room. */
+  async #drained(requestsMax: number): Promise<void> {
+    while (
+      !this.#writer.failed &&
+      (this.#requestsInFlight > requestsMax ||
+        (requestsMax > 0 && this.#inFlightBytes + this.#writer.pendingBytes >= this.#limits.inFlightBytesMax))
+    ) {
+      if (requestsMax > 0 && this.#stopping) return;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
+  #progress(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  #dispatch(request: p.Request, payload: Uint8Array): void {
+    if (this.#stopping) return this.#replyError(request, p.ESHUTDOWN, MESSAGES.shutdown);
+    const refusal = this.#validate(request);
+    if (refusal !== undefined) return this.#replyError(request, refusal.error, refusal.message);
+    const bytes = request.command === p.CMD_READ || request.command === p.CMD_WRITE ? request.lengthBytes : 0;
+    this.#requestsInFlight++;
+    this.#inFlightBytes += bytes;
+    let done: Promise<void>;
+    try {
+      done = this.#start(request, payload);
+    } catch (e) {
+      done = Promise.reject(e); // a device method that throws instead of rejecting
+    }
+    done.then(
+      () => this.#finished(bytes),
+      (e) => {
+        this.#finished(bytes);
+        this.#replyError(request, nbdErrno(e), encoder.encode(e instanceof Error ? e.message : String(e)));
+      },
+    );
+  }
+
+  #finished(bytes: number): void {
+    this.#requestsInFlight--;
+    this.#inFlightBytes -= bytes;
+    this.#progress();
+  }
+
+  /** Starts the command; resolves once its reply is queued, rejects with the device's error. */
+  #start(request: p.Request, payload: Uint8Array): Promise<void> {
+    const device = this.#device;
+    const fua = (request.flags & p.CMD_FLAG_FUA) !== 0;
+    switch (request.command) {
+      case p.CMD_READ:
+        return this.#read(request);
+      case p.CMD_WRITE:
+        return this.#then(device.write(request.offsetBytes, payload, { fua }), request);
+      case p.CMD_FLUSH:
+        return this.#then(device.flush(), request);
+      case p.CMD_TRIM:
+        return this.#then(device.trim(request.offsetBytes, request.lengthBytes, { fua }), request);
+      case p.CMD_WRITE_ZEROES:
+        // FAST_ZERO and NO_HOLE need nothing special: zeroing is O(1) and never slower than a write.
+        return this.#then(device.writeZeroes(request.offsetBytes, request.lengthBytes, { fua }), request);
+      case p.CMD_BLOCK_STATUS:
+        return Promise.resolve().then(() => this.#blockStatus(request));
+      default:
+        assert.fail(`command ${request.command} passed validation`);
+    }
+  }
+
+  async #then(operation: Promise<void>, request: p.Request): Promise<void> {
+    await operation;
+    this.#replyOk(request);
+  }
+
+  /** The refusal for an invalid request, or undefined when the device may run it. */
+  #validate(request: p.Request): { error: number; message: Uint8Array } | undefined {
+    const { command, flags, offsetBytes, lengthBytes } = request;
+    const allowed = allowedFlags(command, this.#negotiated.structuredReplies);
+    if (allowed === undefined) return { error: p.EINVAL, message: MESSAGES.command };
+    if ((flags & ~allowed) !== 0) return { error: p.EINVAL, message: MESSAGES.flags };
+    if (WRITE_COMMANDS.has(command) && this.#device.readOnly) {
+      return { error: p.EPERM, message: MESSAGES.readOnly };
+    }
+    if (command === p.CMD_FLUSH) {
+      return offsetBytes === 0 && lengthBytes === 0
+        ? undefined
+        : { error: p.EINVAL, message: MESSAGES.flushArgs };
+    }
+    if (lengthBytes === 0) return { error: p.EINVAL, message: MESSAGES.zeroLength };
+    if (offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0) {
+      return { error: p.EINVAL, message: MESSAGES.alignment };
+    }
+    if (offsetBytes + lengthBytes > this.#device.sizeBytes) {
+      return { error: p.EINVAL, message: MESSAGES.range };
+    }
+    if (command === p.CMD_READ && lengthBytes > this.#limits.payloadBytesMax) {
+      return { error: p.EINVAL, message: MESSAGES.tooLarge };
+    }
+    if (command === p.CMD_BLOCK_STATUS && !this.#negotiated.baseAllocation) {
+      return { error: p.EINVAL, message: MESSAGES.noContext };
+    }
+    return undefined;
+  }
+
+  async #read(request: p.Request): Promise<void> {
+    const structured = this.#negotiated.structuredReplies;
+    const headerBytes = structured ? p.OFFSET_DATA_HEADER_BYTES : p.SIMPLE_REPLY_HEADER_BYTES;
+    const length = request.lengthBytes;
+    const buffer = this.#pool.take(headerBytes + length);
+    try {
+      await this.#device.read(request.offsetBytes, buffer.subarray(headerBytes, headerBytes + length));
+    } catch (e) {
+      this.#pool.give(buffer);
+      throw e;
+    }
+    const view = new DataView(buffer.buffer, buffer.byteOffset, headerBytes);
+    if (structured) {
+      p.encodeOffsetDataHeader(view, 0, { ...request, lengthBytes: length });
+    } else {
+      p.encodeSimpleReply(view, 0, request.handleHigh, request.handleLow, 0);
+    }
+    if (buffer.length <= COPY_REPLY_BYTES_MAX) {
+      const at = this.#writer.reserve(buffer.length);
+      this.#writer.bytes.set(buffer, at);
+      this.#pool.give(buffer);
+    } else {
+      this.#writer.appendOwned(buffer, (b) => this.#pool.give(b));
+    }
+  }
+
+  #blockStatus(request: p.Request): void {
+    const reqOne = (request.flags & p.CMD_FLAG_REQ_ONE) !== 0;
+    const extents = this.#device.blockStatus(request.offsetBytes, request.lengthBytes);
+    assert(extents.length > 0, "blockStatus returned no extents");
+    const count = Math.min(extents.length, reqOne ? 1 : DESCRIPTORS_MAX);
+    const writer = this.#writer;
+    const at = writer.reserve(p.blockStatusChunkBytes(count));
+    p.encodeBlockStatusHeader(writer.view, at, {
+      ...request,
+      contextId: BASE_ALLOCATION_ID,
+      descriptors: count,
+    });
+    for (let i = 0; i < count; i++) {
+      const extent = extents[i];
+      assert(extent !== undefined && extent.lengthBytes > 0);
+      const status = extent.zero ? p.STATE_HOLE | p.STATE_ZERO : 0;
+      p.encodeDescriptor(writer.view, at, i, { lengthBytes: extent.lengthBytes, status });
+    }
+  }
+
+  #replyOk(request: p.Request): void {
+    const at = this.#writer.reserve(p.SIMPLE_REPLY_HEADER_BYTES);
+    p.encodeSimpleReply(this.#writer.view, at, request.handleHigh, request.handleLow, 0);
+  }
+
+  #replyError(request: p.Request, error: number, message: Uint8Array): void {
+    const writer = this.#writer;
+    if (!this.#negotiated.structuredReplies) {
+      const at = writer.reserve(p.SIMPLE_REPLY_HEADER_BYTES);
+      p.encodeSimpleReply(writer.view, at, request.handleHigh, request.handleLow, error);
+      return;
+    }
+    const at = writer.reserve(p.errorChunkBytes(message));
+    p.encodeErrorChunk(writer.bytes, writer.view, at, { ...request, error, message });
+  }
+}
+
+/** Flags each command accepts; undefined for a command we do not serve. FUA is valid on all. */
+function allowedFlags(command: number, structuredReplies: boolean): number | undefined {
+  switch (command) {
+    case p.CMD_READ:
+      return p.CMD_FLAG_FUA | (structuredReplies ? p.CMD_FLAG_DF : 0);
+    case p.CMD_WRITE:
+    case p.CMD_FLUSH:
+    case p.CMD_TRIM:
+      return p.CMD_FLAG_FUA;
+    case p.CMD_WRITE_ZEROES:
+      return p.CMD_FLAG_FUA | p.CMD_FLAG_NO_HOLE | p.CMD_FLAG_FAST_ZERO;
+    case p.CMD_BLOCK_STATUS:
+      return p.CMD_FLAG_FUA | p.CMD_FLAG_REQ_ONE;
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * @module
+ * `--fuse PATH`: where the kernel has no nbd module (this machine, many containers) but has FUSE,
+ * expose the daemon's export as a regular file through nbdfuse, so `losetup` + `mount` still give
+ * a kernel filesystem. nbdfuse runs as a child in the foreground; stopping it unmounts the FUSE
+ * filesystem with fusermount3, which makes nbdfuse disconnect and exit.
+ */
+
+import type { Logger } from "../util/log.ts";
+
+/** Bound on waiting for the file to appear, and for nbdfuse to exit after unmount. */
+const FUSE_TIMEOUT_MS = 30_000;
+const POLL_INTERVAL_MS = 50;
+
+export interface FuseExportOptions {
+  /** MOUNTPOINT/FILENAME, or an existing directory (the file is then named "nbd" inside it). */
+  path: string;
+  socketPath: string;
+  exportName: string;
+  /** nbdfuse connections (-C), default 4. */
+  connections?: number;
+  readOnly?: boolean;
+  log: Logger;
+}
+
+export interface FuseExport {
+  /** The file that is the volume. */
+  readonly filePath: string;
+  /** The FUSE mount point (the directory holding the file). */
+  readonly mountPoint: string;
+  /** Resolves when nbdfuse exits (after stop(), or if it dies). */
+  readonly exited: Promise<Deno.CommandStatus>;
+  stop(): Promise<void>;
+}
+
+/** nbd+unix URI for an export on a unix socket. */
+export function nbdUnixUri(exportName: string, socketPath: string): string {
+  return `nbd+unix:///${encodeURIComponent(exportName)}?socket=${encodeURIComponent(socketPath)}`;
+}
+
+/** Starts nbdfuse and resolves once the file exists. */
+export async function startFuseExport(options: FuseExportOptions): Promise<FuseExport> {
+  const { mountPoint, filePath } = await splitFusePath(options.path);
+  const args = [
+    ...["-C", String(options.connections ?? 4)],
+    ...(options.readOnly ? ["-r"] : []),
+    options.path,
+    nbdUnixUri(options.exportName, options.socketPath),
+  ];
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("nbdfuse", { args, stdin: "null", stdout: "inherit", stderr: "inherit" })
+      .spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new Error(
+        `Cannot expose the volume at ${options.path}: nbdfuse is not installed (apt-get install libnbd-bin)`,
+      );
+    }
+    throw error;
+  }
+  const exited = child.status;
+  options.log(`Exposing the volume as ${filePath} through nbdfuse.`);
+  try {
+    await waitForFile(filePath, exited);
+  } catch (error) {
+    await stopChild(child, mountPoint);
+    throw error;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    filePath,
+    mountPoint,
+    exited,
+    stop: () => stopped ??= stopChild(child, mountPoint),
+  };
+}
+
+async function splitFusePath(path: string): Promise<{ mountPoint: string; filePath: string }> {
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (info?.isDirectory) return { mountPoint: path, filePath: `${path.replace(/\/+$/, "")}/nbd` };
+  const slash = path.lastIndexOf("/");
+  const mountPoint = slash > 0 ? path.slice(0, slash) : ".";
+  const dir = await Deno.stat(mountPoint).catch(() => undefined);
+  if (!dir?.isDirectory) {
+    throw new Error(`Cannot expose the volume at ${path}: ${mountPoint} is not a directory`);
+  }
+  return { mountPoint, filePath: path };
+}
+
+async function waitForFile(filePath: string, exited: Promise<Deno.CommandStatus>): Promise<void> {
+  let status: Deno.CommandStatus | undefined;
+  exited.then((s) => status = s);
+  const deadline = Date.now() + FUSE_TIMEOUT_MS;
+  while (!(await Deno.stat(filePath).then((i) => i.isFile, () => false))) {
+    if (status) {
+      throw new Error(`Cannot expose the volume at ${filePath}: nbdfuse exited with code ${status.code}`);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`Cannot expose the volume at ${filePath}: no file in ${FUSE_TIMEOUT_MS} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+}
+
+/** fusermount3 -u (lazy if busy), then a bounded wait for nbdfuse, then SIGKILL. */
+async function stopChild(child: Deno.ChildProcess, mountPoint: string): Promise<void> {
+  const unmount = await fusermount(["-u", mountPoint]);
+  if (!unmount) await fusermount(["-u", "-z", mountPoint]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) =>
+    timer = setTimeout(() => resolve("timeout"), FUSE_TIMEOUT_MS)
+  );
+  const outcome = await Promise.race([child.status, timeout]);
+  clearTimeout(timer);
+  if (outcome === "timeout") {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+}
+
+async function fusermount(args: string[]): Promise<boolean> {
+  try {
+    const output = await new Deno.Command("fusermount3", { args, stdout: "null", stderr: "null" }).output();
+    return output.success;
+  } catch {
+    return false;
+  }
+}

@@ -269,7 +269,10 @@ export class MemoryStore implements ObjectStore {
   }
 
   #store(key: string, body: Uint8Array, ifNoneMatch: boolean): void {
-    if (ifNoneMatch && this.#bucket.objects.has(key)) {
+    const existing = this.#bucket.objects.get(key);
+    if (ifNoneMatch && existing !== undefined) {
+      // Byte-identical content means a retry of our own write: succeed, as S3Store does.
+      if (sameBytes(existing, body)) return;
       throw new StoreError(
         "PreconditionFailed",
         `Cannot write object "${key}" to ${this.description}: the key already exists`,
@@ -352,6 +355,10 @@ export class MemoryStore implements ObjectStore {
     if (latency === undefined) return 0;
     return latency.min + (latency.max - latency.min) * this.#random();
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function checkRange(range: ByteRange): void {

@@ -177,6 +177,20 @@ const CASES: Record<string, Case> = {
     assert.equal(text((await store.get(`${p}obj`)).body), "plain");
   },
 
+  "create-only put of byte-identical content succeeds, as a retry of a landed write must": async (
+    store,
+    p,
+  ) => {
+    const body = pattern(3000, 2);
+    await store.put(`${p}obj`, body, { ifNoneMatch: true });
+    await store.put(`${p}obj`, body, { ifNoneMatch: true });
+    const different = body.slice();
+    different[2999]! ^= 1;
+    await rejectsWith(store.put(`${p}obj`, different, { ifNoneMatch: true }), "PreconditionFailed");
+    await rejectsWith(store.put(`${p}obj`, body.slice(0, 2999), { ifNoneMatch: true }), "PreconditionFailed");
+    assert.deepEqual((await store.get(`${p}obj`)).body, body);
+  },
+
   "plain put overwrites": async (store, p) => {
     await store.put(`${p}obj`, bytes("one"));
     await store.put(`${p}obj`, bytes("two, longer"));

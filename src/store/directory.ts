@@ -1,0 +1,332 @@
+/**
+ * @module
+ * The ObjectStore over a local directory: the embedded default store. Each object is a file
+ * whose path relative to the root is exactly its key, so the directory is a faithful copy of
+ * what the bucket would hold (and `aws s3 sync` can move it either way).
+ *
+ * Writes are atomic: the bytes go to a temp file under `<root>/.lsvd-tmp/` (same file system,
+ * never listed), are fsynced, then renamed into place; create-only writes use link(), which
+ * fails when the key exists, instead of rename, which would replace it.
+ */
+
+import assert from "node:assert/strict";
+import { compareKeys } from "./key_order.ts";
+import {
+  type ByteRange,
+  type GetResult,
+  type ListedObject,
+  type ListOptions,
+  type ListPage,
+  type ObjectStore,
+  type PutOptions,
+  StoreError,
+} from "./store.ts";
+
+/** Temp files live here; a key may not start with this segment. */
+const TEMP_DIRECTORY = ".lsvd-tmp";
+const LIST_PAGE_KEYS_MAX = 1000;
+/** A racing delete may remove a freshly made parent directory; try again this often. */
+const PLACE_ATTEMPTS_MAX = 4;
+
+export interface DirectoryStoreOptions {
+  /** fsync files and directories so a write survives power loss; default true. */
+  fsync?: boolean;
+}
+
+/** The walk's state while collecting one page of keys. */
+interface ListWalk {
+  prefix: string;
+  startAfter: string | undefined;
+  wanted: number;
+  keys: string[];
+}
+
+export class DirectoryStore implements ObjectStore {
+  readonly description: string;
+  readonly rootPath: string;
+  #fsync: boolean;
+
+  constructor(rootPath: string, options: DirectoryStoreOptions = {}) {
+    assert(rootPath !== "", "the root path must not be empty");
+    this.rootPath = rootPath.replace(/\/+$/, "") || "/";
+    this.description = `the ${this.rootPath} directory`;
+    this.#fsync = options.fsync ?? true;
+  }
+
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
+    this.#checkKey("write", key);
+    const copy = body.slice(); // before the first await: the caller may reuse its buffer
+    const temp = await this.#writeTemp(key, copy);
+    try {
+      await this.#place(key, temp, options.ifNoneMatch === true, copy);
+    } finally {
+      await Deno.remove(temp).catch(() => {});
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<GetResult> {
+    this.#checkKey("read", key);
+    if (range !== undefined) checkRange(range);
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(this.#path(key), { read: true });
+    } catch (error) {
+      throw this.#mapReadError(key, error);
+    }
+    try {
+      const stat = await file.stat();
+      if (!stat.isFile) throw this.#notFound("read", key);
+      return await this.#readRange(file, key, stat.size, range);
+    } catch (error) {
+      throw this.#mapReadError(key, error);
+    } finally {
+      file.close();
+    }
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    const maxKeys = Math.min(options.maxKeys ?? LIST_PAGE_KEYS_MAX, LIST_PAGE_KEYS_MAX);
+    assert(Number.isInteger(maxKeys) && maxKeys >= 1, `bad maxKeys ${maxKeys}`);
+    const walk: ListWalk = {
+      prefix: options.prefix,
+      startAfter: options.startAfter || undefined,
+      wanted: maxKeys + 1,
+      keys: [],
+    };
+    try {
+      await this.#walk(walk, "");
+    } catch (error) {
+      throw this.#ioError(`list keys under "${options.prefix}" in`, error);
+    }
+    const objects = await this.#sizes(walk.keys.slice(0, maxKeys));
+    return { objects, isTruncated: walk.keys.length > maxKeys };
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#checkKey("delete", key);
+    try {
+      await Deno.remove(this.#path(key));
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw this.#ioError(`delete object "${key}" from`, error);
+    }
+    await this.#removeEmptyParents(key);
+  }
+
+  async copy(sourceKey: string, destinationKey: string, options: PutOptions = {}): Promise<void> {
+    const source = await this.get(sourceKey);
+    await this.put(destinationKey, source.body, options);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  #path(key: string): string {
+    return `${this.rootPath}/${key}`;
+  }
+
+  #checkKey(action: string, key: string): void {
+    const segments = key.split("/");
+    const bad = key === "" || key.includes("\0") || segments[0] === TEMP_DIRECTORY ||
+      segments.some((s) => s === "" || s === "." || s === "..");
+    if (bad) {
+      throw new StoreError(
+        "Fatal",
+        `Cannot ${action} object "${key}" in ${this.description}: the key is not a relative path of plain names`,
+      );
+    }
+  }
+
+  async #writeTemp(key: string, body: Uint8Array): Promise<string> {
+    const directory = `${this.rootPath}/${TEMP_DIRECTORY}`;
+    const temp = `${directory}/${crypto.randomUUID()}`;
+    try {
+      await Deno.mkdir(directory, { recursive: true });
+      const file = await Deno.open(temp, { write: true, createNew: true });
+      try {
+        await writeAll(file, body);
+        if (this.#fsync) await file.sync();
+      } finally {
+        file.close();
+      }
+      return temp;
+    } catch (error) {
+      await Deno.remove(temp).catch(() => {});
+      throw this.#ioError(`write object "${key}" to`, error);
+    }
+  }
+
+  /** Moves the temp file to the key: rename (replace) or link (create-only). */
+  async #place(key: string, temp: string, ifNoneMatch: boolean, body: Uint8Array): Promise<void> {
+    const path = this.#path(key);
+    const parent = path.slice(0, path.lastIndexOf("/"));
+    for (let attempt = 1;; attempt++) {
+      try {
+        await Deno.mkdir(parent, { recursive: true });
+        if (ifNoneMatch) await Deno.link(temp, path);
+        else await Deno.rename(temp, path);
+        break;
+      } catch (error) {
+        if (ifNoneMatch && error instanceof Deno.errors.AlreadyExists) {
+          if (await this.#holds(key, body)) return;
+          throw new StoreError(
+            "PreconditionFailed",
+            `Cannot write object "${key}" to ${this.description}: the key already exists`,
+          );
+        }
+        if (error instanceof Deno.errors.NotFound && attempt < PLACE_ATTEMPTS_MAX) continue;
+        throw this.#ioError(`write object "${key}" to`, error);
+      }
+    }
+    if (this.#fsync) await syncDirectory(parent);
+  }
+
+  /** True when key holds exactly these bytes (a retried create-only write that landed before). */
+  async #holds(key: string, body: Uint8Array): Promise<boolean> {
+    try {
+      const stored = await Deno.readFile(this.#path(key));
+      return stored.length === body.length && stored.every((b, i) => b === body[i]);
+    } catch {
+      return false;
+    }
+  }
+
+  async #readRange(file: Deno.FsFile, key: string, sizeBytes: number, range?: ByteRange): Promise<GetResult> {
+    if (range === undefined) return { body: await readExactly(file, sizeBytes), totalSizeBytes: sizeBytes };
+    if (range.offsetBytes >= sizeBytes) {
+      const last = range.offsetBytes + range.lengthBytes - 1;
+      throw new StoreError(
+        "InvalidRange",
+        `Cannot read object "${key}": range ${range.offsetBytes}-${last} not satisfiable (size ${sizeBytes})`,
+      );
+    }
+    await file.seek(range.offsetBytes, Deno.SeekMode.Start);
+    const length = Math.min(range.lengthBytes, sizeBytes - range.offsetBytes);
+    return { body: await readExactly(file, length), totalSizeBytes: sizeBytes };
+  }
+
+  /**
+   * Visits a directory's entries in key order, collecting keys. Sorting a file by its name and
+   * a directory by its name plus `/` orders whole subtrees correctly among their siblings.
+   * Returns true once enough keys are collected.
+   */
+  async #walk(walk: ListWalk, directoryKey: string): Promise<boolean> {
+    const entries = await this.#sortedEntries(directoryKey);
+    for (const { sortKey, isDirectory } of entries) {
+      if (isDirectory) {
+        if (!sortKey.startsWith(walk.prefix) && !walk.prefix.startsWith(sortKey)) continue;
+        const after = walk.startAfter;
+        if (after !== undefined && compareKeys(sortKey, after) < 0 && !after.startsWith(sortKey)) continue;
+        if (await this.#walk(walk, sortKey)) return true;
+      } else {
+        if (!sortKey.startsWith(walk.prefix)) continue;
+        if (walk.startAfter !== undefined && compareKeys(sortKey, walk.startAfter) <= 0) continue;
+        walk.keys.push(sortKey);
+        if (walk.keys.length >= walk.wanted) return true;
+      }
+    }
+    return false;
+  }
+
+  async #sortedEntries(directoryKey: string): Promise<{ sortKey: string; isDirectory: boolean }[]> {
+    const entries: { sortKey: string; isDirectory: boolean }[] = [];
+    try {
+      for await (const entry of Deno.readDir(`${this.rootPath}/${directoryKey}`)) {
+        if (directoryKey === "" && entry.name === TEMP_DIRECTORY) continue;
+        if (entry.isDirectory) entries.push({ sortKey: `${directoryKey}${entry.name}/`, isDirectory: true });
+        else if (entry.isFile) entries.push({ sortKey: `${directoryKey}${entry.name}`, isDirectory: false });
+      }
+    } catch (error) {
+      if (isMissing(error)) return []; // no root yet, or removed by a concurrent delete
+      throw error;
+    }
+    return entries.sort((a, b) => compareKeys(a.sortKey, b.sortKey));
+  }
+
+  async #sizes(keys: string[]): Promise<ListedObject[]> {
+    const sizes = await Promise.all(keys.map(async (key) => {
+      try {
+        return (await Deno.stat(this.#path(key))).size;
+      } catch (error) {
+        if (isMissing(error)) return undefined; // deleted since the directory was read
+        throw this.#ioError(`list object "${key}" in`, error);
+      }
+    }));
+    return keys.flatMap((key, i) => sizes[i] === undefined ? [] : [{ key, sizeBytes: sizes[i] }]);
+  }
+
+  /** Keeps the tree free of directories no key needs, as a bucket has none. */
+  async #removeEmptyParents(key: string): Promise<void> {
+    const segments = key.split("/").slice(0, -1);
+    while (segments.length > 0) {
+      try {
+        await Deno.remove(this.#path(segments.join("/")));
+      } catch {
+        return; // not empty (or already gone): parents above are not empty either
+      }
+      segments.pop();
+    }
+  }
+
+  #mapReadError(key: string, error: unknown): StoreError {
+    if (error instanceof StoreError) return error;
+    if (isMissing(error) || error instanceof Deno.errors.IsADirectory) return this.#notFound("read", key);
+    return this.#ioError(`read object "${key}" from`, error);
+  }
+
+  #notFound(action: string, key: string): StoreError {
+    return new StoreError(
+      "NotFound",
+      `Cannot ${action} object "${key}" from ${this.description}: no such key`,
+    );
+  }
+
+  #ioError(action: string, error: unknown): StoreError {
+    if (error instanceof StoreError) return error;
+    const cause = error instanceof Error ? error.message : String(error);
+    return new StoreError("Fatal", `Cannot ${action} ${this.description}: ${cause}`, { cause: error });
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  return error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory;
+}
+
+function checkRange(range: ByteRange): void {
+  assert(
+    Number.isSafeInteger(range.offsetBytes) && range.offsetBytes >= 0,
+    `bad offset ${range.offsetBytes}`,
+  );
+  assert(
+    Number.isSafeInteger(range.lengthBytes) && range.lengthBytes >= 1,
+    `bad length ${range.lengthBytes}`,
+  );
+}
+
+async function writeAll(file: Deno.FsFile, body: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < body.length) written += await file.write(body.subarray(written));
+}
+
+async function readExactly(file: Deno.FsFile, lengthBytes: number): Promise<Uint8Array> {
+  const body = new Uint8Array(lengthBytes);
+  let filled = 0;
+  while (filled < lengthBytes) {
+    const n = await file.read(body.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  assert.equal(filled, lengthBytes, "the file shrank while it was read");
+  return body;
+}
+
+/** fsync a directory so a rename or link in it survives power loss. */
+async function syncDirectory(path: string): Promise<void> {
+  const directory = await Deno.open(path, { read: true });
+  try {
+    await directory.sync();
+  } finally {
+    directory.close();
+  }
+}

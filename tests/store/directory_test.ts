@@ -1,0 +1,91 @@
+/**
+ * @module
+ * DirectoryStore: the conformance suite on a temp directory, then what is particular to files:
+ * the layout is exactly the keys, temp files never show, and bad keys are refused.
+ */
+
+import assert from "node:assert/strict";
+import { DirectoryStore } from "../../src/store/directory.ts";
+import { isStoreError, type ObjectStore } from "../../src/store/store.ts";
+import { runStoreConformance } from "./conformance.ts";
+
+async function withStore(fn: (store: DirectoryStore, root: string) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "lsvd-directory-store-" });
+  try {
+    await fn(new DirectoryStore(root), root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+runStoreConformance("DirectoryStore", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lsvd-directory-store-" });
+  const store: ObjectStore = new DirectoryStore(root);
+  const close = store.close.bind(store);
+  store.close = async () => {
+    await close();
+    await Deno.remove(root, { recursive: true });
+  };
+  return store;
+});
+
+const body = (text: string) => new TextEncoder().encode(text);
+
+async function tree(root: string, relative = ""): Promise<string[]> {
+  const found: string[] = [];
+  for await (const entry of Deno.readDir(`${root}/${relative}`)) {
+    const path = `${relative}${entry.name}`;
+    found.push(entry.isDirectory ? `${path}/` : path);
+    if (entry.isDirectory) found.push(...await tree(root, `${path}/`));
+  }
+  return found.sort();
+}
+
+Deno.test("DirectoryStore.put() stores each object as the file named by its key", () =>
+  withStore(async (store, root) => {
+    await store.put("vol/0000000000000001", body("one"));
+    await store.put("vol/archive/x/0000000000000002", body("two"), { ifNoneMatch: true });
+    assert.equal(await Deno.readTextFile(`${root}/vol/0000000000000001`), "one");
+    assert.equal(await Deno.readTextFile(`${root}/vol/archive/x/0000000000000002`), "two");
+    const files = (await tree(root)).filter((p) => !p.endsWith("/"));
+    assert.deepEqual(files, ["vol/0000000000000001", "vol/archive/x/0000000000000002"]);
+    assert.equal(store.description, `the ${root} directory`);
+  }));
+
+Deno.test("DirectoryStore.list() never shows temp files and delete() prunes empty directories", () =>
+  withStore(async (store, root) => {
+    await Deno.mkdir(`${root}/.lsvd-tmp`, { recursive: true });
+    await Deno.writeTextFile(`${root}/.lsvd-tmp/leftover-from-a-crash`, "partial");
+    await store.put("a/b/c", body("c"));
+    assert.deepEqual((await store.list({ prefix: "" })).objects, [{ key: "a/b/c", sizeBytes: 1 }]);
+    await store.delete("a/b/c");
+    assert.deepEqual(await tree(root), [".lsvd-tmp/", ".lsvd-tmp/leftover-from-a-crash"]);
+  }));
+
+Deno.test("DirectoryStore.get() sees files written by other tools", () =>
+  withStore(async (store, root) => {
+    await Deno.mkdir(`${root}/copied/in`, { recursive: true });
+    await Deno.writeTextFile(`${root}/copied/in/key`, "from aws s3 sync");
+    assert.equal(new TextDecoder().decode((await store.get("copied/in/key")).body), "from aws s3 sync");
+    await assert.rejects(store.get("copied/in"), (e) => isStoreError(e, "NotFound"));
+  }));
+
+Deno.test("DirectoryStore refuses keys that are not plain relative paths", () =>
+  withStore(async (store) => {
+    for (const key of ["", "/abs", "a//b", "a/", "../escape", "a/./b", ".lsvd-tmp/x"]) {
+      await assert.rejects(store.put(key, body("x")), (e) => isStoreError(e, "Fatal"), `key ${key}`);
+    }
+  }));
+
+Deno.test("DirectoryStore on a root that does not exist lists nothing and creates it on put", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "lsvd-directory-store-" });
+  try {
+    const store = new DirectoryStore(`${parent}/not/yet`);
+    assert.deepEqual(await store.list({ prefix: "" }), { objects: [], isTruncated: false });
+    await assert.rejects(store.get("k"), (e) => isStoreError(e, "NotFound"));
+    await store.put("k", body("v"));
+    assert.equal(await Deno.readTextFile(`${parent}/not/yet/k`), "v");
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});

@@ -34,6 +34,8 @@ export interface NbdServer {
   /** `nbd+unix:///EXPORT?socket=PATH` or `nbd://HOST:PORT/EXPORT`, for clients and log lines. */
   readonly uris: string[];
   readonly connectionCount: number;
+  /** Connections accepted since start. */
+  readonly connectionsAccepted: number;
   /** Graceful: stop accepting, finish in-flight requests, close every connection. */
   stop(): Promise<void>;
 }
@@ -110,6 +112,7 @@ class Server implements NbdServer {
   #options: NbdServerOptions;
   #log: Logger;
   #sessions = new Set<NbdSession>();
+  #accepted = 0;
   #accepting: Promise<void>[];
   #stopping: Promise<void> | undefined;
 
@@ -133,6 +136,10 @@ class Server implements NbdServer {
 
   get connectionCount(): number {
     return this.#sessions.size;
+  }
+
+  get connectionsAccepted(): number {
+    return this.#accepted;
   }
 
   stop(): Promise<void> {
@@ -175,6 +182,7 @@ class Server implements NbdServer {
       peer: describePeer(conn.remoteAddr),
     });
     this.#sessions.add(session);
+    this.#accepted++;
     session.done.then(
       () => this.#sessions.delete(session),
       (e) => {

@@ -95,6 +95,37 @@ export class ExtentMap {
     }
   }
 
+  /** All extents as flat (start, length, sequence, offset) quadruples, for a checkpoint. */
+  toArray(): Uint32Array {
+    const out = new Uint32Array(this.#extents * FIELDS);
+    let at = 0;
+    for (const chunk of this.#chunks) {
+      out.set(chunk.data.subarray(0, chunk.count * FIELDS), at);
+      at += chunk.count * FIELDS;
+    }
+    return out;
+  }
+
+  /** Rebuilds a map from toArray()'s output (sorted, non-overlapping), in full chunks. */
+  static fromArray(flat: Uint32Array): ExtentMap {
+    assert(flat.length % FIELDS === 0);
+    const map = new ExtentMap();
+    let prevEnd = 0;
+    for (let at = 0; at < flat.length; at += CHUNK_EXTENTS * FIELDS) {
+      const chunk = newChunk();
+      const part = flat.subarray(at, Math.min(flat.length, at + CHUNK_EXTENTS * FIELDS));
+      chunk.data.set(part);
+      chunk.count = part.length / FIELDS;
+      for (let i = 0; i < part.length; i += FIELDS) {
+        assert(part[i]! >= prevEnd && part[i + 1]! > 0 && part[i + 2]! >= 1, "checkpoint extents out of order");
+        prevEnd = part[i]! + part[i + 1]!;
+      }
+      map.#chunks.push(chunk);
+      map.#extents += chunk.count;
+    }
+    return map;
+  }
+
   /** Position (chunk, index) of the first extent that ends after sector. */
   #firstEndingAfter(sector: number): [number, number] {
     const chunks = this.#chunks;

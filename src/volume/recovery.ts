@@ -16,7 +16,8 @@ import {
   TRAILER_FIXED_BYTES,
   trailerBytesOf,
 } from "../format/object.ts";
-import { archiveKey, parseLogKey } from "../format/keys.ts";
+import { archiveKey, checkpointPrefix, parseCheckpointKey, parseLogKey } from "../format/keys.ts";
+import { type Checkpoint, decodeCheckpoint } from "../format/checkpoint.ts";
 import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
 import { ExtentMap } from "./extent_map.ts";
@@ -59,18 +60,23 @@ interface ObjectSummary {
 
 export async function recover(store: ObjectStore, options: RecoveryOptions): Promise<RecoveredState> {
   options.log(`Starting recovery from ${store.description}.`);
-  const objects = await withRetries(options.retry, () => listLog(store, options.prefix));
+  const [objects, checkpoints] = await withRetries(
+    options.retry,
+    () => Promise.all([listLog(store, options.prefix), listCheckpoints(store, options.prefix)]),
+  );
   let contiguous = 0;
   while (contiguous < objects.length && objects[contiguous]!.sequence === contiguous + 1) contiguous++;
-  const replay = objects.slice(0, contiguous);
   const afterGap = objects.slice(contiguous);
 
-  const state: RecoveredState = {
-    map: new ExtentMap(),
-    lastSequence: 0,
-    volumeSizeBytes: undefined,
-    writerEpoch: 0,
-  };
+  const state: RecoveredState = { map: new ExtentMap(), lastSequence: 0, volumeSizeBytes: undefined, writerEpoch: 0 };
+  const base = await loadCheckpoint(store, objects.slice(0, contiguous), checkpoints, options);
+  if (base !== undefined) {
+    state.map = ExtentMap.fromArray(base.extents);
+    state.lastSequence = base.sequence;
+    state.volumeSizeBytes = base.volumeSizeBytes;
+    state.writerEpoch = base.writerEpoch;
+  }
+  const replay = objects.slice(state.lastSequence, contiguous);
   await readInOrder(
     replay,
     options.concurrency,
@@ -83,8 +89,60 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
     },
   );
   if (afterGap.length > 0) await archive(store, afterGap, options);
-  options.log(`Recovery complete (processed ${replay.length} objects).`);
+  if (!options.readOnly) {
+    // A checkpoint past the recovery point describes objects that are gone (rolled back or archived).
+    for (const c of checkpoints) {
+      if (c.sequence > contiguous) await withRetries(options.retry, () => store.delete(c.key));
+    }
+  }
+  const fromCheckpoint = base === undefined ? "" : ` after checkpoint ${base.sequence}`;
+  options.log(`Recovery complete (processed ${replay.length} objects${fromCheckpoint}).`);
   return state;
+}
+
+interface ListedCheckpoint {
+  sequence: number;
+  key: string;
+}
+
+async function listCheckpoints(store: ObjectStore, prefix: string): Promise<ListedCheckpoint[]> {
+  const out: ListedCheckpoint[] = [];
+  for await (const o of listAll(store, { prefix: checkpointPrefix(prefix) })) {
+    const sequence = parseCheckpointKey(prefix, o.key);
+    if (sequence !== undefined) out.push({ sequence, key: o.key });
+  }
+  return out.sort((a, b) => a.sequence - b.sequence);
+}
+
+/**
+ * The newest checkpoint inside the replayable log whose object CRC matches the object it names
+ * (so a checkpoint from before a rollback is never applied to a log rewritten since), or undefined.
+ */
+async function loadCheckpoint(
+  store: ObjectStore,
+  log: LoggedObject[],
+  checkpoints: ListedCheckpoint[],
+  options: RecoveryOptions,
+): Promise<Checkpoint | undefined> {
+  const candidate = checkpoints.filter((c) => c.sequence <= log.length).at(-1);
+  if (candidate === undefined) return undefined;
+  const object = log[candidate.sequence - 1]!;
+  try {
+    const [{ body }, tail] = await Promise.all([
+      withRetries(options.retry, () => store.get(candidate.key)),
+      withRetries(options.retry, () => store.get(object.key, { offsetBytes: Math.max(0, object.sizeBytes - 8), lengthBytes: 8 })),
+    ]);
+    const checkpoint = decodeCheckpoint(body);
+    const crc = new DataView(tail.body.buffer, tail.body.byteOffset, 8).getUint32(0);
+    if (checkpoint.sequence !== candidate.sequence || crc !== checkpoint.objectCrc32c) {
+      throw new FormatError(`it does not match object "${object.key}"`);
+    }
+    return checkpoint;
+  } catch (e) {
+    if (isStoreError(e) && e.code !== "NotFound") throw e;
+    options.log(`Ignoring checkpoint "${candidate.key}": ${messageOf(e)}; replaying the whole log.`);
+    return undefined;
+  }
 }
 
 async function listLog(store: ObjectStore, prefix: string): Promise<LoggedObject[]> {

@@ -12,8 +12,9 @@
 
 import assert from "node:assert/strict";
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
-import { logKey, normalizePrefix } from "../format/keys.ts";
-import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { checkpointKey, checkpointPrefix, logKey, normalizePrefix, parseCheckpointKey } from "../format/keys.ts";
+import { encodeCheckpoint } from "../format/checkpoint.ts";
+import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
@@ -48,6 +49,8 @@ export interface VolumeOptions {
   cacheBytesMax?: number;
   /** Names the archive folder if recovery finds objects after a gap. */
   recoveryId?: string;
+  /** Write a map checkpoint every this many objects, and at close (default 1000; 0 = never). */
+  checkpointEveryObjects?: number;
 }
 
 /** Largest volume the u32 sector indexes can address: 16 TiB. */
@@ -87,9 +90,13 @@ export class Volume implements BlockDevice {
   #writersWaiting = 0; // writers between deciding to wait and adding their data
   #sealTimer: Timer | undefined;
   #failure: Error | undefined;
+  #lastObjectCrc = 0;
   #closed = false;
   #cache: ReadCache;
   #readRetry: RetryPolicy;
+  #checkpointEvery: number;
+  #checkpointedThrough: number;
+  #checkpointing: Promise<void> | undefined;
 
   private constructor(options: VolumeOptions, state: Awaited<ReturnType<typeof recover>>, sizeBytes: number) {
     this.#store = options.store;
@@ -110,6 +117,8 @@ export class Volume implements BlockDevice {
     this.#sizeBytes = sizeBytes;
     this.#open = new OpenObject(this.#objectBytesMax);
     this.#readRetry = { clock: this.#clock, attemptsMax: this.#uploadAttemptsMax };
+    this.#checkpointEvery = options.checkpointEveryObjects ?? 1000;
+    this.#checkpointedThrough = state.lastSequence; // recovery read a checkpoint or every header anyway
   }
 
   /** Recovers the volume from the store; throws VolumeError with a user-facing message. */
@@ -228,6 +237,11 @@ export class Volume implements BlockDevice {
         const idle = this.#open.isEmpty && this.#writersWaiting === 0;
         if (idle && this.#durableThrough === this.#lastSequence) break;
       }
+      await this.#checkpointing;
+      if (!this.readOnly && this.#checkpointEvery > 0 && this.#lastSequence > this.#checkpointedThrough) {
+        this.#startCheckpoint(this.#lastSequence, this.#lastObjectCrc);
+        await this.#checkpointing;
+      }
     } finally {
       this.#closed = true;
       this.#sealTimer?.cancel();
@@ -311,7 +325,42 @@ export class Volume implements BlockDevice {
     this.#inflight.set(sequence, sealed.bytes);
     this.#inflightBytes += sealed.bytes.length;
     this.#uploadQueue.push(sequence);
+    this.#lastObjectCrc = objectCrcOf(sealed.bytes);
     this.#pumpUploads();
+    const due = this.#checkpointEvery > 0 && sequence - this.#checkpointedThrough >= this.#checkpointEvery;
+    if (due && this.#checkpointing === undefined) this.#startCheckpoint(sequence, this.#lastObjectCrc);
+  }
+
+  /**
+   * Snapshots the map now (it reflects exactly objects 1..sequence at this instant), and stores it
+   * once those objects are durable. Failures only cost restart time, so they are logged, not fatal.
+   */
+  #startCheckpoint(sequence: number, objectCrc32c: number): void {
+    const extents = this.#map.toArray();
+    const meta = { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32c };
+    const durable = this.#durableThrough >= sequence
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
+    this.#checkpointing = durable
+      .then(() => this.#writeCheckpoint(encodeCheckpoint(meta, extents), sequence))
+      .catch((e) => this.#log(`Cannot write checkpoint ${sequence}: ${messageOf(e)}.`))
+      .finally(() => (this.#checkpointing = undefined));
+  }
+
+  async #writeCheckpoint(bytes: Uint8Array, sequence: number): Promise<void> {
+    const key = checkpointKey(this.#prefix, sequence);
+    try {
+      await withRetries(this.#readRetry, () => this.#store.put(key, bytes, { ifNoneMatch: true }));
+    } catch (e) {
+      if (!isStoreError(e, "PreconditionFailed")) throw e;
+    }
+    this.#checkpointedThrough = Math.max(this.#checkpointedThrough, sequence);
+    const older: string[] = [];
+    for await (const o of listAll(this.#store, { prefix: checkpointPrefix(this.#prefix) })) {
+      const n = parseCheckpointKey(this.#prefix, o.key);
+      if (n !== undefined && n < sequence) older.push(o.key);
+    }
+    for (const k of older.slice(0, -1)) await withRetries(this.#readRetry, () => this.#store.delete(k)); // keep two
   }
 
   async #recordSize(): Promise<void> {
@@ -496,6 +545,11 @@ export class Volume implements BlockDevice {
     }
     return toAllocation(data, a, end);
   }
+}
+
+/** The CRC-32C an object's trailer ends with (its last 8 bytes are crc, trailer length). */
+function objectCrcOf(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 8, 4).getUint32(0);
 }
 
 interface FetchRun {

@@ -140,6 +140,7 @@ async function openVolume(store: MemoryStore, clock: ManualClock, sizeBytes: num
     uploadAttemptsMax: 1000,
     cacheBytesMax: seed % 2 === 0 ? 0 : 16 * SECTOR,
     recoveryId: `r${seed}`,
+    checkpointEveryObjects: [0, 3, 7][seed % 3]!,
   });
   let done = false;
   p.then(() => (done = true), () => (done = true));

@@ -16,7 +16,7 @@ Deno.test("startNbdServer() round-trips random data through nbdcopy with 4 conne
     // A zero region in the middle, so nbdcopy's sparse handling (zero/trim requests) is exercised.
     source.fill(0, 8 * MiB, 12 * MiB);
     await Deno.writeFile(`${f.dir}/in.img`, source);
-    const copyArgs = ["--connections=4", "--requests=32", "--request-size=262144"];
+    const copyArgs = ["--connections=4", "--threads=4", "--requests=32", "--request-size=262144"];
     await runClientOk("nbdcopy", [...copyArgs, `${f.dir}/in.img`, f.uri], { timeoutMs: 120_000 });
     const onDevice = new Uint8Array(32 * MiB);
     await f.device.read(0, onDevice);

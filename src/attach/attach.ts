@@ -1,0 +1,86 @@
+/**
+ * @module
+ * What `lsvd serve` does after the NBD server is listening: connect the kernel to /dev/nbdN (then
+ * format/grow/mount it), or expose the volume as a file through nbdfuse; and the reverse, in order,
+ * on shutdown: unmount, disconnect the kernel or stop nbdfuse. Failures here are the user's
+ * environment (no nbd module, no mkfs.ext4, a busy mount point) and become AttachError lines.
+ */
+
+import type { Logger } from "../util/log.ts";
+import { attachKernelDevice, type KernelAttachment } from "./kernel_device.ts";
+import { mountDevice, unmountDevice } from "./filesystem.ts";
+import { type FuseExport, startFuseExport } from "./fuse.ts";
+
+export class AttachError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "AttachError";
+  }
+}
+
+export interface AttachOptions {
+  socketPath: string | undefined;
+  exportName: string;
+  readOnly: boolean;
+  devicePath: string | undefined;
+  mountPath: string | undefined;
+  fusePath: string | undefined;
+  log: Logger;
+}
+
+export interface Attachment {
+  /** Unmounts, then disconnects; never throws (it logs), so shutdown always goes on to flush. */
+  detach(): Promise<void>;
+}
+
+async function wrap<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof Error && e.name !== "AssertionError") throw new AttachError(e.message, { cause: e });
+    throw e;
+  }
+}
+
+/** Attaches what the options ask for; undefined when they ask for nothing. */
+export async function attachDevice(options: AttachOptions): Promise<Attachment | undefined> {
+  const { devicePath, fusePath, log } = options;
+  if (devicePath === undefined && fusePath === undefined) return undefined;
+  if (options.socketPath === undefined) {
+    throw new AttachError("Cannot attach: --device and --fuse need the unix socket (--socket)");
+  }
+  const socketPath = options.socketPath;
+  if (fusePath !== undefined) {
+    const fuse: FuseExport = await wrap(() =>
+      startFuseExport({ path: fusePath, socketPath, exportName: options.exportName, readOnly: options.readOnly, log })
+    );
+    log(`The volume is the file ${fuse.filePath}.`);
+    return { detach: () => logFailure(log, "stop nbdfuse", () => fuse.stop()) };
+  }
+  const kernel: KernelAttachment = await wrap(() =>
+    attachKernelDevice({ devicePath: devicePath!, socketPath, exportName: options.exportName, log })
+  );
+  const mountPath = options.mountPath;
+  if (mountPath !== undefined) {
+    try {
+      await wrap(() => mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log }));
+    } catch (e) {
+      await kernel.detach().catch(() => {});
+      throw e;
+    }
+  }
+  return {
+    async detach() {
+      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log }));
+      await logFailure(log, `disconnect ${devicePath}`, () => kernel.detach());
+    },
+  };
+}
+
+async function logFailure(log: Logger, action: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    log(`Cannot ${action}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * @module
+ * `lsvd serve`: builds store → volume → NBD server (→ kernel device → filesystem), prints
+ * `lsvd: Device is now operational.`, and on SIGTERM/SIGINT takes it all down in reverse order,
+ * flushing every remaining write to the store before exiting 0.
+ */
+
+import { resolve } from "node:path";
+import type { ObjectStore } from "../store/store.ts";
+import { DirectoryStore } from "../store/directory.ts";
+import { S3Store } from "../store/s3.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { Volume } from "../volume/volume.ts";
+import { startNbdServer } from "../nbd/server.ts";
+import { AttachError, attachDevice, type Attachment } from "../attach/attach.ts";
+import {
+  helpText,
+  type OptionSpec,
+  type OptionValues,
+  parseInteger,
+  parseListen,
+  parseOptions,
+  parseSize,
+  UsageError,
+} from "./options.ts";
+
+export const SERVE_OPTIONS: Record<string, OptionSpec> = {
+  bucket: { type: "string", help: "S3 bucket holding the volume", env: ["BUCKET_NAME"], placeholder: "NAME" },
+  dir: {
+    type: "string",
+    help: "Local directory store, used when no bucket is given (default: ./lsvd-data)",
+    placeholder: "PATH",
+  },
+  prefix: { type: "string", help: "Key prefix, so one bucket can hold many volumes", placeholder: "P" },
+  endpoint: {
+    type: "string",
+    help: "S3 endpoint URL (R2, MinIO, Ceph, Tigris...)",
+    env: ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+    placeholder: "URL",
+  },
+  region: { type: "string", help: "S3 region; 'auto' for R2", env: ["AWS_REGION", "AWS_DEFAULT_REGION"], placeholder: "R" },
+  "path-style": { type: "boolean", help: "Path-style S3 URLs (needed by most non-AWS servers)" },
+  connections: { type: "string", help: "Concurrent S3 connections", default: "100", placeholder: "N" },
+  size: {
+    type: "string",
+    help: "Volume size (bytes or K/M/G/T); required the first time, remembered after; larger grows it",
+    env: ["FLY_LSVD_DEVICE_SIZE"],
+    placeholder: "SIZE",
+  },
+  socket: { type: "string", help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)", placeholder: "PATH" },
+  listen: { type: "string", help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT", placeholder: "HOST:PORT" },
+  export: { type: "string", help: "NBD export name (the empty name selects it too)", default: "lsvd", placeholder: "NAME" },
+  "read-only": { type: "boolean", help: "Serve read-only; recovery archives nothing" },
+  device: { type: "string", help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0", placeholder: "DEV" },
+  mount: {
+    type: "string",
+    help: "Mount the device here (mkfs.ext4 first if it is empty; grow if the volume grew)",
+    env: ["FLY_LSVD_MOUNT_POINT"],
+    placeholder: "PATH",
+  },
+  fuse: { type: "string", help: "Without kernel nbd: expose the volume as a file here via nbdfuse", placeholder: "PATH" },
+  "object-size": { type: "string", help: "Data bytes per log object", default: "4M", placeholder: "SIZE" },
+  "dirty-limit": { type: "string", help: "Unflushed bytes held in memory before writers wait", default: "256M", placeholder: "SIZE" },
+  "seal-delay-ms": { type: "string", help: "Seal a partly filled object after this long", default: "1000", placeholder: "MS" },
+  uploads: { type: "string", help: "Object uploads in flight at once", default: "32", placeholder: "N" },
+  "cache-size": { type: "string", help: "Read cache of recent object data", default: "64M", placeholder: "SIZE" },
+};
+
+const SUMMARY = "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
+
+export interface ServeConfig {
+  store: ObjectStore;
+  prefix: string;
+  sizeBytes: number | undefined;
+  readOnly: boolean;
+  socketPath: string | undefined;
+  listen: { hostname: string; port: number } | undefined;
+  exportName: string;
+  devicePath: string | undefined;
+  mountPath: string | undefined;
+  fusePath: string | undefined;
+  objectBytesMax: number;
+  dirtyBytesMax: number;
+  sealDelayMs: number;
+  uploadsMax: number;
+  cacheBytesMax: number;
+}
+
+export function buildServeConfig(values: OptionValues): ServeConfig {
+  const str = (k: string) => values[k] as string | undefined;
+  if (str("bucket") !== undefined && str("dir") !== undefined) {
+    throw new UsageError("Invalid options: give either --bucket or --dir, not both");
+  }
+  const connections = parseInteger(str("connections")!, "--connections", 1, 4096);
+  const store: ObjectStore = str("bucket") !== undefined
+    ? new S3Store({
+      bucket: str("bucket")!,
+      connections,
+      forcePathStyle: values["path-style"] === true,
+      ...(str("endpoint") === undefined ? {} : { endpoint: str("endpoint")! }),
+      ...(str("region") === undefined ? {} : { region: str("region")! }),
+    })
+    : new DirectoryStore(resolve(str("dir") ?? "lsvd-data"));
+  const listen = str("listen") === undefined ? undefined : parseListen(str("listen")!);
+  const socketPath = str("socket") ?? (listen === undefined ? "lsvd.sock" : undefined);
+  const size = str("size");
+  const sizeBytes = size === undefined ? undefined : parseSize(size, "--size");
+  if (sizeBytes !== undefined && sizeBytes % 4096 !== 0) {
+    throw new UsageError(`Invalid --size: ${sizeBytes} bytes is not a multiple of 4096`);
+  }
+  if (str("mount") !== undefined && str("device") === undefined) {
+    throw new UsageError("Invalid options: --mount needs --device (with --fuse, use losetup and mount on the file)");
+  }
+  if (str("device") !== undefined && str("fuse") !== undefined) {
+    throw new UsageError("Invalid options: give either --device or --fuse, not both");
+  }
+  return {
+    store,
+    prefix: str("prefix") ?? "",
+    sizeBytes,
+    readOnly: values["read-only"] === true,
+    socketPath: socketPath === undefined ? undefined : resolve(socketPath),
+    listen,
+    exportName: str("export")!,
+    devicePath: str("device"),
+    mountPath: str("mount"),
+    fusePath: str("fuse"),
+    objectBytesMax: parseSize(str("object-size")!, "--object-size"),
+    dirtyBytesMax: parseSize(str("dirty-limit")!, "--dirty-limit"),
+    sealDelayMs: parseInteger(str("seal-delay-ms")!, "--seal-delay-ms", 1, 3_600_000),
+    uploadsMax: parseInteger(str("uploads")!, "--uploads", 1, 1024),
+    cacheBytesMax: str("cache-size") === "0" ? 0 : parseSize(str("cache-size")!, "--cache-size"),
+  };
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function shutdownSignal(log: Logger): Promise<string> {
+  return new Promise((resolve) => {
+    let received = false;
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(signal, () => {
+        if (received) {
+          log(`Received ${signal} again; still flushing, please wait.`);
+          return;
+        }
+        received = true;
+        resolve(signal);
+      });
+    }
+  });
+}
+
+export async function serveCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  if (args.includes("--help")) {
+    console.log(helpText("serve", SUMMARY, SERVE_OPTIONS));
+    return 0;
+  }
+  const { values, positionals } = parseOptions(args, SERVE_OPTIONS);
+  if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+  const config = buildServeConfig(values);
+  const signal = shutdownSignal(log);
+  if (config.store instanceof S3Store) await config.store.checkBucket();
+  const volume = await Volume.open({
+    store: config.store,
+    prefix: config.prefix,
+    readOnly: config.readOnly,
+    log,
+    objectBytesMax: config.objectBytesMax,
+    dirtyBytesMax: config.dirtyBytesMax,
+    sealDelayMs: config.sealDelayMs,
+    uploadsMax: config.uploadsMax,
+    cacheBytesMax: config.cacheBytesMax,
+    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
+  });
+  let server;
+  try {
+    server = await startNbdServer({
+      device: volume,
+      exportName: config.exportName,
+      log,
+      ...(config.socketPath === undefined ? {} : { socketPath: config.socketPath }),
+      ...(config.listen === undefined ? {} : { listen: config.listen }),
+    });
+  } catch (e) {
+    await volume.close();
+    throw new AttachError((e as Error).message, { cause: e });
+  }
+  let attachment: Attachment | undefined;
+  try {
+    attachment = await attachDevice({ ...config, log });
+    log("Device is now operational.");
+    await signal;
+  } finally {
+    await attachment?.detach();
+    await server.stop();
+    log("Flushing remaining writes to object storage.");
+    await volume.close();
+    await config.store.close();
+  }
+  log("Device has shut down.");
+  return 0;
+}

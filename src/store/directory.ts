@@ -53,6 +53,19 @@ export class DirectoryStore implements ObjectStore {
     this.#fsync = options.fsync ?? true;
   }
 
+  /** Start-up probe: creates the root if needed and proves files can be written there. */
+  async check(): Promise<void> {
+    const probe = `${this.rootPath}/${TEMP_DIRECTORY}/check-${crypto.randomUUID()}`;
+    try {
+      await Deno.mkdir(`${this.rootPath}/${TEMP_DIRECTORY}`, { recursive: true });
+      await Deno.writeFile(probe, new Uint8Array(0), { createNew: true });
+      await Deno.remove(probe);
+    } catch (error) {
+      const cause = error instanceof Error ? error.message : String(error);
+      throw new StoreError("Fatal", `Cannot use ${this.description}: ${cause}`, { cause: error });
+    }
+  }
+
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     this.#checkKey("write", key);
     const copy = body.slice(); // before the first await: the caller may reuse its buffer

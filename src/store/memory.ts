@@ -212,6 +212,11 @@ export class MemoryStore implements ObjectStore {
     return this.#bucket.objects.delete(key);
   }
 
+  /** Start-up probe: fails like any operation once the handle crashed or closed. */
+  check(): Promise<void> {
+    return this.#run({ action: "check", key: "", isWrite: false, apply: () => {} });
+  }
+
   put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     this.stats.puts++;
     const copy = body.slice();

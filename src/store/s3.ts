@@ -135,6 +135,11 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  /** The ObjectStore start-up probe: same as checkBucket(). */
+  check(): Promise<void> {
+    return this.checkBucket();
+  }
+
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     const copy = body.slice(); // the caller may reuse its buffer while we retry
     const ifNoneMatch = options.ifNoneMatch === true;

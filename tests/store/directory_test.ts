@@ -89,3 +89,19 @@ Deno.test("DirectoryStore on a root that does not exist lists nothing and create
     await Deno.remove(parent, { recursive: true });
   }
 });
+
+Deno.test("DirectoryStore.check() creates the root and fails with Fatal when it is not a directory", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "lsvd-directory-store-" });
+  try {
+    await new DirectoryStore(`${parent}/fresh`).check();
+    assert((await Deno.stat(`${parent}/fresh`)).isDirectory);
+    await Deno.writeTextFile(`${parent}/file`, "not a directory");
+    await assert.rejects(new DirectoryStore(`${parent}/file`).check(), (e) => {
+      assert(isStoreError(e, "Fatal"), `${e}`);
+      assert.match(e.message, new RegExp(`^Cannot use the ${parent}/file directory: `));
+      return true;
+    });
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});

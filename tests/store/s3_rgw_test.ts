@@ -47,6 +47,7 @@ Deno.test({
       await t.step("S3Store.checkBucket() succeeds on a bucket that exists", async () => {
         const store = storeOn(rgw);
         await store.checkBucket();
+        await store.check();
         await store.close();
       });
 

@@ -48,7 +48,7 @@ export async function startBackend(
   options: { delayMs: number; memoryBytes: number },
 ): Promise<RunningBackend> {
   const startRgw = await importStartRgw(repoRoot);
-  const rgw = await startRgw({ memstoreBytes: options.memoryBytes });
+  const rgw = await startRgw({ memstoreDeviceBytes: options.memoryBytes });
   let proxy: Daemon | undefined;
   try {
     const port = new URL(rgw.endpoint).port;

@@ -73,10 +73,9 @@ export async function runFio(job: FioJob, device: FioDevice, timeoutMs = 600_000
     const result = await run("fio", fioArgs(job, device, outputPath), { timeoutMs });
     const text = await Deno.readTextFile(outputPath);
     if (result.code !== 0) {
+      const said = `${result.stdout}\n${result.stderr}`.split("\n").filter((l) => /err|fio:/i.test(l));
       throw new Error(
-        `Cannot run fio job ${job.name}: exit code ${result.code}\n${result.stderr.slice(-2000)}${
-          text.slice(-1000)
-        }`,
+        `Cannot run fio job ${job.name}: exit code ${result.code}\n${said.join("\n").slice(-2000)}`,
       );
     }
     return parseFioJson(job, text);

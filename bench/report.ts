@@ -48,10 +48,30 @@ function check(name: string, actual: number, op: ">=" | "<=", bound: number, uni
   return { name, actual, bound, op, unit, status };
 }
 
-function betterPeer(run: RunRecord, workload: string, higherIsBetter: boolean): number {
-  const peers = ["nbdkit-s3", "s3backer"].map((p) => med(run, workload, p)).filter((v) => Number.isFinite(v));
-  if (peers.length === 0) return NaN;
-  return higherIsBetter ? Math.max(...peers) : Math.min(...peers);
+/**
+ * The better of the two peers. A peer whose commit is faster than half a raw PUT round trip cannot
+ * have put the data in the store before answering the FLUSH (s3backer acknowledges fsync from its
+ * cache); it is left out of the commit comparison and named in the check.
+ */
+function betterPeer(
+  run: RunRecord,
+  workload: string,
+  higherIsBetter: boolean,
+): { value: number; note: string } {
+  const putMs = med(run, "commit-4k-qd1", "raw-s3");
+  let note = "";
+  const values: number[] = [];
+  for (const peer of ["nbdkit-s3", "s3backer"]) {
+    const v = med(run, workload, peer);
+    if (!Number.isFinite(v)) continue;
+    if (workload === "commit-4k-qd1" && v < putMs / 2) {
+      note = ` (${peer} left out: its FLUSH returns in ${formatNumber(v)} ms, before any PUT could complete)`;
+      continue;
+    }
+    values.push(v);
+  }
+  if (values.length === 0) return { value: NaN, note };
+  return { value: higherIsBetter ? Math.max(...values) : Math.min(...values), note };
 }
 
 function throughputChecks(run: RunRecord): Check[] {
@@ -130,12 +150,12 @@ function peerChecks(run: RunRecord): Check[] {
   const out: Check[] = [];
   for (const w of WORKLOADS) {
     if (w.name === "randread-4k-warm") continue; // the issue asks for write and cold-read workloads
-    const peer = betterPeer(run, w.name, w.higherIsBetter);
+    const { value: peer, note } = betterPeer(run, w.name, w.higherIsBetter);
     const lsvd = med(run, w.name, "lsvd-rgw");
     out.push(
       w.higherIsBetter
-        ? check(`lsvd-rgw ${w.name} ≥ 10 × the better peer`, lsvd, ">=", 10 * peer, w.unit)
-        : check(`lsvd-rgw ${w.name} ≤ 0.1 × the better peer`, lsvd, "<=", 0.1 * peer, w.unit),
+        ? check(`lsvd-rgw ${w.name} ≥ 10 × the better peer${note}`, lsvd, ">=", 10 * peer, w.unit)
+        : check(`lsvd-rgw ${w.name} ≤ 0.1 × the better peer${note}`, lsvd, "<=", 0.1 * peer, w.unit),
     );
   }
   return out;

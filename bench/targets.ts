@@ -140,9 +140,11 @@ export const nbdkitS3: DeviceTarget = {
     const bucket = await s3.newBucket();
     const socketPath = join(ctx.tmpDir, `nbdkit-s3-${ctx.nextId()}.sock`);
     const start = (wan: boolean) =>
+      // The plugin wants whole-object requests; the blocksize filter does the read-modify-write.
       startNbdkit(
         socketPath,
         [
+          "--filter=blocksize",
           "S3",
           `endpoint-url=${wan ? s3.wanEndpoint : s3.endpoint}`,
           `bucket=${bucket}`,

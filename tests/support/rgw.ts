@@ -54,7 +54,14 @@ export async function startRgw(options: RgwOptions = {}): Promise<Rgw> {
   const directory = await Deno.makeTempDir({ prefix: "lsvd-rgw-" });
   const [monPort, rgwPort] = freePorts(2) as [number, number];
   const daemons: Daemon[] = [];
+  // If the test process exits without stop() (uncaught error, Deno.exit), take the daemons along.
+  const killOnExit = () => {
+    daemons.forEach((d) => tryKill(d.child, "SIGKILL"));
+    if (!options.keepDirectory) tryRemoveSync(directory);
+  };
+  globalThis.addEventListener("unload", killOnExit);
   const stop = once(async () => {
+    globalThis.removeEventListener("unload", killOnExit);
     await stopDaemons(daemons);
     if (!options.keepDirectory) await Deno.remove(directory, { recursive: true }).catch(() => {});
   });
@@ -277,18 +284,8 @@ async function createBucketOn(credentials: Credentials, name: string): Promise<v
 async function stopDaemons(daemons: Daemon[]): Promise<void> {
   // Reverse start order: the gateway first, the monitor last.
   for (const daemon of [...daemons].reverse()) {
-    try {
-      daemon.child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    const timer = setTimeout(() => {
-      try {
-        daemon.child.kill("SIGKILL");
-      } catch {
-        // already exited
-      }
-    }, STOP_GRACE_MS);
+    tryKill(daemon.child, "SIGTERM");
+    const timer = setTimeout(() => tryKill(daemon.child, "SIGKILL"), STOP_GRACE_MS);
     await daemon.exited;
     clearTimeout(timer);
   }
@@ -309,6 +306,22 @@ async function logTails(directory: string, daemons: Daemon[]): Promise<string> {
     // no logs yet
   }
   return parts.join("\n");
+}
+
+function tryKill(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // already exited
+  }
+}
+
+function tryRemoveSync(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+  } catch {
+    // best effort while the process exits
+  }
 }
 
 function once(fn: () => Promise<void>): () => Promise<void> {

@@ -1,0 +1,134 @@
+/**
+ * @module
+ * `lsvd serve` as a user meets it: options and environment, one-line errors, the seed's log lines,
+ * SIGTERM flushing, size remembered / grown / shrink refused, read-only, TCP and socket mode.
+ */
+
+import assert from "node:assert/strict";
+import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
+import { runClient, runClientOk, runNbdsh } from "../support/clients.ts";
+
+function qemuIo(uri: string, ...commands: string[]) {
+  return runClient("qemu-io", ["-f", "raw", uri, ...commands.flatMap((c) => ["-c", c])], { timeoutMs: 60_000 });
+}
+
+async function runLsvd(args: string[], env?: Record<string, string>) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    ...(env === undefined ? {} : { env }),
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+Deno.test("lsvd serve --help lists the options with their environment names", async () => {
+  const r = await runLsvd(["serve", "--help"]);
+  assert.equal(r.code, 0);
+  for (const s of ["--bucket", "--dir", "--size", "FLY_LSVD_DEVICE_SIZE", "BUCKET_NAME", "AWS_ENDPOINT_URL_S3", "--socket"]) {
+    assert(r.stdout.includes(s), `help lacks ${s}`);
+  }
+  const top = await runLsvd(["--help"]);
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /serve/);
+});
+
+Deno.test("lsvd serve reports user errors in one line with exit code 1", async () => {
+  const t = await scratch();
+  try {
+    const cases: [string[], RegExp][] = [
+      [["serve", "--dir", t.store, "--socket", t.socket], /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/],
+      [["serve", "--dir", t.store, "--size", "12 parsecs"], /^lsvd: Invalid --size: "12 parsecs" is not a size/],
+      [["serve", "--dir", t.store, "--size", "1G", "--frobnicate"], /^lsvd: Unknown option '--frobnicate'/],
+      [["serve", "--dir", t.store, "--bucket", "b"], /^lsvd: Invalid options: give either --bucket or --dir/],
+      [["launch"], /^lsvd: Unknown command "launch"/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await runLsvd(args);
+      assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+      const lines = r.stderr.trim().split("\n").filter((l) => l.startsWith("lsvd:") || l.includes(" at "));
+      assert.match(lines.at(-1)!, pattern);
+      assert(!r.stderr.includes("    at "), `stack trace for ${args.join(" ")}: ${r.stderr}`);
+    }
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve logs the seed's lines, flushes on SIGTERM, exits 0 and keeps data across restarts", async () => {
+  const t = await scratch();
+  try {
+    const first = await Daemon.start({ args: ["--dir", t.store, "--size", "64M", "--socket", t.socket] });
+    assert.equal((await Deno.stat(t.socket)).mode! & 0o777, 0o600, "socket mode is 0600");
+    // no flush: SIGTERM must push the open object to the store
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 0x5a 4M 1M"]);
+    const stopped = await first.stop();
+    assert.equal(stopped.code, 0, stopped.log);
+    const expected = [
+      /^lsvd: Starting recovery from the .* directory\.$/,
+      /^lsvd: Recovery complete \(processed 0 objects\)\.$/,
+      /^lsvd: Device is now operational\.$/,
+      /^lsvd: Flushing remaining writes to object storage\.$/,
+      /^lsvd: Device has shut down\.$/,
+    ];
+    let at = 0;
+    for (const line of first.lines) if (at < expected.length && expected[at]!.test(line)) at++;
+    assert.equal(at, expected.length, `log lines out of order:\n${stopped.log}`);
+
+    const second = await Daemon.start({ args: ["--dir", t.store, "--socket", t.socket] });
+    const r = await qemuIo(unixUri(t.socket), "read -P 0x5a 4M 1M", "read -P 0 0 4M");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert(!/verification failed/i.test(r.stdout), r.stdout);
+    assert.equal((await second.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve takes options from the environment, Fly's names included", async () => {
+  const t = await scratch();
+  try {
+    const env = { FLY_LSVD_DEVICE_SIZE: "32M", LSVD_DIR: t.store, LSVD_SOCKET: t.socket, LSVD_EXPORT: "disk" };
+    const d = await Daemon.start({ args: [], env });
+    const info = await runClientOk("nbdinfo", ["--size", unixUri(t.socket, "disk")]);
+    assert.equal(info.stdout.trim(), String(32 * 1024 * 1024));
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve grows the volume, refuses to shrink below written data, serves read-only and TCP", async () => {
+  const t = await scratch();
+  try {
+    let d = await Daemon.start({ args: ["--dir", t.store, "--size", "16M", "--socket", t.socket] });
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 7 12M 1M"]);
+    assert.equal((await d.stop()).code, 0);
+
+    const shrink = Daemon.spawn({ args: ["--dir", t.store, "--size", "8M", "--socket", t.socket] });
+    const failed = await shrink.finished();
+    assert.equal(failed.code, 1);
+    assert.match(failed.log, /lsvd: Cannot shrink the volume from 16777216 to 8388608 bytes: data is written up to byte 13631488/);
+
+    d = await Daemon.start({ args: ["--dir", t.store, "--size", "1G", "--socket", t.socket] });
+    assert.equal((await runClientOk("nbdinfo", ["--size", unixUri(t.socket)])).stdout.trim(), String(2 ** 30));
+    assert.equal((await d.stop()).code, 0);
+
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    d = await Daemon.start({ args: ["--dir", t.store, "--read-only", "--listen", `127.0.0.1:${port}`] });
+    const uri = `nbd://127.0.0.1:${port}/lsvd`;
+    const ro = await runClientOk("nbdinfo", [uri]);
+    assert.match(ro.stdout, /is_read_only: true/);
+    assert.match(ro.stdout, /export-size: 1073741824/);
+    const read = await qemuIo(uri, "read -P 7 12M 1M");
+    assert(!/fail/i.test(read.stdout + read.stderr), read.stdout + read.stderr);
+    const write = await runNbdsh(`h = nbd.NBD()\nh.connect_uri("${uri}")\nh.pwrite(b"x" * 4096, 0)`);
+    assert.notEqual(write.code, 0);
+    assert.match(write.stderr, /EPERM|Operation not permitted|read-only/i);
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

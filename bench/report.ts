@@ -143,6 +143,15 @@ function throughputChecks(run: RunRecord): Check[] {
       "IOPS",
     ),
   );
+  out.push(
+    check(
+      "lsvd-rgw 4K random read cold WAN ≥ 0.8 × raw-s3 ranged GETs at the same connections (practical backend limit)",
+      med(run, "randread-4k-cold-wan", "lsvd-rgw"),
+      ">=",
+      0.8 * med(run, "randread-4k-cold-wan", "raw-s3"),
+      "IOPS",
+    ),
+  );
   return out;
 }
 

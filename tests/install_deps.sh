@@ -23,6 +23,8 @@ PACKAGES=(
   # peers for side-by-side benchmarks
   s3backer
   fuse3
+  nbdkit-plugin-python
+  python3-boto3
 )
 
 missing=()

@@ -159,7 +159,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const config = buildServeConfig(values);
   const signal = shutdownSignal(log);
-  if (config.store instanceof S3Store) await config.store.checkBucket();
+  await config.store.check?.();
   const volume = await Volume.open({
     store: config.store,
     prefix: config.prefix,

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type BlockDevice, SECTOR_BYTES } from "../volume/block_device.ts";
+import { type AllocationExtent, type BlockDevice, SECTOR_BYTES } from "../volume/block_device.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { nbdErrno } from "./errors.ts";
 import { BASE_ALLOCATION_ID, type Negotiated } from "./handshake.ts";
@@ -214,9 +214,9 @@ export class Connection {
         : { error: p.EINVAL, message: MESSAGES.flushArgs };
     }
     if (lengthBytes === 0) return { error: p.EINVAL, message: MESSAGES.zeroLength };
-    if (offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0) {
-      return { error: p.EINVAL, message: MESSAGES.alignment };
-    }
+    const unaligned = offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0;
+    // BLOCK_STATUS may ask about any byte range (the spec discusses unaligned queries); the rest must align.
+    if (unaligned && command !== p.CMD_BLOCK_STATUS) return { error: p.EINVAL, message: MESSAGES.alignment };
     if (offsetBytes + lengthBytes > this.#device.sizeBytes) {
       return { error: p.EINVAL, message: MESSAGES.range };
     }
@@ -257,8 +257,7 @@ export class Connection {
 
   #blockStatus(request: p.Request): void {
     const reqOne = (request.flags & p.CMD_FLAG_REQ_ONE) !== 0;
-    const extents = this.#device.blockStatus(request.offsetBytes, request.lengthBytes);
-    assert(extents.length > 0, "blockStatus returned no extents");
+    const extents = this.#clippedExtents(request.offsetBytes, request.lengthBytes);
     const count = Math.min(extents.length, reqOne ? 1 : DESCRIPTORS_MAX);
     const writer = this.#writer;
     const at = writer.reserve(p.blockStatusChunkBytes(count));
@@ -273,6 +272,27 @@ export class Connection {
       const status = extent.zero ? p.STATE_HOLE | p.STATE_ZERO : 0;
       p.encodeDescriptor(writer.view, at, i, { lengthBytes: extent.lengthBytes, status });
     }
+  }
+
+  /** The device's extents for the sectors around an arbitrary byte range, clipped to that range. */
+  #clippedExtents(offsetBytes: number, lengthBytes: number): AllocationExtent[] {
+    const start = offsetBytes - offsetBytes % SECTOR_BYTES;
+    const end = Math.min(
+      this.#device.sizeBytes,
+      Math.ceil((offsetBytes + lengthBytes) / SECTOR_BYTES) * SECTOR_BYTES,
+    );
+    const extents = this.#device.blockStatus(start, end - start);
+    assert(extents.length > 0, "blockStatus returned no extents");
+    if (start === offsetBytes && end === offsetBytes + lengthBytes) return extents;
+    const clipped: AllocationExtent[] = [];
+    let position = start;
+    for (const extent of extents) {
+      const from = Math.max(position, offsetBytes);
+      const to = Math.min(position + extent.lengthBytes, offsetBytes + lengthBytes);
+      if (to > from) clipped.push({ lengthBytes: to - from, zero: extent.zero });
+      position += extent.lengthBytes;
+    }
+    return clipped;
   }
 
   #replyOk(request: p.Request): void {

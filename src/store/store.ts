@@ -27,7 +27,11 @@ export function isStoreError(e: unknown, code?: StoreErrorCode): e is StoreError
 }
 
 export interface PutOptions {
-  /** Create-only: fail with PreconditionFailed when the key exists (S3 `If-None-Match: *`). */
+  /**
+   * Create-only: fail with PreconditionFailed when the key exists (S3 `If-None-Match: *`) holding
+   * other bytes. Finding exactly these bytes already there succeeds, so retrying a PUT that landed
+   * although its answer was lost is not mistaken for another writer.
+   */
   ifNoneMatch?: boolean;
 }
 

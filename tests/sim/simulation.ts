@@ -158,7 +158,7 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
   const sectors = options.sectors ?? 64;
   const steps = options.steps ?? 300;
   const clock = new ManualClock();
-  let store = new MemoryStore({ seed, clock, errorRate: 0.05, latencyMs: { min: 1, max: 30 } });
+  let store = new MemoryStore({ seed, clock, errorRate: 0.05, landedErrorRate: 0.3, latencyMs: { min: 1, max: 30 } });
   const model = new Model(sectors);
   let volume = await openVolume(store, clock, sectors * SECTOR, seed);
   let nextId = 1;

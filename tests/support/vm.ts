@@ -23,6 +23,11 @@ const GUEST_MODULES = [
   "net/9p/9pnet_virtio.ko",
   "fs/9p/9p.ko",
   "drivers/block/nbd.ko",
+  "lib/crc16.ko",
+  "fs/mbcache.ko",
+  "fs/jbd2/jbd2.ko",
+  "crypto/crc32c_generic.ko",
+  "fs/ext4/ext4.ko",
 ];
 const BUSYBOX_PATHS = ["/usr/bin/busybox", "/bin/busybox"];
 const QEMU = "qemu-system-x86_64";
@@ -161,7 +166,7 @@ function qemuArgs(run: QemuRun): string[] {
     ...["-accel", "tcg", "-m", String(options.memoryMb ?? 2048), "-smp", String(options.cpus ?? 2)],
     ...["-nographic", "-no-reboot", "-nic", "none"],
     ...["-kernel", run.kernel.kernelPath, "-initrd", run.initrdPath],
-    ...["-append", "console=ttyS0 panic=-1 loglevel=4 nbd.nbds_max=4"],
+    ...["-append", "console=ttyS0 panic=-1 loglevel=4"],
     "-virtfs",
     "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     "-virtfs",

@@ -134,6 +134,9 @@ expected = [(M, 0), (2 * M, 3), (8192, 0), (4096, 3), (M - 12288, 0), (12 * M, 3
 assert got == expected, got
 one = status(0, 16 * M, nbd.CMD_FLAG_REQ_ONE)
 assert one == [(M, 0)], one
+h.set_strict_mode(0)
+unaligned = status(M - 100, 1000)
+assert unaligned == [(100, 0), (900, 3)], unaligned
 assert h.pread(M, M) == bytes(M)
 assert h.pread(4096, 0) == b"\\x01" * 4096
 h.shutdown()

@@ -60,7 +60,7 @@ Deno.test("fio verifies crc32c of random writes through its nbd engine, also aft
   try {
     const common = [
       "--name=verify", "--ioengine=nbd", `--uri=${unixUri(t.socket)}`, "--size=32M", "--bs=4k",
-      "--verify=crc32c", "--randseed=7", "--output-format=json",
+      "--verify=crc32c", "--verify_state_save=0", "--randseed=7", "--output-format=json",
     ];
     let d = await Daemon.start({ args: ["--dir", t.store, "--size", "32M", "--socket", t.socket, "--object-size", "512K"] });
     const w = await runClientOk("fio", [...common, "--rw=randwrite", "--iodepth=32", "--do_verify=1"], { timeoutMs: 180_000 });

@@ -26,6 +26,8 @@ export interface NbdServerOptions {
   log?: Logger;
   limits?: Partial<ConnectionLimits>;
   handshakeTimeoutMs?: number;
+  /** Connections served at once; more are closed on accept (default 256). */
+  connectionsMax?: number;
 }
 
 export interface NbdServer {
@@ -169,6 +171,11 @@ class Server implements NbdServer {
       if (this.#stopping !== undefined) {
         conn.close();
         return;
+      }
+      if (this.#sessions.size >= (this.#options.connectionsMax ?? 256)) {
+        this.#log(`Refusing an NBD connection: ${this.#sessions.size} connections are open already`);
+        conn.close();
+        continue;
       }
       this.#serve(conn);
     }

@@ -261,3 +261,21 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("startNbdServer() closes connections beyond connectionsMax and serves the rest", async () => {
+  await withServer({ server: { connectionsMax: 2 } }, async (f) => {
+    const a = await RawClient.connect(f.socketPath);
+    const b = await RawClient.connect(f.socketPath);
+    try {
+      const c = new RawClient(await Deno.connect({ transport: "unix", path: f.socketPath }));
+      assert.ok(await c.closedByServer(2000));
+      c.close();
+      assert.ok(f.logLines.some((l) => l.includes("Refusing an NBD connection")));
+      const reply = await b.request({ command: p.CMD_FLUSH, handle: 1 });
+      assert.equal(reply.error, 0);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});

@@ -256,3 +256,20 @@ Deno.test("Volume checkpoints: a checkpoint that does not match its object is ig
   assert.equal((await readBytes(r, 0, 4096))[0], 2);
   await r.close();
 });
+
+Deno.test("Volume.blockStatus() answers a prefix when the range holds very many extents", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: 64 * MiB, objectBytesMax: 64 * 1024 });
+  for (let i = 0; i < 5000; i++) await v.write(i * 2 * 4096, sector(1));
+  await v.flush();
+  const runs = v.blockStatus(0, 64 * MiB);
+  const total = runs.reduce((n, r) => n + r.lengthBytes, 0);
+  assert(total > 0 && total < 64 * MiB, `covered ${total}`);
+  assert(runs.length <= 2 * 4096 + 1);
+  let at = 0;
+  for (const r of runs) {
+    assert.equal(r.zero, (at / 4096) % 2 === 1, `run at ${at}`);
+    at += r.lengthBytes;
+  }
+  await v.close();
+});

@@ -38,7 +38,7 @@ function totalErrors(stdout: string): number {
 
 Deno.test("startNbdServer() passes fio crc32c verification with 4 jobs at queue depth 32", async () => {
   await withServer({ sizeBytes: 32 * MiB }, async (f) => {
-    const { stdout } = await runClientOk("fio", fioArgs(f.uri, []), { timeoutMs: 120_000 });
+    const { stdout } = await runClientOk("fio", fioArgs(f.uri, []), { timeoutMs: 120_000, cwd: f.dir });
     assert.equal(totalErrors(stdout), 0);
     const written = f.device.blockStatus(0, 32 * MiB).filter((e) => !e.zero).reduce(
       (n, e) => n + e.lengthBytes,
@@ -55,7 +55,7 @@ Deno.test("startNbdServer() passes fio crc32c verification over TCP", async () =
       const tcp = f.server.tcp;
       assert.ok(tcp !== undefined && tcp.port > 0);
       const uri = `nbd://127.0.0.1:${tcp.port}/lsvd`;
-      const { stdout } = await runClientOk("fio", fioArgs(uri, ["--numjobs=2"]), { timeoutMs: 120_000 });
+      const { stdout } = await runClientOk("fio", fioArgs(uri, ["--numjobs=2"]), { timeoutMs: 120_000, cwd: f.dir });
       assert.equal(totalErrors(stdout), 0);
     },
   );

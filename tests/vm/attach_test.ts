@@ -20,11 +20,13 @@ interface Results {
 /** Boots the VM for one step; fails with the guest console unless the step exited 0. */
 async function step(sharedDir: string, name: string): Promise<{ results: Results; vm: VmResult }> {
   const image = `${sharedDir}/disk.img`;
-  const script = `exec deno run -A ${shellQuote(GUEST_SCRIPT)} ${name} ${shellQuote(image)}\n`;
+  const script = `exec ${shellQuote(Deno.execPath())} run -A --cached-only ${
+    shellQuote(GUEST_SCRIPT)
+  } ${name} ${shellQuote(image)}\n`;
   const vm = await runInVm({ script, sharedDir, timeoutMs: BOOT_TIMEOUT_MS });
   if (vm.exitCode !== 0) throw new VmError(`guest step "${name}" exited with ${vm.exitCode}`, vm.console);
   const results: Results = {};
-  for (const match of vm.console.matchAll(/^RESULT (.*)$/gm)) {
+  for (const match of vm.console.matchAll(/RESULT (\{.*\})\r?$/gm)) {
     const { name, value } = JSON.parse(match[1]!);
     results[name] = value;
   }

@@ -75,7 +75,7 @@ interface Backing {
 class Session {
   readonly #conn: Deno.Conn;
   readonly #backing: Backing;
-  #buffered = new Uint8Array(0);
+  #buffered: Uint8Array<ArrayBuffer> = new Uint8Array(0);
 
   constructor(conn: Deno.Conn, backing: Backing) {
     this.#conn = conn;
@@ -215,7 +215,7 @@ async function writeAt(file: Deno.FsFile, offset: number, data: Uint8Array): Pro
   while (done < data.length) done += await file.write(data.subarray(done));
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(a.length + b.length);
   out.set(a, 0);
   out.set(b, a.length);

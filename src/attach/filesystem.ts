@@ -31,12 +31,17 @@ export interface MountDeviceOptions {
   log: Logger;
   /** Extra mount options (-o). */
   mountOptions?: string[];
+  /** Mount read-only: never format or grow (for `serve --read-only`). */
+  readOnly?: boolean;
 }
 
 /** Prepares and mounts: mkfs.ext4 when empty, mount, then grow when the device is larger. */
 export async function mountDevice(options: MountDeviceOptions): Promise<void> {
   const { devicePath, mountPoint, log } = options;
   const content = await probeDevice(devicePath);
+  if (content.kind === "empty" && options.readOnly) {
+    throw new Error(`Cannot mount ${devicePath} read-only: it holds no filesystem`);
+  }
   if (content.kind === "empty") {
     log(`${devicePath} holds no filesystem; creating an ext4 filesystem.`);
     await makeExt4(devicePath);
@@ -46,10 +51,14 @@ export async function mountDevice(options: MountDeviceOptions): Promise<void> {
     throw new Error(`Cannot mount ${devicePath} on ${mountPoint}: ${(error as Error).message}`);
   });
   const isExt = content.kind !== "other";
-  const extraOptions = [...(isExt ? ["noinit_itable"] : []), ...(options.mountOptions ?? [])];
+  const extraOptions = [
+    ...(options.readOnly ? ["ro"] : []),
+    ...(isExt && !options.readOnly ? ["noinit_itable"] : []),
+    ...(options.mountOptions ?? []),
+  ];
   const args = [...(extraOptions.length ? ["-o", extraOptions.join(",")] : []), devicePath, mountPoint];
   await runTool("mount", args, `mount ${devicePath} on ${mountPoint}`);
-  if (isExt) await growIfSmaller({ devicePath, mountPoint, mountArgs: args, log });
+  if (isExt && !options.readOnly) await growIfSmaller({ devicePath, mountPoint, mountArgs: args, log });
 }
 
 /** Reads the device: an ext superblock, another filesystem or partition table (blkid), or nothing. */

@@ -184,3 +184,21 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "mountDevice() read-only mounts ro and refuses to format an empty device",
+  ignore: !canLoop,
+  async fn() {
+    await withLoopDevice(32 * 2 ** 20, async (device, _image, dir) => {
+      const mountPoint = `${dir}/mnt`;
+      await assert.rejects(mountDevice({ devicePath: device, mountPoint, log: () => {}, readOnly: true }), {
+        message: `Cannot mount ${device} read-only: it holds no filesystem`,
+      });
+      await mountDevice({ devicePath: device, mountPoint, log: () => {} });
+      await unmountDevice(device, { log: () => {} });
+      await mountDevice({ devicePath: device, mountPoint, log: () => {}, readOnly: true });
+      await assert.rejects(Deno.writeTextFile(`${mountPoint}/x`, "x"), /Read-only file system/);
+      await unmountDevice(device, { log: () => {} });
+    });
+  },
+});

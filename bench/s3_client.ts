@@ -43,7 +43,14 @@ export async function putObject(
   body: Uint8Array,
 ): Promise<void> {
   await client.send(
-    new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: body.length }),
+    // Create-only, like every PUT lsvd makes (`If-None-Match: *`), so the baseline costs what lsvd's do.
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      Body: body,
+      ContentLength: body.length,
+      IfNoneMatch: "*",
+    }),
   );
 }
 

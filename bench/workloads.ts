@@ -102,6 +102,17 @@ export const randWriteBurst: Workload = {
   unit: "IOPS",
   higherIsBetter: true,
   coldWan: false,
+  // A short flushed write first, so the measured burst does not include warming up (JIT, pools).
+  warmup: (s) => ({
+    name: "warmup",
+    rw: "randwrite",
+    blockSizeBytes: 4 * KiB,
+    iodepth: 32,
+    sizeBytes: s.volumeBytes,
+    ioSizeBytes: s.burstWriteBytes / 2,
+    runtimeS: s.runtimeS,
+    endFsync: true,
+  }),
   job: (s) => ({
     name: "randwrite-4k-burst",
     rw: "randwrite",

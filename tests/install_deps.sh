@@ -4,6 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
+  e2fsprogs
   # Ceph RADOS Gateway for the S3 store tests (tests/support/rgw.ts)
   radosgw
   ceph-mon

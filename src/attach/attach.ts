@@ -52,7 +52,13 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
   const socketPath = options.socketPath;
   if (fusePath !== undefined) {
     const fuse: FuseExport = await wrap(() =>
-      startFuseExport({ path: fusePath, socketPath, exportName: options.exportName, readOnly: options.readOnly, log })
+      startFuseExport({
+        path: fusePath,
+        socketPath,
+        exportName: options.exportName,
+        readOnly: options.readOnly,
+        log,
+      })
     );
     log(`The volume is the file ${fuse.filePath}.`);
     return { detach: () => logFailure(log, "stop nbdfuse", () => fuse.stop()) };
@@ -63,7 +69,7 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
   const mountPath = options.mountPath;
   if (mountPath !== undefined) {
     try {
-      await wrap(() => mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log }));
+      await wrap(() => mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log, readOnly: options.readOnly }));
     } catch (e) {
       await kernel.detach().catch(() => {});
       throw e;

@@ -69,7 +69,9 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
   const mountPath = options.mountPath;
   if (mountPath !== undefined) {
     try {
-      await wrap(() => mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log, readOnly: options.readOnly }));
+      await wrap(() =>
+        mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log, readOnly: options.readOnly })
+      );
     } catch (e) {
       await kernel.detach().catch(() => {});
       throw e;

@@ -44,7 +44,10 @@ export async function runCli(args: string[]): Promise<number> {
     }
   } catch (e) {
     if (e instanceof AssertionError) throw e;
-    if (e instanceof UsageError || e instanceof AttachError || e instanceof VolumeError || e instanceof StoreError || isUserError(e)) {
+    if (
+      e instanceof UsageError || e instanceof AttachError || e instanceof VolumeError ||
+      e instanceof StoreError || isUserError(e)
+    ) {
       console.error(`lsvd: ${(e as Error).message}`);
       return 1;
     }

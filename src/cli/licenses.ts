@@ -12,7 +12,9 @@ export function licensesCommand(args: string[]): number {
   }
   const parts = [
     "lsvd itself is released under the MIT license. It ships these third-party components:\n",
-    ...LICENSES.map((l) => `${"=".repeat(78)}\n${l.name} ${l.version} (${l.license})\n${"=".repeat(78)}\n${l.text}\n`),
+    ...LICENSES.map((l) =>
+      `${"=".repeat(78)}\n${l.name} ${l.version} (${l.license})\n${"=".repeat(78)}\n${l.text}\n`
+    ),
     "Deno embeds V8, Tokio, rustls and other Rust crates; their notices are part of Deno's own\n" +
     "distribution (https://github.com/denoland/deno, third_party licenses) and are not reproduced here.",
   ];

@@ -18,7 +18,9 @@ export interface LicenseEntry {
 const LICENSE_FILES = /^(LICEN[CS]E|COPYING|NOTICE)(\.(md|txt))?$/i;
 
 function readLicenseTexts(dir: string): string {
-  const names = [...Deno.readDirSync(dir)].filter((e) => e.isFile && LICENSE_FILES.test(e.name)).map((e) => e.name);
+  const names = [...Deno.readDirSync(dir)].filter((e) => e.isFile && LICENSE_FILES.test(e.name)).map((e) =>
+    e.name
+  );
   names.sort();
   return names.map((n) => Deno.readTextFileSync(join(dir, n)).trim()).join("\n\n");
 }
@@ -38,7 +40,8 @@ export function collectNpmLicenses(root: string): LicenseEntry[] {
       name,
       version: pkg.version,
       license: String(pkg.license ?? "UNKNOWN"),
-      text: text || `(the package ships no license file; package.json declares ${pkg.license ?? "no license"})`,
+      text: text ||
+        `(the package ships no license file; package.json declares ${pkg.license ?? "no license"})`,
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name) || a.version.localeCompare(b.version));
@@ -51,7 +54,12 @@ export function collectDenoLicense(): LicenseEntry | undefined {
     try {
       const pkg = JSON.parse(Deno.readTextFileSync(join(candidate, "package.json")));
       if (pkg.name !== "deno") continue;
-      return { name: "deno", version: Deno.version.deno, license: pkg.license ?? "MIT", text: readLicenseTexts(candidate) };
+      return {
+        name: "deno",
+        version: Deno.version.deno,
+        license: pkg.license ?? "MIT",
+        text: readLicenseTexts(candidate),
+      };
     } catch {
       // not this layout
     }

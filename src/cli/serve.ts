@@ -12,7 +12,7 @@ import { S3Store } from "../store/s3.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
 import { startNbdServer } from "../nbd/server.ts";
-import { AttachError, attachDevice, type Attachment } from "../attach/attach.ts";
+import { attachDevice, AttachError, type Attachment } from "../attach/attach.ts";
 import {
   helpText,
   type OptionSpec,
@@ -38,7 +38,12 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     env: ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
     placeholder: "URL",
   },
-  region: { type: "string", help: "S3 region; 'auto' for R2", env: ["AWS_REGION", "AWS_DEFAULT_REGION"], placeholder: "R" },
+  region: {
+    type: "string",
+    help: "S3 region; 'auto' for R2",
+    env: ["AWS_REGION", "AWS_DEFAULT_REGION"],
+    placeholder: "R",
+  },
   "path-style": { type: "boolean", help: "Path-style S3 URLs (needed by most non-AWS servers)" },
   connections: { type: "string", help: "Concurrent S3 connections", default: "100", placeholder: "N" },
   size: {
@@ -47,26 +52,63 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     env: ["FLY_LSVD_DEVICE_SIZE"],
     placeholder: "SIZE",
   },
-  socket: { type: "string", help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)", placeholder: "PATH" },
-  listen: { type: "string", help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT", placeholder: "HOST:PORT" },
-  export: { type: "string", help: "NBD export name (the empty name selects it too)", default: "lsvd", placeholder: "NAME" },
+  socket: {
+    type: "string",
+    help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)",
+    placeholder: "PATH",
+  },
+  listen: {
+    type: "string",
+    help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT",
+    placeholder: "HOST:PORT",
+  },
+  export: {
+    type: "string",
+    help: "NBD export name (the empty name selects it too)",
+    default: "lsvd",
+    placeholder: "NAME",
+  },
   "read-only": { type: "boolean", help: "Serve read-only; recovery archives nothing" },
-  device: { type: "string", help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0", placeholder: "DEV" },
+  device: {
+    type: "string",
+    help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0",
+    placeholder: "DEV",
+  },
   mount: {
     type: "string",
     help: "Mount the device here (mkfs.ext4 first if it is empty; grow if the volume grew)",
     env: ["FLY_LSVD_MOUNT_POINT"],
     placeholder: "PATH",
   },
-  fuse: { type: "string", help: "Without kernel nbd: expose the volume as a file here via nbdfuse", placeholder: "PATH" },
+  fuse: {
+    type: "string",
+    help: "Without kernel nbd: expose the volume as a file here via nbdfuse",
+    placeholder: "PATH",
+  },
   "object-size": { type: "string", help: "Data bytes per log object", default: "4M", placeholder: "SIZE" },
-  "dirty-limit": { type: "string", help: "Unflushed bytes held in memory before writers wait", default: "256M", placeholder: "SIZE" },
-  "seal-delay-ms": { type: "string", help: "Seal a partly filled object after this long", default: "1000", placeholder: "MS" },
+  "dirty-limit": {
+    type: "string",
+    help: "Unflushed bytes held in memory before writers wait",
+    default: "256M",
+    placeholder: "SIZE",
+  },
+  "seal-delay-ms": {
+    type: "string",
+    help: "Seal a partly filled object after this long",
+    default: "1000",
+    placeholder: "MS",
+  },
   uploads: { type: "string", help: "Object uploads in flight at once", default: "32", placeholder: "N" },
-  "cache-size": { type: "string", help: "Read cache of recent object data", default: "64M", placeholder: "SIZE" },
+  "cache-size": {
+    type: "string",
+    help: "Read cache of recent object data",
+    default: "64M",
+    placeholder: "SIZE",
+  },
 };
 
-const SUMMARY = "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
+const SUMMARY =
+  "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
 
 export interface ServeConfig {
   store: ObjectStore;
@@ -109,7 +151,9 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
     throw new UsageError(`Invalid --size: ${sizeBytes} bytes is not a multiple of 4096`);
   }
   if (str("mount") !== undefined && str("device") === undefined) {
-    throw new UsageError("Invalid options: --mount needs --device (with --fuse, use losetup and mount on the file)");
+    throw new UsageError(
+      "Invalid options: --mount needs --device (with --fuse, use losetup and mount on the file)",
+    );
   }
   if (str("device") !== undefined && str("fuse") !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");

@@ -63,13 +63,19 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
     if (bytes[i] !== MAGIC[i]) throw new FormatError("checkpoint has a bad magic number");
   }
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (v.getUint32(8) !== VERSION) throw new FormatError(`checkpoint version ${v.getUint32(8)} is not supported`);
+  if (v.getUint32(8) !== VERSION) {
+    throw new FormatError(`checkpoint version ${v.getUint32(8)} is not supported`);
+  }
   const count = v.getUint32(44);
   if (bytes.length !== FIXED_BYTES + count * EXTENT_BYTES + 4) {
-    throw new FormatError(`checkpoint is ${bytes.length} bytes, its header says ${FIXED_BYTES + count * EXTENT_BYTES + 4}`);
+    throw new FormatError(
+      `checkpoint is ${bytes.length} bytes, its header says ${FIXED_BYTES + count * EXTENT_BYTES + 4}`,
+    );
   }
   const end = bytes.length - 4;
-  if (crc32c(bytes.subarray(0, end)) !== v.getUint32(end)) throw new FormatError("checkpoint checksum mismatch");
+  if (crc32c(bytes.subarray(0, end)) !== v.getUint32(end)) {
+    throw new FormatError("checkpoint checksum mismatch");
+  }
   const extents = new Uint32Array(count * 4);
   for (let i = 0; i < extents.length; i++) extents[i] = v.getUint32(FIXED_BYTES + i * 4);
   const sequence = getU64(v, 16);

@@ -117,7 +117,10 @@ export class ExtentMap {
       chunk.data.set(part);
       chunk.count = part.length / FIELDS;
       for (let i = 0; i < part.length; i += FIELDS) {
-        assert(part[i]! >= prevEnd && part[i + 1]! > 0 && part[i + 2]! >= 1, "checkpoint extents out of order");
+        assert(
+          part[i]! >= prevEnd && part[i + 1]! > 0 && part[i + 2]! >= 1,
+          "checkpoint extents out of order",
+        );
         prevEnd = part[i]! + part[i + 1]!;
       }
       map.#chunks.push(chunk);

@@ -68,7 +68,12 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
   while (contiguous < objects.length && objects[contiguous]!.sequence === contiguous + 1) contiguous++;
   const afterGap = objects.slice(contiguous);
 
-  const state: RecoveredState = { map: new ExtentMap(), lastSequence: 0, volumeSizeBytes: undefined, writerEpoch: 0 };
+  const state: RecoveredState = {
+    map: new ExtentMap(),
+    lastSequence: 0,
+    volumeSizeBytes: undefined,
+    writerEpoch: 0,
+  };
   const base = await loadCheckpoint(store, objects.slice(0, contiguous), checkpoints, options);
   if (base !== undefined) {
     state.map = ExtentMap.fromArray(base.extents);
@@ -130,7 +135,10 @@ async function loadCheckpoint(
   try {
     const [{ body }, tail] = await Promise.all([
       withRetries(options.retry, () => store.get(candidate.key)),
-      withRetries(options.retry, () => store.get(object.key, { offsetBytes: Math.max(0, object.sizeBytes - 8), lengthBytes: 8 })),
+      withRetries(
+        options.retry,
+        () => store.get(object.key, { offsetBytes: Math.max(0, object.sizeBytes - 8), lengthBytes: 8 }),
+      ),
     ]);
     const checkpoint = decodeCheckpoint(body);
     const crc = new DataView(tail.body.buffer, tail.body.byteOffset, 8).getUint32(0);
@@ -240,7 +248,10 @@ async function archive(store: ObjectStore, objects: LoggedObject[], options: Rec
     return;
   }
   for (const o of objects) {
-    await withRetries(options.retry, () => store.copy(o.key, archiveKey(options.prefix, options.recoveryId, o.sequence)));
+    await withRetries(
+      options.retry,
+      () => store.copy(o.key, archiveKey(options.prefix, options.recoveryId, o.sequence)),
+    );
   }
   // Remove newest first: a crash halfway leaves a shorter tail after the same gap, never a new prefix.
   for (const o of [...objects].reverse()) await withRetries(options.retry, () => store.delete(o.key));

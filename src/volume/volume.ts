@@ -12,7 +12,13 @@
 
 import assert from "node:assert/strict";
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
-import { checkpointKey, checkpointPrefix, logKey, normalizePrefix, parseCheckpointKey } from "../format/keys.ts";
+import {
+  checkpointKey,
+  checkpointPrefix,
+  logKey,
+  normalizePrefix,
+  parseCheckpointKey,
+} from "../format/keys.ts";
 import { encodeCheckpoint } from "../format/checkpoint.ts";
 import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import { type Clock, systemClock, type Timer } from "../util/clock.ts";
@@ -135,7 +141,8 @@ export class Volume implements BlockDevice {
       retry: {
         clock: options.clock ?? systemClock,
         attemptsMax: options.uploadAttemptsMax ?? 10,
-        onRetry: (n, e) => (options.log ?? stderrLogger)(`Retrying a read during recovery (attempt ${n}: ${messageOf(e)}).`),
+        onRetry: (n, e) =>
+          (options.log ?? stderrLogger)(`Retrying a read during recovery (attempt ${n}: ${messageOf(e)}).`),
       },
     });
     const recorded = state.volumeSizeBytes;
@@ -494,8 +501,10 @@ export class Volume implements BlockDevice {
     const lengthBytes = run.lengthSectors * SECTOR_BYTES;
     let body: Uint8Array;
     try {
-      ({ body } = await withRetries(this.#readRetry, () =>
-        this.#store.get(key, { offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES, lengthBytes })
+      ({ body } = await withRetries(
+        this.#readRetry,
+        () =>
+          this.#store.get(key, { offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES, lengthBytes }),
       ));
     } catch (e) {
       throw new VolumeError(`Cannot read object "${key}": ${messageOf(e)}`, { cause: e });

@@ -55,7 +55,10 @@ Deno.test("startNbdServer() passes fio crc32c verification over TCP", async () =
       const tcp = f.server.tcp;
       assert.ok(tcp !== undefined && tcp.port > 0);
       const uri = `nbd://127.0.0.1:${tcp.port}/lsvd`;
-      const { stdout } = await runClientOk("fio", fioArgs(uri, ["--numjobs=2"]), { timeoutMs: 120_000, cwd: f.dir });
+      const { stdout } = await runClientOk("fio", fioArgs(uri, ["--numjobs=2"]), {
+        timeoutMs: 120_000,
+        cwd: f.dir,
+      });
       assert.equal(totalErrors(stdout), 0);
     },
   );

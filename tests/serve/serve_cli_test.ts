@@ -9,7 +9,9 @@ import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk, runNbdsh } from "../support/clients.ts";
 
 function qemuIo(uri: string, ...commands: string[]) {
-  return runClient("qemu-io", ["-f", "raw", uri, ...commands.flatMap((c) => ["-c", c])], { timeoutMs: 60_000 });
+  return runClient("qemu-io", ["-f", "raw", uri, ...commands.flatMap((c) => ["-c", c])], {
+    timeoutMs: 60_000,
+  });
 }
 
 async function runLsvd(args: string[], env?: Record<string, string>) {
@@ -27,7 +29,17 @@ async function runLsvd(args: string[], env?: Record<string, string>) {
 Deno.test("lsvd serve --help lists the options with their environment names", async () => {
   const r = await runLsvd(["serve", "--help"]);
   assert.equal(r.code, 0);
-  for (const s of ["--bucket", "--dir", "--size", "FLY_LSVD_DEVICE_SIZE", "BUCKET_NAME", "AWS_ENDPOINT_URL_S3", "--socket"]) {
+  for (
+    const s of [
+      "--bucket",
+      "--dir",
+      "--size",
+      "FLY_LSVD_DEVICE_SIZE",
+      "BUCKET_NAME",
+      "AWS_ENDPOINT_URL_S3",
+      "--socket",
+    ]
+  ) {
     assert(r.stdout.includes(s), `help lacks ${s}`);
   }
   const top = await runLsvd(["--help"]);
@@ -39,8 +51,14 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
   const t = await scratch();
   try {
     const cases: [string[], RegExp][] = [
-      [["serve", "--dir", t.store, "--socket", t.socket], /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/],
-      [["serve", "--dir", t.store, "--size", "12 parsecs"], /^lsvd: Invalid --size: "12 parsecs" is not a size/],
+      [
+        ["serve", "--dir", t.store, "--socket", t.socket],
+        /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/,
+      ],
+      [
+        ["serve", "--dir", t.store, "--size", "12 parsecs"],
+        /^lsvd: Invalid --size: "12 parsecs" is not a size/,
+      ],
       [["serve", "--dir", t.store, "--size", "1G", "--frobnicate"], /^lsvd: Unknown option '--frobnicate'/],
       [["serve", "--dir", t.store, "--bucket", "b"], /^lsvd: Invalid options: give either --bucket or --dir/],
       [["launch"], /^lsvd: Unknown command "launch"/],
@@ -90,7 +108,12 @@ Deno.test("lsvd serve logs the seed's lines, flushes on SIGTERM, exits 0 and kee
 Deno.test("lsvd serve takes options from the environment, Fly's names included", async () => {
   const t = await scratch();
   try {
-    const env = { FLY_LSVD_DEVICE_SIZE: "32M", LSVD_DIR: t.store, LSVD_SOCKET: t.socket, LSVD_EXPORT: "disk" };
+    const env = {
+      FLY_LSVD_DEVICE_SIZE: "32M",
+      LSVD_DIR: t.store,
+      LSVD_SOCKET: t.socket,
+      LSVD_EXPORT: "disk",
+    };
     const d = await Daemon.start({ args: [], env });
     const info = await runClientOk("nbdinfo", ["--size", unixUri(t.socket, "disk")]);
     assert.equal(info.stdout.trim(), String(32 * 1024 * 1024));
@@ -110,10 +133,16 @@ Deno.test("lsvd serve grows the volume, refuses to shrink below written data, se
     const shrink = Daemon.spawn({ args: ["--dir", t.store, "--size", "8M", "--socket", t.socket] });
     const failed = await shrink.finished();
     assert.equal(failed.code, 1);
-    assert.match(failed.log, /lsvd: Cannot shrink the volume from 16777216 to 8388608 bytes: data is written up to byte 13631488/);
+    assert.match(
+      failed.log,
+      /lsvd: Cannot shrink the volume from 16777216 to 8388608 bytes: data is written up to byte 13631488/,
+    );
 
     d = await Daemon.start({ args: ["--dir", t.store, "--size", "1G", "--socket", t.socket] });
-    assert.equal((await runClientOk("nbdinfo", ["--size", unixUri(t.socket)])).stdout.trim(), String(2 ** 30));
+    assert.equal(
+      (await runClientOk("nbdinfo", ["--size", unixUri(t.socket)])).stdout.trim(),
+      String(2 ** 30),
+    );
     assert.equal((await d.stop()).code, 0);
 
     const port = 20000 + Math.floor(Math.random() * 20000);

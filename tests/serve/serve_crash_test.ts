@@ -73,7 +73,10 @@ Deno.test("after kill -9 during writes, every write flushed before the crash rea
     for (let b = 0; b < BLOCKS; b++) {
       const round = v.getUint32(b * BLOCK), at = v.getUint32(b * BLOCK + 4);
       for (let i = 0; i < BLOCK; i += 8) {
-        assert(v.getUint32(b * BLOCK + i) === round && v.getUint32(b * BLOCK + i + 4) === at, `block ${b} is torn`);
+        assert(
+          v.getUint32(b * BLOCK + i) === round && v.getUint32(b * BLOCK + i + 4) === at,
+          `block ${b} is torn`,
+        );
       }
       if (round === 0) {
         assert.equal(floor[b], 0, `block ${b} lost round ${floor[b]}`);

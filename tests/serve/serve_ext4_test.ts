@@ -15,8 +15,15 @@ async function loopAttach(file: string): Promise<string> {
   return r.stdout.trim();
 }
 
-async function withFuseDaemon<T>(store: string, mnt: string, extra: string[], fn: (file: string) => Promise<T>) {
-  const d = await Daemon.start({ args: ["--dir", store, "--socket", `${mnt}.sock`, "--fuse", mnt, ...extra] });
+async function withFuseDaemon<T>(
+  store: string,
+  mnt: string,
+  extra: string[],
+  fn: (file: string) => Promise<T>,
+) {
+  const d = await Daemon.start({
+    args: ["--dir", store, "--socket", `${mnt}.sock`, "--fuse", mnt, ...extra],
+  });
   let result: T;
   try {
     const line = await d.waitForLine(/The volume is the file /, 1000);
@@ -41,11 +48,19 @@ Deno.test({
       await withFuseDaemon(t.store, mnt, ["--size", "256M"], async (file) => {
         const loop = await loopAttach(file);
         try {
-          await runClientOk("mkfs.ext4", ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", loop]);
+          await runClientOk("mkfs.ext4", [
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+            loop,
+          ]);
           await runClientOk("mount", [loop, fsdir]);
           await Deno.writeFile(join(fsdir, "big.bin"), big);
           await Deno.mkdir(join(fsdir, "dir"));
-          for (let i = 0; i < 50; i++) await Deno.writeTextFile(join(fsdir, "dir", `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+          for (let i = 0; i < 50; i++) {
+            await Deno.writeTextFile(join(fsdir, "dir", `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+          }
           await runClientOk("umount", [fsdir]);
         } finally {
           await runClient("umount", [fsdir]);
@@ -60,7 +75,10 @@ Deno.test({
           await runClientOk("mount", [loop, fsdir]);
           assert.equal(await sha256Hex(await Deno.readFile(join(fsdir, "big.bin"))), await sha256Hex(big));
           for (let i = 0; i < 50; i++) {
-            assert.equal(await Deno.readTextFile(join(fsdir, "dir", `f${i}.txt`)), `file ${i}\n`.repeat(i + 1));
+            assert.equal(
+              await Deno.readTextFile(join(fsdir, "dir", `f${i}.txt`)),
+              `file ${i}\n`.repeat(i + 1),
+            );
           }
           await runClientOk("umount", [fsdir]);
         } finally {

@@ -17,11 +17,18 @@ import { startRgw } from "../support/rgw.ts";
 
 async function logKeys(store: ObjectStore, prefix: string): Promise<string[]> {
   const keys: string[] = [];
-  for await (const o of listAll(store, { prefix })) if (parseLogKey(prefix, o.key) !== undefined) keys.push(o.key);
+  for await (const o of listAll(store, { prefix })) {
+    if (parseLogKey(prefix, o.key) !== undefined) keys.push(o.key);
+  }
   return keys;
 }
 
-async function rollbackStory(args: string[], store: ObjectStore, prefix: string, env?: Record<string, string>) {
+async function rollbackStory(
+  args: string[],
+  store: ObjectStore,
+  prefix: string,
+  env?: Record<string, string>,
+) {
   const t = await scratch();
   try {
     const uri = unixUri(t.socket);
@@ -40,7 +47,15 @@ async function rollbackStory(args: string[], store: ObjectStore, prefix: string,
     d = await serve();
     const before = await disk();
     await runClientOk("qemu-io", [
-      "-f", "raw", uri, "-c", "write -P 0x33 2M 4M", "-c", "write -z 8M 1M", "-c", "write -P 0x44 20M 1M",
+      "-f",
+      "raw",
+      uri,
+      "-c",
+      "write -P 0x33 2M 4M",
+      "-c",
+      "write -z 8M 1M",
+      "-c",
+      "write -P 0x44 20M 1M",
     ]);
     const changed = await disk();
     assert.equal((await d.stop()).code, 0);
@@ -83,15 +98,29 @@ Deno.test({
       credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
     });
     try {
-      const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, AWS_REGION: rgw.region };
+      const env = {
+        AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+        AWS_REGION: rgw.region,
+      };
       const args = ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", "pg"];
       await rollbackStory(args, store, "pg/", { ...Deno.env.toObject(), ...env });
 
       // A missing bucket and a wrong secret are one clear line each, exit code 1.
-      for (const [extraEnv, extraArgs, pattern] of [
-        [env, ["--bucket", "no-such-bucket"], /^lsvd: Cannot .*no-such-bucket.*(does not exist|NoSuchBucket)/m],
-        [{ ...env, AWS_SECRET_ACCESS_KEY: "wrong" }, [], /^lsvd: Cannot .*(credentials|signature|denied|rejected)/im],
-      ] as [Record<string, string>, string[], RegExp][]) {
+      for (
+        const [extraEnv, extraArgs, pattern] of [
+          [
+            env,
+            ["--bucket", "no-such-bucket"],
+            /^lsvd: Cannot .*no-such-bucket.*(does not exist|NoSuchBucket)/m,
+          ],
+          [
+            { ...env, AWS_SECRET_ACCESS_KEY: "wrong" },
+            [],
+            /^lsvd: Cannot .*(credentials|signature|denied|rejected)/im,
+          ],
+        ] as [Record<string, string>, string[], RegExp][]
+      ) {
         const d = Daemon.spawn({
           args: [...args, ...extraArgs, "--size", "1G", "--socket", "/tmp/unused-lsvd.sock"],
           env: { ...Deno.env.toObject(), ...extraEnv },

@@ -127,7 +127,12 @@ async function readAll(volume: Volume, sectors: number, clock: ManualClock): Pro
   return dest;
 }
 
-async function openVolume(store: MemoryStore, clock: ManualClock, sizeBytes: number, seed: number): Promise<Volume> {
+async function openVolume(
+  store: MemoryStore,
+  clock: ManualClock,
+  sizeBytes: number,
+  seed: number,
+): Promise<Volume> {
   const p = Volume.open({
     store,
     clock,
@@ -158,7 +163,13 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
   const sectors = options.sectors ?? 64;
   const steps = options.steps ?? 300;
   const clock = new ManualClock();
-  let store = new MemoryStore({ seed, clock, errorRate: 0.05, landedErrorRate: 0.3, latencyMs: { min: 1, max: 30 } });
+  let store = new MemoryStore({
+    seed,
+    clock,
+    errorRate: 0.05,
+    landedErrorRate: 0.3,
+    latencyMs: { min: 1, max: 30 },
+  });
   const model = new Model(sectors);
   let volume = await openVolume(store, clock, sectors * SECTOR, seed);
   let nextId = 1;
@@ -183,8 +194,13 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
       for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
       const fua = rand() < 0.1;
       const issue = model.issue(first, count, id);
-      const traced = options.traceSector !== undefined && options.traceSector >= first && options.traceSector < first + count;
-      if (traced) console.log(`step ${step} t=${clock.nowMs()} write ${id} [${first},+${count}) issue ${issue} fua ${fua}`);
+      const traced = options.traceSector !== undefined && options.traceSector >= first &&
+        options.traceSector < first + count;
+      if (traced) {
+        console.log(
+          `step ${step} t=${clock.nowMs()} write ${id} [${first},+${count}) issue ${issue} fua ${fua}`,
+        );
+      }
       volume.write(first * SECTOR, data, { fua }).then(() => {
         if (traced) console.log(`  ack write ${id} t=${clock.nowMs()} seq ${volume.stats.lastSequence}`);
         model.ack(first, count, issue);
@@ -199,26 +215,35 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
       const count = 1 + Math.floor(rand() * sectors / 2);
       const first = Math.floor(rand() * (sectors - count + 1));
       const issue = model.issue(first, count, 0);
-      const traced = options.traceSector !== undefined && options.traceSector >= first && options.traceSector < first + count;
+      const traced = options.traceSector !== undefined && options.traceSector >= first &&
+        options.traceSector < first + count;
       if (traced) console.log(`step ${step} t=${clock.nowMs()} zero [${first},+${count}) issue ${issue}`);
-      const op = rand() < 0.5 ? volume.trim(first * SECTOR, count * SECTOR) : volume.writeZeroes(first * SECTOR, count * SECTOR);
+      const op = rand() < 0.5
+        ? volume.trim(first * SECTOR, count * SECTOR)
+        : volume.writeZeroes(first * SECTOR, count * SECTOR);
       op.then(() => model.ack(first, count, issue), () => {});
     } else if (r < 0.67) {
       const snap = model.snapshot();
-      if (options.traceSector !== undefined) console.log(`step ${step} flush (seq ${volume.stats.lastSequence})`);
+      if (options.traceSector !== undefined) {
+        console.log(`step ${step} flush (seq ${volume.stats.lastSequence})`);
+      }
       volume.flush().then(() => model.makeDurable(snap), () => {});
     } else if (r < 0.77) {
       const count = 1 + Math.floor(rand() * 8);
       const first = Math.floor(rand() * (sectors - count + 1));
       const floor = model.acked.slice(first, first + count);
       const dest = new Uint8Array(count * SECTOR);
-      volume.read(first * SECTOR, dest).then(() => checkRead(() => {
-        for (let k = 0; k < count; k++) {
-          const id = decodeSector(dest.subarray(k * SECTOR), first + k, `${ctx()} read at step ${step}`);
-          const ok = model.allowed(first + k, floor[k]!);
-          assert(ok.has(id), `${ctx()}: read at step ${step} saw write ${id} at sector ${first + k}, allowed ${[...ok]}`);
-        }
-      }), () => {});
+      volume.read(first * SECTOR, dest).then(() =>
+        checkRead(() => {
+          for (let k = 0; k < count; k++) {
+            const id = decodeSector(dest.subarray(k * SECTOR), first + k, `${ctx()} read at step ${step}`);
+            const ok = model.allowed(first + k, floor[k]!);
+            assert(
+              ok.has(id),
+              `${ctx()}: read at step ${step} saw write ${id} at sector ${first + k}, allowed ${[...ok]}`,
+            );
+          }
+        }), () => {});
     } else if (r < 0.985) {
       clock.advance(Math.floor(rand() * 25));
     } else if (crashes < (options.crashes ?? 3)) {
@@ -249,7 +274,13 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
   return { objects: store.keys().length, crashes };
 }
 
-async function checkRecovered(volume: Volume, model: Model, sectors: number, clock: ManualClock, context: string) {
+async function checkRecovered(
+  volume: Volume,
+  model: Model,
+  sectors: number,
+  clock: ManualClock,
+  context: string,
+) {
   const disk = await readAll(volume, sectors, clock);
   const values: number[] = [];
   for (let s = 0; s < sectors; s++) {

@@ -11,7 +11,9 @@ Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} 
       objects += r.objects;
       crashes += r.crashes;
     } catch (e) {
-      console.error(`simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`);
+      console.error(
+        `simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`,
+      );
       throw e;
     }
   }

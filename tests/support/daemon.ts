@@ -129,7 +129,9 @@ export function unixUri(socketPath: string, exportName = "lsvd"): string {
 }
 
 /** A temp dir with a store dir and socket path; remove() when done. */
-export async function scratch(): Promise<{ dir: string; store: string; socket: string; remove(): Promise<void> }> {
+export async function scratch(): Promise<
+  { dir: string; store: string; socket: string; remove(): Promise<void> }
+> {
   const dir = await Deno.makeTempDir({ prefix: "lsvd-test-" });
   return {
     dir,

@@ -43,20 +43,30 @@ export class ReadCache {
     this.#evict();
   }
 
+  /** True when one cached range holds all of these sectors (no recency update). */
+  has(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
+    return this.#find(sequence, offsetSectors, lengthSectors) !== undefined;
+  }
+
   /** Copies the sectors into dest and returns true when one cached range holds all of them. */
   read(sequence: number, offsetSectors: number, lengthSectors: number, dest: Uint8Array): boolean {
+    const found = this.#find(sequence, offsetSectors, lengthSectors);
+    if (found === undefined) return false;
+    dest.set(found);
+    this.#touch(sequence);
+    return true;
+  }
+
+  #find(sequence: number, offsetSectors: number, lengthSectors: number): Uint8Array | undefined {
     const ranges = this.#objects.get(sequence);
-    if (ranges === undefined) return false;
-    for (const r of ranges) {
+    if (ranges === undefined) return undefined;
+    for (let i = ranges.length - 1; i >= 0; i--) {
+      const r = ranges[i]!;
       const from = (offsetSectors - r.offsetSectors) * SECTOR_BYTES;
       const to = from + lengthSectors * SECTOR_BYTES;
-      if (from >= 0 && to <= r.data.length) {
-        dest.set(r.data.subarray(from, to));
-        this.#touch(sequence);
-        return true;
-      }
+      if (from >= 0 && to <= r.data.length) return r.data.subarray(from, to);
     }
-    return false;
+    return undefined;
   }
 
   #touch(sequence: number): CachedRange[] | undefined {

@@ -29,6 +29,8 @@ import { ExtentMap, SECTOR_INDEX_MAX } from "./extent_map.ts";
 import { OpenObject } from "./open_object.ts";
 import { recover } from "./recovery.ts";
 import { ReadCache } from "./read_cache.ts";
+import { Fetcher } from "./fetcher.ts";
+import { ReadAhead } from "./read_ahead.ts";
 import { backoffMs, type RetryPolicy, withRetries } from "./retry.ts";
 
 export interface VolumeOptions {
@@ -57,7 +59,13 @@ export interface VolumeOptions {
   recoveryId?: string;
   /** Write a map checkpoint every this many objects, and at close (default 1000; 0 = never). */
   checkpointEveryObjects?: number;
+  /** Largest read-ahead window for sequential readers (default 16 MiB, at most a quarter of the
+   *  cache; 0 disables). */
+  readAheadBytesMax?: number;
 }
+
+/** Bound on GETs in flight before read-ahead holds back (reads themselves are not limited here). */
+const PREFETCH_GETS_MAX = 64;
 
 /** Largest volume the u32 sector indexes can address: 16 TiB. */
 export const VOLUME_BYTES_MAX = (SECTOR_INDEX_MAX + 1) * SECTOR_BYTES;
@@ -99,6 +107,8 @@ export class Volume implements BlockDevice {
   #lastObjectCrc = 0;
   #closed = false;
   #cache: ReadCache;
+  #fetcher: Fetcher;
+  #readAhead: ReadAhead;
   #readRetry: RetryPolicy;
   #checkpointEvery: number;
   #checkpointedThrough: number;
@@ -123,6 +133,19 @@ export class Volume implements BlockDevice {
     this.#sizeBytes = sizeBytes;
     this.#open = new OpenObject(this.#objectBytesMax);
     this.#readRetry = { clock: this.#clock, attemptsMax: this.#uploadAttemptsMax };
+    this.#fetcher = new Fetcher({
+      store: this.#store,
+      prefix: this.#prefix,
+      retry: this.#readRetry,
+      cache: this.#cache,
+    });
+    const cacheBytes = options.cacheBytesMax ?? 64 * 1024 * 1024;
+    const aheadBytes = Math.min(options.readAheadBytesMax ?? 16 * 1024 * 1024, Math.floor(cacheBytes / 4));
+    const aheadSectors = Math.floor(aheadBytes / SECTOR_BYTES);
+    this.#readAhead = new ReadAhead({
+      windowMinSectors: Math.min(aheadSectors, 256),
+      windowMaxSectors: aheadSectors,
+    });
     this.#checkpointEvery = options.checkpointEveryObjects ?? 1000;
     this.#checkpointedThrough = state.lastSequence; // recovery read a checkpoint or every header anyway
   }
@@ -479,6 +502,8 @@ export class Volume implements BlockDevice {
       });
     });
     const overlay = this.#open.isEmpty ? [] : this.#overlayOpen(firstSector, sectors, dest);
+    const ahead = this.#readAhead.observe(firstSector, sectors);
+    if (ahead !== undefined) this.#prefetch(ahead.startSector, ahead.lengthSectors);
     if (remote.length === 0) return;
     await Promise.all(coalesce(remote).map((run) => this.#fetch(run, dest, overlay)));
   }
@@ -497,24 +522,7 @@ export class Volume implements BlockDevice {
   }
 
   async #fetch(run: FetchRun, dest: Uint8Array, decided: Uint8Array | never[]): Promise<void> {
-    const key = logKey(this.#prefix, run.sequence);
-    const lengthBytes = run.lengthSectors * SECTOR_BYTES;
-    let body: Uint8Array;
-    try {
-      ({ body } = await withRetries(
-        this.#readRetry,
-        () =>
-          this.#store.get(key, { offsetBytes: HEADER_BYTES + run.offsetSectors * SECTOR_BYTES, lengthBytes }),
-      ));
-    } catch (e) {
-      throw new VolumeError(`Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
-    }
-    if (body.length !== lengthBytes) {
-      throw new VolumeError(
-        `Cannot read object "${key}": got ${body.length} of ${lengthBytes} bytes (truncated)`,
-      );
-    }
-    this.#cache.addRange(run.sequence, run.offsetSectors, body);
+    const body = await this.#fetcher.get(run.sequence, run.offsetSectors, run.lengthSectors);
     for (const piece of run.pieces) {
       const src = body.subarray(
         piece.bodySector * SECTOR_BYTES,
@@ -531,6 +539,22 @@ export class Volume implements BlockDevice {
           (piece.destSector + k) * SECTOR_BYTES,
         );
       }
+    }
+  }
+
+  /** Fetches stored data of [start, start+length) into the cache; failures are left to real reads. */
+  #prefetch(startSector: number, lengthSectors: number): void {
+    const end = Math.min(startSector + lengthSectors, this.#sizeBytes / SECTOR_BYTES);
+    if (end <= startSector || this.#fetcher.inFlight >= PREFETCH_GETS_MAX) return;
+    const pieces: { sequence: number; offsetSectors: number; destSector: number; lengthSectors: number }[] =
+      [];
+    this.#map.lookup(startSector, end - startSector, (e) => {
+      if (this.#inflight.has(e.sequence)) return;
+      if (this.#cache.has(e.sequence, e.offsetSectors, e.lengthSectors)) return;
+      pieces.push({ ...e, destSector: 0 });
+    });
+    for (const run of coalesce(pieces)) {
+      this.#fetcher.get(run.sequence, run.offsetSectors, run.lengthSectors).catch(() => {});
     }
   }
 

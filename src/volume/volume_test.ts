@@ -273,3 +273,27 @@ Deno.test("Volume.blockStatus() answers a prefix when the range holds very many 
   }
   await v.close();
 });
+
+Deno.test("Volume read-ahead: a sequential reader costs far fewer GETs than reads, random readers none extra", async () => {
+  const store = new MemoryStore({ latencyMs: { min: 2, max: 2 } });
+  const v = await open(store, { sizeBytes: 64 * MiB });
+  for (let i = 0; i < 8; i++) await v.write(i * 4 * MiB, sector(i + 1, 1024));
+  await v.close();
+  const gets = async (options: Partial<VolumeOptions>, offsets: number[]) => {
+    const r = await open(store, options);
+    const before = store.stats.gets;
+    for (const at of offsets) {
+      const d = await readBytes(r, at, 128 * 1024);
+      assert.equal(d[0], Math.floor(at / (4 * MiB)) + 1, `data at ${at}`);
+    }
+    await r.close();
+    return store.stats.gets - before;
+  };
+  const sequential = Array.from({ length: 256 }, (_, i) => i * 128 * 1024);
+  const withAhead = await gets({}, sequential);
+  const without = await gets({ readAheadBytesMax: 0 }, sequential);
+  assert.equal(without, 256);
+  assert(withAhead <= 40, `${withAhead} GETs for 256 sequential reads`);
+  const random = Array.from({ length: 64 }, (_, i) => ((i * 7919) % 256) * 128 * 1024);
+  assert.equal(await gets({}, random), 64);
+});

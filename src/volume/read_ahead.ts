@@ -1,0 +1,72 @@
+/**
+ * @module
+ * Sequential-read detection. Object stores answer one large ranged GET about as fast as one small
+ * one, so once a client reads sequentially lsvd fetches ahead of it in growing windows (the seed
+ * relied on aggressive kernel read-ahead for the same reason). A few streams are tracked at once so
+ * interleaved sequential readers each get their own window.
+ */
+
+const STREAMS_MAX = 8;
+
+interface Stream {
+  nextSector: number;
+  /** Prefetched up to here (exclusive). */
+  aheadSector: number;
+  windowSectors: number;
+  hits: number;
+  lastUse: number;
+}
+
+export class ReadAhead {
+  #streams: Stream[] = [];
+  #windowMinSectors: number;
+  #windowMaxSectors: number;
+  #tick = 0;
+
+  constructor(options: { windowMinSectors: number; windowMaxSectors: number }) {
+    this.#windowMinSectors = options.windowMinSectors;
+    this.#windowMaxSectors = options.windowMaxSectors;
+  }
+
+  /** Records a read; returns the range to prefetch now, if any. */
+  observe(
+    startSector: number,
+    lengthSectors: number,
+  ): { startSector: number; lengthSectors: number } | undefined {
+    if (this.#windowMaxSectors === 0) return undefined;
+    const end = startSector + lengthSectors;
+    this.#tick++;
+    // A read belongs to a stream when it starts near where the stream is heading; reads of one
+    // sequential client arrive slightly out of order when it keeps several in flight.
+    const slack = (s: Stream) => Math.max(s.windowSectors, 4 * lengthSectors);
+    let stream = this.#streams.find((s) =>
+      startSector >= s.nextSector - slack(s) && startSector <= s.nextSector + slack(s)
+    );
+    if (stream === undefined) {
+      stream = {
+        nextSector: end,
+        aheadSector: end,
+        windowSectors: this.#windowMinSectors,
+        hits: 0,
+        lastUse: this.#tick,
+      };
+      this.#streams.push(stream);
+      if (this.#streams.length > STREAMS_MAX) {
+        this.#streams.sort((a, b) => b.lastUse - a.lastUse);
+        this.#streams.length = STREAMS_MAX;
+      }
+      return undefined;
+    }
+    stream.lastUse = this.#tick;
+    stream.hits++;
+    stream.nextSector = Math.max(stream.nextSector, end);
+    if (stream.hits < 2) return undefined;
+    // Keep a full window ahead of the reader; fetch the missing part, growing the window.
+    const target = stream.nextSector + stream.windowSectors;
+    const from = Math.max(stream.aheadSector, stream.nextSector);
+    if (target - from < stream.windowSectors / 2) return undefined;
+    stream.aheadSector = target;
+    stream.windowSectors = Math.min(this.#windowMaxSectors, stream.windowSectors * 2);
+    return { startSector: from, lengthSectors: target - from };
+  }
+}

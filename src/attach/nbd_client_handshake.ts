@@ -7,6 +7,21 @@
  * structured replies, which the kernel does not understand.
  */
 
+import {
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  INFO_EXPORT,
+  NBD_MAGIC as NBDMAGIC,
+  OPT_ABORT,
+  OPT_EXPORT_NAME,
+  OPT_GO,
+  OPTION_REPLY_MAGIC,
+  REP_ACK,
+  REP_ERR_UNSUP,
+  REP_INFO,
+} from "../nbd/protocol.ts";
+
 /** A byte stream: the raw fd through libc in production, anything in tests. */
 export interface HandshakeChannel {
   read(length: number, what: string): Promise<Uint8Array>;
@@ -20,26 +35,18 @@ export interface NegotiatedExport {
   transmissionFlags: number;
 }
 
-export const NBD_FLAG_HAS_FLAGS = 1 << 0;
-export const NBD_FLAG_READ_ONLY = 1 << 1;
-export const NBD_FLAG_SEND_FLUSH = 1 << 2;
-export const NBD_FLAG_SEND_FUA = 1 << 3;
-export const NBD_FLAG_SEND_TRIM = 1 << 5;
-export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+// The wire constants live in one place, the server's protocol module; the kernel side reuses them.
+export {
+  FLAG_CAN_MULTI_CONN as NBD_FLAG_CAN_MULTI_CONN,
+  FLAG_HAS_FLAGS as NBD_FLAG_HAS_FLAGS,
+  FLAG_READ_ONLY as NBD_FLAG_READ_ONLY,
+  FLAG_SEND_FLUSH as NBD_FLAG_SEND_FLUSH,
+  FLAG_SEND_FUA as NBD_FLAG_SEND_FUA,
+  FLAG_SEND_TRIM as NBD_FLAG_SEND_TRIM,
+} from "../nbd/protocol.ts";
 
-const NBDMAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const OPTION_REPLY_MAGIC = 0x0003e889045565a9n;
-const FLAG_FIXED_NEWSTYLE = 1;
-const FLAG_NO_ZEROES = 2;
-const OPT_EXPORT_NAME = 1;
-const OPT_ABORT = 2;
-const OPT_GO = 7;
-const REP_ACK = 1;
-const REP_INFO = 3;
-const REP_ERR_UNSUP = 0x80000001;
+/** Error replies have the high bit set (NBD_REP_FLAG_ERROR). */
 const REP_FLAG_ERROR = 0x80000000;
-const INFO_EXPORT = 0;
 /** Bound on one option reply's payload: INFO replies are tiny; anything larger is garbage. */
 const MAX_REPLY_BYTES = 64 * 1024;
 /** Bound on replies to one option (INFO replies before the ACK). */

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { compareKeys } from "./key_order.ts";
 import {
+  assertRange,
   type ByteRange,
   type GetResult,
   type ListedObject,
@@ -79,7 +80,7 @@ export class DirectoryStore implements ObjectStore {
 
   async get(key: string, range?: ByteRange): Promise<GetResult> {
     this.#checkKey("read", key);
-    if (range !== undefined) checkRange(range);
+    if (range !== undefined) assertRange(range);
     let file: Deno.FsFile;
     try {
       file = await Deno.open(this.#path(key), { read: true });
@@ -304,17 +305,6 @@ export class DirectoryStore implements ObjectStore {
 
 function isMissing(error: unknown): boolean {
   return error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory;
-}
-
-function checkRange(range: ByteRange): void {
-  assert(
-    Number.isSafeInteger(range.offsetBytes) && range.offsetBytes >= 0,
-    `bad offset ${range.offsetBytes}`,
-  );
-  assert(
-    Number.isSafeInteger(range.lengthBytes) && range.lengthBytes >= 1,
-    `bad length ${range.lengthBytes}`,
-  );
 }
 
 async function writeAll(file: Deno.FsFile, body: Uint8Array): Promise<void> {

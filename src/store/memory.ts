@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { type Clock, systemClock } from "../util/clock.ts";
 import { compareKeys } from "./key_order.ts";
 import {
+  assertRange,
   type ByteRange,
   type GetResult,
   type ListOptions,
@@ -230,7 +231,7 @@ export class MemoryStore implements ObjectStore {
 
   get(key: string, range?: ByteRange): Promise<GetResult> {
     this.stats.gets++;
-    if (range !== undefined) checkRange(range);
+    if (range !== undefined) assertRange(range);
     return this.#run({ action: "read", key, isWrite: false, apply: () => this.#read(key, range) });
   }
 
@@ -364,17 +365,6 @@ export class MemoryStore implements ObjectStore {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function checkRange(range: ByteRange): void {
-  assert(
-    Number.isSafeInteger(range.offsetBytes) && range.offsetBytes >= 0,
-    `bad offset ${range.offsetBytes}`,
-  );
-  assert(
-    Number.isSafeInteger(range.lengthBytes) && range.lengthBytes >= 1,
-    `bad length ${range.lengthBytes}`,
-  );
 }
 
 function settleWith<T>(fn: () => T, resolve: (value: T) => void, reject: (error: unknown) => void): void {

@@ -23,8 +23,8 @@ import {
 } from "@aws-sdk/client-s3";
 import * as http from "node:http";
 import * as https from "node:https";
-import assert from "node:assert/strict";
 import {
+  assertRange,
   type ByteRange,
   type GetResult,
   type ListOptions,
@@ -163,7 +163,7 @@ export class S3Store implements ObjectStore {
 
   get(key: string, range?: ByteRange): Promise<GetResult> {
     const action = { text: `read object "${key}" from bucket "${this.bucket}"`, objectKey: key };
-    if (range !== undefined) checkRange(range);
+    if (range !== undefined) assertRange(range);
     const header = range === undefined
       ? {}
       : { Range: `bytes=${range.offsetBytes}-${range.offsetBytes + range.lengthBytes - 1}` };
@@ -300,17 +300,6 @@ function clientConfig(options: S3StoreOptions, connections: number): S3ClientCon
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
   };
-}
-
-function checkRange(range: ByteRange): void {
-  assert(
-    Number.isSafeInteger(range.offsetBytes) && range.offsetBytes >= 0,
-    `bad offset ${range.offsetBytes}`,
-  );
-  assert(
-    Number.isSafeInteger(range.lengthBytes) && range.lengthBytes >= 1,
-    `bad length ${range.lengthBytes}`,
-  );
 }
 
 /** The whole object's size: from `Content-Range: bytes a-b/total` when ranged, else the length. */

@@ -5,6 +5,8 @@
  * the real engine through the fault-injecting memory store.
  */
 
+import assert from "node:assert/strict";
+
 /** Why a store operation failed; the engine decides what to retry from this. */
 export type StoreErrorCode =
   | "NotFound" // the key does not exist
@@ -38,6 +40,18 @@ export interface PutOptions {
 export interface ByteRange {
   offsetBytes: number;
   lengthBytes: number;
+}
+
+/** Asserts a range is well formed: callers (the engine) never ask for anything else. */
+export function assertRange(range: ByteRange): void {
+  assert(
+    Number.isSafeInteger(range.offsetBytes) && range.offsetBytes >= 0,
+    `bad offset ${range.offsetBytes}`,
+  );
+  assert(
+    Number.isSafeInteger(range.lengthBytes) && range.lengthBytes >= 1,
+    `bad length ${range.lengthBytes}`,
+  );
 }
 
 export interface GetResult {

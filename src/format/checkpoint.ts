@@ -9,7 +9,7 @@
  *   extent     = start-sector:u32 length-sectors:u32 sequence:u32 offset-sectors:u32   (4 KiB sectors)
  */
 
-import { crc32c } from "./crc32c.ts";
+import { crc32 } from "./crc32.ts";
 import { FormatError } from "./object.ts";
 
 const MAGIC = new TextEncoder().encode("LSVDCKP1");
@@ -21,8 +21,8 @@ export interface CheckpointMeta {
   sequence: number;
   volumeSizeBytes: number;
   writerEpoch: number;
-  /** CRC-32C from the trailer of object `sequence`: ties the checkpoint to that exact object. */
-  objectCrc32c: number;
+  /** CRC-32 from the trailer of object `sequence`: ties the checkpoint to that exact object. */
+  objectCrc32: number;
 }
 
 export interface Checkpoint extends CheckpointMeta {
@@ -49,11 +49,11 @@ export function encodeCheckpoint(meta: CheckpointMeta, extents: Uint32Array): Ui
   setU64(v, 16, meta.sequence);
   setU64(v, 24, meta.volumeSizeBytes);
   setU64(v, 32, meta.writerEpoch);
-  v.setUint32(40, meta.objectCrc32c);
+  v.setUint32(40, meta.objectCrc32);
   v.setUint32(44, count);
   for (let i = 0; i < extents.length; i++) v.setUint32(FIXED_BYTES + i * 4, extents[i]!);
   const end = bytes.length - 4;
-  v.setUint32(end, crc32c(bytes.subarray(0, end)));
+  v.setUint32(end, crc32(bytes.subarray(0, end)));
   return bytes;
 }
 
@@ -73,7 +73,7 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
     );
   }
   const end = bytes.length - 4;
-  if (crc32c(bytes.subarray(0, end)) !== v.getUint32(end)) {
+  if (crc32(bytes.subarray(0, end)) !== v.getUint32(end)) {
     throw new FormatError("checkpoint checksum mismatch");
   }
   const extents = new Uint32Array(count * 4);
@@ -91,7 +91,7 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
     sequence,
     volumeSizeBytes: getU64(v, 24),
     writerEpoch: getU64(v, 32),
-    objectCrc32c: v.getUint32(40),
+    objectCrc32: v.getUint32(40),
     extents,
   };
 }

@@ -5,12 +5,12 @@
  *   object  = header data [trailer]
  *   header  = 1024 × entry (12 KiB); entry = u64be address, u32be length; length 0 ends the list
  *   data    = the bytes of each entry, in header order
- *   trailer = lsvd's extension (zero ranges, sequence, writer epoch, volume size, CRC-32C); readers
+ *   trailer = lsvd's extension (zero ranges, sequence, writer epoch, volume size, CRC-32); readers
  *             that know only the header and data never look past the data and lose nothing written.
  */
 
 import assert from "node:assert/strict";
-import { crc32c } from "./crc32c.ts";
+import { crc32 } from "./crc32.ts";
 
 export const SECTOR_BYTES = 4096;
 export const HEADER_ENTRIES = 1024;
@@ -41,7 +41,7 @@ export interface Trailer {
   volumeSizeBytes: number;
   /** Ranges that read as zeros after this object (trim, write-zeroes), O(1) bytes each. */
   zeroRanges: Extent[];
-  crc32c: number;
+  crc32: number;
 }
 
 const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
@@ -118,7 +118,7 @@ export class ObjectBuilder {
       setU64(v, p + 8, z.lengthBytes);
       p += ZERO_RANGE_BYTES;
     }
-    v.setUint32(p, crc32c(this.bytes.subarray(0, p)));
+    v.setUint32(p, crc32(this.bytes.subarray(0, p)));
     v.setUint32(p + 4, this.bytes.length - at);
     return this.bytes;
   }
@@ -195,7 +195,7 @@ export function decodeTrailer(trailer: Uint8Array, objectPrefix?: Uint8Array): T
   const crcAt = trailer.length - 8;
   const stored = v.getUint32(crcAt);
   if (objectPrefix !== undefined) {
-    const computed = crc32c(trailer.subarray(0, crcAt), crc32c(objectPrefix));
+    const computed = crc32(trailer.subarray(0, crcAt), crc32(objectPrefix));
     if (computed !== stored) throw new FormatError("checksum mismatch: the object is corrupt");
   }
   return {
@@ -203,6 +203,6 @@ export function decodeTrailer(trailer: Uint8Array, objectPrefix?: Uint8Array): T
     writerEpoch: getU64(v, 24),
     volumeSizeBytes: getU64(v, 32),
     zeroRanges,
-    crc32c: stored,
+    crc32: stored,
   };
 }

@@ -142,7 +142,7 @@ async function loadCheckpoint(
     ]);
     const checkpoint = decodeCheckpoint(body);
     const crc = new DataView(tail.body.buffer, tail.body.byteOffset, 8).getUint32(0);
-    if (checkpoint.sequence !== candidate.sequence || crc !== checkpoint.objectCrc32c) {
+    if (checkpoint.sequence !== candidate.sequence || crc !== checkpoint.objectCrc32) {
       throw new FormatError(`it does not match object "${object.key}"`);
     }
     return checkpoint;

@@ -365,9 +365,9 @@ export class Volume implements BlockDevice {
    * Snapshots the map now (it reflects exactly objects 1..sequence at this instant), and stores it
    * once those objects are durable. Failures only cost restart time, so they are logged, not fatal.
    */
-  #startCheckpoint(sequence: number, objectCrc32c: number): void {
+  #startCheckpoint(sequence: number, objectCrc32: number): void {
     const extents = this.#map.toArray();
-    const meta = { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32c };
+    const meta = { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32 };
     const durable = this.#durableThrough >= sequence
       ? Promise.resolve()
       : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
@@ -580,7 +580,7 @@ export class Volume implements BlockDevice {
   }
 }
 
-/** The CRC-32C an object's trailer ends with (its last 8 bytes are crc, trailer length). */
+/** The CRC-32 an object's trailer ends with (its last 8 bytes are crc, trailer length). */
 function objectCrcOf(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 8, 4).getUint32(0);
 }

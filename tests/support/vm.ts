@@ -171,7 +171,26 @@ function qemuArgs(run: QemuRun): string[] {
     "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     "-virtfs",
     `local,path=${options.sharedDir},mount_tag=shared,security_model=none,multidevs=remap`,
+    ...hiddenHostDirs().flatMap((dir, i) => [
+      "-virtfs",
+      `local,path=${dir},mount_tag=hidden${i},security_model=none,readonly=on,multidevs=remap`,
+    ]),
   ];
+}
+
+const GUEST_TMPFS_DIRS = ["/tmp", "/run", "/mnt", "/var/tmp"];
+
+/**
+ * Host folders the guest's tmpfs mounts would hide but the guest needs: the checkout (a CI clone
+ * may live under /tmp) and the Deno executable's folder. Each is shared again read-only.
+ */
+function hiddenHostDirs(): string[] {
+  const checkout = Deno.realPathSync(new URL("../..", import.meta.url));
+  const deno = Deno.realPathSync(Deno.execPath()).replace(/\/[^/]*$/, "");
+  const hidden = (dir: string) => GUEST_TMPFS_DIRS.some((t) => dir === t || dir.startsWith(`${t}/`));
+  const dirs = [checkout];
+  if (!deno.startsWith(`${checkout}/`)) dirs.push(deno);
+  return dirs.filter(hidden);
 }
 
 interface InitParams {
@@ -213,6 +232,15 @@ mkdir -p /host${q(p.sharedDir)}
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=$msize shared /host${
     q(p.sharedDir)
   } || echo "cannot mount shared"
+${
+    hiddenHostDirs().map((dir, i) =>
+      `mkdir -p /host${
+        q(dir)
+      }\nmount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=$msize hidden${i} /host${
+        q(dir)
+      } || echo "cannot mount ${dir}"`
+    ).join("\n")
+  }
 chroot /host /usr/bin/env -i ${env} /bin/sh -c ${q(`cd ${q(p.sharedDir)} && exec /bin/sh ${q(p.scriptPath)}`)}
 code=$?
 sync

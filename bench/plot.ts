@@ -59,7 +59,9 @@ export function renderSvg(run: RunRecord): string {
         `<rect x="${LABEL_WIDTH}" y="${y}" width="${width.toFixed(1)}" height="${BAR_HEIGHT - 3}" fill="${
           COLORS[t] ?? "#666"
         }"/>`,
-        `<text x="${LABEL_WIDTH + width + 5}" y="${y + 12}">${escapeXml(formatNumber(v))}</text>`,
+        `<text x="${(LABEL_WIDTH + width + 5).toFixed(1)}" y="${y + 12}">${
+          escapeXml(formatNumber(v))
+        }</text>`,
       );
       y += BAR_HEIGHT;
     }

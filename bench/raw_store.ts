@@ -6,7 +6,7 @@
  *
  * Modes:
  *   put      N PUTs of --object-bytes at --concurrency into --bucket (or, with --dir, files written
- *            the way the directory store writes them: temp file, fsync, rename)
+ *            the way the directory store writes them: temp file, fsync, rename, fsync of the directory)
  *   get      writes --objects objects of --object-bytes through --endpoint (not timed), then N ranged
  *            GETs of --range-bytes at random aligned offsets through --read-endpoint (the WAN proxy);
  *            first --probe GETs at concurrency 1 give the unloaded per-request latency
@@ -80,6 +80,13 @@ async function dirPut(dir: string, key: string, body: Uint8Array): Promise<void>
     file.close();
   }
   await Deno.rename(temp, path);
+  // A durable create also needs the directory entry on disk, as the directory store does.
+  const directory = await Deno.open(dir, { read: true });
+  try {
+    await directory.sync();
+  } finally {
+    directory.close();
+  }
 }
 
 async function runPut(o: RawOptions): Promise<RawResult> {

@@ -185,14 +185,16 @@ async function writeResults(run: RunRecord): Promise<void> {
   const path = join(REPO_ROOT, "bench/RESULTS.md");
   await Deno.writeTextFile(join(REPO_ROOT, "bench/results.svg"), renderSvg(run));
   const header =
-    "# Benchmark results\n\nNewest run first. Rerun with the command shown; see bench/run.ts for what each workload does.\n";
+    "# Benchmark results\n\nNewest run first. Each run gives its exact command; bench/README.md says " +
+    "what every target and workload measures.\n";
   let earlier = "";
   try {
     const old = await Deno.readTextFile(path);
     const at = old.indexOf("\n## ");
+    // Older runs keep their tables; the plot file now shows the newest run, so their link goes.
     earlier = at < 0
       ? ""
-      : old.slice(at + 1).replaceAll("](results.svg)", "](results.svg) (plot replaced by a newer run)");
+      : old.slice(at + 1).split("\n").filter((l) => !l.includes("](results.svg)")).join("\n");
   } catch {
     // First run.
   }

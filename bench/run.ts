@@ -215,12 +215,17 @@ function toJson(run: RunRecord): unknown {
   };
 }
 
+/** Quotes an argument only when a shell would need it, so the recorded command reruns as is. */
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'"'"'`)}'`;
+}
+
 async function main(args: string[]): Promise<number> {
   const o = parseBenchOptions(args);
   const t0 = performance.now();
   const run: RunRecord = {
     scale: o.scale,
-    command: `deno task bench ${args.join(" ")}`.trim(),
+    command: `deno task bench ${args.map(shellQuote).join(" ")}`.trim(),
     startedAt: new Date().toISOString(),
     durationS: 0,
     loadBefore: await loadAverage(),

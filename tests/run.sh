@@ -25,7 +25,7 @@ fi
 "$DENO" install --quiet >/dev/null 2>&1 || true # fetch npm dependencies into node_modules
 log=$(mktemp)
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(tests/ src/)
+[ ${#targets[@]} -eq 0 ] && targets=(tests/ src/ bench/)
 "$DENO" test -A --no-prompt "${targets[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -1)

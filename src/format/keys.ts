@@ -18,7 +18,7 @@ export function normalizePrefix(prefix: string): string {
 }
 
 export function sequenceName(sequence: number): string {
-  assert(Number.isSafeInteger(sequence) && sequence >= 1, `bad sequence ${sequence}`);
+  if (!(Number.isSafeInteger(sequence) && sequence >= 1)) assert.fail(`bad sequence ${sequence}`);
   return sequence.toString(16).padStart(16, "0");
 }
 

@@ -47,7 +47,7 @@ export interface Trailer {
 const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
 
 function setU64(view: DataView, at: number, value: number): void {
-  assert(Number.isSafeInteger(value) && value >= 0, `u64 out of range: ${value}`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert.fail(`u64 out of range: ${value}`);
   view.setUint32(at, Math.floor(value / 2 ** 32));
   view.setUint32(at + 4, value >>> 0);
 }

@@ -55,7 +55,7 @@ export class InputBuffer {
 
   /** Reads until at least n bytes are available. False at end of stream, on a read error or interrupt. */
   async fill(n: number): Promise<boolean> {
-    assert(n <= this.#capacityMaxBytes, `message of ${n} bytes exceeds the input buffer`);
+    if (n > this.#capacityMaxBytes) assert.fail(`message of ${n} bytes exceeds the input buffer`);
     this.#makeRoom(n);
     while (this.available < n) {
       let got: number | null;

@@ -51,7 +51,7 @@ export class ReplyWriter {
 
   /** Room for n bytes in the stage; returns their offset in this.bytes / this.view. */
   reserve(n: number): number {
-    assert(n <= STAGE_BYTES, `reply of ${n} bytes does not fit the stage`);
+    if (n > STAGE_BYTES) assert.fail(`reply of ${n} bytes does not fit the stage`);
     if (this.#used + n > STAGE_BYTES) this.#seal();
     const at = this.#used;
     this.#used += n;

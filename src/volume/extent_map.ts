@@ -49,7 +49,7 @@ export class ExtentMap {
 
   /** Maps sectors [start, start+length) to sequence at offset, replacing whatever was there. */
   set(startSector: number, lengthSectors: number, sequence: number, offsetSectors: number): void {
-    assert(sequence >= 1 && sequence <= SECTOR_INDEX_MAX, `sequence ${sequence} out of range`);
+    if (!(sequence >= 1 && sequence <= SECTOR_INDEX_MAX)) assert.fail(`sequence ${sequence} out of range`);
     assert(offsetSectors >= 0 && offsetSectors <= SECTOR_INDEX_MAX);
     const [ci, i] = this.#remove(startSector, lengthSectors);
     this.#insertAt(ci, i, startSector, lengthSectors, sequence, offsetSectors);

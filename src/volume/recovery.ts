@@ -43,6 +43,8 @@ export interface RecoveredState {
   volumeSizeBytes: number | undefined;
   /** Highest writer epoch seen; the next writer takes one more. */
   writerEpoch: number;
+  /** The checkpoint recovery started from (0: none): headers after it were replayed. */
+  checkpointSequence: number;
 }
 
 interface LoggedObject {
@@ -73,6 +75,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
     lastSequence: 0,
     volumeSizeBytes: undefined,
     writerEpoch: 0,
+    checkpointSequence: 0,
   };
   const base = await loadCheckpoint(store, objects.slice(0, contiguous), checkpoints, options);
   if (base !== undefined) {
@@ -80,6 +83,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
     state.lastSequence = base.sequence;
     state.volumeSizeBytes = base.volumeSizeBytes;
     state.writerEpoch = base.writerEpoch;
+    state.checkpointSequence = base.sequence;
   }
   const replay = objects.slice(state.lastSequence, contiguous);
   await readInOrder(

@@ -147,7 +147,8 @@ export class Volume implements BlockDevice {
       windowMaxSectors: aheadSectors,
     });
     this.#checkpointEvery = options.checkpointEveryObjects ?? 1000;
-    this.#checkpointedThrough = state.lastSequence; // recovery read a checkpoint or every header anyway
+    // Headers replayed past the newest checkpoint make the next checkpoint (at the latest at close) due.
+    this.#checkpointedThrough = state.checkpointSequence;
   }
 
   /** Recovers the volume from the store; throws VolumeError with a user-facing message. */

@@ -297,3 +297,18 @@ Deno.test("Volume read-ahead: a sequential reader costs far fewer GETs than read
   const random = Array.from({ length: 64 }, (_, i) => ((i * 7919) % 256) * 128 * 1024);
   assert.equal(await gets({}, random), 64);
 });
+
+Deno.test("Volume checkpoints: a restart that replayed headers leaves a checkpoint for the next one", async () => {
+  const store = new MemoryStore();
+  const v = await open(store, { sizeBytes: MiB, objectBytesMax: 16 * 1024, checkpointEveryObjects: 0 });
+  for (let i = 0; i < 20; i++) await v.write(i * 4096, sector(i + 1));
+  await v.close();
+  assert.equal(store.keys("checkpoint/").length, 0);
+  const replaying = await open(store); // replays every header, writes nothing
+  await replaying.close();
+  const lines: string[] = [];
+  const r = await Volume.open({ store, log: (l) => lines.push(l) });
+  assert.match(lines.join("\n"), /processed 0 objects after checkpoint/);
+  assert.equal((await readBytes(r, 19 * 4096, 4096))[0], 20);
+  await r.close();
+});

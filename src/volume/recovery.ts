@@ -45,6 +45,8 @@ export interface RecoveredState {
   writerEpoch: number;
   /** The checkpoint recovery started from (0: none): headers after it were replayed. */
   checkpointSequence: number;
+  /** CRC from the newest object's trailer (0 when it has none), for the next checkpoint. */
+  lastObjectCrc32: number;
 }
 
 interface LoggedObject {
@@ -58,6 +60,8 @@ interface ObjectSummary {
   zeroRanges: Extent[];
   volumeSizeBytes: number | undefined;
   writerEpoch: number;
+  /** Only read for the newest object (0 otherwise, and when there is no trailer). */
+  crc32: number;
 }
 
 export async function recover(store: ObjectStore, options: RecoveryOptions): Promise<RecoveredState> {
@@ -76,6 +80,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
     volumeSizeBytes: undefined,
     writerEpoch: 0,
     checkpointSequence: 0,
+    lastObjectCrc32: 0,
   };
   const base = await loadCheckpoint(store, objects.slice(0, contiguous), checkpoints, options);
   if (base !== undefined) {
@@ -84,6 +89,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
     state.volumeSizeBytes = base.volumeSizeBytes;
     state.writerEpoch = base.writerEpoch;
     state.checkpointSequence = base.sequence;
+    state.lastObjectCrc32 = base.objectCrc32;
   }
   const replay = objects.slice(state.lastSequence, contiguous);
   await readInOrder(
@@ -95,6 +101,7 @@ export async function recover(store: ObjectStore, options: RecoveryOptions): Pro
       state.lastSequence = o.sequence;
       if (s.volumeSizeBytes !== undefined) state.volumeSizeBytes = s.volumeSizeBytes;
       state.writerEpoch = Math.max(state.writerEpoch, s.writerEpoch);
+      state.lastObjectCrc32 = s.crc32;
     },
   );
   if (afterGap.length > 0) await archive(store, afterGap, options);
@@ -201,7 +208,7 @@ async function readSummary(store: ObjectStore, o: LoggedObject, isNewest: boolea
     const { body } = await store.get(o.key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
     const entries = decodeHeader(body);
     const trailerBytes = trailerBytesOf(entries, o.sizeBytes);
-    const summary: ObjectSummary = { entries, zeroRanges: [], volumeSizeBytes: undefined, writerEpoch: 0 };
+    const summary: ObjectSummary = { entries, zeroRanges: [], volumeSizeBytes: undefined, writerEpoch: 0, crc32: 0 };
     if (trailerBytes === 0) return summary; // written by a tool that knows only header + data
     if (trailerBytes < TRAILER_FIXED_BYTES) {
       throw new FormatError(`${trailerBytes} bytes follow the data, too few for a trailer`);
@@ -221,6 +228,7 @@ async function readSummary(store: ObjectStore, o: LoggedObject, isNewest: boolea
       zeroRanges: trailer.zeroRanges,
       volumeSizeBytes: trailer.volumeSizeBytes,
       writerEpoch: trailer.writerEpoch,
+      crc32: trailer.crc32,
     };
   } catch (e) {
     if (isStoreError(e, "Transient")) throw e; // retried by the caller

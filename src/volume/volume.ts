@@ -149,6 +149,7 @@ export class Volume implements BlockDevice {
     this.#checkpointEvery = options.checkpointEveryObjects ?? 1000;
     // Headers replayed past the newest checkpoint make the next checkpoint (at the latest at close) due.
     this.#checkpointedThrough = state.checkpointSequence;
+    this.#lastObjectCrc = state.lastObjectCrc32;
   }
 
   /** Recovers the volume from the store; throws VolumeError with a user-facing message. */

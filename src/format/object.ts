@@ -9,7 +9,7 @@
  *             that know only the header and data never look past the data and lose nothing written.
  */
 
-import assert from "node:assert/strict";
+import { assert } from "../util/assert.ts";
 import { crc32 } from "./crc32.ts";
 
 export const SECTOR_BYTES = 4096;
@@ -47,7 +47,7 @@ export interface Trailer {
 const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
 
 function setU64(view: DataView, at: number, value: number): void {
-  if (!(Number.isSafeInteger(value) && value >= 0)) assert.fail(`u64 out of range: ${value}`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `u64 out of range: ${value}`);
   view.setUint32(at, Math.floor(value / 2 ** 32));
   view.setUint32(at + 4, value >>> 0);
 }

@@ -141,7 +141,7 @@ export class S3Store implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
-    const copy = body.slice(); // the caller may reuse its buffer while we retry
+    const copy = body; // callers leave it unchanged until put() settles (ObjectStore.put)
     const ifNoneMatch = options.ifNoneMatch === true;
     const action = { text: `write object "${key}" to bucket "${this.bucket}"`, objectKey: key };
     try {

@@ -78,6 +78,11 @@ export interface ListPage {
 export interface ObjectStore {
   /** Human description for log lines, e.g. `the my-bucket bucket`. */
   readonly description: string;
+  /**
+   * Stores body under key. The store may read body until the returned promise settles, so callers
+   * must not change it before then (lsvd's sealed objects never change); a store that keeps the
+   * bytes longer (memory) copies them.
+   */
   put(key: string, body: Uint8Array, options?: PutOptions): Promise<void>;
   /** Reads the whole object, or a byte range of it (InvalidRange when it starts past the end). */
   get(key: string, range?: ByteRange): Promise<GetResult>;

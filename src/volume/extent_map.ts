@@ -9,7 +9,7 @@
  * Unmapped sectors read as zeros: holes, trims and write-zeroes all simply unmap.
  */
 
-import assert from "node:assert/strict";
+import { assert } from "../util/assert.ts";
 
 const FIELDS = 4; // start, length, sequence, offset
 const CHUNK_EXTENTS = 256;
@@ -49,7 +49,7 @@ export class ExtentMap {
 
   /** Maps sectors [start, start+length) to sequence at offset, replacing whatever was there. */
   set(startSector: number, lengthSectors: number, sequence: number, offsetSectors: number): void {
-    if (!(sequence >= 1 && sequence <= SECTOR_INDEX_MAX)) assert.fail(`sequence ${sequence} out of range`);
+    if (!(sequence >= 1 && sequence <= SECTOR_INDEX_MAX)) assert(false, `sequence ${sequence} out of range`);
     assert(offsetSectors >= 0 && offsetSectors <= SECTOR_INDEX_MAX);
     const [ci, i] = this.#remove(startSector, lengthSectors);
     this.#insertAt(ci, i, startSector, lengthSectors, sequence, offsetSectors);

@@ -6,7 +6,7 @@
  * so the write path allocates nothing per request. Trims and write-zeroes become zero ranges.
  */
 
-import assert from "node:assert/strict";
+import { assert } from "../util/assert.ts";
 import { HEADER_ENTRIES, ObjectBuilder, SECTOR_BYTES, ZERO_RANGES_MAX } from "../format/object.ts";
 
 export interface SealedObject {

@@ -208,7 +208,13 @@ async function readSummary(store: ObjectStore, o: LoggedObject, isNewest: boolea
     const { body } = await store.get(o.key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
     const entries = decodeHeader(body);
     const trailerBytes = trailerBytesOf(entries, o.sizeBytes);
-    const summary: ObjectSummary = { entries, zeroRanges: [], volumeSizeBytes: undefined, writerEpoch: 0, crc32: 0 };
+    const summary: ObjectSummary = {
+      entries,
+      zeroRanges: [],
+      volumeSizeBytes: undefined,
+      writerEpoch: 0,
+      crc32: 0,
+    };
     if (trailerBytes === 0) return summary; // written by a tool that knows only header + data
     if (trailerBytes < TRAILER_FIXED_BYTES) {
       throw new FormatError(`${trailerBytes} bytes follow the data, too few for a trailer`);

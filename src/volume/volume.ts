@@ -10,7 +10,7 @@
  * Memory is bounded: dirty bytes (open + in flight) never exceed dirtyBytesMax; writers wait.
  */
 
-import assert from "node:assert/strict";
+import { assert } from "../util/assert.ts";
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import {
   checkpointKey,

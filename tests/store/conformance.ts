@@ -120,11 +120,10 @@ const CASES: Record<string, Case> = {
     assert.equal(got.totalSizeBytes, 10_000);
   },
 
-  "put copies the caller's buffer and get returns a private one": async (store, p) => {
+  "the caller's buffer is free once put settles, and get returns a private one": async (store, p) => {
     const body = bytes("original");
-    const put = store.put(`${p}obj`, body);
+    await store.put(`${p}obj`, body);
     body.fill(0);
-    await put;
     const first = await store.get(`${p}obj`);
     first.body.fill(0);
     assert.equal(text((await store.get(`${p}obj`)).body), "original");

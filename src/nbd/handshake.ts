@@ -10,6 +10,7 @@ import type { BlockDevice } from "../volume/block_device.ts";
 import type { InputBuffer } from "./input_buffer.ts";
 import * as p from "./protocol.ts";
 import { type NbdTransport, writeAll } from "./transport.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface ExportOptions {
   device: BlockDevice;
@@ -115,7 +116,7 @@ async function nextOption(
     const flags = transmissionFlags(options.device, state.structuredReplies);
     replies.push(p.encodeExportNameReply(options.device.sizeBytes, flags, state.noZeroes));
   }
-  if (replies.length > 0) await writeAll(transport, concat(replies));
+  if (replies.length > 0) await writeAll(transport, concatBytes(replies));
   return outcome;
 }
 
@@ -229,15 +230,4 @@ function metaContext(set: boolean, data: Uint8Array, ctx: OptionContext): Outcom
   }
   ctx.reply(p.REP_ACK);
   return "continue";
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1 && parts[0] !== undefined) return parts[0];
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

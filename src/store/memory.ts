@@ -23,6 +23,7 @@ import {
   type PutOptions,
   StoreError,
 } from "./store.ts";
+import { seededRandom } from "../util/random.ts";
 
 /** S3 never returns more than this many keys per page; neither does this store. */
 const LIST_PAGE_KEYS_MAX = 1000;
@@ -84,18 +85,6 @@ interface Operation<T> {
   key: string;
   isWrite: boolean;
   apply: () => T;
-}
-
-/** Mulberry32: small, fast and good enough to drive fault decisions reproducibly. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function checkProbability(name: string, value: number | undefined): void {

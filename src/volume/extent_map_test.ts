@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ExtentMap, type MappedExtent } from "./extent_map.ts";
+import { seededRandom } from "../util/random.ts";
 
 /** Per-sector reference model: value = sequence * 1e6 + data sector, 0 = unmapped. */
 function reference(size: number) {
@@ -12,15 +13,6 @@ function mapAsSectors(map: ExtentMap, size: number): Float64Array {
     for (let k = 0; k < e.lengthSectors; k++) out[e.startSector + k] = e.sequence * 1e6 + e.offsetSectors + k;
   });
   return out;
-}
-
-function mulberry32(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 Deno.test("ExtentMap.set() splits an overlapping extent", () => {
@@ -54,7 +46,7 @@ Deno.test("ExtentMap.lookup() clips pieces to the range", () => {
 
 Deno.test("ExtentMap matches a per-sector model under random sets and clears", () => {
   for (let seed = 1; seed <= 40; seed++) {
-    const rand = mulberry32(seed);
+    const rand = seededRandom(seed);
     const size = 1 + Math.floor(rand() * 3000);
     const model = reference(size);
     const m = new ExtentMap();
@@ -87,7 +79,7 @@ Deno.test("ExtentMap stays small for sequential writes and holds 16 bytes per ra
   for (let i = 0; i < 256; i++) seq.set(i * 1024, 1024, i + 1, 0); // 1 GiB in 4 MiB objects
   assert(seq.memoryBytes <= 8 * 1024, `${seq.memoryBytes}`);
   const rnd = new ExtentMap();
-  const rand = mulberry32(7);
+  const rand = seededRandom(7);
   for (let i = 0; i < 50_000; i++) rnd.set(Math.floor(rand() * 262_144), 1, 1 + (i >> 10), i & 1023);
   assert(rnd.memoryBytes / rnd.extentCount < 40, `${rnd.memoryBytes / rnd.extentCount} bytes/extent`);
 });

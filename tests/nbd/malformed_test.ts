@@ -10,21 +10,11 @@ import assert from "node:assert/strict";
 import * as p from "../../src/nbd/protocol.ts";
 import { runClientOk } from "../support/clients.ts";
 import { withServer } from "./fixture.ts";
+import { concatBytes } from "../../src/util/bytes.ts";
+import { seededRandom } from "../../src/util/random.ts";
 
 const CASES = 240;
 const CONCURRENCY = 16;
-
-/** mulberry32: small, seedable, good enough to pick bytes and cases. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rng = () => number;
 const int = (rng: Rng, n: number) => Math.floor(rng() * n);
@@ -33,16 +23,6 @@ const pick = <T>(rng: Rng, items: readonly T[]): T => items[int(rng, items.lengt
 function randomBytes(rng: Rng, n: number): Uint8Array {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = int(rng, 256);
-  return out;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
   return out;
 }
 
@@ -57,7 +37,7 @@ function goodHandshake(rng: Rng): Uint8Array {
     parts.push(p.encodeOptionHeader(p.OPT_SET_META_CONTEXT, query));
   }
   parts.push(p.encodeOptionHeader(p.OPT_GO, p.encodeInfoRequest({ exportName: "", infoTypes: [3] })));
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 function randomOption(rng: Rng): Uint8Array {
@@ -95,7 +75,7 @@ function randomRequest(rng: Rng): Uint8Array {
   });
   if (rng() < 0.05) out[0] = 0; // bad magic
   if (command !== p.CMD_WRITE || lengthBytes > 256 * 1024) return out;
-  return concat([out, randomBytes(rng, rng() < 0.8 ? lengthBytes : int(rng, lengthBytes + 1))]);
+  return concatBytes([out, randomBytes(rng, rng() < 0.8 ? lengthBytes : int(rng, lengthBytes + 1))]);
 }
 
 /** One malformed conversation, as bytes to send. */
@@ -108,14 +88,14 @@ function randomCase(rng: Rng): Uint8Array {
       return bytes.subarray(0, int(rng, bytes.length));
     }
     case 2: // random options
-      return concat([CLIENT_FLAGS, ...Array.from({ length: 1 + int(rng, 6) }, () => randomOption(rng))]);
+      return concatBytes([CLIENT_FLAGS, ...Array.from({ length: 1 + int(rng, 6) }, () => randomOption(rng))]);
     case 3: { // good handshake, then random requests
       const requests = Array.from({ length: 1 + int(rng, 8) }, () => randomRequest(rng));
-      return concat([goodHandshake(rng), ...requests]);
+      return concatBytes([goodHandshake(rng), ...requests]);
     }
     default: { // good handshake, then truncated request stream
-      const requests = concat(Array.from({ length: 1 + int(rng, 4) }, () => randomRequest(rng)));
-      return concat([goodHandshake(rng), requests.subarray(0, int(rng, requests.length))]);
+      const requests = concatBytes(Array.from({ length: 1 + int(rng, 4) }, () => randomRequest(rng)));
+      return concatBytes([goodHandshake(rng), requests.subarray(0, int(rng, requests.length))]);
     }
   }
 }
@@ -148,7 +128,7 @@ async function play(socketPath: string, bytes: Uint8Array, lingerMs: number): Pr
 
 Deno.test("startNbdServer() survives random and truncated handshakes and requests", async () => {
   const seed = Number(Deno.env.get("LSVD_NBD_FUZZ_SEED") ?? Math.floor(Math.random() * 2 ** 31));
-  const rng = random(seed);
+  const rng = seededRandom(seed);
   try {
     await withServer({ sizeBytes: 16 * 1024 * 1024, server: { handshakeTimeoutMs: 2000 } }, async (f) => {
       const cases = Array.from({ length: CASES }, () => ({ bytes: randomCase(rng), lingerMs: int(rng, 50) }));

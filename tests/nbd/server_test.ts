@@ -12,6 +12,7 @@ import { MemoryDevice } from "../support/memory_device.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { withServer } from "./fixture.ts";
 import { RawClient } from "./raw_client.ts";
+import { concatBytes } from "../../src/util/bytes.ts";
 
 const MiB = 1024 * 1024;
 
@@ -160,7 +161,7 @@ Deno.test("Connection stops reading when too many requests are in flight", async
           RawClient.encode({ command: p.CMD_READ, handle: i, offsetBytes: 4096 * i, lengthBytes: 4096 }),
         );
       }
-      await client.send(concat(batch));
+      await client.send(concatBytes(batch));
       await waitFor(() => f.device.operationCount >= 128, "128 reads in flight");
       await new Promise((resolve) => setTimeout(resolve, 50));
       assert.equal(f.device.operationCount, 128, "more than 128 requests were started at once");
@@ -193,7 +194,7 @@ Deno.test("Connection stops reading while a client does not read its replies (bo
           }),
         );
       }
-      const sending = client.send(concat(batch));
+      const sending = client.send(concatBytes(batch));
       await waitFor(() => f.device.operationCount >= 64, "64 MiB of reads");
       await new Promise((resolve) => setTimeout(resolve, 300));
       const started = f.device.operationCount;
@@ -221,7 +222,7 @@ Deno.test("NbdServer.stop() finishes in-flight requests, replies, then closes", 
           RawClient.encode({ command: p.CMD_WRITE, handle: i, offsetBytes: 4096 * i }, new Uint8Array(4096)),
         );
       }
-      await client.send(concat(batch));
+      await client.send(concatBytes(batch));
       await waitFor(() => f.device.operationCount === 10, "10 writes in flight");
       const stopped = f.server.stop();
       for (let i = 0; i < 10; i++) assert.equal((await client.readReply()).error, 0);
@@ -239,7 +240,7 @@ Deno.test("Connection ends on NBD_CMD_DISC after answering what came before", as
     const client = await RawClient.connect(f.socketPath);
     try {
       client.noteRead(1, 4096);
-      await client.send(concat([
+      await client.send(concatBytes([
         RawClient.encode({ command: p.CMD_READ, handle: 1, lengthBytes: 4096 }),
         RawClient.encode({ command: p.CMD_DISC, handle: 2 }),
       ]));
@@ -251,16 +252,6 @@ Deno.test("Connection ends on NBD_CMD_DISC after answering what came before", as
     }
   });
 });
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 Deno.test("startNbdServer() closes connections beyond connectionsMax and serves the rest", async () => {
   await withServer({ server: { connectionsMax: 2 } }, async (f) => {

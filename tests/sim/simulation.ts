@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { MemoryStore } from "../../src/store/memory.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { Volume } from "../../src/volume/volume.ts";
+import { seededRandom } from "../../src/util/random.ts";
 
 const SECTOR = 4096;
 
@@ -22,16 +23,6 @@ export interface SimulationOptions {
   crashes?: number;
   /** Prints every operation touching this sector (debugging a failing seed). */
   traceSector?: number;
-}
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A sector written by write `id` at `sector`: its bytes say both, everywhere. */
@@ -159,7 +150,7 @@ async function openVolume(
 /** Runs one seeded simulation; throws an AssertionError naming the seed on any violation. */
 export async function simulate(options: SimulationOptions): Promise<{ objects: number; crashes: number }> {
   const { seed } = options;
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const sectors = options.sectors ?? 64;
   const steps = options.steps ?? 300;
   const clock = new ManualClock();

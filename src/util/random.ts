@@ -1,0 +1,17 @@
+/**
+ * @module
+ * Seeded randomness for everything that must replay from a seed (fault injection, simulation,
+ * fuzzing): mulberry32, small, fast and good enough to drive decisions reproducibly.
+ */
+
+/** A generator of numbers in [0, 1) determined entirely by seed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

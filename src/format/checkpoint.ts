@@ -39,9 +39,16 @@ function getU64(v: DataView, at: number): number {
   return v.getUint32(at) * 2 ** 32 + v.getUint32(at + 4);
 }
 
-export function encodeCheckpoint(meta: CheckpointMeta, extents: Uint32Array): Uint8Array {
-  const count = extents.length / 4;
-  const bytes = new Uint8Array(FIXED_BYTES + count * EXTENT_BYTES + 4);
+/**
+ * Encodes a checkpoint from the map's extents given as runs of flat quadruples (the map's own
+ * chunks, so no intermediate copy of the whole map is made).
+ */
+export function encodeCheckpoint(
+  meta: CheckpointMeta,
+  runs: Iterable<Uint32Array>,
+  extentCount: number,
+): Uint8Array {
+  const bytes = new Uint8Array(FIXED_BYTES + extentCount * EXTENT_BYTES + 4);
   const v = new DataView(bytes.buffer);
   bytes.set(MAGIC, 0);
   v.setUint32(8, VERSION);
@@ -50,9 +57,15 @@ export function encodeCheckpoint(meta: CheckpointMeta, extents: Uint32Array): Ui
   setU64(v, 24, meta.volumeSizeBytes);
   setU64(v, 32, meta.writerEpoch);
   v.setUint32(40, meta.objectCrc32);
-  v.setUint32(44, count);
-  for (let i = 0; i < extents.length; i++) v.setUint32(FIXED_BYTES + i * 4, extents[i]!);
+  v.setUint32(44, extentCount);
+  let at = FIXED_BYTES;
+  for (const run of runs) {
+    for (let i = 0; i < run.length; i++, at += 4) v.setUint32(at, run[i]!);
+  }
   const end = bytes.length - 4;
+  if (at !== end) {
+    throw new Error(`checkpoint holds ${(at - FIXED_BYTES) / EXTENT_BYTES} extents, not ${extentCount}`);
+  }
   v.setUint32(end, crc32(bytes.subarray(0, end)));
   return bytes;
 }

@@ -95,18 +95,13 @@ export class ExtentMap {
     }
   }
 
-  /** All extents as flat (start, length, sequence, offset) quadruples, for a checkpoint. */
-  toArray(): Uint32Array {
-    const out = new Uint32Array(this.#extents * FIELDS);
-    let at = 0;
-    for (const chunk of this.#chunks) {
-      out.set(chunk.data.subarray(0, chunk.count * FIELDS), at);
-      at += chunk.count * FIELDS;
-    }
-    return out;
+  /** The extents as runs of flat (start, length, sequence, offset) quadruples, in address order:
+   *  views into the map, valid until it changes. */
+  *runs(): Generator<Uint32Array> {
+    for (const chunk of this.#chunks) yield chunk.data.subarray(0, chunk.count * FIELDS);
   }
 
-  /** Rebuilds a map from toArray()'s output (sorted, non-overlapping), in full chunks. */
+  /** Rebuilds a map from flat quadruples (a checkpoint's; sorted, non-overlapping), in full chunks. */
   static fromArray(flat: Uint32Array): ExtentMap {
     assert(flat.length % FIELDS === 0);
     const map = new ExtentMap();

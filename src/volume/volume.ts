@@ -368,13 +368,17 @@ export class Volume implements BlockDevice {
    * once those objects are durable. Failures only cost restart time, so they are logged, not fatal.
    */
   #startCheckpoint(sequence: number, objectCrc32: number): void {
-    const extents = this.#map.toArray();
-    const meta = { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32 };
+    // Encoded now, synchronously: the map reflects exactly objects 1..sequence at this instant.
+    const bytes = encodeCheckpoint(
+      { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32 },
+      this.#map.runs(),
+      this.#map.extentCount,
+    );
     const durable = this.#durableThrough >= sequence
       ? Promise.resolve()
       : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
     this.#checkpointing = durable
-      .then(() => this.#writeCheckpoint(encodeCheckpoint(meta, extents), sequence))
+      .then(() => this.#writeCheckpoint(bytes, sequence))
       .catch((e) => this.#log(`Cannot write checkpoint ${sequence}: ${messageOf(e)}.`))
       .finally(() => (this.#checkpointing = undefined));
   }

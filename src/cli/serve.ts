@@ -76,7 +76,8 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
   },
   mount: {
     type: "string",
-    help: "Mount the device here (mkfs.ext4 first if it is empty; grow if the volume grew)",
+    help:
+      "Mount the device here (mkfs.ext4 first if it is empty; grow if it grew); implies --device /dev/nbd0",
     env: ["FLY_LSVD_MOUNT_POINT"],
     placeholder: "PATH",
   },
@@ -106,6 +107,8 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     placeholder: "SIZE",
   },
 };
+
+const DEFAULT_DEVICE = "/dev/nbd0";
 
 const SUMMARY =
   "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
@@ -150,9 +153,9 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
   if (sizeBytes !== undefined && sizeBytes % 4096 !== 0) {
     throw new UsageError(`Invalid --size: ${sizeBytes} bytes is not a multiple of 4096`);
   }
-  if (str("mount") !== undefined && str("device") === undefined) {
+  if (str("mount") !== undefined && str("fuse") !== undefined) {
     throw new UsageError(
-      "Invalid options: --mount needs --device (with --fuse, use losetup and mount on the file)",
+      "Invalid options: --mount works with the kernel device; with --fuse, use losetup and mount",
     );
   }
   if (str("device") !== undefined && str("fuse") !== undefined) {
@@ -166,7 +169,8 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
     socketPath: socketPath === undefined ? undefined : resolve(socketPath),
     listen,
     exportName: str("export")!,
-    devicePath: str("device"),
+    // The seed mounted /dev/nbd0 whenever a mount point was set (FLY_LSVD_MOUNT_POINT alone).
+    devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
     mountPath: str("mount"),
     fusePath: str("fuse"),
     objectBytesMax: parseSize(str("object-size")!, "--object-size"),

@@ -161,3 +161,31 @@ Deno.test("lsvd serve grows the volume, refuses to shrink below written data, se
     await t.remove();
   }
 });
+
+Deno.test("lsvd serve with only FLY_LSVD_MOUNT_POINT attaches /dev/nbd0, as the seed did", async () => {
+  const t = await scratch();
+  try {
+    const d = Daemon.spawn({
+      args: ["--dir", t.store, "--size", "16M", "--socket", t.socket],
+      env: { ...Deno.env.toObject(), FLY_LSVD_MOUNT_POINT: `${t.dir}/data` },
+    });
+    const r = await d.finished();
+    if (hasKernelNbd()) return; // a machine with nbd would really attach; the VM test covers that path
+    assert.equal(r.code, 1, r.log);
+    assert.match(
+      r.log,
+      /^lsvd: Cannot connect \/dev\/nbd0: the kernel has no nbd module .*use --fuse PATH instead$/m,
+    );
+  } finally {
+    await t.remove();
+  }
+});
+
+function hasKernelNbd(): boolean {
+  try {
+    Deno.statSync("/sys/module/nbd");
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,224 +1,263 @@
 /**
  * @module
- * The extent map: for every written range of the disk, which log object holds its newest data
- * and where inside that object's data. Kept compact because it is the engine's one structure that
- * grows with the disk: extents live in chunks of a flat Uint32Array (start, length, sequence,
- * offset — all in 4 KiB sectors), 16 bytes per extent plus a few bytes per chunk of 256.
- * A sequentially written disk needs one extent per object (a few KiB per GiB); a disk filled with
- * random 4 KiB writes needs one per write (4 MiB per GiB).
- * Unmapped sectors read as zeros: holes, trims and write-zeroes all simply unmap.
+ * The extent map: for every written sector, which log object holds its newest data and where in
+ * that object's data. It is the engine's one structure that grows with the disk, so it picks a
+ * representation per 1 MiB region (256 sectors):
+ *
+ * - sparse (SparseMap, 16 bytes per extent): right for sequential writes, one extent per object,
+ *   a few KiB per GiB;
+ * - dense, once a region holds more than 96 extents: an object number (u32) and an offset (u16) per
+ *   sector, 6 bytes per sector = 1.5 KiB per region = 1.5 MiB per GiB however fragmented.
+ *
+ * Invariant: the sparse map holds no extent inside a dense region. Unmapped sectors (object 0 in a
+ * dense region) read as zeros: holes, trims and write-zeroes all simply unmap.
  */
 
 import { assert } from "../util/assert.ts";
+import { type MappedExtent, SECTOR_INDEX_MAX, SparseMap } from "./sparse_map.ts";
 
-const FIELDS = 4; // start, length, sequence, offset
-const CHUNK_EXTENTS = 256;
-/** Sector numbers and sequence numbers are stored as u32. */
-export const SECTOR_INDEX_MAX = 2 ** 32 - 1;
+export { type MappedExtent, SECTOR_INDEX_MAX };
 
-/** A mapped piece of the disk: sectors [startSector, startSector+lengthSectors) live in object
- * `sequence` at data sector `offsetSectors` (counted from the end of the header). */
-export interface MappedExtent {
-  startSector: number;
-  lengthSectors: number;
-  sequence: number;
-  offsetSectors: number;
-}
+const REGION_SECTORS = 256;
+/** Above this many extents a region is cheaper dense (96 × 16 bytes ≈ 256 × 6 bytes). */
+const DENSE_AFTER_EXTENTS = 96;
+const OFFSET_MAX = 0xffff;
+const DENSE_REGION_BYTES = REGION_SECTORS * 6 + 160;
 
-interface Chunk {
-  data: Uint32Array;
-  count: number;
-}
-
-function newChunk(): Chunk {
-  return { data: new Uint32Array(CHUNK_EXTENTS * FIELDS), count: 0 };
+interface Dense {
+  seq: Uint32Array;
+  off: Uint16Array;
 }
 
 export class ExtentMap {
-  #chunks: Chunk[] = [];
-  #extents = 0;
+  #sparse = new SparseMap();
+  #dense = new Map<number, Dense>();
+  #denseKeys: number[] = []; // region indexes of dense regions, ascending
 
   get extentCount(): number {
-    return this.#extents;
+    let n = this.#sparse.extentCount;
+    for (const k of this.#denseKeys) {
+      this.#denseRuns(k, k * REGION_SECTORS, (k + 1) * REGION_SECTORS, () => void n++);
+    }
+    return n;
   }
 
   /** Bytes held by the map's arrays (what RSS grows by, give or take the heap's slack). */
   get memoryBytes(): number {
-    return this.#chunks.length * (CHUNK_EXTENTS * FIELDS * 4 + 96);
+    return this.#sparse.memoryBytes + this.#dense.size * DENSE_REGION_BYTES + this.#denseKeys.length * 8;
+  }
+
+  /** Regions held densely (for tests and stats). */
+  get denseRegions(): number {
+    return this.#dense.size;
   }
 
   /** Maps sectors [start, start+length) to sequence at offset, replacing whatever was there. */
   set(startSector: number, lengthSectors: number, sequence: number, offsetSectors: number): void {
     if (!(sequence >= 1 && sequence <= SECTOR_INDEX_MAX)) assert(false, `sequence ${sequence} out of range`);
-    assert(offsetSectors >= 0 && offsetSectors <= SECTOR_INDEX_MAX);
-    const [ci, i] = this.#remove(startSector, lengthSectors);
-    this.#insertAt(ci, i, startSector, lengthSectors, sequence, offsetSectors);
+    this.#split(
+      startSector,
+      lengthSectors,
+      (a, n) => this.#sparse.set(a, n, sequence, offsetSectors + a - startSector),
+      (k, from, to) => {
+        const last = offsetSectors + (to - 1 - startSector);
+        if (last > OFFSET_MAX) {
+          this.#toSparse(k); // an offset a dense region cannot hold (objects over 256 MiB)
+          this.#sparse.set(from, to - from, sequence, offsetSectors + from - startSector);
+          return false;
+        }
+        const d = this.#dense.get(k)!, base = k * REGION_SECTORS;
+        d.seq.fill(sequence, from - base, to - base);
+        for (let s = from; s < to; s++) d.off[s - base] = offsetSectors + s - startSector;
+        return true;
+      },
+    );
+    if (lengthSectors < REGION_SECTORS) this.#maybeDensify(startSector, lengthSectors);
   }
 
   /** Unmaps sectors [start, start+length): they read as zeros afterwards. */
   clear(startSector: number, lengthSectors: number): void {
-    this.#remove(startSector, lengthSectors);
+    this.#split(startSector, lengthSectors, (a, n) => this.#sparse.clear(a, n), (k, from, to) => {
+      const base = k * REGION_SECTORS;
+      this.#dense.get(k)!.seq.fill(0, from - base, to - base);
+      return true;
+    });
   }
 
-  /** Calls fn for every mapped piece inside [start, start+length), clipped, in address order. */
-  lookup(startSector: number, lengthSectors: number, fn: (e: MappedExtent) => void): void {
-    const end = startSector + lengthSectors;
-    let [ci, i] = this.#firstEndingAfter(startSector);
-    while (ci < this.#chunks.length) {
-      const chunk = this.#chunks[ci]!;
-      if (i >= chunk.count) {
-        ci++;
-        i = 0;
-        continue;
-      }
-      const d = chunk.data, p = i * FIELDS;
-      const s = d[p]!, e = s + d[p + 1]!;
-      if (s >= end) return;
-      const from = Math.max(s, startSector), to = Math.min(e, end);
-      fn({
-        startSector: from,
-        lengthSectors: to - from,
-        sequence: d[p + 2]!,
-        offsetSectors: d[p + 3]! + from - s,
-      });
-      i++;
-    }
+  /** Calls fn for every mapped piece inside [start, start+length), clipped, in address order;
+   *  fn returning false stops the walk. */
+  lookup(startSector: number, lengthSectors: number, fn: (e: MappedExtent) => boolean | void): void {
+    let stopped = false;
+    const each = (e: MappedExtent) => {
+      if (fn(e) === false) stopped = true;
+      return !stopped;
+    };
+    this.#split(startSector, lengthSectors, (a, n) => {
+      if (!stopped) this.#sparse.lookup(a, n, each);
+    }, (k, from, to) => {
+      if (!stopped) this.#denseRuns(k, from, to, each);
+      return true;
+    });
   }
 
   /** Every extent in address order. */
   *entries(): Generator<MappedExtent> {
-    for (const chunk of this.#chunks) {
-      for (let i = 0; i < chunk.count; i++) {
-        const d = chunk.data, p = i * FIELDS;
-        yield { startSector: d[p]!, lengthSectors: d[p + 1]!, sequence: d[p + 2]!, offsetSectors: d[p + 3]! };
-      }
-    }
+    const all: MappedExtent[] = [];
+    this.lookup(0, SECTOR_INDEX_MAX + 1, (e) => void all.push(e));
+    yield* all;
   }
 
-  /** The extents as runs of flat (start, length, sequence, offset) quadruples, in address order:
-   *  views into the map, valid until it changes. */
+  /** The extents as runs of flat (start, length, sequence, offset) quadruples in address order: the
+   *  sparse map's chunks as views (valid until the map changes) and a small array per dense region. */
   *runs(): Generator<Uint32Array> {
-    for (const chunk of this.#chunks) yield chunk.data.subarray(0, chunk.count * FIELDS);
+    const keys = this.#denseKeys;
+    let j = 0;
+    for (const chunk of this.#sparse.runs()) {
+      let pos = 0;
+      while (j < keys.length) {
+        const regionStart = keys[j]! * REGION_SECTORS;
+        const at = firstStartAtOrAfter(chunk, pos, regionStart);
+        if (at >= chunk.length) break; // this region comes after the whole chunk
+        if (at > pos) yield chunk.subarray(pos, at);
+        yield this.#denseQuads(keys[j++]!);
+        pos = at;
+      }
+      if (pos < chunk.length) yield chunk.subarray(pos);
+    }
+    while (j < keys.length) yield this.#denseQuads(keys[j++]!);
   }
 
-  /** Rebuilds a map from flat quadruples (a checkpoint's; sorted, non-overlapping), in full chunks. */
+  /** Rebuilds a map from flat quadruples (a checkpoint's; sorted, non-overlapping). */
   static fromArray(flat: Uint32Array): ExtentMap {
-    assert(flat.length % FIELDS === 0);
     const map = new ExtentMap();
-    let prevEnd = 0;
-    for (let at = 0; at < flat.length; at += CHUNK_EXTENTS * FIELDS) {
-      const chunk = newChunk();
-      const part = flat.subarray(at, Math.min(flat.length, at + CHUNK_EXTENTS * FIELDS));
-      chunk.data.set(part);
-      chunk.count = part.length / FIELDS;
-      for (let i = 0; i < part.length; i += FIELDS) {
-        assert(
-          part[i]! >= prevEnd && part[i + 1]! > 0 && part[i + 2]! >= 1,
-          "checkpoint extents out of order",
-        );
-        prevEnd = part[i]! + part[i + 1]!;
-      }
-      map.#chunks.push(chunk);
-      map.#extents += chunk.count;
+    map.#sparse = SparseMap.fromArray(flat);
+    const perRegion = new Map<number, number>();
+    for (let i = 0; i < flat.length; i += 4) {
+      const r = Math.floor(flat[i]! / REGION_SECTORS);
+      perRegion.set(r, (perRegion.get(r) ?? 0) + 1);
     }
+    for (const [r, n] of perRegion) if (n > DENSE_AFTER_EXTENTS) map.#densify(r);
     return map;
   }
 
-  /** Position (chunk, index) of the first extent that ends after sector. */
-  #firstEndingAfter(sector: number): [number, number] {
-    const chunks = this.#chunks;
-    let lo = 0, hi = chunks.length - 1, ci = 0;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (chunks[mid]!.data[0]! <= sector) {
-        ci = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
-    const chunk = chunks[ci];
-    if (chunk === undefined) return [0, 0];
-    const d = chunk.data;
-    let a = 0, b = chunk.count - 1, last = -1;
-    while (a <= b) {
-      const mid = (a + b) >> 1;
-      if (d[mid * FIELDS]! <= sector) {
-        last = mid;
-        a = mid + 1;
-      } else b = mid - 1;
-    }
-    if (last >= 0 && d[last * FIELDS]! + d[last * FIELDS + 1]! > sector) return [ci, last];
-    return [ci, last + 1];
-  }
-
-  /** Removes [start, start+length) and returns where an extent starting at start belongs. */
-  #remove(startSector: number, lengthSectors: number): [number, number] {
-    assert(lengthSectors > 0 && startSector + lengthSectors <= SECTOR_INDEX_MAX + 1, "range out of bounds");
-    const a = startSector, b = startSector + lengthSectors;
-    let [ci, i] = this.#firstEndingAfter(a);
-    while (ci < this.#chunks.length) {
-      const chunk = this.#chunks[ci]!;
-      if (i >= chunk.count) {
-        if (ci === this.#chunks.length - 1) break;
-        ci++;
-        i = 0;
+  /**
+   * Walks [start, start+length) in address order, handing maximal runs outside dense regions to
+   * sparse(a, n) and the part inside each dense region k to dense(k, from, to); dense returns false
+   * when it turned region k back to sparse.
+   */
+  #split(
+    startSector: number,
+    lengthSectors: number,
+    sparse: (a: number, n: number) => void,
+    dense: (k: number, from: number, to: number) => boolean,
+  ): void {
+    const end = startSector + lengthSectors;
+    const keys = this.#denseKeys;
+    let i = lowerBound(keys, Math.floor(startSector / REGION_SECTORS));
+    let a = startSector;
+    while (a < end) {
+      const k = keys[i];
+      const regionStart = k === undefined ? Infinity : k * REGION_SECTORS;
+      if (regionStart > a) {
+        const gapEnd = Math.min(end, regionStart);
+        sparse(a, gapEnd - a);
+        a = gapEnd;
         continue;
       }
-      const d = chunk.data, p = i * FIELDS;
-      const s = d[p]!, e = s + d[p + 1]!;
-      if (s >= b) break;
-      if (s < a) {
-        d[p + 1] = a - s;
-        if (e > b) {
-          this.#insertAt(ci, i + 1, b, e - b, d[p + 2]!, d[p + 3]! + (b - s));
-          return [ci, i + 1];
-        }
-        i++;
-      } else if (e > b) {
-        d[p] = b;
-        d[p + 1] = e - b;
-        d[p + 3] = d[p + 3]! + (b - s);
-        break;
-      } else {
-        d.copyWithin(p, p + FIELDS, chunk.count * FIELDS);
-        chunk.count--;
-        this.#extents--;
-        if (chunk.count === 0) {
-          this.#chunks.splice(ci, 1);
-          i = 0;
-          if (ci >= this.#chunks.length) {
-            ci = Math.max(0, this.#chunks.length - 1);
-            i = this.#chunks[ci]?.count ?? 0;
-            break;
-          }
-        }
-      }
+      const to = Math.min(end, regionStart + REGION_SECTORS);
+      if (dense(k!, a, to)) i++;
+      a = to;
     }
-    return [ci, i];
   }
 
-  #insertAt(ci: number, i: number, start: number, length: number, sequence: number, offset: number): void {
-    if (this.#chunks.length === 0) this.#chunks.push(newChunk());
-    let chunk = this.#chunks[ci]!;
-    assert(chunk !== undefined && i <= chunk.count);
-    if (chunk.count === CHUNK_EXTENTS) {
-      const half = CHUNK_EXTENTS >> 1;
-      const right = newChunk();
-      right.data.set(chunk.data.subarray(half * FIELDS, CHUNK_EXTENTS * FIELDS));
-      right.count = CHUNK_EXTENTS - half;
-      chunk.count = half;
-      this.#chunks.splice(ci + 1, 0, right);
-      if (i > half) {
-        chunk = right;
-        i -= half;
+  #denseRuns(k: number, from: number, to: number, fn: (e: MappedExtent) => boolean | void): boolean {
+    const d = this.#dense.get(k)!, base = k * REGION_SECTORS;
+    let s = from;
+    while (s < to) {
+      const seq = d.seq[s - base]!;
+      if (seq === 0) {
+        s++;
+        continue;
+      }
+      let e = s + 1;
+      while (e < to && d.seq[e - base] === seq && d.off[e - base] === d.off[e - 1 - base]! + 1) e++;
+      if (
+        fn({ startSector: s, lengthSectors: e - s, sequence: seq, offsetSectors: d.off[s - base]! }) === false
+      ) {
+        return false;
+      }
+      s = e;
+    }
+    return true;
+  }
+
+  #denseQuads(k: number): Uint32Array {
+    const quads: number[] = [];
+    this.#denseRuns(k, k * REGION_SECTORS, (k + 1) * REGION_SECTORS, (e) => {
+      quads.push(e.startSector, e.lengthSectors, e.sequence, e.offsetSectors);
+    });
+    return Uint32Array.from(quads);
+  }
+
+  /** Regions touched by a small write turn dense once they hold many extents. */
+  #maybeDensify(startSector: number, lengthSectors: number): void {
+    const first = Math.floor(startSector / REGION_SECTORS);
+    const last = Math.floor((startSector + lengthSectors - 1) / REGION_SECTORS);
+    for (let r = first; r <= last; r++) {
+      if (this.#dense.has(r)) continue;
+      if (
+        this.#sparse.countWithin(r * REGION_SECTORS, REGION_SECTORS, DENSE_AFTER_EXTENTS) >
+          DENSE_AFTER_EXTENTS
+      ) {
+        this.#densify(r);
       }
     }
-    const d = chunk.data, p = i * FIELDS;
-    d.copyWithin(p + FIELDS, p, chunk.count * FIELDS);
-    d[p] = start;
-    d[p + 1] = length;
-    d[p + 2] = sequence;
-    d[p + 3] = offset;
-    chunk.count++;
-    this.#extents++;
   }
+
+  #densify(r: number): void {
+    const base = r * REGION_SECTORS;
+    const d: Dense = { seq: new Uint32Array(REGION_SECTORS), off: new Uint16Array(REGION_SECTORS) };
+    let fits = true;
+    this.#sparse.lookup(base, REGION_SECTORS, (e) => {
+      if (e.offsetSectors + e.lengthSectors - 1 > OFFSET_MAX) return (fits = false);
+      for (let k = 0; k < e.lengthSectors; k++) {
+        d.seq[e.startSector - base + k] = e.sequence;
+        d.off[e.startSector - base + k] = e.offsetSectors + k;
+      }
+    });
+    if (!fits) return;
+    this.#sparse.clear(base, REGION_SECTORS);
+    this.#dense.set(r, d);
+    this.#denseKeys.splice(lowerBound(this.#denseKeys, r), 0, r);
+  }
+
+  #toSparse(k: number): void {
+    const runs: MappedExtent[] = [];
+    this.#denseRuns(k, k * REGION_SECTORS, (k + 1) * REGION_SECTORS, (e) => void runs.push(e));
+    this.#dense.delete(k);
+    this.#denseKeys.splice(lowerBound(this.#denseKeys, k), 1);
+    for (const e of runs) this.#sparse.set(e.startSector, e.lengthSectors, e.sequence, e.offsetSectors);
+  }
+}
+
+/** Index of the first element ≥ value in an ascending array. */
+function lowerBound(sorted: number[], value: number): number {
+  let lo = 0, hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Index (a multiple of 4) of the first quadruple at or after pos whose start is ≥ sector. */
+function firstStartAtOrAfter(quads: Uint32Array, pos: number, sector: number): number {
+  let lo = pos / 4, hi = quads.length / 4;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (quads[mid * 4]! < sector) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo * 4;
 }

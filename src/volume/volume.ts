@@ -206,6 +206,7 @@ export class Volume implements BlockDevice {
   get stats() {
     return {
       extents: this.#map.extentCount,
+      denseRegions: this.#map.denseRegions,
       mapBytes: this.#map.memoryBytes,
       lastSequence: this.#lastSequence,
       durableThrough: this.#durableThrough,

@@ -148,11 +148,15 @@ async function openVolume(
 }
 
 /** Runs one seeded simulation; throws an AssertionError naming the seed on any violation. */
-export async function simulate(options: SimulationOptions): Promise<{ objects: number; crashes: number }> {
+export async function simulate(
+  options: SimulationOptions,
+): Promise<{ objects: number; crashes: number; denseRegions: number }> {
   const { seed } = options;
   const rand = seededRandom(seed);
-  const sectors = options.sectors ?? 64;
-  const steps = options.steps ?? 300;
+  // Every tenth seed runs a disk larger than one 1 MiB region, long enough to make regions dense.
+  const large = seed % 10 === 0;
+  const sectors = options.sectors ?? (large ? 320 : 64);
+  const steps = options.steps ?? (large ? 1200 : 300);
   const clock = new ManualClock();
   let store = new MemoryStore({
     seed,
@@ -167,6 +171,7 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
   let crashes = 0;
   const ctx = () => `seed ${seed}`;
   let readFailure: unknown;
+  let denseRegionsMax = 0;
   const checkRead = (fn: () => void) => {
     try {
       fn();
@@ -177,8 +182,9 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
 
   for (let step = 0; step < steps; step++) {
     const r = rand();
-    if (r < 0.45) {
-      const count = 1 + Math.floor(rand() * Math.min(6, sectors));
+    // Large seeds trim rarely, so fragmentation builds up until map regions turn dense.
+    if (r < (large ? 0.54 : 0.45)) {
+      const count = 1 + Math.floor(rand() * Math.min(large ? 2 : 6, sectors));
       const first = Math.floor(rand() * (sectors - count + 1));
       const id = nextId++;
       const data = new Uint8Array(count * SECTOR);
@@ -202,7 +208,7 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
         }
       }, () => {});
       data.fill(0xee); // the caller may reuse its buffer at once
-    } else if (r < 0.55) {
+    } else if (r < 0.55) { // trims and write-zeroes
       const count = 1 + Math.floor(rand() * sectors / 2);
       const first = Math.floor(rand() * (sectors - count + 1));
       const issue = model.issue(first, count, 0);
@@ -248,6 +254,7 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
     }
     await settle();
     if (readFailure !== undefined) throw readFailure;
+    if (step % 50 === 0) denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
   }
   // Final: a clean close must make everything acknowledged durable.
   const closing = volume.close();
@@ -262,7 +269,8 @@ export async function simulate(options: SimulationOptions): Promise<{ objects: n
   store = store.reopen({ errorRate: 0 });
   volume = await openVolume(store, clock, sectors * SECTOR, seed);
   await checkRecovered(volume, model, sectors, clock, `${ctx()} after clean close`);
-  return { objects: store.keys().length, crashes };
+  denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
+  return { objects: store.keys().length, crashes, denseRegions: denseRegionsMax };
 }
 
 async function checkRecovered(

@@ -1,15 +1,17 @@
+import assert from "node:assert/strict";
 import { simulate } from "./simulation.ts";
 
 const SEEDS = Number(Deno.env.get("LSVD_SIM_SEEDS") ?? 2000);
 const FIRST = Number(Deno.env.get("LSVD_SIM_SEED") ?? 1);
 
 Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} seeds from ${FIRST})`, async () => {
-  let objects = 0, crashes = 0;
+  let objects = 0, crashes = 0, seedsWithDense = 0;
   for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
     try {
       const r = await simulate({ seed });
       objects += r.objects;
       crashes += r.crashes;
+      if (r.denseRegions > 0) seedsWithDense++;
     } catch (e) {
       console.error(
         `simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`,
@@ -17,5 +19,8 @@ Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} 
       throw e;
     }
   }
-  console.log(`${SEEDS} seeds, ${crashes} crashes, ${objects} objects`);
+  console.log(
+    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions`,
+  );
+  if (SEEDS >= 100) assert(seedsWithDense > 0, "no seed exercised dense extent-map regions");
 });

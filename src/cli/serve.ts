@@ -233,6 +233,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
     await volume.close();
     throw new AttachError((e as Error).message, { cause: e });
   }
+  log(`Serving NBD at ${server.uris.join(" and ")}.`);
   let attachment: Attachment | undefined;
   try {
     attachment = await attachDevice({ ...config, log });

@@ -145,9 +145,10 @@ Deno.test("lsvd serve grows the volume, refuses to shrink below written data, se
     );
     assert.equal((await d.stop()).code, 0);
 
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    d = await Daemon.start({ args: ["--dir", t.store, "--read-only", "--listen", `127.0.0.1:${port}`] });
-    const uri = `nbd://127.0.0.1:${port}/lsvd`;
+    // Port 0: the kernel picks a free port and the daemon says which, so nothing can race for it.
+    d = await Daemon.start({ args: ["--dir", t.store, "--read-only", "--listen", "127.0.0.1:0"] });
+    const served = await d.waitForLine(/Serving NBD at nbd:\/\/127\.0\.0\.1:\d+\/lsvd\./, 1000);
+    const uri = served.replace(/^.*Serving NBD at (\S+)\.$/, "$1");
     const ro = await runClientOk("nbdinfo", [uri]);
     assert.match(ro.stdout, /is_read_only: true/);
     assert.match(ro.stdout, /export-size: 1073741824/);

@@ -11,6 +11,7 @@
 
 import { crc32 } from "./crc32.ts";
 import { FormatError } from "./object.ts";
+import { getU64, setU64 } from "../util/bytes.ts";
 
 const MAGIC = new TextEncoder().encode("LSVDCKP1");
 const VERSION = 1;
@@ -28,15 +29,6 @@ export interface CheckpointMeta {
 export interface Checkpoint extends CheckpointMeta {
   /** Flat (start, length, sequence, offset) quadruples in sectors, sorted by start. */
   extents: Uint32Array;
-}
-
-function setU64(v: DataView, at: number, n: number): void {
-  v.setUint32(at, Math.floor(n / 2 ** 32));
-  v.setUint32(at + 4, n >>> 0);
-}
-
-function getU64(v: DataView, at: number): number {
-  return v.getUint32(at) * 2 ** 32 + v.getUint32(at + 4);
 }
 
 /**

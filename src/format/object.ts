@@ -11,6 +11,7 @@
 
 import { assert } from "../util/assert.ts";
 import { crc32 } from "./crc32.ts";
+import { getU64, setU64 } from "../util/bytes.ts";
 
 export const SECTOR_BYTES = 4096;
 export const HEADER_ENTRIES = 1024;
@@ -45,16 +46,6 @@ export interface Trailer {
 }
 
 const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
-
-function setU64(view: DataView, at: number, value: number): void {
-  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `u64 out of range: ${value}`);
-  view.setUint32(at, Math.floor(value / 2 ** 32));
-  view.setUint32(at + 4, value >>> 0);
-}
-
-function getU64(view: DataView, at: number): number {
-  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
-}
 
 function isSectorMultiple(n: number): boolean {
   return n % SECTOR_BYTES === 0;

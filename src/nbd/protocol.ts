@@ -7,6 +7,11 @@
  * 64-bit offsets are decoded to numbers, exact below 2^53, which covers every possible export.
  */
 
+import { getU64, setU64 } from "../util/bytes.ts";
+
+/** The u64 codec lives in src/util/bytes.ts, shared with the bucket format. */
+export { getU64, setU64 };
+
 // Handshake.
 export const NBD_MAGIC = 0x4e42444d41474943n; // "NBDMAGIC"
 export const IHAVEOPT = 0x49484156454f5054n; // "IHAVEOPT"
@@ -116,16 +121,6 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 
 function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** Reads a u64 as a number; values past 2^53 come back inexact but still larger than any export. */
-export function getU64(view: DataView, offset: number): number {
-  return view.getUint32(offset) * 0x1_0000_0000 + view.getUint32(offset + 4);
-}
-
-export function setU64(view: DataView, offset: number, value: number): void {
-  view.setUint32(offset, Math.floor(value / 0x1_0000_0000));
-  view.setUint32(offset + 4, value >>> 0);
 }
 
 // ---------------------------------------------------------------- handshake

@@ -15,7 +15,7 @@ export interface RetryPolicy {
   onRetry?: (attempt: number, error: unknown) => void;
 }
 
-export function backoffMs(attempt: number): number {
+function backoffMs(attempt: number): number {
   return Math.min(50 * 2 ** attempt, 5000);
 }
 

@@ -31,7 +31,7 @@ import { recover } from "./recovery.ts";
 import { ReadCache } from "./read_cache.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ReadAhead } from "./read_ahead.ts";
-import { backoffMs, type RetryPolicy, withRetries } from "./retry.ts";
+import { type RetryPolicy, withRetries } from "./retry.ts";
 
 export interface VolumeOptions {
   store: ObjectStore;
@@ -420,27 +420,21 @@ export class Volume implements BlockDevice {
     const bytes = this.#inflight.get(sequence);
     assert(bytes !== undefined);
     const key = logKey(this.#prefix, sequence);
-    for (let attempt = 1;; attempt++) {
+    try {
+      await withRetries({
+        clock: this.#clock,
+        attemptsMax: this.#uploadAttemptsMax,
+        onRetry: (n, e) => this.#log(`Retrying upload of "${key}" (attempt ${n} failed: ${messageOf(e)}).`),
+      }, () => {
+        if (this.#failure) throw this.#failure; // not transient: a failed volume stops retrying
+        return this.#store.put(key, bytes, { ifNoneMatch: true });
+      });
+    } catch (e) {
       if (this.#failure) return;
-      try {
-        await this.#store.put(key, bytes, { ifNoneMatch: true });
-        break;
-      } catch (e) {
-        if (this.#failure) return;
-        if (isStoreError(e, "PreconditionFailed")) {
-          return this.#fail(
-            new VolumeError(
-              `Cannot write object "${key}": it already exists; another writer is using this volume`,
-              { cause: e },
-            ),
-          );
-        }
-        if (!isStoreError(e, "Transient") || attempt >= this.#uploadAttemptsMax) {
-          return this.#fail(new VolumeError(`Cannot write object "${key}": ${messageOf(e)}`, { cause: e }));
-        }
-        this.#log(`Retrying upload of "${key}" (attempt ${attempt} failed: ${messageOf(e)}).`);
-        await this.#clock.sleep(backoffMs(attempt));
-      }
+      const why = isStoreError(e, "PreconditionFailed")
+        ? "it already exists; another writer is using this volume"
+        : messageOf(e);
+      return this.#fail(new VolumeError(`Cannot write object "${key}": ${why}`, { cause: e }));
     }
     this.#uploaded(sequence, bytes);
   }

@@ -55,3 +55,73 @@ export function checkpointPrefix(prefix: string): string {
 export function parseCheckpointKey(prefix: string, key: string): number | undefined {
   return parseLogKey(checkpointPrefix(prefix), key);
 }
+
+// ---- keys beside the log (none can be mistaken for a 16-hex log name) ----------------------------
+
+/** The format record: which format the volume uses and the oldest lsvd able to open it. */
+export function formatKey(prefix: string): string {
+  return `${prefix}format.json`;
+}
+
+/** The writer lease: who may write the volume now, renewed with conditional PUTs. */
+export function leaseKey(prefix: string): string {
+  return `${prefix}lease.json`;
+}
+
+/** One create-only key per writer epoch ever taken, so an epoch is never reused (even after a rollback). */
+export function epochKey(prefix: string, epoch: number): string {
+  return `${prefix}epoch/${sequenceName(epoch)}`;
+}
+
+export function epochPrefix(prefix: string): string {
+  return `${prefix}epoch/`;
+}
+
+export function parseEpochKey(prefix: string, key: string): number | undefined {
+  return parseLogKey(epochPrefix(prefix), key);
+}
+
+/**
+ * Garbage-collection records: written (create-only) before a pass deletes anything, naming the log
+ * numbers it collects, so recovery tells a collected range from a crash gap by durable facts alone.
+ */
+export function collectedKey(prefix: string, pass: number): string {
+  return `${prefix}collected/${sequenceName(pass)}`;
+}
+
+export function collectedPrefix(prefix: string): string {
+  return `${prefix}collected/`;
+}
+
+export function parseCollectedKey(prefix: string, key: string): number | undefined {
+  return parseLogKey(collectedPrefix(prefix), key);
+}
+
+const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** True for names `lsvd snapshot create` accepts (they become key names). */
+export function isSnapshotName(name: string): boolean {
+  return SNAPSHOT_NAME.test(name);
+}
+
+/** A named snapshot: pins one point of the log until deleted. */
+export function snapshotKey(prefix: string, name: string): string {
+  if (!isSnapshotName(name)) assert.fail(`bad snapshot name ${name}`);
+  return `${prefix}snapshot/${name}`;
+}
+
+export function snapshotPrefix(prefix: string): string {
+  return `${prefix}snapshot/`;
+}
+
+export function parseSnapshotKey(prefix: string, key: string): string | undefined {
+  const p = snapshotPrefix(prefix);
+  if (!key.startsWith(p)) return undefined;
+  const name = key.slice(p.length);
+  return isSnapshotName(name) ? name : undefined;
+}
+
+/** Store probe written and deleted at start to prove the store stores, reads and deletes. */
+export function probeKey(prefix: string, nonce: string): string {
+  return `${prefix}probe/${nonce}`;
+}

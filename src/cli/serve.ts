@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { DirectoryStore } from "../store/directory.ts";
 import { S3Store } from "../store/s3.ts";
+import { probeStore } from "../store/probe.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
 import { startNbdServer } from "../nbd/server.ts";
@@ -208,6 +209,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   const config = buildServeConfig(values);
   const signal = shutdownSignal(log);
   await config.store.check?.();
+  await probeStore(config.store, config.prefix, { readOnly: config.readOnly });
   const volume = await Volume.open({
     store: config.store,
     prefix: config.prefix,

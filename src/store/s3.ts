@@ -2,8 +2,13 @@
  * @module
  * The ObjectStore over any S3-compatible service (AWS S3, Cloudflare R2, Ceph RGW, MinIO)
  * through `@aws-sdk/client-s3`. It owns the parts the SDK leaves to callers: a bound on
- * concurrent requests, retries with backoff on 5xx/SlowDown/timeouts, and the mapping of
- * every failure onto the five StoreError codes with a message a user can act on.
+ * concurrent requests, an enforced deadline on every request (deadline.ts), a check that every
+ * answer is the S3 answer asked for (s3_answers.ts), and the mapping of every failure onto the
+ * five StoreError codes with a message a user can act on.
+ *
+ * Each call is exactly one request: S3Store does not retry, and neither does the SDK
+ * (maxAttempts 1). Callers retry Transient errors through withRetries (retry.ts), the one retry
+ * loop, which can wait out an outage of any length.
  *
  * Create-only writes use `If-None-Match: *`. A 412 on such a write is checked against the
  * stored bytes: RGW sometimes answers a racing conditional PUT with 500 and then 412 on the
@@ -23,6 +28,8 @@ import {
 } from "@aws-sdk/client-s3";
 import * as http from "node:http";
 import * as https from "node:https";
+import { Deadline, DeadlineExpired, type DeadlineOptions } from "./deadline.ts";
+import { BadAnswer, checkGetAnswer, checkListAnswer, checkWriteAnswer } from "./s3_answers.ts";
 import {
   assertRange,
   type ByteRange,
@@ -44,16 +51,12 @@ export interface S3StoreOptions {
   forcePathStyle?: boolean;
   /** Concurrent requests and sockets; default 100. */
   connections?: number;
-  /** Attempts per operation, first try included; default 8. */
-  maxAttempts?: number;
-  /** First retry delay; doubles per attempt up to retryDelayMsMax, with jitter. Default 100. */
-  retryDelayMs?: number;
-  /** Default 5,000. */
-  retryDelayMsMax?: number;
-  /** Socket connect bound per attempt; default 5,000. */
+  /** Socket connect bound per request; default 5,000. */
   connectTimeoutMs?: number;
-  /** Socket inactivity bound per attempt; default 30,000. */
-  requestTimeoutMs?: number;
+  /** Deadline for a request that moves no data; past it the request is aborted (Transient). Default 30,000. */
+  requestDeadlineMs?: number;
+  /** The deadline grows by the time the body takes at this rate; default 1 MiB/s. */
+  deadlineBytesPerSecondMin?: number;
   /** Default: the SDK's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance roles). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
@@ -72,6 +75,7 @@ interface SdkError {
   message?: string;
   $metadata?: { httpStatusCode?: number };
   $retryable?: unknown;
+  cause?: unknown;
 }
 
 const TRANSIENT_NAMES = new Set([
@@ -101,9 +105,9 @@ export class S3Store implements ObjectStore {
   readonly bucket: string;
   #client: S3Client;
   #endpoint: string;
-  #maxAttempts: number;
-  #retryDelayMs: number;
-  #retryDelayMsMax: number;
+  /** Appended to a rejected answer's message: the usual cause is an endpoint that is not S3. */
+  #notS3Hint: string;
+  #deadline: DeadlineOptions;
   #slots: Semaphore;
 
   constructor(options: S3StoreOptions) {
@@ -111,9 +115,11 @@ export class S3Store implements ObjectStore {
     this.bucket = options.bucket;
     this.description = `the ${options.bucket} bucket`;
     this.#endpoint = options.endpoint ?? "the AWS S3 endpoint";
-    this.#maxAttempts = options.maxAttempts ?? 8;
-    this.#retryDelayMs = options.retryDelayMs ?? 100;
-    this.#retryDelayMsMax = options.retryDelayMsMax ?? 5_000;
+    this.#notS3Hint = options.endpoint === undefined ? "" : ` (is ${options.endpoint} an S3 endpoint?)`;
+    this.#deadline = {
+      baseMs: options.requestDeadlineMs ?? 30_000,
+      bytesPerSecondMin: options.deadlineBytesPerSecondMin ?? 1024 * 1024,
+    };
     const connections = options.connections ?? 100;
     this.#slots = new Semaphore(connections);
     this.#client = new S3Client(clientConfig(options, connections));
@@ -126,7 +132,12 @@ export class S3Store implements ObjectStore {
   async checkBucket(): Promise<void> {
     const action = { text: `open bucket "${this.bucket}" at ${this.#endpoint}` };
     try {
-      await this.#send(action, () => this.#client.send(new HeadBucketCommand({ Bucket: this.bucket })));
+      await this.#send(
+        action,
+        0,
+        (signal) =>
+          this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+      );
     } catch (error) {
       if (error instanceof StoreError && error.code !== "Fatal") {
         throw new StoreError("Fatal", error.message, { cause: error });
@@ -145,8 +156,8 @@ export class S3Store implements ObjectStore {
     const ifNoneMatch = options.ifNoneMatch === true;
     const action = { text: `write object "${key}" to bucket "${this.bucket}"`, objectKey: key };
     try {
-      await this.#send(action, () =>
-        this.#client.send(
+      await this.#send(action, copy.length, async (signal) => {
+        const response = await this.#client.send(
           new PutObjectCommand({
             Bucket: this.bucket,
             Key: key,
@@ -154,7 +165,10 @@ export class S3Store implements ObjectStore {
             ContentLength: copy.length,
             ...(ifNoneMatch ? { IfNoneMatch: "*" } : {}),
           }),
-        ));
+          { abortSignal: signal },
+        );
+        checkWriteAnswer(response.ETag);
+      });
     } catch (error) {
       if (!(error instanceof StoreError && error.code === "PreconditionFailed")) throw error;
       if (!(await this.#holds(key, copy))) throw error;
@@ -167,31 +181,43 @@ export class S3Store implements ObjectStore {
     const header = range === undefined
       ? {}
       : { Range: `bytes=${range.offsetBytes}-${range.offsetBytes + range.lengthBytes - 1}` };
-    return this.#send(action, async () => {
+    return this.#send(action, range?.lengthBytes ?? 0, async (signal, deadline) => {
       const response = await this.#client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, ...header }),
+        { abortSignal: signal },
       );
-      const body = response.Body === undefined
-        ? new Uint8Array(0)
-        : await response.Body.transformToByteArray();
-      const totalSizeBytes = totalSize(response.ContentRange, response.ContentLength, body.length);
-      return { body, totalSizeBytes };
+      // A whole-object GET learns its size only now: allow for it from here.
+      if (range === undefined) deadline.restart(response.ContentLength ?? 0);
+      const stream = response.Body;
+      if (stream === undefined) throw new BadAnswer("Fatal", "the answer has no body");
+      // Stop reading when the deadline passes (the SDK's abort covers the request, not the body).
+      signal.addEventListener("abort", () => (stream as { destroy?: () => void }).destroy?.(), {
+        once: true,
+      });
+      const body = await stream.transformToByteArray();
+      return { body, totalSizeBytes: checkGetAnswer(response, range, body.length) };
     });
   }
 
   list(options: ListOptions): Promise<ListPage> {
     const action = { text: `list keys under "${options.prefix}" in bucket "${this.bucket}"` };
-    return this.#send(action, async () => {
+    const maxKeys = options.maxKeys ?? 1000;
+    return this.#send(action, 0, async (signal) => {
       const response = await this.#client.send(
         new ListObjectsV2Command({
           Bucket: this.bucket,
           Prefix: options.prefix,
           ...(options.startAfter ? { StartAfter: options.startAfter } : {}),
-          MaxKeys: options.maxKeys ?? 1000,
+          MaxKeys: maxKeys,
         }),
+        { abortSignal: signal },
       );
-      const objects = (response.Contents ?? []).map((o) => ({ key: o.Key ?? "", sizeBytes: o.Size ?? 0 }));
-      return { objects, isTruncated: response.IsTruncated === true };
+      return checkListAnswer(response, {
+        bucket: this.bucket,
+        prefix: options.prefix,
+        startAfter: options.startAfter,
+        maxKeys,
+      });
     });
   }
 
@@ -199,7 +225,11 @@ export class S3Store implements ObjectStore {
     const action = { text: `delete object "${key}" from bucket "${this.bucket}"` };
     await this.#send(
       action,
-      () => this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })),
+      0,
+      (signal) =>
+        this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), {
+          abortSignal: signal,
+        }),
     );
   }
 
@@ -214,13 +244,13 @@ export class S3Store implements ObjectStore {
       objectKey: sourceKey,
     };
     const copySource = `${this.bucket}/${encodeURIComponent(sourceKey).replaceAll("%2F", "/")}`;
-    await this.#send(
-      action,
-      () =>
-        this.#client.send(
-          new CopyObjectCommand({ Bucket: this.bucket, Key: destinationKey, CopySource: copySource }),
-        ),
-    );
+    await this.#send(action, 0, async (signal) => {
+      const response = await this.#client.send(
+        new CopyObjectCommand({ Bucket: this.bucket, Key: destinationKey, CopySource: copySource }),
+        { abortSignal: signal },
+      );
+      checkWriteAnswer(response.CopyObjectResult?.ETag);
+    });
   }
 
   close(): Promise<void> {
@@ -239,27 +269,29 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** Runs one request within the connection bound, retrying what is worth retrying. */
-  async #send<T>(action: Action, request: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one request within the connection bound and under a deadline for sizeBytes (started once
+   * a connection slot is free: waiting for a slot is not the server's delay).
+   */
+  async #send<T>(
+    action: Action,
+    sizeBytes: number,
+    request: (signal: AbortSignal, deadline: Deadline) => Promise<T>,
+  ): Promise<T> {
     await this.#slots.acquire();
+    const deadline = new Deadline(this.#deadline, sizeBytes);
     try {
-      for (let attempt = 1;; attempt++) {
-        try {
-          return await request();
-        } catch (error) {
-          const mapped = mapError(error, action, this.#endpoint);
-          if (mapped.code !== "Transient" || attempt >= this.#maxAttempts) throw mapped;
-          await sleep(this.#backoffMs(attempt));
-        }
+      return await deadline.race(request(deadline.signal, deadline));
+    } catch (error) {
+      if (error instanceof BadAnswer) {
+        const hint = error.code === "Fatal" ? this.#notS3Hint : "";
+        throw new StoreError(error.code, `Cannot ${action.text}: ${error.message}${hint}`, { cause: error });
       }
+      throw mapError(error, action, this.#endpoint);
     } finally {
+      deadline.cancel();
       this.#slots.release();
     }
-  }
-
-  #backoffMs(attempt: number): number {
-    const ceiling = Math.min(this.#retryDelayMsMax, this.#retryDelayMs * 2 ** (attempt - 1));
-    return ceiling * (0.5 + Math.random() / 2);
   }
 }
 
@@ -272,12 +304,10 @@ function checkOptions(options: S3StoreOptions): void {
       `Cannot open the S3 store: connections ${connections} is not a positive integer`,
     );
   }
-  const attempts = options.maxAttempts ?? 8;
-  if (!(Number.isInteger(attempts) && attempts >= 1)) {
-    throw new StoreError(
-      "Fatal",
-      `Cannot open the S3 store: maxAttempts ${attempts} is not a positive integer`,
-    );
+  const deadlineMs = options.requestDeadlineMs ?? 30_000;
+  const rate = options.deadlineBytesPerSecondMin ?? 1;
+  if (!(deadlineMs > 0 && rate > 0)) {
+    throw new StoreError("Fatal", "Cannot open the S3 store: request deadlines must be positive");
   }
 }
 
@@ -288,29 +318,18 @@ function clientConfig(options: S3StoreOptions, connections: number): S3ClientCon
   return {
     region,
     forcePathStyle: options.forcePathStyle ?? false,
-    maxAttempts: 1, // S3Store retries itself, so it sees every attempt's outcome
+    maxAttempts: 1, // one loop: callers retry through withRetries
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: {
       httpAgent: new http.Agent(agent),
       httpsAgent: new https.Agent(agent),
+      // No requestTimeout: the SDK's only logs a warning; S3Store's deadline aborts instead.
       connectionTimeout: options.connectTimeoutMs ?? 5_000,
-      requestTimeout: options.requestTimeoutMs ?? 30_000,
     },
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
   };
-}
-
-/** The whole object's size: from `Content-Range: bytes a-b/total` when ranged, else the length. */
-function totalSize(
-  contentRange: string | undefined,
-  contentLength: number | undefined,
-  bodyBytes: number,
-): number {
-  const match = contentRange?.match(/\/(\d+)\s*$/);
-  if (match) return Number(match[1]);
-  return contentLength ?? bodyBytes;
 }
 
 /** Maps any SDK or network failure onto a StoreError with a `Cannot <action>: <cause>` message. */
@@ -321,6 +340,9 @@ export function mapError(error: unknown, action: Action, endpoint: string): Stor
   const status = e.$metadata?.httpStatusCode;
   const fail = (code: StoreError["code"], cause: string) =>
     new StoreError(code, `Cannot ${action.text}: ${cause}`, { cause: error });
+  const expired = error instanceof DeadlineExpired ? error : e.cause;
+  if (expired instanceof DeadlineExpired) return fail("Transient", `${expired.message} from ${endpoint}`);
+  if (name === "AbortError") return fail("Transient", `the request to ${endpoint} was aborted`);
   if (name === "NoSuchBucket" || (status === 404 && action.objectKey === undefined && name !== "NoSuchKey")) {
     return fail("Fatal", "the bucket does not exist");
   }
@@ -349,10 +371,6 @@ export function mapError(error: unknown, action: Action, endpoint: string): Stor
 
 function networkCause(e: SdkError): string {
   return [e.code, e.name, e.message].filter((s) => s !== undefined && s !== "").join(": ") || "network error";
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A counting semaphore bounding requests in flight. */

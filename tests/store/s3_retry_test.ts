@@ -1,14 +1,19 @@
 /**
  * @module
- * S3Store's retry and create-only logic against a scripted fake S3 endpoint, for the answers a
- * real server gives only under load or by bad luck: 503 SlowDown, 500 on a conditional PUT
- * that landed (RGW does this to racing creates), and many requests at once. The S3 semantics
- * themselves are tested against Ceph RGW in s3_rgw_test.ts.
+ * S3Store's one-request-per-call contract, retries through withRetries and create-only logic
+ * against a scripted fake S3 endpoint, for the answers a real server gives only under load or by
+ * bad luck: 503 SlowDown, 500 on a conditional PUT that landed (RGW does this to racing creates),
+ * and many requests at once. The S3 semantics themselves are tested against Ceph RGW in
+ * s3_rgw_test.ts.
  */
 
 import assert from "node:assert/strict";
 import { S3Store } from "../../src/store/s3.ts";
 import { isStoreError } from "../../src/store/store.ts";
+import { withRetries } from "../../src/store/retry.ts";
+import { systemClock } from "../../src/util/clock.ts";
+
+const retry = { clock: systemClock, attemptsMax: 4 };
 
 type Handler = (request: Request, body: Uint8Array) => Response | Promise<Response>;
 
@@ -38,8 +43,6 @@ async function withFakeS3(handler: Handler, fn: (store: S3Store) => Promise<void
     forcePathStyle: true,
     credentials: { accessKeyId: "a", secretAccessKey: "s" },
     connections,
-    maxAttempts: 4,
-    retryDelayMs: 5,
   });
   try {
     await fn(store);
@@ -49,7 +52,7 @@ async function withFakeS3(handler: Handler, fn: (store: S3Store) => Promise<void
   }
 }
 
-Deno.test("S3Store retries 503 SlowDown and succeeds when the server recovers", async () => {
+Deno.test("withRetries() retries S3Store's 503 SlowDown and succeeds when the server recovers", async () => {
   let puts = 0;
   await withFakeS3((request) => {
     assert.equal(request.method, "PUT");
@@ -57,18 +60,29 @@ Deno.test("S3Store retries 503 SlowDown and succeeds when the server recovers", 
       ? s3Error(503, "SlowDown")
       : new Response(null, { status: 200, headers: { etag: '"e"' } });
   }, async (store) => {
-    await store.put("k", new Uint8Array([1, 2, 3]));
+    await withRetries(retry, () => store.put("k", new Uint8Array([1, 2, 3])));
   });
   assert.equal(puts, 3);
 });
 
-Deno.test("S3Store gives up with Transient after maxAttempts 500 answers", async () => {
+Deno.test("S3Store makes one request per call: a 500 is a Transient error at once", async () => {
   let gets = 0;
   await withFakeS3(() => {
     gets++;
     return s3Error(500, "InternalError");
   }, async (store) => {
-    await assert.rejects(store.get("k"), (e) => {
+    await assert.rejects(store.get("k"), (e) => isStoreError(e, "Transient"));
+  });
+  assert.equal(gets, 1);
+});
+
+Deno.test("withRetries() gives up with S3Store's Transient error after attemptsMax 500 answers", async () => {
+  let gets = 0;
+  await withFakeS3(() => {
+    gets++;
+    return s3Error(500, "InternalError");
+  }, async (store) => {
+    await assert.rejects(withRetries(retry, () => store.get("k")), (e) => {
       assert(isStoreError(e, "Transient"), `${e}`);
       assert.equal(e.message, 'Cannot read object "k" from bucket "fake": the server answered InternalError');
       return true;
@@ -97,7 +111,7 @@ function landedThen412(stored: { body?: Uint8Array }): Handler {
 Deno.test("S3Store create-only put answered 500 then 412 succeeds when the stored bytes are its own", async () => {
   const stored: { body?: Uint8Array } = {};
   await withFakeS3(landedThen412(stored), async (store) => {
-    await store.put("k", new Uint8Array([1, 2, 3]), { ifNoneMatch: true });
+    await withRetries(retry, () => store.put("k", new Uint8Array([1, 2, 3]), { ifNoneMatch: true }));
   });
   assert.deepEqual(stored.body, new Uint8Array([1, 2, 3]));
 });
@@ -106,7 +120,7 @@ Deno.test("S3Store create-only put answered 500 then 412 fails when another writ
   const stored: { body?: Uint8Array } = { body: new Uint8Array([9, 9, 9]) };
   await withFakeS3(landedThen412(stored), async (store) => {
     await assert.rejects(
-      store.put("k", new Uint8Array([1, 2, 3]), { ifNoneMatch: true }),
+      withRetries(retry, () => store.put("k", new Uint8Array([1, 2, 3]), { ifNoneMatch: true })),
       (e) => isStoreError(e, "PreconditionFailed"),
     );
   });

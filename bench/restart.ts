@@ -29,7 +29,7 @@ function buildObject(sequence: number, volumeBytes: number): Uint8Array {
     const data = builder.addEntry(Math.floor(Math.random() * sectors) * SECTOR_BYTES, SECTOR_BYTES);
     data.fill(sequence & 0xff);
   }
-  return builder.finish({ sequence, writerEpoch: 1, volumeSizeBytes: volumeBytes });
+  return builder.finish({ sequence, writerEpoch: 1, volumeSizeBytes: volumeBytes, sealTimeMs: Date.now() });
 }
 
 async function writeLog(ctx: TargetContext, bucket: string, prefix: string, count: number): Promise<void> {

@@ -7,7 +7,7 @@
 
 import { AssertionError } from "node:assert";
 import { StoreError } from "../store/store.ts";
-import { VolumeError } from "../volume/errors.ts";
+import { LsvdError } from "../util/errors.ts";
 import { UsageError } from "./options.ts";
 import { AttachError } from "../attach/attach.ts";
 import { licensesCommand } from "./licenses.ts";
@@ -45,7 +45,7 @@ export async function runCli(args: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof AssertionError) throw e;
     if (
-      e instanceof UsageError || e instanceof AttachError || e instanceof VolumeError ||
+      e instanceof UsageError || e instanceof AttachError || e instanceof LsvdError ||
       e instanceof StoreError || isUserError(e)
     ) {
       console.error(`lsvd: ${(e as Error).message}`);

@@ -5,24 +5,32 @@
  *   object  = header data [trailer]
  *   header  = 1024 × entry (12 KiB); entry = u64be address, u32be length; length 0 ends the list
  *   data    = the bytes of each entry, in header order
- *   trailer = lsvd's extension (zero ranges, sequence, writer epoch, volume size, CRC-32); readers
- *             that know only the header and data never look past the data and lose nothing written.
+ *   trailer = lsvd's extension (version 2: flags, zero ranges, sequence, writer epoch, volume size,
+ *             seal time, header CRC, per-sector CRCs, origins of copied data, whole-object CRC-32);
+ *             readers that know only the header and data never look past the data and lose nothing.
  */
 
 import { assert } from "../util/assert.ts";
 import { crc32 } from "./crc32.ts";
 import { getU64, setU64 } from "../util/bytes.ts";
 
-export const SECTOR_BYTES = 4096;
-export const HEADER_ENTRIES = 1024;
-export const ENTRY_BYTES = 12;
-export const HEADER_BYTES = HEADER_ENTRIES * ENTRY_BYTES; // 12,288
+import { ENTRY_BYTES, HEADER_BYTES, HEADER_ENTRIES, SECTOR_BYTES } from "../util/constants.ts";
+export { ENTRY_BYTES, HEADER_BYTES, HEADER_ENTRIES, SECTOR_BYTES };
 export const TRAILER_MAGIC = "LSVDTRL1";
-export const TRAILER_VERSION = 1;
-export const TRAILER_FIXED_BYTES = 48;
+/** Version 2 adds flags, seal time, a header CRC, per-sector CRCs and (for copies) origins. */
+export const TRAILER_VERSION = 2;
+/** Fixed bytes of a version-2 trailer: 64 before the variable parts, crc and length after. */
+export const TRAILER_FIXED_BYTES = 72;
+const TRAILER_V1_FIXED_BYTES = 48;
 export const ZERO_RANGE_BYTES = 16;
+export const ORIGIN_BYTES = 8;
+export const SECTOR_CRC_BYTES = 4;
 /** Zero ranges one object may carry; they live in the trailer, not the header. */
 export const ZERO_RANGES_MAX = 1024;
+/** Trailer flag: every entry and zero range has an origin (the object copies older data: GC, rollback). */
+export const FLAG_COPIED = 1;
+/** Suffix bytes fetched to find a trailer without knowing its length (a 4 MiB object's is ~4.2 KiB). */
+export const TRAILER_GUESS_BYTES = 16 * 1024;
 
 export class FormatError extends Error {
   constructor(message: string) {
@@ -37,12 +45,32 @@ export interface Extent {
 }
 
 export interface Trailer {
+  version: number;
+  flags: number;
   sequence: number;
   writerEpoch: number;
   volumeSizeBytes: number;
+  /** Writer's clock when the object was sealed, ms since 1970 UTC (undefined in version 1). */
+  sealTimeMs: number | undefined;
+  /** CRC-32 of the 12 KiB header (undefined in version 1). */
+  headerCrc32: number | undefined;
   /** Ranges that read as zeros after this object (trim, write-zeroes), O(1) bytes each. */
   zeroRanges: Extent[];
+  /** FLAG_COPIED objects: for each entry, then each zero range, the sequence that first wrote it. */
+  origins: number[] | undefined;
+  /** CRC-32 of each 4 KiB data sector in data order (undefined in version 1). */
+  sectorCrcs: Uint32Array | undefined;
+  /** Whole-object CRC-32. */
   crc32: number;
+}
+
+export interface SealMeta {
+  sequence: number;
+  writerEpoch: number;
+  volumeSizeBytes: number;
+  sealTimeMs: number;
+  /** Required (one per entry, then one per zero range) for objects that copy older data. */
+  origins?: readonly number[];
 }
 
 const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
@@ -51,9 +79,15 @@ function isSectorMultiple(n: number): boolean {
   return n % SECTOR_BYTES === 0;
 }
 
+/** Bytes of a version-2 trailer with these counts. */
+export function trailerBytesFor(counts: { zeroRanges: number; origins: number; sectors: number }): number {
+  return TRAILER_FIXED_BYTES + counts.zeroRanges * ZERO_RANGE_BYTES + counts.origins * ORIGIN_BYTES +
+    counts.sectors * SECTOR_CRC_BYTES;
+}
+
 /**
  * Builds one object in a single buffer: callers reserve entries, fill the returned views with
- * data, add zero ranges, then finish() writes the trailer with its checksum.
+ * data, add zero ranges, then finish() writes the trailer (checksums, seal time) and the CRC.
  */
 export class ObjectBuilder {
   readonly bytes: Uint8Array;
@@ -62,12 +96,20 @@ export class ObjectBuilder {
   #dataEnd = HEADER_BYTES;
   #zeroRanges: Extent[] = [];
   #zeroCountMax: number;
+  #copied: boolean;
 
-  constructor(options: { dataBytes: number; zeroRanges: number }) {
+  /** `entries` is needed only with `copied` (origins take space per entry). */
+  constructor(options: { dataBytes: number; zeroRanges: number; copied?: boolean; entries?: number }) {
     assert(options.zeroRanges <= ZERO_RANGES_MAX);
+    assert(isSectorMultiple(options.dataBytes));
     this.#zeroCountMax = options.zeroRanges;
-    const size = HEADER_BYTES + options.dataBytes + TRAILER_FIXED_BYTES +
-      options.zeroRanges * ZERO_RANGE_BYTES;
+    this.#copied = options.copied ?? false;
+    assert(!this.#copied || options.entries !== undefined, "copied objects need their entry count");
+    const size = HEADER_BYTES + options.dataBytes + trailerBytesFor({
+      zeroRanges: options.zeroRanges,
+      origins: this.#copied ? options.entries! + options.zeroRanges : 0,
+      sectors: options.dataBytes / SECTOR_BYTES,
+    });
     this.bytes = new Uint8Array(size);
     this.#view = new DataView(this.bytes.buffer);
   }
@@ -92,25 +134,46 @@ export class ObjectBuilder {
     this.#zeroRanges.push({ addressBytes, lengthBytes });
   }
 
-  finish(meta: { sequence: number; writerEpoch: number; volumeSizeBytes: number }): Uint8Array {
+  finish(meta: SealMeta): Uint8Array {
     assert(this.#zeroRanges.length === this.#zeroCountMax, "zero ranges reserved but not added");
+    const originCount = this.#copied ? this.#entries + this.#zeroRanges.length : 0;
+    assert((meta.origins?.length ?? 0) === originCount, "one origin per entry and zero range");
+    const sectors = (this.#dataEnd - HEADER_BYTES) / SECTOR_BYTES;
     const at = this.#dataEnd;
-    assert(at + TRAILER_FIXED_BYTES + this.#zeroRanges.length * ZERO_RANGE_BYTES === this.bytes.length);
+    const trailerBytes = trailerBytesFor({
+      zeroRanges: this.#zeroRanges.length,
+      origins: originCount,
+      sectors,
+    });
+    assert(at + trailerBytes === this.bytes.length, "object size differs from what was reserved");
     this.bytes.set(MAGIC_BYTES, at);
     const v = this.#view;
     v.setUint32(at + 8, TRAILER_VERSION);
-    v.setUint32(at + 12, this.#zeroRanges.length);
-    setU64(v, at + 16, meta.sequence);
-    setU64(v, at + 24, meta.writerEpoch);
-    setU64(v, at + 32, meta.volumeSizeBytes);
-    let p = at + 40;
+    v.setUint32(at + 12, this.#copied ? FLAG_COPIED : 0);
+    v.setUint32(at + 16, this.#zeroRanges.length);
+    v.setUint32(at + 20, originCount);
+    v.setUint32(at + 24, sectors);
+    v.setUint32(at + 28, crc32(this.bytes.subarray(0, HEADER_BYTES)));
+    setU64(v, at + 32, meta.sequence);
+    setU64(v, at + 40, meta.writerEpoch);
+    setU64(v, at + 48, meta.volumeSizeBytes);
+    setU64(v, at + 56, meta.sealTimeMs);
+    let p = at + 64;
     for (const z of this.#zeroRanges) {
       setU64(v, p, z.addressBytes);
       setU64(v, p + 8, z.lengthBytes);
       p += ZERO_RANGE_BYTES;
     }
+    for (const o of meta.origins ?? []) {
+      setU64(v, p, o);
+      p += ORIGIN_BYTES;
+    }
+    for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) {
+      const from = HEADER_BYTES + k * SECTOR_BYTES;
+      v.setUint32(p, crc32(this.bytes.subarray(from, from + SECTOR_BYTES)));
+    }
     v.setUint32(p, crc32(this.bytes.subarray(0, p)));
-    v.setUint32(p + 4, this.bytes.length - at);
+    v.setUint32(p + 4, trailerBytes);
     return this.bytes;
   }
 }
@@ -156,44 +219,122 @@ export function trailerBytesOf(entries: readonly Extent[], totalSizeBytes: numbe
   return totalSizeBytes - dataEnd;
 }
 
+/** The trailer length an object's last four bytes claim. */
+export function claimedTrailerBytes(tail: Uint8Array): number {
+  assert(tail.length >= 4);
+  return new DataView(tail.buffer, tail.byteOffset + tail.length - 4, 4).getUint32(0);
+}
+
 /**
- * Decodes a trailer (the bytes after header + data). Verifies the checksum when the whole
- * object is given as `objectPrefix` (header + data), otherwise only the structure.
+ * Decodes a trailer (exactly the bytes after header + data). Verifies the whole-object checksum
+ * when the header + data are given as `objectPrefix`, otherwise only the structure.
  */
 export function decodeTrailer(trailer: Uint8Array, objectPrefix?: Uint8Array): Trailer {
-  if (trailer.length < TRAILER_FIXED_BYTES) {
-    throw new FormatError(`trailer is ${trailer.length} bytes, shorter than ${TRAILER_FIXED_BYTES}`);
+  if (trailer.length < TRAILER_V1_FIXED_BYTES) {
+    throw new FormatError(`trailer is ${trailer.length} bytes, shorter than ${TRAILER_V1_FIXED_BYTES}`);
   }
   for (let i = 0; i < MAGIC_BYTES.length; i++) {
     if (trailer[i] !== MAGIC_BYTES[i]) throw new FormatError("trailer has a bad magic number");
   }
   const v = new DataView(trailer.buffer, trailer.byteOffset, trailer.length);
   const version = v.getUint32(8);
-  if (version !== TRAILER_VERSION) throw new FormatError(`trailer version ${version} is not supported`);
-  const zeroCount = v.getUint32(12);
-  const expected = TRAILER_FIXED_BYTES + zeroCount * ZERO_RANGE_BYTES;
-  if (trailer.length !== expected || v.getUint32(trailer.length - 4) !== expected) {
-    throw new FormatError(`trailer is ${trailer.length} bytes, its fields say ${expected}`);
+  const t = version === 1 ? decodeV1(v) : version === 2 ? decodeV2(v) : undefined;
+  if (t === undefined) {
+    throw new FormatError(`trailer version ${version} is newer than this lsvd understands; upgrade lsvd`);
   }
+  const crcAt = trailer.length - 8;
+  if (objectPrefix !== undefined) {
+    const computed = crc32(trailer.subarray(0, crcAt), crc32(objectPrefix));
+    if (computed !== t.crc32) throw new FormatError("checksum mismatch: the object is corrupt");
+  }
+  return t;
+}
+
+function checkLength(v: DataView, expected: number): void {
+  if (v.byteLength !== expected || v.getUint32(v.byteLength - 4) !== expected) {
+    throw new FormatError(`trailer is ${v.byteLength} bytes, its fields say ${expected}`);
+  }
+}
+
+function decodeZeroRanges(v: DataView, at: number, count: number): Extent[] {
   const zeroRanges: Extent[] = [];
-  for (let i = 0, p = 40; i < zeroCount; i++, p += ZERO_RANGE_BYTES) {
+  for (let i = 0, p = at; i < count; i++, p += ZERO_RANGE_BYTES) {
     const z = { addressBytes: getU64(v, p), lengthBytes: getU64(v, p + 8) };
     if (!isSectorMultiple(z.addressBytes) || !isSectorMultiple(z.lengthBytes) || z.lengthBytes === 0) {
       throw new FormatError(`zero range ${i} is not 4 KiB aligned`);
     }
     zeroRanges.push(z);
   }
-  const crcAt = trailer.length - 8;
-  const stored = v.getUint32(crcAt);
-  if (objectPrefix !== undefined) {
-    const computed = crc32(trailer.subarray(0, crcAt), crc32(objectPrefix));
-    if (computed !== stored) throw new FormatError("checksum mismatch: the object is corrupt");
-  }
+  return zeroRanges;
+}
+
+function decodeV1(v: DataView): Trailer {
+  const zeroCount = v.getUint32(12);
+  checkLength(v, TRAILER_V1_FIXED_BYTES + zeroCount * ZERO_RANGE_BYTES);
   return {
+    version: 1,
+    flags: 0,
     sequence: getU64(v, 16),
     writerEpoch: getU64(v, 24),
     volumeSizeBytes: getU64(v, 32),
-    zeroRanges,
-    crc32: stored,
+    sealTimeMs: undefined,
+    headerCrc32: undefined,
+    zeroRanges: decodeZeroRanges(v, 40, zeroCount),
+    origins: undefined,
+    sectorCrcs: undefined,
+    crc32: v.getUint32(v.byteLength - 8),
   };
+}
+
+function decodeV2(v: DataView): Trailer {
+  if (v.byteLength < TRAILER_FIXED_BYTES) {
+    throw new FormatError(`trailer is ${v.byteLength} bytes, shorter than ${TRAILER_FIXED_BYTES}`);
+  }
+  const flags = v.getUint32(12);
+  const zeroCount = v.getUint32(16);
+  const originCount = v.getUint32(20);
+  const sectors = v.getUint32(24);
+  checkLength(v, trailerBytesFor({ zeroRanges: zeroCount, origins: originCount, sectors }));
+  if (((flags & FLAG_COPIED) !== 0) !== (originCount > 0)) {
+    throw new FormatError("trailer flags and origin count disagree");
+  }
+  let p = 64 + zeroCount * ZERO_RANGE_BYTES;
+  const origins: number[] = [];
+  for (let i = 0; i < originCount; i++, p += ORIGIN_BYTES) origins.push(getU64(v, p));
+  const sectorCrcs = new Uint32Array(sectors);
+  for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) sectorCrcs[k] = v.getUint32(p);
+  return {
+    version: 2,
+    flags,
+    sequence: getU64(v, 32),
+    writerEpoch: getU64(v, 40),
+    volumeSizeBytes: getU64(v, 48),
+    sealTimeMs: getU64(v, 56),
+    headerCrc32: v.getUint32(28),
+    zeroRanges: decodeZeroRanges(v, 64, zeroCount),
+    origins: originCount > 0 ? origins : undefined,
+    sectorCrcs,
+    crc32: v.getUint32(v.byteLength - 8),
+  };
+}
+
+/** Checks a header against the CRC its trailer recorded (version 2); throws FormatError naming the damage. */
+export function verifyHeader(header: Uint8Array, trailer: Trailer): void {
+  if (trailer.headerCrc32 === undefined) return;
+  if (crc32(header.subarray(0, HEADER_BYTES)) !== trailer.headerCrc32) {
+    throw new FormatError("header checksum mismatch: the header is damaged");
+  }
+}
+
+/**
+ * Index of the first sector of `data` (data sectors firstSector.. of the object) whose CRC differs
+ * from the table, or -1 when all match.
+ */
+export function firstBadSector(data: Uint8Array, firstSector: number, crcs: Uint32Array): number {
+  const sectors = data.length / SECTOR_BYTES;
+  assert(Number.isInteger(sectors) && firstSector + sectors <= crcs.length, "sectors outside the table");
+  for (let k = 0; k < sectors; k++) {
+    if (crc32(data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES)) !== crcs[firstSector + k]) return k;
+  }
+  return -1;
 }

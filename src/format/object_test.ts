@@ -34,7 +34,7 @@ function sample(): Uint8Array {
   b.addEntry(8192, 4096).fill(1);
   b.addEntry(2 ** 40, 8192).fill(2);
   b.addZeroRange(1 << 30, 1 << 30);
-  return b.finish({ sequence: 7, writerEpoch: 3, volumeSizeBytes: 2 ** 41 });
+  return b.finish({ sequence: 7, writerEpoch: 3, volumeSizeBytes: 2 ** 41, sealTimeMs: 1_800_000_000_000 });
 }
 
 Deno.test("ObjectBuilder writes the seed layout a header-only reader understands", () => {
@@ -48,7 +48,7 @@ Deno.test("ObjectBuilder writes the seed layout a header-only reader understands
   assert.equal(v.getUint32(32), 0);
   assert.equal(bytes[HEADER_BYTES], 1);
   assert.equal(bytes[HEADER_BYTES + 4096], 2);
-  assert.equal(bytes.length, HEADER_BYTES + 3 * 4096 + TRAILER_FIXED_BYTES + 16);
+  assert.equal(bytes.length, HEADER_BYTES + 3 * 4096 + TRAILER_FIXED_BYTES + 16 + 3 * 4);
 });
 
 Deno.test("decodeHeader() and decodeTrailer() read back what was built", () => {

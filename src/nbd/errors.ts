@@ -7,6 +7,7 @@
 
 import { AssertionError } from "node:assert";
 import { isStoreError } from "../store/store.ts";
+import { type ErrorKind, LsvdError } from "../util/errors.ts";
 import { EINVAL, EIO, ENOMEM, ENOSPC, ENOTSUP, EOVERFLOW, EPERM, ESHUTDOWN } from "./protocol.ts";
 
 /** errno-style codes an error may carry in a `code` property, and the NBD value each maps to. */
@@ -26,14 +27,24 @@ const CODE_TO_ERRNO: Readonly<Record<string, number>> = {
   ESHUTDOWN,
 };
 
+/** What each LsvdError kind tells a client. */
+const KIND_TO_ERRNO: Readonly<Record<ErrorKind, number>> = {
+  invalid: EINVAL,
+  unavailable: EIO,
+  data: EIO,
+  fenced: EIO,
+  closed: ESHUTDOWN,
+};
+
 /**
- * Maps an error thrown by the device to an NBD errno: StoreError and anything unknown → EIO,
+ * Maps an error thrown by the device to an NBD errno: LsvdError by its kind, StoreError and anything unknown → EIO,
  * RangeError → EINVAL, Deno.errors.PermissionDenied / read-only → EPERM, out of space → ENOSPC,
  * and any error whose `code` names one of the errno values above → that value.
  * Rethrows AssertionError: an invariant broke inside, which must crash, not become EIO.
  */
 export function nbdErrno(e: unknown): number {
   if (e instanceof AssertionError) throw e;
+  if (e instanceof LsvdError) return KIND_TO_ERRNO[e.kind];
   if (isStoreError(e)) return EIO;
   const code = e instanceof Error ? (e as { code?: unknown }).code : undefined;
   if (typeof code === "string" && Object.hasOwn(CODE_TO_ERRNO, code)) return CODE_TO_ERRNO[code] ?? EIO;

@@ -9,8 +9,10 @@ export interface Timer {
 }
 
 export interface Clock {
-  /** Milliseconds since an arbitrary origin. */
+  /** Milliseconds since an arbitrary origin (for intervals). */
   nowMs(): number;
+  /** Wall-clock milliseconds since 1970 UTC (seal times, lease times). */
+  wallMs(): number;
   sleep(ms: number): Promise<void>;
   /** Calls fn once after ms unless cancelled. */
   setTimer(ms: number, fn: () => void): Timer;
@@ -18,6 +20,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   nowMs: () => performance.now(),
+  wallMs: () => Date.now(),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   setTimer(ms, fn) {
     const id = setTimeout(fn, ms);
@@ -33,6 +36,11 @@ export class ManualClock implements Clock {
 
   nowMs(): number {
     return this.#nowMs;
+  }
+
+  /** Wall time starts at 2026-01-01T00:00:00Z and moves with nowMs. */
+  wallMs(): number {
+    return 1_767_225_600_000 + this.#nowMs;
   }
 
   sleep(ms: number): Promise<void> {

@@ -5,7 +5,7 @@
  * implementations assert it again.
  */
 
-export const SECTOR_BYTES = 4096;
+export { SECTOR_BYTES } from "../util/constants.ts";
 
 export interface WriteOptions {
   /** Force unit access: resolve only once this write is durable in the store. */

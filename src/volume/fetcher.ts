@@ -8,7 +8,8 @@
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { messageOf, VolumeError } from "./errors.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
+import { isStoreError } from "../store/store.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
 
@@ -76,10 +77,12 @@ export class Fetcher {
         () => this.#store.get(key, { offsetBytes: HEADER_BYTES + offsetSectors * SECTOR_BYTES, lengthBytes }),
       ));
     } catch (e) {
-      throw new VolumeError(`Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
+      const kind = isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange") ? "data" : "unavailable";
+      throw new LsvdError(kind, `Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
     }
     if (body.length !== lengthBytes) {
-      throw new VolumeError(
+      throw new LsvdError(
+        "data",
         `Cannot read object "${key}": got ${body.length} of ${lengthBytes} bytes (truncated)`,
       );
     }

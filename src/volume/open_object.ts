@@ -7,13 +7,21 @@
  */
 
 import { assert } from "../util/assert.ts";
-import { HEADER_ENTRIES, ObjectBuilder, SECTOR_BYTES, ZERO_RANGES_MAX } from "../format/object.ts";
+import {
+  type Extent,
+  HEADER_ENTRIES,
+  ObjectBuilder,
+  type SealMeta,
+  SECTOR_BYTES,
+  ZERO_RANGES_MAX,
+} from "../format/object.ts";
 
+/** A sealed object and what it says, in the shape recovery decodes from a stored one. */
 export interface SealedObject {
   bytes: Uint8Array;
-  /** Data runs in sectors, in header order, with their offset in the object's data. */
-  runs: { startSector: number; lengthSectors: number; offsetSectors: number }[];
-  zeroRanges: { startSector: number; lengthSectors: number }[];
+  /** Header entries in header order (bytes). */
+  entries: Extent[];
+  zeroRanges: Extent[];
 }
 
 export class OpenObject {
@@ -106,19 +114,19 @@ export class OpenObject {
   }
 
   /** Builds the object and empties this buffer for reuse. */
-  seal(meta: { sequence: number; writerEpoch: number; volumeSizeBytes: number }): SealedObject {
+  seal(meta: Omit<SealMeta, "origins">): SealedObject {
     const sectors = [...this.#slots.keys()].sort((x, y) => x - y);
     const builder = new ObjectBuilder({
       dataBytes: sectors.length * SECTOR_BYTES,
       zeroRanges: this.#zero.length,
     });
-    const runs: SealedObject["runs"] = [];
+    const entries: Extent[] = [];
     let i = 0;
     while (i < sectors.length) {
       let j = i + 1;
       while (j < sectors.length && sectors[j] === sectors[j - 1]! + 1) j++;
       const start = sectors[i]!;
-      runs.push({ startSector: start, lengthSectors: j - i, offsetSectors: i });
+      entries.push({ addressBytes: start * SECTOR_BYTES, lengthBytes: (j - i) * SECTOR_BYTES });
       const view = builder.addEntry(start * SECTOR_BYTES, (j - i) * SECTOR_BYTES);
       for (let k = i; k < j; k++) {
         const slot = this.#slots.get(sectors[k]!)!;
@@ -129,16 +137,17 @@ export class OpenObject {
       }
       i = j;
     }
-    assert(runs.length === this.#runs && runs.length <= HEADER_ENTRIES, "run count drifted");
-    const zeroRanges = this.#zero.map(([s, e]) => ({ startSector: s, lengthSectors: e - s }));
-    for (const z of zeroRanges) {
-      builder.addZeroRange(z.startSector * SECTOR_BYTES, z.lengthSectors * SECTOR_BYTES);
-    }
+    assert(entries.length === this.#runs && entries.length <= HEADER_ENTRIES, "run count drifted");
+    const zeroRanges = this.#zero.map(([s, e]) => ({
+      addressBytes: s * SECTOR_BYTES,
+      lengthBytes: (e - s) * SECTOR_BYTES,
+    }));
+    for (const z of zeroRanges) builder.addZeroRange(z.addressBytes, z.lengthBytes);
     const bytes = builder.finish(meta);
     this.#slots.clear();
     this.#zero = [];
     this.#runs = 0;
-    return { bytes, runs, zeroRanges };
+    return { bytes, entries, zeroRanges };
   }
 
   #subtractZero(a: number, b: number): void {

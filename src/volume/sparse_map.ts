@@ -14,7 +14,8 @@ import { assert } from "../util/assert.ts";
 const FIELDS = 4; // start, length, sequence, offset
 const CHUNK_EXTENTS = 256;
 /** Sector numbers and sequence numbers are stored as u32. */
-export const SECTOR_INDEX_MAX = 2 ** 32 - 1;
+import { SECTOR_INDEX_MAX } from "../util/constants.ts";
+export { SECTOR_INDEX_MAX };
 
 /** A mapped piece of the disk: sectors [startSector, startSector+lengthSectors) live in object
  * `sequence` at data sector `offsetSectors` (counted from the end of the header). */

@@ -181,7 +181,7 @@ Deno.test("Volume.open() archives objects after a gap and reuses their numbers",
   const r = await Volume.open({ store, log: (l) => lines.push(l), recoveryId: "test" });
   assert.deepEqual(lines, [
     "Starting recovery from the memory store.",
-    "Archived 3 objects after the recovery point.",
+    "Archived 3 objects after object 3 under archive/test/.",
     "Recovery complete (processed 2 objects).",
   ]);
   assert.deepEqual(store.keys("archive/"), [

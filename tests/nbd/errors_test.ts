@@ -10,13 +10,17 @@ import { AssertionError } from "node:assert";
 import { DeviceError, nbdErrno } from "../../src/nbd/errors.ts";
 import * as p from "../../src/nbd/protocol.ts";
 import { StoreError } from "../../src/store/store.ts";
-import { VolumeError } from "../../src/volume/errors.ts";
+import { LsvdError } from "../../src/util/errors.ts";
 import { RawClient } from "./raw_client.ts";
 
 Deno.test("nbdErrno() maps store, volume, range, permission and space errors", () => {
   assert.equal(nbdErrno(new StoreError("Transient", "x")), p.EIO);
   assert.equal(nbdErrno(new StoreError("Fatal", "x")), p.EIO);
-  assert.equal(nbdErrno(new VolumeError("Cannot write object: x")), p.EIO);
+  assert.equal(nbdErrno(new LsvdError("unavailable", "Cannot write object: x")), p.EIO);
+  assert.equal(nbdErrno(new LsvdError("data", "Cannot read object: damaged")), p.EIO);
+  assert.equal(nbdErrno(new LsvdError("fenced", "Cannot write: another writer")), p.EIO);
+  assert.equal(nbdErrno(new LsvdError("invalid", "bad request")), p.EINVAL);
+  assert.equal(nbdErrno(new LsvdError("closed", "closed")), p.ESHUTDOWN);
   assert.equal(nbdErrno(new Error("anything")), p.EIO);
   assert.equal(nbdErrno("a string"), p.EIO);
   assert.equal(nbdErrno(new RangeError("out of range")), p.EINVAL);

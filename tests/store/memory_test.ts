@@ -36,6 +36,7 @@ function manualClock(): Clock & { advance(ms: number): Promise<void> } {
   const timers: { at: number; fn: () => void }[] = [];
   const clock = {
     nowMs: () => now,
+    wallMs: () => 1_767_225_600_000 + now,
     sleep: (ms: number) => new Promise<void>((resolve) => void timers.push({ at: now + ms, fn: resolve })),
     setTimer(ms: number, fn: () => void) {
       const timer = { at: now + ms, fn };

@@ -1,0 +1,134 @@
+/**
+ * @module
+ * One listing of everything a volume keeps in its bucket, as a `LogState`: the numbered log
+ * objects with their sizes, the gap-free end of the log, checkpoints, archived objects, writer
+ * epochs taken, snapshots, collection records and the format record. Every reader of a volume
+ * (serve, info, export, verify, rollback, gc) starts here, so they all see the log the same way.
+ * Listing never modifies the bucket.
+ */
+
+import {
+  checkpointPrefix,
+  collectedPrefix,
+  epochPrefix,
+  parseCheckpointKey,
+  parseCollectedKey,
+  parseEpochKey,
+  parseLogKey,
+  parseSnapshotKey,
+  snapshotPrefix,
+} from "../format/keys.ts";
+import { listAll, type ObjectStore } from "../store/store.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type FormatRecord, readFormatRecord } from "./format_record.ts";
+
+export interface LoggedObject {
+  sequence: number;
+  key: string;
+  sizeBytes: number;
+}
+
+export interface ListedKey {
+  /** The number in the key's name (checkpoint sequence, epoch, collection pass). */
+  sequence: number;
+  key: string;
+}
+
+export interface LogState {
+  prefix: string;
+  /** Log objects present, ascending by sequence. */
+  objects: LoggedObject[];
+  /** Number of leading objects numbered 1, 2, 3, … without a gap: the replayable log. */
+  gapFreeCount: number;
+  checkpoints: ListedKey[];
+  /** Writer epochs ever claimed (create-only keys), ascending. */
+  epochs: number[];
+  /** Garbage-collection records, ascending by pass. */
+  collected: ListedKey[];
+  snapshots: { name: string; key: string }[];
+  archived: { count: number; bytes: number };
+  format: FormatRecord | undefined;
+}
+
+/** Lists a volume (several LISTs in parallel); retried as one unit on transient errors. */
+export function listLogState(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<LogState> {
+  return withRetries(retry, async () => {
+    const [objects, checkpoints, epochs, collected, snapshots, archived, format] = await Promise.all([
+      listObjects(store, prefix),
+      listCheckpoints(store, prefix),
+      listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
+      listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
+      listSnapshots(store, prefix),
+      sumUnder(store, `${prefix}archive/`),
+      readFormatRecord(store, prefix),
+    ]);
+    return {
+      prefix,
+      objects,
+      gapFreeCount: gapFreeCount(objects),
+      checkpoints,
+      epochs: epochs.map((e) => e.sequence),
+      collected,
+      snapshots,
+      archived,
+      format,
+    };
+  });
+}
+
+/** True when the prefix holds anything of a volume (a log object or a format record). */
+export function volumeExists(state: LogState): boolean {
+  return state.objects.length > 0 || state.format !== undefined;
+}
+
+/** Only the checkpoints (the writer prunes them without listing the whole volume). */
+export function listCheckpoints(store: ObjectStore, prefix: string): Promise<ListedKey[]> {
+  return listNumbered(store, checkpointPrefix(prefix), (k) => parseCheckpointKey(prefix, k));
+}
+
+function gapFreeCount(objects: LoggedObject[]): number {
+  let n = 0;
+  while (n < objects.length && objects[n]!.sequence === n + 1) n++;
+  return n;
+}
+
+async function listObjects(store: ObjectStore, prefix: string): Promise<LoggedObject[]> {
+  const out: LoggedObject[] = [];
+  // Every log name starts with "0" until 2^60 objects, so this skips every other key.
+  for await (const o of listAll(store, { prefix: `${prefix}0` })) {
+    const sequence = parseLogKey(prefix, o.key);
+    if (sequence !== undefined) out.push({ sequence, key: o.key, sizeBytes: o.sizeBytes });
+  }
+  return out.sort((a, b) => a.sequence - b.sequence);
+}
+
+async function listNumbered(
+  store: ObjectStore,
+  under: string,
+  parse: (key: string) => number | undefined,
+): Promise<ListedKey[]> {
+  const out: ListedKey[] = [];
+  for await (const o of listAll(store, { prefix: under })) {
+    const sequence = parse(o.key);
+    if (sequence !== undefined) out.push({ sequence, key: o.key });
+  }
+  return out.sort((a, b) => a.sequence - b.sequence);
+}
+
+async function listSnapshots(store: ObjectStore, prefix: string): Promise<{ name: string; key: string }[]> {
+  const out: { name: string; key: string }[] = [];
+  for await (const o of listAll(store, { prefix: snapshotPrefix(prefix) })) {
+    const name = parseSnapshotKey(prefix, o.key);
+    if (name !== undefined) out.push({ name, key: o.key });
+  }
+  return out;
+}
+
+async function sumUnder(store: ObjectStore, under: string): Promise<{ count: number; bytes: number }> {
+  let count = 0, bytes = 0;
+  for await (const o of listAll(store, { prefix: under })) {
+    count++;
+    bytes += o.sizeBytes;
+  }
+  return { count, bytes };
+}

@@ -1,0 +1,398 @@
+/**
+ * @module
+ * The log writer: the write half of the volume.
+ *
+ *   write ─► OpenObject ─seal (size / timer / FLUSH)─► in-flight objects ─PUT create-only─► store
+ *                           │ applyObject (the one map rule, shared with recovery)
+ *                           ▼ durableThrough: every object 1..N is stored → FLUSHes ≤ N resolve
+ *
+ * Durability is ordered: a FLUSH resolves only once every object up to the one holding its writes
+ * is stored, so recovery (which stops at the first gap) holds every flushed write. Group commit:
+ * while commit objects (sealed for a FLUSH) are uploading, later FLUSHes wait to join the next one
+ * instead of each sealing its own; a FLUSH never waits for more than the commits ahead of it.
+ * Uploads never run more than `uploadsMax` numbers ahead of the durable log (a new writer can then
+ * close an old writer's whole window). Memory is bounded by the dirty budget.
+ */
+
+import { assert } from "../util/assert.ts";
+import { SECTOR_BYTES } from "../util/constants.ts";
+import { logKey } from "../format/keys.ts";
+import { encodeCheckpoint } from "../format/checkpoint.ts";
+import { isStoreError } from "../store/store.ts";
+import type { Timer } from "../util/clock.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
+import { applyObject } from "../log/apply.ts";
+import { objectCrcOf, pruneCheckpoints, storeCheckpoint } from "../log/checkpoints.ts";
+import { listCheckpoints } from "../log/log_state.ts";
+import type { WriteOptions } from "./block_device.ts";
+import { DirtyBudget } from "./dirty_budget.ts";
+import type { ExtentMap } from "./extent_map.ts";
+import { OpenObject } from "./open_object.ts";
+import type { ReadCache } from "./read_cache.ts";
+import { type RetryPolicy, withRetries } from "./retry.ts";
+import type { ResolvedVolumeOptions } from "./volume_options.ts";
+
+interface Waiter {
+  sequence: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/** Where the writer starts: the state recovery left. */
+export interface WriterStart {
+  lastSequence: number;
+  writerEpoch: number;
+  sizeBytes: number;
+  checkpointedThrough: number;
+  lastObjectCrc32: number;
+}
+
+export class LogWriter {
+  #o: ResolvedVolumeOptions;
+  #map: ExtentMap;
+  #cache: ReadCache;
+  #open: OpenObject;
+  #budget: DirtyBudget;
+  #sizeBytes: number;
+  #writerEpoch: number;
+  #lastSequence: number;
+  #durableThrough: number;
+  #durableAhead = new Set<number>(); // uploaded, but an earlier one is not yet
+  #inflight = new Map<number, Uint8Array>(); // sealed, not yet stored: sequence -> object bytes
+  #inflightBytes = 0;
+  #uploadQueue: number[] = [];
+  #uploadsRunning = 0;
+  #flushWaiters: Waiter[] = [];
+  #commits = new Set<number>(); // commit objects not yet durable
+  #commitWanted = 0; // highest sequence a waiting FLUSH needs sealed (group commit)
+  #commitTimer: Timer | undefined;
+  #lastCommitMs = -Infinity;
+  #sealTimer: Timer | undefined;
+  #failure: Error | undefined;
+  #lastObjectCrc: number;
+  #closed = false;
+  #retry: RetryPolicy;
+  #checkpointedThrough: number;
+  #checkpointing: Promise<void> | undefined;
+  #counters = { objectsUploaded: 0, bytesUploaded: 0, commits: 0 };
+
+  constructor(o: ResolvedVolumeOptions, map: ExtentMap, cache: ReadCache, start: WriterStart) {
+    this.#o = o;
+    this.#map = map;
+    this.#cache = cache;
+    this.#open = new OpenObject(o.objectBytesMax);
+    this.#budget = new DirtyBudget(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
+    this.#sizeBytes = start.sizeBytes;
+    this.#writerEpoch = start.writerEpoch;
+    this.#lastSequence = start.lastSequence;
+    this.#durableThrough = start.lastSequence;
+    this.#checkpointedThrough = start.checkpointedThrough;
+    this.#lastObjectCrc = start.lastObjectCrc32;
+    this.#retry = { clock: o.clock, attemptsMax: o.uploadAttemptsMax };
+  }
+
+  get sizeBytes(): number {
+    return this.#sizeBytes;
+  }
+  get lastSequence(): number {
+    return this.#lastSequence;
+  }
+  get durableThrough(): number {
+    return this.#durableThrough;
+  }
+  get writerEpoch(): number {
+    return this.#writerEpoch;
+  }
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  get open(): OpenObject {
+    return this.#open;
+  }
+  get dirtyBytes(): number {
+    return this.#open.dataBytes + this.#inflightBytes + this.#budget.reservedBytes;
+  }
+  get counters(): Readonly<{ objectsUploaded: number; bytesUploaded: number; commits: number }> {
+    return this.#counters;
+  }
+
+  /** The body of a sealed object still uploading (reads are served from it). */
+  inflightBody(sequence: number): Uint8Array | undefined {
+    return this.#inflight.get(sequence);
+  }
+
+  // ---- writes -------------------------------------------------------------------------------
+
+  async write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    this.#checkWritable();
+    const objectBytes = this.#o.objectBytesMax;
+    // The caller may reuse data once we return a promise; keep our own copy if we must wait.
+    if (!this.#budget.hasRoom(Math.min(data.length, objectBytes)) || data.length > objectBytes) {
+      data = data.slice();
+    }
+    for (let done = 0; done < data.length;) {
+      const piece = Math.min(data.length - done, objectBytes);
+      const sector = (offsetBytes + done) / SECTOR_BYTES;
+      const waited = !this.#budget.hasRoom(piece);
+      if (waited) await this.#reserve(piece);
+      if (!this.#open.canWrite(sector, piece / SECTOR_BYTES)) this.#seal();
+      this.#open.write(sector, data.subarray(done, done + piece));
+      if (waited) this.#budget.granted(piece);
+      this.#armTimer();
+      done += piece;
+    }
+    if (options?.fua) await this.flush();
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
+    this.#checkWritable();
+    const waited = !this.#budget.hasRoom(0);
+    if (waited) await this.#reserve(0);
+    if (!this.#open.canZero()) this.#seal();
+    this.#open.zero(offsetBytes / SECTOR_BYTES, lengthBytes / SECTOR_BYTES);
+    if (waited) this.#budget.granted(0);
+    this.#armTimer();
+    if (options?.fua) await this.flush();
+  }
+
+  /**
+   * Resolves once every write that completed before this call is stored. "each": seal now.
+   * "group": seal now unless commitsInFlightMax commit objects are uploading (or the commit rate
+   * is spent); then the writes join the next commit, sealed as soon as one lands.
+   */
+  flush(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    let target = this.#lastSequence;
+    if (!this.#open.isEmpty) {
+      target = this.#lastSequence + 1; // the next seal, whatever triggers it, holds these writes
+      this.#commitWanted = Math.max(this.#commitWanted, target);
+      this.#maybeCommit();
+    }
+    if (this.#durableThrough >= target) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#flushWaiters.push({ sequence: target, resolve, reject }));
+  }
+
+  /** Seals an object with no entries whose trailer records the size (creating/resizing a volume). */
+  async recordSize(sizeBytes: number): Promise<void> {
+    this.#sizeBytes = sizeBytes;
+    this.#seal(true);
+    await this.flush();
+  }
+
+  /** Flushes everything, writes a checkpoint and stops timers; accepts nothing afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      // Writers still waiting for dirty space are granted as uploads finish: flush until none is left.
+      for (;;) {
+        await this.flush();
+        const idle = this.#open.isEmpty && this.#budget.writersWaiting === 0;
+        if (idle && this.#durableThrough === this.#lastSequence) break;
+      }
+      await this.#checkpointing;
+      if (this.#o.checkpointEveryObjects > 0 && this.#lastSequence > this.#checkpointedThrough) {
+        this.#startCheckpoint(this.#lastSequence, this.#lastObjectCrc);
+        await this.#checkpointing;
+      }
+    } finally {
+      this.#stop();
+    }
+  }
+
+  /** Stops without flushing, as a crash would (tests): pending uploads are abandoned. */
+  abandon(): void {
+    this.#stop();
+    this.fail(new LsvdError("closed", "Cannot continue: the volume was abandoned"));
+  }
+
+  /** Fails the volume: writes and flushes get `error` from now on. */
+  fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    if (!this.#closed) this.#o.log(`${error.message}. The volume stops accepting writes.`);
+    for (const w of this.#flushWaiters) w.reject(error);
+    this.#flushWaiters = [];
+    this.#budget.wake(true);
+  }
+
+  #stop(): void {
+    this.#closed = true;
+    this.#sealTimer?.cancel();
+    this.#sealTimer = undefined;
+    this.#commitTimer?.cancel();
+    this.#commitTimer = undefined;
+  }
+
+  #checkWritable(): void {
+    assert(!this.#o.readOnly, "write to a read-only volume");
+    assert(!this.#closed, "write after close");
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #reserve(lengthBytes: number): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    if (this.#inflight.size === 0) this.#seal(); // the open object alone is the backlog
+    await this.#budget.reserve(lengthBytes);
+    if (this.#failure) {
+      this.#budget.granted(lengthBytes, false);
+      throw this.#failure;
+    }
+  }
+
+  #armTimer(): void {
+    if (this.#sealTimer !== undefined) return;
+    this.#sealTimer = this.#o.clock.setTimer(this.#o.sealDelayMs, () => {
+      this.#sealTimer = undefined;
+      this.#seal();
+    });
+  }
+
+  /** Group commit: seals for waiting FLUSHes when the policy allows, else leaves it to #uploaded. */
+  #maybeCommit(): void {
+    if (this.#commitWanted <= this.#lastSequence || this.#failure) return;
+    const o = this.#o;
+    if (o.flushPolicy === "group") {
+      if (this.#commits.size >= o.commitsInFlightMax) return;
+      if (o.commitsPerSecondMax !== undefined) {
+        const dueMs = this.#lastCommitMs + 1000 / o.commitsPerSecondMax;
+        const waitMs = dueMs - o.clock.nowMs();
+        if (waitMs > 0) {
+          this.#commitTimer ??= o.clock.setTimer(waitMs, () => {
+            this.#commitTimer = undefined;
+            this.#maybeCommit();
+          });
+          return;
+        }
+      }
+    }
+    this.#lastCommitMs = o.clock.nowMs();
+    this.#counters.commits++;
+    this.#seal(false, true);
+  }
+
+  /** Turns the open object into the next numbered object and queues its upload. */
+  #seal(force = false, commit = false): void {
+    if (this.#open.isEmpty && !force) return;
+    if (this.#failure) return;
+    this.#sealTimer?.cancel();
+    this.#sealTimer = undefined;
+    const sequence = this.#lastSequence + 1;
+    const sealed = this.#open.seal({
+      sequence,
+      writerEpoch: this.#writerEpoch,
+      volumeSizeBytes: this.#sizeBytes,
+      sealTimeMs: this.#o.clock.wallMs(),
+    });
+    this.#lastSequence = sequence;
+    applyObject(this.#map, sequence, sealed);
+    this.#inflight.set(sequence, sealed.bytes);
+    this.#inflightBytes += sealed.bytes.length;
+    this.#uploadQueue.push(sequence);
+    if (commit || this.#commitWanted >= sequence) this.#commits.add(sequence);
+    this.#lastObjectCrc = objectCrcOf(sealed.bytes);
+    this.#pumpUploads();
+    const every = this.#o.checkpointEveryObjects;
+    const due = every > 0 && sequence - this.#checkpointedThrough >= every;
+    if (due && this.#checkpointing === undefined) this.#startCheckpoint(sequence, this.#lastObjectCrc);
+  }
+
+  /** Starts uploads while slots are free and the next number is within the window. */
+  #pumpUploads(): void {
+    while (this.#uploadsRunning < this.#o.uploadsMax && this.#uploadQueue.length > 0) {
+      // The window: nothing more than uploadsMax numbers ahead of the durable log is ever in the store.
+      if (this.#uploadQueue[0]! > this.#durableThrough + this.#o.uploadsMax) return;
+      const sequence = this.#uploadQueue.shift()!;
+      this.#uploadsRunning++;
+      this.#upload(sequence).finally(() => {
+        this.#uploadsRunning--;
+        this.#pumpUploads();
+      });
+    }
+  }
+
+  async #upload(sequence: number): Promise<void> {
+    const bytes = this.#inflight.get(sequence);
+    assert(bytes !== undefined);
+    const key = logKey(this.#o.prefix, sequence);
+    try {
+      await withRetries({
+        ...this.#retry,
+        onRetry: (n, e) => this.#o.log(`Retrying upload of "${key}" (attempt ${n} failed: ${messageOf(e)}).`),
+      }, () => {
+        if (this.#failure) throw this.#failure; // not transient: a failed volume stops retrying
+        return this.#o.store.put(key, bytes, { ifNoneMatch: true });
+      });
+    } catch (e) {
+      if (this.#failure) return;
+      if (isStoreError(e, "PreconditionFailed")) {
+        return this.fail(
+          new LsvdError(
+            "fenced",
+            `Cannot write object "${key}": it already exists; another writer is using this volume`,
+            {
+              cause: e,
+            },
+          ),
+        );
+      }
+      return this.fail(
+        new LsvdError("unavailable", `Cannot write object "${key}": ${messageOf(e)}`, { cause: e }),
+      );
+    }
+    this.#uploaded(sequence, bytes);
+  }
+
+  #uploaded(sequence: number, bytes: Uint8Array): void {
+    this.#cache.addObject(sequence, bytes);
+    this.#inflight.delete(sequence);
+    this.#inflightBytes -= bytes.length;
+    this.#counters.objectsUploaded++;
+    this.#counters.bytesUploaded += bytes.length;
+    this.#durableAhead.add(sequence);
+    while (this.#durableAhead.delete(this.#durableThrough + 1)) {
+      this.#durableThrough++;
+      this.#commits.delete(this.#durableThrough);
+    }
+    const still: Waiter[] = [];
+    for (const w of this.#flushWaiters) {
+      if (w.sequence <= this.#durableThrough) w.resolve();
+      else still.push(w);
+    }
+    this.#flushWaiters = still;
+    this.#budget.wake(false);
+    this.#maybeCommit();
+    this.#pumpUploads();
+  }
+
+  // ---- checkpoints --------------------------------------------------------------------------
+
+  /**
+   * Encodes the map now (it reflects exactly objects 1..sequence at this instant) and stores it
+   * once those objects are durable. Failures only cost restart time: logged, not fatal.
+   */
+  #startCheckpoint(sequence: number, objectCrc32: number): void {
+    const bytes = encodeCheckpoint(
+      { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32 },
+      this.#map.runs(),
+      this.#map.extentCount,
+    );
+    const durable = this.#durableThrough >= sequence
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
+    this.#checkpointing = durable
+      .then(() => this.#writeCheckpoint(bytes, sequence))
+      .catch((e) => this.#o.log(`Cannot write checkpoint ${sequence}: ${messageOf(e)}.`))
+      .finally(() => (this.#checkpointing = undefined));
+  }
+
+  async #writeCheckpoint(bytes: Uint8Array, sequence: number): Promise<void> {
+    const { store, prefix } = this.#o;
+    await storeCheckpoint(store, prefix, sequence, bytes, this.#retry);
+    this.#checkpointedThrough = Math.max(this.#checkpointedThrough, sequence);
+    const checkpoints = await withRetries(this.#retry, () => listCheckpoints(store, prefix));
+    await pruneCheckpoints(store, checkpoints, sequence, this.#retry);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * @module
+ * The volume's options and their defaults, resolved and checked once: every other module of the
+ * engine receives a `ResolvedVolumeOptions` with no optional tuning left in it.
+ */
+
+import type { ObjectStore } from "../store/store.ts";
+import { OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
+import { LsvdError } from "../util/errors.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { normalizePrefix } from "../format/keys.ts";
+
+/** "each": every FLUSH seals its own object (lsvd ≤ 0.1). "group": FLUSHes arriving while commit
+ *  objects are in flight join the next one (group commit). */
+export type FlushPolicy = "each" | "group";
+
+export interface VolumeOptions {
+  store: ObjectStore;
+  prefix?: string;
+  /** Required when the log holds no size yet; larger than the recorded size grows the volume. */
+  sizeBytes?: number;
+  readOnly?: boolean;
+  /** Serve the state after this object (read-only only). */
+  atSequence?: number;
+  clock?: Clock;
+  log?: Logger;
+  /** Data bytes per object before it is sealed (default 4 MiB). */
+  objectBytesMax?: number;
+  /** Open + in-flight bytes before writers wait (default 256 MiB). */
+  dirtyBytesMax?: number;
+  /** A non-empty open object is sealed this long after its first write (default 1000 ms). */
+  sealDelayMs?: number;
+  /** Concurrent PUTs (default 32); also how far uploads may run ahead of the durable log. */
+  uploadsMax?: number;
+  /** Attempts per PUT on transient errors before the volume fails (default 10). */
+  uploadAttemptsMax?: number;
+  /** Header reads in flight during recovery (default 64). */
+  recoveryConcurrency?: number;
+  /** Bytes of recently uploaded or read object data kept for reads (default 64 MiB, 0 disables). */
+  cacheBytesMax?: number;
+  /** Names the archive folder if recovery finds objects after a gap. */
+  recoveryId?: string;
+  /** Write a map checkpoint every this many objects, and at close (default 1000; 0 = never). */
+  checkpointEveryObjects?: number;
+  /** Largest read-ahead window for sequential readers (default 16 MiB, at most a quarter of the
+   *  cache; 0 disables). */
+  readAheadBytesMax?: number;
+  /** Default "group". */
+  flushPolicy?: FlushPolicy;
+  /** Group commit: commit objects (sealed by a FLUSH) uploading at once before FLUSHes wait (default 2). */
+  commitsInFlightMax?: number;
+  /** Group commit: at most this many commit objects per second (default unlimited). */
+  commitsPerSecondMax?: number;
+}
+
+export type ResolvedVolumeOptions =
+  & Required<Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax">>
+  & {
+    sizeBytes: number | undefined;
+    atSequence: number | undefined;
+    commitsPerSecondMax: number | undefined;
+  };
+
+export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_DIRTY_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+
+/** Fills defaults and checks every value; throws LsvdError("invalid") with one clear line. */
+export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
+  const r: ResolvedVolumeOptions = {
+    store: o.store,
+    prefix: normalizePrefix(o.prefix ?? ""),
+    sizeBytes: o.sizeBytes,
+    readOnly: o.readOnly ?? false,
+    atSequence: o.atSequence,
+    clock: o.clock ?? systemClock,
+    log: o.log ?? stderrLogger,
+    objectBytesMax: o.objectBytesMax ?? DEFAULT_OBJECT_BYTES,
+    dirtyBytesMax: o.dirtyBytesMax ?? DEFAULT_DIRTY_BYTES,
+    sealDelayMs: o.sealDelayMs ?? 1000,
+    uploadsMax: o.uploadsMax ?? 32,
+    uploadAttemptsMax: o.uploadAttemptsMax ?? 10,
+    recoveryConcurrency: o.recoveryConcurrency ?? 64,
+    cacheBytesMax: o.cacheBytesMax ?? DEFAULT_CACHE_BYTES,
+    recoveryId: o.recoveryId ?? Date.now().toString(36),
+    checkpointEveryObjects: o.checkpointEveryObjects ?? 1000,
+    readAheadBytesMax: o.readAheadBytesMax ?? 16 * 1024 * 1024,
+    flushPolicy: o.flushPolicy ?? "group",
+    commitsInFlightMax: o.commitsInFlightMax ?? 2,
+    commitsPerSecondMax: o.commitsPerSecondMax,
+  };
+  const size = r.sizeBytes;
+  if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_BYTES !== 0)) {
+    throw invalid(`size ${size} is not a positive multiple of 4096 bytes`);
+  }
+  if (size !== undefined && size > VOLUME_BYTES_MAX) throw invalid(`size ${size} exceeds the 16 TiB maximum`);
+  const objectBytes = r.objectBytesMax;
+  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes < SECTOR_BYTES || objectBytes > OBJECT_DATA_BYTES_MAX) {
+    throw invalid(`object size ${objectBytes} must be 4 KiB to 256 MiB, 4 KiB aligned`);
+  }
+  if (r.dirtyBytesMax < 2 * objectBytes) throw invalid("the dirty-data limit must be at least two objects");
+  if (r.atSequence !== undefined && !r.readOnly) throw invalid("a past state can only be served read-only");
+  if (!(r.commitsInFlightMax >= 1)) throw invalid("at least one commit object must be allowed in flight");
+  if (r.commitsPerSecondMax !== undefined && !(r.commitsPerSecondMax > 0)) {
+    throw invalid("the commit rate must be positive");
+  }
+  return r;
+}
+
+function invalid(why: string): LsvdError {
+  return new LsvdError("invalid", `Cannot open the volume: ${why}`);
+}

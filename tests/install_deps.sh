@@ -26,6 +26,9 @@ PACKAGES=(
   fuse3
   nbdkit-plugin-python
   python3-boto3
+  # PostgreSQL on lsvd (tests/serve/postgres_test.ts, bench/postgres.ts): server, pgbench, pg_amcheck
+  postgresql
+  python3-psycopg2
 )
 
 missing=()

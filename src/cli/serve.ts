@@ -12,6 +12,7 @@ import { S3Store } from "../store/s3.ts";
 import { probeStore } from "../store/probe.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
+import type { FlushPolicy } from "../volume/volume_options.ts";
 import { startNbdServer } from "../nbd/server.ts";
 import { attachDevice, AttachError, type Attachment } from "../attach/attach.ts";
 import {
@@ -107,6 +108,17 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     default: "64M",
     placeholder: "SIZE",
   },
+  "flush-policy": {
+    type: "string",
+    help: "group: FLUSHes arriving while commits upload share the next object; each: one object per FLUSH",
+    default: "group",
+    placeholder: "group|each",
+  },
+  "puts-per-second": {
+    type: "string",
+    help: "group policy: at most N objects sealed by FLUSHes per second (default: no limit)",
+    placeholder: "N",
+  },
 };
 
 const DEFAULT_DEVICE = "/dev/nbd0";
@@ -130,6 +142,8 @@ export interface ServeConfig {
   sealDelayMs: number;
   uploadsMax: number;
   cacheBytesMax: number;
+  flushPolicy: FlushPolicy;
+  commitsPerSecondMax: number | undefined;
 }
 
 export function buildServeConfig(values: OptionValues): ServeConfig {
@@ -179,7 +193,16 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
     sealDelayMs: parseInteger(str("seal-delay-ms")!, "--seal-delay-ms", 1, 3_600_000),
     uploadsMax: parseInteger(str("uploads")!, "--uploads", 1, 1024),
     cacheBytesMax: str("cache-size") === "0" ? 0 : parseSize(str("cache-size")!, "--cache-size"),
+    flushPolicy: parseFlushPolicy(str("flush-policy")!),
+    commitsPerSecondMax: str("puts-per-second") === undefined
+      ? undefined
+      : parseInteger(str("puts-per-second")!, "--puts-per-second", 1, 1_000_000),
   };
+}
+
+function parseFlushPolicy(raw: string): FlushPolicy {
+  if (raw === "group" || raw === "each") return raw;
+  throw new UsageError(`Invalid --flush-policy: "${raw}" must be group or each`);
 }
 
 /** Resolves on the first SIGTERM or SIGINT. */
@@ -220,6 +243,8 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
     sealDelayMs: config.sealDelayMs,
     uploadsMax: config.uploadsMax,
     cacheBytesMax: config.cacheBytesMax,
+    flushPolicy: config.flushPolicy,
+    ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
     ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
   });
   let server;

@@ -38,6 +38,8 @@ Deno.test("lsvd serve --help lists the options with their environment names", as
       "BUCKET_NAME",
       "AWS_ENDPOINT_URL_S3",
       "--socket",
+      "--flush-policy",
+      "--puts-per-second",
     ]
   ) {
     assert(r.stdout.includes(s), `help lacks ${s}`);
@@ -62,6 +64,14 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       [["serve", "--dir", t.store, "--size", "1G", "--frobnicate"], /^lsvd: Unknown option '--frobnicate'/],
       [["serve", "--dir", t.store, "--bucket", "b"], /^lsvd: Invalid options: give either --bucket or --dir/],
       [["launch"], /^lsvd: Unknown command "launch"/],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--flush-policy", "sometimes"],
+        /^lsvd: Invalid --flush-policy: "sometimes" must be group or each$/,
+      ],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--puts-per-second", "0"],
+        /^lsvd: Invalid --puts-per-second: "0" must be a whole number from 1 to 1000000$/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = await runLsvd(args);

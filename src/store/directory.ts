@@ -14,17 +14,22 @@ import { compareKeys } from "./key_order.ts";
 import {
   assertRange,
   type ByteRange,
+  contentEtag,
   type GetResult,
+  type HeadResult,
   type ListedObject,
   type ListOptions,
   type ListPage,
   type ObjectStore,
   type PutOptions,
+  type PutResult,
   StoreError,
 } from "./store.ts";
 
 /** Temp files live here; a key may not start with this segment. */
 const TEMP_DIRECTORY = ".lsvd-tmp";
+/** Serialises conditional overwrites across processes (inside the never-listed temp folder). */
+const LOCK_FILE = "conditional.lock";
 const LIST_PAGE_KEYS_MAX = 1000;
 /** A racing delete may remove a freshly made parent directory; try again this often. */
 const PLACE_ATTEMPTS_MAX = 4;
@@ -71,15 +76,22 @@ export class DirectoryStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     this.#checkKey("write", key);
     const copy = body; // callers leave it unchanged until put() settles (ObjectStore.put)
     const temp = await this.#writeTemp(key, copy);
     try {
-      await this.#place(key, temp, options.ifNoneMatch === true, copy);
+      if (options.ifMatch !== undefined) await this.#placeIfMatch(key, temp, options.ifMatch, copy);
+      else await this.#place(key, temp, options.ifNoneMatch === true, copy);
     } finally {
       await Deno.remove(temp).catch(() => {});
     }
+    return { etag: contentEtag(copy) };
+  }
+
+  async head(key: string): Promise<HeadResult> {
+    const { body } = await this.get(key);
+    return { sizeBytes: body.length, etag: contentEtag(body) };
   }
 
   async get(key: string, range?: ByteRange): Promise<GetResult> {
@@ -204,6 +216,47 @@ export class DirectoryStore implements ObjectStore {
     if (this.#fsync) await syncDirectory(parent);
   }
 
+  /** Replaces key by the temp file only while key still has `etag`, under the directory's lock. */
+  async #placeIfMatch(key: string, temp: string, etag: string, body: Uint8Array): Promise<void> {
+    const lock = await this.#lock(key);
+    try {
+      let current: Uint8Array | undefined;
+      try {
+        current = await Deno.readFile(this.#path(key));
+      } catch (error) {
+        if (!isMissing(error)) throw this.#ioError(`write object "${key}" to`, error);
+      }
+      if (current === undefined || contentEtag(current) !== etag) {
+        if (current !== undefined && sameBytes(current, body)) return; // our own write, retried
+        const cause = current === undefined ? "the key does not exist" : "the key has changed";
+        throw new StoreError(
+          "PreconditionFailed",
+          `Cannot write object "${key}" to ${this.description}: ${cause}`,
+        );
+      }
+      await this.#place(key, temp, false, body);
+    } finally {
+      lock.close(); // closing the file releases the lock
+    }
+  }
+
+  async #lock(key: string): Promise<Deno.FsFile> {
+    const directory = `${this.rootPath}/${TEMP_DIRECTORY}`;
+    try {
+      await this.#ensureDirectory(directory);
+      const file = await Deno.open(`${directory}/${LOCK_FILE}`, { write: true, create: true });
+      try {
+        await file.lock(true);
+      } catch (error) {
+        file.close();
+        throw error;
+      }
+      return file;
+    } catch (error) {
+      throw this.#ioError(`lock ${directory}/${LOCK_FILE} to write object "${key}" to`, error);
+    }
+  }
+
   /**
    * mkdir -p, skipped for directories this store already made: one fewer syscall round trip per PUT.
    * `again` forces it when a directory made earlier has since gone (delete prunes empty ones).
@@ -218,15 +271,17 @@ export class DirectoryStore implements ObjectStore {
   /** True when key holds exactly these bytes (a retried create-only write that landed before). */
   async #holds(key: string, body: Uint8Array): Promise<boolean> {
     try {
-      const stored = await Deno.readFile(this.#path(key));
-      return stored.length === body.length && stored.every((b, i) => b === body[i]);
+      return sameBytes(await Deno.readFile(this.#path(key)), body);
     } catch {
       return false;
     }
   }
 
   async #readRange(file: Deno.FsFile, key: string, sizeBytes: number, range?: ByteRange): Promise<GetResult> {
-    if (range === undefined) return { body: await readExactly(file, sizeBytes), totalSizeBytes: sizeBytes };
+    if (range === undefined) {
+      const body = await readExactly(file, sizeBytes);
+      return { body, totalSizeBytes: sizeBytes, etag: contentEtag(body) };
+    }
     if (range.offsetBytes >= sizeBytes) {
       const last = range.offsetBytes + range.lengthBytes - 1;
       throw new StoreError(
@@ -320,6 +375,10 @@ export class DirectoryStore implements ObjectStore {
     const cause = error instanceof Error ? error.message : String(error);
     return new StoreError("Fatal", `Cannot ${action} ${this.description}: ${cause}`, { cause: error });
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function isMissing(error: unknown): boolean {

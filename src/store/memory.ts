@@ -16,11 +16,14 @@ import { compareKeys } from "./key_order.ts";
 import {
   assertRange,
   type ByteRange,
+  contentEtag,
   type GetResult,
+  type HeadResult,
   type ListOptions,
   type ListPage,
   type ObjectStore,
   type PutOptions,
+  type PutResult,
   StoreError,
 } from "./store.ts";
 import { seededRandom } from "../util/random.ts";
@@ -43,6 +46,11 @@ export interface MemoryFaults {
   landedErrorRate?: number;
   /** Each operation takes a uniformly drawn time in this range on the injected clock. */
   latencyMs?: LatencyRange;
+  /**
+   * Ignore If-None-Match and If-Match, overwriting unconditionally, as stores without conditional
+   * writes do (s3rver, some cheap providers): what the start-up probe must detect.
+   */
+  ignoreConditions?: boolean;
 }
 
 export interface MemoryStoreOptions extends MemoryFaults {
@@ -112,6 +120,7 @@ export class MemoryStore implements ObjectStore {
   #clock: Clock;
   #errorRate = 0;
   #landedErrorRate = 0;
+  #ignoreConditions = false;
   #latencyMs: LatencyRange | undefined;
   #pending = new Set<Pending>();
   #crashed = false;
@@ -133,6 +142,7 @@ export class MemoryStore implements ObjectStore {
     if (faults.errorRate !== undefined) this.#errorRate = faults.errorRate;
     if (faults.landedErrorRate !== undefined) this.#landedErrorRate = faults.landedErrorRate;
     if (faults.latencyMs !== undefined) this.#latencyMs = { ...faults.latencyMs };
+    if (faults.ignoreConditions !== undefined) this.#ignoreConditions = faults.ignoreConditions;
   }
 
   /** True once crash() was called on this handle. */
@@ -175,6 +185,7 @@ export class MemoryStore implements ObjectStore {
       description: this.description,
       errorRate: this.#errorRate,
       landedErrorRate: this.#landedErrorRate,
+      ignoreConditions: this.#ignoreConditions,
       ...(this.#latencyMs === undefined ? {} : { latencyMs: this.#latencyMs }),
       ...options,
     });
@@ -207,14 +218,14 @@ export class MemoryStore implements ObjectStore {
     return this.#run({ action: "check", key: "", isWrite: false, apply: () => {} });
   }
 
-  put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
+  put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     this.stats.puts++;
     const copy = body.slice();
     return this.#run({
       action: "write",
       key,
       isWrite: true,
-      apply: () => this.#store(key, copy, options.ifNoneMatch === true),
+      apply: () => this.#store(key, copy, options),
     });
   }
 
@@ -222,6 +233,20 @@ export class MemoryStore implements ObjectStore {
     this.stats.gets++;
     if (range !== undefined) assertRange(range);
     return this.#run({ action: "read", key, isWrite: false, apply: () => this.#read(key, range) });
+  }
+
+  head(key: string): Promise<HeadResult> {
+    this.stats.gets++;
+    return this.#run({
+      action: "read",
+      key,
+      isWrite: false,
+      apply: () => {
+        const object = this.#bucket.objects.get(key);
+        if (object === undefined) throw this.#notFound("read", key);
+        return { sizeBytes: object.length, etag: contentEtag(object) };
+      },
+    });
   }
 
   list(options: ListOptions): Promise<ListPage> {
@@ -253,7 +278,7 @@ export class MemoryStore implements ObjectStore {
       apply: () => {
         const source = this.#bucket.objects.get(sourceKey);
         if (source === undefined) throw this.#notFound("copy", sourceKey);
-        this.#store(destinationKey, source, options.ifNoneMatch === true);
+        this.#store(destinationKey, source, options);
       },
     });
   }
@@ -263,25 +288,31 @@ export class MemoryStore implements ObjectStore {
     return Promise.resolve();
   }
 
-  #store(key: string, body: Uint8Array, ifNoneMatch: boolean): void {
+  #store(key: string, body: Uint8Array, options: PutOptions): PutResult {
+    const etag = contentEtag(body);
     const existing = this.#bucket.objects.get(key);
-    if (ifNoneMatch && existing !== undefined) {
+    const conditional = options.ifNoneMatch === true || options.ifMatch !== undefined;
+    if (conditional && !this.#ignoreConditions) {
       // Byte-identical content means a retry of our own write: succeed, as S3Store does.
-      if (sameBytes(existing, body)) return;
-      throw new StoreError(
-        "PreconditionFailed",
-        `Cannot write object "${key}" to ${this.description}: the key already exists`,
-      );
+      if (existing !== undefined && sameBytes(existing, body)) return { etag };
+      const cause = conditionFailure(existing, options);
+      if (cause !== undefined) {
+        throw new StoreError(
+          "PreconditionFailed",
+          `Cannot write object "${key}" to ${this.description}: ${cause}`,
+        );
+      }
     }
     // Stored objects are never mutated, so a copy may share the source's buffer.
     this.#bucket.objects.set(key, body);
+    return { etag };
   }
 
   #read(key: string, range: ByteRange | undefined): GetResult {
     const object = this.#bucket.objects.get(key);
     if (object === undefined) throw this.#notFound("read", key);
     const totalSizeBytes = object.length;
-    if (range === undefined) return { body: object.slice(), totalSizeBytes };
+    if (range === undefined) return { body: object.slice(), totalSizeBytes, etag: contentEtag(object) };
     if (range.offsetBytes >= totalSizeBytes) {
       const last = range.offsetBytes + range.lengthBytes - 1;
       throw new StoreError(
@@ -350,6 +381,14 @@ export class MemoryStore implements ObjectStore {
     if (latency === undefined) return 0;
     return latency.min + (latency.max - latency.min) * this.#random();
   }
+}
+
+/** Why a conditional write may not replace `existing`, or undefined when it may. */
+function conditionFailure(existing: Uint8Array | undefined, options: PutOptions): string | undefined {
+  if (options.ifNoneMatch === true && existing !== undefined) return "the key already exists";
+  if (options.ifMatch === undefined) return undefined;
+  if (existing === undefined) return "the key does not exist";
+  return contentEtag(existing) === options.ifMatch ? undefined : "the key has changed";
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

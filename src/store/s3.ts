@@ -14,6 +14,9 @@
  * stored bytes: RGW sometimes answers a racing conditional PUT with 500 and then 412 on the
  * retry, and a write whose acknowledgement was lost also comes back as 412 when retried.
  * When the stored object is byte-identical to ours, the write did land and succeeds.
+ *
+ * Conditional overwrites use `If-Match` with the ETag unquoted: Ceph RGW matches only the bare
+ * value (AWS documents the quoted form and accepts the bare one). ETags are returned bare too.
  */
 
 import {
@@ -21,6 +24,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -34,10 +38,12 @@ import {
   assertRange,
   type ByteRange,
   type GetResult,
+  type HeadResult,
   type ListOptions,
   type ListPage,
   type ObjectStore,
   type PutOptions,
+  type PutResult,
   StoreError,
 } from "./store.ts";
 
@@ -151,12 +157,13 @@ export class S3Store implements ObjectStore {
     return this.checkBucket();
   }
 
-  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
     const copy = body; // callers leave it unchanged until put() settles (ObjectStore.put)
     const ifNoneMatch = options.ifNoneMatch === true;
+    const ifMatch = options.ifMatch;
     const action = { text: `write object "${key}" to bucket "${this.bucket}"`, objectKey: key };
     try {
-      await this.#send(action, copy.length, async (signal) => {
+      const etag = await this.#send(action, copy.length, async (signal) => {
         const response = await this.#client.send(
           new PutObjectCommand({
             Bucket: this.bucket,
@@ -164,15 +171,33 @@ export class S3Store implements ObjectStore {
             Body: copy,
             ContentLength: copy.length,
             ...(ifNoneMatch ? { IfNoneMatch: "*" } : {}),
+            ...(ifMatch === undefined ? {} : { IfMatch: ifMatch }),
           }),
           { abortSignal: signal },
         );
         checkWriteAnswer(response.ETag);
+        return bareEtag(response.ETag);
       });
+      return { etag };
     } catch (error) {
-      if (!(error instanceof StoreError && error.code === "PreconditionFailed")) throw error;
-      if (!(await this.#holds(key, copy))) throw error;
+      const failed = conditionFailed(error, ifMatch !== undefined);
+      if (failed === undefined) throw error;
+      const stored = await this.#holding(key, copy);
+      if (stored !== undefined) return { etag: stored };
+      throw failed;
     }
+  }
+
+  async head(key: string): Promise<HeadResult> {
+    const action = { text: `read object "${key}" from bucket "${this.bucket}"`, objectKey: key };
+    return await this.#send(action, 0, async (signal) => {
+      const response = await this.#client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
+        { abortSignal: signal },
+      );
+      checkWriteAnswer(response.ETag);
+      return { sizeBytes: response.ContentLength ?? 0, etag: bareEtag(response.ETag) };
+    });
   }
 
   get(key: string, range?: ByteRange): Promise<GetResult> {
@@ -195,7 +220,8 @@ export class S3Store implements ObjectStore {
         once: true,
       });
       const body = await stream.transformToByteArray();
-      return { body, totalSizeBytes: checkGetAnswer(response, range, body.length) };
+      const totalSizeBytes = checkGetAnswer(response, range, body.length);
+      return { body, totalSizeBytes, etag: bareEtag(response.ETag) };
     });
   }
 
@@ -237,7 +263,8 @@ export class S3Store implements ObjectStore {
     if (options.ifNoneMatch === true) {
       // CopyObject has no create-only condition on S3 or RGW: read and write create-only instead.
       const source = await this.get(sourceKey);
-      return await this.put(destinationKey, source.body, { ifNoneMatch: true });
+      await this.put(destinationKey, source.body, { ifNoneMatch: true });
+      return;
     }
     const action = {
       text: `copy object "${sourceKey}" to "${destinationKey}" in bucket "${this.bucket}"`,
@@ -258,13 +285,14 @@ export class S3Store implements ObjectStore {
     return Promise.resolve();
   }
 
-  /** True when key holds exactly these bytes (our own create-only write landed earlier). */
-  async #holds(key: string, body: Uint8Array): Promise<boolean> {
+  /** The ETag when key holds exactly these bytes (our own conditional write landed earlier). */
+  async #holding(key: string, body: Uint8Array): Promise<string | undefined> {
     try {
       const stored = await this.get(key);
-      return stored.body.length === body.length && stored.body.every((b, i) => b === body[i]);
+      const same = stored.body.length === body.length && stored.body.every((b, i) => b === body[i]);
+      return same ? stored.etag : undefined;
     } catch (error) {
-      if (error instanceof StoreError && error.code === "NotFound") return false;
+      if (error instanceof StoreError && error.code === "NotFound") return undefined;
       throw error;
     }
   }
@@ -293,6 +321,39 @@ export class S3Store implements ObjectStore {
       this.#slots.release();
     }
   }
+}
+
+/** S3 quotes ETags in headers; lsvd passes them around bare (what RGW's If-Match matches). */
+function bareEtag(etag: string | undefined): string {
+  return (etag ?? "").replace(/^"(.*)"$/, "$1");
+}
+
+/**
+ * The PreconditionFailed a conditional PUT's error means, or undefined for any other error. An
+ * If-Match on a missing key comes back as 404 from some servers: the condition failed all the same.
+ */
+function conditionFailed(error: unknown, ifMatch: boolean): StoreError | undefined {
+  if (!(error instanceof StoreError)) return undefined;
+  if (error.code === "PreconditionFailed") {
+    if (!ifMatch) return error;
+    return new StoreError(
+      "PreconditionFailed",
+      error.message.replace(/the key already exists$/, "the key has changed"),
+      {
+        cause: error,
+      },
+    );
+  }
+  if (ifMatch && error.code === "NotFound") {
+    return new StoreError(
+      "PreconditionFailed",
+      error.message.replace(/no such key$/, "the key does not exist"),
+      {
+        cause: error,
+      },
+    );
+  }
+  return undefined;
 }
 
 function checkOptions(options: S3StoreOptions): void {

@@ -6,11 +6,12 @@
  */
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 
 /** Why a store operation failed; the engine decides what to retry from this. */
 export type StoreErrorCode =
   | "NotFound" // the key does not exist
-  | "PreconditionFailed" // a create-only PUT found the key already present
+  | "PreconditionFailed" // a conditional PUT's condition did not hold (key present, or another ETag)
   | "InvalidRange" // the byte range lies outside the object
   | "Transient" // worth retrying: 5xx, SlowDown, timeouts, connection resets
   | "Fatal"; // not worth retrying: bad credentials, missing bucket, crash of the store
@@ -35,6 +36,25 @@ export interface PutOptions {
    * although its answer was lost is not mistaken for another writer.
    */
   ifNoneMatch?: boolean;
+  /**
+   * Conditional overwrite: store only while the key still has this ETag (S3 `If-Match`), else
+   * PreconditionFailed (also when the key is missing). Finding exactly these bytes already there
+   * succeeds, as for ifNoneMatch. This is how the writer lease is renewed and taken over.
+   */
+  ifMatch?: string;
+}
+
+export interface PutResult {
+  /** The stored object's ETag, without quotes: the value to pass as ifMatch next time. */
+  etag: string;
+}
+
+/**
+ * The ETag the local stores give an object: the MD5 of its bytes, lower-case hex, as S3 gives an
+ * object written by one PutObject. Only equality matters; nothing depends on it being MD5.
+ */
+export function contentEtag(body: Uint8Array): string {
+  return createHash("md5").update(body).digest("hex");
 }
 
 export interface ByteRange {
@@ -54,6 +74,13 @@ export interface GetResult {
   body: Uint8Array;
   /** Size of the whole object, whatever range was asked for. */
   totalSizeBytes: number;
+  /** The ETag of the version read; always present when the whole object was read. */
+  etag?: string;
+}
+
+export interface HeadResult {
+  sizeBytes: number;
+  etag: string;
 }
 
 export interface ListOptions {
@@ -83,9 +110,11 @@ export interface ObjectStore {
    * must not change it before then (lsvd's sealed objects never change); a store that keeps the
    * bytes longer (memory) copies them.
    */
-  put(key: string, body: Uint8Array, options?: PutOptions): Promise<void>;
+  put(key: string, body: Uint8Array, options?: PutOptions): Promise<PutResult>;
   /** Reads the whole object, or a byte range of it (InvalidRange when it starts past the end). */
   get(key: string, range?: ByteRange): Promise<GetResult>;
+  /** Size and ETag of an object; NotFound when it is missing. */
+  head(key: string): Promise<HeadResult>;
   /** One page of keys in ascending byte order. */
   list(options: ListOptions): Promise<ListPage>;
   /** Deleting a missing key is not an error. */

@@ -190,6 +190,69 @@ const CASES: Record<string, Case> = {
     assert.deepEqual((await store.get(`${p}obj`)).body, body);
   },
 
+  "put returns the ETag that get and head report, and a new one for new content": async (store, p) => {
+    const first = await store.put(`${p}obj`, bytes("one"));
+    assert.match(first.etag, /^[^"]+$/, "ETags are passed around without quotes");
+    assert.equal((await store.get(`${p}obj`)).etag, first.etag);
+    assert.deepEqual(await store.head(`${p}obj`), { sizeBytes: 3, etag: first.etag });
+    const second = await store.put(`${p}obj`, bytes("two"));
+    assert.notEqual(second.etag, first.etag);
+    assert.equal((await store.head(`${p}obj`)).etag, second.etag);
+    await rejectsWith(store.head(`${p}missing`), "NotFound");
+  },
+
+  "put with ifMatch replaces only the version with that ETag": async (store, p) => {
+    const first = await store.put(`${p}lease`, bytes("holder a"), { ifNoneMatch: true });
+    const second = await store.put(`${p}lease`, bytes("holder b"), { ifMatch: first.etag });
+    assert.equal(text((await store.get(`${p}lease`)).body), "holder b");
+    await rejectsWith(
+      store.put(`${p}lease`, bytes("holder c"), { ifMatch: first.etag }),
+      "PreconditionFailed",
+    );
+    await rejectsWith(
+      store.put(`${p}lease`, bytes("holder c"), { ifMatch: "0123456789abcdef" }),
+      "PreconditionFailed",
+    );
+    assert.equal(text((await store.get(`${p}lease`)).body), "holder b");
+    const third = await store.put(`${p}lease`, bytes("holder c"), { ifMatch: second.etag });
+    assert.equal((await store.head(`${p}lease`)).etag, third.etag);
+  },
+
+  "put with ifMatch on a missing key fails with PreconditionFailed": async (store, p) => {
+    const etag = (await store.put(`${p}other`, bytes("x"))).etag;
+    await rejectsWith(store.put(`${p}missing`, bytes("x"), { ifMatch: etag }), "PreconditionFailed");
+    await rejectsWith(store.get(`${p}missing`), "NotFound");
+  },
+
+  "put with ifMatch of byte-identical content succeeds, as a retry of a landed write must": async (
+    store,
+    p,
+  ) => {
+    const first = await store.put(`${p}lease`, bytes("version 1"));
+    const second = await store.put(`${p}lease`, bytes("version 2"), { ifMatch: first.etag });
+    assert.equal(
+      (await store.put(`${p}lease`, bytes("version 2"), { ifMatch: first.etag })).etag,
+      second.etag,
+    );
+  },
+
+  "concurrent ifMatch puts on one ETag have exactly one winner": async (store, p) => {
+    const base = await store.put(`${p}lease`, bytes("base"));
+    const racers = 8;
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: racers },
+        (_, i) => store.put(`${p}lease`, bytes(`racer ${i}`), { ifMatch: base.etag }),
+      ),
+    );
+    const winners = results.flatMap((r, i) => r.status === "fulfilled" ? [i] : []);
+    assert.equal(winners.length, 1, `winners: ${winners}`);
+    for (const r of results) {
+      if (r.status === "rejected") assert(isStoreError(r.reason, "PreconditionFailed"), `${r.reason}`);
+    }
+    assert.equal(text((await store.get(`${p}lease`)).body), `racer ${winners[0]}`);
+  },
+
   "plain put overwrites": async (store, p) => {
     await store.put(`${p}obj`, bytes("one"));
     await store.put(`${p}obj`, bytes("two, longer"));

@@ -71,8 +71,22 @@ Deno.test("MemoryStore with errorRate 0 never fails and setFaults turns faults o
   await assert.rejects(store.put("k", body("v")), (e) => isStoreError(e, "Transient"));
   assert.equal(store.rawGet("k"), undefined);
   store.setFaults({ errorRate: 0 });
-  await store.put("k", body("v"));
-  assert.deepEqual(await store.get("k"), { body: body("v"), totalSizeBytes: 1 });
+  const { etag } = await store.put("k", body("v"));
+  assert.deepEqual(await store.get("k"), { body: body("v"), totalSizeBytes: 1, etag });
+});
+
+Deno.test("MemoryStore ignoreConditions overwrites whatever If-None-Match and If-Match say", async () => {
+  const store = new MemoryStore({ ignoreConditions: true });
+  await store.put("k", body("first"), { ifNoneMatch: true });
+  await store.put("k", body("second"), { ifNoneMatch: true });
+  await store.put("k", body("third"), { ifMatch: "not-the-etag" });
+  assert.deepEqual(store.rawGet("k"), body("third"));
+  store.setFaults({ ignoreConditions: false });
+  await assert.rejects(
+    store.put("k", body("fourth"), { ifNoneMatch: true }),
+    (e) => isStoreError(e, "PreconditionFailed"),
+  );
+  assert.equal(store.reopen().description, store.description);
 });
 
 Deno.test("MemoryStore landedErrorRate stores a write whose error is reported", async () => {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { S3Store, type S3StoreOptions } from "../../src/store/s3.ts";
 import { isStoreError } from "../../src/store/store.ts";
 import { probeStore } from "../../src/store/probe.ts";
+import { probeConditionalWrites } from "../../src/store/conditional_probe.ts";
 import { freePort } from "../support/ports.ts";
 import { type Rgw, startRgw } from "../support/rgw.ts";
 import { runStoreConformanceSteps } from "./conformance.ts";
@@ -86,6 +87,13 @@ Deno.test({
           }
         },
       );
+
+      await t.step("probeConditionalWrites() finds If-None-Match and If-Match honoured by RGW", async () => {
+        const store = storeOn(rgw);
+        assert.equal(await probeConditionalWrites(store, "probe-test/"), undefined);
+        assert.deepEqual((await store.list({ prefix: "probe-test/" })).objects, []);
+        await store.close();
+      });
 
       await t.step("S3Store with a wrong secret fails with a Fatal credentials error", async () => {
         const store = storeOn(rgw, {

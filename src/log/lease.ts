@@ -1,0 +1,433 @@
+/**
+ * @module
+ * The writer lease and writer epochs: who may write a volume now (docs/design/fencing.md).
+ *
+ * `lease.json` names the holder (host, pid), its epoch, when it was taken and last renewed, and how
+ * long each renewal is good for. It is only ever replaced with a conditional PUT: `If-None-Match: *`
+ * when there is none, `If-Match: <the ETag read>` otherwise, so of two daemons racing for it exactly
+ * one wins, and a holder's renewal fails (412) from the moment anyone else has written it. A holder
+ * counts its lease valid for `durationMs` from the START of its last successful renewal, on its own
+ * clock. The lease alone never protects data (clocks and pauses lie); the fence that follows a
+ * takeover does (src/log/fence.ts). The lease keeps honest daemons from fighting and bounds how long
+ * a deposed one keeps acknowledging.
+ *
+ * Epochs are claimed with one create-only key each (`epoch/<16 hex>`), one above the highest taken,
+ * so an epoch is never reused, even after the log is rolled back past every object that carried it.
+ */
+
+import { epochKey, epochPrefix, leaseKey, parseEpochKey } from "../format/keys.ts";
+import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
+import type { Clock, Timer } from "../util/clock.ts";
+import type { Logger } from "../util/log.ts";
+import { messageOf, VolumeError } from "../volume/errors.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+
+export const LEASE_VERSION = 1;
+/** How long one renewal keeps the lease; renewed every third of it. */
+export const LEASE_DURATION_MS_DEFAULT = 30_000;
+
+export interface LeaseHolder {
+  host: string;
+  pid: number;
+  /** Tells apart two holders with one host and pid (tests, containers sharing a pid namespace). */
+  nonce: string;
+}
+
+export interface Lease {
+  version: number;
+  holder: LeaseHolder;
+  epoch: number;
+  /** Wall-clock milliseconds (UTC) when this holder took the lease, and when it last renewed it. */
+  acquiredAtMs: number;
+  renewedAtMs: number;
+  durationMs: number;
+  /**
+   * How many log numbers past its durable prefix a writer under this lease may have uploads in
+   * flight: what a successor's fence must close. Raised to the predecessor's while a fence is
+   * still being written, so a successor of a holder that died mid-fence closes the older window too.
+   */
+  windowObjects: number;
+  /** Set by a clean shutdown: every upload finished, nothing to fence. */
+  released: boolean;
+}
+
+export interface StoredLease {
+  lease: Lease;
+  etag: string;
+}
+
+export type LeaseMode = "refuse" | "takeover" | "standby";
+
+export interface AcquireOptions {
+  clock: Clock;
+  log: Logger;
+  retry: RetryPolicy;
+  /** What to do about a live holder: refuse (default), take over now, or wait for its lease to lapse. */
+  mode?: LeaseMode;
+  /** Default LEASE_DURATION_MS_DEFAULT. */
+  durationMs?: number;
+  /** This writer's upload window (its uploads in flight at most). */
+  windowObjects: number;
+  holder?: LeaseHolder;
+  /** Standby: how often to read the lease; default a tenth of its duration. */
+  pollMs?: number;
+}
+
+export interface AcquiredLease {
+  stored: StoredLease;
+  /** The lease replaced: its holder may still have uploads in flight unless it was released. */
+  previous: Lease | undefined;
+  /** Clock time (nowMs) when the winning PUT started: the lease is valid for durationMs from here. */
+  validFromMs: number;
+}
+
+const encoder = new TextEncoder();
+
+export function encodeLease(lease: Lease): Uint8Array {
+  return encoder.encode(`${JSON.stringify(lease, null, 2)}\n`);
+}
+
+export function decodeLease(body: Uint8Array, key: string): Lease {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(body));
+  } catch (e) {
+    throw new VolumeError(`Cannot read the lease "${key}": ${messageOf(e)}`);
+  }
+  const l = raw as Partial<Lease>;
+  const ok = typeof l === "object" && l !== null && l.version === LEASE_VERSION &&
+    typeof l.holder?.host === "string" && Number.isSafeInteger(l.holder?.pid) &&
+    typeof l.holder?.nonce === "string" && Number.isSafeInteger(l.epoch) && Number.isFinite(l.acquiredAtMs) &&
+    Number.isFinite(l.renewedAtMs) && Number.isFinite(l.durationMs) &&
+    Number.isSafeInteger(l.windowObjects) &&
+    typeof l.released === "boolean";
+  if (!ok) {
+    throw new VolumeError(`Cannot read the lease "${key}": it is not a version ${LEASE_VERSION} lease`);
+  }
+  return l as Lease;
+}
+
+/** The volume's lease and its ETag, or undefined when none was ever taken. For `lsvd info` too. */
+export async function readLease(store: ObjectStore, prefix: string): Promise<StoredLease | undefined> {
+  const key = leaseKey(prefix);
+  try {
+    const got = await store.get(key);
+    if (got.etag === undefined) {
+      throw new VolumeError(`Cannot read the lease "${key}": the store gave no ETag`);
+    }
+    return { lease: decodeLease(got.body, key), etag: got.etag };
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) return undefined;
+    throw e;
+  }
+}
+
+/** One line about a lease for users: `host h pid 12 (epoch 4) since <time>, renewed <time>`. */
+export function describeLease(lease: Lease): string {
+  const at = (ms: number) => new Date(ms).toISOString();
+  const state = lease.released
+    ? "released"
+    : `renewed ${at(lease.renewedAtMs)}, valid ${lease.durationMs / 1000} s`;
+  return `host ${lease.holder.host} pid ${lease.holder.pid} (epoch ${lease.epoch}) since ${
+    at(lease.acquiredAtMs)
+  }, ${state}`;
+}
+
+/** True when the lease's own wall-clock times say it is over (released, or not renewed in time). */
+export function leaseLapsed(lease: Lease, wallNowMs: number): boolean {
+  return lease.released || wallNowMs > lease.renewedAtMs + lease.durationMs;
+}
+
+export function currentHolder(): LeaseHolder {
+  return { host: Deno.hostname(), pid: Deno.pid, nonce: crypto.randomUUID() };
+}
+
+/**
+ * Claims the next writer epoch: one above the highest `epoch/` key and above `atLeast`, with a
+ * create-only PUT; a 412 means another writer took that number, so try the next.
+ */
+export async function claimEpoch(
+  store: ObjectStore,
+  prefix: string,
+  options: { atLeast?: number | undefined; holder: LeaseHolder; retry: RetryPolicy },
+): Promise<number> {
+  let highest = options.atLeast ?? 0;
+  await withRetries(options.retry, async () => {
+    for await (const o of listAll(store, { prefix: epochPrefix(prefix) })) {
+      highest = Math.max(highest, parseEpochKey(prefix, o.key) ?? 0);
+    }
+  });
+  const body = encoder.encode(`${JSON.stringify(options.holder)}\n`);
+  for (let epoch = highest + 1;; epoch++) {
+    try {
+      await withRetries(options.retry, () => store.put(epochKey(prefix, epoch), body, { ifNoneMatch: true }));
+      return epoch;
+    } catch (e) {
+      if (!isStoreError(e, "PreconditionFailed")) throw e;
+    }
+  }
+}
+
+/**
+ * Takes the lease for a writer: refuses a live holder in one line (unless told to take over, or
+ * to wait for it as a standby), claims a fresh epoch and writes the lease conditionally.
+ * Exported for every writing tool (serve, rollback, import).
+ */
+export async function acquireLease(
+  store: ObjectStore,
+  prefix: string,
+  options: AcquireOptions,
+): Promise<AcquiredLease> {
+  const mode = options.mode ?? "refuse";
+  const holder = options.holder ?? currentHolder();
+  const durationMs = options.durationMs ?? LEASE_DURATION_MS_DEFAULT;
+  for (;;) {
+    let current = await withRetries(options.retry, () => readLease(store, prefix));
+    if (current !== undefined && !leaseLapsed(current.lease, options.clock.wallMs())) {
+      if (mode === "refuse") {
+        throw new VolumeError(
+          `Cannot open the volume for writing: it is held by ${describeLease(current.lease)}; ` +
+            "stop that daemon, or pass --takeover to fence it, or --standby to wait for it",
+        );
+      }
+      if (mode === "standby") {
+        const lapsed = await waitForLapse(store, prefix, current, options);
+        if (lapsed === undefined) continue; // deleted or changed hands: look again
+        current = lapsed;
+      }
+    }
+    if (current !== undefined && !current.lease.released) {
+      options.log(`Taking the volume over from ${describeLease(current.lease)}.`);
+    }
+    const epoch = await claimEpoch(store, prefix, {
+      holder,
+      retry: options.retry,
+      atLeast: current?.lease.epoch,
+    });
+    const wallMs = options.clock.wallMs();
+    const previousWindow = current === undefined || current.lease.released ? 0 : current.lease.windowObjects;
+    const lease: Lease = {
+      version: LEASE_VERSION,
+      holder,
+      epoch,
+      acquiredAtMs: wallMs,
+      renewedAtMs: wallMs,
+      durationMs,
+      windowObjects: Math.max(options.windowObjects, previousWindow),
+      released: false,
+    };
+    const validFromMs = options.clock.nowMs();
+    try {
+      const condition = current === undefined ? { ifNoneMatch: true } : { ifMatch: current.etag };
+      const { etag } = await withRetries(
+        options.retry,
+        () => store.put(leaseKey(prefix), encodeLease(lease), condition),
+      );
+      return { stored: { lease, etag }, previous: current?.lease, validFromMs };
+    } catch (e) {
+      if (!isStoreError(e, "PreconditionFailed")) throw e;
+      options.log("The lease changed while taking it; reading it again.");
+    }
+  }
+}
+
+/**
+ * Standby: polls until the lease lapses: its own times say so, or it stays unchanged for a whole
+ * duration on this process's clock (which needs no agreement between clocks). Returns the lapsed
+ * lease to take over with If-Match, or undefined when it was deleted.
+ */
+async function waitForLapse(
+  store: ObjectStore,
+  prefix: string,
+  seen: StoredLease,
+  options: AcquireOptions,
+): Promise<StoredLease | undefined> {
+  options.log(`Standing by: the volume is held by ${describeLease(seen.lease)}.`);
+  const pollMs = options.pollMs ?? Math.max(1, Math.floor(seen.lease.durationMs / 10));
+  let unchangedSinceMs = options.clock.nowMs();
+  let etag = seen.etag;
+  for (;;) {
+    await options.clock.sleep(pollMs);
+    const now = await withRetries(options.retry, () => readLease(store, prefix));
+    if (now === undefined) return undefined;
+    if (now.etag !== etag) {
+      etag = now.etag;
+      unchangedSinceMs = options.clock.nowMs();
+    }
+    const stale = options.clock.nowMs() - unchangedSinceMs > now.lease.durationMs;
+    if (stale || leaseLapsed(now.lease, options.clock.wallMs())) {
+      options.log(`The lease of ${describeLease(now.lease)} lapsed; taking the volume over.`);
+      return now;
+    }
+  }
+}
+
+export interface LeaseKeeperOptions {
+  clock: Clock;
+  log: Logger;
+  /** Called once when the lease is lost (another writer took it): the writer must stop. */
+  onLost: (error: VolumeError) => void;
+  /** Called after each successful renewal (flushes held back while the lease was not valid proceed). */
+  onRenewed?: () => void;
+}
+
+/**
+ * Keeps a taken lease: renews it every third of its duration with If-Match, tracks until when it
+ * is valid, and reports its loss. A renewal that fails transiently is retried soon; the lease just
+ * stops being valid meanwhile, and flushes wait.
+ */
+export class LeaseKeeper {
+  readonly #store: ObjectStore;
+  readonly #prefix: string;
+  readonly #options: LeaseKeeperOptions;
+  #lease: Lease;
+  #etag: string;
+  #validUntilMs: number;
+  #timer: Timer | undefined;
+  #writing: Promise<void> | undefined;
+  /** A write whose outcome is unknown (it failed transiently): retried as is before anything new. */
+  #pending: { lease: Lease; body: Uint8Array; startMs: number } | undefined;
+  #lost: VolumeError | undefined;
+  #stopped = false;
+
+  constructor(store: ObjectStore, prefix: string, acquired: AcquiredLease, options: LeaseKeeperOptions) {
+    this.#store = store;
+    this.#prefix = prefix;
+    this.#options = options;
+    this.#lease = acquired.stored.lease;
+    this.#etag = acquired.stored.etag;
+    this.#validUntilMs = acquired.validFromMs + this.#lease.durationMs;
+    this.#schedule(this.#lease.durationMs / 3);
+  }
+
+  get lease(): Lease {
+    return this.#lease;
+  }
+
+  get epoch(): number {
+    return this.#lease.epoch;
+  }
+
+  /** The error the writer failed with, once the lease is lost. */
+  get lost(): VolumeError | undefined {
+    return this.#lost;
+  }
+
+  /** True while this holder may acknowledge flushes. */
+  isValid(): boolean {
+    return this.#lost === undefined && this.#options.clock.nowMs() < this.#validUntilMs;
+  }
+
+  /** Rewrites the lease now with changes (epoch raised, window lowered once the fence is written). */
+  async update(changes: Partial<Pick<Lease, "epoch" | "windowObjects">>): Promise<void> {
+    await this.#write({ ...this.#lease, ...changes });
+  }
+
+  /** Clean shutdown: marks the lease released so the next writer need not fence. */
+  async release(): Promise<void> {
+    this.#stop();
+    await this.#writing;
+    if (this.#lost !== undefined) return;
+    await this.#write({ ...this.#lease, released: true });
+  }
+
+  /** Stops renewing without releasing (a crash, or after the lease was lost). */
+  stop(): void {
+    this.#stop();
+  }
+
+  #stop(): void {
+    this.#stopped = true;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped || this.#lost !== undefined) return;
+    this.#timer = this.#options.clock.setTimer(ms, () => {
+      this.#timer = undefined;
+      this.#write(undefined).then(
+        () => this.#schedule(this.#lease.durationMs / 3),
+        (e) => {
+          if (this.#lost !== undefined) return;
+          this.#options.log(`Cannot renew the lease: ${messageOf(e)}; retrying.`);
+          this.#schedule(this.#lease.durationMs / 30);
+        },
+      );
+    });
+  }
+
+  /**
+   * Writes the lease conditionally (serialised): `next`, or a plain renewal when undefined. A write
+   * that failed transiently may have landed, so it is retried with the very same bytes before
+   * anything new (the store accepts identical bytes as our own landed write); its validity counts
+   * from its first attempt. A 412 means the lease was taken from us.
+   */
+  async #write(next: Lease | undefined): Promise<void> {
+    while (this.#writing !== undefined) await this.#writing.catch(() => {});
+    if (this.#lost !== undefined) throw this.#lost;
+    const run = async () => {
+      let queued = next;
+      for (;;) {
+        const retried = this.#pending !== undefined;
+        if (this.#pending === undefined) {
+          const lease = { ...(queued ?? this.#lease), renewedAtMs: this.#options.clock.wallMs() };
+          this.#pending = { lease, body: encodeLease(lease), startMs: this.#options.clock.nowMs() };
+          queued = undefined;
+        }
+        const pending = this.#pending;
+        let etag: string;
+        try {
+          etag = (await this.#store.put(leaseKey(this.#prefix), pending.body, { ifMatch: this.#etag })).etag;
+        } catch (e) {
+          if (!isStoreError(e, "PreconditionFailed")) throw e;
+          this.#pending = undefined;
+          await this.#loseTo(await readLease(this.#store, this.#prefix).catch(() => undefined));
+          throw this.#lost;
+        }
+        this.#pending = undefined;
+        this.#lease = pending.lease;
+        this.#etag = etag;
+        this.#validUntilMs = pending.startMs + pending.lease.durationMs;
+        this.#options.onRenewed?.();
+        // A retried write may have landed long ago: renew afresh so validity counts from now.
+        if (retried) queued ??= this.#lease;
+        else if (queued === undefined) return;
+      }
+    };
+    this.#writing = run().finally(() => (this.#writing = undefined));
+    await this.#writing;
+  }
+
+  async #loseTo(now: StoredLease | undefined): Promise<void> {
+    if (this.#lost !== undefined) return;
+    const who = now === undefined
+      ? "the lease was deleted"
+      : `the volume was taken over by ${describeLease(now.lease)}`;
+    this.#lost = fencedError(`Cannot keep writing the volume: ${who}`);
+    this.#stop();
+    this.#options.onLost(this.#lost);
+    await Promise.resolve();
+  }
+}
+
+/** The error of a writer that lost the volume to another (kind "fenced": EIO to clients, exit 1). */
+export function fencedError(message: string): VolumeError {
+  return new VolumeError(message);
+}
+
+/**
+ * `lsvd lease break`: for an operator who knows the holder is dead. Marks the lease lapsed (never
+ * released: the holder's uploads may still be in flight, so the next writer fences them).
+ */
+export async function breakLease(
+  store: ObjectStore,
+  prefix: string,
+  retry: RetryPolicy,
+): Promise<Lease | undefined> {
+  const current = await withRetries(retry, () => readLease(store, prefix));
+  if (current === undefined) return undefined;
+  const broken = { ...current.lease, renewedAtMs: 0, durationMs: 0 };
+  await withRetries(retry, () => store.put(leaseKey(prefix), encodeLease(broken), { ifMatch: current.etag }));
+  return current.lease;
+}

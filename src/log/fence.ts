@@ -1,0 +1,216 @@
+/**
+ * @module
+ * Closing the previous writer's upload window (docs/design/fencing.md). A writer never starts the
+ * upload of object s unless s ≤ durableThrough + W (W = its upload window, recorded in its lease).
+ * After taking the lease, and before replaying or archiving anything, the new writer walks the log
+ * from the end of what it loaded:
+ *
+ *   - an object present, whose epoch is not lower than its predecessor's, is the old writer's
+ *     (maybe acknowledged) data: accept it and go on;
+ *   - the first missing number n gets a create-only fence object: an empty log object whose trailer
+ *     carries the new epoch and the volume size (like the size records the writer already writes);
+ *   - every number in (n, n-1+W] gets a fence object too; an object found there with a lower epoch
+ *     is a zombie, an upload the old writer started before the fence: it is copied under archive/,
+ *     deleted, and replaced by a fence object (create-only, until the slot holds ours).
+ *
+ * Afterwards the old writer can land nothing: each of its uploads has a number ≤ its durable
+ * prefix + W ≤ n-1+W, and every such number is occupied. An object with a higher epoch than ours
+ * means a newer writer fenced us first: we fail with kind "fenced".
+ */
+
+import { archiveKey, logKey } from "../format/keys.ts";
+import {
+  decodeHeader,
+  decodeTrailer,
+  FormatError,
+  HEADER_BYTES,
+  ObjectBuilder,
+  TRAILER_FIXED_BYTES,
+  trailerBytesOf,
+} from "../format/object.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
+import type { Logger } from "../util/log.ts";
+import { VolumeError } from "../volume/errors.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { fencedError } from "./lease.ts";
+
+/** Bound on archive-and-replace rounds for one slot (the old writer's retries keep landing). */
+const ZOMBIE_ROUNDS_MAX = 100;
+/** Fence objects written at once. */
+const FENCE_CONCURRENCY = 16;
+
+export interface FenceOptions {
+  prefix: string;
+  /** Our epoch: every fence object carries it. */
+  epoch: number;
+  /** The last object of the loaded log (0 when empty) and the epoch in its trailer. */
+  afterSequence: number;
+  afterEpoch: number;
+  /** The old writers' window to close (from the lease taken over); at least 1. */
+  windowObjects: number;
+  /** Size recorded in every fence object's trailer. */
+  volumeSizeBytes: number;
+  /** Names the archive folder for zombies. */
+  recoveryId: string;
+  retry: RetryPolicy;
+  log: Logger;
+}
+
+export interface FenceResult {
+  /** The first fence object: objects 1..fenceSequence-1 are the log the old writers left. */
+  fenceSequence: number;
+  /** The last fence object; our own objects start after it. */
+  lastSequence: number;
+  /** Old objects accepted after afterSequence. */
+  accepted: number;
+  /** Zombies moved under archive/. */
+  zombies: number;
+}
+
+export async function closeWindow(store: ObjectStore, options: FenceOptions): Promise<FenceResult> {
+  if (!(Number.isSafeInteger(options.windowObjects) && options.windowObjects >= 1)) {
+    throw new RangeError(`bad window ${options.windowObjects}`);
+  }
+  const fence = new Fence(store, options);
+  let previousEpoch = options.afterEpoch;
+  let s = options.afterSequence + 1;
+  let zombies = 0;
+  // Accept the old writers' objects up to the first free number (or the first zombie).
+  for (;;) {
+    if (await fence.tryPlace(s)) break;
+    const epoch = await fence.epochOf(s);
+    if (epoch === undefined) continue; // deleted meanwhile: try the number again
+    if (epoch >= previousEpoch) {
+      previousEpoch = epoch;
+      s++;
+      continue;
+    }
+    await fence.replaceZombie(s);
+    zombies++;
+    break;
+  }
+  const n = s;
+  const last = n - 1 + options.windowObjects;
+  let next = n + 1;
+  const worker = async () => {
+    while (next <= last) {
+      const archived = await fence.occupy(next++);
+      zombies += archived;
+    }
+  };
+  await Promise.all(Array.from({ length: FENCE_CONCURRENCY }, worker));
+  const accepted = n - 1 - options.afterSequence;
+  options.log(
+    `Fenced the previous writer: objects ${n}..${last} hold epoch ${options.epoch}` +
+      ` (accepted ${accepted} of its objects, archived ${zombies} late ones).`,
+  );
+  return { fenceSequence: n, lastSequence: last, accepted, zombies };
+}
+
+/** Slot-level steps of the fence, sharing the store and options. */
+class Fence {
+  readonly #store: ObjectStore;
+  readonly #o: FenceOptions;
+
+  constructor(store: ObjectStore, options: FenceOptions) {
+    this.#store = store;
+    this.#o = options;
+  }
+
+  /** Creates the fence object at s; false when s is taken. */
+  async tryPlace(s: number): Promise<boolean> {
+    const bytes = new ObjectBuilder({ dataBytes: 0, zeroRanges: 0 }).finish({
+      sequence: s,
+      writerEpoch: this.#o.epoch,
+      volumeSizeBytes: this.#o.volumeSizeBytes,
+    });
+    try {
+      await withRetries(
+        this.#o.retry,
+        () => this.#store.put(logKey(this.#o.prefix, s), bytes, { ifNoneMatch: true }),
+      );
+      return true;
+    } catch (e) {
+      if (isStoreError(e, "PreconditionFailed")) return false;
+      throw e;
+    }
+  }
+
+  /** Makes slot t (inside the window) hold our fence; returns how many zombies it archived. */
+  async occupy(t: number): Promise<number> {
+    for (let round = 0; round < ZOMBIE_ROUNDS_MAX; round++) {
+      if (await this.tryPlace(t)) return round;
+      const epoch = await this.epochOf(t);
+      if (epoch === undefined) continue;
+      if (epoch === this.#o.epoch) return round; // ours (a retried PUT that had landed)
+      await this.#moveAside(t, epoch);
+    }
+    throw this.#tooMany(t);
+  }
+
+  /** Archives the zombie at s and puts our fence in its place. */
+  async replaceZombie(s: number): Promise<void> {
+    const epoch = await this.epochOf(s);
+    if (epoch !== undefined) await this.#moveAside(s, epoch);
+    await this.occupy(s);
+  }
+
+  /** The writer epoch in object s's trailer (0 without one), or undefined when s is gone. */
+  async epochOf(s: number): Promise<number | undefined> {
+    const key = logKey(this.#o.prefix, s);
+    try {
+      const epoch = await withRetries(this.#o.retry, () => readWriterEpoch(this.#store, key));
+      if (epoch > this.#o.epoch) {
+        throw fencedError(
+          `Cannot fence the volume: object "${key}" carries epoch ${epoch}, newer than ours (${this.#o.epoch}); ` +
+            "another writer took the volume over",
+        );
+      }
+      return epoch;
+    } catch (e) {
+      if (isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange")) return undefined;
+      throw e;
+    }
+  }
+
+  async #moveAside(s: number, epoch: number): Promise<void> {
+    const key = logKey(this.#o.prefix, s);
+    this.#o.log(
+      `Archiving object "${key}" of epoch ${epoch}: it landed after the fence of epoch ${this.#o.epoch}.`,
+    );
+    try {
+      await withRetries(
+        this.#o.retry,
+        () => this.#store.copy(key, archiveKey(this.#o.prefix, `${this.#o.recoveryId}-fence`, s)),
+      );
+    } catch (e) {
+      if (!isStoreError(e, "NotFound")) throw e;
+      return;
+    }
+    await withRetries(this.#o.retry, () => this.#store.delete(key));
+  }
+
+  #tooMany(s: number): VolumeError {
+    return new VolumeError(
+      `Cannot fence object "${
+        logKey(this.#o.prefix, s)
+      }": another writer keeps writing it after ${ZOMBIE_ROUNDS_MAX} rounds`,
+    );
+  }
+}
+
+/** Reads an object's header and trailer (two ranged GETs) for its writer epoch; 0 without a trailer. */
+async function readWriterEpoch(store: ObjectStore, key: string): Promise<number> {
+  const { sizeBytes } = await store.head(key);
+  if (sizeBytes < HEADER_BYTES) return 0;
+  const header = await store.get(key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
+  try {
+    const trailerBytes = trailerBytesOf(decodeHeader(header.body), sizeBytes);
+    if (trailerBytes < TRAILER_FIXED_BYTES) return 0;
+    const tail = await store.get(key, { offsetBytes: sizeBytes - trailerBytes, lengthBytes: trailerBytes });
+    return decodeTrailer(tail.body).writerEpoch;
+  } catch (e) {
+    if (!(e instanceof FormatError)) throw e;
+    throw new VolumeError(`Cannot fence the volume: object "${key}" is malformed: ${e.message}`);
+  }
+}

@@ -31,7 +31,7 @@ import {
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
 import { VolumeError } from "../volume/errors.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { fencedError } from "./lease.ts";
 
 /** Bound on archive-and-replace rounds for one slot (the old writer's retries keep landing). */

@@ -20,7 +20,7 @@ import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { messageOf, VolumeError } from "../volume/errors.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 export const LEASE_VERSION = 1;
 /** How long one renewal keeps the lease; renewed every third of it. */

@@ -195,7 +195,7 @@ export class S3Store implements ObjectStore {
         new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
         { abortSignal: signal },
       );
-      checkWriteAnswer(response.ETag);
+      if (!response.ETag) throw new BadAnswer("Fatal", "the answer has no ETag");
       return { sizeBytes: response.ContentLength ?? 0, etag: bareEtag(response.ETag) };
     });
   }

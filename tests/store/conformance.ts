@@ -7,6 +7,8 @@
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { withRetries } from "../../src/store/retry.ts";
+import { systemClock } from "../../src/util/clock.ts";
 import { isStoreError, listAll, type ObjectStore, type StoreErrorCode } from "../../src/store/store.ts";
 
 export type MakeStore = () => ObjectStore | Promise<ObjectStore>;
@@ -239,10 +241,13 @@ const CASES: Record<string, Case> = {
   "concurrent ifMatch puts on one ETag have exactly one winner": async (store, p) => {
     const base = await store.put(`${p}lease`, bytes("base"));
     const racers = 8;
+    // As the engine does: a transient answer is retried (RGW answers some racing losers 500, then 412).
+    const retry = { clock: systemClock, attemptsMax: 5 };
     const results = await Promise.allSettled(
       Array.from(
         { length: racers },
-        (_, i) => store.put(`${p}lease`, bytes(`racer ${i}`), { ifMatch: base.etag }),
+        (_, i) =>
+          withRetries(retry, () => store.put(`${p}lease`, bytes(`racer ${i}`), { ifMatch: base.etag })),
       ),
     );
     const winners = results.flatMap((r, i) => r.status === "fulfilled" ? [i] : []);

@@ -19,18 +19,11 @@
  */
 
 import { archiveKey, logKey } from "../format/keys.ts";
-import {
-  decodeHeader,
-  decodeTrailer,
-  FormatError,
-  HEADER_BYTES,
-  ObjectBuilder,
-  TRAILER_FIXED_BYTES,
-  trailerBytesOf,
-} from "../format/object.ts";
+import { ObjectBuilder } from "../format/object.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
-import { VolumeError } from "../volume/errors.ts";
+import { LsvdError } from "../util/errors.ts";
+import { readObjectSummary } from "./object_reader.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { fencedError } from "./lease.ts";
 
@@ -50,6 +43,8 @@ export interface FenceOptions {
   windowObjects: number;
   /** Size recorded in every fence object's trailer. */
   volumeSizeBytes: number;
+  /** Seal time recorded in the fence objects' trailers (wall-clock ms). */
+  sealTimeMs: number;
   /** Names the archive folder for zombies. */
   recoveryId: string;
   retry: RetryPolicy;
@@ -123,6 +118,7 @@ class Fence {
       sequence: s,
       writerEpoch: this.#o.epoch,
       volumeSizeBytes: this.#o.volumeSizeBytes,
+      sealTimeMs: this.#o.sealTimeMs,
     });
     try {
       await withRetries(
@@ -159,7 +155,7 @@ class Fence {
   async epochOf(s: number): Promise<number | undefined> {
     const key = logKey(this.#o.prefix, s);
     try {
-      const epoch = await withRetries(this.#o.retry, () => readWriterEpoch(this.#store, key));
+      const epoch = await withRetries(this.#o.retry, () => readWriterEpoch(this.#store, key, s));
       if (epoch > this.#o.epoch) {
         throw fencedError(
           `Cannot fence the volume: object "${key}" carries epoch ${epoch}, newer than ours (${this.#o.epoch}); ` +
@@ -190,8 +186,9 @@ class Fence {
     await withRetries(this.#o.retry, () => this.#store.delete(key));
   }
 
-  #tooMany(s: number): VolumeError {
-    return new VolumeError(
+  #tooMany(s: number): LsvdError {
+    return new LsvdError(
+      "unavailable",
       `Cannot fence object "${
         logKey(this.#o.prefix, s)
       }": another writer keeps writing it after ${ZOMBIE_ROUNDS_MAX} rounds`,
@@ -199,18 +196,9 @@ class Fence {
   }
 }
 
-/** Reads an object's header and trailer (two ranged GETs) for its writer epoch; 0 without a trailer. */
-async function readWriterEpoch(store: ObjectStore, key: string): Promise<number> {
+/** The writer epoch in an object's trailer (0 without one: written by a base-format tool). */
+async function readWriterEpoch(store: ObjectStore, key: string, sequence: number): Promise<number> {
   const { sizeBytes } = await store.head(key);
-  if (sizeBytes < HEADER_BYTES) return 0;
-  const header = await store.get(key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
-  try {
-    const trailerBytes = trailerBytesOf(decodeHeader(header.body), sizeBytes);
-    if (trailerBytes < TRAILER_FIXED_BYTES) return 0;
-    const tail = await store.get(key, { offsetBytes: sizeBytes - trailerBytes, lengthBytes: trailerBytes });
-    return decodeTrailer(tail.body).writerEpoch;
-  } catch (e) {
-    if (!(e instanceof FormatError)) throw e;
-    throw new VolumeError(`Cannot fence the volume: object "${key}" is malformed: ${e.message}`);
-  }
+  const summary = await readObjectSummary(store, { sequence, key, sizeBytes });
+  return summary.trailer?.writerEpoch ?? 0;
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { archiveKey, logKey } from "../format/keys.ts";
-import { decodeTrailer, ObjectBuilder, TRAILER_FIXED_BYTES } from "../format/object.ts";
+import { ObjectBuilder } from "../format/object.ts";
+import { readObjectSummary } from "./object_reader.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { type Clock, ManualClock } from "../util/clock.ts";
 import { closeWindow, type FenceOptions } from "./fence.ts";
@@ -9,7 +10,7 @@ import { closeWindow, type FenceOptions } from "./fence.ts";
 function oldObject(sequence: number, epoch: number): Uint8Array {
   const builder = new ObjectBuilder({ dataBytes: 4096, zeroRanges: 0 });
   builder.addEntry(0, 4096).fill(sequence);
-  return builder.finish({ sequence, writerEpoch: epoch, volumeSizeBytes: 1 << 20 });
+  return builder.finish({ sequence, writerEpoch: epoch, volumeSizeBytes: 1 << 20, sealTimeMs: 0 });
 }
 
 function options(extra: Partial<FenceOptions>): FenceOptions {
@@ -20,6 +21,7 @@ function options(extra: Partial<FenceOptions>): FenceOptions {
     afterEpoch: 0,
     windowObjects: 4,
     volumeSizeBytes: 1 << 20,
+    sealTimeMs: 0,
     recoveryId: "r1",
     retry: { clock: new ManualClock(), attemptsMax: 3 },
     log: () => {},
@@ -27,10 +29,16 @@ function options(extra: Partial<FenceOptions>): FenceOptions {
   };
 }
 
-function epochAt(store: MemoryStore, sequence: number): number | undefined {
-  const bytes = store.rawGet(logKey("v/", sequence));
+async function epochAt(store: MemoryStore, sequence: number): Promise<number | undefined> {
+  const key = logKey("v/", sequence);
+  const bytes = store.rawGet(key);
   if (bytes === undefined) return undefined;
-  return decodeTrailer(bytes.subarray(bytes.length - TRAILER_FIXED_BYTES)).writerEpoch;
+  const summary = await readObjectSummary(store, { sequence, key, sizeBytes: bytes.length });
+  return summary.trailer?.writerEpoch;
+}
+
+function epochsAt(store: MemoryStore, sequences: number[]): Promise<(number | undefined)[]> {
+  return Promise.all(sequences.map((s) => epochAt(store, s)));
 }
 
 Deno.test("closeWindow() accepts objects that landed after loading and fences the window after them", async () => {
@@ -38,8 +46,8 @@ Deno.test("closeWindow() accepts objects that landed after loading and fences th
   for (const s of [1, 2, 3, 4]) store.rawPut(logKey("v/", s), oldObject(s, 1));
   const result = await closeWindow(store, options({ afterSequence: 2, afterEpoch: 1 }));
   assert.deepEqual(result, { fenceSequence: 5, lastSequence: 8, accepted: 2, zombies: 0 });
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8].map((s) => epochAt(store, s)), [1, 1, 1, 1, 2, 2, 2, 2]);
-  assert.equal(epochAt(store, 9), undefined);
+  assert.deepEqual(await epochsAt(store, [1, 2, 3, 4, 5, 6, 7, 8]), [1, 1, 1, 1, 2, 2, 2, 2]);
+  assert.equal(await epochAt(store, 9), undefined);
 });
 
 Deno.test("closeWindow() archives an upload that landed beyond a gap and fences its slot", async () => {
@@ -47,7 +55,7 @@ Deno.test("closeWindow() archives an upload that landed beyond a gap and fences 
   for (const s of [1, 2, 3, 5, 7]) store.rawPut(logKey("v/", s), oldObject(s, 1));
   const result = await closeWindow(store, options({ afterSequence: 3, afterEpoch: 1 }));
   assert.deepEqual(result, { fenceSequence: 4, lastSequence: 7, accepted: 0, zombies: 2 });
-  assert.deepEqual([4, 5, 6, 7].map((s) => epochAt(store, s)), [2, 2, 2, 2]);
+  assert.deepEqual(await epochsAt(store, [4, 5, 6, 7]), [2, 2, 2, 2]);
   assert.deepEqual(store.rawGet(archiveKey("v/", "r1-fence", 5)), oldObject(5, 1));
   assert.deepEqual(store.rawGet(archiveKey("v/", "r1-fence", 7)), oldObject(7, 1));
   // The old writer's retry of object 5 now fails: its slot is taken.
@@ -63,7 +71,7 @@ Deno.test("closeWindow() archives a zombie right after the loaded log (an epoch 
     options({ epoch: 4, afterSequence: 1, afterEpoch: 3, windowObjects: 2 }),
   );
   assert.deepEqual(result, { fenceSequence: 2, lastSequence: 3, accepted: 0, zombies: 1 });
-  assert.deepEqual([1, 2, 3].map((s) => epochAt(store, s)), [3, 4, 4]);
+  assert.deepEqual(await epochsAt(store, [1, 2, 3]), [3, 4, 4]);
 });
 
 Deno.test("closeWindow() fails as fenced when a newer epoch already holds a slot", async () => {
@@ -92,5 +100,6 @@ Deno.test("closeWindow() on a store with faults still leaves every slot holding 
     options({ afterSequence: 1, afterEpoch: 1, retry: { clock, attemptsMax: 100 }, windowObjects: 8 }),
   );
   assert.equal(result.fenceSequence, 2);
-  for (let s = 2; s <= 9; s++) assert.equal(epochAt(store, s), 2, `slot ${s}`);
+  store.setFaults({ errorRate: 0 });
+  for (let s = 2; s <= 9; s++) assert.equal(await epochAt(store, s), 2, `slot ${s}`);
 });

@@ -19,7 +19,7 @@ import { epochKey, epochPrefix, leaseKey, parseEpochKey } from "../format/keys.t
 import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
-import { messageOf, VolumeError } from "../volume/errors.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 export const LEASE_VERSION = 1;
@@ -92,7 +92,7 @@ export function decodeLease(body: Uint8Array, key: string): Lease {
   try {
     raw = JSON.parse(new TextDecoder().decode(body));
   } catch (e) {
-    throw new VolumeError(`Cannot read the lease "${key}": ${messageOf(e)}`);
+    throw new LsvdError("data", `Cannot read the lease "${key}": ${messageOf(e)}`);
   }
   const l = raw as Partial<Lease>;
   const ok = typeof l === "object" && l !== null && l.version === LEASE_VERSION &&
@@ -102,7 +102,7 @@ export function decodeLease(body: Uint8Array, key: string): Lease {
     Number.isSafeInteger(l.windowObjects) &&
     typeof l.released === "boolean";
   if (!ok) {
-    throw new VolumeError(`Cannot read the lease "${key}": it is not a version ${LEASE_VERSION} lease`);
+    throw new LsvdError("data", `Cannot read the lease "${key}": it is not a version ${LEASE_VERSION} lease`);
   }
   return l as Lease;
 }
@@ -113,7 +113,7 @@ export async function readLease(store: ObjectStore, prefix: string): Promise<Sto
   try {
     const got = await store.get(key);
     if (got.etag === undefined) {
-      throw new VolumeError(`Cannot read the lease "${key}": the store gave no ETag`);
+      throw new LsvdError("unavailable", `Cannot read the lease "${key}": the store gave no ETag`);
     }
     return { lease: decodeLease(got.body, key), etag: got.etag };
   } catch (e) {
@@ -185,7 +185,8 @@ export async function acquireLease(
     let current = await withRetries(options.retry, () => readLease(store, prefix));
     if (current !== undefined && !leaseLapsed(current.lease, options.clock.wallMs())) {
       if (mode === "refuse") {
-        throw new VolumeError(
+        throw new LsvdError(
+          "fenced",
           `Cannot open the volume for writing: it is held by ${describeLease(current.lease)}; ` +
             "stop that daemon, or pass --takeover to fence it, or --standby to wait for it",
         );
@@ -266,7 +267,7 @@ export interface LeaseKeeperOptions {
   clock: Clock;
   log: Logger;
   /** Called once when the lease is lost (another writer took it): the writer must stop. */
-  onLost: (error: VolumeError) => void;
+  onLost: (error: LsvdError) => void;
   /** Called after each successful renewal (flushes held back while the lease was not valid proceed). */
   onRenewed?: () => void;
 }
@@ -287,7 +288,7 @@ export class LeaseKeeper {
   #writing: Promise<void> | undefined;
   /** A write whose outcome is unknown (it failed transiently): retried as is before anything new. */
   #pending: { lease: Lease; body: Uint8Array; startMs: number } | undefined;
-  #lost: VolumeError | undefined;
+  #lost: LsvdError | undefined;
   #stopped = false;
 
   constructor(store: ObjectStore, prefix: string, acquired: AcquiredLease, options: LeaseKeeperOptions) {
@@ -309,7 +310,7 @@ export class LeaseKeeper {
   }
 
   /** The error the writer failed with, once the lease is lost. */
-  get lost(): VolumeError | undefined {
+  get lost(): LsvdError | undefined {
     return this.#lost;
   }
 
@@ -412,8 +413,8 @@ export class LeaseKeeper {
 }
 
 /** The error of a writer that lost the volume to another (kind "fenced": EIO to clients, exit 1). */
-export function fencedError(message: string): VolumeError {
-  return new VolumeError(message);
+export function fencedError(message: string): LsvdError {
+  return new LsvdError("fenced", message);
 }
 
 /**

@@ -420,10 +420,11 @@ export function mapError(error: unknown, action: Action, endpoint: string): Stor
   if (name === "CredentialsProviderError") {
     return fail("Fatal", "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
   }
-  if (TRANSIENT_NAMES.has(name) || status === 429 || (status !== undefined && status >= 500)) {
+  // No status: no HTTP answer at all (refused, reset, timed out), whatever name the SDK gave it.
+  if (status === undefined) return fail("Transient", `cannot reach ${endpoint} (${networkCause(e)})`);
+  if (TRANSIENT_NAMES.has(name) || status === 429 || status >= 500) {
     return fail("Transient", `the server answered ${name || `HTTP ${status}`}`);
   }
-  if (status === undefined) return fail("Transient", `cannot reach ${endpoint} (${networkCause(e)})`);
   return fail(
     "Fatal",
     `the server answered ${name || "an error"} (HTTP ${status}): ${e.message ?? ""}`.trim(),

@@ -12,6 +12,8 @@ import { UsageError } from "./options.ts";
 import { AttachError } from "../attach/attach.ts";
 import { licensesCommand } from "./licenses.ts";
 import { serveCommand } from "./serve.ts";
+import { infoCommand } from "./info.ts";
+import { verifyCommand } from "./verify.ts";
 
 const USAGE = `Usage: lsvd <command> [options]
 
@@ -20,6 +22,8 @@ objects in an S3-compatible bucket (or a local directory).
 
 Commands:
   serve      Recover the volume and serve it over NBD (and optionally attach /dev/nbdN)
+  info       Describe the volume: size, objects, gaps, epochs, checkpoints, archive
+  verify     Fetch every object and check every checksum; exit 1 when anything is wrong
   licenses   Print the licenses of the third-party components in this binary
 
 Run 'lsvd <command> --help' for a command's options.
@@ -31,6 +35,10 @@ export async function runCli(args: string[]): Promise<number> {
     switch (command) {
       case "serve":
         return await serveCommand(rest);
+      case "info":
+        return await infoCommand(rest);
+      case "verify":
+        return await verifyCommand(rest);
       case "licenses":
         return licensesCommand(rest);
       case undefined:

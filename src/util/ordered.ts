@@ -29,3 +29,25 @@ export async function readInOrder<T, R>(
     launch();
   }
 }
+
+/** Runs work(item) for every item with at most `concurrency` in flight, in any order of completion. */
+export async function forEachBounded<T>(
+  items: readonly T[],
+  concurrency: number,
+  work: (item: T, index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        await work(items[i]!, i);
+      } catch (e) {
+        failed = true; // the other workers stop taking items; the first error is reported
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+}

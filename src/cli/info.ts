@@ -1,0 +1,176 @@
+/**
+ * @module
+ * `lsvd info [--json]`: what a volume's bucket holds, read without changing anything: size,
+ * objects and their bytes, the first and last object with their seal times, gaps, writer epochs,
+ * checkpoints, archived objects, how much of the disk holds data, and the format record.
+ * The figures are gathered into one VolumeInfo object; the text and --json views both print it,
+ * so a new figure (lease, snapshots, live and dead bytes) is one field and one line.
+ */
+
+import type { FormatRecord } from "../log/format_record.ts";
+import { loadLog } from "../log/load.ts";
+import type { LoggedObject, LogState } from "../log/log_state.ts";
+import { readObjectSummary } from "../log/object_reader.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { SECTOR_BYTES } from "../util/constants.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { UsageError } from "./options.ts";
+import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+
+export interface ObjectRef {
+  sequence: number;
+  key: string;
+  sizeBytes: number;
+  /** RFC 3339, from the trailer (null when the object records none). */
+  sealedAt: string | null;
+  writerEpoch: number | null;
+}
+
+export interface VolumeInfo {
+  location: string;
+  prefix: string;
+  format: FormatRecord | null;
+  /** From the newest trailer of the log (null when no object records one). */
+  sizeBytes: number | null;
+  /** Bytes of the disk that hold data now: the union of the mapped extents. */
+  writtenBytes: number;
+  objects: { count: number; bytes: number; first: ObjectRef | null; last: ObjectRef | null };
+  /** Objects 1..gapFreeCount make the disk; the rest lie after a gap and are ignored until repaired. */
+  gapFreeCount: number;
+  gaps: { from: number; to: number }[];
+  /** Epochs claimed (epoch/ keys) and recorded in the first and last trailers, ascending. */
+  writerEpochs: number[];
+  checkpoints: number[];
+  archived: { count: number; bytes: number };
+  snapshots: string[];
+  // Added by the lease, snapshot and GC work: lease holder, live/dead bytes.
+}
+
+const OPTIONS = {
+  json: { type: "boolean" as const, help: "Print one JSON object (for scripts) instead of text" },
+};
+
+const SUMMARY = "Describes the volume from its bucket (or directory) without changing anything.";
+
+export async function infoCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  const parsed = parseTool(args, { command: "info", usage: "[options]", summary: SUMMARY, options: OPTIONS });
+  if (parsed.help) return 0;
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  const retry = toolRetry(log);
+  const state = await listVolume(parsed.selection, retry, { mustExist: true });
+  const info = await collectInfo(parsed.selection.store, state, {
+    retry,
+    log,
+    location: where(parsed.selection),
+  });
+  console.log(parsed.values.json === true ? JSON.stringify(info, null, 2) : renderInfo(info));
+  return 0;
+}
+
+export async function collectInfo(
+  store: ObjectStore,
+  state: LogState,
+  options: { retry: RetryPolicy; log: Logger; location: string },
+): Promise<VolumeInfo> {
+  const loaded = await loadLog(store, state, { concurrency: 32, retry: options.retry, log: options.log });
+  let writtenSectors = 0;
+  for (const run of loaded.map.runs()) for (let i = 1; i < run.length; i += 4) writtenSectors += run[i]!;
+  const log = state.objects;
+  const [first, last] = await Promise.all([
+    refOf(store, log[0], options.retry),
+    refOf(store, log.at(-1), options.retry),
+  ]);
+  const epochs = new Set(state.epochs);
+  for (const r of [first, last]) if (r?.writerEpoch) epochs.add(r.writerEpoch);
+  if (loaded.writerEpoch > 0) epochs.add(loaded.writerEpoch);
+  return {
+    location: options.location,
+    prefix: state.prefix,
+    format: state.format ?? null,
+    sizeBytes: loaded.volumeSizeBytes ?? null,
+    writtenBytes: writtenSectors * SECTOR_BYTES,
+    objects: { count: log.length, bytes: log.reduce((n, o) => n + o.sizeBytes, 0), first, last },
+    gapFreeCount: state.gapFreeCount,
+    gaps: gapsOf(log),
+    writerEpochs: [...epochs].sort((a, b) => a - b),
+    checkpoints: state.checkpoints.map((c) => c.sequence),
+    archived: state.archived,
+    snapshots: state.snapshots.map((s) => s.name),
+  };
+}
+
+async function refOf(
+  store: ObjectStore,
+  o: LoggedObject | undefined,
+  retry: RetryPolicy,
+): Promise<ObjectRef | null> {
+  if (o === undefined) return null;
+  const { trailer } = await withRetries(retry, () => readObjectSummary(store, o));
+  const sealTimeMs = trailer?.sealTimeMs;
+  return {
+    sequence: o.sequence,
+    key: o.key,
+    sizeBytes: o.sizeBytes,
+    sealedAt: sealTimeMs === undefined ? null : new Date(sealTimeMs).toISOString(),
+    writerEpoch: trailer?.writerEpoch ?? null,
+  };
+}
+
+/** Missing numbers between 1 and the highest object, as inclusive ranges. */
+export function gapsOf(objects: readonly LoggedObject[]): { from: number; to: number }[] {
+  const gaps: { from: number; to: number }[] = [];
+  let expected = 1;
+  for (const o of objects) {
+    if (o.sequence > expected) gaps.push({ from: expected, to: o.sequence - 1 });
+    expected = o.sequence + 1;
+  }
+  return gaps;
+}
+
+export function renderInfo(i: VolumeInfo): string {
+  const rows: [string, string][] = [
+    ["Volume", i.location],
+    ["Format", formatLine(i.format)],
+    ["Size", i.sizeBytes === null ? "not recorded" : bytesText(i.sizeBytes)],
+    ["Written", `${bytesText(i.writtenBytes)} of the disk hold data`],
+    ["Objects", `${i.objects.count} (${bytesText(i.objects.bytes)})`],
+    ["First object", refText(i.objects.first)],
+    ["Last object", refText(i.objects.last)],
+    ["Gaps", gapsText(i)],
+    ["Writer epochs", i.writerEpochs.length === 0 ? "none recorded" : i.writerEpochs.join(", ")],
+    [
+      "Checkpoints",
+      i.checkpoints.length === 0 ? "none" : i.checkpoints.map((c) => `after object ${c}`).join(", "),
+    ],
+    ["Archived", `${i.archived.count} objects (${bytesText(i.archived.bytes)})`],
+    ["Snapshots", i.snapshots.length === 0 ? "none" : i.snapshots.join(", ")],
+  ];
+  return rows.map(([k, v]) => `${(k + ":").padEnd(15)}${v}`).join("\n");
+}
+
+function formatLine(f: FormatRecord | null): string {
+  if (f === null) return "no format record (written by lsvd 0.1 or another tool)";
+  return `${f.format} (opens with lsvd ${f.minimumLsvd} or newer; written by lsvd ${f.writtenBy}, created ${f.createdAt})`;
+}
+
+function refText(r: ObjectRef | null): string {
+  if (r === null) return "none";
+  const sealed = r.sealedAt === null ? "no seal time recorded" : `sealed ${r.sealedAt}`;
+  const epoch = r.writerEpoch === null ? "" : `, writer epoch ${r.writerEpoch}`;
+  return `${r.sequence} (${r.key}, ${bytesText(r.sizeBytes)}, ${sealed}${epoch})`;
+}
+
+function gapsText(i: VolumeInfo): string {
+  if (i.gaps.length === 0) return "none";
+  const ranges = i.gaps.map((g) => g.from === g.to ? `${g.from}` : `${g.from}-${g.to}`).join(", ");
+  const after = i.objects.count - i.gapFreeCount;
+  return `objects ${ranges} missing; the disk is objects 1-${i.gapFreeCount}, ${after} objects after the first gap are ignored`;
+}
+
+export function bytesText(bytes: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let v = bytes, u = 0;
+  while (v >= 1024 && u < units.length - 1) [v, u] = [v / 1024, u + 1];
+  return u === 0 ? `${bytes} bytes` : `${v.toFixed(1)} ${units[u]} (${bytes} bytes)`;
+}

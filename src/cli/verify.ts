@@ -1,0 +1,143 @@
+/**
+ * @module
+ * `lsvd verify`: fetches every log object whole (many at once, memory bounded by the number in
+ * flight) and checks everything the format allows (src/log/verify.ts): trailer, sequence, the
+ * whole-object CRC, the header CRC and every data sector's CRC; also that the log has no gaps and
+ * that every checkpoint decodes. Each bad key is printed on its own line on standard output;
+ * the exit status is 1 when anything is wrong. Never modifies the bucket.
+ */
+
+import { decodeCheckpoint } from "../format/checkpoint.ts";
+import type { LoggedObject } from "../log/log_state.ts";
+import { verifyObject } from "../log/verify.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { systemClock } from "../util/clock.ts";
+import { messageOf } from "../util/errors.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { forEachBounded } from "../util/ordered.ts";
+import { Progress, stderrTerminal } from "../util/progress.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { gapsOf } from "./info.ts";
+import { parseInteger, UsageError } from "./options.ts";
+import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+
+const OPTIONS = {
+  parallel: {
+    type: "string" as const,
+    help: "Objects fetched at once (memory: this many whole objects)",
+    default: "32",
+    placeholder: "N",
+  },
+};
+
+const SUMMARY = "Fetches every object of the volume and checks its trailer, sequence and every checksum;\n" +
+  "prints each bad key on its own line and exits 1 when anything is wrong. Changes nothing.";
+
+export interface VerifyReport {
+  objects: number;
+  bytes: number;
+  /** One line per problem, each starting with the key it concerns. */
+  problems: string[];
+}
+
+export async function verifyCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  const parsed = parseTool(args, {
+    command: "verify",
+    usage: "[options]",
+    summary: SUMMARY,
+    options: OPTIONS,
+  });
+  if (parsed.help) return 0;
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
+  const retry = toolRetry(log);
+  const state = await listVolume(parsed.selection, retry, { mustExist: true });
+  log(`Verifying ${state.objects.length} objects ${where(parsed.selection)}.`);
+  const report = await verifyLog(parsed.selection.store, {
+    objects: state.objects,
+    checkpoints: state.checkpoints,
+    requireTrailer: state.format !== undefined,
+    parallel,
+    retry,
+    log,
+    onProblem: (line) => console.log(line),
+  });
+  const mib = (report.bytes / 2 ** 20).toFixed(1);
+  if (report.problems.length === 0) {
+    log(`All ${report.objects} objects (${mib} MiB) and ${state.checkpoints.length} checkpoints are good.`);
+    return 0;
+  }
+  log(
+    `Found ${report.problems.length} problems in ${report.objects} objects (${mib} MiB); see the lines above.`,
+  );
+  return 1;
+}
+
+export interface VerifyLogOptions {
+  objects: readonly LoggedObject[];
+  checkpoints: readonly { sequence: number; key: string }[];
+  requireTrailer: boolean;
+  parallel: number;
+  retry: RetryPolicy;
+  log: Logger;
+  /** Called once per problem line as it is found. */
+  onProblem: (line: string) => void;
+}
+
+export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promise<VerifyReport> {
+  const report: VerifyReport = { objects: 0, bytes: 0, problems: [] };
+  const problem = (key: string, text: string) => {
+    const line = `${key}: ${text}`;
+    report.problems.push(line);
+    o.onProblem(line);
+  };
+  for (const g of gapsOf(o.objects)) {
+    const missing = g.from === g.to ? `object ${g.from} is missing` : `objects ${g.from}-${g.to} are missing`;
+    const key = o.objects.find((x) => x.sequence > g.to)!.key;
+    problem(key, `${missing} before it: the disk ends before the gap, this and later objects are ignored`);
+  }
+  const total = o.objects.reduce((n, x) => n + x.sizeBytes, 0);
+  const progress = new Progress({
+    what: "Verifying",
+    unit: "bytes",
+    total,
+    clock: systemClock,
+    log: o.log,
+    terminal: stderrTerminal(),
+  });
+  await forEachBounded(o.objects, o.parallel, async (object) => {
+    const bytes = await fetchWhole(store, object.key, o.retry);
+    if (bytes === undefined) problem(object.key, "it was listed but is gone");
+    else {
+      for (const p of verifyObject(object, bytes, { requireTrailer: o.requireTrailer }).problems) {
+        problem(object.key, p);
+      }
+    }
+    report.objects++;
+    report.bytes += object.sizeBytes;
+    progress.update(report.bytes);
+  });
+  progress.finish();
+  for (const c of o.checkpoints) {
+    const bytes = await fetchWhole(store, c.key, o.retry);
+    try {
+      if (bytes !== undefined) decodeCheckpoint(bytes);
+    } catch (e) {
+      problem(c.key, `checkpoint is damaged (${messageOf(e)}); it is ignored at start, the log is replayed`);
+    }
+  }
+  return report;
+}
+
+async function fetchWhole(
+  store: ObjectStore,
+  key: string,
+  retry: RetryPolicy,
+): Promise<Uint8Array | undefined> {
+  try {
+    return (await withRetries(retry, () => store.get(key))).body;
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) return undefined;
+    throw e;
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * @module
+ * A point of a volume's log — the state after object N — named the way users name it: an object
+ * number (`1234`) or a time (`2026-12-01T17:00:00Z`, RFC 3339). One parser and one resolver, so
+ * `serve --at`, `export --at`, `rollback --to` and gc agree on what a point means.
+ *
+ * A time resolves to the newest object of the gap-free log whose trailer seal time (the writer's
+ * wall clock when it sealed the object, trailer version 2) is at or before it. Seal times grow
+ * along the log as long as writers' clocks do, so the search is a binary search over trailers:
+ * about log2(objects) trailer reads. Objects without a seal time (version-1 trailers, objects
+ * written by tools that know only the base format) cannot answer a time: that is said, and an
+ * object number works instead.
+ */
+
+import type { ObjectStore } from "../store/store.ts";
+import { LsvdError } from "../util/errors.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import type { LoggedObject, LogState } from "./log_state.ts";
+import { readObjectSummary } from "./object_reader.ts";
+
+export type Point =
+  | { kind: "sequence"; sequence: number; text: string }
+  | { kind: "time"; timeMs: number; text: string };
+
+export interface ResolvedPoint {
+  /** The last object of the state: objects 1..sequence make it. */
+  sequence: number;
+  /** Seal time of that object when known (ms since 1970). */
+  sealTimeMs: number | undefined;
+  /** For log lines: `object 12 (sealed 2026-12-01T17:00:00.000Z)`. */
+  description: string;
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** Parses an object number or an RFC 3339 time; throws LsvdError("invalid") naming `what`. */
+export function parsePoint(raw: string, what: string): Point {
+  const text = raw.trim();
+  if (/^\d+$/.test(text)) {
+    const sequence = Number(text);
+    if (!Number.isSafeInteger(sequence) || sequence < 1) {
+      throw new LsvdError("invalid", `Invalid ${what}: "${raw}" must be an object number of 1 or more`);
+    }
+    return { kind: "sequence", sequence, text };
+  }
+  const timeMs = RFC3339.test(text) ? Date.parse(text.replace(" ", "T")) : NaN;
+  if (!Number.isFinite(timeMs)) {
+    throw new LsvdError(
+      "invalid",
+      `Invalid ${what}: "${raw}" is neither an object number nor an RFC 3339 time such as 2026-12-01T17:00:00Z`,
+    );
+  }
+  return { kind: "time", timeMs, text };
+}
+
+/** Finds the object a point names in the gap-free log; throws LsvdError("invalid") past the log. */
+export async function resolvePoint(
+  store: ObjectStore,
+  state: LogState,
+  point: Point,
+  retry: RetryPolicy,
+): Promise<ResolvedPoint> {
+  const log = state.objects.slice(0, state.gapFreeCount);
+  if (log.length === 0) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot resolve ${point.text}: there is no volume under prefix "${state.prefix}"`,
+    );
+  }
+  if (point.kind === "sequence") {
+    if (point.sequence > log.length) {
+      const gap = state.objects.length > log.length ? ` (object ${log.length + 1} is missing)` : "";
+      throw new LsvdError(
+        "invalid",
+        `Cannot resolve object ${point.sequence}: the log ends at object ${log.length}${gap}`,
+      );
+    }
+    const sealTimeMs = await sealTimeOf(store, log[point.sequence - 1]!, retry).catch(() => undefined);
+    return { sequence: point.sequence, sealTimeMs, description: describe(point.sequence, sealTimeMs) };
+  }
+  return await resolveTime(store, log, point, retry);
+}
+
+async function resolveTime(
+  store: ObjectStore,
+  log: readonly LoggedObject[],
+  point: { timeMs: number; text: string },
+  retry: RetryPolicy,
+): Promise<ResolvedPoint> {
+  const sealed = async (i: number) => {
+    const t = await sealTimeOf(store, log[i]!, retry);
+    if (t === undefined) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot resolve the time ${point.text}: object "${
+          log[i]!.key
+        }" records no seal time (written by lsvd 0.1 or another tool); give an object number instead`,
+      );
+    }
+    return t;
+  };
+  const first = await sealed(0);
+  if (first > point.timeMs) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot resolve the time ${point.text}: the first object was sealed later, at ${iso(first)}`,
+    );
+  }
+  // Invariant: log[lo] was sealed at or before the time; everything after hi was sealed after it.
+  let lo = 0, hi = log.length - 1, loTime = first;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    const t = await sealed(mid);
+    if (t <= point.timeMs) [lo, loTime] = [mid, t];
+    else hi = mid - 1;
+  }
+  return { sequence: lo + 1, sealTimeMs: loTime, description: describe(lo + 1, loTime) };
+}
+
+/** The seal time recorded in an object's trailer (undefined without one); data errors name the key. */
+export async function sealTimeOf(
+  store: ObjectStore,
+  o: LoggedObject,
+  retry: RetryPolicy,
+): Promise<number | undefined> {
+  const summary = await withRetries(retry, () => readObjectSummary(store, o));
+  return summary.trailer?.sealTimeMs;
+}
+
+function describe(sequence: number, sealTimeMs: number | undefined): string {
+  return `object ${sequence}${sealTimeMs === undefined ? "" : ` (sealed ${iso(sealTimeMs)})`}`;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

@@ -1,0 +1,182 @@
+/**
+ * @module
+ * The offline tools' story, run by toolbox_dir_test.ts on the directory store and by
+ * toolbox_rgw_test.ts on Ceph RGW, always through the real CLI (`main.ts <command>`) and the real
+ * daemon with real NBD clients (qemu-io, nbdcopy):
+ * a volume is written in two sessions, then inspected (info), checked (verify), exported (whole,
+ * at an object, at a time, to stdout), imported and re-exported, served at a past point, rolled
+ * back, damaged; and every bad input gets one line and changes nothing.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon, unixUri } from "../support/daemon.ts";
+import { runClientOk, seededBytes, sha256Hex } from "../support/clients.ts";
+import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
+import { listAll, type ObjectStore } from "../../src/store/store.ts";
+import { parseLogKey } from "../../src/format/keys.ts";
+
+export interface ToolboxTarget {
+  /** Store options (--dir ..., or --bucket ... --endpoint ... --path-style). */
+  storeArgs: string[];
+  env: Record<string, string>;
+  /** The same store, for checks and deliberate damage. */
+  store: ObjectStore;
+  /** A scratch directory for sockets and files. */
+  dir: string;
+}
+
+export const VOLUME_BYTES = 32 * 2 ** 20;
+
+export interface WrittenVolume {
+  prefix: string;
+  /** The last object after the first session (random data over the whole disk). */
+  firstPoint: number;
+  /** sha256 of the disk after the first session and after the second. */
+  firstSha: string;
+  finalSha: string;
+}
+
+export function args(t: ToolboxTarget, prefix: string, ...rest: string[]): string[] {
+  return [...t.storeArgs, "--prefix", prefix, ...rest];
+}
+
+export function serveDaemon(t: ToolboxTarget, prefix: string, extra: string[] = []): Promise<Daemon> {
+  return Daemon.start({ args: args(t, prefix, "--socket", socketOf(t), ...extra), env: t.env });
+}
+
+function socketOf(t: ToolboxTarget): string {
+  return join(t.dir, "nbd.sock");
+}
+
+/** Reads the whole disk of a served volume with nbdcopy; returns its sha256. */
+export async function diskSha(t: ToolboxTarget): Promise<string> {
+  const out = join(t.dir, `disk-${crypto.randomUUID()}.bin`);
+  await runClientOk("nbdcopy", [unixUri(socketOf(t)), out]);
+  const sha = await sha256Hex(await Deno.readFile(out));
+  await Deno.remove(out);
+  return sha;
+}
+
+/** sha256 of the disk a read-only serve shows (at a point when given). */
+export async function servedSha(t: ToolboxTarget, prefix: string, at?: string): Promise<string> {
+  const d = await serveDaemon(t, prefix, ["--read-only", ...(at === undefined ? [] : ["--at", at])]);
+  try {
+    return await diskSha(t);
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+  }
+}
+
+export async function logKeys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of listAll(store, { prefix })) {
+    if (parseLogKey(prefix, o.key) !== undefined) keys.push(o.key);
+  }
+  return keys;
+}
+
+export async function allKeys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of listAll(store, { prefix })) keys.push(o.key);
+  return keys;
+}
+
+/** Two sessions: random data over the whole disk, then overwrites, a zeroed range and new data. */
+export async function writeVolume(t: ToolboxTarget, prefix: string): Promise<WrittenVolume> {
+  const uri = unixUri(socketOf(t));
+  const random = join(t.dir, `random-${prefix}.bin`);
+  await Deno.writeFile(random, seededBytes(VOLUME_BYTES, 8));
+  let d = await serveDaemon(t, prefix, ["--size", String(VOLUME_BYTES)]);
+  await runClientOk("nbdcopy", [random, uri]);
+  assert.equal((await d.stop()).code, 0);
+  const firstPoint = (await logKeys(t.store, prefix + "/")).length;
+  const firstSha = await sha256Hex(await Deno.readFile(random));
+  await Deno.remove(random);
+  await new Promise((r) => setTimeout(r, 20)); // seal times of the two sessions differ
+  d = await serveDaemon(t, prefix);
+  await runClientOk("qemu-io", [
+    "-f",
+    "raw",
+    uri,
+    "-c",
+    "write -P 0x33 2M 4M",
+    "-c",
+    "write -z 8M 1M",
+    "-c",
+    "write -P 0x44 20M 1M",
+  ]);
+  const finalSha = await diskSha(t);
+  assert.equal((await d.stop()).code, 0);
+  assert.notEqual(finalSha, firstSha);
+  return { prefix, firstPoint, firstSha, finalSha };
+}
+
+/** Runs lsvd with the target's environment. */
+export function lsvd(t: ToolboxTarget, argv: string[], stdin?: Uint8Array) {
+  return runLsvd(argv, { env: t.env, ...(stdin === undefined ? {} : { stdin }) });
+}
+
+export function lsvdOk(t: ToolboxTarget, argv: string[]) {
+  return runLsvdOk(argv, { env: t.env });
+}
+
+/** A failed run: exit 1 and exactly one `lsvd:` line naming the problem, no stack trace. */
+export function assertOneLine(r: { code: number; err: string; out: string }, pattern: RegExp): void {
+  assert.equal(r.code, 1, `expected exit 1:\n${r.out}\n${r.err}`);
+  const lines = r.err.trim().split("\n").filter((l) => l.startsWith("lsvd: ") && !/Retrying/.test(l));
+  assert.match(lines.at(-1) ?? "", pattern, r.err);
+  assert(!r.err.includes("    at "), r.err);
+}
+
+export async function infoAndVerify(t: ToolboxTarget, v: WrittenVolume): Promise<void> {
+  const p = v.prefix;
+  const info = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, p)])).out);
+  const keys = await logKeys(t.store, p + "/");
+  assert.equal(info.sizeBytes, VOLUME_BYTES);
+  assert.equal(info.objects.count, keys.length);
+  assert.equal(info.gapFreeCount, keys.length);
+  assert.deepEqual(info.gaps, []);
+  assert.equal(info.writtenBytes, VOLUME_BYTES - 2 ** 20, "everything but the zeroed MiB holds data");
+  assert.equal(info.objects.first.sequence, 1);
+  assert.equal(info.objects.last.key, keys.at(-1));
+  assert.ok(Date.parse(info.objects.last.sealedAt) >= Date.parse(info.objects.first.sealedAt));
+  assert.deepEqual(info.writerEpochs, [1, 2], "two writer sessions");
+  assert.ok(info.checkpoints.length >= 1, "serve checkpoints at shutdown");
+  assert.equal(info.format.format, 2);
+  const text = (await lsvdOk(t, ["info", ...args(t, p)])).out;
+  assert.match(text, /^Size: +32\.0 MiB \(33554432 bytes\)$/m);
+  assert.match(text, /^Gaps: +none$/m);
+
+  const good = await lsvdOk(t, ["verify", ...args(t, p)]);
+  assert.equal(good.out, "");
+  assert.match(good.err, new RegExp(`All ${keys.length} objects .* are good`));
+}
+
+/** Copies a volume's log to another prefix (keys as they are), for damage that must not hurt the rest. */
+export async function copyVolume(t: ToolboxTarget, from: string, to: string): Promise<void> {
+  for (const key of await allKeys(t.store, from + "/")) {
+    await t.store.copy(key, to + "/" + key.slice(from.length + 1));
+  }
+}
+
+/** verify names a flipped byte and a truncated object, one line each (and exits 1). */
+export async function verifyDamage(t: ToolboxTarget, v: WrittenVolume): Promise<void> {
+  const p = `${v.prefix}-damaged`;
+  await copyVolume(t, v.prefix, p);
+  const keys = await logKeys(t.store, p + "/");
+  const flipped = keys[1]!, truncated = keys[2]!;
+  const body = (await t.store.get(flipped)).body.slice();
+  body[body.length - 100_000]! ^= 0x40; // a data byte
+  await t.store.put(flipped, body);
+  const whole = (await t.store.get(truncated)).body;
+  await t.store.put(truncated, whole.slice(0, whole.length - 1000));
+  const r = await lsvd(t, ["verify", "--parallel", "4", ...args(t, p)]);
+  assert.equal(r.code, 1, r.err);
+  const lines = r.out.trim().split("\n");
+  assert.ok(lines.some((l) => l.startsWith(`${flipped}: whole-object CRC mismatch`)), r.out);
+  assert.ok(lines.some((l) => l.startsWith(`${flipped}: 1 data sectors fail their CRC`)), r.out);
+  assert.ok(lines.some((l) => l.startsWith(`${truncated}: `) && /truncated/.test(l)), r.out);
+  assert.ok(lines.every((l) => l.startsWith(flipped) || l.startsWith(truncated)), r.out);
+  assert.match(r.err, /Found 3 problems/);
+}

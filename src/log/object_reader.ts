@@ -15,6 +15,7 @@ import {
   HEADER_BYTES,
   type Trailer,
   TRAILER_GUESS_BYTES,
+  TRAILER_MAGIC,
   trailerBytesOf,
   verifyHeader,
 } from "../format/object.ts";
@@ -59,12 +60,72 @@ export async function readObjectSummary(store: ObjectStore, o: LoggedObject): Pr
     checkLength(trailerBody, trailerBytes, o);
     return summarize(o, head.body, entries, trailerBody, undefined);
   } catch (e) {
-    if (isStoreError(e, "Transient")) throw e;
-    if (e instanceof FormatError || isStoreError(e, "InvalidRange") || isStoreError(e, "NotFound")) {
-      throw new LsvdError("data", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
-    }
-    throw e;
+    throw asDataError(o, e);
   }
+}
+
+/**
+ * Reads one object's per-sector CRC table from its trailer with one suffix GET (two when the
+ * trailer is longer than TRAILER_GUESS_BYTES). Undefined when the object carries no table (a
+ * version-1 trailer, or no trailer: older lsvd or another writer). When no trailer is found where
+ * the object's last four bytes point, the header decides whether it ever had one, so a damaged
+ * trailer is reported rather than taken for a missing one. Errors as for readObjectSummary.
+ */
+export async function readSectorCrcs(store: ObjectStore, o: LoggedObject): Promise<Uint32Array | undefined> {
+  try {
+    if (o.sizeBytes < HEADER_BYTES) {
+      throw new FormatError(`object is ${o.sizeBytes} bytes, shorter than the ${HEADER_BYTES}-byte header`);
+    }
+    const tailBytes = Math.min(o.sizeBytes - HEADER_BYTES, TRAILER_GUESS_BYTES);
+    if (tailBytes < TRAILER_MAGIC.length + 8) return await tableFromHeader(store, o);
+    const tail = await store.get(o.key, { offsetBytes: o.sizeBytes - tailBytes, lengthBytes: tailBytes });
+    checkLength(tail.body, tailBytes, o);
+    const claimed = claimedTrailerBytes(tail.body);
+    if (claimed < TRAILER_MAGIC.length + 8 || claimed > o.sizeBytes - HEADER_BYTES) {
+      return await tableFromHeader(store, o);
+    }
+    const trailerBody = claimed <= tailBytes
+      ? tail.body.subarray(tailBytes - claimed)
+      : (await store.get(o.key, { offsetBytes: o.sizeBytes - claimed, lengthBytes: claimed })).body;
+    checkLength(trailerBody, claimed, o);
+    if (!startsWithMagic(trailerBody)) return await tableFromHeader(store, o);
+    const trailer = decodeTrailer(trailerBody);
+    if (trailer.sequence !== o.sequence) {
+      throw new FormatError(`its trailer says it is object ${trailer.sequence}`);
+    }
+    return trailer.sectorCrcs;
+  } catch (e) {
+    throw asDataError(o, e);
+  }
+}
+
+/** No trailer where the last four bytes point: fine only if the header says there is none. */
+async function tableFromHeader(store: ObjectStore, o: LoggedObject): Promise<undefined> {
+  const head = await store.get(o.key, { offsetBytes: 0, lengthBytes: HEADER_BYTES });
+  checkLength(head.body, HEADER_BYTES, o);
+  const trailerBytes = trailerBytesOf(decodeHeader(head.body), o.sizeBytes);
+  if (trailerBytes > 0) {
+    throw new FormatError(
+      `its ${trailerBytes}-byte trailer is damaged (no trailer where its length field points)`,
+    );
+  }
+  return undefined;
+}
+
+function startsWithMagic(bytes: Uint8Array): boolean {
+  for (let i = 0; i < MAGIC_BYTES.length; i++) if (bytes[i] !== MAGIC_BYTES[i]) return false;
+  return true;
+}
+
+const MAGIC_BYTES = new TextEncoder().encode(TRAILER_MAGIC);
+
+/** Damaged or missing bytes become LsvdError "data" naming the object; transient errors pass through. */
+function asDataError(o: LoggedObject, e: unknown): unknown {
+  if (isStoreError(e, "Transient")) return e;
+  if (e instanceof FormatError || isStoreError(e, "InvalidRange") || isStoreError(e, "NotFound")) {
+    return new LsvdError("data", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
+  }
+  return e;
 }
 
 async function readWhole(store: ObjectStore, o: LoggedObject): Promise<ObjectSummary> {

@@ -51,6 +51,12 @@ export interface MemoryFaults {
    * writes do (s3rver, some cheap providers): what the start-up probe must detect.
    */
   ignoreConditions?: boolean;
+  /**
+   * Probability (0..1) that a successful GET answers with one bit flipped at a random position,
+   * as a faulty disk, network path or S3-compatible server might: what lsvd reads is damaged, what
+   * is stored is not. Default 0.
+   */
+  corruptReadRate?: number;
 }
 
 export interface MemoryStoreOptions extends MemoryFaults {
@@ -121,6 +127,7 @@ export class MemoryStore implements ObjectStore {
   #errorRate = 0;
   #landedErrorRate = 0;
   #ignoreConditions = false;
+  #corruptReadRate = 0;
   #latencyMs: LatencyRange | undefined;
   #pending = new Set<Pending>();
   #crashed = false;
@@ -138,11 +145,13 @@ export class MemoryStore implements ObjectStore {
   setFaults(faults: MemoryFaults): void {
     checkProbability("errorRate", faults.errorRate);
     checkProbability("landedErrorRate", faults.landedErrorRate);
+    checkProbability("corruptReadRate", faults.corruptReadRate);
     checkLatency(faults.latencyMs);
     if (faults.errorRate !== undefined) this.#errorRate = faults.errorRate;
     if (faults.landedErrorRate !== undefined) this.#landedErrorRate = faults.landedErrorRate;
     if (faults.latencyMs !== undefined) this.#latencyMs = { ...faults.latencyMs };
     if (faults.ignoreConditions !== undefined) this.#ignoreConditions = faults.ignoreConditions;
+    if (faults.corruptReadRate !== undefined) this.#corruptReadRate = faults.corruptReadRate;
   }
 
   /** True once crash() was called on this handle. */
@@ -186,6 +195,7 @@ export class MemoryStore implements ObjectStore {
       errorRate: this.#errorRate,
       landedErrorRate: this.#landedErrorRate,
       ignoreConditions: this.#ignoreConditions,
+      corruptReadRate: this.#corruptReadRate,
       ...(this.#latencyMs === undefined ? {} : { latencyMs: this.#latencyMs }),
       ...options,
     });
@@ -232,7 +242,20 @@ export class MemoryStore implements ObjectStore {
   get(key: string, range?: ByteRange): Promise<GetResult> {
     this.stats.gets++;
     if (range !== undefined) assertRange(range);
-    return this.#run({ action: "read", key, isWrite: false, apply: () => this.#read(key, range) });
+    // Drawn only when enabled, so runs without corruption replay as they did before it existed.
+    const flipAt = this.#corruptReadRate > 0 && this.#random() < this.#corruptReadRate
+      ? this.#random()
+      : undefined;
+    return this.#run({
+      action: "read",
+      key,
+      isWrite: false,
+      apply: () => {
+        const result = this.#read(key, range);
+        if (flipAt !== undefined) flipBit(result.body, flipAt);
+        return result;
+      },
+    });
   }
 
   head(key: string): Promise<HeadResult> {
@@ -389,6 +412,13 @@ function conditionFailure(existing: Uint8Array | undefined, options: PutOptions)
   if (options.ifMatch === undefined) return undefined;
   if (existing === undefined) return "the key does not exist";
   return contentEtag(existing) === options.ifMatch ? undefined : "the key has changed";
+}
+
+/** Flips one bit of body (its own copy) at the position `where` (0..1) selects. */
+function flipBit(body: Uint8Array, where: number): void {
+  if (body.length === 0) return;
+  const bit = Math.floor(where * body.length * 8);
+  body[bit >> 3]! ^= 1 << (bit & 7);
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

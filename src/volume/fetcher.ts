@@ -1,17 +1,28 @@
 /**
  * @module
- * Ranged GETs of object data, shared: a read that needs sectors a GET in flight already covers
- * (typically a read-ahead) waits for it instead of asking the store twice. Every fetched range
- * goes into the read cache.
+ * Ranged GETs of object data, verified and shared. Every range fetched is checked against the
+ * object's per-sector CRC table (fetched with a suffix GET in parallel with the object's first data
+ * GET, then kept in a bounded LRU) before it enters the read cache or a reply, so damaged bytes are
+ * never served (docs/design/integrity.md). Anything wrong with the bytes is retried once with fresh
+ * GETs of both data and table, then fails the read with LsvdError "data" and one log line naming the
+ * object and byte range. Objects without a table (older lsvd, other writers) are served unverified.
+ * A read that needs sectors a GET in flight already covers (typically a read-ahead) waits for it
+ * instead of asking the store twice.
  */
 
-import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { firstBadSector, HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
-import type { ObjectStore } from "../store/store.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
-import { isStoreError } from "../store/store.ts";
+import { readSectorCrcs } from "../log/object_reader.ts";
+import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
+import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import type { CrcTable, CrcTables } from "./crc_tables.ts";
+import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
+
+/** Damage reports remembered so each is logged once; beyond this the oldest is forgotten. */
+const REPORTED_MAX = 1024;
 
 interface PendingFetch {
   offsetSectors: number;
@@ -19,18 +30,27 @@ interface PendingFetch {
   body: Promise<Uint8Array>;
 }
 
-export class Fetcher {
-  #store: ObjectStore;
-  #prefix: string;
-  #retry: RetryPolicy;
-  #cache: ReadCache;
-  #pending = new Map<number, PendingFetch[]>();
+export interface FetcherOptions {
+  store: ObjectStore;
+  prefix: string;
+  retry: RetryPolicy;
+  cache: ReadCache;
+  tables: CrcTables;
+  sizes: ObjectSizes;
+  /** False only for the benchmark's verification-off comparison: no tables, nothing checked. */
+  verify: boolean;
+  log: Logger;
+}
 
-  constructor(options: { store: ObjectStore; prefix: string; retry: RetryPolicy; cache: ReadCache }) {
-    this.#store = options.store;
-    this.#prefix = options.prefix;
-    this.#retry = options.retry;
-    this.#cache = options.cache;
+export class Fetcher {
+  #o: FetcherOptions;
+  #pending = new Map<number, PendingFetch[]>();
+  #tableLoads = new Map<number, Promise<CrcTable>>();
+  #reported = new Set<string>();
+  #counters = { tableGets: 0, damaged: 0 };
+
+  constructor(options: FetcherOptions) {
+    this.#o = options;
   }
 
   /** Number of GETs in flight (read-ahead uses it to stay bounded). */
@@ -40,15 +60,25 @@ export class Fetcher {
     return n;
   }
 
-  /** Data sectors [offset, offset+length) of object `sequence`. */
+  /** Tables fetched, and ranges that failed their check twice. */
+  get counters(): Readonly<{ tableGets: number; damaged: number }> {
+    return this.#counters;
+  }
+
+  /** Data sectors [offset, offset+length) of object `sequence`, verified. */
   async get(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
     const covering = this.#pending.get(sequence)?.find((p) =>
       p.offsetSectors <= offsetSectors && p.offsetSectors + p.lengthSectors >= offsetSectors + lengthSectors
     );
     if (covering !== undefined) {
-      const body = await covering.body;
-      const from = (offsetSectors - covering.offsetSectors) * SECTOR_BYTES;
-      return body.subarray(from, from + lengthSectors * SECTOR_BYTES);
+      try {
+        const body = await covering.body;
+        const from = (offsetSectors - covering.offsetSectors) * SECTOR_BYTES;
+        return body.subarray(from, from + lengthSectors * SECTOR_BYTES);
+      } catch (e) {
+        // Damage elsewhere in the covering range must not fail these sectors: fetch just them.
+        if (!isLsvdError(e, "data")) throw e;
+      }
     }
     const pending: PendingFetch = {
       offsetSectors,
@@ -67,26 +97,129 @@ export class Fetcher {
     }
   }
 
+  /** One attempt, then (damaged answer, table or object) one fresh attempt, then a logged failure. */
   async #fetch(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
-    const key = logKey(this.#prefix, sequence);
-    const lengthBytes = lengthSectors * SECTOR_BYTES;
     let body: Uint8Array;
     try {
-      ({ body } = await withRetries(
-        this.#retry,
-        () => this.#store.get(key, { offsetBytes: HEADER_BYTES + offsetSectors * SECTOR_BYTES, lengthBytes }),
-      ));
+      body = await this.#attempt(sequence, offsetSectors, lengthSectors, false);
     } catch (e) {
-      const kind = isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange") ? "data" : "unavailable";
-      throw new LsvdError(kind, `Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
+      if (!isLsvdError(e, "data")) throw e;
+      try {
+        body = await this.#attempt(sequence, offsetSectors, lengthSectors, true);
+      } catch (again) {
+        if (isLsvdError(again, "data")) this.#report(again);
+        throw again;
+      }
     }
-    if (body.length !== lengthBytes) {
-      throw new LsvdError(
-        "data",
-        `Cannot read object "${key}": got ${body.length} of ${lengthBytes} bytes (truncated)`,
-      );
-    }
-    this.#cache.addRange(sequence, offsetSectors, body);
+    this.#o.cache.addRange(sequence, offsetSectors, body);
     return body;
   }
+
+  async #attempt(sequence: number, offsetSectors: number, lengthSectors: number, fresh: boolean) {
+    const key = logKey(this.#o.prefix, sequence);
+    const range = {
+      offsetBytes: HEADER_BYTES + offsetSectors * SECTOR_BYTES,
+      lengthBytes: lengthSectors * SECTOR_BYTES,
+    };
+    const knownSize = this.#o.sizes.get(sequence);
+    const early = this.#o.verify && knownSize !== undefined
+      ? this.#table(sequence, key, knownSize, fresh)
+      : undefined;
+    early?.catch(() => {}); // awaited below unless the data GET fails first
+    const data = await this.#getData(key, range);
+    if (knownSize === undefined) this.#o.sizes.set(sequence, data.totalSizeBytes);
+    if (!this.#o.verify) return data.body;
+    const table = await (early ?? this.#table(sequence, key, data.totalSizeBytes, fresh));
+    if (table === null) return data.body;
+    if (offsetSectors + lengthSectors > table.length) {
+      throw new LsvdError(
+        "data",
+        `Cannot read object "${key}": its CRC table covers ${table.length} data sectors, the map reads up to sector ${
+          offsetSectors + lengthSectors - 1
+        }`,
+      );
+    }
+    const bad = badSectors(data.body, offsetSectors, table);
+    if (bad === undefined) return data.body;
+    const from = HEADER_BYTES + bad.first * SECTOR_BYTES;
+    const to = HEADER_BYTES + (bad.last + 1) * SECTOR_BYTES - 1;
+    throw new LsvdError(
+      "data",
+      `Cannot read object "${key}": bytes ${from}-${to} (data sectors ${bad.first}-${bad.last}) do not match their CRC-32; the stored object is damaged`,
+    );
+  }
+
+  /** The object's CRC table: kept, being fetched, or fetched now (fresh: neither of the first two). */
+  #table(sequence: number, key: string, sizeBytes: number, fresh: boolean): Promise<CrcTable> {
+    if (!fresh) {
+      const kept = this.#o.tables.get(sequence);
+      if (kept !== undefined) return Promise.resolve(kept);
+      const loading = this.#tableLoads.get(sequence);
+      if (loading !== undefined) return loading;
+    }
+    this.#counters.tableGets++;
+    const load = withRetries(this.#o.retry, () => readSectorCrcs(this.#o.store, { sequence, key, sizeBytes }))
+      .then((found) => {
+        const table = found ?? null;
+        this.#o.tables.set(sequence, table);
+        return table;
+      }, (e) => {
+        throw storeFailure(key, e);
+      });
+    this.#tableLoads.set(sequence, load);
+    const forget = () => {
+      if (this.#tableLoads.get(sequence) === load) this.#tableLoads.delete(sequence);
+    };
+    load.then(forget, forget);
+    return load;
+  }
+
+  async #getData(key: string, range: ByteRange): Promise<GetResult> {
+    let result: GetResult;
+    try {
+      result = await withRetries(this.#o.retry, () => this.#o.store.get(key, range));
+    } catch (e) {
+      throw storeFailure(key, e);
+    }
+    if (result.body.length !== range.lengthBytes) {
+      throw new LsvdError(
+        "data",
+        `Cannot read object "${key}": got ${result.body.length} of ${range.lengthBytes} bytes at ${range.offsetBytes} (truncated)`,
+      );
+    }
+    return result;
+  }
+
+  #report(e: LsvdError): void {
+    this.#counters.damaged++;
+    if (this.#reported.has(e.message)) return;
+    if (this.#reported.size >= REPORTED_MAX) this.#reported.delete(this.#reported.values().next().value!);
+    this.#reported.add(e.message);
+    this.#o.log(
+      `${e.message} (read failed with EIO after one retry; 'lsvd verify' lists every damaged object).`,
+    );
+  }
+}
+
+/** First and last sector (object data sectors) of `data` that fail the table, or undefined. */
+function badSectors(
+  data: Uint8Array,
+  offsetSectors: number,
+  table: Uint32Array,
+): { first: number; last: number } | undefined {
+  const first = firstBadSector(data, offsetSectors, table);
+  if (first === -1) return undefined;
+  let last = first;
+  for (let k = first + 1; k < data.length / SECTOR_BYTES; k++) {
+    const sector = data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
+    if (firstBadSector(sector, offsetSectors + k, table) === 0) last = k;
+  }
+  return { first: offsetSectors + first, last: offsetSectors + last };
+}
+
+/** Store failures become LsvdErrors naming the object; anything else (assertions) passes through. */
+function storeFailure(key: string, e: unknown): unknown {
+  if (!isStoreError(e)) return e;
+  const kind = isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange") ? "data" : "unavailable";
+  return new LsvdError(kind, `Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
 }

@@ -28,6 +28,7 @@ import type { WriteOptions } from "./block_device.ts";
 import { DirtyBudget } from "./dirty_budget.ts";
 import type { ExtentMap } from "./extent_map.ts";
 import { OpenObject } from "./open_object.ts";
+import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
 import type { ResolvedVolumeOptions } from "./volume_options.ts";
@@ -45,12 +46,15 @@ export interface WriterStart {
   sizeBytes: number;
   checkpointedThrough: number;
   lastObjectCrc32: number;
+  /** Sizes of stored objects, which the writer extends as it uploads (reads use them). */
+  objectSizes: ObjectSizes;
 }
 
 export class LogWriter {
   #o: ResolvedVolumeOptions;
   #map: ExtentMap;
   #cache: ReadCache;
+  #objectSizes: ObjectSizes;
   #open: OpenObject;
   #budget: DirtyBudget;
   #sizeBytes: number;
@@ -80,6 +84,7 @@ export class LogWriter {
     this.#o = o;
     this.#map = map;
     this.#cache = cache;
+    this.#objectSizes = start.objectSizes;
     this.#open = new OpenObject(o.objectBytesMax);
     this.#budget = new DirtyBudget(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
     this.#sizeBytes = start.sizeBytes;
@@ -347,6 +352,7 @@ export class LogWriter {
 
   #uploaded(sequence: number, bytes: Uint8Array): void {
     this.#cache.addObject(sequence, bytes);
+    this.#objectSizes.set(sequence, bytes.length);
     this.#inflight.delete(sequence);
     this.#inflightBytes -= bytes.length;
     this.#counters.objectsUploaded++;

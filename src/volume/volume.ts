@@ -22,7 +22,9 @@ import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { type ExtentMap } from "./extent_map.ts";
+import { CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
+import { ObjectSizes } from "./object_sizes.ts";
 import { LogWriter } from "./log_writer.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
@@ -41,6 +43,9 @@ export class Volume implements BlockDevice {
   #sizeBytes: number;
   #writer: LogWriter | undefined;
   #cache: ReadCache;
+  #tables: CrcTables;
+  #fetcher: Fetcher;
+  #objectSizes: ObjectSizes;
   #reads: ReadPath;
   #closed = false;
   #lastSequence: number;
@@ -51,7 +56,16 @@ export class Volume implements BlockDevice {
     this.#map = loaded.map;
     this.#sizeBytes = sizeBytes;
     this.#lastSequence = loaded.lastSequence;
-    this.#cache = new ReadCache(o.cacheBytesMax);
+    // CRC tables take up to a sixteenth of the cache limit: a 4 MiB object's is 4 KiB, so that
+    // keeps the tables of 64 times more data than the cache itself holds.
+    const tableBytesMax = o.verifyReads ? Math.floor(o.cacheBytesMax / 16) : 0;
+    this.#tables = new CrcTables(tableBytesMax);
+    this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
+    const objectSizes = new ObjectSizes();
+    for (const obj of loaded.state.objects.slice(0, loaded.state.gapFreeCount)) {
+      objectSizes.set(obj.sequence, obj.sizeBytes);
+    }
+    this.#objectSizes = objectSizes;
     if (!o.readOnly) {
       this.#writer = new LogWriter(o, loaded.map, this.#cache, {
         lastSequence: loaded.lastSequence,
@@ -59,10 +73,20 @@ export class Volume implements BlockDevice {
         sizeBytes,
         checkpointedThrough: loaded.checkpointSequence,
         lastObjectCrc32: loaded.lastObjectCrc32,
+        objectSizes,
       });
     }
     const retry: RetryPolicy = { clock: o.clock, attemptsMax: o.uploadAttemptsMax };
-    const fetcher = new Fetcher({ store: o.store, prefix: o.prefix, retry, cache: this.#cache });
+    const fetcher = this.#fetcher = new Fetcher({
+      store: o.store,
+      prefix: o.prefix,
+      retry,
+      cache: this.#cache,
+      tables: this.#tables,
+      sizes: objectSizes,
+      verify: o.verifyReads,
+      log: o.log,
+    });
     const aheadBytes = Math.min(o.readAheadBytesMax, Math.floor(o.cacheBytesMax / 4));
     const aheadSectors = Math.floor(aheadBytes / SECTOR_BYTES);
     const readAhead = new ReadAhead({
@@ -157,7 +181,11 @@ export class Volume implements BlockDevice {
       lastSequence: w?.lastSequence ?? this.#lastSequence,
       durableThrough: w?.durableThrough ?? this.#lastSequence,
       dirtyBytes: w?.dirtyBytes ?? 0,
-      cacheBytes: this.#cache.sizeBytes,
+      cacheBytes: this.#cache.sizeBytes + this.#tables.sizeBytes,
+      crcTableBytes: this.#tables.sizeBytes,
+      objectSizeBytes: this.#objectSizes.memoryBytes,
+      crcTableGets: this.#fetcher.counters.tableGets,
+      damagedReads: this.#fetcher.counters.damaged,
       objectsUploaded: w?.counters.objectsUploaded ?? 0,
       bytesUploaded: w?.counters.bytesUploaded ?? 0,
       commits: w?.counters.commits ?? 0,

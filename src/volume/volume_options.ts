@@ -52,6 +52,9 @@ export interface VolumeOptions {
   commitsInFlightMax?: number;
   /** Group commit: at most this many commit objects per second (default unlimited). */
   commitsPerSecondMax?: number;
+  /** Check every fetched range against its object's CRC table (default true; false only for the
+   *  benchmark's verification-off comparison). */
+  verifyReads?: boolean;
 }
 
 export type ResolvedVolumeOptions =
@@ -89,6 +92,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     flushPolicy: o.flushPolicy ?? "group",
     commitsInFlightMax: o.commitsInFlightMax ?? 2,
     commitsPerSecondMax: o.commitsPerSecondMax,
+    verifyReads: o.verifyReads ?? true,
   };
   const size = r.sizeBytes;
   if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_BYTES !== 0)) {

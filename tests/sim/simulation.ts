@@ -6,11 +6,14 @@
  * After every crash a fresh Volume recovers and every sector must hold the newest write that was
  * durable (acknowledged before a completed FLUSH, or FUA) or a later write to it, never anything
  * else. Each sector's bytes name the write that produced them, so stale or torn data shows.
+ * While the volume serves, the store damages GET answers (one flipped bit, seeded): every read must
+ * then return correct bytes or fail with LsvdError kind "data", never return a damaged byte.
  */
 
 import assert from "node:assert/strict";
 import { MemoryStore } from "../../src/store/memory.ts";
 import { ManualClock } from "../../src/util/clock.ts";
+import { isLsvdError } from "../../src/util/errors.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { seededRandom } from "../../src/util/random.ts";
 
@@ -105,17 +108,36 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 40; i++) await Promise.resolve();
 }
 
-async function readAll(volume: Volume, sectors: number, clock: ManualClock): Promise<Uint8Array> {
+/** Reads the whole disk; a read failed by damaged answers (kind "data") is asked again. */
+async function readAll(
+  volume: Volume,
+  sectors: number,
+  clock: ManualClock,
+  context: string,
+): Promise<Uint8Array> {
   const dest = new Uint8Array(sectors * SECTOR);
-  const p = volume.read(0, dest);
-  let done = false;
-  p.then(() => (done = true), () => (done = true));
-  for (let i = 0; i < 10_000 && !done; i++) {
-    clock.advance(5);
-    await settle();
+  for (let attempt = 1;; attempt++) {
+    const p = volume.read(0, dest);
+    let done = false;
+    p.then(() => (done = true), () => (done = true));
+    for (let i = 0; i < 10_000 && !done; i++) {
+      clock.advance(5);
+      await settle();
+    }
+    try {
+      await p;
+      return dest;
+    } catch (e) {
+      if (!isLsvdError(e, "data") || attempt >= 20) {
+        throw new Error(`${context}: reading the disk failed`, { cause: e });
+      }
+    }
   }
-  await p;
-  return dest;
+}
+
+/** Probability that a GET answer is damaged while the volume serves (recovery reads stay clean). */
+function corruptReadRate(seed: number): number {
+  return seed % 4 === 3 ? 0.3 : 0.03;
 }
 
 async function openVolume(
@@ -124,6 +146,7 @@ async function openVolume(
   sizeBytes: number,
   seed: number,
 ): Promise<Volume> {
+  store.setFaults({ corruptReadRate: 0 });
   const p = Volume.open({
     store,
     clock,
@@ -144,13 +167,15 @@ async function openVolume(
     clock.advance(5);
     await settle();
   }
-  return await p;
+  const volume = await p;
+  store.setFaults({ corruptReadRate: corruptReadRate(seed) });
+  return volume;
 }
 
 /** Runs one seeded simulation; throws an AssertionError naming the seed on any violation. */
 export async function simulate(
   options: SimulationOptions,
-): Promise<{ objects: number; crashes: number; denseRegions: number }> {
+): Promise<{ objects: number; crashes: number; denseRegions: number; damagedReads: number }> {
   const { seed } = options;
   const rand = seededRandom(seed);
   // Every tenth seed runs a disk larger than one 1 MiB region, long enough to make regions dense.
@@ -172,6 +197,7 @@ export async function simulate(
   const ctx = () => `seed ${seed}`;
   let readFailure: unknown;
   let denseRegionsMax = 0;
+  let damagedReads = 0;
   const checkRead = (fn: () => void) => {
     try {
       fn();
@@ -240,7 +266,15 @@ export async function simulate(
               `${ctx()}: read at step ${step} saw write ${id} at sector ${first + k}, allowed ${[...ok]}`,
             );
           }
-        }), () => {});
+        }), (e) =>
+        checkRead(() => {
+          // Damage fails a read as "data"; a crash fails reads in flight as "unavailable".
+          assert(
+            isLsvdError(e, "data") || isLsvdError(e, "unavailable"),
+            `${ctx()}: read at step ${step}: ${e}`,
+          );
+          if (isLsvdError(e, "data")) damagedReads++;
+        }));
     } else if (r < 0.985) {
       clock.advance(Math.floor(rand() * 25));
     } else if (crashes < (options.crashes ?? 3)) {
@@ -270,7 +304,7 @@ export async function simulate(
   volume = await openVolume(store, clock, sectors * SECTOR, seed);
   await checkRecovered(volume, model, sectors, clock, `${ctx()} after clean close`);
   denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
-  return { objects: store.keys().length, crashes, denseRegions: denseRegionsMax };
+  return { objects: store.keys().length, crashes, denseRegions: denseRegionsMax, damagedReads };
 }
 
 async function checkRecovered(
@@ -280,7 +314,7 @@ async function checkRecovered(
   clock: ManualClock,
   context: string,
 ) {
-  const disk = await readAll(volume, sectors, clock);
+  const disk = await readAll(volume, sectors, clock, context);
   const values: number[] = [];
   for (let s = 0; s < sectors; s++) {
     const id = decodeSector(disk.subarray(s * SECTOR), s, context);

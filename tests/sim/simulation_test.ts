@@ -4,14 +4,15 @@ import { simulate } from "./simulation.ts";
 const SEEDS = Number(Deno.env.get("LSVD_SIM_SEEDS") ?? 2000);
 const FIRST = Number(Deno.env.get("LSVD_SIM_SEED") ?? 1);
 
-Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} seeds from ${FIRST})`, async () => {
-  let objects = 0, crashes = 0, seedsWithDense = 0;
+Deno.test(`simulate() keeps every flushed write across random crashes and serves no damaged byte (${SEEDS} seeds from ${FIRST})`, async () => {
+  let objects = 0, crashes = 0, seedsWithDense = 0, damagedReads = 0;
   for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
     try {
       const r = await simulate({ seed });
       objects += r.objects;
       crashes += r.crashes;
       if (r.denseRegions > 0) seedsWithDense++;
+      damagedReads += r.damagedReads;
     } catch (e) {
       console.error(
         `simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`,
@@ -20,7 +21,8 @@ Deno.test(`simulate() keeps every flushed write across random crashes (${SEEDS} 
     }
   }
   console.log(
-    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions`,
+    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions, ${damagedReads} reads failed by damaged GET answers`,
   );
+  if (SEEDS >= 100) assert(damagedReads > 0, "no read met damage it could not retry away");
   if (SEEDS >= 100) assert(seedsWithDense > 0, "no seed exercised dense extent-map regions");
 });

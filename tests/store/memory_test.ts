@@ -188,3 +188,22 @@ Deno.test("MemoryStore.close() makes later operations fail with Fatal", async ()
   await store.close();
   await assert.rejects(store.put("k", body("v")), (e) => isStoreError(e, "Fatal"));
 });
+
+Deno.test("MemoryStore corruptReadRate flips one bit of GET answers, never of what is stored", async () => {
+  const store = new MemoryStore({ corruptReadRate: 1, seed: 9 });
+  const body = new Uint8Array(4096).map((_, i) => i);
+  await store.put("k", body);
+  for (const range of [undefined, { offsetBytes: 100, lengthBytes: 900 }]) {
+    const { body: got } = await store.get("k", range);
+    const want = range === undefined ? body : body.subarray(100, 1000);
+    let bits = 0;
+    for (let i = 0; i < got.length; i++) {
+      for (let x = got[i]! ^ want[i]!; x !== 0; x &= x - 1) bits++;
+    }
+    assert.equal(bits, 1);
+  }
+  assert.deepEqual(store.rawGet("k"), body);
+  store.setFaults({ corruptReadRate: 0 });
+  assert.deepEqual((await store.get("k")).body, body);
+  assert.throws(() => store.setFaults({ corruptReadRate: 2 }), /corruptReadRate 2/);
+});

@@ -1,0 +1,70 @@
+/**
+ * @module
+ * Per-sector CRC tables of log objects, kept for verifying reads (docs/design/integrity.md). A
+ * table costs 4 bytes per 4 KiB sector (1/1024 of the data it checks) and one suffix GET to fetch,
+ * so the most recently used ones are kept, bounded by bytes that count toward the cache limit.
+ * Objects that carry no table (older lsvd, other writers) are remembered as such for the same cost
+ * as a tiny table, so they are not asked for again.
+ */
+
+import { assert } from "../util/assert.ts";
+
+/** What a table entry costs beyond its CRCs (Map entry, typed-array object): an estimate. */
+export const TABLE_OVERHEAD_BYTES = 96;
+
+/** A table, or `null`: the object carries none (its reads are served unverified). */
+export type CrcTable = Uint32Array | null;
+
+export class CrcTables {
+  #bytesMax: number;
+  #bytes = 0;
+  #tables = new Map<number, CrcTable>(); // insertion order = recency
+
+  constructor(bytesMax: number) {
+    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 0, "bad table budget");
+    this.#bytesMax = bytesMax;
+  }
+
+  get sizeBytes(): number {
+    return this.#bytes;
+  }
+
+  get count(): number {
+    return this.#tables.size;
+  }
+
+  /** The table of object `sequence` (marked recently used), or undefined when not kept. */
+  get(sequence: number): CrcTable | undefined {
+    const table = this.#tables.get(sequence);
+    if (table === undefined) return undefined;
+    this.#tables.delete(sequence);
+    this.#tables.set(sequence, table);
+    return table;
+  }
+
+  /** Keeps a table (replacing any kept one), evicting the least recently used beyond the budget. */
+  set(sequence: number, table: CrcTable): void {
+    this.delete(sequence);
+    const cost = costOf(table);
+    if (cost > this.#bytesMax) return;
+    this.#tables.set(sequence, table);
+    this.#bytes += cost;
+    for (const [s, t] of this.#tables) {
+      if (this.#bytes <= this.#bytesMax) break;
+      this.#tables.delete(s);
+      this.#bytes -= costOf(t);
+    }
+    assert(this.#bytes <= this.#bytesMax && this.#bytes >= 0, "table budget exceeded");
+  }
+
+  delete(sequence: number): void {
+    const old = this.#tables.get(sequence);
+    if (old === undefined) return;
+    this.#tables.delete(sequence);
+    this.#bytes -= costOf(old);
+  }
+}
+
+function costOf(table: CrcTable): number {
+  return TABLE_OVERHEAD_BYTES + (table?.byteLength ?? 0);
+}

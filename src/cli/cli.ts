@@ -14,6 +14,7 @@ import { licensesCommand } from "./licenses.ts";
 import { serveCommand } from "./serve.ts";
 import { infoCommand } from "./info.ts";
 import { verifyCommand } from "./verify.ts";
+import { exportCommand } from "./export.ts";
 
 const USAGE = `Usage: lsvd <command> [options]
 
@@ -24,6 +25,7 @@ Commands:
   serve      Recover the volume and serve it over NBD (and optionally attach /dev/nbdN)
   info       Describe the volume: size, objects, gaps, epochs, checkpoints, archive
   verify     Fetch every object and check every checksum; exit 1 when anything is wrong
+  export     Write the disk (now, or at a past point) as a raw image file or to stdout
   licenses   Print the licenses of the third-party components in this binary
 
 Run 'lsvd <command> --help' for a command's options.
@@ -39,6 +41,8 @@ export async function runCli(args: string[]): Promise<number> {
         return await infoCommand(rest);
       case "verify":
         return await verifyCommand(rest);
+      case "export":
+        return await exportCommand(rest);
       case "licenses":
         return licensesCommand(rest);
       case undefined:

@@ -15,6 +15,7 @@ import { runClientOk, seededBytes, sha256Hex } from "../support/clients.ts";
 import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
 import { listAll, type ObjectStore } from "../../src/store/store.ts";
 import { parseLogKey } from "../../src/format/keys.ts";
+import { readObjectSummary } from "../../src/log/object_reader.ts";
 
 export interface ToolboxTarget {
   /** Store options (--dir ..., or --bucket ... --endpoint ... --path-style). */
@@ -179,4 +180,80 @@ export async function verifyDamage(t: ToolboxTarget, v: WrittenVolume): Promise<
   assert.ok(lines.some((l) => l.startsWith(`${truncated}: `) && /truncated/.test(l)), r.out);
   assert.ok(lines.every((l) => l.startsWith(flipped) || l.startsWith(truncated)), r.out);
   assert.match(r.err, /Found 3 problems/);
+}
+
+async function fileSha(path: string): Promise<string> {
+  return await sha256Hex(await Deno.readFile(path));
+}
+
+/** The seal time a log object's trailer records, as RFC 3339. */
+export async function sealTimeText(t: ToolboxTarget, prefix: string, sequence: number): Promise<string> {
+  const key = (await logKeys(t.store, prefix + "/"))[sequence - 1]!;
+  const sizeBytes = (await t.store.get(key)).totalSizeBytes;
+  const summary = await readObjectSummary(t.store, { sequence, key, sizeBytes });
+  return new Date(summary.trailer!.sealTimeMs!).toISOString();
+}
+
+/** export to a file (sparse), to stdout, at an object number and at a time; bad inputs refused. */
+export async function exportStory(t: ToolboxTarget, v: WrittenVolume): Promise<void> {
+  const p = v.prefix;
+  const file = join(t.dir, "export.img");
+  const done = await lsvdOk(t, ["export", ...args(t, p), file]);
+  assert.match(done.err, /Exported 33554432 bytes/);
+  assert.equal(await fileSha(file), v.finalSha);
+  const stat = await Deno.stat(file);
+  assert.equal(stat.size, VOLUME_BYTES);
+  assert.ok(stat.blocks! * 512 <= VOLUME_BYTES - 2 ** 20, `the zeroed MiB is a hole (${stat.blocks} blocks)`);
+
+  const piped = await lsvdOk(t, ["export", ...args(t, p), "-"]);
+  assert.equal(piped.stdout.length, VOLUME_BYTES);
+  assert.equal(await sha256Hex(piped.stdout), v.finalSha);
+
+  const atFile = join(t.dir, "export-at.img");
+  await lsvdOk(t, ["export", "--at", String(v.firstPoint), ...args(t, p), atFile]);
+  assert.equal(await fileSha(atFile), v.firstSha);
+  const time = await sealTimeText(t, p, v.firstPoint);
+  const timeFile = join(t.dir, "export-time.img");
+  const byTime = await lsvdOk(t, ["export", "--at", time, ...args(t, p), timeFile]);
+  assert.match(
+    byTime.err,
+    new RegExp(`as of object ${v.firstPoint} \\(sealed ${time.replaceAll(".", "\\.")}\\)`),
+  );
+  assert.equal(await fileSha(timeFile), v.firstSha);
+
+  // Bad input: one line each, nothing written or overwritten.
+  assertOneLine(await lsvd(t, ["export", ...args(t, p), file]), /the file exists; give --force/);
+  assert.equal(await fileSha(file), v.finalSha);
+  await lsvdOk(t, ["export", "--force", "--at", String(v.firstPoint), ...args(t, p), file]);
+  assert.equal(await fileSha(file), v.firstSha);
+  const missing = join(t.dir, "never.img");
+  assertOneLine(
+    await lsvd(t, ["export", ...args(t, "empty"), missing]),
+    /There is no volume under prefix "empty\/"/,
+  );
+  assertOneLine(
+    await lsvd(t, ["export", "--at", "100000", ...args(t, p), missing]),
+    /the log ends at object \d+/,
+  );
+  assertOneLine(
+    await lsvd(t, ["export", "--at", "1999-01-01T00:00:00Z", ...args(t, p), missing]),
+    /the first object was sealed later/,
+  );
+  assertOneLine(
+    await lsvd(t, ["export", "--at", "yesterday", ...args(t, p), missing]),
+    /neither an object number/,
+  );
+  await assert.rejects(Deno.stat(missing), Deno.errors.NotFound);
+  for (const f of [file, atFile, timeFile]) await Deno.remove(f);
+}
+
+/** Every step of the story, in order, as test steps. */
+export async function runToolboxStory(ctx: Deno.TestContext, t: ToolboxTarget): Promise<void> {
+  const v = await writeVolume(t, "vol");
+  await ctx.step("info and verify describe and pass a good volume", () => infoAndVerify(t, v));
+  await ctx.step(
+    "export writes the disk now and at past points, sparse or to stdout",
+    () => exportStory(t, v),
+  );
+  await ctx.step("verify names a damaged and a truncated object", () => verifyDamage(t, v));
 }

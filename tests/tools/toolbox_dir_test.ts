@@ -5,7 +5,7 @@
 
 import { DirectoryStore } from "../../src/store/directory.ts";
 import { scratch } from "../support/daemon.ts";
-import { infoAndVerify, type ToolboxTarget, verifyDamage, writeVolume } from "./toolbox.ts";
+import { runToolboxStory, type ToolboxTarget } from "./toolbox.ts";
 
 Deno.test("lsvd info, verify, export, import, rollback on the directory store", async (ctx) => {
   const s = await scratch();
@@ -16,9 +16,7 @@ Deno.test("lsvd info, verify, export, import, rollback on the directory store", 
     dir: s.dir,
   };
   try {
-    const v = await writeVolume(t, "vol");
-    await ctx.step("info and verify describe and pass a good volume", () => infoAndVerify(t, v));
-    await ctx.step("verify names a damaged and a truncated object", () => verifyDamage(t, v));
+    await runToolboxStory(ctx, t);
   } finally {
     await s.remove();
   }

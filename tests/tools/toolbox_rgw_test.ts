@@ -7,7 +7,7 @@
 import { S3Store } from "../../src/store/s3.ts";
 import { scratch } from "../support/daemon.ts";
 import { startRgw } from "../support/rgw.ts";
-import { infoAndVerify, type ToolboxTarget, verifyDamage, writeVolume } from "./toolbox.ts";
+import { runToolboxStory, type ToolboxTarget } from "./toolbox.ts";
 
 Deno.test({
   name: "lsvd info, verify, export, import, rollback on Ceph RGW",
@@ -35,9 +35,7 @@ Deno.test({
       dir: s.dir,
     };
     try {
-      const v = await writeVolume(t, "vol");
-      await ctx.step("info and verify describe and pass a good volume", () => infoAndVerify(t, v));
-      await ctx.step("verify names a damaged and a truncated object", () => verifyDamage(t, v));
+      await runToolboxStory(ctx, t);
     } finally {
       await store.close();
       await rgw.stop();

@@ -160,6 +160,8 @@ async function openVolume(
     cacheBytesMax: seed % 2 === 0 ? 0 : 16 * SECTOR,
     recoveryId: `r${seed}`,
     checkpointEveryObjects: [0, 3, 7][seed % 3]!,
+    flushPolicy: seed % 4 === 1 ? "each" : "group",
+    commitsInFlightMax: 1 + (seed % 3),
   });
   let done = false;
   p.then(() => (done = true), () => (done = true));

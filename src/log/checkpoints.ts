@@ -30,7 +30,8 @@ export async function loadCheckpoint(
 ): Promise<Checkpoint | undefined> {
   const candidate = options.checkpoints.filter((c) => c.sequence <= options.through).at(-1);
   if (candidate === undefined) return undefined;
-  const object = options.log[candidate.sequence - 1];
+  // The log may skip numbers garbage collection deleted: find the object by its number.
+  const object = options.log.find((o) => o.sequence === candidate.sequence);
   if (object === undefined || object.sequence !== candidate.sequence) return undefined;
   try {
     const [{ body }, tail] = await Promise.all([

@@ -17,6 +17,7 @@ import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
+import { type CollectedRecord, inRanges } from "./collected.ts";
 import { readObjectSummary } from "./object_reader.ts";
 
 export interface LoadOptions {
@@ -55,13 +56,15 @@ export interface LoadedLog {
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
   checkFormatRecord(state.format, state.prefix);
-  const end = options.atSequence ?? state.gapFreeCount;
-  if (end > state.gapFreeCount) {
+  checkNoStrayGap(state);
+  const end = options.atSequence ?? state.endSequence;
+  if (end > state.endSequence) {
     throw new LsvdError(
       "invalid",
-      `Cannot load the volume at object ${end}: the log ends at object ${state.gapFreeCount}`,
+      `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
     );
   }
+  if (end < state.endSequence) checkRetained(state, end);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
     state,
@@ -89,39 +92,98 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     loaded.checkpointSequence = base.sequence;
     loaded.lastObjectCrc32 = base.objectCrc32;
   }
-  const replay = log.slice(loaded.lastSequence, end);
-  await readInOrder(
-    replay,
-    options.concurrency,
-    (o) =>
-      withRetries(options.retry, () => readObjectSummary(store, o)).catch((e) => {
-        if (!isLsvdError(e, "data")) throw e;
-        throw new LsvdError(
-          "data",
-          `Cannot recover object "${o.key}": ${
-            messageOf(e.cause ?? e)
-          }; 'lsvd verify' lists every damaged object, 'lsvd rollback --to ${
-            o.sequence - 1
-          }' rolls the volume back to before it`,
-          { cause: e },
-        );
-      }),
-    (o, s, i) => {
-      applyObject(loaded.map, o.sequence, {
-        entries: s.entries,
-        zeroRanges: s.zeroRanges,
-        origins: s.trailer?.origins,
-      });
-      loaded.lastSequence = o.sequence;
-      loaded.lastTrailer = s.trailer;
-      loaded.lastObjectCrc32 = s.trailer?.crc32 ?? 0;
-      if (s.trailer !== undefined) {
-        loaded.volumeSizeBytes = s.trailer.volumeSizeBytes;
-        loaded.writerEpoch = Math.max(loaded.writerEpoch, s.trailer.writerEpoch);
-      }
-      loaded.replayed++;
-      options.onProgress?.(i + 1, replay.length);
-    },
-  );
+  const replay = log.filter((o) => o.sequence > loaded.lastSequence && o.sequence <= end);
+  await readInOrder(replay, options.concurrency, (o) => readChecked(store, o, options), (o, s, i) => {
+    applyObject(loaded.map, o.sequence, {
+      entries: s.entries,
+      zeroRanges: s.zeroRanges,
+      origins: s.trailer?.origins,
+    });
+    loaded.lastSequence = o.sequence;
+    loaded.lastTrailer = s.trailer;
+    loaded.lastObjectCrc32 = s.trailer?.crc32 ?? 0;
+    if (s.trailer !== undefined) {
+      loaded.volumeSizeBytes = s.trailer.volumeSizeBytes;
+      loaded.writerEpoch = Math.max(loaded.writerEpoch, s.trailer.writerEpoch);
+    }
+    loaded.replayed++;
+    options.onProgress?.(i + 1, replay.length);
+  });
+  if (end < state.endSequence) await applyLaterCopies(store, loaded, end, options);
+  loaded.lastSequence = Math.max(loaded.lastSequence, end);
   return loaded;
+}
+
+/**
+ * A past point P also needs the data garbage collection moved to the head: every copied object
+ * after P that a collected record names contributes the entries whose origin is ≤ P (a copy of a
+ * sector from origin k is only ever made while no write to it exists after k, so at P that copy is
+ * the sector's state). Copies no record names need not be read: their sources were never deleted.
+ */
+async function applyLaterCopies(store: ObjectStore, loaded: LoadedLog, point: number, options: LoadOptions) {
+  const record = loaded.state.collectedRecord;
+  if (record === undefined) return;
+  const copies = loaded.state.objects
+    .slice(0, loaded.state.gapFreeCount)
+    .filter((o) => o.sequence > point && inRanges(record.copies, o.sequence));
+  await readInOrder(copies, options.concurrency, (o) => readChecked(store, o, options), (o, s) => {
+    if (s.trailer?.origins === undefined) return;
+    applyObject(loaded.map, o.sequence, {
+      entries: s.entries,
+      zeroRanges: s.zeroRanges,
+      origins: s.trailer.origins,
+    }, point);
+    loaded.replayed++;
+  });
+}
+
+function readChecked(store: ObjectStore, o: LoggedObject, options: LoadOptions) {
+  return withRetries(options.retry, () => readObjectSummary(store, o)).catch((e) => {
+    if (!isLsvdError(e, "data")) throw e;
+    throw new LsvdError(
+      "data",
+      `Cannot recover object "${o.key}": ${
+        messageOf(e.cause ?? e)
+      }; 'lsvd verify' lists every damaged object, 'lsvd rollback --to ${
+        o.sequence - 1
+      }' rolls the volume back to before it`,
+      { cause: e },
+    );
+  });
+}
+
+/**
+ * A missing object below a number garbage collection deleted cannot be a crash gap (crashes lose
+ * only the newest uploads, and GC only ever collects durable objects): someone removed it by hand,
+ * and replaying past it or archiving after it would both serve a wrong disk. Refuse.
+ */
+function checkNoStrayGap(state: LogState): void {
+  const record = state.collectedRecord;
+  if (record === undefined || state.gapFreeCount === state.objects.length) return;
+  const missing = state.endSequence + 1;
+  const highestCollected = record.collected.at(-1)?.[1] ?? 0;
+  if (missing < highestCollected) {
+    throw new LsvdError(
+      "data",
+      `Cannot load the volume: object ${missing} is missing but garbage collection did not delete it ` +
+        `(collected objects reach ${highestCollected}); restore it, or 'lsvd rollback --to ${missing - 1}'`,
+    );
+  }
+}
+
+/** Points older than what garbage collection kept exact are refused, never served wrong. */
+function checkRetained(state: LogState, point: number): void {
+  const record = state.collectedRecord;
+  if (record === undefined || point >= record.retainedFromSequence) return;
+  if (record.snapshots.some((s) => s.sequence === point)) return;
+  throw new LsvdError(
+    "invalid",
+    `Cannot load the volume at object ${point}: garbage collection kept points from object ${record.retainedFromSequence} on ` +
+      `(the retention window) and the snapshots ${describeSnapshots(record)}; older points are gone`,
+  );
+}
+
+function describeSnapshots(record: CollectedRecord): string {
+  if (record.snapshots.length === 0) return "(none)";
+  return record.snapshots.map((s) => `${s.name} (object ${s.sequence})`).join(", ");
 }

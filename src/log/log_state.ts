@@ -21,6 +21,7 @@ import {
 import { listAll, type ObjectStore } from "../store/store.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import { type FormatRecord, readFormatRecord } from "./format_record.ts";
+import { type CollectedRecord, coversAll, readNewestCollected } from "./collected.ts";
 
 export interface LoggedObject {
   sequence: number;
@@ -38,8 +39,16 @@ export interface LogState {
   prefix: string;
   /** Log objects present, ascending by sequence. */
   objects: LoggedObject[];
-  /** Number of leading objects numbered 1, 2, 3, … without a gap: the replayable log. */
+  /**
+   * Number of leading objects of `objects` that form the replayable log: numbered 1, 2, 3, … with
+   * no gap except numbers the newest collected record names (garbage collection deleted them).
+   * `objects.slice(0, gapFreeCount)` is the log; it may skip numbers, so find objects by sequence.
+   */
   gapFreeCount: number;
+  /** Sequence of the last object of the replayable log (0 when there is none): the recovery point. */
+  endSequence: number;
+  /** The newest collected record (cumulative), when garbage collection ever ran. */
+  collectedRecord: CollectedRecord | undefined;
   checkpoints: ListedKey[];
   /** Writer epochs ever claimed (create-only keys), ascending. */
   epochs: number[];
@@ -62,10 +71,14 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       sumUnder(store, `${prefix}archive/`),
       readFormatRecord(store, prefix),
     ]);
+    const collectedRecord = await readNewestCollected(store, collected, retry);
+    const count = gapFreeCount(objects, collectedRecord);
     return {
       prefix,
       objects,
-      gapFreeCount: gapFreeCount(objects),
+      gapFreeCount: count,
+      endSequence: count === 0 ? 0 : objects[count - 1]!.sequence,
+      collectedRecord,
       checkpoints,
       epochs: epochs.map((e) => e.sequence),
       collected,
@@ -86,9 +99,15 @@ export function listCheckpoints(store: ObjectStore, prefix: string): Promise<Lis
   return listNumbered(store, checkpointPrefix(prefix), (k) => parseCheckpointKey(prefix, k));
 }
 
-function gapFreeCount(objects: LoggedObject[]): number {
-  let n = 0;
-  while (n < objects.length && objects[n]!.sequence === n + 1) n++;
+/** Leading objects numbered without a gap, where numbers the record names as collected count as present. */
+function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefined): number {
+  let n = 0, expected = 1;
+  while (n < objects.length) {
+    const s = objects[n]!.sequence;
+    if (s !== expected && !(record !== undefined && coversAll(record.collected, expected, s - 1))) break;
+    n++;
+    expected = s + 1;
+  }
   return n;
 }
 

@@ -11,6 +11,10 @@
  *
  * Invariant: the sparse map holds no extent inside a dense region. Unmapped sectors (object 0 in a
  * dense region) read as zeros: holes, trims and write-zeroes all simply unmap.
+ *
+ * The map also counts, per log object, how many sectors it maps to that object (live sectors):
+ * garbage collection reads how much of an object is still needed from these counts instead of
+ * scanning the map (src/log/gc.ts).
  */
 
 import { assert } from "../util/assert.ts";
@@ -33,6 +37,7 @@ export class ExtentMap {
   #sparse = new SparseMap();
   #dense = new Map<number, Dense>();
   #denseKeys: number[] = []; // region indexes of dense regions, ascending
+  #live = new Map<number, number>(); // sequence -> sectors mapped to it
 
   get extentCount(): number {
     let n = this.#sparse.extentCount;
@@ -52,9 +57,21 @@ export class ExtentMap {
     return this.#dense.size;
   }
 
+  /** Sectors the map points at object `sequence` (0 when none). */
+  liveSectors(sequence: number): number {
+    return this.#live.get(sequence) ?? 0;
+  }
+
+  /** Every object the map points at, with its live sectors (unordered). */
+  liveObjects(): IterableIterator<[number, number]> {
+    return this.#live.entries();
+  }
+
   /** Maps sectors [start, start+length) to sequence at offset, replacing whatever was there. */
   set(startSector: number, lengthSectors: number, sequence: number, offsetSectors: number): void {
     if (!(sequence >= 1 && sequence <= SECTOR_INDEX_MAX)) assert(false, `sequence ${sequence} out of range`);
+    this.#uncount(startSector, lengthSectors);
+    this.#live.set(sequence, (this.#live.get(sequence) ?? 0) + lengthSectors);
     this.#split(
       startSector,
       lengthSectors,
@@ -77,6 +94,7 @@ export class ExtentMap {
 
   /** Unmaps sectors [start, start+length): they read as zeros afterwards. */
   clear(startSector: number, lengthSectors: number): void {
+    this.#uncount(startSector, lengthSectors);
     this.#split(startSector, lengthSectors, (a, n) => this.#sparse.clear(a, n), (k, from, to) => {
       const base = k * REGION_SECTORS;
       this.#dense.get(k)!.seq.fill(0, from - base, to - base);
@@ -137,7 +155,19 @@ export class ExtentMap {
       perRegion.set(r, (perRegion.get(r) ?? 0) + 1);
     }
     for (const [r, n] of perRegion) if (n > DENSE_AFTER_EXTENTS) map.#densify(r);
+    for (let i = 0; i < flat.length; i += 4) {
+      map.#live.set(flat[i + 2]!, (map.#live.get(flat[i + 2]!) ?? 0) + flat[i + 1]!);
+    }
     return map;
+  }
+
+  /** Takes the sectors about to be replaced or unmapped off their objects' live counts. */
+  #uncount(startSector: number, lengthSectors: number): void {
+    this.lookup(startSector, lengthSectors, (e) => {
+      const left = this.#live.get(e.sequence)! - e.lengthSectors;
+      if (left === 0) this.#live.delete(e.sequence);
+      else this.#live.set(e.sequence, left);
+    });
   }
 
   /**

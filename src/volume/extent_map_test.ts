@@ -119,6 +119,14 @@ Deno.test("ExtentMap turns fragmented regions dense and still matches the per-se
     assert.deepEqual([...flat], fromEntries, `seed ${seed}: runs() differ from entries()`);
     assert.equal(flat.length / 4, m.extentCount);
     assert.deepEqual(mapAsSectors(ExtentMap.fromArray(flat), size), model, `seed ${seed}: fromArray`);
+    // liveSectors() counts exactly the sectors mapped to each object, also after fromArray()
+    const counted = new Map<number, number>();
+    for (const v of model) {
+      if (v !== 0) counted.set(Math.floor(v / 1e6), (counted.get(Math.floor(v / 1e6)) ?? 0) + 1);
+    }
+    for (const map of [m, ExtentMap.fromArray(flat)]) {
+      assert.deepEqual(new Map(map.liveObjects()), counted, `seed ${seed}: live sector counts`);
+    }
   }
   assert(seedsWithDense >= 20, `only ${seedsWithDense} of 30 seeds made a region dense`);
 });

@@ -27,8 +27,9 @@ import { listCheckpoints } from "../log/log_state.ts";
 import type { WriteOptions } from "./block_device.ts";
 import { DirtyBudget } from "./dirty_budget.ts";
 import type { ExtentMap } from "./extent_map.ts";
-import { OpenObject } from "./open_object.ts";
+import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
+import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
 import type { ResolvedVolumeOptions } from "./volume_options.ts";
@@ -285,12 +286,48 @@ export class LogWriter {
     this.#sealTimer?.cancel();
     this.#sealTimer = undefined;
     const sequence = this.#lastSequence + 1;
-    const sealed = this.#open.seal({
+    const sealed = this.#open.seal(this.#sealMeta(sequence));
+    this.#enqueue(sequence, sealed, commit);
+  }
+
+  #sealMeta(sequence: number) {
+    return {
       sequence,
       writerEpoch: this.#writerEpoch,
       volumeSizeBytes: this.#sizeBytes,
       sealTimeMs: this.#o.clock.wallMs(),
-    });
+    };
+  }
+
+  // ---- copies (garbage collection) ----------------------------------------------------------
+
+  /**
+   * Seals a copied object from live data GC read back: only the sectors the map still points at
+   * their source are included (src/volume/copy_object.ts), so a copy never hides a newer write.
+   * Client writes still open are sealed first, so flushes waiting for them are not answered by
+   * the copy. Returns what was sealed, or undefined when nothing was still current.
+   */
+  appendCopy(pieces: readonly CopyPiece[]): SealedCopy & { sequence: number } | undefined {
+    if (this.#closed) throw new LsvdError("closed", "Cannot copy live data: the volume is closed");
+    this.#checkWritable();
+    if (!this.#open.isEmpty) this.#seal(false, this.#commitWanted > this.#lastSequence);
+    const sequence = this.#lastSequence + 1;
+    const sealed = buildCopyObject(this.#map, pieces, this.#sealMeta(sequence));
+    if (sealed === undefined) return undefined;
+    this.#enqueue(sequence, sealed, false);
+    return { ...sealed, sequence };
+  }
+
+  /** Resolves once object `sequence` and every one before it are stored. */
+  durable(sequence: number): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#durableThrough >= sequence) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
+  }
+
+  /** Numbers the sealed object, applies it to the map (the one rule recovery uses) and queues its upload. */
+  #enqueue(sequence: number, sealed: SealedObject & { origins?: number[] }, commit: boolean): void {
+    assert(sequence === this.#lastSequence + 1);
     this.#lastSequence = sequence;
     applyObject(this.#map, sequence, sealed);
     this.#inflight.set(sequence, sealed.bytes);

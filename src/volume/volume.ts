@@ -26,6 +26,10 @@ import { CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ObjectSizes } from "./object_sizes.ts";
 import { LogWriter } from "./log_writer.ts";
+import { type GcPassResult, GcRunner } from "./gc_runner.ts";
+import type { Timer } from "../util/clock.ts";
+import { isLsvdError } from "../util/errors.ts";
+import { isStoreError } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
@@ -49,6 +53,8 @@ export class Volume implements BlockDevice {
   #reads: ReadPath;
   #closed = false;
   #lastSequence: number;
+  #gc: GcRunner | undefined;
+  #gcTimer: Timer | undefined;
 
   private constructor(o: ResolvedVolumeOptions, loaded: LoadedLog, sizeBytes: number) {
     this.#o = o;
@@ -77,6 +83,21 @@ export class Volume implements BlockDevice {
       });
     }
     const retry: RetryPolicy = { clock: o.clock, attemptsMax: o.uploadAttemptsMax };
+    if (this.#writer !== undefined) {
+      this.#gc = new GcRunner({
+        store: o.store,
+        prefix: o.prefix,
+        clock: o.clock,
+        log: o.log,
+        retry,
+        writer: this.#writer,
+        head: loaded.map,
+        retentionMs: o.retentionMs,
+        thresholds: o.gcThresholds,
+        concurrency: 4,
+        objectBytesMax: o.objectBytesMax,
+      });
+    }
     const fetcher = this.#fetcher = new Fetcher({
       store: o.store,
       prefix: o.prefix,
@@ -163,6 +184,7 @@ export class Volume implements BlockDevice {
         );
         await volume.#writer!.recordSize(sizeBytes);
       }
+      volume.#scheduleGc();
     }
     return volume;
   }
@@ -213,9 +235,31 @@ export class Volume implements BlockDevice {
     return this.#writer?.flush() ?? Promise.resolve();
   }
 
+  /** Runs one garbage-collection pass now (the writer only; src/volume/gc_runner.ts). */
+  collectGarbage(): Promise<GcPassResult> {
+    assert(this.#gc !== undefined, "garbage collection on a read-only volume");
+    return this.#gc.runPass();
+  }
+
+  /** Background passes every gcIntervalMs; a failed pass is logged and retried at the next one. */
+  #scheduleGc(): void {
+    if (this.#o.gcIntervalMs === 0 || this.#closed) return;
+    this.#gcTimer = this.#o.clock.setTimer(this.#o.gcIntervalMs, () => {
+      this.#gcTimer = undefined;
+      if (this.#closed || this.#writer?.failure !== undefined) return;
+      this.collectGarbage()
+        .catch((e) => {
+          if (!isLsvdError(e) && !isStoreError(e)) throw e;
+          this.#o.log(`Garbage collection pass failed: ${messageOf(e)}; retrying later.`);
+        })
+        .finally(() => this.#scheduleGc());
+    });
+  }
+
   /** Flushes everything and stops timers; the volume accepts nothing afterwards. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#gcTimer?.cancel();
     try {
       await this.#writer?.close();
     } finally {
@@ -226,6 +270,7 @@ export class Volume implements BlockDevice {
   /** Stops without flushing, as a crash would (for tests): pending uploads are abandoned. */
   abandon(): void {
     this.#closed = true;
+    this.#gcTimer?.cancel();
     this.#writer?.abandon();
   }
 

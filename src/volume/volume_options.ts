@@ -10,6 +10,7 @@ import { type Clock, systemClock } from "../util/clock.ts";
 import { LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { normalizePrefix } from "../format/keys.ts";
+import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
 
 /** "each": every FLUSH seals its own object (lsvd ≤ 0.1). "group": FLUSHes arriving while commit
  *  objects are in flight join the next one (group commit). */
@@ -55,11 +56,18 @@ export interface VolumeOptions {
   /** Check every fetched range against its object's CRC table (default true; false only for the
    *  benchmark's verification-off comparison). */
   verifyReads?: boolean;
+  /** Garbage collection keeps every point sealed within this long exact (default 24 h). */
+  retentionMs?: number;
+  /** Run a garbage-collection pass this often in the background (default 0: only when asked). */
+  gcIntervalMs?: number;
+  /** Garbage-collection thresholds (src/log/gc.ts DEFAULT_GC_THRESHOLDS). */
+  gcThresholds?: Partial<GcThresholds>;
 }
 
 export type ResolvedVolumeOptions =
-  & Required<Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax">>
+  & Required<Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds">>
   & {
+    gcThresholds: GcThresholds;
     sizeBytes: number | undefined;
     atSequence: number | undefined;
     commitsPerSecondMax: number | undefined;
@@ -68,6 +76,8 @@ export type ResolvedVolumeOptions =
 export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_DIRTY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** Every point of the last day can be rolled back to, exported or served (docs/design/gc-and-retention.md). */
+export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** Fills defaults and checks every value; throws LsvdError("invalid") with one clear line. */
 export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
@@ -93,7 +103,14 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     commitsInFlightMax: o.commitsInFlightMax ?? 2,
     commitsPerSecondMax: o.commitsPerSecondMax,
     verifyReads: o.verifyReads ?? true,
+    retentionMs: o.retentionMs ?? DEFAULT_RETENTION_MS,
+    gcIntervalMs: o.gcIntervalMs ?? 0,
+    gcThresholds: { ...DEFAULT_GC_THRESHOLDS, ...o.gcThresholds },
   };
+  if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
+    throw invalid("the retention must be 0 or more");
+  }
+  if (!(r.gcIntervalMs >= 0)) throw invalid("the garbage-collection interval must be 0 or more");
   const size = r.sizeBytes;
   if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_BYTES !== 0)) {
     throw invalid(`size ${size} is not a positive multiple of 4096 bytes`);

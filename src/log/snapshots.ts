@@ -1,0 +1,161 @@
+/**
+ * @module
+ * Named snapshots and reader pins (`snapshot/<name>`): a small JSON body naming one point of the
+ * log that garbage collection keeps exact. A snapshot lasts until deleted; a pin (what an export
+ * or a read-only serve takes while it reads) carries an expiry, is renewed by its holder, and is
+ * ignored once stale, so a reader that died never pins forever (SlateDB's checkpoints with an
+ * expiry play the same part). While any live pin exists, GC moves no data (a reader's map points
+ * at the objects it loaded), it only deletes objects no retained point needs at all.
+ *
+ * Creating one races with a pass that is about to collect the point: the creator writes the key,
+ * then reads the newest collected record; a pass writes its record, then lists snapshots again
+ * before deleting. Whichever comes second sees the other (docs/design/gc-and-retention.md).
+ */
+
+import { isSnapshotName, snapshotKey } from "../format/keys.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { listLogState, type LogState } from "./log_state.ts";
+
+export const SNAPSHOT_VERSION = 1;
+
+export interface SnapshotRecord {
+  version: number;
+  name: string;
+  /** The point: the state after this object. */
+  sequence: number;
+  createdMs: number;
+  /** Pins only: ignored after this wall-clock time (ms since 1970). */
+  expiresMs?: number;
+}
+
+export function encodeSnapshot(s: SnapshotRecord): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(s) + "\n");
+}
+
+export function decodeSnapshot(body: Uint8Array, key: string): SnapshotRecord {
+  let s: SnapshotRecord;
+  try {
+    s = JSON.parse(new TextDecoder().decode(body));
+  } catch (e) {
+    throw new LsvdError("data", `Cannot read snapshot "${key}": ${messageOf(e)}`);
+  }
+  const ok = typeof s === "object" && s !== null && s.version === SNAPSHOT_VERSION &&
+    typeof s.name === "string" && Number.isSafeInteger(s.sequence) && s.sequence >= 1 &&
+    (s.expiresMs === undefined || Number.isFinite(s.expiresMs));
+  if (!ok) {
+    throw new LsvdError("data", `Cannot read snapshot "${key}": it is not a version-1 snapshot record`);
+  }
+  return s;
+}
+
+/** Every snapshot and pin the listing names, read (a key deleted meanwhile is skipped). */
+export async function readSnapshots(
+  store: ObjectStore,
+  state: Pick<LogState, "snapshots">,
+  retry: RetryPolicy,
+): Promise<SnapshotRecord[]> {
+  const out: SnapshotRecord[] = [];
+  for (const { key } of state.snapshots) {
+    try {
+      const { body } = await withRetries(retry, () => store.get(key));
+      out.push(decodeSnapshot(body, key));
+    } catch (e) {
+      if (!isStoreError(e, "NotFound")) throw e;
+    }
+  }
+  return out.sort((a, b) => a.sequence - b.sequence);
+}
+
+/** True for a pin whose holder stopped renewing it. */
+export function isStale(s: SnapshotRecord, wallNowMs: number): boolean {
+  return s.expiresMs !== undefined && s.expiresMs <= wallNowMs;
+}
+
+/**
+ * Creates snapshot (or pin) `name` at `sequence`: refused when the name is taken, the point is past
+ * the log, or garbage collection no longer keeps it exact — checked again after the key is written.
+ */
+export async function createSnapshot(
+  store: ObjectStore,
+  prefix: string,
+  record: SnapshotRecord,
+  retry: RetryPolicy,
+): Promise<void> {
+  if (!isSnapshotName(record.name)) {
+    throw new LsvdError(
+      "invalid",
+      `Invalid snapshot name "${record.name}": use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
+  const before = await listLogState(store, prefix, retry);
+  checkPointKept(before, record.sequence, record.name);
+  const key = snapshotKey(prefix, record.name);
+  try {
+    await withRetries(retry, () => store.put(key, encodeSnapshot(record), { ifNoneMatch: true }));
+  } catch (e) {
+    if (isStoreError(e, "PreconditionFailed")) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot create snapshot "${record.name}": a snapshot of that name exists`,
+      );
+    }
+    throw e;
+  }
+  // A pass that wrote its record before our key existed may be deleting what the point needs.
+  const after = await listLogState(store, prefix, retry);
+  try {
+    checkPointKept(after, record.sequence, record.name);
+  } catch (e) {
+    await withRetries(retry, () => store.delete(key));
+    throw e;
+  }
+}
+
+export async function deleteSnapshot(store: ObjectStore, prefix: string, name: string, retry: RetryPolicy) {
+  const key = snapshotKey(prefix, name);
+  try {
+    await withRetries(retry, () => store.head(key));
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) {
+      throw new LsvdError("invalid", `Cannot delete snapshot "${name}": there is none`);
+    }
+    throw e;
+  }
+  await withRetries(retry, () => store.delete(key));
+}
+
+/** Reads one snapshot by name; LsvdError("invalid") when there is none. */
+export async function readSnapshot(
+  store: ObjectStore,
+  prefix: string,
+  name: string,
+  retry: RetryPolicy,
+): Promise<SnapshotRecord> {
+  const key = snapshotKey(prefix, name);
+  try {
+    const { body } = await withRetries(retry, () => store.get(key));
+    return decodeSnapshot(body, key);
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) throw new LsvdError("invalid", `There is no snapshot "${name}"`);
+    throw e;
+  }
+}
+
+function checkPointKept(state: LogState, sequence: number, name: string): void {
+  if (sequence > state.endSequence) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot create snapshot "${name}" at object ${sequence}: the log ends at object ${state.endSequence}`,
+    );
+  }
+  const record = state.collectedRecord;
+  if (record === undefined || sequence >= record.retainedFromSequence) return;
+  if (record.snapshots.some((s) => s.sequence === sequence)) return;
+  throw new LsvdError(
+    "invalid",
+    `Cannot create snapshot "${name}" at object ${sequence}: garbage collection keeps points from object ` +
+      `${record.retainedFromSequence} on (the retention window); older points are gone`,
+  );
+}

@@ -1,0 +1,393 @@
+/**
+ * @module
+ * Executes garbage-collection passes inside the writing daemon (the only process allowed to
+ * delete). One pass:
+ *
+ *   list → Pmin (newest object sealed before now − retention; binary search on trailer seal times)
+ *   → advance the map at Pmin (headers of objects that left the window) and load snapshot maps
+ *   → plan (src/log/gc.ts) → read the candidates' live sectors → copies sealed by the LogWriter,
+ *     re-validated against the map at seal time → copies durable
+ *   → collected record (create-only, cumulative) → snapshots listed again → delete objects
+ *   → delete older collected records.
+ *
+ * Bounded: at most `concurrency` GETs or DELETEs in flight, one object of copy data buffered per
+ * GET plus one copy object being filled, `passCopyBytesMax` copied and `passDeletesMax` deleted
+ * per pass. Every pass logs what it freed.
+ */
+
+import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import type { ObjectStore } from "../store/store.ts";
+import type { Clock } from "../util/clock.ts";
+import { isLsvdError, messageOf } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { readInOrder } from "../util/ordered.ts";
+import { applyObject } from "../log/apply.ts";
+import { addToRanges, COLLECTED_VERSION, type CollectedRecord, storeCollected } from "../log/collected.ts";
+import { type Candidate, type GcThresholds, planPass, type RetainedMap, unreferenced } from "../log/gc.ts";
+import { loadLog } from "../log/load.ts";
+import { listLogState, type LoggedObject, type LogState } from "../log/log_state.ts";
+import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
+import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
+import type { CopyPiece } from "./copy_object.ts";
+import type { ExtentMap } from "./extent_map.ts";
+import type { LogWriter } from "./log_writer.ts";
+import { type RetryPolicy, withRetries } from "./retry.ts";
+
+export interface GcRunnerOptions {
+  store: ObjectStore;
+  prefix: string;
+  clock: Clock;
+  log: Logger;
+  retry: RetryPolicy;
+  writer: LogWriter;
+  /** The volume's map (the head), kept by the writer. */
+  head: ExtentMap;
+  /** Every point sealed within this long before now stays exact. */
+  retentionMs: number;
+  thresholds: GcThresholds;
+  /** GETs / DELETEs in flight at once. */
+  concurrency: number;
+  /** Data bytes per copied object. */
+  objectBytesMax: number;
+}
+
+export interface GcPassResult {
+  /** The collected record written, or undefined when the pass changed nothing. */
+  pass: number | undefined;
+  /** Pmin: the oldest point of the retention window. */
+  retainedFrom: number;
+  deletedObjects: number;
+  deletedBytes: number;
+  copiedObjects: number;
+  copiedBytes: number;
+  /** Candidates a retained point still needed after the copies (kept for a later pass). */
+  kept: number;
+}
+
+interface Planned {
+  candidate: Candidate;
+  summary: ObjectSummary;
+  pieces: CopyPiece[];
+}
+
+/** Copy objects are sealed before this many pieces, well inside one header even after splits. */
+const PIECES_PER_COPY_MAX = 512;
+
+export class GcRunner {
+  #o: GcRunnerOptions;
+  #pmin: RetainedMap | undefined;
+  #snapshotMaps = new Map<string, RetainedMap>();
+  #sealTimes = new Map<number, number>();
+  #running: Promise<GcPassResult> | undefined;
+  #counters = { passes: 0, deletedObjects: 0, deletedBytes: 0, copiedBytes: 0 };
+
+  constructor(options: GcRunnerOptions) {
+    // "Small" is relative to a full object, or packed copies would count as small and be packed again.
+    const smallObjectBytes = Math.min(options.thresholds.smallObjectBytes, options.objectBytesMax / 4);
+    this.#o = { ...options, thresholds: { ...options.thresholds, smallObjectBytes } };
+  }
+
+  get counters(): Readonly<
+    { passes: number; deletedObjects: number; deletedBytes: number; copiedBytes: number }
+  > {
+    return this.#counters;
+  }
+
+  /** Runs one pass (a pass already running is joined, not doubled). */
+  runPass(): Promise<GcPassResult> {
+    this.#running ??= this.#pass().finally(() => (this.#running = undefined));
+    return this.#running;
+  }
+
+  async #pass(): Promise<GcPassResult> {
+    const o = this.#o;
+    const state = await listLogState(o.store, o.prefix, o.retry);
+    const record = state.collectedRecord;
+    const result: GcPassResult = {
+      pass: undefined,
+      retainedFrom: 0,
+      deletedObjects: 0,
+      deletedBytes: 0,
+      copiedObjects: 0,
+      copiedBytes: 0,
+      kept: 0,
+    };
+    const present = state.objects.filter((x) => x.sequence <= o.writer.durableThrough);
+    const pmin = Math.max(await this.#retentionPoint(present), record?.retainedFromSequence ?? 0);
+    result.retainedFrom = pmin;
+    if (pmin === 0) return result;
+    await this.#advance(state, present, pmin);
+    const wallNowMs = o.clock.wallMs();
+    const points = (await readSnapshots(o.store, state, o.retry)).filter((s) => !isStale(s, wallNowMs));
+    await this.#loadSnapshotMaps(state, points, pmin);
+    const retained = this.#retained();
+    const keep = new Set(state.checkpoints.map((c) => c.sequence));
+    keep.add(present.at(-1)?.sequence ?? 0);
+    const plan = planPass({
+      objects: present,
+      head: o.head,
+      retained,
+      retainedFrom: pmin,
+      keep,
+      movesAllowed: !points.some((s) => s.expiresMs !== undefined),
+      thresholds: o.thresholds,
+    });
+    if (plan.length === 0) return result;
+    const copies = await this.#copy(plan, retained, result);
+    const doomed = this.#deletable(plan, present, retained);
+    result.kept = plan.length - doomed.length;
+    if (doomed.length === 0 && copies.length === 0) return result;
+    const honored = points.filter((s) => s.sequence < pmin);
+    const next: CollectedRecord = {
+      version: COLLECTED_VERSION,
+      pass: (record?.pass ?? 0) + 1,
+      collected: addToRanges(record?.collected ?? [], doomed.map((d) => d.sequence)),
+      copies: addToRanges(record?.copies ?? [], copies),
+      retainedFromSequence: pmin,
+      snapshots: honored.map((s) => ({ name: s.name, sequence: s.sequence })),
+      createdMs: wallNowMs,
+    };
+    if (!(await storeCollected(o.store, o.prefix, next, o.retry))) {
+      o.log(`Garbage collection stopped: collected record ${next.pass} exists (another writer collects).`);
+      return result;
+    }
+    result.pass = next.pass;
+    if (!(await this.#stillSafe(honored, pmin))) return result;
+    await this.#delete(doomed, state, next.pass, result);
+    this.#counters.passes++;
+    o.log(
+      `Garbage collection pass ${next.pass}: deleted ${result.deletedObjects} objects ` +
+        `(${mib(result.deletedBytes)} MiB), copied ${mib(result.copiedBytes)} MiB of live data into ` +
+        `${result.copiedObjects} objects, kept ${result.kept} still needed; points from object ${pmin} on are kept.`,
+    );
+    return result;
+  }
+
+  /** Pmin: the newest durable object sealed at or before now − retention (0 when none is that old). */
+  async #retentionPoint(present: readonly LoggedObject[]): Promise<number> {
+    const cutoffMs = this.#o.clock.wallMs() - this.#o.retentionMs;
+    // Seal times grow along the log: everything up to the current Pmin is old enough already.
+    const from = this.#pmin?.sequence ?? 0;
+    present = present.filter((x) => x.sequence > from);
+    let lo = 0, hi = present.length; // invariant: present[0..lo) are old enough, present[hi..) are not
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((await this.#sealTimeOf(present[mid]!)) <= cutoffMs) lo = mid + 1;
+      else hi = mid;
+    }
+    const oldest = lo === 0 ? 0 : present[lo - 1]!.sequence;
+    return Math.max(oldest, from);
+  }
+
+  async #sealTimeOf(x: LoggedObject): Promise<number> {
+    const known = this.#sealTimes.get(x.sequence);
+    if (known !== undefined) return known;
+    const summary = await withRetries(this.#o.retry, () => readObjectSummary(this.#o.store, x));
+    // Objects without a seal time (version-1 trailers) predate any window: they count as old.
+    const t = summary.trailer?.sealTimeMs ?? -Infinity;
+    this.#sealTimes.set(x.sequence, t);
+    return t;
+  }
+
+  /** Brings the map at Pmin up to `pmin`: loaded once, then advanced by the headers that left the window. */
+  async #advance(state: LogState, present: readonly LoggedObject[], pmin: number): Promise<void> {
+    const o = this.#o;
+    if (this.#pmin === undefined) {
+      const loaded = await loadLog(o.store, state, {
+        atSequence: pmin,
+        concurrency: o.concurrency,
+        retry: o.retry,
+        log: o.log,
+      });
+      this.#pmin = { sequence: pmin, map: loaded.map };
+      return;
+    }
+    const from = this.#pmin.sequence;
+    if (pmin <= from) return;
+    const map = this.#pmin.map;
+    const leaving = present.filter((x) => x.sequence > from && x.sequence <= pmin);
+    await readInOrder(leaving, o.concurrency, (x) => this.#summary(x), (x, s) => {
+      applyObject(map, x.sequence, {
+        entries: s.entries,
+        zeroRanges: s.zeroRanges,
+        origins: s.trailer?.origins,
+      });
+    });
+    this.#pmin = { sequence: pmin, map };
+    for (const x of leaving) this.#sealTimes.delete(x.sequence);
+  }
+
+  /** Loads a map for every snapshot or pin older than Pmin (once each); forgets deleted ones. */
+  async #loadSnapshotMaps(state: LogState, points: readonly SnapshotRecord[], pmin: number): Promise<void> {
+    const o = this.#o;
+    const names = new Set(points.map((s) => s.name));
+    for (const name of [...this.#snapshotMaps.keys()]) if (!names.has(name)) this.#snapshotMaps.delete(name);
+    for (const s of points) {
+      if (s.sequence >= pmin || this.#snapshotMaps.get(s.name)?.sequence === s.sequence) continue;
+      try {
+        const loaded = await loadLog(o.store, state, {
+          atSequence: s.sequence,
+          concurrency: o.concurrency,
+          retry: o.retry,
+          log: o.log,
+        });
+        this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
+      } catch (e) {
+        if (!isLsvdError(e, "invalid")) throw e;
+        o.log(`Snapshot "${s.name}" cannot be kept: ${messageOf(e)}.`);
+      }
+    }
+  }
+
+  #retained(): RetainedMap[] {
+    return [this.#pmin!, ...this.#snapshotMaps.values()];
+  }
+
+  #summary(x: LoggedObject): Promise<ObjectSummary> {
+    return withRetries(this.#o.retry, () => readObjectSummary(this.#o.store, x));
+  }
+
+  /**
+   * Reads each candidate's header, then the data of its sectors the head still maps to it, and
+   * hands the pieces to the writer in copy objects. Each copy is applied to every retained map as
+   * of that map's point, so they all point at the copy from now on. Returns the copies' numbers.
+   */
+  async #copy(plan: Candidate[], retained: readonly RetainedMap[], result: GcPassResult): Promise<number[]> {
+    const o = this.#o;
+    const copies: number[] = [];
+    let batch: CopyPiece[] = [];
+    let batchBytes = 0;
+    const seal = () => {
+      if (batch.length === 0) return;
+      const sealed = o.writer.appendCopy(batch);
+      batch = [];
+      batchBytes = 0;
+      if (sealed === undefined) return;
+      for (const r of retained) applyObject(r.map, sealed.sequence, sealed, r.sequence);
+      copies.push(sealed.sequence);
+      result.copiedObjects++;
+      result.copiedBytes += sealed.sectors * SECTOR_BYTES;
+    };
+    this.#planned = new Map();
+    await readInOrder(plan, o.concurrency, (c) => this.#read(c), (c, planned) => {
+      this.#planned!.set(c.object.sequence, planned);
+      for (const p of planned.pieces) {
+        if (batchBytes + p.data.length > o.objectBytesMax || batch.length >= PIECES_PER_COPY_MAX) seal();
+        batch.push(p);
+        batchBytes += p.data.length;
+      }
+    });
+    seal();
+    this.#counters.copiedBytes += result.copiedBytes;
+    if (copies.length > 0) await o.writer.durable(copies.at(-1)!);
+    return copies;
+  }
+
+  #planned: Map<number, Planned> | undefined;
+
+  /** A candidate's summary and the pieces of it the head still maps (with their data). */
+  async #read(candidate: Candidate): Promise<Planned> {
+    const o = this.#o;
+    const x = candidate.object;
+    const summary = await this.#summary(x);
+    const pieces: Omit<CopyPiece, "data">[] = [];
+    let offsetSectors = 0;
+    summary.entries.forEach((e, i) => {
+      const start = e.addressBytes / SECTOR_BYTES, length = e.lengthBytes / SECTOR_BYTES;
+      const entryOffset = offsetSectors;
+      offsetSectors += length;
+      if (candidate.liveSectors === 0) return;
+      o.head.lookup(start, length, (m) => {
+        if (m.sequence !== x.sequence || m.offsetSectors !== entryOffset + m.startSector - start) return;
+        pieces.push({
+          startSector: m.startSector,
+          lengthSectors: m.lengthSectors,
+          sourceSequence: x.sequence,
+          sourceOffsetSectors: m.offsetSectors,
+          originSequence: summary.trailer?.origins?.[i] ?? x.sequence,
+        });
+      });
+    });
+    if (pieces.length === 0) return { candidate, summary, pieces: [] };
+    const first = Math.min(...pieces.map((p) => p.sourceOffsetSectors));
+    const end = Math.max(...pieces.map((p) => p.sourceOffsetSectors + p.lengthSectors));
+    const { body } = await withRetries(o.retry, () =>
+      o.store.get(x.key, {
+        offsetBytes: HEADER_BYTES + first * SECTOR_BYTES,
+        lengthBytes: (end - first) * SECTOR_BYTES,
+      }));
+    const withData = pieces.map((p) => ({
+      ...p,
+      data: body.subarray(
+        (p.sourceOffsetSectors - first) * SECTOR_BYTES,
+        (p.sourceOffsetSectors - first + p.lengthSectors) * SECTOR_BYTES,
+      ),
+    }));
+    return { candidate, summary, pieces: withData };
+  }
+
+  /**
+   * The candidates no retained point needs any more, ascending. Objects that only record a size
+   * stay (the size at their points depends on them); an object with zero ranges goes only when no
+   * older object remains (its zeros might otherwise uncover older data at some point).
+   */
+  #deletable(
+    plan: Candidate[],
+    present: readonly LoggedObject[],
+    retained: readonly RetainedMap[],
+  ): LoggedObject[] {
+    const doomed: LoggedObject[] = [];
+    const doomedSet = new Set<number>();
+    for (const c of plan) {
+      const k = c.object.sequence;
+      const s = this.#planned!.get(k)!.summary;
+      if (s.entries.length === 0 && s.zeroRanges.length === 0) continue;
+      if (!unreferenced(k, this.#o.head, retained)) continue;
+      if (s.zeroRanges.length > 0 && present.some((x) => x.sequence < k && !doomedSet.has(x.sequence))) {
+        continue;
+      }
+      doomed.push(c.object);
+      doomedSet.add(k);
+    }
+    this.#planned = undefined;
+    return doomed;
+  }
+
+  /** After the record: a snapshot created meanwhile below Pmin that this pass did not honor stops it. */
+  async #stillSafe(honored: readonly SnapshotRecord[], pmin: number): Promise<boolean> {
+    const o = this.#o;
+    if (o.writer.failure !== undefined) return false;
+    const state = await listLogState(o.store, o.prefix, o.retry);
+    const now = await readSnapshots(o.store, state, o.retry);
+    const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
+    const fresh = now.filter((s) => s.sequence < pmin && !known.has(`${s.name}@${s.sequence}`));
+    if (fresh.length === 0) return true;
+    o.log(`Garbage collection deletes nothing this pass: snapshot "${fresh[0]!.name}" appeared meanwhile.`);
+    return false;
+  }
+
+  async #delete(doomed: LoggedObject[], state: LogState, pass: number, result: GcPassResult): Promise<void> {
+    const o = this.#o;
+    await readInOrder(
+      doomed,
+      o.concurrency,
+      (x) => withRetries(o.retry, () => o.store.delete(x.key)),
+      (x) => {
+        result.deletedObjects++;
+        result.deletedBytes += x.sizeBytes;
+      },
+    );
+    this.#counters.deletedObjects += result.deletedObjects;
+    this.#counters.deletedBytes += result.deletedBytes;
+    // The new record is cumulative: older ones say nothing it does not.
+    for (const c of state.collected) {
+      if (c.sequence < pass) {
+        await withRetries(o.retry, () => o.store.delete(c.key));
+      }
+    }
+  }
+}
+
+function mib(bytes: number): string {
+  return (bytes / (1024 * 1024)).toFixed(1);
+}

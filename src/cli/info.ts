@@ -7,6 +7,7 @@
  * so a new figure (lease, snapshots, live and dead bytes) is one field and one line.
  */
 
+import { crcCoverage } from "../log/coverage.ts";
 import type { FormatRecord } from "../log/format_record.ts";
 import { loadLog } from "../log/load.ts";
 import type { LoggedObject, LogState } from "../log/log_state.ts";
@@ -44,6 +45,14 @@ export interface VolumeInfo {
   checkpoints: number[];
   archived: { count: number; bytes: number };
   snapshots: string[];
+  /** Bytes the map reads from objects with per-sector CRC tables (checked on every read) and without. */
+  verification: {
+    verifiableBytes: number;
+    unverifiableBytes: number;
+    objectsWithoutTables: number;
+    /** Keys whose trailer could not be read (run `lsvd verify`). */
+    damagedObjects: string[];
+  };
   // Added by the lease, snapshot and GC work: lease holder, live/dead bytes.
 }
 
@@ -77,9 +86,10 @@ export async function collectInfo(
   let writtenSectors = 0;
   for (const run of loaded.map.runs()) for (let i = 1; i < run.length; i += 4) writtenSectors += run[i]!;
   const log = state.objects;
-  const [first, last] = await Promise.all([
+  const [first, last, coverage] = await Promise.all([
     refOf(store, log[0], options.retry),
     refOf(store, log.at(-1), options.retry),
+    crcCoverage(store, { map: loaded.map, objects: log, concurrency: 32, retry: options.retry }),
   ]);
   const epochs = new Set(state.epochs);
   for (const r of [first, last]) if (r?.writerEpoch) epochs.add(r.writerEpoch);
@@ -97,6 +107,12 @@ export async function collectInfo(
     checkpoints: state.checkpoints.map((c) => c.sequence),
     archived: state.archived,
     snapshots: state.snapshots.map((s) => s.name),
+    verification: {
+      verifiableBytes: coverage.verifiableBytes,
+      unverifiableBytes: coverage.unverifiableBytes,
+      objectsWithoutTables: coverage.objectsWithoutTables,
+      damagedObjects: coverage.damaged.map((d) => d.key),
+    },
   };
 }
 
@@ -145,8 +161,28 @@ export function renderInfo(i: VolumeInfo): string {
     ],
     ["Archived", `${i.archived.count} objects (${bytesText(i.archived.bytes)})`],
     ["Snapshots", i.snapshots.length === 0 ? "none" : i.snapshots.join(", ")],
+    ["Verifiable", verifiableText(i.verification)],
   ];
   return rows.map(([k, v]) => `${(k + ":").padEnd(15)}${v}`).join("\n");
+}
+
+function verifiableText(v: VolumeInfo["verification"]): string {
+  const total = v.verifiableBytes + v.unverifiableBytes;
+  const share = total === 0 ? "" : ` (${(100 * v.verifiableBytes / total).toFixed(1)}%)`;
+  let text = `${
+    bytesText(v.verifiableBytes)
+  } of the data is checked by per-sector CRCs on every read${share}`;
+  if (v.unverifiableBytes > 0) {
+    text += `; ${
+      bytesText(v.unverifiableBytes)
+    } in ${v.objectsWithoutTables} objects without CRCs (older lsvd or other writers) is served unchecked`;
+  }
+  if (v.damagedObjects.length > 0) {
+    text += `; ${v.damagedObjects.length} objects have damaged trailers (run 'lsvd verify'): ${
+      v.damagedObjects.slice(0, 3).join(", ")
+    }`;
+  }
+  return text;
 }
 
 function formatLine(f: FormatRecord | null): string {

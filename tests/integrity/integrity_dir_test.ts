@@ -6,7 +6,13 @@
 import { DirectoryStore } from "../../src/store/directory.ts";
 import { scratch } from "../support/daemon.ts";
 import type { ToolboxTarget } from "../tools/toolbox.ts";
-import { flippedDataByte, flippedHeaderBit, truncatedObject, writeRandomVolume } from "./integrity.ts";
+import {
+  flippedDataByte,
+  flippedHeaderBit,
+  truncatedObject,
+  verifiableBytes,
+  writeRandomVolume,
+} from "./integrity.ts";
 
 Deno.test("Damaged objects on the directory store: EIO on exactly the bad sector, start refused naming the object", async (ctx) => {
   const s = await scratch();
@@ -18,6 +24,10 @@ Deno.test("Damaged objects on the directory store: EIO on exactly the bad sector
   };
   try {
     const data = await writeRandomVolume(t, "vol");
+    await ctx.step(
+      "info counts verifiable bytes; objects without CRCs are served unchecked",
+      () => verifiableBytes(t, "vol", data),
+    );
     await ctx.step("a flipped data byte fails exactly its reads", () => flippedDataByte(t, "vol", data));
     await ctx.step(
       "a flipped header bit refuses start (no checkpoints)",

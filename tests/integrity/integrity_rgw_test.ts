@@ -8,7 +8,13 @@ import { S3Store } from "../../src/store/s3.ts";
 import { scratch } from "../support/daemon.ts";
 import { startRgw } from "../support/rgw.ts";
 import type { ToolboxTarget } from "../tools/toolbox.ts";
-import { flippedDataByte, flippedHeaderBit, truncatedObject, writeRandomVolume } from "./integrity.ts";
+import {
+  flippedDataByte,
+  flippedHeaderBit,
+  truncatedObject,
+  verifiableBytes,
+  writeRandomVolume,
+} from "./integrity.ts";
 
 Deno.test({
   name: "Damaged objects on Ceph RGW: EIO on exactly the bad sector, start refused naming the object",
@@ -37,6 +43,10 @@ Deno.test({
     };
     try {
       const data = await writeRandomVolume(t, "vol");
+      await ctx.step(
+        "info counts verifiable bytes; objects without CRCs are served unchecked",
+        () => verifiableBytes(t, "vol", data),
+      );
       await ctx.step("a flipped data byte fails exactly its reads", () => flippedDataByte(t, "vol", data));
       await ctx.step(
         "a flipped header bit refuses start (no checkpoints)",

@@ -5,8 +5,11 @@
  * line per failed attempt of each of dozens of requests in flight.
  *
  * A single failed attempt is not an outage: stores shed load with the odd 503 all the time. The
- * store counts as unreachable once one call has been failing for `outageAfterMs`; any answer
- * (success, or an error the server gave deliberately, such as NotFound) ends the outage.
+ * store counts as unreachable once one call has been failing for `outageAfterMs` with no answer
+ * to anyone in that time; any answer (success, or an error the server gave deliberately, such as
+ * NotFound) ends the outage. An attempt sent before the latest answer proves nothing new when it
+ * fails (after a black hole, requests sent into it time out one deadline after the store is back),
+ * so it cannot start an outage.
  */
 
 import type { Clock } from "../util/clock.ts";
@@ -19,10 +22,19 @@ export interface StoreHealthOptions {
   outageAfterMs?: number;
 }
 
+/** One failed attempt of a call, as the retry loop saw it. */
+export interface FailedAttempt {
+  /** When this attempt was sent. */
+  startedMs: number;
+  /** When the call's first attempt failed. */
+  failingSinceMs: number;
+}
+
 export class StoreHealth {
   #clock: Clock;
   #log: Logger;
   #outageAfterMs: number;
+  #lastAnswerMs = -Infinity;
   /** Start of the current outage (the first failure of the call that declared it). */
   #unreachableSinceMs: number | undefined;
 
@@ -37,11 +49,12 @@ export class StoreHealth {
     return this.#unreachableSinceMs !== undefined;
   }
 
-  /** An attempt of a call failing since failingSinceMs ended in a transient error. */
-  failed(error: unknown, failingSinceMs: number): void {
-    if (this.#unreachableSinceMs !== undefined) return;
-    if (this.#clock.nowMs() - failingSinceMs < this.#outageAfterMs) return;
-    this.#unreachableSinceMs = failingSinceMs;
+  /** An attempt ended in a transient error. */
+  failed(error: unknown, attempt: FailedAttempt): void {
+    if (this.#unreachableSinceMs !== undefined || attempt.startedMs < this.#lastAnswerMs) return;
+    const sinceMs = Math.max(attempt.failingSinceMs, this.#lastAnswerMs);
+    if (this.#clock.nowMs() - sinceMs < this.#outageAfterMs) return;
+    this.#unreachableSinceMs = sinceMs;
     this.#log(
       `Object storage unreachable (${
         error instanceof Error ? error.message : String(error)
@@ -51,6 +64,7 @@ export class StoreHealth {
 
   /** The store answered. */
   answered(): void {
+    this.#lastAnswerMs = this.#clock.nowMs();
     if (this.#unreachableSinceMs === undefined) return;
     const awayS = Math.round((this.#clock.nowMs() - this.#unreachableSinceMs) / 1000);
     this.#unreachableSinceMs = undefined;

@@ -42,6 +42,7 @@ export async function withRetries<T>(policy: RetryPolicy, fn: () => Promise<T>):
   for (let attempt = 1;; attempt++) {
     const stop = policy.abort?.();
     if (stop !== undefined) throw stop;
+    const startedMs = policy.clock.nowMs();
     let result: T;
     try {
       result = await fn();
@@ -51,7 +52,7 @@ export async function withRetries<T>(policy: RetryPolicy, fn: () => Promise<T>):
         throw e;
       }
       failingSinceMs ??= policy.clock.nowMs();
-      policy.health?.failed(e, failingSinceMs);
+      policy.health?.failed(e, { startedMs, failingSinceMs });
       if (attempt >= policy.attemptsMax) throw e;
       policy.onRetry?.(attempt, e);
       await policy.clock.sleep(backoffMs(attempt, policy.random));

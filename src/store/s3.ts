@@ -115,6 +115,7 @@ export class S3Store implements ObjectStore {
   #notS3Hint: string;
   #deadline: DeadlineOptions;
   #slots: Semaphore;
+  #agents: http.Agent[];
 
   constructor(options: S3StoreOptions) {
     checkOptions(options);
@@ -128,7 +129,9 @@ export class S3Store implements ObjectStore {
     };
     const connections = options.connections ?? 100;
     this.#slots = new Semaphore(connections);
-    this.#client = new S3Client(clientConfig(options, connections));
+    const agent = { keepAlive: true, maxSockets: connections };
+    this.#agents = [new http.Agent(agent), new https.Agent(agent)];
+    this.#client = new S3Client(clientConfig(options, this.#agents as [http.Agent, https.Agent]));
   }
 
   /**
@@ -285,6 +288,18 @@ export class S3Store implements ObjectStore {
     return Promise.resolve();
   }
 
+  /**
+   * After a request got no answer in time, the idle pooled connections to the same endpoint most
+   * likely lead into the same black hole (a dropped NAT or load-balancer entry keeps them open and
+   * silent): reusing them would cost every retry another full deadline. New connections are cheap.
+   */
+  #dropIdleConnections(): void {
+    for (const agent of this.#agents) {
+      const free = (agent as unknown as { freeSockets?: Record<string, { destroy(): void }[]> }).freeSockets;
+      for (const sockets of Object.values(free ?? {})) for (const socket of [...sockets]) socket.destroy();
+    }
+  }
+
   /** The ETag when key holds exactly these bytes (our own conditional write landed earlier). */
   async #holding(key: string, body: Uint8Array): Promise<string | undefined> {
     try {
@@ -315,7 +330,9 @@ export class S3Store implements ObjectStore {
         const hint = error.code === "Fatal" ? this.#notS3Hint : "";
         throw new StoreError(error.code, `Cannot ${action.text}: ${error.message}${hint}`, { cause: error });
       }
-      throw mapError(error, action, this.#endpoint);
+      const mapped = mapError(error, action, this.#endpoint);
+      if (deadline.signal.aborted) this.#dropIdleConnections();
+      throw mapped;
     } finally {
       deadline.cancel();
       this.#slots.release();
@@ -372,8 +389,10 @@ function checkOptions(options: S3StoreOptions): void {
   }
 }
 
-function clientConfig(options: S3StoreOptions, connections: number): S3ClientConfig {
-  const agent = { keepAlive: true, maxSockets: connections };
+function clientConfig(
+  options: S3StoreOptions,
+  [httpAgent, httpsAgent]: [http.Agent, https.Agent],
+): S3ClientConfig {
   const region = options.region ?? Deno.env.get("AWS_REGION") ?? Deno.env.get("AWS_DEFAULT_REGION") ??
     "us-east-1";
   return {
@@ -383,8 +402,8 @@ function clientConfig(options: S3StoreOptions, connections: number): S3ClientCon
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: {
-      httpAgent: new http.Agent(agent),
-      httpsAgent: new https.Agent(agent),
+      httpAgent,
+      httpsAgent,
       // No requestTimeout: the SDK's only logs a warning; S3Store's deadline aborts instead.
       connectionTimeout: options.connectTimeoutMs ?? 5_000,
     },

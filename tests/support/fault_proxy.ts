@@ -8,8 +8,9 @@
  *   blackhole  connections are accepted and kept open, but nothing flows either way: requests
  *              already on the wire and new ones wait for an answer that never comes
  *
- * Connections frozen by a black hole resume when the proxy passes again (TCP would deliver the
- * held bytes once a route heals); connections accepted during the black hole are closed then.
+ * Every connection a black hole touches is lost for good, as when a NAT or load balancer drops
+ * its state: it stays open and silent, even after the proxy passes again, until the client gives
+ * up and closes it. Only a client that enforces its own deadlines gets past one.
  */
 
 export type FaultMode = "pass" | "refuse" | "blackhole";
@@ -17,6 +18,8 @@ export type FaultMode = "pass" | "refuse" | "blackhole";
 interface Link {
   client: Deno.Conn;
   server: Deno.Conn | undefined;
+  /** Touched by a black hole: bytes are read and discarded, never forwarded again. */
+  lost: boolean;
 }
 
 export class FaultProxy {
@@ -26,8 +29,6 @@ export class FaultProxy {
   #listener: Deno.Listener | undefined;
   #mode: FaultMode = "pass";
   #links = new Set<Link>();
-  /** Resolved (and replaced) whenever the mode becomes "pass". */
-  #passing = Promise.withResolvers<void>();
   #accepting: Promise<void> = Promise.resolve();
   /** Connections accepted so far, for tests that check requests reached the proxy. */
   connections = 0;
@@ -36,7 +37,6 @@ export class FaultProxy {
     this.#target = target;
     this.#listener = listener;
     this.port = (listener.addr as Deno.NetAddr).port;
-    this.#passing.resolve();
     this.#accepting = this.#accept(listener);
   }
 
@@ -73,12 +73,7 @@ export class FaultProxy {
       this.#listener = listener;
       this.#accepting = this.#accept(listener);
     }
-    if (mode === "pass") {
-      for (const link of this.#links) if (link.server === undefined) this.#drop(link);
-      this.#passing.resolve();
-    } else if (previous === "pass") {
-      this.#passing = Promise.withResolvers<void>();
-    }
+    if (mode === "blackhole") { for (const link of this.#links) link.lost = true; }
   }
 
   async close(): Promise<void> {
@@ -86,14 +81,13 @@ export class FaultProxy {
     this.#listener = undefined;
     await this.#accepting;
     for (const link of this.#links) this.#drop(link);
-    this.#passing.resolve(); // frozen pumps wake up and find their connections closed
   }
 
   async #accept(listener: Deno.Listener): Promise<void> {
     try {
       for await (const client of listener) {
         this.connections++;
-        const link: Link = { client, server: undefined };
+        const link: Link = { client, server: undefined, lost: this.#mode === "blackhole" };
         this.#links.add(link);
         void this.#connect(link);
       }
@@ -103,15 +97,9 @@ export class FaultProxy {
   }
 
   async #connect(link: Link): Promise<void> {
-    if (this.#mode === "blackhole") {
+    if (link.lost) {
       // Hold the connection open and unanswered; read and discard what the client sends.
-      const buffer = new Uint8Array(64 * 1024);
-      try {
-        while ((await link.client.read(buffer)) !== null);
-      } catch {
-        // dropped
-      }
-      this.#drop(link);
+      await this.#pump(link, link.client, undefined);
       return;
     }
     try {
@@ -128,21 +116,24 @@ export class FaultProxy {
     this.#drop(link);
   }
 
-  /** Copies from → to while passing; in a black hole it stops reading, so the sender's bytes wait. */
-  async #pump(link: Link, from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  /** Copies from → to until either side closes; bytes of a lost link are read and discarded. */
+  async #pump(link: Link, from: Deno.Conn, to: Deno.Conn | undefined): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
     try {
       for (;;) {
-        await this.#passing.promise;
         const n = await from.read(buffer);
         if (n === null) break;
-        await this.#passing.promise; // bytes read just before a black hole wait too
+        if (link.lost || to === undefined) continue;
         if (!this.#links.has(link)) break;
         let written = 0;
         while (written < n) written += await to.write(buffer.subarray(written, n));
       }
     } catch {
       // reset or closed by the other pump or by refuse/close
+    }
+    if (link.lost && from === link.server && this.#links.has(link)) {
+      tryClose(from); // the server's close is lost in the black hole too: the client hears nothing
+      return;
     }
     this.#drop(link);
   }

@@ -12,6 +12,8 @@ import { S3Store } from "../store/s3.ts";
 import { probeStore } from "../store/probe.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
+import { isLsvdError } from "../util/errors.ts";
+import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { startNbdServer } from "../nbd/server.ts";
 import { attachDevice, AttachError, type Attachment } from "../attach/attach.ts";
@@ -102,6 +104,12 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     placeholder: "MS",
   },
   uploads: { type: "string", help: "Object uploads in flight at once", default: "32", placeholder: "N" },
+  "shutdown-timeout": {
+    type: "string",
+    help:
+      "On SIGTERM, give up flushing after this many seconds and exit 1 naming what was lost (default: keep trying)",
+    placeholder: "SECONDS",
+  },
   "cache-size": {
     type: "string",
     help: "Read cache of recent object data",
@@ -127,6 +135,7 @@ const SUMMARY =
   "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
 
 export interface ServeConfig {
+  shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
   prefix: string;
   sizeBytes: number | undefined;
@@ -176,7 +185,11 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
   if (str("device") !== undefined && str("fuse") !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");
   }
+  const shutdownTimeout = str("shutdown-timeout");
   return {
+    shutdownTimeoutMs: shutdownTimeout === undefined
+      ? undefined
+      : parseInteger(shutdownTimeout, "--shutdown-timeout", 1, 7 * 86400) * 1000,
     store,
     prefix: str("prefix") ?? "",
     sizeBytes,
@@ -205,23 +218,6 @@ function parseFlushPolicy(raw: string): FlushPolicy {
   throw new UsageError(`Invalid --flush-policy: "${raw}" must be group or each`);
 }
 
-/** Resolves on the first SIGTERM or SIGINT. */
-function shutdownSignal(log: Logger): Promise<string> {
-  return new Promise((resolve) => {
-    let received = false;
-    for (const signal of ["SIGTERM", "SIGINT"] as const) {
-      Deno.addSignalListener(signal, () => {
-        if (received) {
-          log(`Received ${signal} again; still flushing, please wait.`);
-          return;
-        }
-        received = true;
-        resolve(signal);
-      });
-    }
-  });
-}
-
 export async function serveCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   if (args.includes("--help")) {
     console.log(helpText("serve", SUMMARY, SERVE_OPTIONS));
@@ -230,23 +226,53 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   const { values, positionals } = parseOptions(args, SERVE_OPTIONS);
   if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const config = buildServeConfig(values);
-  const signal = shutdownSignal(log);
-  await config.store.check?.();
-  await probeStore(config.store, config.prefix, { readOnly: config.readOnly });
-  const volume = await Volume.open({
-    store: config.store,
-    prefix: config.prefix,
-    readOnly: config.readOnly,
-    log,
-    objectBytesMax: config.objectBytesMax,
-    dirtyBytesMax: config.dirtyBytesMax,
-    sealDelayMs: config.sealDelayMs,
-    uploadsMax: config.uploadsMax,
-    cacheBytesMax: config.cacheBytesMax,
-    flushPolicy: config.flushPolicy,
-    ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
-    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
-  });
+  const signals = new ShutdownSignals(log);
+  try {
+    return await serveUntilSignal(config, signals, log);
+  } finally {
+    signals.dispose();
+  }
+}
+
+async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, log: Logger): Promise<number> {
+  const opened = await signals.race((async () => {
+    await config.store.check?.();
+    await probeStore(config.store, config.prefix, { readOnly: config.readOnly });
+    signals.phase = "recovering";
+    return await Volume.open({
+      stopRequested: () => signals.requested,
+      store: config.store,
+      prefix: config.prefix,
+      readOnly: config.readOnly,
+      log,
+      objectBytesMax: config.objectBytesMax,
+      dirtyBytesMax: config.dirtyBytesMax,
+      sealDelayMs: config.sealDelayMs,
+      uploadsMax: config.uploadsMax,
+      cacheBytesMax: config.cacheBytesMax,
+      flushPolicy: config.flushPolicy,
+      ...(config.commitsPerSecondMax === undefined
+        ? {}
+        : { commitsPerSecondMax: config.commitsPerSecondMax }),
+      ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
+    });
+  })());
+  if (opened === undefined) {
+    log(
+      `Stopped during ${
+        signals.phase === "recovering" ? "recovery" : "start-up"
+      }; the device was never served.`,
+    );
+    return 0;
+  }
+  const volume = opened;
+  if (signals.requested) {
+    log("Stopping before the device was served.");
+    await volume.close();
+    await config.store.close();
+    log("Device has shut down.");
+    return 0;
+  }
   let server;
   try {
     server = await startNbdServer({
@@ -264,15 +290,25 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   let attachment: Attachment | undefined;
   try {
     attachment = await attachDevice({ ...config, log });
-    log("Device is now operational.");
-    await signal;
+    signals.phase = "serving";
+    if (!signals.requested) log("Device is now operational.");
+    await signals.received;
   } finally {
+    signals.phase = "stopping";
     await attachment?.detach();
     await server.stop();
     log("Flushing remaining writes to object storage.");
-    await volume.close();
-    await config.store.close();
   }
+  if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
+    const left = volume.unflushed;
+    log(
+      `Shutdown deadline of ${
+        config.shutdownTimeoutMs! / 1000
+      } s passed: ${left.bytes} bytes in ${left.objects} objects from object ${left.firstSequence} on were not stored and are lost.`,
+    );
+    return 1;
+  }
+  await config.store.close();
   log("Device has shut down.");
   return 0;
 }

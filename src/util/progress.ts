@@ -34,6 +34,11 @@ export class Progress {
     this.#startMs = this.#lastMs = options.clock.nowMs();
   }
 
+  /** For work whose size is learnt after it starts. */
+  setTotal(total: number): void {
+    this.#o.total = total;
+  }
+
   /** Sets how much is done (monotonic). */
   update(done: number): void {
     this.#done = done;

@@ -32,7 +32,14 @@ import type { ObjectSizes } from "./object_sizes.ts";
 import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
-import type { ResolvedVolumeOptions } from "./volume_options.ts";
+import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
+
+/** Between "Still flushing" lines while closing. */
+const CLOSE_PROGRESS_MS = 5000;
+
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
+}
 
 interface Waiter {
   sequence: number;
@@ -94,7 +101,7 @@ export class LogWriter {
     this.#durableThrough = start.lastSequence;
     this.#checkpointedThrough = start.checkpointedThrough;
     this.#lastObjectCrc = start.lastObjectCrc32;
-    this.#retry = { clock: o.clock, attemptsMax: o.uploadAttemptsMax };
+    this.#retry = volumeRetry(o, () => this.#failure);
   }
 
   get sizeBytes(): number {
@@ -191,6 +198,7 @@ export class LogWriter {
   /** Flushes everything, writes a checkpoint and stops timers; accepts nothing afterwards. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    const progress = this.#closeProgress();
     try {
       // Writers still waiting for dirty space are granted as uploads finish: flush until none is left.
       for (;;) {
@@ -204,8 +212,41 @@ export class LogWriter {
         await this.#checkpointing;
       }
     } finally {
+      progress.cancel();
       this.#stop();
     }
+  }
+
+  /** While close() waits: a line every 5 s with what is left to store and the rate. */
+  #closeProgress(): Timer {
+    const clock = this.#o.clock;
+    const startMs = clock.nowMs();
+    const startBytes = this.#counters.bytesUploaded;
+    let timer: Timer;
+    const tick = () => {
+      const left = this.#inflightBytes + this.#open.dataBytes;
+      const objects = this.#lastSequence - this.#durableThrough + (this.#open.isEmpty ? 0 : 1);
+      const rate = (this.#counters.bytesUploaded - startBytes) /
+        Math.max(1e-3, (clock.nowMs() - startMs) / 1000);
+      const unreachable = this.#o.health.unreachable ? "; object storage is unreachable, still retrying" : "";
+      this.#o.log(
+        `Still flushing: ${mib(left)} MiB in ${objects} objects left to store, ${
+          mib(rate)
+        } MiB/s${unreachable}.`,
+      );
+      timer = clock.setTimer(CLOSE_PROGRESS_MS, tick);
+    };
+    timer = clock.setTimer(CLOSE_PROGRESS_MS, tick);
+    return { cancel: () => timer.cancel() };
+  }
+
+  /** What close() has not stored yet (for a shutdown deadline's last line). */
+  get unflushed(): { bytes: number; objects: number; firstSequence: number } {
+    return {
+      bytes: this.#inflightBytes + this.#open.dataBytes,
+      objects: this.#lastSequence - this.#durableThrough + (this.#open.isEmpty ? 0 : 1),
+      firstSequence: this.#durableThrough + 1,
+    };
   }
 
   /** Stops without flushing, as a crash would (tests): pending uploads are abandoned. */
@@ -360,13 +401,8 @@ export class LogWriter {
     assert(bytes !== undefined);
     const key = logKey(this.#o.prefix, sequence);
     try {
-      await withRetries({
-        ...this.#retry,
-        onRetry: (n, e) => this.#o.log(`Retrying upload of "${key}" (attempt ${n} failed: ${messageOf(e)}).`),
-      }, () => {
-        if (this.#failure) throw this.#failure; // not transient: a failed volume stops retrying
-        return this.#o.store.put(key, bytes, { ifNoneMatch: true });
-      });
+      // Retried until the store is back; a failed (fenced) volume ends the wait through abort.
+      await withRetries(this.#retry, () => this.#o.store.put(key, bytes, { ifNoneMatch: true }));
     } catch (e) {
       if (this.#failure) return;
       if (isStoreError(e, "PreconditionFailed")) {

@@ -13,7 +13,7 @@
 
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
-import { LsvdError } from "../util/errors.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
@@ -33,9 +33,13 @@ import { isStoreError } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
-import { type ResolvedVolumeOptions, resolveVolumeOptions, type VolumeOptions } from "./volume_options.ts";
-import { messageOf } from "../util/errors.ts";
+import { withRetries } from "./retry.ts";
+import {
+  type ResolvedVolumeOptions,
+  resolveVolumeOptions,
+  type VolumeOptions,
+  volumeRetry,
+} from "./volume_options.ts";
 
 export type { FlushPolicy, VolumeOptions } from "./volume_options.ts";
 export { VOLUME_BYTES_MAX };
@@ -82,7 +86,11 @@ export class Volume implements BlockDevice {
         objectSizes,
       });
     }
-    const retry: RetryPolicy = { clock: o.clock, attemptsMax: o.uploadAttemptsMax };
+    // Reads wait out an outage too; closing the volume ends the wait.
+    const retry = volumeRetry(
+      o,
+      () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
+    );
     if (this.#writer !== undefined) {
       this.#gc = new GcRunner({
         store: o.store,
@@ -128,11 +136,11 @@ export class Volume implements BlockDevice {
   /** Recovers the volume from the store; throws LsvdError with a user-facing message. */
   static async open(options: VolumeOptions): Promise<Volume> {
     const o = resolveVolumeOptions(options);
-    const retry: RetryPolicy = {
-      clock: o.clock,
-      attemptsMax: o.uploadAttemptsMax,
-      onRetry: (n, e) => o.log(`Retrying a read during recovery (attempt ${n}: ${messageOf(e)}).`),
-    };
+    const stopped = () =>
+      o.stopRequested()
+        ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop")
+        : undefined;
+    const retry = volumeRetry(o, stopped);
     o.log(`Starting recovery from ${o.store.description}.`);
     const state = await listLogState(o.store, o.prefix, retry);
     const progress = new Progress({
@@ -147,7 +155,12 @@ export class Volume implements BlockDevice {
       concurrency: o.recoveryConcurrency,
       retry,
       log: o.log,
-      onProgress: (done) => progress.update(done),
+      onProgress: (done, total) => {
+        if (done === 1) progress.setTotal(total);
+        progress.update(done);
+        const stop = stopped();
+        if (stop !== undefined) throw stop;
+      },
       ...(o.atSequence === undefined ? {} : { atSequence: o.atSequence }),
     });
     progress.finish();
@@ -265,6 +278,11 @@ export class Volume implements BlockDevice {
     } finally {
       this.#closed = true;
     }
+  }
+
+  /** What close() has not stored yet, for a shutdown deadline's last line. */
+  get unflushed(): { bytes: number; objects: number; firstSequence: number } {
+    return this.#writer?.unflushed ?? { bytes: 0, objects: 0, firstSequence: this.#lastSequence + 1 };
   }
 
   /** Stops without flushing, as a crash would (for tests): pending uploads are abandoned. */

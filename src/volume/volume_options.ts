@@ -5,6 +5,8 @@
  */
 
 import type { ObjectStore } from "../store/store.ts";
+import { StoreHealth } from "../store/health.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 import { OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
 import { LsvdError } from "../util/errors.ts";
@@ -34,8 +36,13 @@ export interface VolumeOptions {
   sealDelayMs?: number;
   /** Concurrent PUTs (default 32); also how far uploads may run ahead of the durable log. */
   uploadsMax?: number;
-  /** Attempts per PUT on transient errors before the volume fails (default 10). */
+  /** Attempts per store call on transient errors (default Infinity: wait out an outage of any length;
+   *  only a permanent error or a fence fails the volume). */
   uploadAttemptsMax?: number;
+  /** Shared outage tracker: one line when the store goes away, one when it is back (default: a new one). */
+  health?: StoreHealth;
+  /** Checked while loading: true stops recovery early (a signal arrived) with an LsvdError "closed". */
+  stopRequested?: () => boolean;
   /** Header reads in flight during recovery (default 64). */
   recoveryConcurrency?: number;
   /** Bytes of recently uploaded or read object data kept for reads (default 64 MiB, 0 disables). */
@@ -93,7 +100,9 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     dirtyBytesMax: o.dirtyBytesMax ?? DEFAULT_DIRTY_BYTES,
     sealDelayMs: o.sealDelayMs ?? 1000,
     uploadsMax: o.uploadsMax ?? 32,
-    uploadAttemptsMax: o.uploadAttemptsMax ?? 10,
+    uploadAttemptsMax: o.uploadAttemptsMax ?? Infinity,
+    health: o.health ?? new StoreHealth({ clock: o.clock ?? systemClock, log: o.log ?? stderrLogger }),
+    stopRequested: o.stopRequested ?? (() => false),
     recoveryConcurrency: o.recoveryConcurrency ?? 64,
     cacheBytesMax: o.cacheBytesMax ?? DEFAULT_CACHE_BYTES,
     recoveryId: o.recoveryId ?? Date.now().toString(36),
@@ -127,6 +136,16 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     throw invalid("the commit rate must be positive");
   }
   return r;
+}
+
+/** The one retry policy of a volume's store calls; `abort` ends the wait (closed or fenced volume). */
+export function volumeRetry(o: ResolvedVolumeOptions, abort?: () => Error | undefined): RetryPolicy {
+  return {
+    clock: o.clock,
+    attemptsMax: o.uploadAttemptsMax,
+    health: o.health,
+    ...(abort === undefined ? {} : { abort }),
+  };
 }
 
 function invalid(why: string): LsvdError {

@@ -12,7 +12,6 @@ import { S3Store } from "../store/s3.ts";
 import { probeStore } from "../store/probe.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
-import { isLsvdError } from "../util/errors.ts";
 import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { startNbdServer } from "../nbd/server.ts";

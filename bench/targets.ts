@@ -159,7 +159,7 @@ export const nbdkitS3: DeviceTarget = {
   },
 };
 
-function lsvdTarget(name: string, store: "dir" | "s3"): DeviceTarget {
+function lsvdTarget(name: string, store: "dir" | "s3", extraArgs: string[] = []): DeviceTarget {
   return {
     name,
     needsS3: store === "s3",
@@ -173,7 +173,7 @@ function lsvdTarget(name: string, store: "dir" | "s3"): DeviceTarget {
         bucket === undefined
           ? Deno.remove(dir, { recursive: true }).catch(() => {})
           : requireS3(ctx).dropBucket(bucket);
-      const start = (wan: boolean) => startLsvd(ctx, { socketPath, storeArgs, wan, label: name });
+      const start = (wan: boolean) => startLsvd(ctx, { socketPath, storeArgs, wan, label: name, extraArgs });
       return socketInstance(socketPath, "lsvd", start, await start(false), cleanup);
     },
   };
@@ -222,6 +222,9 @@ export function startLsvd(ctx: TargetContext, o: LsvdStart): Promise<Daemon> {
 
 export const lsvdDir = lsvdTarget("lsvd-dir", "dir");
 export const lsvdRgw = lsvdTarget("lsvd-rgw", "s3");
+/** lsvd with read verification off: what checking every read against sector CRCs costs (issue 11). */
+export const lsvdDirNoVerify = lsvdTarget("lsvd-dir-noverify", "dir", ["--verify-reads", "off"]);
+export const lsvdRgwNoVerify = lsvdTarget("lsvd-rgw-noverify", "s3", ["--verify-reads", "off"]);
 
 export const s3backer: DeviceTarget = {
   name: "s3backer",
@@ -296,4 +299,12 @@ async function stopS3backer(daemon: Daemon, mount: string): Promise<void> {
   }
 }
 
-export const DEVICE_TARGETS: readonly DeviceTarget[] = [nbdkitMemory, lsvdDir, lsvdRgw, nbdkitS3, s3backer];
+export const DEVICE_TARGETS: readonly DeviceTarget[] = [
+  nbdkitMemory,
+  lsvdDir,
+  lsvdRgw,
+  nbdkitS3,
+  s3backer,
+  lsvdDirNoVerify,
+  lsvdRgwNoVerify,
+];

@@ -115,6 +115,13 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     default: "64M",
     placeholder: "SIZE",
   },
+  "verify-reads": {
+    type: "string",
+    help: "on: check every range read from the store against its object's sector CRCs; off: only to " +
+      "measure what the check costs (bench/)",
+    default: "on",
+    placeholder: "on|off",
+  },
   "flush-policy": {
     type: "string",
     help: "group: FLUSHes arriving while commits upload share the next object; each: one object per FLUSH",
@@ -150,6 +157,7 @@ export interface ServeConfig {
   sealDelayMs: number;
   uploadsMax: number;
   cacheBytesMax: number;
+  verifyReads: boolean;
   flushPolicy: FlushPolicy;
   commitsPerSecondMax: number | undefined;
 }
@@ -205,11 +213,17 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
     sealDelayMs: parseInteger(str("seal-delay-ms")!, "--seal-delay-ms", 1, 3_600_000),
     uploadsMax: parseInteger(str("uploads")!, "--uploads", 1, 1024),
     cacheBytesMax: str("cache-size") === "0" ? 0 : parseSize(str("cache-size")!, "--cache-size"),
+    verifyReads: parseOnOff(str("verify-reads")!, "--verify-reads"),
     flushPolicy: parseFlushPolicy(str("flush-policy")!),
     commitsPerSecondMax: str("puts-per-second") === undefined
       ? undefined
       : parseInteger(str("puts-per-second")!, "--puts-per-second", 1, 1_000_000),
   };
+}
+
+function parseOnOff(raw: string, name: string): boolean {
+  if (raw === "on" || raw === "off") return raw === "on";
+  throw new UsageError(`Invalid ${name}: "${raw}" must be on or off`);
 }
 
 function parseFlushPolicy(raw: string): FlushPolicy {
@@ -249,6 +263,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
       sealDelayMs: config.sealDelayMs,
       uploadsMax: config.uploadsMax,
       cacheBytesMax: config.cacheBytesMax,
+      verifyReads: config.verifyReads,
       flushPolicy: config.flushPolicy,
       ...(config.commitsPerSecondMax === undefined
         ? {}

@@ -10,9 +10,9 @@
  * instead of asking the store twice.
  */
 
-import { firstBadSector, HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
-import { readSectorCrcs } from "../log/object_reader.ts";
+import { checkDataSectors, readSectorCrcs } from "../log/object_reader.ts";
 import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -131,22 +131,8 @@ export class Fetcher {
     if (!this.#o.verify) return data.body;
     const table = await (early ?? this.#table(sequence, key, data.totalSizeBytes, fresh));
     if (table === null) return data.body;
-    if (offsetSectors + lengthSectors > table.length) {
-      throw new LsvdError(
-        "data",
-        `Cannot read object "${key}": its CRC table covers ${table.length} data sectors, the map reads up to sector ${
-          offsetSectors + lengthSectors - 1
-        }`,
-      );
-    }
-    const bad = badSectors(data.body, offsetSectors, table);
-    if (bad === undefined) return data.body;
-    const from = HEADER_BYTES + bad.first * SECTOR_BYTES;
-    const to = HEADER_BYTES + (bad.last + 1) * SECTOR_BYTES - 1;
-    throw new LsvdError(
-      "data",
-      `Cannot read object "${key}": bytes ${from}-${to} (data sectors ${bad.first}-${bad.last}) do not match their CRC-32; the stored object is damaged`,
-    );
+    checkDataSectors(key, data.body, offsetSectors, table);
+    return data.body;
   }
 
   /** The object's CRC table: kept, being fetched, or fetched now (fresh: neither of the first two). */
@@ -199,22 +185,6 @@ export class Fetcher {
       `${e.message} (read failed with EIO after one retry; 'lsvd verify' lists every damaged object).`,
     );
   }
-}
-
-/** First and last sector (object data sectors) of `data` that fail the table, or undefined. */
-function badSectors(
-  data: Uint8Array,
-  offsetSectors: number,
-  table: Uint32Array,
-): { first: number; last: number } | undefined {
-  const first = firstBadSector(data, offsetSectors, table);
-  if (first === -1) return undefined;
-  let last = first;
-  for (let k = first + 1; k < data.length / SECTOR_BYTES; k++) {
-    const sector = data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
-    if (firstBadSector(sector, offsetSectors + k, table) === 0) last = k;
-  }
-  return { first: offsetSectors + first, last: offsetSectors + last };
 }
 
 /** Store failures become LsvdErrors naming the object; anything else (assertions) passes through. */

@@ -18,7 +18,7 @@
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { Clock } from "../util/clock.ts";
-import { isLsvdError, messageOf } from "../util/errors.ts";
+import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
 import { applyObject } from "../log/apply.ts";
@@ -26,7 +26,7 @@ import { addToRanges, COLLECTED_VERSION, type CollectedRecord, storeCollected } 
 import { type Candidate, type GcThresholds, planPass, type RetainedMap, unreferenced } from "../log/gc.ts";
 import { loadLog } from "../log/load.ts";
 import { listLogState, type LoggedObject, type LogState } from "../log/log_state.ts";
-import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
+import { checkDataSectors, type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "./extent_map.ts";
@@ -311,11 +311,28 @@ export class GcRunner {
     if (pieces.length === 0) return { candidate, summary, pieces: [] };
     const first = Math.min(...pieces.map((p) => p.sourceOffsetSectors));
     const end = Math.max(...pieces.map((p) => p.sourceOffsetSectors + p.lengthSectors));
-    const { body } = await withRetries(o.retry, () =>
-      o.store.get(x.key, {
-        offsetBytes: HEADER_BYTES + first * SECTOR_BYTES,
-        lengthBytes: (end - first) * SECTOR_BYTES,
-      }));
+    // Copied data gets fresh CRCs: it is checked against the source's first, so a copy never
+    // launders damage (one fresh GET on a mismatch, as reads do; then the pass fails, "data").
+    const range = {
+      offsetBytes: HEADER_BYTES + first * SECTOR_BYTES,
+      lengthBytes: (end - first) * SECTOR_BYTES,
+    };
+    const crcs = summary.trailer?.sectorCrcs;
+    const verifiedGet = async () => {
+      const { body } = await withRetries(o.retry, () => o.store.get(x.key, range));
+      if (body.length !== range.lengthBytes) {
+        throw new LsvdError(
+          "data",
+          `Cannot read object "${x.key}": got ${body.length} of ${range.lengthBytes} bytes (truncated)`,
+        );
+      }
+      if (crcs !== undefined) checkDataSectors(x.key, body, first, crcs);
+      return body;
+    };
+    const body = await verifiedGet().catch((e) => {
+      if (!isLsvdError(e, "data")) throw e;
+      return verifiedGet();
+    });
     const withData = pieces.map((p) => ({
       ...p,
       data: body.subarray(

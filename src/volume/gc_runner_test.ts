@@ -5,6 +5,7 @@ import { silentLogger } from "../util/log.ts";
 import { seededRandom } from "../util/random.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { createSnapshot } from "../log/snapshots.ts";
+import { isLsvdError } from "../util/errors.ts";
 
 const SECTOR = 4096;
 const SECTORS = 256; // a 1 MiB disk
@@ -113,4 +114,38 @@ Deno.test("GcRunner: repeated passes keep bucket bytes near live bytes on random
   assert(ratio < 1.6, `bucket holds ${ratio.toFixed(2)} × the disk`);
   assert(copiedBytes / clientBytes <= 1.5, `write amplification ${(copiedBytes / clientBytes).toFixed(2)}`);
   await v.close();
+});
+
+Deno.test("GcRunner: damaged live data is never copied (which would give it fresh CRCs); the pass fails as data", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const rand = seededRandom(11);
+  // Objects over 64 KiB: recovery and GC read their header and trailer, not the whole object.
+  const large = { objectBytesMax: 32 * SECTOR };
+  const v = await open(store, clock, large);
+  const model = new Uint8Array(SECTORS * SECTOR);
+  for (let round = 1; round <= 4; round++) {
+    await overwrite(v, model, round, rand);
+    clock.advance(40 * 60_000);
+  }
+  await v.close();
+  const logKeys = store.keys().filter((k) => /^[0-9a-f]{16}$/.test(k));
+  for (const key of logKeys) { // a flipped byte in every data sector of every large object
+    const bytes = store.rawGet(key)!;
+    if (bytes.length <= 64 * 1024) continue; // small objects are read whole, whole-CRC checked
+    for (let at = 12288 + 100; at < bytes.length - 200; at += SECTOR) bytes[at]! ^= 1;
+    store.rawPut(key, bytes);
+  }
+  const damaged = await open(store, clock, large);
+
+  await assert.rejects(
+    damaged.collectGarbage(),
+    (e) => isLsvdError(e, "data") && /do not match their CRC-32/.test(e.message),
+  );
+  assert.deepEqual(
+    store.keys().filter((k) => /^[0-9a-f]{16}$/.test(k)),
+    logKeys,
+    "nothing copied or deleted",
+  );
+  damaged.abandon();
 });

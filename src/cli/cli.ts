@@ -15,6 +15,8 @@ import { serveCommand } from "./serve.ts";
 import { infoCommand } from "./info.ts";
 import { verifyCommand } from "./verify.ts";
 import { exportCommand } from "./export.ts";
+import { importCommand } from "./import.ts";
+import { rollbackCommand } from "./rollback.ts";
 
 const USAGE = `Usage: lsvd <command> [options]
 
@@ -26,6 +28,8 @@ Commands:
   info       Describe the volume: size, objects, gaps, epochs, checkpoints, archive
   verify     Fetch every object and check every checksum; exit 1 when anything is wrong
   export     Write the disk (now, or at a past point) as a raw image file or to stdout
+  import     Import a raw image file (or stdin) into a new volume
+  rollback   Return the volume to a past point; newer objects move under archive/
   licenses   Print the licenses of the third-party components in this binary
 
 Run 'lsvd <command> --help' for a command's options.
@@ -43,6 +47,10 @@ export async function runCli(args: string[]): Promise<number> {
         return await verifyCommand(rest);
       case "export":
         return await exportCommand(rest);
+      case "import":
+        return await importCommand(rest);
+      case "rollback":
+        return await rollbackCommand(rest);
       case "licenses":
         return licensesCommand(rest);
       case undefined:

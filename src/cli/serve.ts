@@ -13,6 +13,10 @@ import { probeStore } from "../store/probe.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
 import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
+import { normalizePrefix } from "../format/keys.ts";
+import { listLogState } from "../log/log_state.ts";
+import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
+import { systemClock } from "../util/clock.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { startNbdServer } from "../nbd/server.ts";
 import { attachDevice, AttachError, type Attachment } from "../attach/attach.ts";
@@ -72,6 +76,11 @@ export const SERVE_OPTIONS: Record<string, OptionSpec> = {
     placeholder: "NAME",
   },
   "read-only": { type: "boolean", help: "Serve read-only; recovery archives nothing" },
+  at: {
+    type: "string",
+    help: "With --read-only: serve the disk as it was after this object number or at this RFC 3339 time",
+    placeholder: "POINT",
+  },
   device: {
     type: "string",
     help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0",
@@ -146,6 +155,8 @@ export interface ServeConfig {
   prefix: string;
   sizeBytes: number | undefined;
   readOnly: boolean;
+  /** --at: serve this past point (read-only). */
+  at: Point | undefined;
   socketPath: string | undefined;
   listen: { hostname: string; port: number } | undefined;
   exportName: string;
@@ -201,6 +212,7 @@ export function buildServeConfig(values: OptionValues): ServeConfig {
     prefix: str("prefix") ?? "",
     sizeBytes,
     readOnly: values["read-only"] === true,
+    at: servePoint(values),
     socketPath: socketPath === undefined ? undefined : resolve(socketPath),
     listen,
     exportName: str("export")!,
@@ -251,6 +263,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   const opened = await signals.race((async () => {
     await config.store.check?.();
     await probeStore(config.store, config.prefix, { readOnly: config.readOnly });
+    const atSequence = config.at === undefined ? undefined : await resolveServePoint(config, config.at, log);
     signals.phase = "recovering";
     return await Volume.open({
       stopRequested: () => signals.requested,
@@ -269,6 +282,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         ? {}
         : { commitsPerSecondMax: config.commitsPerSecondMax }),
       ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
+      ...(atSequence === undefined ? {} : { atSequence }),
     });
   })());
   if (opened === undefined) {
@@ -325,4 +339,21 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   await config.store.close();
   log("Device has shut down.");
   return 0;
+}
+
+function servePoint(values: OptionValues): Point | undefined {
+  if (values.at === undefined) return undefined;
+  if (values["read-only"] !== true) {
+    throw new UsageError("Invalid options: --at serves a past state and needs --read-only");
+  }
+  return parsePoint(values.at as string, "--at");
+}
+
+/** The object a `--at` point names, said in one line (serving a past state never changes the bucket). */
+async function resolveServePoint(config: ServeConfig, point: Point, log: Logger): Promise<number> {
+  const retry = { clock: systemClock, attemptsMax: 6 };
+  const state = await listLogState(config.store, normalizePrefix(config.prefix), retry);
+  const resolved = await resolvePoint(config.store, state, point, retry);
+  log(`Serving the volume as of ${resolved.description}, read-only.`);
+  return resolved.sequence;
 }

@@ -6,6 +6,7 @@
  * never modify the bucket, except import and rollback, which say so in their help.
  */
 
+import { acquireLease, LeaseKeeper } from "../log/lease.ts";
 import { listLogState, type LogState, volumeExists } from "../log/log_state.ts";
 import { systemClock } from "../util/clock.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
@@ -71,4 +72,68 @@ export async function listVolume(
 export function where(selection: StoreSelection): string {
   const p = selection.prefix === "" ? "" : `under prefix "${selection.prefix}" `;
   return `${p}in ${selection.store.description}`;
+}
+
+/** A writing tool's hold on the volume: the lease it took and the epoch it writes under. */
+export interface ToolLease {
+  epoch: number;
+  /** Throws the fenced error once another writer took the lease; call before every write. */
+  check(): void;
+  /** Marks the lease released (the tool finished cleanly). */
+  release(): Promise<void>;
+  /** Stops renewing without releasing (the tool failed half way). */
+  abandon(): void;
+}
+
+/**
+ * Takes the volume's writer lease for a writing tool (import, rollback): refused in one line
+ * while a daemon holds it, renewed while the tool runs.
+ */
+export async function takeToolLease(
+  selection: StoreSelection,
+  retry: RetryPolicy,
+  log: Logger,
+  windowObjects: number,
+): Promise<ToolLease> {
+  const { store, prefix } = selection;
+  const acquired = await acquireLease(store, prefix, { clock: systemClock, log, retry, windowObjects });
+  let lost: LsvdError | undefined;
+  const keeper = new LeaseKeeper(store, prefix, acquired, {
+    clock: systemClock,
+    log,
+    onLost: (e) => (lost = e),
+  });
+  return {
+    epoch: acquired.stored.lease.epoch,
+    check: () => {
+      if (lost !== undefined) throw lost;
+    },
+    release: () => keeper.release(),
+    abandon: () => keeper.stop(),
+  };
+}
+
+/** How long a writing tool watches the log for a writer that holds no lease (lsvd 0.1, or an older serve). */
+const WRITER_WATCH_MS = 2_000;
+
+/**
+ * Best effort for writers that take no lease: lists the log twice, WRITER_WATCH_MS apart, and
+ * refuses when it changed (a daemon is writing). An idle daemon cannot be seen this way.
+ */
+export async function refuseActiveWriter(
+  selection: StoreSelection,
+  state: LogState,
+  retry: RetryPolicy,
+): Promise<void> {
+  await new Promise((r) => setTimeout(r, WRITER_WATCH_MS));
+  const again = await listLogState(selection.store, selection.prefix, retry);
+  const before = state.objects.at(-1)?.sequence ?? 0;
+  const after = again.objects.at(-1)?.sequence ?? 0;
+  if (after !== before || again.objects.length !== state.objects.length) {
+    throw new LsvdError(
+      "fenced",
+      `Cannot change the volume ${where(selection)}: it is being written (object ${after} appeared while ` +
+        `watching for ${WRITER_WATCH_MS / 1000} s); stop the daemon that serves it first`,
+    );
+  }
 }

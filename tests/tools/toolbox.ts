@@ -212,6 +212,11 @@ export async function exportStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
   const atFile = join(t.dir, "export-at.img");
   await lsvdOk(t, ["export", "--at", String(v.firstPoint), ...args(t, p), atFile]);
   assert.equal(await fileSha(atFile), v.firstSha);
+  assert.equal(
+    await servedSha(t, p, String(v.firstPoint)),
+    v.firstSha,
+    "serve --at shows what export --at wrote",
+  );
   const time = await sealTimeText(t, p, v.firstPoint);
   const timeFile = join(t.dir, "export-time.img");
   const byTime = await lsvdOk(t, ["export", "--at", time, ...args(t, p), timeFile]);
@@ -247,6 +252,99 @@ export async function exportStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
   for (const f of [file, atFile, timeFile]) await Deno.remove(f);
 }
 
+/** export → import → export is byte-identical for the written volume (file and stdin) and a sparse image. */
+export async function importStory(t: ToolboxTarget, v: WrittenVolume): Promise<void> {
+  const image = join(t.dir, "image.img");
+  await lsvdOk(t, ["export", ...args(t, v.prefix), image]);
+  const imported = await lsvdOk(t, ["import", ...args(t, "copy"), image]);
+  assert.match(
+    imported.err,
+    /Imported 33554432 bytes \(32505856 bytes of data, the rest zeros\) as 8 objects/,
+  );
+  const copied = join(t.dir, "copy.img");
+  await lsvdOk(t, ["export", ...args(t, "copy"), copied]);
+  assert.equal(await fileSha(copied), v.finalSha);
+  const info = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, "copy")])).out);
+  assert.equal(info.sizeBytes, VOLUME_BYTES);
+  assert.equal(info.writtenBytes, VOLUME_BYTES - 2 ** 20);
+  assert.equal(info.format.format, 2);
+  assert.ok(info.objects.first.sizeBytes > 4 * 2 ** 20, "objects are full size");
+  await lsvdOk(t, ["verify", ...args(t, "copy")]);
+  const d = await serveDaemon(t, "copy"); // a normal volume: serve opens it for writing
+  assert.equal(await diskSha(t), v.finalSha);
+  assert.equal((await d.stop()).code, 0);
+
+  const piped = await lsvd(t, ["import", ...args(t, "copy-stdin"), "-"], await Deno.readFile(image));
+  assert.equal(piped.code, 0, piped.err);
+  assert.equal(
+    await sha256Hex((await lsvdOk(t, ["export", ...args(t, "copy-stdin"), "-"])).stdout),
+    v.finalSha,
+  );
+
+  // A sparse image: a few blocks and one random MiB in 64 MiB; holes stay holes after the round trip.
+  const sparse = join(t.dir, "sparse.img");
+  const file = await Deno.open(sparse, { write: true, create: true, truncate: true });
+  await file.truncate(64 * 2 ** 20);
+  for (
+    const [at, bytes] of [[0, 4096], [12_288, 8192], [40 * 2 ** 20, 2 ** 20], [64 * 2 ** 20 - 4096, 4096]]
+  ) {
+    await file.seek(at!, Deno.SeekMode.Start);
+    await file.write(seededBytes(bytes!, at! + 1));
+  }
+  file.close();
+  await lsvdOk(t, ["import", ...args(t, "sparse"), sparse]);
+  const back = join(t.dir, "sparse-back.img");
+  await lsvdOk(t, ["export", ...args(t, "sparse"), back]);
+  assert.equal(await fileSha(back), await fileSha(sparse));
+  assert.ok((await Deno.stat(back)).blocks! * 512 < 2 * 2 ** 20, "the exported image is sparse");
+  const sparseInfo = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, "sparse")])).out);
+  assert.equal(sparseInfo.writtenBytes, 4096 + 8192 + 2 ** 20 + 4096);
+  assert.equal(sparseInfo.sizeBytes, 64 * 2 ** 20);
+
+  // Bad input: a prefix holding a volume, a missing file; nothing written.
+  const before = await allKeys(t.store, v.prefix + "/");
+  assertOneLine(await lsvd(t, ["import", ...args(t, v.prefix), image]), /already holds \d+ log objects/);
+  assert.deepEqual(await allKeys(t.store, v.prefix + "/"), before);
+  assertOneLine(
+    await lsvd(t, ["import", ...args(t, "nothing"), join(t.dir, "no-such.img")]),
+    /Cannot import/,
+  );
+  assert.deepEqual(await allKeys(t.store, "nothing/"), []);
+  for (const f of [image, copied, sparse, back]) await Deno.remove(f);
+}
+
+/** rollback: refused while a daemon writes, --dry-run changes nothing, then the disk is the past state. */
+export async function rollbackStory(t: ToolboxTarget, v: WrittenVolume): Promise<void> {
+  const p = v.prefix;
+  const d = await serveDaemon(t, p);
+  const writes = ["-f", "raw", unixUri(socketOf(t))];
+  for (let i = 0; i < 30; i++) writes.push("-c", `write -P ${i} 24M 64k`, "-c", "flush", "-c", "sleep 150");
+  const writing = runClientOk("qemu-io", writes, { timeoutMs: 60_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  const refused = await lsvd(t, ["rollback", "--to", String(v.firstPoint), ...args(t, p)]);
+  await writing;
+  assert.equal((await d.stop()).code, 0);
+  assertOneLine(refused, /is being written|held by/);
+  assert.deepEqual((await allKeys(t.store, p + "/")).filter((k) => k.includes("archive/")), []);
+
+  const keys = await logKeys(t.store, p + "/");
+  const newer = keys.slice(v.firstPoint);
+  const dry = await lsvdOk(t, ["rollback", "--to", String(v.firstPoint), "--dry-run", ...args(t, p)]);
+  const wouldMove = dry.out.split("\n").filter((l) => l.startsWith("would move "));
+  assert.deepEqual(wouldMove.map((l) => l.split(" ")[2]), newer);
+  assert.deepEqual(await logKeys(t.store, p + "/"), keys, "a dry run moves nothing");
+
+  assertOneLine(await lsvd(t, ["rollback", "--to", "100000", ...args(t, p)]), /the log ends at object/);
+  const done = await lsvdOk(t, ["rollback", "--to", String(v.firstPoint), ...args(t, p)]);
+  assert.match(done.err, new RegExp(`moved ${newer.length} objects under`));
+  assert.deepEqual(await logKeys(t.store, p + "/"), keys.slice(0, v.firstPoint));
+  const archived = (await allKeys(t.store, p + "/archive/")).map((k) => k.split("/").at(-1));
+  assert.deepEqual(archived, newer.map((k) => k.split("/").at(-1)), "the moved objects are in archive/");
+  const after = await serveDaemon(t, p);
+  assert.equal(await diskSha(t), v.firstSha, "served after the rollback: the state at the point");
+  assert.equal((await after.stop()).code, 0);
+}
+
 /** Every step of the story, in order, as test steps. */
 export async function runToolboxStory(ctx: Deno.TestContext, t: ToolboxTarget): Promise<void> {
   const v = await writeVolume(t, "vol");
@@ -255,5 +353,25 @@ export async function runToolboxStory(ctx: Deno.TestContext, t: ToolboxTarget): 
     "export writes the disk now and at past points, sparse or to stdout",
     () => exportStory(t, v),
   );
+  await ctx.step("import of exported and sparse images round-trips byte for byte", () => importStory(t, v));
   await ctx.step("verify names a damaged and a truncated object", () => verifyDamage(t, v));
+  await ctx.step(
+    "rollback moves newer objects to archive/ and serves the past state",
+    () => rollbackStory(t, v),
+  );
+}
+
+/** An unreachable endpoint and a missing bucket: one line each from every reading tool, nothing written. */
+export async function storeErrors(t: ToolboxTarget, endpoint: string): Promise<void> {
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  const unreachable = ["--bucket", "b", "--endpoint", `http://127.0.0.1:${port}`, "--path-style"];
+  const missing = ["--bucket", "no-such-bucket", "--endpoint", endpoint, "--path-style"];
+  const out = join(t.dir, "never.img");
+  for (const command of [["info"], ["verify"], ["export", out], ["rollback", "--to", "1"]]) {
+    assertOneLine(await lsvd(t, [...command, ...unreachable]), /cannot reach/i);
+    assertOneLine(await lsvd(t, [...command, ...missing]), /no-such-bucket.*(does not exist|NoSuchBucket)/);
+  }
+  await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
 }

@@ -7,7 +7,7 @@
 import { S3Store } from "../../src/store/s3.ts";
 import { scratch } from "../support/daemon.ts";
 import { startRgw } from "../support/rgw.ts";
-import { runToolboxStory, type ToolboxTarget } from "./toolbox.ts";
+import { runToolboxStory, storeErrors, type ToolboxTarget } from "./toolbox.ts";
 
 Deno.test({
   name: "lsvd info, verify, export, import, rollback on Ceph RGW",
@@ -36,6 +36,10 @@ Deno.test({
     };
     try {
       await runToolboxStory(ctx, t);
+      await ctx.step(
+        "an unreachable store and a missing bucket are one line each",
+        () => storeErrors(t, rgw.endpoint),
+      );
     } finally {
       await store.close();
       await rgw.stop();

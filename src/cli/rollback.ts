@@ -1,0 +1,98 @@
+/**
+ * @module
+ * `lsvd rollback --to POINT [--dry-run]`: the volume becomes the disk it was at POINT. Every log
+ * object after POINT is moved under `archive/<id>/` (copied, then deleted newest first: never
+ * destroyed, and a crash half way leaves a shorter log, never a different one), and checkpoints
+ * after POINT are dropped (they describe objects that left the log). `--dry-run` lists what would
+ * move and changes nothing.
+ *
+ * A writer must not run meanwhile: the tool takes the writer lease (refused while a daemon holds
+ * it) and, for writers that take no lease, watches the log for a moment and refuses if it grows.
+ */
+
+import { archiveKey } from "../format/keys.ts";
+import { parsePoint, resolvePoint } from "../log/point.ts";
+import { archiveObjects } from "../log/repair.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { withRetries } from "../volume/retry.ts";
+import { UsageError } from "./options.ts";
+import {
+  listVolume,
+  parseTool,
+  refuseActiveWriter,
+  takeToolLease,
+  toolRetry,
+  where,
+} from "./tool_support.ts";
+
+const OPTIONS = {
+  to: {
+    type: "string" as const,
+    help: "The point to return to: an object number or an RFC 3339 time (required)",
+    placeholder: "POINT",
+  },
+  "dry-run": { type: "boolean" as const, help: "List what would be moved; change nothing" },
+};
+
+const SUMMARY =
+  "Rolls the volume back to POINT: log objects after it are moved under archive/ (never deleted),\n" +
+  "newer checkpoints are dropped. Stop the daemon serving the volume first. Writes to the bucket\n" +
+  "unless --dry-run.";
+
+export async function rollbackCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  const parsed = parseTool(args, {
+    command: "rollback",
+    usage: "--to POINT [options]",
+    summary: SUMMARY,
+    options: OPTIONS,
+  });
+  if (parsed.help) return 0;
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  const to = parsed.values.to as string | undefined;
+  if (to === undefined) throw new UsageError("Missing --to POINT: an object number or an RFC 3339 time");
+  const point = parsePoint(to, "--to");
+  const dryRun = parsed.values["dry-run"] === true;
+  const retry = toolRetry(log);
+  const { selection } = parsed;
+  const { store, prefix } = selection;
+  let state = await listVolume(selection, retry, { mustExist: true });
+  const resolved = await resolvePoint(store, state, point, retry);
+  const id = `rollback-${Date.now().toString(36)}`;
+  const plan = () => ({
+    objects: state.objects.filter((o) => o.sequence > resolved.sequence),
+    checkpoints: state.checkpoints.filter((c) => c.sequence > resolved.sequence),
+  });
+  if (dryRun) {
+    const { objects, checkpoints } = plan();
+    for (const o of objects) console.log(`would move ${o.key} to ${archiveKey(prefix, id, o.sequence)}`);
+    for (const c of checkpoints) console.log(`would delete checkpoint ${c.key}`);
+    log(
+      `Dry run: rolling back to ${resolved.description} would move ${objects.length} objects and drop ${checkpoints.length} checkpoints; nothing was changed.`,
+    );
+    return 0;
+  }
+  const lease = await takeToolLease(selection, retry, log, 1);
+  try {
+    await refuseActiveWriter(selection, state, retry);
+    state = await listVolume(selection, retry, { mustExist: true });
+    const { objects, checkpoints } = plan();
+    if (objects.length === 0 && checkpoints.length === 0) {
+      log(`Nothing to roll back: the log ends at ${resolved.description}.`);
+    } else {
+      lease.check();
+      if (objects.length > 0) await archiveObjects(store, prefix, objects, { recoveryId: id, retry, log });
+      for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
+      log(
+        `Rolled back ${
+          where(selection)
+        } to ${resolved.description}: moved ${objects.length} objects under ${prefix}archive/${id}/, dropped ${checkpoints.length} checkpoints.`,
+      );
+    }
+    await lease.release();
+    return 0;
+  } catch (e) {
+    // Nothing of this tool is in flight once an await has failed: the next writer need not wait.
+    await lease.release().catch(() => lease.abandon());
+    throw e;
+  }
+}

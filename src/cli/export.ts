@@ -20,7 +20,12 @@ import { type PlannedGet, planReads } from "../log/read_plan.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
-import { LsvdError } from "../util/errors.ts";
+import { isLsvdError, LsvdError } from "../util/errors.ts";
+import { assert } from "../util/assert.ts";
+import { HEADER_BYTES } from "../format/object.ts";
+import { checkDataSectors } from "../log/object_reader.ts";
+import type { LogState } from "../log/log_state.ts";
+import { CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded, readInOrder } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
@@ -83,7 +88,7 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
   }
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
   log(`Exporting ${loaded.volumeSizeBytes} bytes as of ${what} ${where(parsed.selection)}.`);
-  const reader = new ObjectReader(store, state.prefix, retry);
+  const reader = new ObjectReader(store, state, retry);
   const mappedBytes = mappedBytesOf(loaded);
   const progress = new Progress({
     what: "Exporting",
@@ -220,20 +225,56 @@ async function exportToStdout(
   }
 }
 
-/** Ranged GETs of planned reads, checked for length, with the object's key in every error. */
+/** Table bytes an export keeps (a 4 MiB object's table is 4 KiB: the tables of 16 GiB of objects). */
+const EXPORT_TABLE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Ranged GETs of planned reads, checked for length and, piece by piece, against the object's
+ * sector CRCs (as the daemon's reads are: one fresh retry, then a "data" error naming the bytes),
+ * with the object's key in every error.
+ */
 class ObjectReader {
   #store: ObjectStore;
   #prefix: string;
   #retry: RetryPolicy;
+  #sizes = new Map<number, number>();
+  #tables: CrcTableLoader;
 
-  constructor(store: ObjectStore, prefix: string, retry: RetryPolicy) {
+  constructor(store: ObjectStore, state: LogState, retry: RetryPolicy) {
     this.#store = store;
-    this.#prefix = prefix;
+    this.#prefix = state.prefix;
     this.#retry = retry;
+    for (const o of state.objects) this.#sizes.set(o.sequence, o.sizeBytes);
+    this.#tables = new CrcTableLoader({ store, retry, tables: new CrcTables(EXPORT_TABLE_BYTES) });
   }
 
   async read(get: PlannedGet): Promise<Uint8Array> {
+    try {
+      return await this.#attempt(get, false);
+    } catch (e) {
+      if (!isLsvdError(e, "data")) throw e;
+      return await this.#attempt(get, true);
+    }
+  }
+
+  async #attempt(get: PlannedGet, fresh: boolean): Promise<Uint8Array> {
     const key = logKey(this.#prefix, get.sequence);
+    const sizeBytes = this.#sizes.get(get.sequence);
+    assert(sizeBytes !== undefined, "the map reads an object the listing did not show");
+    const [body, table] = await Promise.all([
+      this.#get(key, get),
+      this.#tables.table({ sequence: get.sequence, key, sizeBytes }, fresh),
+    ]);
+    if (table === null) return body; // no CRCs (older lsvd, other writers): exported as stored
+    for (const p of get.pieces) {
+      const at = get.offsetBytes - HEADER_BYTES + p.bodyOffsetBytes;
+      const piece = body.subarray(p.bodyOffsetBytes, p.bodyOffsetBytes + p.lengthSectors * SECTOR_BYTES);
+      checkDataSectors(key, piece, at / SECTOR_BYTES, table);
+    }
+    return body;
+  }
+
+  async #get(key: string, get: PlannedGet): Promise<Uint8Array> {
     const range = { offsetBytes: get.offsetBytes, lengthBytes: get.lengthBytes };
     let body: Uint8Array;
     try {

@@ -7,7 +7,11 @@
  * as a tiny table, so they are not asked for again.
  */
 
+import { readSectorCrcs } from "../log/object_reader.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
+import { type RetryPolicy, withRetries } from "./retry.ts";
 
 /** What a table entry costs beyond its CRCs (Map entry, typed-array object): an estimate. */
 export const TABLE_OVERHEAD_BYTES = 96;
@@ -62,6 +66,53 @@ export class CrcTables {
     if (old === undefined) return;
     this.#tables.delete(sequence);
     this.#bytes -= costOf(old);
+  }
+}
+
+/**
+ * Gets tables through the LRU: a kept one, one already being fetched (shared), or a suffix GET
+ * now. `fresh` skips both, for the one retry after a mismatch (the kept table may be the damaged part).
+ */
+export class CrcTableLoader {
+  #store: ObjectStore;
+  #retry: RetryPolicy;
+  #tables: CrcTables;
+  #loads = new Map<number, Promise<CrcTable>>();
+  #gets = 0;
+
+  constructor(options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables }) {
+    this.#store = options.store;
+    this.#retry = options.retry;
+    this.#tables = options.tables;
+  }
+
+  /** Tables fetched from the store. */
+  get gets(): number {
+    return this.#gets;
+  }
+
+  table(o: { sequence: number; key: string; sizeBytes: number }, fresh: boolean): Promise<CrcTable> {
+    if (!fresh) {
+      const kept = this.#tables.get(o.sequence);
+      if (kept !== undefined) return Promise.resolve(kept);
+      const loading = this.#loads.get(o.sequence);
+      if (loading !== undefined) return loading;
+    }
+    this.#gets++;
+    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o)).then((found) => {
+      const table = found ?? null;
+      this.#tables.set(o.sequence, table);
+      return table;
+    }, (e) => {
+      if (!isStoreError(e)) throw e;
+      throw new LsvdError("unavailable", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
+    });
+    this.#loads.set(o.sequence, load);
+    const forget = () => {
+      if (this.#loads.get(o.sequence) === load) this.#loads.delete(o.sequence);
+    };
+    load.then(forget, forget);
+    return load;
   }
 }
 

@@ -12,11 +12,11 @@
 
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
-import { checkDataSectors, readSectorCrcs } from "../log/object_reader.ts";
+import { checkDataSectors } from "../log/object_reader.ts";
 import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import type { CrcTable, CrcTables } from "./crc_tables.ts";
+import type { CrcTableLoader } from "./crc_tables.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
@@ -35,7 +35,7 @@ export interface FetcherOptions {
   prefix: string;
   retry: RetryPolicy;
   cache: ReadCache;
-  tables: CrcTables;
+  tables: CrcTableLoader;
   sizes: ObjectSizes;
   /** False only for the benchmark's verification-off comparison: no tables, nothing checked. */
   verify: boolean;
@@ -45,9 +45,8 @@ export interface FetcherOptions {
 export class Fetcher {
   #o: FetcherOptions;
   #pending = new Map<number, PendingFetch[]>();
-  #tableLoads = new Map<number, Promise<CrcTable>>();
   #reported = new Set<string>();
-  #counters = { tableGets: 0, damaged: 0 };
+  #damaged = 0;
 
   constructor(options: FetcherOptions) {
     this.#o = options;
@@ -62,7 +61,7 @@ export class Fetcher {
 
   /** Tables fetched, and ranges that failed their check twice. */
   get counters(): Readonly<{ tableGets: number; damaged: number }> {
-    return this.#counters;
+    return { tableGets: this.#o.tables.gets, damaged: this.#damaged };
   }
 
   /** Data sectors [offset, offset+length) of object `sequence`, verified. */
@@ -123,41 +122,17 @@ export class Fetcher {
     };
     const knownSize = this.#o.sizes.get(sequence);
     const early = this.#o.verify && knownSize !== undefined
-      ? this.#table(sequence, key, knownSize, fresh)
+      ? this.#o.tables.table({ sequence, key, sizeBytes: knownSize }, fresh)
       : undefined;
     early?.catch(() => {}); // awaited below unless the data GET fails first
     const data = await this.#getData(key, range);
     if (knownSize === undefined) this.#o.sizes.set(sequence, data.totalSizeBytes);
     if (!this.#o.verify) return data.body;
-    const table = await (early ?? this.#table(sequence, key, data.totalSizeBytes, fresh));
+    const table =
+      await (early ?? this.#o.tables.table({ sequence, key, sizeBytes: data.totalSizeBytes }, fresh));
     if (table === null) return data.body;
     checkDataSectors(key, data.body, offsetSectors, table);
     return data.body;
-  }
-
-  /** The object's CRC table: kept, being fetched, or fetched now (fresh: neither of the first two). */
-  #table(sequence: number, key: string, sizeBytes: number, fresh: boolean): Promise<CrcTable> {
-    if (!fresh) {
-      const kept = this.#o.tables.get(sequence);
-      if (kept !== undefined) return Promise.resolve(kept);
-      const loading = this.#tableLoads.get(sequence);
-      if (loading !== undefined) return loading;
-    }
-    this.#counters.tableGets++;
-    const load = withRetries(this.#o.retry, () => readSectorCrcs(this.#o.store, { sequence, key, sizeBytes }))
-      .then((found) => {
-        const table = found ?? null;
-        this.#o.tables.set(sequence, table);
-        return table;
-      }, (e) => {
-        throw storeFailure(key, e);
-      });
-    this.#tableLoads.set(sequence, load);
-    const forget = () => {
-      if (this.#tableLoads.get(sequence) === load) this.#tableLoads.delete(sequence);
-    };
-    load.then(forget, forget);
-    return load;
   }
 
   async #getData(key: string, range: ByteRange): Promise<GetResult> {
@@ -177,7 +152,7 @@ export class Fetcher {
   }
 
   #report(e: LsvdError): void {
-    this.#counters.damaged++;
+    this.#damaged++;
     if (this.#reported.has(e.message)) return;
     if (this.#reported.size >= REPORTED_MAX) this.#reported.delete(this.#reported.values().next().value!);
     this.#reported.add(e.message);

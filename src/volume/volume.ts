@@ -22,7 +22,7 @@ import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { type ExtentMap } from "./extent_map.ts";
-import { CrcTables } from "./crc_tables.ts";
+import { CrcTableLoader, CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ObjectSizes } from "./object_sizes.ts";
 import { LogWriter } from "./log_writer.ts";
@@ -111,7 +111,7 @@ export class Volume implements BlockDevice {
       prefix: o.prefix,
       retry,
       cache: this.#cache,
-      tables: this.#tables,
+      tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
       sizes: objectSizes,
       verify: o.verifyReads,
       log: o.log,

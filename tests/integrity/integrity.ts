@@ -152,6 +152,15 @@ export async function flippedDataByte(t: ToolboxTarget, source: string, data: Ui
     v.out,
     new RegExp(`^${key}: 1 data sectors fail their CRC: ${sector} \\(disk byte ${disk}\\)`, "m"),
   );
+  // Export checks what it copies as reads do: it fails naming the bytes and leaves no image behind.
+  const image = join(t.dir, "export.img");
+  const e = await lsvd(t, ["export", ...args(t, p), image]);
+  assert.equal(e.code, 1, e.err);
+  assert.match(
+    e.err,
+    new RegExp(`"${key}": bytes ${from}-${from + SECTOR_BYTES - 1} .*do not match their CRC-32`),
+  );
+  await assert.rejects(Deno.stat(image));
 }
 
 /** Flips the bit that moves header entry 0 by one sector: aligned, in range, and wrong. */

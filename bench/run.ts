@@ -45,15 +45,50 @@ function list(text: string | undefined, known: string[], what: string, defaults 
   if (text === undefined) return defaults;
   const names = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
   for (const n of names) {
-    if (!known.includes(n)) throw new Error(`Unknown ${what} "${n}"; known: ${known.join(", ")}`);
+    if (!known.includes(n)) throw new BenchUsageError(`Unknown ${what} "${n}"; known: ${known.join(", ")}`);
   }
   return names;
 }
 
+const USAGE = `Usage: deno task bench [options]
+
+Starts Ceph RGW, a WAN delay proxy and every target, runs each workload against each target in
+alternation and prints medians and the target ratios from the same run.
+
+Options:
+  --full                   The sizes bench/RESULTS.md quotes (same as --scale full)
+  --scale tiny|small|full  Workload sizes (default: small, a few minutes)
+  --rounds N               Rounds per workload and target
+  --targets a,b            Only these targets (default: all)
+  --workloads x,y          Only these workloads (default: all)
+  --delay-ms MS            Added round-trip delay of the "WAN" proxy (default: 20)
+  --no-memory              Skip the peak-RSS measurements
+  --no-restart             Skip the restart timing
+  --write-results          Also prepend the run to bench/RESULTS.md and redraw bench/results.svg
+  --json PATH              Write machine-readable results to PATH
+  -h, --help               Show this help
+`;
+
+/** A bad command line: one line and exit 2, no stack trace. */
+class BenchUsageError extends Error {}
+
 function parseBenchOptions(args: string[]): BenchOptions {
-  const { values } = parseArgs({
+  let parsed;
+  try {
+    parsed = parseBenchArgs(args);
+  } catch (e) {
+    throw new BenchUsageError((e as Error).message.replace(/\. To specify.*$/s, ""));
+  }
+  const { values } = parsed;
+  if (values.help) throw new BenchUsageError("");
+  return benchOptionsOf(values);
+}
+
+function parseBenchArgs(args: string[]) {
+  return parseArgs({
     args,
     options: {
+      help: { type: "boolean", short: "h" },
       full: { type: "boolean" },
       scale: { type: "string" },
       rounds: { type: "string" },
@@ -66,9 +101,14 @@ function parseBenchOptions(args: string[]): BenchOptions {
       json: { type: "string" },
     },
   });
+}
+
+function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): BenchOptions {
   const scaleName = (values.scale ?? (values.full ? "full" : "small")) as ScaleName;
   const base = SCALES[scaleName];
-  if (base === undefined) throw new Error(`Unknown --scale "${values.scale}"; known: tiny, small, full`);
+  if (base === undefined) {
+    throw new BenchUsageError(`Unknown --scale "${values.scale}"; known: tiny, small, full`);
+  }
   const scale = values.rounds === undefined ? base : { ...base, rounds: Number(values.rounds) };
   const names = list(values.workloads, WORKLOADS.map((w) => w.name), "workload");
   return {
@@ -274,4 +314,16 @@ async function main(args: string[]): Promise<number> {
 
 export { checksTable };
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    if (!(e instanceof BenchUsageError)) throw e;
+    if (e.message === "") {
+      console.log(USAGE);
+      Deno.exit(0);
+    }
+    console.error(`bench: ${e.message}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+}

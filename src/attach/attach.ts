@@ -7,9 +7,9 @@
  */
 
 import type { Logger } from "../util/log.ts";
-import { attachKernelDevice, type KernelAttachment } from "./kernel_device.ts";
+import { attachKernelDevice, checkKernelNbdSupport, type KernelAttachment } from "./kernel_device.ts";
 import { mountDevice, unmountDevice } from "./filesystem.ts";
-import { type FuseExport, startFuseExport } from "./fuse.ts";
+import { type FuseExport, splitFusePath, startFuseExport } from "./fuse.ts";
 
 export class AttachError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -40,6 +40,27 @@ async function wrap<T>(fn: () => Promise<T>): Promise<T> {
     if (e instanceof Error && e.name !== "AssertionError") throw new AttachError(e.message, { cause: e });
     throw e;
   }
+}
+
+/**
+ * Checks what attachDevice will need (the unix socket, the nbd module and device, the nbdfuse
+ * directory) before the volume is opened, so a start that cannot succeed changes nothing.
+ */
+export async function checkAttach(options: AttachOptions): Promise<void> {
+  const { devicePath, fusePath } = options;
+  if (devicePath === undefined && fusePath === undefined) return;
+  if (options.socketPath === undefined) {
+    throw new AttachError("Cannot attach: --device and --fuse need the unix socket (--socket)");
+  }
+  if (fusePath !== undefined) {
+    await wrap(() => splitFusePath(fusePath));
+    return;
+  }
+  await wrap(async () => {
+    checkKernelNbdSupport(devicePath!);
+    const info = await Deno.stat(devicePath!).catch(() => undefined);
+    if (info === undefined) throw new Error(`Cannot connect ${devicePath}: no such device`);
+  });
 }
 
 /** Attaches what the options ask for; undefined when they ask for nothing. */

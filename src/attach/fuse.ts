@@ -76,7 +76,8 @@ export async function startFuseExport(options: FuseExportOptions): Promise<FuseE
   };
 }
 
-async function splitFusePath(path: string): Promise<{ mountPoint: string; filePath: string }> {
+/** Where nbdfuse mounts and the file it shows; throws when the directory is missing. */
+export async function splitFusePath(path: string): Promise<{ mountPoint: string; filePath: string }> {
   const info = await Deno.stat(path).catch(() => undefined);
   if (info?.isDirectory) return { mountPoint: path, filePath: `${path.replace(/\/+$/, "")}/nbd` };
   const slash = path.lastIndexOf("/");

@@ -1,73 +1,100 @@
 /**
  * @module
  * Subcommand dispatch and the one place where errors a user can cause (bad options, missing
- * bucket, wrong credentials, malformed objects) become one `lsvd: ...` line and exit code 1.
- * Anything else — a broken invariant — propagates with its stack trace, loudly.
+ * bucket, wrong credentials, malformed objects, a busy address) become one `lsvd: ...` line and
+ * exit code 1. Anything else — a broken invariant — propagates with its stack trace, loudly.
+ * A new subcommand is one entry in COMMANDS and one file src/cli/<command>.ts.
  */
 
 import { AssertionError } from "node:assert";
 import { StoreError } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { UsageError } from "./options.ts";
+import { ListenError } from "../nbd/server.ts";
 import { AttachError } from "../attach/attach.ts";
+import { UsageError } from "./options.ts";
 import { licensesCommand } from "./licenses.ts";
 import { serveCommand } from "./serve.ts";
+import { statusCommand } from "./status.ts";
 import { infoCommand } from "./info.ts";
 import { verifyCommand } from "./verify.ts";
 import { exportCommand } from "./export.ts";
 import { importCommand } from "./import.ts";
 import { rollbackCommand } from "./rollback.ts";
+import { versionCommand, versionText } from "./version.ts";
 
-const USAGE = `Usage: lsvd <command> [options]
+interface Command {
+  summary: string;
+  run(args: string[]): Promise<number> | number;
+}
+
+/** Every subcommand, in the order `lsvd --help` lists them. */
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    summary: "Recover the volume and serve it over NBD (and optionally attach /dev/nbdN)",
+    run: serveCommand,
+  },
+  info: {
+    summary: "Describe the volume: size, objects, gaps, epochs, checkpoints, archive",
+    run: infoCommand,
+  },
+  verify: {
+    summary: "Fetch every object and check every checksum; exit 1 when anything is wrong",
+    run: verifyCommand,
+  },
+  export: {
+    summary: "Write the disk (now, or at a past point) as a raw image file or to stdout",
+    run: exportCommand,
+  },
+  import: { summary: "Import a raw image file (or stdin) into a new volume", run: importCommand },
+  rollback: {
+    summary: "Return the volume to a past point; newer objects move under archive/",
+    run: rollbackCommand,
+  },
+  status: {
+    summary: "Show what a running lsvd serve is doing (from its --metrics endpoint)",
+    run: statusCommand,
+  },
+  licenses: {
+    summary: "Print the licenses of lsvd and of the components in this binary",
+    run: licensesCommand,
+  },
+  version: { summary: "Print the lsvd version", run: versionCommand },
+};
+
+function usage(): string {
+  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `Usage: lsvd <command> [options]
 
 Bottomless block volumes: a virtual disk served over NBD whose bytes live as a log of
 objects in an S3-compatible bucket (or a local directory).
 
 Commands:
-  serve      Recover the volume and serve it over NBD (and optionally attach /dev/nbdN)
-  info       Describe the volume: size, objects, gaps, epochs, checkpoints, archive
-  verify     Fetch every object and check every checksum; exit 1 when anything is wrong
-  export     Write the disk (now, or at a past point) as a raw image file or to stdout
-  import     Import a raw image file (or stdin) into a new volume
-  rollback   Return the volume to a past point; newer objects move under archive/
-  licenses   Print the licenses of the third-party components in this binary
+${rows.join("\n")}
+
+Options:
+  -h, --help     Show this help ('lsvd <command> --help' for a command's options)
+  -V, --version  Print the version
 
 Run 'lsvd <command> --help' for a command's options.
 `;
+}
 
 export async function runCli(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   try {
-    switch (command) {
-      case "serve":
-        return await serveCommand(rest);
-      case "info":
-        return await infoCommand(rest);
-      case "verify":
-        return await verifyCommand(rest);
-      case "export":
-        return await exportCommand(rest);
-      case "import":
-        return await importCommand(rest);
-      case "rollback":
-        return await rollbackCommand(rest);
-      case "licenses":
-        return licensesCommand(rest);
-      case undefined:
-      case "help":
-      case "--help":
-      case "-h":
-        console.log(USAGE);
-        return command === undefined ? 2 : 0;
-      default:
-        throw new UsageError(`Unknown command "${command}"; run 'lsvd --help'`);
+    if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+      if (command === "help" && rest[0] !== undefined) return await dispatch(rest[0], ["--help"]);
+      console.log(usage());
+      return command === undefined ? 2 : 0;
     }
+    if (command === "--version" || command === "-V") {
+      console.log(versionText());
+      return 0;
+    }
+    return await dispatch(command, rest);
   } catch (e) {
     if (e instanceof AssertionError) throw e;
-    if (
-      e instanceof UsageError || e instanceof AttachError || e instanceof LsvdError ||
-      e instanceof StoreError || isUserError(e)
-    ) {
+    if (isUserError(e)) {
       console.error(`lsvd: ${(e as Error).message}`);
       return 1;
     }
@@ -75,8 +102,16 @@ export async function runCli(args: string[]): Promise<number> {
   }
 }
 
-/** Errors from the environment rather than from lsvd: missing files, refused permissions, busy ports. */
+function dispatch(command: string, args: string[]): Promise<number> | number {
+  const entry = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (entry === undefined) throw new UsageError(`Unknown command "${command}"; run 'lsvd --help'`);
+  return entry.run(args);
+}
+
+/** Errors a user or the environment causes (not lsvd): one line, exit 1. */
 function isUserError(e: unknown): boolean {
-  return e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied ||
+  return e instanceof UsageError || e instanceof AttachError || e instanceof LsvdError ||
+    e instanceof StoreError || e instanceof ListenError ||
+    e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied ||
     e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.AddrNotAvailable;
 }

@@ -3,7 +3,10 @@
  * Which store and prefix a command uses, decided in one place for `serve` and every offline tool
  * (info, verify, export, import, rollback), so they all take the same options and environment:
  * `--bucket` (or BUCKET_NAME) with `--endpoint`, `--region`, `--path-style`, `--connections`, or
- * `--dir` for a local directory store (default ./lsvd-data), and `--prefix`.
+ * `--dir` for a local directory store, and `--prefix`. A bucket is used when
+ * one is named; the local directory only when `--dir` is given or nothing about S3 is configured
+ * at all — an S3 setting without a bucket (a typo in a secret) is an error, never a silent fall
+ * back to a local disk that is not bottomless. The chosen store is always said in one line.
  */
 
 import { resolve } from "node:path";
@@ -11,31 +14,68 @@ import { normalizePrefix } from "../format/keys.ts";
 import { DirectoryStore } from "../store/directory.ts";
 import { S3Store } from "../store/s3.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { type OptionSpec, type OptionValues, parseInteger, UsageError } from "./options.ts";
+import { type Options, type OptionSpecs, UsageError } from "./options.ts";
 
-export const STORE_OPTIONS: Record<string, OptionSpec> = {
-  bucket: { type: "string", help: "S3 bucket holding the volume", env: ["BUCKET_NAME"], placeholder: "NAME" },
+export const STORE_OPTIONS: OptionSpecs = {
+  bucket: {
+    type: "string",
+    group: "store",
+    help: "S3 bucket holding the volume",
+    env: ["BUCKET_NAME"],
+    placeholder: "NAME",
+  },
   dir: {
     type: "string",
-    help: "Local directory store, used when no bucket is given (default: ./lsvd-data)",
+    group: "store",
+    help: "Local directory store instead of a bucket (default without any S3 setting: ./lsvd-data)",
     placeholder: "PATH",
   },
-  prefix: { type: "string", help: "Key prefix, so one bucket can hold many volumes", placeholder: "P" },
+  prefix: {
+    type: "string",
+    group: "store",
+    help: "Key prefix, so one bucket can hold many volumes",
+    placeholder: "P",
+  },
   endpoint: {
     type: "string",
-    help: "S3 endpoint URL (R2, MinIO, Ceph, Tigris...)",
+    group: "store",
+    help: "S3 endpoint URL (Tigris, R2, MinIO, Ceph...); default Amazon S3",
     env: ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
     placeholder: "URL",
   },
   region: {
     type: "string",
-    help: "S3 region; 'auto' for R2",
+    group: "store",
+    help: "S3 region; 'auto' for R2 and Tigris",
     env: ["AWS_REGION", "AWS_DEFAULT_REGION"],
     placeholder: "R",
   },
-  "path-style": { type: "boolean", help: "Path-style S3 URLs (needed by most non-AWS servers)" },
-  connections: { type: "string", help: "Concurrent S3 connections", default: "100", placeholder: "N" },
+  "path-style": {
+    type: "boolean",
+    group: "store",
+    help: "Path-style S3 URLs (needed by most non-AWS servers)",
+  },
+  connections: {
+    type: "string",
+    group: "store",
+    help: "Concurrent S3 connections",
+    default: "100",
+    placeholder: "N",
+  },
 };
+
+/** Credential variables read by the S3 client (the standard AWS chain). */
+export const CREDENTIAL_VARIABLES = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
+/** A note for help texts listing where credentials come from. */
+export const CREDENTIALS_NOTE =
+  "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN " +
+  "for temporary keys),\nor AWS_PROFILE / instance roles through the standard AWS chain. Fly's names are accepted:\n" +
+  "BUCKET_NAME, AWS_ENDPOINT_URL_S3, AWS_REGION. Any S3 setting without a bucket is an error.";
+
+/** Environment variables that only make sense with a bucket; any of them set means S3 was meant. */
+const S3_ONLY_VARIABLES = [...CREDENTIAL_VARIABLES, "AWS_PROFILE"];
+const S3_OPTIONS = ["endpoint", "region", "path-style"];
 
 export interface StoreSelection {
   store: ObjectStore;
@@ -43,24 +83,56 @@ export interface StoreSelection {
   prefix: string;
   /** False for the local directory store (its check() creates the directory). */
   remote: boolean;
+  /** One line for the log: which store and prefix, e.g. `Using bucket b, prefix vol1/ at URL.` */
+  line: string;
 }
 
 /** Builds the store the options select; throws a one-line UsageError when they contradict. */
-export function buildStore(values: OptionValues): StoreSelection {
-  const str = (k: string) => values[k] as string | undefined;
-  if (str("bucket") !== undefined && str("dir") !== undefined) {
-    throw new UsageError("Invalid options: give either --bucket or --dir, not both");
+export function buildStore(
+  options: Options,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): StoreSelection {
+  const bucket = options.string("bucket");
+  const dir = options.string("dir");
+  const prefix = normalizePrefix(options.string("prefix") ?? "");
+  const shown = prefix === "" ? "" : `, prefix ${prefix}`;
+  if (bucket !== undefined && dir !== undefined) {
+    throw new UsageError(
+      `Invalid options: give either a bucket (${options.source("bucket")}) or ${
+        options.source("dir")
+      }, not both`,
+    );
   }
-  const prefix = normalizePrefix(str("prefix") ?? "");
-  if (str("bucket") === undefined) {
-    return { store: new DirectoryStore(resolve(str("dir") ?? "lsvd-data")), prefix, remote: false };
+  if (dir === undefined && bucket === undefined) {
+    const hint = s3SettingIn(options, env);
+    if (hint !== undefined) {
+      throw new UsageError(
+        `No bucket configured although ${hint} is set: set BUCKET_NAME or --bucket (or --dir PATH for a local directory)`,
+      );
+    }
   }
+  if (bucket === undefined) {
+    const root = resolve(dir ?? "lsvd-data");
+    const why = dir === undefined ? " (no bucket configured)" : "";
+    const line = `Using local directory ${root}${shown}${why}.`;
+    return { store: new DirectoryStore(root), prefix, remote: false, line };
+  }
+  const endpoint = options.string("endpoint");
+  const region = options.string("region");
   const store = new S3Store({
-    bucket: str("bucket")!,
-    connections: parseInteger(str("connections")!, "--connections", 1, 4096),
-    forcePathStyle: values["path-style"] === true,
-    ...(str("endpoint") === undefined ? {} : { endpoint: str("endpoint")! }),
-    ...(str("region") === undefined ? {} : { region: str("region")! }),
+    bucket,
+    connections: options.integer("connections", 1, 4096)!,
+    forcePathStyle: options.flag("path-style"),
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(region === undefined ? {} : { region }),
   });
-  return { store, prefix, remote: true };
+  const where = endpoint ?? `Amazon S3 (region ${region ?? "us-east-1"})`;
+  return { store, prefix, remote: true, line: `Using bucket ${bucket}${shown} at ${where}.` };
+}
+
+/** The first S3 setting found (a flag or a variable name), or undefined for a bare start. */
+function s3SettingIn(options: Options, env: (name: string) => string | undefined): string | undefined {
+  const option = S3_OPTIONS.find((name) => options.isSet(name));
+  if (option !== undefined) return options.source(option);
+  return S3_ONLY_VARIABLES.find((name) => (env(name) ?? "") !== "");
 }

@@ -12,8 +12,15 @@ import { systemClock } from "../util/clock.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import type { RetryPolicy } from "../volume/retry.ts";
-import { helpText, type OptionSpec, type OptionValues, parseOptions } from "./options.ts";
-import { buildStore, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
+import {
+  helpText,
+  type Options,
+  type OptionSpec,
+  type OptionValues,
+  parseOptions,
+  wantsHelp,
+} from "./options.ts";
+import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
 
 /** Store calls are retried this often before a tool gives up with the store's own error line. */
 const TOOL_ATTEMPTS_MAX = 6;
@@ -28,19 +35,29 @@ export interface ToolSpec {
 
 export type ParsedTool =
   | { help: true }
-  | { help: false; values: OptionValues; positionals: string[]; selection: StoreSelection };
+  | { help: false; values: OptionValues; options: Options; positionals: string[]; selection: StoreSelection };
 
 /** Parses a tool's arguments; prints help and returns {help: true} for -h/--help. */
 export function parseTool(args: string[], spec: ToolSpec): ParsedTool {
   const specs = { ...spec.options, ...STORE_OPTIONS };
-  if (args.includes("-h") || args.includes("--help")) {
-    const text = helpText(spec.command, spec.summary, specs)
-      .replace(`lsvd ${spec.command} [options]`, `lsvd ${spec.command} ${spec.usage}`);
-    console.log(text);
+  if (wantsHelp(args)) {
+    console.log(helpText({
+      command: spec.command,
+      usage: spec.usage,
+      summary: spec.summary,
+      specs,
+      notes: [CREDENTIALS_NOTE],
+    }));
     return { help: true };
   }
-  const { values, positionals } = parseOptions(args, specs);
-  return { help: false, values, positionals, selection: buildStore(values) };
+  const options = parseOptions(args, specs);
+  return {
+    help: false,
+    values: options.values,
+    options,
+    positionals: options.positionals,
+    selection: buildStore(options),
+  };
 }
 
 export function toolRetry(log: Logger): RetryPolicy {

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { type AllocationExtent, type BlockDevice, SECTOR_BYTES } from "../volume/block_device.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { nbdErrno } from "./errors.ts";
+import { MIN_BLOCK_BYTES } from "./sub_sector.ts";
 import { BASE_ALLOCATION_ID, type Negotiated } from "./handshake.ts";
 import type { InputBuffer } from "./input_buffer.ts";
 import * as p from "./protocol.ts";
@@ -40,7 +41,7 @@ const MESSAGES = {
   flags: encoder.encode("flags not valid for this command"),
   readOnly: encoder.encode("the export is read-only"),
   zeroLength: encoder.encode("zero-length request"),
-  alignment: encoder.encode("offset and length must be multiples of 4096"),
+  alignment: encoder.encode(`offset and length must be multiples of ${MIN_BLOCK_BYTES}`),
   range: encoder.encode("request lies beyond the end of the export"),
   tooLarge: encoder.encode("request exceeds the maximum block size"),
   flushArgs: encoder.encode("FLUSH takes zero offset and length"),
@@ -214,7 +215,8 @@ export class Connection {
         : { error: p.EINVAL, message: MESSAGES.flushArgs };
     }
     if (lengthBytes === 0) return { error: p.EINVAL, message: MESSAGES.zeroLength };
-    const unaligned = offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0;
+    // 512-byte units: the device is the server's SubSectorDevice, which handles partial 4 KiB sectors.
+    const unaligned = offsetBytes % MIN_BLOCK_BYTES !== 0 || lengthBytes % MIN_BLOCK_BYTES !== 0;
     // BLOCK_STATUS may ask about any byte range (the spec discusses unaligned queries); the rest must align.
     if (unaligned && command !== p.CMD_BLOCK_STATUS) return { error: p.EINVAL, message: MESSAGES.alignment };
     if (offsetBytes + lengthBytes > this.#device.sizeBytes) {

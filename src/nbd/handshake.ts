@@ -11,6 +11,8 @@ import type { InputBuffer } from "./input_buffer.ts";
 import * as p from "./protocol.ts";
 import { type NbdTransport, writeAll } from "./transport.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { SECTOR_BYTES } from "../volume/block_device.ts";
+import { MIN_BLOCK_BYTES } from "./sub_sector.ts";
 
 export interface ExportOptions {
   device: BlockDevice;
@@ -38,7 +40,6 @@ export const OPTION_BYTES_MAX = 64 * 1024;
 /** Options per connection before we hang up (a client looping forever in negotiation). */
 export const OPTIONS_MAX = 256;
 export const BASE_ALLOCATION_ID = 1;
-const BLOCK_BYTES = 4096;
 
 interface State {
   structuredReplies: boolean;
@@ -198,8 +199,8 @@ function info(go: boolean, data: Uint8Array, ctx: OptionContext): Outcome {
   if (request.infoTypes.includes(p.INFO_DESCRIPTION) && options.description !== undefined) {
     ctx.reply(p.REP_INFO, p.encodeInfoString(p.INFO_DESCRIPTION, options.description));
   }
-  // Sent even unasked: a client that ignores it gets EINVAL for unaligned requests.
-  ctx.reply(p.REP_INFO, p.encodeInfoBlockSize(BLOCK_BYTES, BLOCK_BYTES, options.payloadBytesMax));
+  // Sent even unasked. 512-byte requests work (read-modify-write of the 4 KiB sector), 4 KiB is faster.
+  ctx.reply(p.REP_INFO, p.encodeInfoBlockSize(MIN_BLOCK_BYTES, SECTOR_BYTES, options.payloadBytesMax));
   ctx.reply(p.REP_ACK);
   return go ? "transmission" : "continue";
 }

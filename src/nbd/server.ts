@@ -7,9 +7,11 @@
 
 import type { BlockDevice } from "../volume/block_device.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
+import type { Counter, MetricsRegistry } from "../metrics/registry.ts";
 import type { ConnectionLimits } from "./connection.ts";
 import { isInvariantFailure } from "./errors.ts";
 import { type NbdSession, serveNbdConnection } from "./session.ts";
+import { SubSectorDevice } from "./sub_sector.ts";
 
 export { serveNbdConnection } from "./session.ts";
 export type { NbdSession, SessionOptions } from "./session.ts";
@@ -28,6 +30,25 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** Connections served at once; more are closed on accept (default 256). */
   connectionsMax?: number;
+  /** Where to count connections (open now, accepted, refused). */
+  metrics?: MetricsRegistry;
+  /** Listeners bound earlier with bindNbdListeners (so a busy address fails before any work); else bound here. */
+  listeners?: NbdListeners;
+}
+
+/** A listener could not be set up: the address is busy, not permitted, or the path is not a socket. */
+export class ListenError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ListenError";
+  }
+}
+
+/** Bound listeners not yet accepting; close() releases them (and the socket file). */
+export interface NbdListeners {
+  readonly socketPath: string | undefined;
+  readonly listeners: readonly Deno.Listener[];
+  close(): Promise<void>;
 }
 
 export interface NbdServer {
@@ -42,20 +63,36 @@ export interface NbdServer {
   stop(): Promise<void>;
 }
 
-/** Starts listening; throws "Cannot listen on ..." when a listener cannot be set up. */
-export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
+/**
+ * Binds the unix socket and/or TCP address without accepting yet; throws ListenError
+ * ("Cannot listen on ...") when one cannot be set up, having released the others.
+ */
+export async function bindNbdListeners(
+  options: { socketPath?: string | undefined; listen?: { hostname?: string; port: number } | undefined },
+): Promise<NbdListeners> {
   if (options.socketPath === undefined && options.listen === undefined) {
-    throw new Error("Cannot start the NBD server: give a socket path or a TCP address");
+    throw new ListenError("Cannot start the NBD server: give a socket path or a TCP address");
   }
   const listeners: Deno.Listener[] = [];
+  const socketPath = options.socketPath;
+  const close = async () => {
+    for (const listener of listeners) listener.close();
+    if (socketPath !== undefined && listeners.length > 0) await Deno.remove(socketPath).catch(() => {});
+  };
   try {
-    if (options.socketPath !== undefined) listeners.push(await listenUnix(options.socketPath));
+    if (socketPath !== undefined) listeners.push(await listenUnix(socketPath));
     if (options.listen !== undefined) listeners.push(listenTcp(options.listen));
   } catch (e) {
-    for (const listener of listeners) listener.close();
+    await close();
     throw e;
   }
-  return new Server(listeners, options);
+  return { socketPath, listeners, close };
+}
+
+/** Starts accepting (binding first unless options.listeners is given); throws ListenError like bindNbdListeners. */
+export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
+  const bound = options.listeners ?? await bindNbdListeners(options);
+  return new Server(bound, options);
 }
 
 async function listenUnix(path: string): Promise<Deno.Listener> {
@@ -65,7 +102,7 @@ async function listenUnix(path: string): Promise<Deno.Listener> {
   try {
     return Deno.listen({ transport: "unix", path });
   } catch (e) {
-    throw new Error(`Cannot listen on ${path}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    throw new ListenError(`Cannot listen on ${path}: ${reason(e)}`, { cause: e });
   } finally {
     Deno.umask(umask);
   }
@@ -80,11 +117,11 @@ async function removeStaleSocket(path: string): Promise<void> {
     if (e instanceof Deno.errors.NotFound) return;
     throw e;
   }
-  if (!info.isSocket) throw new Error(`Cannot listen on ${path}: the path exists and is not a socket`);
+  if (!info.isSocket) throw new ListenError(`Cannot listen on ${path}: the path exists and is not a socket`);
   try {
     const probe = await Deno.connect({ transport: "unix", path });
     probe.close();
-    throw new Error(`Cannot listen on ${path}: another server is listening there`);
+    throw new ListenError(`Cannot listen on ${path}: another server is listening there`);
   } catch (e) {
     if (!(e instanceof Deno.errors.ConnectionRefused) && !(e instanceof Deno.errors.NotFound)) throw e;
   }
@@ -98,13 +135,13 @@ function listenTcp(address: { hostname?: string; port: number }): Deno.Listener 
   try {
     return Deno.listen({ transport: "tcp", hostname, port: address.port });
   } catch (e) {
-    throw new Error(
-      `Cannot listen on ${hostname}:${address.port}: ${e instanceof Error ? e.message : String(e)}`,
-      {
-        cause: e,
-      },
-    );
+    throw new ListenError(`Cannot listen on ${hostname}:${address.port}: ${reason(e)}`, { cause: e });
   }
+}
+
+/** An OS error without Rust's " (os error 98)" suffix: "Address already in use". */
+function reason(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).replace(/ \(os error \d+\)$/, "");
 }
 
 class Server implements NbdServer {
@@ -115,17 +152,25 @@ class Server implements NbdServer {
   #log: Logger;
   #sessions = new Set<NbdSession>();
   #accepted = 0;
+  #acceptedCounter: Counter | undefined;
   #accepting: Promise<void>[];
   #stopping: Promise<void> | undefined;
 
-  constructor(listeners: Deno.Listener[], options: NbdServerOptions) {
-    this.#listeners = listeners;
-    this.#options = options;
+  constructor(bound: NbdListeners, options: NbdServerOptions) {
+    const listeners = bound.listeners;
+    this.#listeners = [...listeners];
+    // One adapter for every connection, so read-modify-writes from different clients are ordered too.
+    this.#options = { ...options, device: SubSectorDevice.of(options.device) };
     this.#log = options.log ?? silentLogger;
-    this.socketPath = options.socketPath;
+    this.socketPath = bound.socketPath;
     const tcp = listeners.map((l) => l.addr).find((a): a is Deno.NetAddr => a.transport === "tcp");
     this.tcp = tcp === undefined ? undefined : { hostname: tcp.hostname, port: tcp.port };
     this.#accepting = listeners.map((l) => this.#acceptLoop(l));
+    options.metrics?.gauge("lsvd_nbd_connections", "NBD connections open now", () => this.#sessions.size);
+    this.#acceptedCounter = options.metrics?.counter(
+      "lsvd_nbd_connections_accepted_total",
+      "NBD connections accepted since start",
+    );
   }
 
   get uris(): string[] {
@@ -190,6 +235,7 @@ class Server implements NbdServer {
     });
     this.#sessions.add(session);
     this.#accepted++;
+    this.#acceptedCounter?.inc();
     session.done.then(
       () => this.#sessions.delete(session),
       (e) => {

@@ -13,6 +13,7 @@ import { negotiate, type Negotiated } from "./handshake.ts";
 import { InputBuffer } from "./input_buffer.ts";
 import { REQUEST_HEADER_BYTES } from "./protocol.ts";
 import { closeQuietly, type NbdTransport } from "./transport.ts";
+import { SubSectorDevice } from "./sub_sector.ts";
 
 export const DEFAULT_EXPORT_NAME = "lsvd";
 export const DEFAULT_LIMITS: Readonly<ConnectionLimits> = {
@@ -46,6 +47,8 @@ export interface NbdSession {
 
 /** Serves one NBD client over transport until it leaves, breaks the protocol, or stop() is called. */
 export function serveNbdConnection(transport: NbdTransport, options: SessionOptions): NbdSession {
+  // Requests may be 512-byte aligned; the server passes its shared adapter, a lone session gets its own.
+  options = { ...options, device: SubSectorDevice.of(options.device) };
   let resolveStop: (value: null) => void = () => {};
   const stopped = new Promise<null>((resolve) => resolveStop = resolve);
   let connection: Connection | undefined;

@@ -15,7 +15,7 @@ Deno.test("startNbdServer() reports size, block sizes and flags to nbdinfo", asy
     const info = JSON.parse(stdout);
     const exp = info.exports[0];
     assert.equal(exp["export-size"], 96 * MiB);
-    assert.equal(exp["block_size_minimum"], 4096);
+    assert.equal(exp["block_size_minimum"], 512);
     assert.equal(exp["block_size_preferred"], 4096);
     assert.equal(exp["block_size_maximum"], 32 * MiB);
     assert.equal(exp["can_multi_conn"], true);

@@ -51,7 +51,7 @@ h.opt_info()
 assert h.get_size() == ${32 * MiB}
 assert h.get_canonical_export_name() == "disk"
 assert h.get_export_description() == "a disk"
-assert h.get_block_size(nbd.SIZE_MINIMUM) == 4096
+assert h.get_block_size(nbd.SIZE_MINIMUM) == 512
 assert h.get_block_size(nbd.SIZE_PREFERRED) == 4096
 h.set_export_name("nope")
 try:
@@ -156,9 +156,9 @@ h.add_meta_context("base:allocation")
 h.connect_uri(uri)
 h.set_strict_mode(0)
 size = h.get_size()
-expect_errno(errno.EINVAL, h.pread, 4096, 512)
+expect_errno(errno.EINVAL, h.pread, 4096, 100)
 expect_errno(errno.EINVAL, h.pread, 1000, 0)
-expect_errno(errno.EINVAL, h.pwrite, b"x" * 512, 0)
+expect_errno(errno.EINVAL, h.pwrite, b"x" * 100, 0)
 expect_errno(errno.EINVAL, h.pread, 4096, size)
 expect_errno(errno.EINVAL, h.pread, 8192, size - 4096)
 expect_errno(errno.EINVAL, h.pwrite, b"x" * 4096, size)

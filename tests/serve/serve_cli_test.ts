@@ -62,7 +62,10 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         /^lsvd: Invalid --size: "12 parsecs" is not a size/,
       ],
       [["serve", "--dir", t.store, "--size", "1G", "--frobnicate"], /^lsvd: Unknown option '--frobnicate'/],
-      [["serve", "--dir", t.store, "--bucket", "b"], /^lsvd: Invalid options: give either --bucket or --dir/],
+      [
+        ["serve", "--dir", t.store, "--bucket", "b"],
+        /^lsvd: Invalid options: give either a bucket \(--bucket\) or --dir/,
+      ],
       [["launch"], /^lsvd: Unknown command "launch"/],
       [
         ["serve", "--dir", t.store, "--size", "1G", "--flush-policy", "sometimes"],
@@ -140,7 +143,9 @@ Deno.test("lsvd serve grows the volume, refuses to shrink below written data, se
     await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 7 12M 1M"]);
     assert.equal((await d.stop()).code, 0);
 
-    const shrink = Daemon.spawn({ args: ["--dir", t.store, "--size", "8M", "--socket", t.socket] });
+    const shrink = Daemon.spawn({
+      args: ["--dir", t.store, "--size", "8M", "--allow-shrink", "--socket", t.socket],
+    });
     const failed = await shrink.finished();
     assert.equal(failed.code, 1);
     assert.match(

@@ -1,0 +1,67 @@
+/**
+ * @module
+ * The gauges `lsvd serve` exports that are read from the running volume and process at scrape
+ * time (the store and NBD layers count their own events). The volume is read through a structural
+ * view of `Volume.stats`, so this layer does not depend on the engine.
+ */
+
+import type { MetricsRegistry } from "./registry.ts";
+
+/** What the gauges read from `Volume.stats` (+ size); newer fields are exported when present. */
+export interface VolumeFigures {
+  sizeBytes: number;
+  stats: {
+    extents: number;
+    mapBytes: number;
+    dirtyBytes: number;
+    cacheBytes: number;
+    lastSequence: number;
+    durableThrough: number;
+    cacheHits?: number;
+    cacheMisses?: number;
+  };
+}
+
+/** Registers the volume and process gauges; volume() is undefined until the volume is open. */
+export function registerDaemonMetrics(
+  registry: MetricsRegistry,
+  volume: () => VolumeFigures | undefined,
+): void {
+  const stat = (read: (v: VolumeFigures) => number | undefined) => () => {
+    const v = volume();
+    return v === undefined ? undefined : read(v);
+  };
+  registry.gauge("lsvd_volume_size_bytes", "Size of the served volume", stat((v) => v.sizeBytes));
+  registry.gauge(
+    "lsvd_dirty_bytes",
+    "Written bytes held in memory and not yet in the store (open and uploading objects)",
+    stat((v) => v.stats.dirtyBytes),
+  );
+  registry.gauge("lsvd_map_bytes", "Memory held by the extent map", stat((v) => v.stats.mapBytes));
+  registry.gauge("lsvd_map_extents", "Extents in the extent map", stat((v) => v.stats.extents));
+  registry.gauge("lsvd_cache_bytes", "Bytes held by the read cache", stat((v) => v.stats.cacheBytes));
+  registry.gauge(
+    "lsvd_log_last_sequence",
+    "Number of the newest log object (sealed)",
+    stat((v) => v.stats.lastSequence),
+  );
+  registry.gauge(
+    "lsvd_log_durable_through",
+    "Every log object up to this number is in the store",
+    stat((v) => v.stats.durableThrough),
+  );
+  registry.gauge(
+    "lsvd_cache_hit_ratio",
+    "Share of read lookups answered by the read cache since start",
+    stat((v) => {
+      const { cacheHits, cacheMisses } = v.stats;
+      if (cacheHits === undefined || cacheMisses === undefined) return undefined;
+      return cacheHits + cacheMisses === 0 ? 0 : cacheHits / (cacheHits + cacheMisses);
+    }),
+  );
+  registry.gauge(
+    "lsvd_process_resident_bytes",
+    "Resident memory of the lsvd process",
+    () => Deno.memoryUsage().rss,
+  );
+}

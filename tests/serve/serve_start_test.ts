@@ -1,0 +1,270 @@
+/**
+ * @module
+ * How `lsvd serve` starts, through the real daemon: which store it picks and says it picks, the
+ * starts it refuses (S3 settings without a bucket, read-only on an empty prefix, an unasked shrink,
+ * a busy socket) each in one line and without writing anything, and the CLI basics (--version,
+ * -h on every command, one line naming the variable for a bad environment value).
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
+import { runClientOk } from "../support/clients.ts";
+
+async function runLsvd(args: string[], env?: Record<string, string>, cwd = ROOT) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-prompt", join(ROOT, "main.ts"), ...args],
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: Deno.env.get("HOME") ?? "/root", ...env },
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+/** Exit 1 with exactly one line on stderr (besides the store line) matching pattern, no stack trace. */
+function assertOneLine(r: { code: number; stdout: string; stderr: string }, pattern: RegExp, what: string) {
+  assert.equal(r.code, 1, `${what}: ${r.stdout}${r.stderr}`);
+  const lines = r.stderr.trim().split("\n").filter((l) => !/^lsvd: Using (local directory|bucket) /.test(l));
+  assert.equal(lines.length, 1, `${what}: expected one line:\n${r.stderr}`);
+  assert.match(lines[0]!, pattern, what);
+  assert(!/\(Unknown\)/.test(lines[0]!), `${what}: ${lines[0]}`);
+}
+
+async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isDirectory) out.push(...(await listTree(join(dir, e.name))).map((n) => `${e.name}/${n}`));
+      else out.push(e.name);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out;
+}
+
+Deno.test("lsvd serve refuses S3 settings without a bucket, naming the setting and the missing variable", async () => {
+  const t = await scratch();
+  try {
+    const cases: [Record<string, string>, string[], RegExp][] = [
+      [{ AWS_ACCESS_KEY_ID: "AKIA", AWS_SECRET_ACCESS_KEY: "s" }, [], /AWS_ACCESS_KEY_ID is set/],
+      [{ AWS_ENDPOINT_URL_S3: "https://fly.storage.tigris.dev" }, [], /AWS_ENDPOINT_URL_S3 is set/],
+      [{}, ["--endpoint", "http://127.0.0.1:1"], /--endpoint is set/],
+      [{}, ["--region", "auto"], /--region is set/],
+    ];
+    for (const [env, args, hint] of cases) {
+      const r = await runLsvd(["serve", "--size", "16M", "--socket", t.socket, ...args], env, t.dir);
+      assertOneLine(
+        r,
+        /^lsvd: No bucket configured although .* is set: set BUCKET_NAME or --bucket/,
+        hint.source,
+      );
+      assert.match(r.stderr, hint);
+    }
+    assert.deepEqual(await listTree(t.dir), [], "nothing was created (no ./lsvd-data, no socket)");
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve says which store and prefix it uses; the local default only for a bare start", async () => {
+  const t = await scratch();
+  try {
+    const bare = await Daemon.start({ args: ["--size", "16M", "--socket", t.socket], cwd: t.dir });
+    assert.equal((await bare.stop()).code, 0);
+    assert(
+      bare.lines.includes(`lsvd: Using local directory ${join(t.dir, "lsvd-data")} (no bucket configured).`),
+      bare.log,
+    );
+    const named = await Daemon.start({
+      args: ["--dir", t.store, "--prefix", "vol1", "--size", "16M", "--socket", t.socket],
+    });
+    assert.equal((await named.stop()).code, 0);
+    assert(named.lines.includes(`lsvd: Using local directory ${t.store}, prefix vol1/.`), named.log);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve --read-only on a prefix without a volume fails, even with --size, and writes nothing", async () => {
+  const t = await scratch();
+  try {
+    const d = Daemon.spawn({
+      args: ["--dir", t.store, "--prefix", "typo", "--read-only", "--size", "1G", "--socket", t.socket],
+    });
+    const r = await d.finished();
+    assert.equal(r.code, 1, r.log);
+    assert.match(
+      r.log,
+      /^lsvd: Cannot open the volume: the .* directory holds no volume under prefix "typo\/"$/m,
+    );
+    assert(!r.log.includes("operational"), r.log);
+    assert.deepEqual((await listTree(t.store)).filter((n) => n.startsWith("typo")), []);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve shrinks only with --allow-shrink, and never below written data", async () => {
+  const t = await scratch();
+  try {
+    let d = await Daemon.start({ args: ["--dir", t.store, "--size", "16M", "--socket", t.socket] });
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 7 4M 1M"]);
+    assert.equal((await d.stop()).code, 0);
+    const before = await listTree(t.store);
+
+    const refused = await Daemon.spawn({ args: ["--dir", t.store, "--size", "8M", "--socket", t.socket] })
+      .finished();
+    assert.equal(refused.code, 1, refused.log);
+    assert.match(
+      refused.log,
+      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes without --allow-shrink/m,
+    );
+    assert.deepEqual(await listTree(t.store), before, "a refused shrink writes nothing");
+
+    const below = await Daemon.spawn({
+      args: ["--dir", t.store, "--size", "4M", "--allow-shrink", "--socket", t.socket],
+    }).finished();
+    assert.equal(below.code, 1, below.log);
+    assert.match(
+      below.log,
+      /Cannot shrink the volume from 16777216 to 4194304 bytes: data is written up to byte/,
+    );
+
+    d = await Daemon.start({
+      args: ["--dir", t.store, "--size", "8M", "--allow-shrink", "--socket", t.socket],
+    });
+    assert.equal(
+      (await runClientOk("nbdinfo", ["--size", unixUri(t.socket)])).stdout.trim(),
+      String(8 << 20),
+    );
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve with its socket or port in use fails in one line and leaves the prefix empty", async () => {
+  const t = await scratch();
+  const busy = Deno.listen({ transport: "unix", path: t.socket });
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const r = await runLsvd([
+      "serve",
+      "--dir",
+      t.store,
+      "--prefix",
+      "new",
+      "--size",
+      "16M",
+      "--socket",
+      t.socket,
+    ]);
+    assertOneLine(
+      r,
+      /^lsvd: Cannot listen on .*nbd\.sock: another server is listening there$/,
+      "busy socket",
+    );
+    const port = (tcp.addr as Deno.NetAddr).port;
+    const r2 = await runLsvd(["serve", "--dir", t.store, "--size", "16M", "--listen", `127.0.0.1:${port}`]);
+    assertOneLine(
+      r2,
+      new RegExp(`^lsvd: Cannot listen on 127\\.0\\.0\\.1:${port}: Address already in use$`),
+      "busy port",
+    );
+    assert.deepEqual(await listTree(t.store), [], "no object was written");
+  } finally {
+    busy.close();
+    tcp.close();
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve --fuse into a missing directory fails before writing anything", async () => {
+  const t = await scratch();
+  try {
+    const r = await runLsvd([
+      "serve",
+      "--dir",
+      t.store,
+      "--size",
+      "16M",
+      "--socket",
+      t.socket,
+      "--fuse",
+      `${t.dir}/nope/disk`,
+    ]);
+    assertOneLine(r, /^lsvd: Cannot expose the volume at .*nope\/disk: .*nope is not a directory$/, "fuse");
+    assert.deepEqual(await listTree(t.store), []);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd --version, lsvd version and -h/--help on every command", async () => {
+  const v = await runLsvd(["--version"]);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^lsvd \d+\.\d+\.\d+ \(deno /);
+  assert.equal((await runLsvd(["version"])).stdout, v.stdout);
+  const top = await runLsvd(["-h"]);
+  assert.equal(top.code, 0);
+  const commands = [...top.stdout.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]!);
+  assert(
+    commands.includes("serve") && commands.includes("licenses") && commands.includes("version"),
+    top.stdout,
+  );
+  for (const command of commands) {
+    for (const flag of ["-h", "--help"]) {
+      const r = await runLsvd([command, flag]);
+      assert.equal(r.code, 0, `${command} ${flag}: ${r.stderr}`);
+      assert.match(r.stdout, new RegExp(`^Usage: lsvd ${command}`), `${command} ${flag}`);
+    }
+  }
+  const serve = await runLsvd(["serve", "--help"]);
+  for (const heading of ["Store", "Volume", "Serving NBD", "Kernel device", "Tuning", "Examples:"]) {
+    assert(serve.stdout.includes(heading), `serve --help lacks ${heading}`);
+  }
+  for (
+    const variable of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BUCKET_NAME", "AWS_ENDPOINT_URL_S3"]
+  ) {
+    assert(serve.stdout.includes(variable), `serve --help lacks ${variable}`);
+  }
+});
+
+Deno.test("lsvd serve names the environment variable a bad value came from, in one line", async () => {
+  const t = await scratch();
+  try {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ FLY_LSVD_DEVICE_SIZE: "lots" }, /^lsvd: Invalid FLY_LSVD_DEVICE_SIZE: "lots" is not a size/],
+      [{ LSVD_UPLOADS: "-3" }, /^lsvd: Invalid LSVD_UPLOADS: "-3" must be a whole number/],
+      [{ LSVD_READ_ONLY: "perhaps" }, /^lsvd: Invalid LSVD_READ_ONLY: "perhaps" is not a boolean/],
+      [{ LSVD_LISTEN: "nowhere" }, /^lsvd: Invalid LSVD_LISTEN: "nowhere" is not HOST:PORT/],
+      [{ LSVD_SEAL_DELAY_MS: "soon" }, /^lsvd: Invalid LSVD_SEAL_DELAY_MS: "soon" must be a whole number/],
+    ];
+    for (const [env, pattern] of cases) {
+      const r = await runLsvd(["serve", "--dir", t.store, "--socket", t.socket], env);
+      assertOneLine(r, pattern, JSON.stringify(env));
+    }
+    const flag = await runLsvd(["serve", "--dir", t.store, "--size", "lots"]);
+    assertOneLine(flag, /^lsvd: Invalid --size: "lots" is not a size/, "--size");
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("deno task bench --help prints its usage without a stack trace", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-prompt", join(ROOT, "bench", "run.ts"), "--help"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /^Usage: deno task bench/);
+  assert(!text.includes("    at "), text);
+});

@@ -15,6 +15,7 @@ import { UsageError } from "./options.ts";
 import { licensesCommand } from "./licenses.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
+import { setupCommand } from "./setup.ts";
 import { infoCommand } from "./info.ts";
 import { verifyCommand } from "./verify.ts";
 import { exportCommand } from "./export.ts";
@@ -32,6 +33,10 @@ const COMMANDS: Record<string, Command> = {
   serve: {
     summary: "Recover the volume and serve it over NBD (and optionally attach /dev/nbdN)",
     run: serveCommand,
+  },
+  setup: {
+    summary: "Ask where the volume lives, check the bucket, write an env file (systemd, docker, Fly)",
+    run: setupCommand,
   },
   info: {
     summary: "Describe the volume: size, objects, gaps, epochs, checkpoints, archive",

@@ -268,3 +268,17 @@ Deno.test("deno task bench --help prints its usage without a stack trace", async
   assert.match(text, /^Usage: deno task bench/);
   assert(!text.includes("    at "), text);
 });
+
+Deno.test("lsvd serve --help shows the tuning defaults computed for this machine's memory", async () => {
+  const { availableMemoryBytes, tuningDefaults } = await import("../../src/cli/memory_defaults.ts");
+  const { formatSize } = await import("../../src/cli/options.ts");
+  const memory = availableMemoryBytes();
+  const d = tuningDefaults(memory);
+  const r = await runLsvd(["serve", "--help"]);
+  assert.equal(r.code, 0);
+  const shown = (flag: string) => new RegExp(`--${flag} \\S+ +.*\\(default: ([^)]+)\\)`).exec(r.stdout)?.[1];
+  assert.equal(shown("dirty-limit"), formatSize(d.dirtyBytes));
+  assert.equal(shown("cache-size"), formatSize(d.cacheBytes));
+  assert.equal(shown("uploads"), String(d.uploads));
+  assert.match(r.stdout, new RegExp(`computed for ${(memory / 2 ** 30).toFixed(1)} GiB of memory`));
+});

@@ -1,0 +1,321 @@
+/**
+ * @module
+ * `lsvd setup`: the flow `fly volumes lsvd setup` had. It asks which service (Tigris, Amazon S3,
+ * another S3-compatible one), the keys, region or endpoint, bucket, prefix, size and an optional
+ * mount point; proves the bucket works with the same probe `serve` runs at start (write, read
+ * back, delete under the prefix); then writes one env file that systemd (EnvironmentFile=),
+ * `docker run --env-file` and `fly secrets import` all read, and prints the `fly secrets set`
+ * line. Every answer is also a flag, and --non-interactive never asks, for scripts.
+ */
+
+import { resolve } from "node:path";
+import { S3Store } from "../store/s3.ts";
+import { probeStore } from "../store/probe.ts";
+import { normalizePrefix } from "../format/keys.ts";
+import { listLogState, volumeExists } from "../log/log_state.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import {
+  helpText,
+  type Options,
+  type OptionSpecs,
+  parseOptions,
+  parseSize,
+  UsageError,
+  wantsHelp,
+} from "./options.ts";
+import { Prompter } from "./prompt.ts";
+import { CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
+import { toolRetry } from "./tool_support.ts";
+import { recordedSizeBytes } from "./volume_checks.ts";
+
+const SERVICES: [key: string, label: string][] = [
+  ["tigris", "Tigris (fly storage)"],
+  ["aws", "Amazon S3"],
+  ["other", "Another S3-compatible service (R2, MinIO, Ceph RGW, ...)"],
+];
+const TIGRIS_ENDPOINT = "https://fly.storage.tigris.dev";
+
+const SETUP_OPTIONS: OptionSpecs = {
+  service: {
+    type: "string",
+    group: "store",
+    help: "tigris, aws or other (S3-compatible at --endpoint)",
+    placeholder: "NAME",
+  },
+  "access-key-id": {
+    type: "string",
+    group: "store",
+    help: "S3 access key",
+    env: ["AWS_ACCESS_KEY_ID"],
+    placeholder: "KEY",
+  },
+  "secret-access-key": {
+    type: "string",
+    group: "store",
+    help: "S3 secret key",
+    env: ["AWS_SECRET_ACCESS_KEY"],
+    placeholder: "SECRET",
+  },
+  bucket: STORE_OPTIONS.bucket!,
+  prefix: STORE_OPTIONS.prefix!,
+  endpoint: STORE_OPTIONS.endpoint!,
+  region: STORE_OPTIONS.region!,
+  "path-style": STORE_OPTIONS["path-style"]!,
+  size: {
+    type: "string",
+    group: "volume",
+    help: "Volume size for the first start (bytes or K/M/G/T)",
+    env: ["FLY_LSVD_DEVICE_SIZE"],
+    placeholder: "SIZE",
+  },
+  mount: {
+    type: "string",
+    group: "volume",
+    help: "Where serve mounts the volume (optional; attaches /dev/nbd0)",
+    env: ["FLY_LSVD_MOUNT_POINT"],
+    placeholder: "PATH",
+  },
+  "env-file": { type: "string", help: "Env file to write", default: "lsvd.env", placeholder: "PATH" },
+  force: { type: "boolean", help: "Overwrite an existing env file" },
+  "non-interactive": { type: "boolean", help: "Never ask: every missing answer is an error (for scripts)" },
+};
+
+const EXAMPLES = [
+  "lsvd setup                                      # asks, checks the bucket, writes ./lsvd.env",
+  "lsvd setup --non-interactive --service tigris --bucket my-bucket --prefix vol1 --size 100G \\",
+  "  --access-key-id tid_... --secret-access-key tsec_... --env-file /etc/lsvd.env",
+  "systemd: EnvironmentFile=/etc/lsvd.env    docker: docker run --env-file lsvd.env ...",
+];
+
+/** Everything the env file records. */
+interface Settings {
+  service: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  endpoint: string | undefined;
+  region: string;
+  pathStyle: boolean;
+  bucket: string;
+  prefix: string;
+  size: string;
+  mount: string | undefined;
+}
+
+export async function setupCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  if (wantsHelp(args)) {
+    console.log(helpText({
+      command: "setup",
+      summary: "Asks for (or takes as flags) where the volume lives, checks that the bucket works, and\n" +
+        "writes an env file for systemd, docker --env-file and Fly secrets.",
+      specs: SETUP_OPTIONS,
+      examples: EXAMPLES,
+      notes: [CREDENTIALS_NOTE],
+    }));
+    return 0;
+  }
+  const options = parseOptions(args, SETUP_OPTIONS).noPositionals();
+  const envFile = resolve(options.string("env-file")!);
+  if (!options.flag("force") && await exists(envFile)) {
+    throw new UsageError(`Cannot write ${envFile}: it exists (give --force to replace it)`);
+  }
+  const interactive = !options.flag("non-interactive") && Deno.stdin.isTerminal();
+  const prompter = interactive ? new Prompter() : undefined;
+  let settings: Settings;
+  try {
+    settings = await gather(options, prompter);
+  } finally {
+    prompter?.close();
+  }
+  await checkBucket(settings, log);
+  await Deno.writeTextFile(envFile, envFileText(settings), { mode: 0o600 });
+  await Deno.chmod(envFile, 0o600);
+  console.log(usageText(envFile, settings));
+  return 0;
+}
+
+/** Each answer from its flag or variable, else asked (interactive), else a one-line error. */
+async function gather(options: Options, prompter: Prompter | undefined): Promise<Settings> {
+  const get = async (
+    name: string,
+    question: string,
+    extra: {
+      default?: string;
+      secret?: boolean;
+      check?: (a: string) => string | undefined;
+      optional?: boolean;
+    } = {},
+  ): Promise<string | undefined> => {
+    const given = options.string(name);
+    if (given !== undefined) {
+      const problem = extra.check?.(given);
+      if (problem !== undefined) throw new UsageError(`Invalid ${options.source(name)}: ${problem}`);
+      return given;
+    }
+    if (prompter === undefined) {
+      if (extra.default !== undefined || extra.optional) return extra.default;
+      throw new UsageError(`Missing --${name}: give it (or run lsvd setup on a terminal to be asked)`);
+    }
+    const answer = await prompter.ask(question + (extra.optional ? " (Enter for none)" : ""), {
+      ...extra,
+      allowEmpty: extra.optional === true,
+    });
+    return answer === "" ? undefined : answer;
+  };
+  let service = options.string("service");
+  if (service === undefined) {
+    if (options.isSet("endpoint")) {
+      service = options.string("endpoint") === TIGRIS_ENDPOINT ? "tigris" : "other";
+    } else if (prompter !== undefined) {
+      service = await prompter.choose("Which object storage service?", SERVICES, "tigris");
+    } else throw new UsageError("Missing --service: give tigris, aws or other");
+  }
+  if (!SERVICES.some(([k]) => k === service)) {
+    throw new UsageError(`Invalid ${options.source("service")}: "${service}" must be tigris, aws or other`);
+  }
+  const accessKeyId = (await get("access-key-id", "Access key ID"))!;
+  const secretAccessKey = (await get("secret-access-key", "Secret access key", { secret: true }))!;
+  let endpoint: string | undefined;
+  let region: string;
+  let pathStyle = options.flag("path-style");
+  if (service === "tigris") {
+    endpoint = options.string("endpoint") ?? TIGRIS_ENDPOINT;
+    region = options.string("region") ?? "auto";
+  } else if (service === "aws") {
+    endpoint = options.string("endpoint");
+    region = (await get("region", "Region", { default: "us-east-1" }))!;
+  } else {
+    endpoint = await get("endpoint", "Endpoint URL", { check: checkUrl });
+    region = (await get("region", "Region ('auto' for R2)", { default: "us-east-1" }))!;
+    if (!options.isSet("path-style") && prompter !== undefined) {
+      pathStyle = await prompter.confirm(
+        "Path-style URLs (MinIO, Ceph RGW and most self-hosted servers)?",
+        true,
+      );
+    }
+  }
+  const bucket = (await get("bucket", "Bucket", { check: checkBucketName }))!;
+  const prefix = normalizePrefix((await get("prefix", "Prefix inside the bucket", { optional: true })) ?? "");
+  const size = (await get("size", "Volume size", { default: "10G", check: checkSize }))!;
+  const mount = await get("mount", "Mount point", { optional: true, check: checkMount });
+  const settings: Settings = {
+    service: service!,
+    accessKeyId,
+    secretAccessKey,
+    endpoint,
+    region,
+    pathStyle,
+    bucket,
+    prefix,
+    size,
+    mount,
+  };
+  for (const [name, value] of Object.entries(envEntries(settings))) checkEnvValue(name, value);
+  return settings;
+}
+
+function checkUrl(a: string): string | undefined {
+  return /^https?:\/\/[^\s/]+/.test(a) ? undefined : `"${a}" is not an http:// or https:// URL`;
+}
+
+function checkBucketName(a: string): string | undefined {
+  return /^[a-z0-9][a-z0-9.\-_]{1,254}$/.test(a) ? undefined : `"${a}" is not a bucket name`;
+}
+
+function checkSize(a: string): string | undefined {
+  try {
+    const bytes = parseSize(a, "size");
+    return bytes % 4096 === 0 ? undefined : `${bytes} bytes is not a multiple of 4096`;
+  } catch (e) {
+    return (e as Error).message.replace(/^Invalid size: /, "");
+  }
+}
+
+function checkMount(a: string): string | undefined {
+  return a.startsWith("/") ? undefined : `"${a}" is not an absolute path`;
+}
+
+/** Proves the bucket works under the prefix, as serve will at start, and says what is there. */
+async function checkBucket(s: Settings, log: Logger): Promise<void> {
+  const store = new S3Store({
+    bucket: s.bucket,
+    region: s.region,
+    forcePathStyle: s.pathStyle,
+    credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
+    ...(s.endpoint === undefined ? {} : { endpoint: s.endpoint }),
+  });
+  try {
+    log(
+      `Checking bucket ${s.bucket}${s.prefix === "" ? "" : `, prefix ${s.prefix}`} at ${
+        s.endpoint ?? `Amazon S3 (${s.region})`
+      }.`,
+    );
+    await store.check();
+    await probeStore(store, s.prefix);
+    const retry = toolRetry(log);
+    const state = await listLogState(store, s.prefix, retry);
+    if (volumeExists(state)) {
+      const recorded = await recordedSizeBytes(store, s.prefix, retry);
+      log(
+        `The bucket works. It already holds a volume here${
+          recorded === undefined ? "" : ` of ${recorded} bytes`
+        }; serve will open it.`,
+      );
+    } else log(`The bucket works. The first start creates a volume of ${s.size} here.`);
+  } finally {
+    await store.close();
+  }
+}
+
+/** The variables serve reads, in the names Fly's lsvd used where there is one. */
+function envEntries(s: Settings): Record<string, string> {
+  return {
+    AWS_ACCESS_KEY_ID: s.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
+    ...(s.endpoint === undefined ? {} : { AWS_ENDPOINT_URL_S3: s.endpoint }),
+    AWS_REGION: s.region,
+    BUCKET_NAME: s.bucket,
+    ...(s.prefix === "" ? {} : { LSVD_PREFIX: s.prefix }),
+    ...(s.pathStyle ? { LSVD_PATH_STYLE: "true" } : {}),
+    FLY_LSVD_DEVICE_SIZE: s.size,
+    ...(s.mount === undefined ? {} : { FLY_LSVD_MOUNT_POINT: s.mount }),
+  };
+}
+
+/** systemd strips quotes and docker keeps them: only values neither changes can be written. */
+function checkEnvValue(name: string, value: string): void {
+  if (/[\s"'\\$`]/.test(value) || value === "") {
+    throw new UsageError(`Cannot write ${name} to an env file: its value has spaces, quotes or '$' in it`);
+  }
+}
+
+function envFileText(s: Settings): string {
+  const lines = Object.entries(envEntries(s)).map(([k, v]) => `${k}=${v}`);
+  return `# lsvd settings written by 'lsvd setup' on ${
+    new Date().toISOString()
+  }. Keep it secret (mode 0600).\n` +
+    `# Read by systemd (EnvironmentFile=), docker run --env-file, and fly secrets import.\n${
+      lines.join("\n")
+    }\n`;
+}
+
+function usageText(envFile: string, s: Settings): string {
+  const entries = Object.entries(envEntries(s));
+  return [
+    `Wrote ${envFile} (mode 0600). Use it with:`,
+    `  lsvd:    set -a; . ${envFile}; set +a; lsvd serve`,
+    `  systemd: EnvironmentFile=${envFile}   (see docs/lsvd.service)`,
+    `  docker:  docker run --env-file ${envFile} --privileged ... /.fly/lsvd serve`,
+    `  Fly:     fly secrets import < ${envFile}, or:`,
+    `fly secrets set ${entries.map(([k, v]) => `${k}=${v}`).join(" ")}`,
+  ].join("\n");
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

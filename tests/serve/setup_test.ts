@@ -1,0 +1,258 @@
+/**
+ * @module
+ * `lsvd setup` against Ceph RGW: driven by flags (--non-interactive) and through a pseudo-terminal
+ * answering its prompts (python3 pty, the secret typed without echo). The env file it writes must
+ * start the real daemon with nothing else but a socket, and a bad key must write nothing.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
+import { runClient, runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
+import { runLsvd } from "../support/lsvd_cli.ts";
+import { type Rgw, startRgw } from "../support/rgw.ts";
+
+const CLEAN_ENV = { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: Deno.env.get("HOME") ?? "/root" };
+
+function parseEnvFile(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^([A-Z_][A-Z0-9_]*)=(\S+)$/.exec(line);
+    assert(m !== null, `not NAME=value: ${line}`);
+    env[m[1]!] = m[2]!;
+  }
+  return env;
+}
+
+/** Serves with only the env file's variables (and a socket), writes, reads back, stops. */
+async function serveFromEnvFile(file: string, socket: string, expectLine: RegExp): Promise<void> {
+  const env = { ...CLEAN_ENV, ...parseEnvFile(await Deno.readTextFile(file)) };
+  const d = await Daemon.start({ args: ["--socket", socket], env });
+  assert(d.lines.some((l) => expectLine.test(l)), d.log);
+  await runClientOk("qemu-io", [
+    "-f",
+    "raw",
+    unixUri(socket),
+    "-c",
+    "write -P 0x61 0 1M",
+    "-c",
+    "read -P 0x61 0 1M",
+  ]);
+  assert.equal((await d.stop()).code, 0);
+}
+
+const PTY_DRIVER = `
+import json, os, pty, re, select, sys, time
+steps = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+out = b""
+def read_until(pattern, timeout=60):
+    global out
+    deadline = time.time() + timeout
+    while not re.search(pattern.encode(), out):
+        if time.time() > deadline:
+            sys.stdout.write(out.decode(errors="replace")); sys.exit("timed out waiting for " + pattern)
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sys.stdout.write(out.decode(errors="replace")); sys.exit("ended before " + pattern)
+            out += chunk
+for pattern, answer in steps:
+    read_until(pattern)
+    out += b"\\n<<" + answer.encode() + b">>\\n"
+    os.write(fd, answer.encode() + b"\\r")
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+`;
+
+let rgw: Rgw | undefined;
+
+Deno.test({
+  name:
+    "lsvd setup --non-interactive checks the bucket, writes an env file serve starts from, and refuses bad keys",
+  sanitizeResources: false,
+  async fn() {
+    rgw ??= await startRgw();
+    const t = await scratch();
+    try {
+      const file = join(t.dir, "lsvd.env");
+      const flags = [
+        "--non-interactive",
+        "--service",
+        "other",
+        "--endpoint",
+        rgw.endpoint,
+        "--region",
+        rgw.region,
+        "--path-style",
+        "--bucket",
+        rgw.bucket,
+        "--prefix",
+        "setup1",
+        "--size",
+        "64M",
+      ];
+      const keys = ["--access-key-id", rgw.accessKeyId, "--secret-access-key", rgw.secretAccessKey];
+      const r = await runLsvd(["setup", ...flags, ...keys, "--env-file", file], { env: CLEAN_ENV });
+      assert.equal(r.code, 0, r.out + r.err);
+      assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600);
+      const env = parseEnvFile(await Deno.readTextFile(file));
+      assert.deepEqual(env, {
+        AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+        AWS_ENDPOINT_URL_S3: rgw.endpoint,
+        AWS_REGION: rgw.region,
+        BUCKET_NAME: rgw.bucket,
+        LSVD_PREFIX: "setup1/",
+        LSVD_PATH_STYLE: "true",
+        FLY_LSVD_DEVICE_SIZE: "64M",
+      });
+      assert.match(r.err, /lsvd: The bucket works\. The first start creates a volume of 64M here\./);
+      assert.match(
+        r.out,
+        new RegExp(`^fly secrets set AWS_ACCESS_KEY_ID=${rgw.accessKeyId} .*BUCKET_NAME=${rgw.bucket}`, "m"),
+      );
+      await serveFromEnvFile(
+        file,
+        t.socket,
+        new RegExp(
+          `^lsvd: Using bucket ${rgw.bucket}, prefix setup1/ at ${rgw.endpoint.replaceAll(".", "\\.")}\\.$`,
+        ),
+      );
+
+      const again = await runLsvd(["setup", ...flags, ...keys, "--env-file", file], { env: CLEAN_ENV });
+      assert.equal(again.code, 1);
+      assert.match(again.err, /^lsvd: Cannot write .*lsvd\.env: it exists \(give --force to replace it\)$/m);
+      const forced = await runLsvd(["setup", ...flags, ...keys, "--env-file", file, "--force"], {
+        env: CLEAN_ENV,
+      });
+      assert.equal(forced.code, 0, forced.err);
+      assert.match(forced.err, /It already holds a volume here of 67108864 bytes; serve will open it\./);
+
+      const bad = join(t.dir, "bad.env");
+      const wrong = await runLsvd(
+        [
+          "setup",
+          ...flags,
+          "--access-key-id",
+          rgw.accessKeyId,
+          "--secret-access-key",
+          "wrong",
+          "--env-file",
+          bad,
+        ],
+        { env: CLEAN_ENV },
+      );
+      assert.equal(wrong.code, 1, wrong.err);
+      const lines = wrong.err.trim().split("\n").filter((l) => !l.startsWith("lsvd: Checking bucket"));
+      assert.equal(lines.length, 1, wrong.err);
+      assert.match(lines[0]!, /^lsvd: .*credentials/i);
+      assert.equal(
+        await Deno.stat(bad).then(() => true, () => false),
+        false,
+        "no env file after a failed check",
+      );
+
+      const missing = await runLsvd(
+        ["setup", "--non-interactive", "--service", "tigris", "--env-file", bad],
+        {
+          env: CLEAN_ENV,
+        },
+      );
+      assert.equal(missing.code, 1);
+      assert.match(missing.err, /^lsvd: Missing --access-key-id/m);
+    } finally {
+      await t.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "lsvd setup asks on a terminal (secret not echoed), checks the bucket and writes the env file",
+  sanitizeResources: false,
+  async fn() {
+    rgw ??= await startRgw();
+    const t = await scratch();
+    try {
+      const file = join(t.dir, "asked.env");
+      const steps: [string, string][] = [
+        ["Choose \\[1\\]: ", "3"],
+        ["Access key ID: ", rgw.accessKeyId],
+        ["Secret access key: ", rgw.secretAccessKey],
+        ["Endpoint URL: ", "not a url"],
+        ["is not an http.*\\n.*Endpoint URL: ", rgw.endpoint],
+        ["Region .*: ", rgw.region],
+        ["Path-style URLs.*\\[y\\]: ", ""],
+        ["Bucket: ", rgw.bucket],
+        ["Prefix inside the bucket.*: ", "asked"],
+        ["Volume size \\[10G\\]: ", "32M"],
+        ["Mount point.*: ", ""],
+      ];
+      const r = await runClient(
+        SYSTEM_PYTHON,
+        [
+          "-c",
+          PTY_DRIVER,
+          JSON.stringify(steps),
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-prompt",
+          join(ROOT, "main.ts"),
+          "setup",
+          "--env-file",
+          file,
+        ],
+        { env: CLEAN_ENV, timeoutMs: 120_000 },
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Which object storage service\?/);
+      assert.match(r.stdout, /Wrote .*asked\.env \(mode 0600\)/);
+      // Between typing the secret and the next question the terminal shows nothing of it.
+      const echoed = r.stdout.split(`<<${rgw.secretAccessKey}>>`)[1]?.split("Endpoint URL")[0];
+      assert(
+        echoed !== undefined && !echoed.includes(rgw.secretAccessKey),
+        `the secret was echoed: ${echoed}`,
+      );
+      const keyEchoed = r.stdout.split(`<<${rgw.accessKeyId}>>`)[1]?.split("Secret access key")[0];
+      assert(
+        keyEchoed?.includes(rgw.accessKeyId),
+        "the access key (not secret) is echoed: the check can see echo",
+      );
+      const env = parseEnvFile(await Deno.readTextFile(file));
+      assert.equal(env.AWS_SECRET_ACCESS_KEY, rgw.secretAccessKey);
+      assert.equal(env.LSVD_PREFIX, "asked/");
+      assert.equal(env.LSVD_PATH_STYLE, "true");
+      assert.equal(env.FLY_LSVD_DEVICE_SIZE, "32M");
+      assert.equal(env.FLY_LSVD_MOUNT_POINT, undefined);
+      await serveFromEnvFile(file, t.socket, /^lsvd: Using bucket .*, prefix asked\/ at /);
+    } finally {
+      await t.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "setup tests: stop RGW",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await rgw?.stop();
+  },
+});

@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { Daemon, startDaemon } from "./process.ts";
-import { deleteBucket, makeS3Client } from "./s3_client.ts";
+import { deleteBucket, listObjects, makeS3Client } from "./s3_client.ts";
 import type { S3Backend } from "./targets.ts";
 
 export interface RunningBackend extends S3Backend {
@@ -89,6 +89,15 @@ export async function startBackend(
         return name;
       },
       dropBucket: (name) => deleteBucket(admin, name),
+      listObjects: (name) => listObjects(admin, name),
+      async wanRequests() {
+        const pattern = /^delay_proxy: requests /;
+        const said = daemon.waitForLine(pattern, 10_000);
+        daemon.child.kill("SIGUSR1");
+        await said;
+        const line = daemon.output.split("\n").filter((l) => pattern.test(l)).at(-1)!;
+        return JSON.parse(line.replace(pattern, "")) as Record<string, number>;
+      },
       async stop() {
         admin.destroy();
         await daemon.stop(5_000);

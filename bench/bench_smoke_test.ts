@@ -32,6 +32,7 @@ Deno.test("startDelayProxy() delays every request on a keep-alive connection onc
     client.close();
     for (const ms of times) assert.ok(ms >= 55, `a request took ${ms.toFixed(1)} ms, expected ≥ 60 ms`);
     assert.equal(proxy.delayedExchanges, 3, "one delay per request, over one kept-alive connection");
+    assert.deepEqual(proxy.requestsByMethod, { GET: 3 });
   } finally {
     await proxy.close();
     await server.shutdown();
@@ -79,6 +80,63 @@ Deno.test({
         report.checks.some((c: { status: string }) => c.status !== "n/a"),
         "some targets were checked",
       );
+    } finally {
+      await Deno.remove(jsonPath).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "bench/run.ts --scale tiny --workloads postgres runs pgbench on every set-up and counts PUTs and bytes",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const jsonPath = await Deno.makeTempFile({ prefix: "lsvd-bench-smoke-pg-", suffix: ".json" });
+    try {
+      const result = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        join(REPO_ROOT, "bench/run.ts"),
+        "--scale",
+        "tiny",
+        "--workloads",
+        "postgres",
+        "--targets",
+        "lsvd-dir,lsvd-rgw",
+        "--no-memory",
+        "--no-restart",
+        "--json",
+        jsonPath,
+      ], { timeoutMs: 240_000 });
+      assert.equal(
+        result.code,
+        0,
+        `the harness failed:\n${result.stdout.slice(-3000)}\n${result.stderr.slice(-3000)}`,
+      );
+      const report = JSON.parse(await Deno.readTextFile(jsonPath));
+      assert.deepEqual(report.errors, []);
+      const runs = report.postgres as { setup: string; clients: number; figures: Record<string, number> }[];
+      const setups = ["local-loop", "lsvd-dir-each", "lsvd-dir-group", "lsvd-rgw-each", "lsvd-rgw-group"];
+      assert.deepEqual([...new Set(runs.map((r) => r.setup))], setups);
+      for (const r of runs) {
+        const f = r.figures;
+        assert.ok(
+          f.tps! > 0 && f.latP99Ms! >= f.latP50Ms! && f.walBytesPerTxn! > 0,
+          `${r.setup}: ${JSON.stringify(f)}`,
+        );
+        if (r.setup === "local-loop") continue;
+        assert.ok(
+          f.putsPerTxn! > 0 && f.bucketBytesPerTxn! > 0 && f.costUsdPerHour! > 0,
+          `${r.setup}: ${JSON.stringify(f)}`,
+        );
+        if (r.setup.startsWith("lsvd-rgw")) {
+          assert.ok(Number.isFinite(f.getsPerTxn), `${r.setup} counted no GETs`);
+        }
+      }
+      const checks = report.checks.filter((c: { name: string }) => c.name.startsWith("Postgres"));
+      assert.equal(checks.length, 3);
+      for (const c of checks) assert.notEqual(c.status, "n/a", c.name);
     } finally {
       await Deno.remove(jsonPath).catch(() => {});
     }

@@ -9,7 +9,9 @@
  *
  * Runs in-process (`startDelayProxy`) or as its own process, so its CPU is not the harness's:
  *   deno run --allow-net bench/delay_proxy.ts --target 127.0.0.1:PORT [--listen 127.0.0.1:0] [--delay-ms 20]
- * which prints `delay_proxy: listening on 127.0.0.1:PORT`.
+ * which prints `delay_proxy: listening on 127.0.0.1:PORT`, and on SIGUSR1 the requests it has
+ * forwarded so far by HTTP method: `delay_proxy: requests {"GET":12,"PUT":3}` (what a run cost in
+ * S3 requests, counted on the wire).
  */
 
 import { parseArgs } from "node:util";
@@ -26,6 +28,8 @@ export interface DelayProxy {
   port: number;
   /** Exchanges delayed so far (one per request on every connection). */
   readonly delayedExchanges: number;
+  /** Exchanges so far by the HTTP method that starts them ("GET", "PUT", ...). */
+  readonly requestsByMethod: Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
 
@@ -37,7 +41,7 @@ export function startDelayProxy(options: DelayProxyOptions): DelayProxy {
     port: options.listenPort ?? 0,
   });
   const connections = new Set<Deno.TcpConn>();
-  const state = { delayedExchanges: 0 };
+  const state: ProxyState = { delayedExchanges: 0, requestsByMethod: {} };
   const accepting = (async () => {
     try {
       for await (const client of listener) {
@@ -52,6 +56,9 @@ export function startDelayProxy(options: DelayProxyOptions): DelayProxy {
     port: (listener.addr as Deno.NetAddr).port,
     get delayedExchanges() {
       return state.delayedExchanges;
+    },
+    get requestsByMethod() {
+      return state.requestsByMethod;
     },
     async close() {
       listener.close();
@@ -69,10 +76,23 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
+interface ProxyState {
+  delayedExchanges: number;
+  requestsByMethod: Record<string, number>;
+}
+
+/** The method of an HTTP request from its first bytes ("PUT /bucket/key HTTP/1.1" → "PUT"). */
+function methodOf(chunk: Uint8Array): string {
+  let end = 0;
+  while (end < chunk.length && end < 16 && chunk[end] !== 0x20) end++;
+  const method = new TextDecoder().decode(chunk.subarray(0, end));
+  return /^[A-Z]+$/.test(method) ? method : "other";
+}
+
 async function proxyConnection(
   client: Deno.TcpConn,
   options: DelayProxyOptions,
-  state: { delayedExchanges: number },
+  state: ProxyState,
 ): Promise<void> {
   let server: Deno.TcpConn;
   try {
@@ -84,11 +104,19 @@ async function proxyConnection(
   client.setNoDelay(true);
   server.setNoDelay(true);
   // True when the next client chunk starts a new exchange.
-  const turn = { clientStarts: true };
-  const upstream = pump(client, server, async () => {
+  const turn = { clientStarts: true, expectingBody: false };
+  const upstream = pump(client, server, async (chunk) => {
     if (!turn.clientStarts) return;
     turn.clientStarts = false;
     state.delayedExchanges++;
+    // A 100-continue body after the server's interim answer starts no request: not counted.
+    if (!turn.expectingBody) {
+      const method = methodOf(chunk);
+      state.requestsByMethod[method] = (state.requestsByMethod[method] ?? 0) + 1;
+      turn.expectingBody = hasExpectContinue(chunk);
+    } else {
+      turn.expectingBody = false;
+    }
     if (options.delayMs > 0) await new Promise((r) => setTimeout(r, options.delayMs));
   });
   const downstream = pump(server, client, () => {
@@ -101,14 +129,22 @@ async function proxyConnection(
   await Promise.allSettled([upstream, downstream]);
 }
 
+function hasExpectContinue(chunk: Uint8Array): boolean {
+  return /\r\nexpect:\s*100-continue/i.test(new TextDecoder().decode(chunk.subarray(0, 8192)));
+}
+
 /** Copies from one side to the other, calling beforeWrite (which may delay) before each chunk. */
-async function pump(from: Deno.Conn, to: Deno.Conn, beforeWrite: () => Promise<void>): Promise<void> {
+async function pump(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  beforeWrite: (chunk: Uint8Array) => Promise<void>,
+): Promise<void> {
   const buffer = new Uint8Array(CHUNK_BYTES);
   try {
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) break;
-      await beforeWrite();
+      await beforeWrite(buffer.subarray(0, n));
       let written = 0;
       while (written < n) written += await to.write(buffer.subarray(written, n));
     }
@@ -149,6 +185,9 @@ if (import.meta.main) {
     listenPort: listen.port,
   });
   console.log(`delay_proxy: listening on ${listen.hostname}:${proxy.port}`);
+  Deno.addSignalListener("SIGUSR1", () => {
+    console.log(`delay_proxy: requests ${JSON.stringify(proxy.requestsByMethod)}`);
+  });
   const stop = () => {
     void proxy.close().then(() => Deno.exit(0));
   };

@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { runFio } from "./fio.ts";
-import { run } from "./process.ts";
+import { procStatusBytes, run } from "./process.ts";
 import type { RawResult } from "./raw_store.ts";
 import type { Scale } from "./scale.ts";
 import type { DeviceTarget, TargetContext } from "./targets.ts";
@@ -36,7 +36,10 @@ export async function measureDevice(
   w: Workload,
   s: Scale,
 ): Promise<Figures> {
-  const instance = await target.start(ctx);
+  const extra = w.lsvdArgs?.(s) ?? [];
+  const instance = await target.start(
+    extra.length === 0 ? ctx : { ...ctx, lsvdArgs: [...ctx.lsvdArgs, ...extra] },
+  );
   try {
     const fill = w.fill?.(s);
     if (fill !== undefined) await runFio(fill, instance.device, FIO_TIMEOUT_MS);
@@ -49,6 +52,8 @@ export async function measureDevice(
       p50Ms: result.latencyP50Ms,
       p99Ms: result.latencyP99Ms,
       ios: result.ios,
+      // The target process's peak resident memory over the whole measurement (fill included).
+      peakRssMiB: await procStatusBytes(instance.pid(), "VmHWM").then((b) => b / 2 ** 20, () => NaN),
     };
   } finally {
     await instance.stop();

@@ -9,6 +9,7 @@
  *   deno task bench --write-results      also prepend the run to bench/RESULTS.md (+ bench/results.svg)
  *   --scale tiny|small|full  --rounds N  --targets a,b  --workloads x,y  --delay-ms 20
  *   --no-memory  --no-restart  --json PATH (machine-readable results)
+ *   --workloads postgres                 pgbench on Postgres (bench/postgres.ts): runs only when named
  *
  * Exits 1 when any measurement failed; a MISS is a finding, printed, and does not fail the run.
  */
@@ -21,6 +22,7 @@ import { type Figures, measureDevice, measureRaw, RAW_TARGETS } from "./measure.
 import { type FillKind, measureMemory } from "./memory.ts";
 import { allChecks, checksTable, renderMarkdown, type RunRecord } from "./report.ts";
 import { renderSvg } from "./plot.ts";
+import { measurePostgres } from "./postgres.ts";
 import { measureRestart } from "./restart.ts";
 import { type Scale, type ScaleName, SCALES } from "./scale.ts";
 import { formatNumber } from "./stats.ts";
@@ -39,6 +41,8 @@ interface BenchOptions {
   restart: boolean;
   writeResults: boolean;
   jsonPath: string | undefined;
+  /** The Postgres phase (bench/postgres.ts): runs only when "postgres" is named in --workloads. */
+  postgres: boolean;
 }
 
 function list(text: string | undefined, known: string[], what: string, defaults = known): string[] {
@@ -110,7 +114,8 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
     throw new BenchUsageError(`Unknown --scale "${values.scale}"; known: tiny, small, full`);
   }
   const scale = values.rounds === undefined ? base : { ...base, rounds: Number(values.rounds) };
-  const names = list(values.workloads, WORKLOADS.map((w) => w.name), "workload");
+  const fioNames = WORKLOADS.map((w) => w.name);
+  const names = list(values.workloads, [...fioNames, "postgres"], "workload", fioNames);
   return {
     scale,
     // The verification-off twins run only when named (the cost of read verification, issue 11).
@@ -121,6 +126,7 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
     restart: values["no-restart"] !== true,
     writeResults: values["write-results"] === true,
     jsonPath: values.json,
+    postgres: names.includes("postgres"),
   };
 }
 
@@ -210,6 +216,18 @@ async function runMemoryAndRestart(ctx: TargetContext, o: BenchOptions, run: Run
   }
 }
 
+async function runPostgres(ctx: TargetContext, o: BenchOptions, run: RunRecord): Promise<void> {
+  if (!o.postgres) return;
+  try {
+    run.postgres = await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line));
+  } catch (e) {
+    const message = `postgres: ${(e as Error).message}`;
+    console.log("postgres ERROR");
+    console.error(message);
+    run.errors.push(message);
+  }
+}
+
 async function machineDescription(): Promise<string> {
   const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
   const memGiB = Deno.systemMemoryInfo().total / (1 << 30);
@@ -251,6 +269,7 @@ function toJson(run: RunRecord): unknown {
     samples,
     memory: Object.fromEntries(run.memory),
     restart: Object.fromEntries(run.restart),
+    postgres: run.postgres,
     checks: allChecks(run),
     errors: run.errors,
   };
@@ -276,6 +295,7 @@ async function main(args: string[]): Promise<number> {
     samples: new Map(),
     memory: new Map(),
     restart: new Map(),
+    postgres: [],
     errors: [],
   };
   const tmpDir = await Deno.makeTempDir({ prefix: "lsvd-bench-" });
@@ -296,6 +316,7 @@ async function main(args: string[]): Promise<number> {
     };
     await runRounds(ctx, o, run);
     await runMemoryAndRestart(ctx, o, run);
+    await runPostgres(ctx, o, run);
   } finally {
     await backend?.stop();
     await Deno.remove(tmpDir, { recursive: true }).catch(() => {});

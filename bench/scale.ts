@@ -30,6 +30,13 @@ export interface Scale {
   memoryFillBytes: number;
   restartObjects: number[];
   restartRounds: number;
+  /** lsvd's read cache for the beyond-the-cache read, and the data written (and read) there. */
+  beyondCacheBytes: number;
+  beyondCacheFillBytes: number;
+  /** pgbench: scale factor (10 = 1 M accounts, ~160 MB), seconds per run, client counts. */
+  pgScale: number;
+  pgSeconds: number;
+  pgClients: number[];
 }
 
 export const SCALES: Record<ScaleName, Scale> = {
@@ -48,6 +55,11 @@ export const SCALES: Record<ScaleName, Scale> = {
     memoryFillBytes: 16 * MiB,
     restartObjects: [50],
     restartRounds: 1,
+    beyondCacheBytes: 4 * MiB,
+    beyondCacheFillBytes: 32 * MiB,
+    pgScale: 1,
+    pgSeconds: 2,
+    pgClients: [4, 16],
   },
   small: {
     name: "small",
@@ -64,6 +76,11 @@ export const SCALES: Record<ScaleName, Scale> = {
     memoryFillBytes: 256 * MiB,
     restartObjects: [1000, 10000],
     restartRounds: 3,
+    beyondCacheBytes: 16 * MiB,
+    beyondCacheFillBytes: 128 * MiB,
+    pgScale: 10,
+    pgSeconds: 10,
+    pgClients: [4, 16],
   },
   full: {
     name: "full",
@@ -80,5 +97,11 @@ export const SCALES: Record<ScaleName, Scale> = {
     memoryFillBytes: 4 * GiB,
     restartObjects: [1000, 10000],
     restartRounds: 3,
+    // lsvd's default read cache (64 MiB), as a user runs it.
+    beyondCacheBytes: 64 * MiB,
+    beyondCacheFillBytes: 512 * MiB,
+    pgScale: 10,
+    pgSeconds: 30,
+    pgClients: [4, 16],
   },
 };

@@ -39,18 +39,18 @@ export class Ext4OnNbd {
   }
 
   /**
-   * Attaches the export at `uri`; mkfs makes a fresh file system, otherwise `e2fsck -fy` runs first
-   * (after a crash it repairs free-block and inode counters) and its exit code is returned in fsck.
+   * Attaches the export at `uri`. mkfs makes a fresh file system; otherwise `e2fsck -fy` runs first
+   * unless fsck is false (after a crash it repairs free-block and inode counters), and its exit code
+   * is returned.
    */
   static async attach(
     uri: string,
     workDir: string,
-    options: { mkfs: boolean },
+    options: { mkfs: boolean; fsck?: boolean },
   ): Promise<{ fs: Ext4OnNbd; fsckCode: number | undefined; fsckOutput: string }> {
     const fuseDir = join(workDir, "fuse");
     const mountPoint = join(workDir, "fs");
     await Deno.mkdir(fuseDir, { recursive: true });
-    await Deno.mkdir(mountPoint, { recursive: true, mode: 0o755 });
     const file = join(fuseDir, "disk");
     const nbdfuse = new Deno.Command("nbdfuse", {
       args: [file, uri],
@@ -58,31 +58,15 @@ export class Ext4OnNbd {
       stdout: "null",
       stderr: "null",
     }).spawn();
-    let loop: string | undefined;
     try {
       await waitForFile(file, nbdfuse);
-      loop = (await runClientOk("losetup", ["-f", "--show", "--direct-io=on", "--sector-size", "4096", file]))
-        .stdout.trim();
-      let fsckCode: number | undefined;
-      let fsckOutput = "";
-      if (options.mkfs) {
-        await runClientOk("mkfs.ext4", [
-          "-q",
-          "-F",
-          "-E",
-          "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-          loop,
-        ]);
-      } else {
-        const fsck = await runClient("e2fsck", ["-fy", loop], { timeoutMs: 120_000 });
-        fsckCode = fsck.code;
-        fsckOutput = fsck.stdout + fsck.stderr;
-      }
-      await runClientOk("mount", [loop, mountPoint]);
-      await Deno.chmod(mountPoint, 0o755);
-      return { fs: new Ext4OnNbd(fuseDir, mountPoint, loop, nbdfuse), fsckCode, fsckOutput };
+      const m = await loopMount(file, mountPoint, options);
+      return {
+        fs: new Ext4OnNbd(fuseDir, mountPoint, m.loopDevice, nbdfuse),
+        fsckCode: m.fsckCode,
+        fsckOutput: m.fsckOutput,
+      };
     } catch (e) {
-      if (loop !== undefined) await runClient("losetup", ["-d", loop]);
       await unmountFuse(fuseDir, nbdfuse);
       throw e;
     }
@@ -90,8 +74,7 @@ export class Ext4OnNbd {
 
   /** Clean teardown: umount (writes everything back), loop detach, FUSE unmount, nbdfuse exit. */
   async detach(): Promise<void> {
-    await runClientOk("umount", [this.mountPoint], { timeoutMs: 120_000 });
-    await runClientOk("losetup", ["-d", this.loopDevice]);
+    await loopUnmount(this.mountPoint, this.loopDevice);
     await unmountFuse(this.#fuseDir, this.#nbdfuse);
   }
 
@@ -105,6 +88,50 @@ export class Ext4OnNbd {
     await runClient("fusermount3", ["-u", "-z", this.#fuseDir]);
     await bounded(this.#nbdfuse.status, "nbdfuse to exit", () => this.#nbdfuse.kill("SIGKILL"));
   }
+}
+
+/**
+ * `losetup --direct-io=on --sector-size 4096` + mkfs or e2fsck + mount: the same block-device path
+ * for a volume file on nbdfuse and for a plain local file (the benchmark's floor).
+ */
+export async function loopMount(
+  file: string,
+  mountPoint: string,
+  options: { mkfs: boolean; fsck?: boolean },
+): Promise<{ loopDevice: string; fsckCode: number | undefined; fsckOutput: string }> {
+  await Deno.mkdir(mountPoint, { recursive: true, mode: 0o755 });
+  const loop =
+    (await runClientOk("losetup", ["-f", "--show", "--direct-io=on", "--sector-size", "4096", file]))
+      .stdout.trim();
+  try {
+    let fsckCode: number | undefined;
+    let fsckOutput = "";
+    if (options.mkfs) {
+      await runClientOk("mkfs.ext4", [
+        "-q",
+        "-F",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+        loop,
+      ]);
+    } else if (options.fsck !== false) {
+      const fsck = await runClient("e2fsck", ["-fy", loop], { timeoutMs: 120_000 });
+      fsckCode = fsck.code;
+      fsckOutput = fsck.stdout + fsck.stderr;
+    }
+    await runClientOk("mount", [loop, mountPoint]);
+    await Deno.chmod(mountPoint, 0o755);
+    return { loopDevice: loop, fsckCode, fsckOutput };
+  } catch (e) {
+    await runClient("losetup", ["-d", loop]);
+    throw e;
+  }
+}
+
+/** umount + losetup -d of what loopMount attached. */
+export async function loopUnmount(mountPoint: string, loopDevice: string): Promise<void> {
+  await runClientOk("umount", [mountPoint], { timeoutMs: 120_000 });
+  await runClientOk("losetup", ["-d", loopDevice]);
 }
 
 async function unmountFuse(fuseDir: string, nbdfuse: Deno.ChildProcess): Promise<void> {

@@ -1,0 +1,372 @@
+/**
+ * @module
+ * The flagship workload measured with the real application: pgbench TPC-B on Debian's PostgreSQL
+ * 15, on ext4 on a loop device with 4 KiB sectors, in five set-ups side by side in one run:
+ *
+ *   local-loop         the same stack on a local file (the floor: what the machine does without lsvd)
+ *   lsvd-dir-each      lsvd on the directory store, every FLUSH seals its own object
+ *   lsvd-dir-group     ... group commit (FLUSHes arriving while commits upload share the next object)
+ *   lsvd-rgw-each      lsvd on Ceph RGW through the WAN delay proxy (20 ms per request)
+ *   lsvd-rgw-group
+ *
+ * The database is built once (`pgbench -i`) on a local image, then copied into every set-up with
+ * nbdcopy, so each starts from the same bytes. Per client count: CHECKPOINT (not measured), pgbench
+ * for a fixed time, then CHECKPOINT again, so the dirty pages of the run are written (and counted)
+ * too. Counted per run: transactions, TPS, transaction latency p50/p99 (pgbench --log), the average
+ * latency of END (pgbench -r: the commit), PUTs (on RGW: requests counted on the wire by the proxy;
+ * on the directory store: new keys), GETs (RGW only), bucket bytes added, WAL bytes (pg_stat_wal)
+ * and data pages written (pg_stat_bgwriter), lsvd's CPU time and peak RSS.
+ */
+
+import { join } from "node:path";
+import { Ext4OnNbd, loopMount, loopUnmount, PG_BIN, PostgresServer } from "../tests/support/postgres.ts";
+import { freePort } from "../tests/support/ports.ts";
+import type { Figures } from "./measure.ts";
+import { procStatusBytes, run } from "./process.ts";
+import type { Scale } from "./scale.ts";
+import { startLsvd, type TargetContext } from "./targets.ts";
+
+/** AWS S3 Standard list prices, us-east-1: PUT/COPY/POST/LIST per 1,000 requests, GET per 1,000. */
+export const PUT_USD_PER_1000 = 0.005;
+export const GET_USD_PER_1000 = 0.0004;
+
+const PG_VOLUME_BYTES = 4 * 2 ** 30;
+const PAGE_BYTES = 8192;
+const CLOCK_TICKS_PER_S = 100;
+
+export interface PgSetup {
+  name: string;
+  /** The bench target whose presence in --targets enables this set-up ("" = always). */
+  target: "" | "lsvd-dir" | "lsvd-rgw";
+  flushPolicy?: "each" | "group";
+}
+
+export const PG_SETUPS: readonly PgSetup[] = [
+  { name: "local-loop", target: "" },
+  { name: "lsvd-dir-each", target: "lsvd-dir", flushPolicy: "each" },
+  { name: "lsvd-dir-group", target: "lsvd-dir", flushPolicy: "group" },
+  { name: "lsvd-rgw-each", target: "lsvd-rgw", flushPolicy: "each" },
+  { name: "lsvd-rgw-group", target: "lsvd-rgw", flushPolicy: "group" },
+];
+
+/** One pgbench run: set-up × clients. */
+export interface PgRun {
+  setup: string;
+  clients: number;
+  figures: Figures;
+}
+
+interface Counters {
+  walBytes: number;
+  dataBytes: number;
+  puts: number;
+  gets: number;
+  cpuTicks: number;
+}
+
+/** The place a set-up keeps its bytes, for counting what a run added. */
+interface Bucket {
+  /** True when requests() counts PUTs and GETs on the wire; otherwise PUTs are new keys. */
+  wire: boolean;
+  requests(): Promise<{ puts: number; gets: number }>;
+  keys(): Promise<Map<string, number>>;
+}
+
+export async function measurePostgres(
+  ctx: TargetContext,
+  s: Scale,
+  targets: string[],
+  log: (line: string) => void,
+): Promise<PgRun[]> {
+  // The postgres user walks from here down to its data directory.
+  await Deno.chmod(ctx.tmpDir, 0o755);
+  const image = join(ctx.tmpDir, "pg-pristine.img");
+  const t0 = performance.now();
+  await buildImage(ctx, image, s);
+  log(
+    `postgres: pgbench -i -s ${s.pgScale} image built in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  const runs: PgRun[] = [];
+  try {
+    for (const setup of PG_SETUPS) {
+      if (setup.target !== "" && !targets.includes(setup.target)) continue;
+      const t1 = performance.now();
+      const got = await runSetup(ctx, s, setup, image);
+      for (const r of got) {
+        log(
+          `postgres ${r.setup} ${r.clients} clients: ${r.figures.tps?.toFixed(0)} TPS, ${
+            r.figures.putsPerTxn?.toFixed(3)
+          } PUTs/txn`,
+        );
+      }
+      log(`postgres ${setup.name}: ${((performance.now() - t1) / 1000).toFixed(1)} s`);
+      runs.push(...got);
+    }
+  } finally {
+    await Deno.remove(image).catch(() => {});
+  }
+  return runs;
+}
+
+async function buildImage(ctx: TargetContext, image: string, s: Scale): Promise<void> {
+  await checked("truncate", ["-s", String(PG_VOLUME_BYTES), image]);
+  const mountPoint = join(ctx.tmpDir, "pg-build");
+  const m = await loopMount(image, mountPoint, { mkfs: true });
+  try {
+    const pg = new PostgresServer(join(mountPoint, "pgdata"), freePort());
+    await pg.init();
+    await pg.start();
+    try {
+      await checked(join(PG_BIN, "pgbench"), [
+        ...connection(pg),
+        "-i",
+        "-q",
+        "-s",
+        String(s.pgScale),
+        "postgres",
+      ]);
+    } finally {
+      await pg.stop();
+    }
+  } finally {
+    await loopUnmount(mountPoint, m.loopDevice);
+  }
+}
+
+async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: string): Promise<PgRun[]> {
+  const id = ctx.nextId();
+  const work = join(ctx.tmpDir, `pg-${setup.name}-${id}`);
+  await Deno.mkdir(work, { mode: 0o755 });
+  const cleanups: (() => Promise<unknown>)[] = [() => Deno.remove(work, { recursive: true }).catch(() => {})];
+  try {
+    const attached = setup.target === ""
+      ? await attachFloor(image, work, cleanups)
+      : await attachLsvd(ctx, setup, image, work, cleanups);
+    const pg = new PostgresServer(join(attached.mountPoint, "pgdata"), freePort());
+    await pg.start();
+    cleanups.unshift(async () => {
+      const code = await pg.stop();
+      if (code !== 0) {
+        throw new Error(`postgres (${setup.name}) did not stop cleanly: exit ${code}\n${pg.log}`);
+      }
+    });
+    const runs: PgRun[] = [];
+    for (const clients of s.pgClients) {
+      runs.push({ setup: setup.name, clients, figures: await measureRun(pg, s, clients, work, attached) });
+    }
+    const rss = attached.pid === undefined ? NaN : await procStatusBytes(attached.pid, "VmHWM") / 2 ** 20;
+    for (const r of runs) r.figures.peakRssMiB = rss;
+    return runs;
+  } finally {
+    for (const c of cleanups) await c();
+  }
+}
+
+interface Attached {
+  mountPoint: string;
+  bucket: Bucket | undefined;
+  /** lsvd's process id. */
+  pid: number | undefined;
+}
+
+async function attachFloor(
+  image: string,
+  work: string,
+  cleanups: (() => Promise<unknown>)[],
+): Promise<Attached> {
+  const file = join(work, "disk.img");
+  await checked("cp", ["--sparse=always", image, file]);
+  const mountPoint = join(work, "fs");
+  const m = await loopMount(file, mountPoint, { mkfs: false, fsck: false });
+  cleanups.unshift(() => loopUnmount(mountPoint, m.loopDevice));
+  return { mountPoint, bucket: undefined, pid: undefined };
+}
+
+async function attachLsvd(
+  ctx: TargetContext,
+  setup: PgSetup,
+  image: string,
+  work: string,
+  cleanups: (() => Promise<unknown>)[],
+): Promise<Attached> {
+  const socketPath = join(work, "lsvd.sock");
+  const isRgw = setup.target === "lsvd-rgw";
+  const s3 = ctx.s3;
+  if (isRgw && s3 === undefined) {
+    throw new Error("Cannot run Postgres on lsvd-rgw: no S3 backend was started");
+  }
+  const dir = join(work, "store");
+  const bucketName = isRgw ? await s3!.newBucket() : undefined;
+  if (bucketName !== undefined) cleanups.unshift(() => s3!.dropBucket(bucketName));
+  const daemon = await startLsvd({ ...ctx, volumeBytes: PG_VOLUME_BYTES }, {
+    socketPath,
+    storeArgs: bucketName === undefined ? ["--dir", dir] : ["--bucket", bucketName, "--path-style"],
+    wan: isRgw,
+    label: setup.name,
+    extraArgs: ["--flush-policy", setup.flushPolicy!],
+  });
+  cleanups.unshift(async () => {
+    const code = await daemon.stop();
+    if (code !== 0) {
+      throw new Error(`lsvd (${setup.name}) did not stop cleanly: exit ${code}\n${daemon.output}`);
+    }
+  });
+  const uri = `nbd+unix:///lsvd?socket=${socketPath}`;
+  await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
+  const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
+  cleanups.unshift(() => fs.detach());
+  const bucket: Bucket = bucketName === undefined
+    ? { wire: false, requests: () => Promise.resolve({ puts: 0, gets: 0 }), keys: () => directoryKeys(dir) }
+    : {
+      wire: true,
+      requests: async () => {
+        const byMethod = await s3!.wanRequests();
+        return { puts: byMethod.PUT ?? 0, gets: byMethod.GET ?? 0 };
+      },
+      keys: async () => new Map((await s3!.listObjects(bucketName)).map((o) => [o.key, o.sizeBytes])),
+    };
+  return { mountPoint: fs.mountPoint, bucket, pid: daemon.pid };
+}
+
+async function measureRun(
+  pg: PostgresServer,
+  s: Scale,
+  clients: number,
+  work: string,
+  attached: Attached,
+): Promise<Figures> {
+  await pg.query("CHECKPOINT");
+  const before = await counters(pg, attached);
+  const keysBefore = await attached.bucket?.keys();
+  const logDir = join(work, `log-${clients}`);
+  await Deno.mkdir(logDir);
+  const result = await run(join(PG_BIN, "pgbench"), [
+    ...connection(pg),
+    "-n",
+    "-r",
+    "-c",
+    String(clients),
+    "-j",
+    String(Math.min(clients, 4)),
+    "-T",
+    String(s.pgSeconds),
+    "-l",
+    `--log-prefix=${join(logDir, "pgbench_log")}`,
+    "postgres",
+  ], { timeoutMs: (s.pgSeconds + 120) * 1000 });
+  if (result.code !== 0) {
+    throw new Error(`pgbench failed: exit ${result.code}\n${result.stderr.slice(-2000)}`);
+  }
+  // The run's dirty pages, written now, belong to it (its PUTs and bytes are counted, not its time).
+  await pg.query("CHECKPOINT");
+  const after = await counters(pg, attached);
+  const keysAfter = await attached.bucket?.keys();
+  const transactions = Number(result.stdout.match(/number of transactions actually processed: (\d+)/)?.[1]);
+  const tps = Number(result.stdout.match(/tps = ([\d.]+) \(without initial connection time\)/)?.[1]);
+  if (!(transactions > 0) || !(tps > 0)) {
+    throw new Error(`pgbench reported no transactions:\n${result.stdout}`);
+  }
+  const endMs = Number(result.stdout.match(/^\s*([\d.]+)\s+\d+\s+END;/m)?.[1]);
+  const latencies = await transactionLatenciesMs(logDir);
+  let newKeys = 0, newBytes = 0;
+  if (keysBefore !== undefined && keysAfter !== undefined) {
+    for (const [key, size] of keysAfter) {
+      if (keysBefore.has(key)) continue;
+      newKeys++;
+      newBytes += size;
+    }
+  }
+  const wire = attached.bucket?.wire === true;
+  const puts = wire ? after.puts - before.puts : newKeys;
+  const gets = wire ? after.gets - before.gets : NaN;
+  const pgBytes = after.walBytes - before.walBytes + after.dataBytes - before.dataBytes;
+  const isLsvd = attached.bucket !== undefined;
+  const putsPerTxn = isLsvd ? puts / transactions : NaN;
+  const getsPerTxn = gets / transactions;
+  return {
+    value: tps,
+    tps,
+    transactions,
+    latP50Ms: percentile(latencies, 0.5),
+    latP99Ms: percentile(latencies, 0.99),
+    endAvgMs: endMs,
+    puts: isLsvd ? puts : NaN,
+    gets,
+    putsPerTxn,
+    getsPerTxn,
+    bucketBytesPerTxn: isLsvd ? newBytes / transactions : NaN,
+    walBytesPerTxn: (after.walBytes - before.walBytes) / transactions,
+    dataBytesPerTxn: (after.dataBytes - before.dataBytes) / transactions,
+    pgBytesPerTxn: pgBytes / transactions,
+    costUsdPerHour: isLsvd
+      ? tps * 3600 *
+        (putsPerTxn * PUT_USD_PER_1000 + (Number.isFinite(getsPerTxn) ? getsPerTxn : 0) * GET_USD_PER_1000) /
+        1000
+      : NaN,
+    lsvdCpuPerTxnMs: isLsvd
+      ? (after.cpuTicks - before.cpuTicks) * 1000 / CLOCK_TICKS_PER_S / transactions
+      : NaN,
+  };
+
+  async function counters(pg: PostgresServer, a: Attached): Promise<Counters> {
+    const [wal, pages] = (await pg.query(
+      "SELECT (SELECT wal_bytes FROM pg_stat_wal), " +
+        "(SELECT buffers_checkpoint + buffers_clean + buffers_backend FROM pg_stat_bgwriter)",
+    )).split("|").map(Number);
+    const wire = await a.bucket?.requests();
+    return {
+      walBytes: wal!,
+      dataBytes: pages! * PAGE_BYTES,
+      puts: wire?.puts ?? 0,
+      gets: wire?.gets ?? 0,
+      cpuTicks: a.pid === undefined ? 0 : await cpuTicks(a.pid),
+    };
+  }
+}
+
+function connection(pg: PostgresServer): string[] {
+  return ["-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres"];
+}
+
+async function checked(program: string, args: string[], timeoutMs = 300_000): Promise<void> {
+  const r = await run(program, args, { timeoutMs });
+  if (r.code !== 0) {
+    throw new Error(`${program} ${args.join(" ")} failed: exit ${r.code}\n${r.stderr.slice(-2000)}`);
+  }
+}
+
+/** Every file under dir with its size, keyed by its path below dir (the store's keys). */
+async function directoryKeys(dir: string, below = ""): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for await (const e of Deno.readDir(join(dir, below))) {
+    if (below === "" && e.name === ".lsvd-tmp") continue;
+    const key = below === "" ? e.name : `${below}/${e.name}`;
+    if (e.isDirectory) { for (const [k, v] of await directoryKeys(dir, key)) out.set(k, v); }
+    else if (e.isFile) out.set(key, (await Deno.stat(join(dir, key))).size);
+  }
+  return out;
+}
+
+/** pgbench --log lines: client_id transaction_no time_us script_no epoch epoch_us; time is latency. */
+async function transactionLatenciesMs(logDir: string): Promise<number[]> {
+  const out: number[] = [];
+  for await (const e of Deno.readDir(logDir)) {
+    const text = await Deno.readTextFile(join(logDir, e.name));
+    for (const line of text.split("\n")) {
+      const us = Number(line.split(" ")[2]);
+      if (Number.isFinite(us) && line !== "") out.push(us / 1000);
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+async function cpuTicks(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}

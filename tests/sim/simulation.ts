@@ -270,9 +270,10 @@ export async function simulate(
           }
         }), (e) =>
         checkRead(() => {
-          // Damage fails a read as "data"; a crash fails reads in flight as "unavailable".
+          // Damage fails a read as "data"; a crash fails reads in flight as "unavailable" (the store
+          // went away) or "closed" (the abandoned volume stops retrying).
           assert(
-            isLsvdError(e, "data") || isLsvdError(e, "unavailable"),
+            isLsvdError(e, "data") || isLsvdError(e, "unavailable") || isLsvdError(e, "closed"),
             `${ctx()}: read at step ${step}: ${e}`,
           );
           if (isLsvdError(e, "data")) damagedReads++;

@@ -416,7 +416,8 @@ function clientConfig(
 export function mapError(error: unknown, action: Action, endpoint: string): StoreError {
   if (error instanceof StoreError) return error;
   const e = (error ?? {}) as SdkError;
-  const name = e.name ?? e.Code ?? "";
+  // The SDK names an answer it cannot parse "Unknown"/"UnknownError": that says nothing to a user.
+  const name = /^Unknown(Error)?$/.test(e.name ?? e.Code ?? "") ? "" : e.name ?? e.Code ?? "";
   const status = e.$metadata?.httpStatusCode;
   const fail = (code: StoreError["code"], cause: string) =>
     new StoreError(code, `Cannot ${action.text}: ${cause}`, { cause: error });
@@ -440,18 +441,29 @@ export function mapError(error: unknown, action: Action, endpoint: string): Stor
     return fail("Fatal", "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
   }
   // No status: no HTTP answer at all (refused, reset, timed out), whatever name the SDK gave it.
-  if (status === undefined) return fail("Transient", `cannot reach ${endpoint} (${networkCause(e)})`);
+  if (status === undefined) {
+    const where = action.text.includes(endpoint) ? "it" : endpoint; // said once, not twice
+    return fail("Transient", `cannot reach ${where} (${networkCause(e)})`);
+  }
   if (TRANSIENT_NAMES.has(name) || status === 429 || status >= 500) {
     return fail("Transient", `the server answered ${name || `HTTP ${status}`}`);
   }
-  return fail(
-    "Fatal",
-    `the server answered ${name || "an error"} (HTTP ${status}): ${e.message ?? ""}`.trim(),
-  );
+  if (name === "") {
+    return fail("Fatal", `the server answered HTTP ${status} without an S3 error code (is ${endpoint} S3?)`);
+  }
+  const message = e.message ?? "";
+  const detail = message === "" || message === name || /^Unknown(Error)?$/.test(message)
+    ? ""
+    : `: ${message}`;
+  return fail("Fatal", `the server answered ${name} (HTTP ${status})${detail}`);
 }
 
+/** `connect ECONNREFUSED 127.0.0.1:1`: the message, with the code only when the message lacks it. */
 function networkCause(e: SdkError): string {
-  return [e.code, e.name, e.message].filter((s) => s !== undefined && s !== "").join(": ") || "network error";
+  const message = e.message ?? "";
+  const code = e.code !== undefined && e.code !== "" && !message.includes(e.code) ? e.code : undefined;
+  const text = message !== "" ? message : e.name === "Error" ? "" : e.name;
+  return [code, text].filter((s) => s !== undefined && s !== "").join(": ") || "network error";
 }
 
 /** A counting semaphore bounding requests in flight. */

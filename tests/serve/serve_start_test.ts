@@ -282,3 +282,47 @@ Deno.test("lsvd serve --help shows the tuning defaults computed for this machine
   assert.equal(shown("uploads"), String(d.uploads));
   assert.match(r.stdout, new RegExp(`computed for ${(memory / 2 ** 30).toFixed(1)} GiB of memory`));
 });
+
+Deno.test("lsvd serve store errors are one line without repeated text or '(Unknown)'", async () => {
+  const t = await scratch();
+  const html = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("<html>not S3</html>", { status: 400, headers: { "content-type": "text/html" } }),
+  );
+  const refused = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const refusedPort = (refused.addr as Deno.NetAddr).port;
+  refused.close();
+  try {
+    const keys = { AWS_ACCESS_KEY_ID: "a", AWS_SECRET_ACCESS_KEY: "b" };
+    const base = [
+      "serve",
+      "--bucket",
+      "b",
+      "--path-style",
+      "--size",
+      "16M",
+      "--socket",
+      t.socket,
+      "--endpoint",
+    ];
+    const down = `http://127.0.0.1:${refusedPort}`;
+    const r1 = await runLsvd([...base, down], keys);
+    assertOneLine(
+      r1,
+      /^lsvd: Cannot open bucket "b" at .*: cannot reach it \(connect ECONNREFUSED [^)]*\)$/,
+      "refused",
+    );
+    const line = r1.stderr.trim().split("\n").at(-1)!;
+    assert.equal(line.split(down).length - 1, 1, `the endpoint is named once: ${line}`);
+    const r2 = await runLsvd([...base, `http://127.0.0.1:${html.addr.port}`], keys);
+    assertOneLine(
+      r2,
+      /^lsvd: Cannot open bucket "b" at .*: the server answered HTTP 400 without an S3 error code/,
+      "html",
+    );
+    assert(!/Unknown/.test(r2.stderr), r2.stderr);
+  } finally {
+    await html.shutdown();
+    await t.remove();
+  }
+});

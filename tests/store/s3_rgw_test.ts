@@ -158,7 +158,7 @@ Deno.test({
         return true;
       });
       const message = await fatalMessage(store.checkBucket());
-      assert.match(message, new RegExp(`^Cannot open bucket "b" at ${endpoint}: cannot reach ${endpoint}`));
+      assert.match(message, new RegExp(`^Cannot open bucket "b" at ${endpoint}: cannot reach it \\(`));
       assert(performance.now() - started < 5_000, "one attempt each, no retries inside the store");
     } finally {
       await store.close();

@@ -10,7 +10,8 @@
 
 import { collectedKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
+import { LsvdError } from "../util/errors.ts";
+import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import type { ListedKey } from "./log_state.ts";
 
@@ -35,16 +36,12 @@ export interface CollectedRecord {
 }
 
 export function encodeCollected(record: CollectedRecord): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(record) + "\n");
+  return encodeJsonRecord(record);
 }
 
-export function decodeCollected(body: Uint8Array, key: string): CollectedRecord {
-  let r: CollectedRecord;
-  try {
-    r = JSON.parse(new TextDecoder().decode(body));
-  } catch (e) {
-    throw new LsvdError("data", `Cannot read collected record "${key}": ${messageOf(e)}`);
-  }
+/** Checks a parsed record's shape; LsvdError("data") naming the key otherwise. */
+export function checkCollected(value: unknown, key: string): CollectedRecord {
+  const r = value as CollectedRecord;
   const ok = typeof r === "object" && r !== null && r.version === COLLECTED_VERSION &&
     Number.isSafeInteger(r.pass) && isRanges(r.collected) && isRanges(r.copies) &&
     Number.isSafeInteger(r.retainedFromSequence) && Array.isArray(r.snapshots);
@@ -71,8 +68,7 @@ export async function readNewestCollected(
 ): Promise<CollectedRecord | undefined> {
   const newest = listed.at(-1);
   if (newest === undefined) return undefined;
-  const { body } = await withRetries(retry, () => store.get(newest.key));
-  return decodeCollected(body, newest.key);
+  return checkCollected(await readJsonRecord(store, newest.key, retry), newest.key);
 }
 
 /** Stores a record create-only; false when that pass number is taken (another writer collected). */

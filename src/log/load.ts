@@ -31,6 +31,12 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Ignore checkpoints (verification, tests). */
   skipCheckpoints?: boolean;
+  /**
+   * Garbage collection only: load a snapshot's point even when the newest collected record does
+   * not list it (created while a pass was between its listing and its record). The map only ever
+   * pins more objects, so a point that is no longer exact can cost space but never data.
+   */
+  pinningOnly?: boolean;
 }
 
 export interface LoadedLog {
@@ -64,7 +70,7 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
       `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
     );
   }
-  if (end < state.endSequence) checkRetained(state, end);
+  if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
     state,

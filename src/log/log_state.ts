@@ -67,7 +67,7 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       listCheckpoints(store, prefix),
       listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
       listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
-      listSnapshots(store, prefix),
+      listSnapshotKeys(store, prefix),
       sumUnder(store, `${prefix}archive/`),
       readFormatRecord(store, prefix),
     ]);
@@ -134,7 +134,19 @@ async function listNumbered(
   return out.sort((a, b) => a.sequence - b.sequence);
 }
 
-async function listSnapshots(store: ObjectStore, prefix: string): Promise<{ name: string; key: string }[]> {
+/** Only the snapshot and pin keys (garbage collection re-lists them before it deletes). */
+export function listSnapshots(
+  store: ObjectStore,
+  prefix: string,
+  retry: RetryPolicy,
+): Promise<{ name: string; key: string }[]> {
+  return withRetries(retry, () => listSnapshotKeys(store, prefix));
+}
+
+async function listSnapshotKeys(
+  store: ObjectStore,
+  prefix: string,
+): Promise<{ name: string; key: string }[]> {
   const out: { name: string; key: string }[] = [];
   for await (const o of listAll(store, { prefix: snapshotPrefix(prefix) })) {
     const name = parseSnapshotKey(prefix, o.key);

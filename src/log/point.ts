@@ -17,10 +17,13 @@ import { LsvdError } from "../util/errors.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
+import { readSnapshot } from "./snapshots.ts";
+import { isSnapshotName } from "../format/keys.ts";
 
 export type Point =
   | { kind: "sequence"; sequence: number; text: string }
-  | { kind: "time"; timeMs: number; text: string };
+  | { kind: "time"; timeMs: number; text: string }
+  | { kind: "snapshot"; name: string; text: string };
 
 export interface ResolvedPoint {
   /** The last object of the state: objects 1..sequence make it. */
@@ -33,9 +36,13 @@ export interface ResolvedPoint {
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$/;
 
-/** Parses an object number or an RFC 3339 time; throws LsvdError("invalid") naming `what`. */
+/**
+ * Parses an object number, an RFC 3339 time or a snapshot name (anything else a snapshot may be
+ * called; an all-digit name is read as a number); throws LsvdError("invalid") naming `what`.
+ */
 export function parsePoint(raw: string, what: string): Point {
   const text = raw.trim();
+  if (!/^\d/.test(text) && isSnapshotName(text)) return { kind: "snapshot", name: text, text };
   if (/^\d+$/.test(text)) {
     const sequence = Number(text);
     if (!Number.isSafeInteger(sequence) || sequence < 1) {
@@ -47,13 +54,18 @@ export function parsePoint(raw: string, what: string): Point {
   if (!Number.isFinite(timeMs)) {
     throw new LsvdError(
       "invalid",
-      `Invalid ${what}: "${raw}" is neither an object number nor an RFC 3339 time such as 2026-12-01T17:00:00Z`,
+      `Invalid ${what}: "${raw}" is neither an object number, an RFC 3339 time such as 2026-12-01T17:00:00Z, nor a snapshot name`,
     );
   }
   return { kind: "time", timeMs, text };
 }
 
-/** Finds the object a point names in the gap-free log; throws LsvdError("invalid") past the log. */
+/**
+ * Finds the object a point names in the log; throws LsvdError("invalid") past the log. The log may
+ * skip numbers garbage collection deleted: a time resolves to the newest object still present that
+ * was sealed at or before it (at the window's edge that can be one the retention no longer keeps,
+ * which loading then refuses rather than serving a wrong disk).
+ */
 export async function resolvePoint(
   store: ObjectStore,
   state: LogState,
@@ -67,15 +79,27 @@ export async function resolvePoint(
       `Cannot resolve ${point.text}: there is no volume under prefix "${state.prefix}"`,
     );
   }
+  if (point.kind === "snapshot") {
+    const snapshot = await readSnapshot(store, state.prefix, point.name, retry);
+    return resolvePoint(
+      store,
+      state,
+      { kind: "sequence", sequence: snapshot.sequence, text: point.text },
+      retry,
+    );
+  }
   if (point.kind === "sequence") {
-    if (point.sequence > log.length) {
-      const gap = state.objects.length > log.length ? ` (object ${log.length + 1} is missing)` : "";
+    if (point.sequence > state.endSequence) {
+      const gap = state.objects.length > log.length ? ` (object ${state.endSequence + 1} is missing)` : "";
       throw new LsvdError(
         "invalid",
-        `Cannot resolve object ${point.sequence}: the log ends at object ${log.length}${gap}`,
+        `Cannot resolve object ${point.sequence}: the log ends at object ${state.endSequence}${gap}`,
       );
     }
-    const sealTimeMs = await sealTimeOf(store, log[point.sequence - 1]!, retry).catch(() => undefined);
+    const object = log.find((o) => o.sequence === point.sequence);
+    const sealTimeMs = object === undefined
+      ? undefined
+      : await sealTimeOf(store, object, retry).catch(() => undefined);
     return { sequence: point.sequence, sealTimeMs, description: describe(point.sequence, sealTimeMs) };
   }
   return await resolveTime(store, log, point, retry);
@@ -114,7 +138,8 @@ async function resolveTime(
     if (t <= point.timeMs) [lo, loTime] = [mid, t];
     else hi = mid - 1;
   }
-  return { sequence: lo + 1, sealTimeMs: loTime, description: describe(lo + 1, loTime) };
+  const sequence = log[lo]!.sequence;
+  return { sequence, sealTimeMs: loTime, description: describe(sequence, loTime) };
 }
 
 /** The seal time recorded in an object's trailer (undefined without one); data errors name the key. */

@@ -14,7 +14,8 @@
 
 import { isSnapshotName, snapshotKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
+import { LsvdError } from "../util/errors.ts";
+import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import { listLogState, type LogState } from "./log_state.ts";
 
@@ -31,16 +32,12 @@ export interface SnapshotRecord {
 }
 
 export function encodeSnapshot(s: SnapshotRecord): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(s) + "\n");
+  return encodeJsonRecord(s);
 }
 
-export function decodeSnapshot(body: Uint8Array, key: string): SnapshotRecord {
-  let s: SnapshotRecord;
-  try {
-    s = JSON.parse(new TextDecoder().decode(body));
-  } catch (e) {
-    throw new LsvdError("data", `Cannot read snapshot "${key}": ${messageOf(e)}`);
-  }
+/** Checks a parsed snapshot record's shape; LsvdError("data") naming the key otherwise. */
+export function checkSnapshot(value: unknown, key: string): SnapshotRecord {
+  const s = value as SnapshotRecord;
   const ok = typeof s === "object" && s !== null && s.version === SNAPSHOT_VERSION &&
     typeof s.name === "string" && Number.isSafeInteger(s.sequence) && s.sequence >= 1 &&
     (s.expiresMs === undefined || Number.isFinite(s.expiresMs));
@@ -59,8 +56,7 @@ export async function readSnapshots(
   const out: SnapshotRecord[] = [];
   for (const { key } of state.snapshots) {
     try {
-      const { body } = await withRetries(retry, () => store.get(key));
-      out.push(decodeSnapshot(body, key));
+      out.push(checkSnapshot(await readJsonRecord(store, key, retry), key));
     } catch (e) {
       if (!isStoreError(e, "NotFound")) throw e;
     }
@@ -135,8 +131,7 @@ export async function readSnapshot(
 ): Promise<SnapshotRecord> {
   const key = snapshotKey(prefix, name);
   try {
-    const { body } = await withRetries(retry, () => store.get(key));
-    return decodeSnapshot(body, key);
+    return checkSnapshot(await readJsonRecord(store, key, retry), key);
   } catch (e) {
     if (isStoreError(e, "NotFound")) throw new LsvdError("invalid", `There is no snapshot "${name}"`);
     throw e;

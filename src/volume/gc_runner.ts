@@ -25,7 +25,7 @@ import { applyObject } from "../log/apply.ts";
 import { addToRanges, COLLECTED_VERSION, type CollectedRecord, storeCollected } from "../log/collected.ts";
 import { type Candidate, type GcThresholds, planPass, type RetainedMap, unreferenced } from "../log/gc.ts";
 import { loadLog } from "../log/load.ts";
-import { listLogState, type LoggedObject, type LogState } from "../log/log_state.ts";
+import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { checkDataSectors, type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
@@ -95,8 +95,23 @@ export class GcRunner {
 
   /** Runs one pass (a pass already running is joined, not doubled). */
   runPass(): Promise<GcPassResult> {
+    if (this.#stopped) {
+      return Promise.reject(new LsvdError("closed", "Cannot collect garbage: the volume is closed"));
+    }
     this.#running ??= this.#pass().finally(() => (this.#running = undefined));
     return this.#running;
+  }
+
+  /** Stops: a running pass writes no record and deletes nothing from its next step on. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#running?.catch(() => {});
+  }
+
+  #stopped = false;
+
+  #halted(): boolean {
+    return this.#stopped || this.#o.writer.failure !== undefined || this.#o.writer.closed;
   }
 
   async #pass(): Promise<GcPassResult> {
@@ -132,11 +147,11 @@ export class GcRunner {
       movesAllowed: !points.some((s) => s.expiresMs !== undefined),
       thresholds: o.thresholds,
     });
-    if (plan.length === 0) return result;
+    if (plan.length === 0 || this.#halted()) return result;
     const copies = await this.#copy(plan, retained, result);
     const doomed = this.#deletable(plan, present, retained);
     result.kept = plan.length - doomed.length;
-    if (doomed.length === 0 && copies.length === 0) return result;
+    if ((doomed.length === 0 && copies.length === 0) || this.#halted()) return result;
     const honored = points.filter((s) => s.sequence < pmin);
     const next: CollectedRecord = {
       version: COLLECTED_VERSION,
@@ -152,7 +167,20 @@ export class GcRunner {
       return result;
     }
     result.pass = next.pass;
-    if (!(await this.#stillSafe(honored, pmin))) return result;
+    const fresh = await this.#freshSnapshots(honored, pmin);
+    if (fresh.length > 0) {
+      // A snapshot was created between our listing and our record, while the record before ours
+      // still kept its point: keep that promise (nothing was deleted yet) and delete nothing now.
+      o.log(`Garbage collection deletes nothing this pass: snapshot "${fresh[0]!.name}" appeared meanwhile.`);
+      await storeCollected(o.store, o.prefix, {
+        ...next,
+        pass: next.pass + 1,
+        retainedFromSequence: record?.retainedFromSequence ?? 0,
+        snapshots: [...honored, ...fresh].map((s) => ({ name: s.name, sequence: s.sequence })),
+      }, o.retry);
+      return result;
+    }
+    if (this.#halted()) return result;
     await this.#delete(doomed, state, next.pass, result);
     this.#counters.passes++;
     o.log(
@@ -230,6 +258,7 @@ export class GcRunner {
           concurrency: o.concurrency,
           retry: o.retry,
           log: o.log,
+          pinningOnly: true,
         });
         this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
       } catch (e) {
@@ -370,17 +399,21 @@ export class GcRunner {
     return doomed;
   }
 
-  /** After the record: a snapshot created meanwhile below Pmin that this pass did not honor stops it. */
-  async #stillSafe(honored: readonly SnapshotRecord[], pmin: number): Promise<boolean> {
+  /** False for objects this pass deletes or knows to have no data entries (size records). */
+  #mayHoldData(x: LoggedObject, doomed: ReadonlySet<number>): boolean {
+    return !doomed.has(x.sequence) && this.#planned!.get(x.sequence)?.summary.entries.length !== 0;
+  }
+
+  /** After the record: snapshots created meanwhile below Pmin that this pass did not honor. */
+  async #freshSnapshots(honored: readonly SnapshotRecord[], pmin: number): Promise<SnapshotRecord[]> {
     const o = this.#o;
-    if (o.writer.failure !== undefined) return false;
-    const state = await listLogState(o.store, o.prefix, o.retry);
-    const now = await readSnapshots(o.store, state, o.retry);
+    const now = await readSnapshots(
+      o.store,
+      { snapshots: await listSnapshots(o.store, o.prefix, o.retry) },
+      o.retry,
+    );
     const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
-    const fresh = now.filter((s) => s.sequence < pmin && !known.has(`${s.name}@${s.sequence}`));
-    if (fresh.length === 0) return true;
-    o.log(`Garbage collection deletes nothing this pass: snapshot "${fresh[0]!.name}" appeared meanwhile.`);
-    return false;
+    return now.filter((s) => s.sequence < pmin && !known.has(`${s.name}@${s.sequence}`));
   }
 
   async #delete(doomed: LoggedObject[], state: LogState, pass: number, result: GcPassResult): Promise<void> {

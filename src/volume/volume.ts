@@ -273,6 +273,7 @@ export class Volume implements BlockDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#gcTimer?.cancel();
+    await this.#gc?.stop();
     try {
       await this.#writer?.close();
     } finally {
@@ -289,6 +290,7 @@ export class Volume implements BlockDevice {
   abandon(): void {
     this.#closed = true;
     this.#gcTimer?.cancel();
+    void this.#gc?.stop();
     this.#writer?.abandon();
   }
 

@@ -1,0 +1,74 @@
+/**
+ * @module
+ * The simulation's oracle for past points: a shadow of every log object of the current lineage,
+ * captured before garbage collection could delete it, replayed independently of the engine's
+ * load path. A point the store promises to keep (at or after the newest collected record's
+ * retained point, or a snapshot) must read back through a read-only Volume exactly as the shadow
+ * replay of objects 1..P says.
+ */
+
+import assert from "node:assert/strict";
+import { decodeHeader, decodeTrailer, HEADER_BYTES, trailerBytesOf } from "../../src/format/object.ts";
+import type { MemoryStore } from "../../src/store/memory.ts";
+import { decodeJsonRecord } from "../../src/log/json_record.ts";
+
+const SECTOR = 4096;
+const LOG_KEY = /^[0-9a-f]{16}$/;
+
+export class Shadow {
+  #objects = new Map<number, Uint8Array>();
+
+  /** Copies every log object now in the store (a reused number replaces the archived original). */
+  capture(store: MemoryStore): void {
+    for (const key of store.keys()) {
+      if (!LOG_KEY.test(key)) continue;
+      this.#objects.set(parseInt(key, 16), store.rawGet(key)!);
+    }
+  }
+
+  /** After recovery archived the objects past `sequence`: they are no longer the log. */
+  dropAfter(sequence: number): void {
+    for (const s of [...this.#objects.keys()]) if (s > sequence) this.#objects.delete(s);
+  }
+
+  /** The disk after objects 1..point: entries in order, then zero ranges, per object. */
+  stateAt(point: number, sectors: number): Uint8Array {
+    const disk = new Uint8Array(sectors * SECTOR);
+    const numbers = [...this.#objects.keys()].filter((s) => s <= point).sort((a, b) => a - b);
+    for (const s of numbers) {
+      const bytes = this.#objects.get(s)!;
+      const entries = decodeHeader(bytes.subarray(0, HEADER_BYTES));
+      let at = HEADER_BYTES;
+      for (const e of entries) {
+        disk.set(bytes.subarray(at, at + e.lengthBytes), e.addressBytes);
+        at += e.lengthBytes;
+      }
+      const trailerBytes = trailerBytesOf(entries, bytes.length);
+      if (trailerBytes === 0) continue;
+      for (const z of decodeTrailer(bytes.subarray(bytes.length - trailerBytes)).zeroRanges) {
+        disk.fill(0, z.addressBytes, z.addressBytes + z.lengthBytes);
+      }
+    }
+    return disk;
+  }
+}
+
+/** What the store promises: points from `retainedFrom` on, and the snapshots (from the newest collected record). */
+export function promisedFrom(store: MemoryStore): number {
+  const newest = store.keys("collected/").at(-1);
+  if (newest === undefined) return 1;
+  const record = decodeJsonRecord(store.rawGet(newest)!) as { retainedFromSequence: number };
+  return Math.max(1, record.retainedFromSequence);
+}
+
+export function assertSameDisk(actual: Uint8Array, expected: Uint8Array, context: string): void {
+  if (actual.length === expected.length && actual.every((b, i) => b === expected[i])) return;
+  for (let s = 0; s * SECTOR < actual.length; s++) {
+    const a = actual.subarray(s * SECTOR, (s + 1) * SECTOR),
+      e = expected.subarray(s * SECTOR, (s + 1) * SECTOR);
+    if (!a.every((b, i) => b === e[i])) {
+      const view = (x: Uint8Array) => new DataView(x.buffer, x.byteOffset, 8).getUint32(0);
+      assert.fail(`${context}: sector ${s} holds write ${view(a)}, the log says write ${view(e)}`);
+    }
+  }
+}

@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { Daemon, startDaemon } from "./process.ts";
-import { deleteBucket, listObjects, makeS3Client } from "./s3_client.ts";
+import { deleteBucket, makeS3Client } from "./s3_client.ts";
 import type { S3Backend } from "./targets.ts";
 
 export interface RunningBackend extends S3Backend {
@@ -89,7 +89,6 @@ export async function startBackend(
         return name;
       },
       dropBucket: (name) => deleteBucket(admin, name),
-      listObjects: (name) => listObjects(admin, name),
       async wanRequests() {
         const pattern = /^delay_proxy: requests /;
         const said = daemon.waitForLine(pattern, 10_000);

@@ -13,9 +13,9 @@
  * nbdcopy, so each starts from the same bytes. Per client count: CHECKPOINT (not measured), pgbench
  * for a fixed time, then CHECKPOINT again, so the dirty pages of the run are written (and counted)
  * too. Counted per run: transactions, TPS, transaction latency p50/p99 (pgbench --log), the average
- * latency of END (pgbench -r: the commit), PUTs (on RGW: requests counted on the wire by the proxy;
- * on the directory store: new keys), GETs (RGW only), bucket bytes added, WAL bytes (pg_stat_wal)
- * and data pages written (pg_stat_bgwriter), lsvd's CPU time and peak RSS.
+ * latency of END (pgbench -r: the commit), lsvd's PUTs, GETs and bytes uploaded (its `--metrics`
+ * endpoint; on RGW also the PUTs counted on the wire by the WAN proxy, as a cross-check), WAL bytes
+ * (pg_stat_wal) and data pages written (pg_stat_bgwriter), lsvd's CPU time and peak RSS.
  */
 
 import { join } from "node:path";
@@ -61,15 +61,14 @@ interface Counters {
   dataBytes: number;
   puts: number;
   gets: number;
+  uploadedBytes: number;
+  wirePuts: number;
   cpuTicks: number;
 }
 
-/** The place a set-up keeps its bytes, for counting what a run added. */
-interface Bucket {
-  /** True when requests() counts PUTs and GETs on the wire; otherwise PUTs are new keys. */
-  wire: boolean;
-  requests(): Promise<{ puts: number; gets: number }>;
-  keys(): Promise<Map<string, number>>;
+/** lsvd's counters, from its Prometheus endpoint, and (RGW) the proxy's wire count of PUTs. */
+interface Meter {
+  read(): Promise<{ puts: number; gets: number; uploadedBytes: number; wirePuts: number }>;
 }
 
 export async function measurePostgres(
@@ -164,7 +163,7 @@ async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: str
 
 interface Attached {
   mountPoint: string;
-  bucket: Bucket | undefined;
+  meter: Meter | undefined;
   /** lsvd's process id. */
   pid: number | undefined;
 }
@@ -179,7 +178,7 @@ async function attachFloor(
   const mountPoint = join(work, "fs");
   const m = await loopMount(file, mountPoint, { mkfs: false, fsck: false });
   cleanups.unshift(() => loopUnmount(mountPoint, m.loopDevice));
-  return { mountPoint, bucket: undefined, pid: undefined };
+  return { mountPoint, meter: undefined, pid: undefined };
 }
 
 async function attachLsvd(
@@ -198,12 +197,13 @@ async function attachLsvd(
   const dir = join(work, "store");
   const bucketName = isRgw ? await s3!.newBucket() : undefined;
   if (bucketName !== undefined) cleanups.unshift(() => s3!.dropBucket(bucketName));
+  const metricsPort = freePort();
   const daemon = await startLsvd({ ...ctx, volumeBytes: PG_VOLUME_BYTES }, {
     socketPath,
     storeArgs: bucketName === undefined ? ["--dir", dir] : ["--bucket", bucketName, "--path-style"],
     wan: isRgw,
     label: setup.name,
-    extraArgs: ["--flush-policy", setup.flushPolicy!],
+    extraArgs: ["--flush-policy", setup.flushPolicy!, "--metrics", `127.0.0.1:${metricsPort}`],
   });
   cleanups.unshift(async () => {
     const code = await daemon.stop();
@@ -215,17 +215,19 @@ async function attachLsvd(
   await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
   const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
   cleanups.unshift(() => fs.detach());
-  const bucket: Bucket = bucketName === undefined
-    ? { wire: false, requests: () => Promise.resolve({ puts: 0, gets: 0 }), keys: () => directoryKeys(dir) }
-    : {
-      wire: true,
-      requests: async () => {
-        const byMethod = await s3!.wanRequests();
-        return { puts: byMethod.PUT ?? 0, gets: byMethod.GET ?? 0 };
-      },
-      keys: async () => new Map((await s3!.listObjects(bucketName)).map((o) => [o.key, o.sizeBytes])),
-    };
-  return { mountPoint: fs.mountPoint, bucket, pid: daemon.pid };
+  const meter: Meter = {
+    async read() {
+      const m = await scrape(metricsPort);
+      const wire = isRgw ? await s3!.wanRequests() : {};
+      return {
+        puts: m.get('lsvd_store_requests_total{op="put"}') ?? NaN,
+        gets: m.get('lsvd_store_requests_total{op="get"}') ?? NaN,
+        uploadedBytes: m.get("lsvd_store_uploaded_bytes_total") ?? NaN,
+        wirePuts: wire.PUT ?? NaN,
+      };
+    },
+  };
+  return { mountPoint: fs.mountPoint, meter, pid: daemon.pid };
 }
 
 async function measureRun(
@@ -237,7 +239,6 @@ async function measureRun(
 ): Promise<Figures> {
   await pg.query("CHECKPOINT");
   const before = await counters(pg, attached);
-  const keysBefore = await attached.bucket?.keys();
   const logDir = join(work, `log-${clients}`);
   await Deno.mkdir(logDir);
   const result = await run(join(PG_BIN, "pgbench"), [
@@ -260,7 +261,6 @@ async function measureRun(
   // The run's dirty pages, written now, belong to it (its PUTs and bytes are counted, not its time).
   await pg.query("CHECKPOINT");
   const after = await counters(pg, attached);
-  const keysAfter = await attached.bucket?.keys();
   const transactions = Number(result.stdout.match(/number of transactions actually processed: (\d+)/)?.[1]);
   const tps = Number(result.stdout.match(/tps = ([\d.]+) \(without initial connection time\)/)?.[1]);
   if (!(transactions > 0) || !(tps > 0)) {
@@ -268,19 +268,10 @@ async function measureRun(
   }
   const endMs = Number(result.stdout.match(/^\s*([\d.]+)\s+\d+\s+END;/m)?.[1]);
   const latencies = await transactionLatenciesMs(logDir);
-  let newKeys = 0, newBytes = 0;
-  if (keysBefore !== undefined && keysAfter !== undefined) {
-    for (const [key, size] of keysAfter) {
-      if (keysBefore.has(key)) continue;
-      newKeys++;
-      newBytes += size;
-    }
-  }
-  const wire = attached.bucket?.wire === true;
-  const puts = wire ? after.puts - before.puts : newKeys;
-  const gets = wire ? after.gets - before.gets : NaN;
+  const isLsvd = attached.meter !== undefined;
+  const puts = after.puts - before.puts;
+  const gets = after.gets - before.gets;
   const pgBytes = after.walBytes - before.walBytes + after.dataBytes - before.dataBytes;
-  const isLsvd = attached.bucket !== undefined;
   const putsPerTxn = isLsvd ? puts / transactions : NaN;
   const getsPerTxn = gets / transactions;
   return {
@@ -291,10 +282,11 @@ async function measureRun(
     latP99Ms: percentile(latencies, 0.99),
     endAvgMs: endMs,
     puts: isLsvd ? puts : NaN,
-    gets,
+    gets: isLsvd ? gets : NaN,
+    wirePutsPerTxn: (after.wirePuts - before.wirePuts) / transactions,
     putsPerTxn,
     getsPerTxn,
-    bucketBytesPerTxn: isLsvd ? newBytes / transactions : NaN,
+    bucketBytesPerTxn: isLsvd ? (after.uploadedBytes - before.uploadedBytes) / transactions : NaN,
     walBytesPerTxn: (after.walBytes - before.walBytes) / transactions,
     dataBytesPerTxn: (after.dataBytes - before.dataBytes) / transactions,
     pgBytesPerTxn: pgBytes / transactions,
@@ -313,12 +305,14 @@ async function measureRun(
       "SELECT (SELECT wal_bytes FROM pg_stat_wal), " +
         "(SELECT buffers_checkpoint + buffers_clean + buffers_backend FROM pg_stat_bgwriter)",
     )).split("|").map(Number);
-    const wire = await a.bucket?.requests();
+    const m = await a.meter?.read();
     return {
       walBytes: wal!,
       dataBytes: pages! * PAGE_BYTES,
-      puts: wire?.puts ?? 0,
-      gets: wire?.gets ?? 0,
+      puts: m?.puts ?? NaN,
+      gets: m?.gets ?? NaN,
+      uploadedBytes: m?.uploadedBytes ?? NaN,
+      wirePuts: m?.wirePuts ?? NaN,
       cpuTicks: a.pid === undefined ? 0 : await cpuTicks(a.pid),
     };
   }
@@ -335,14 +329,15 @@ async function checked(program: string, args: string[], timeoutMs = 300_000): Pr
   }
 }
 
-/** Every file under dir with its size, keyed by its path below dir (the store's keys). */
-async function directoryKeys(dir: string, below = ""): Promise<Map<string, number>> {
+/** A Prometheus text page as "name{labels}" → value. */
+async function scrape(port: number): Promise<Map<string, number>> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  if (!response.ok) throw new Error(`Cannot read lsvd's metrics: HTTP ${response.status}`);
   const out = new Map<string, number>();
-  for await (const e of Deno.readDir(join(dir, below))) {
-    if (below === "" && e.name === ".lsvd-tmp") continue;
-    const key = below === "" ? e.name : `${below}/${e.name}`;
-    if (e.isDirectory) { for (const [k, v] of await directoryKeys(dir, key)) out.set(k, v); }
-    else if (e.isFile) out.set(key, (await Deno.stat(join(dir, key))).size);
+  for (const line of (await response.text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return out;
 }

@@ -265,8 +265,8 @@ function postgresTable(run: RunRecord): string[] {
     `### Postgres: pgbench TPC-B (scale ${run.scale.pgScale}, ${run.scale.pgSeconds} s per run, one run each)`,
     "",
     "Transaction latency from `pgbench --log`; END = average latency of the COMMIT statement (`pgbench -r`). " +
-    "PUTs and GETs on RGW are requests counted on the wire by the WAN proxy; on the directory store PUTs " +
-    "are new keys. Bytes per transaction include the CHECKPOINT that follows each run. Cost = S3 requests " +
+    "PUTs, GETs and bucket bytes are lsvd's own counts (`--metrics`); on RGW the PUTs counted on the wire " +
+    "by the WAN proxy are given too. Bytes per transaction include the CHECKPOINT that follows each run. Cost = S3 requests " +
     `at AWS list prices ($${PUT_USD_PER_1000} per 1,000 PUTs, $${GET_USD_PER_1000} per 1,000 GETs) at this TPS.`,
     "",
     "| set-up | clients | TPS | latency p50 / p99 ms | END avg ms | PUTs/txn | GETs/txn | bucket B/txn | WAL + data B/txn (WAL) | S3 requests $/hour | lsvd CPU ms/txn | lsvd peak RSS MiB |",
@@ -276,11 +276,11 @@ function postgresTable(run: RunRecord): string[] {
     lines.push(
       `| ${r.setup} | ${r.clients} | ${f(r, "tps")} | ${f(r, "latP50Ms")} / ${f(r, "latP99Ms")} | ${
         f(r, "endAvgMs")
-      } | ${f(r, "putsPerTxn")} | ${f(r, "getsPerTxn")} | ${f(r, "bucketBytesPerTxn")} | ${
-        f(r, "pgBytesPerTxn")
-      } (${f(r, "walBytesPerTxn")}) | ${f(r, "costUsdPerHour")} | ${f(r, "lsvdCpuPerTxnMs")} | ${
-        f(r, "peakRssMiB")
-      } |`,
+      } | ${f(r, "putsPerTxn")}${
+        Number.isFinite(r.figures.wirePutsPerTxn) ? ` (wire ${f(r, "wirePutsPerTxn")})` : ""
+      } | ${f(r, "getsPerTxn")} | ${f(r, "bucketBytesPerTxn")} | ${f(r, "pgBytesPerTxn")} (${
+        f(r, "walBytesPerTxn")
+      }) | ${f(r, "costUsdPerHour")} | ${f(r, "lsvdCpuPerTxnMs")} | ${f(r, "peakRssMiB")} |`,
     );
   }
   lines.push("");

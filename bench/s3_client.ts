@@ -80,23 +80,6 @@ export async function createBucket(client: S3Client, bucket: string): Promise<vo
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 }
 
-/** Every key of a bucket with its size, page by page. */
-export async function listObjects(
-  client: S3Client,
-  bucket: string,
-): Promise<{ key: string; sizeBytes: number }[]> {
-  const out: { key: string; sizeBytes: number }[] = [];
-  let token: string | undefined;
-  do {
-    const page = await client.send(
-      new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 1000, ContinuationToken: token }),
-    );
-    for (const o of page.Contents ?? []) out.push({ key: o.Key!, sizeBytes: o.Size ?? 0 });
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token !== undefined);
-  return out;
-}
-
 /** Deletes every object of a bucket, then the bucket, so RGW's in-memory store does not fill up. */
 export async function deleteBucket(client: S3Client, bucket: string): Promise<void> {
   for (;;) {

@@ -20,8 +20,6 @@ export interface S3Backend {
   newBucket(): Promise<string>;
   /** Removes a bucket made by newBucket and everything in it. */
   dropBucket(name: string): Promise<void>;
-  /** Every key of a bucket and its size. */
-  listObjects(name: string): Promise<{ key: string; sizeBytes: number }[]>;
   /** Requests sent through the WAN proxy so far, by HTTP method (counted on the wire). */
   wanRequests(): Promise<Record<string, number>>;
 }

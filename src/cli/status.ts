@@ -118,6 +118,12 @@ export function renderStatus(url: string, s: readonly Sample[]): string {
     ["Retries", String(total(s, "lsvd_store_retries_total"))],
     ["Errors", errors.length === 0 ? "none" : errors.join(", ")],
     [
+      "Client I/O",
+      `read ${bytes(total(s, "lsvd_nbd_read_bytes_total"))}, written ${
+        bytes(total(s, "lsvd_nbd_written_bytes_total"))
+      }, ${total(s, "lsvd_nbd_requests_total")} requests, ${total(s, "lsvd_nbd_error_replies_total")} errors`,
+    ],
+    [
       "NBD connections",
       `${v("lsvd_nbd_connections") ?? 0} open, ${
         total(s, "lsvd_nbd_connections_accepted_total")

@@ -13,6 +13,7 @@ import { type AllocationExtent, type BlockDevice, SECTOR_BYTES } from "../volume
 import { BufferPool } from "./buffer_pool.ts";
 import { nbdErrno } from "./errors.ts";
 import { MIN_BLOCK_BYTES } from "./sub_sector.ts";
+import type { NbdCounters } from "./nbd_metrics.ts";
 import { BASE_ALLOCATION_ID, type Negotiated } from "./handshake.ts";
 import type { InputBuffer } from "./input_buffer.ts";
 import * as p from "./protocol.ts";
@@ -57,6 +58,7 @@ export class Connection {
   #writer: ReplyWriter;
   #negotiated: Negotiated;
   #limits: ConnectionLimits;
+  #counters: NbdCounters | undefined;
   #pool = new BufferPool(IDLE_READ_BUFFERS_BYTES_MAX);
   #requestsInFlight = 0;
   #inFlightBytes = 0;
@@ -66,8 +68,14 @@ export class Connection {
   constructor(
     transport: NbdTransport,
     input: InputBuffer,
-    options: { device: BlockDevice; negotiated: Negotiated; limits: ConnectionLimits },
+    options: {
+      device: BlockDevice;
+      negotiated: Negotiated;
+      limits: ConnectionLimits;
+      counters?: NbdCounters;
+    },
   ) {
+    this.#counters = options.counters;
     this.#device = options.device;
     this.#input = input;
     this.#negotiated = options.negotiated;
@@ -149,6 +157,7 @@ export class Connection {
     const refusal = this.#validate(request);
     if (refusal !== undefined) return this.#replyError(request, refusal.error, refusal.message);
     const bytes = request.command === p.CMD_READ || request.command === p.CMD_WRITE ? request.lengthBytes : 0;
+    this.#counters?.request(request.command, request.lengthBytes);
     this.#requestsInFlight++;
     this.#inFlightBytes += bytes;
     let done: Promise<void>;
@@ -303,6 +312,7 @@ export class Connection {
   }
 
   #replyError(request: p.Request, error: number, message: Uint8Array): void {
+    this.#counters?.error();
     const writer = this.#writer;
     if (!this.#negotiated.structuredReplies) {
       const at = writer.reserve(p.SIMPLE_REPLY_HEADER_BYTES);

@@ -12,6 +12,7 @@ import type { ConnectionLimits } from "./connection.ts";
 import { isInvariantFailure } from "./errors.ts";
 import { type NbdSession, serveNbdConnection } from "./session.ts";
 import { SubSectorDevice } from "./sub_sector.ts";
+import { NbdCounters } from "./nbd_metrics.ts";
 
 export { serveNbdConnection } from "./session.ts";
 export type { NbdSession, SessionOptions } from "./session.ts";
@@ -148,7 +149,7 @@ class Server implements NbdServer {
   readonly socketPath: string | undefined;
   readonly tcp: { hostname: string; port: number } | undefined;
   #listeners: Deno.Listener[];
-  #options: NbdServerOptions;
+  #options: NbdServerOptions & { counters?: NbdCounters };
   #log: Logger;
   #sessions = new Set<NbdSession>();
   #accepted = 0;
@@ -160,7 +161,11 @@ class Server implements NbdServer {
     const listeners = bound.listeners;
     this.#listeners = [...listeners];
     // One adapter for every connection, so read-modify-writes from different clients are ordered too.
-    this.#options = { ...options, device: SubSectorDevice.of(options.device) };
+    this.#options = {
+      ...options,
+      device: SubSectorDevice.of(options.device),
+      ...(options.metrics === undefined ? {} : { counters: new NbdCounters(options.metrics) }),
+    };
     this.#log = options.log ?? silentLogger;
     this.socketPath = bound.socketPath;
     const tcp = listeners.map((l) => l.addr).find((a): a is Deno.NetAddr => a.transport === "tcp");

@@ -14,6 +14,7 @@ import { InputBuffer } from "./input_buffer.ts";
 import { REQUEST_HEADER_BYTES } from "./protocol.ts";
 import { closeQuietly, type NbdTransport } from "./transport.ts";
 import { SubSectorDevice } from "./sub_sector.ts";
+import type { NbdCounters } from "./nbd_metrics.ts";
 
 export const DEFAULT_EXPORT_NAME = "lsvd";
 export const DEFAULT_LIMITS: Readonly<ConnectionLimits> = {
@@ -34,6 +35,8 @@ export interface SessionOptions {
   handshakeTimeoutMs?: number;
   /** Skip negotiation: the peer is already in transmission with these settings (kernel attach). */
   negotiated?: Negotiated;
+  /** Where requests are counted (shared by a server's connections). */
+  counters?: NbdCounters;
   /** Names the peer in log lines, e.g. a socket address. */
   peer?: string;
 }
@@ -90,7 +93,12 @@ async function runSession(
     const negotiated = options.negotiated ?? await handshake(transport, input, options, control);
     if (negotiated === undefined || control.isStopping()) return;
     input.interruptOn(control.stopped);
-    const connection = new Connection(transport, input, { device: options.device, negotiated, limits });
+    const connection = new Connection(transport, input, {
+      device: options.device,
+      negotiated,
+      limits,
+      ...(options.counters === undefined ? {} : { counters: options.counters }),
+    });
     control.setConnection(connection);
     if (control.isStopping()) connection.stop();
     const reason = await connection.run();

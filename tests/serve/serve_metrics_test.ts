@@ -101,6 +101,8 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
       puts,
     );
     assert(value(written, "lsvd_nbd_connections_accepted_total") >= 1);
+    assert.equal(value(written, "lsvd_nbd_written_bytes_total"), 6 << 20, "qemu-io wrote 6 MiB");
+    assert(value(written, "lsvd_nbd_requests_total", { command: "flush" }) >= 1);
     assert.equal(value(written, "lsvd_dirty_bytes"), 0, "everything flushed");
     assert(value(written, "lsvd_map_bytes") > 0);
 
@@ -108,6 +110,8 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
     const read = await scrape(url);
     assert(value(read, "lsvd_store_requests_total", { op: "get" }) > getsBefore, "reads without a cache GET");
     assert(value(read, "lsvd_store_downloaded_bytes_total") >= 6 << 20);
+    assert.equal(value(read, "lsvd_nbd_read_bytes_total"), 6 << 20);
+    assert(value(read, "lsvd_nbd_requests_total", { command: "read" }) >= 1);
 
     const status = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "main.ts", "status", "--metrics", new URL(url).host],

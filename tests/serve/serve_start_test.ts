@@ -176,7 +176,28 @@ Deno.test("lsvd serve with its socket or port in use fails in one line and leave
       new RegExp(`^lsvd: Cannot listen on 127\\.0\\.0\\.1:${port}: Address already in use$`),
       "busy port",
     );
+    const r3 = await runLsvd([
+      "serve",
+      "--dir",
+      t.store,
+      "--size",
+      "16M",
+      "--socket",
+      `${t.socket}2`,
+      "--metrics",
+      `127.0.0.1:${port}`,
+    ]);
+    assertOneLine(
+      r3,
+      new RegExp(`^lsvd: Cannot serve metrics on 127\\.0\\.0\\.1:${port}: Address already in use$`),
+      "busy metrics",
+    );
     assert.deepEqual(await listTree(t.store), [], "no object was written");
+    assert.equal(
+      await Deno.stat(`${t.socket}2`).then(() => true, () => false),
+      false,
+      "the NBD socket was released",
+    );
   } finally {
     busy.close();
     tcp.close();

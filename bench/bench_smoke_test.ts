@@ -142,3 +142,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "bench/tools.ts --scale tiny measures import, export and verify against raw PUT and GET",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const jsonPath = await Deno.makeTempFile({ prefix: "lsvd-bench-tools-smoke-", suffix: ".json" });
+    try {
+      const result = await run(
+        Deno.execPath(),
+        ["run", "-A", join(REPO_ROOT, "bench/tools.ts"), "--scale", "tiny", "--json", jsonPath],
+        { timeoutMs: 170_000 },
+      );
+      assert.equal(
+        result.code,
+        0,
+        `bench/tools.ts failed:\n${result.stdout.slice(-3000)}\n${result.stderr.slice(-3000)}`,
+      );
+      const report = JSON.parse(await Deno.readTextFile(jsonPath));
+      for (const figure of ["raw-put", "import", "raw-get", "export", "verify"]) {
+        const value = report.samples[figure]?.[0];
+        assert.ok(Number.isFinite(value) && value > 0, `${figure} gave ${value}`);
+      }
+      assert.equal(report.checks.length, 3);
+      assert.ok(report.checks.every((c: { status: string }) => c.status !== "n/a"));
+    } finally {
+      await Deno.remove(jsonPath).catch(() => {});
+    }
+  },
+});

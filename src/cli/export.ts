@@ -31,7 +31,7 @@ import { forEachBounded, readInOrder } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import { parseInteger, UsageError } from "./options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
   at: {
@@ -75,7 +75,7 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
   const state = await listVolume(parsed.selection, retry, { mustExist: true });
   const resolved = point === undefined ? undefined : await resolvePoint(store, state, point, retry);
   const loaded = await loadLog(store, state, {
-    concurrency: 32,
+    concurrency: TOOL_LOAD_CONCURRENCY,
     retry,
     log,
     ...(resolved === undefined ? {} : { atSequence: resolved.sequence }),

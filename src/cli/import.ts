@@ -16,6 +16,10 @@
 import { ObjectBuilder } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
+import { encodeCheckpoint } from "../format/checkpoint.ts";
+import { applyObject } from "../log/apply.ts";
+import { objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
+import { ExtentMap } from "../volume/extent_map.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { systemClock } from "../util/clock.ts";
@@ -158,6 +162,10 @@ class Importer {
   #dataBytes = 0;
   #inFlight = new Set<Promise<void>>();
   #failure: unknown;
+  /** The disk as imported so far, for the checkpoint that lets serve and export start from one GET. */
+  #map = new ExtentMap();
+  #lastCrc32 = 0;
+  #lastSizeBytes = 0;
 
   constructor(store: ObjectStore, prefix: string, options: ImporterOptions) {
     this.#store = store;
@@ -208,6 +216,7 @@ class Importer {
       await this.#seal(finalSize);
     }
     await this.#drain();
+    await this.#checkpoint();
     progress.finish();
     return { sizeBytes: finalSize, dataBytes: this.#dataBytes, objects: this.#sequence };
   }
@@ -246,6 +255,7 @@ class Importer {
     if (this.#failure !== undefined) throw this.#failure;
     this.#o.lease.check();
     const builder = new ObjectBuilder({ dataBytes: this.#pendingBytes, zeroRanges: 0 });
+    const entries = this.#runs.map((r) => ({ addressBytes: r.addressBytes, lengthBytes: r.lengthBytes }));
     for (const run of this.#runs) {
       const data = builder.addEntry(run.addressBytes, run.lengthBytes);
       let p = 0;
@@ -261,6 +271,9 @@ class Importer {
       volumeSizeBytes: sizeBytes,
       sealTimeMs: Date.now(),
     });
+    applyObject(this.#map, sequence, { entries, zeroRanges: [] });
+    this.#lastCrc32 = objectCrcOf(body);
+    this.#lastSizeBytes = sizeBytes;
     this.#dataBytes += this.#pendingBytes;
     this.#runs = [];
     this.#pendingBytes = 0;
@@ -272,6 +285,21 @@ class Importer {
       .then(() => {}, (e) => void (this.#failure ??= e))
       .finally(() => this.#inFlight.delete(put));
     this.#inFlight.add(put);
+  }
+
+  /** Once every object is stored: the checkpoint of the whole import (as the writer stores at shutdown). */
+  async #checkpoint(): Promise<void> {
+    const bytes = encodeCheckpoint(
+      {
+        sequence: this.#sequence,
+        volumeSizeBytes: this.#lastSizeBytes,
+        writerEpoch: this.#o.lease.epoch,
+        objectCrc32: this.#lastCrc32,
+      },
+      this.#map.runs(),
+      this.#map.extentCount,
+    );
+    await storeCheckpoint(this.#store, this.#prefix, this.#sequence, bytes, this.#o.retry);
   }
 
   /** Resolves once no PUT is in flight (after a failure too). */

@@ -17,7 +17,7 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import { UsageError } from "./options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
 
 export interface ObjectRef {
   sequence: number;
@@ -82,7 +82,11 @@ export async function collectInfo(
   state: LogState,
   options: { retry: RetryPolicy; log: Logger; location: string },
 ): Promise<VolumeInfo> {
-  const loaded = await loadLog(store, state, { concurrency: 32, retry: options.retry, log: options.log });
+  const loaded = await loadLog(store, state, {
+    concurrency: TOOL_LOAD_CONCURRENCY,
+    retry: options.retry,
+    log: options.log,
+  });
   let writtenSectors = 0;
   for (const run of loaded.map.runs()) for (let i = 1; i < run.length; i += 4) writtenSectors += run[i]!;
   const log = state.objects;

@@ -22,6 +22,9 @@ import {
 } from "./options.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
 
+/** Header reads in flight while a tool loads the log (each is a small ranged GET). */
+export const TOOL_LOAD_CONCURRENCY = 64;
+
 /** Store calls are retried this often before a tool gives up with the store's own error line. */
 const TOOL_ATTEMPTS_MAX = 6;
 

@@ -269,6 +269,7 @@ export async function importStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
   assert.equal(info.writtenBytes, VOLUME_BYTES - 2 ** 20);
   assert.equal(info.format.format, 2);
   assert.ok(info.objects.first.sizeBytes > 4 * 2 ** 20, "objects are full size");
+  assert.deepEqual(info.checkpoints, [8], "import leaves a checkpoint of the whole image");
   await lsvdOk(t, ["verify", ...args(t, "copy")]);
   const d = await serveDaemon(t, "copy"); // a normal volume: serve opens it for writing
   assert.equal(await diskSha(t), v.finalSha);

@@ -26,7 +26,7 @@ export interface StoreHealthOptions {
 export interface FailedAttempt {
   /** When this attempt was sent. */
   startedMs: number;
-  /** When the call's first attempt failed. */
+  /** When the call's first failed attempt was sent (a request that hung until its deadline counts from then). */
   failingSinceMs: number;
 }
 

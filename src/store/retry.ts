@@ -51,7 +51,7 @@ export async function withRetries<T>(policy: RetryPolicy, fn: () => Promise<T>):
         if (isStoreError(e)) policy.health?.answered(); // the server gave a deliberate answer
         throw e;
       }
-      failingSinceMs ??= policy.clock.nowMs();
+      failingSinceMs ??= startedMs; // a request that hung until its deadline was failing all along
       policy.health?.failed(e, { startedMs, failingSinceMs });
       if (attempt >= policy.attemptsMax) throw e;
       policy.onRetry?.(attempt, e);

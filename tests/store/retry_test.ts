@@ -150,3 +150,39 @@ Deno.test("withRetries() with a finite attemptsMax throws the last transient err
   assert.equal(attempts, 4);
   assert.deepEqual(retried, [1, 2, 3]);
 });
+
+Deno.test("StoreHealth: an attempt sent before the store answered again cannot start a new outage", () => {
+  const clock = new ManualClock();
+  const lines: string[] = [];
+  const health = new StoreHealth({ clock, log: (l) => lines.push(l) });
+  clock.advance(10_000);
+  // A request sent at 0 hung until its 10 s deadline: the store has been away since 0.
+  health.failed(transient(), { startedMs: 0, failingSinceMs: 0 });
+  assert.equal(lines.length, 1);
+  health.answered(); // the store is back at 10 s
+  assert.equal(lines[1], "Object storage reachable again after 10 s.");
+  clock.advance(20_000);
+  // Sent into the black hole at 9 s, timed out at 30 s: old news.
+  health.failed(transient(), { startedMs: 9_000, failingSinceMs: 9_000 });
+  assert.equal(health.unreachable, false);
+  // Sent after the answer and failing for 2 s: a new outage.
+  health.failed(transient(), { startedMs: 28_000, failingSinceMs: 28_000 });
+  assert.equal(health.unreachable, true);
+  assert.equal(lines.length, 3);
+});
+
+Deno.test("withRetries() counts a request that hung until its deadline as failing since it was sent", async () => {
+  const clock = new ManualClock();
+  const lines: string[] = [];
+  const health = new StoreHealth({ clock, log: (l) => lines.push(l) });
+  let attempts = 0;
+  const call = withRetries({ clock, attemptsMax: Infinity, health }, async () => {
+    if (++attempts > 1) return "stored";
+    await clock.sleep(30_000); // no answer until the deadline
+    throw transient();
+  });
+  await advance(clock, 31_000, 1_000);
+  assert.equal(await call, "stored");
+  assert.equal(lines.length, 2, "one timed-out request is an outage");
+  assert.match(lines[1]!, /^Object storage reachable again after 3[01] s\.$/); // 30 s hung + the backoff
+});

@@ -245,8 +245,12 @@ export async function exportStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
     /the first object was sealed later/,
   );
   assertOneLine(
-    await lsvd(t, ["export", "--at", "yesterday", ...args(t, p), missing]),
+    await lsvd(t, ["export", "--at", "next week", ...args(t, p), missing]),
     /neither an object number/,
+  );
+  assertOneLine(
+    await lsvd(t, ["export", "--at", "yesterday", ...args(t, p), missing]),
+    /no snapshot "yesterday"/,
   );
   await assert.rejects(Deno.stat(missing), Deno.errors.NotFound);
   for (const f of [file, atFile, timeFile]) await Deno.remove(f);

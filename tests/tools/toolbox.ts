@@ -180,6 +180,12 @@ export async function verifyDamage(t: ToolboxTarget, v: WrittenVolume): Promise<
   assert.ok(lines.some((l) => l.startsWith(`${truncated}: `) && /truncated/.test(l)), r.out);
   assert.ok(lines.every((l) => l.startsWith(flipped) || l.startsWith(truncated)), r.out);
   assert.match(r.err, /Found 3 problems/);
+
+  // export refuses to write damaged or missing bytes: one line naming the object, no image left.
+  const out = join(t.dir, "damaged.img");
+  const e = await lsvd(t, ["export", ...args(t, p), out]);
+  assertOneLine(e, new RegExp(`Cannot read object "(${flipped}|${truncated})"`));
+  await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
 }
 
 async function fileSha(path: string): Promise<string> {

@@ -101,7 +101,7 @@ export const SCALES: Record<ScaleName, Scale> = {
     beyondCacheBytes: 64 * MiB,
     beyondCacheFillBytes: 512 * MiB,
     pgScale: 10,
-    pgSeconds: 30,
+    pgSeconds: 20,
     pgClients: [4, 16],
   },
 };

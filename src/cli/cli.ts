@@ -6,6 +6,8 @@
  * A new subcommand is one entry in COMMANDS and one file src/cli/<command>.ts.
  */
 
+import { gcCommand } from "./gc.ts";
+import { snapshotCommand } from "./snapshot.ts";
 import { AssertionError } from "node:assert";
 import { StoreError } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
@@ -55,6 +57,11 @@ const COMMANDS: Record<string, Command> = {
     summary: "Return the volume to a past point; newer objects move under archive/",
     run: rollbackCommand,
   },
+  snapshot: {
+    summary: "Create, list or delete named snapshots (points kept exact until deleted)",
+    run: snapshotCommand,
+  },
+  gc: { summary: "Say what garbage collection would reclaim now (--dry-run)", run: gcCommand },
   status: {
     summary: "Show what a running lsvd serve is doing (from its --metrics endpoint)",
     run: statusCommand,

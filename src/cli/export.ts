@@ -15,7 +15,9 @@ import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { logKey } from "../format/keys.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
-import { parsePoint, resolvePoint } from "../log/point.ts";
+import { parsePoint, type ResolvedPoint, resolvePoint } from "../log/point.ts";
+import { holdPin } from "../log/snapshots.ts";
+import type { StoreSelection } from "./store_options.ts";
 import { type PlannedGet, planReads } from "../log/read_plan.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { systemClock } from "../util/clock.ts";
@@ -39,6 +41,11 @@ const OPTIONS = {
     help: "Export the disk as it was after this object number or at this RFC 3339 time",
     placeholder: "POINT",
   },
+  snapshot: {
+    type: "string" as const,
+    help: "Export the disk as snapshot NAME kept it",
+    placeholder: "NAME",
+  },
   force: { type: "boolean" as const, help: "Overwrite FILE if it exists" },
   parallel: { type: "string" as const, help: "GETs in flight at once", default: "32", placeholder: "N" },
 };
@@ -46,7 +53,8 @@ const OPTIONS = {
 const SUMMARY =
   "Writes the disk as a raw image to FILE (sparse: never-written ranges are holes) or, with -,\n" +
   "to standard output. POINT is an object number or an RFC 3339 time (the newest object sealed at or\n" +
-  "before it). Reads the bucket directly; changes nothing there.";
+  "before it), or a snapshot name. Reads the bucket directly; changes nothing there but a\n" +
+  "short-lived pin key that keeps garbage collection off what the export reads.";
 
 /** Pieces of one object this close share a GET. */
 const GAP_BYTES_MAX = 256 * 1024;
@@ -68,12 +76,60 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
   const force = parsed.values.force === true;
   const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
   const at = parsed.values.at as string | undefined;
-  const point = at === undefined ? undefined : parsePoint(at, "--at");
+  const snapshot = parsed.values.snapshot as string | undefined;
+  if (at !== undefined && snapshot !== undefined) throw new UsageError("Give either --at or --snapshot");
+  const point = snapshot !== undefined
+    ? { kind: "snapshot" as const, name: snapshot, text: snapshot }
+    : at === undefined
+    ? undefined
+    : parsePoint(at, "--at");
   if (target !== "-" && !force) await refuseExisting(target);
   const retry = toolRetry(log);
   const { store } = parsed.selection;
-  const state = await listVolume(parsed.selection, retry, { mustExist: true });
+  let state = await listVolume(parsed.selection, retry, { mustExist: true });
   const resolved = point === undefined ? undefined : await resolvePoint(store, state, point, retry);
+  // A pin keeps garbage collection from moving what this export reads (released at the end).
+  const pin = await holdPin(store, parsed.selection.prefix, resolved?.sequence ?? state.endSequence, {
+    clock: systemClock,
+    retry,
+    purpose: "export",
+  }).catch((e) => {
+    if (isLsvdError(e, "invalid")) throw e; // the point is no longer kept
+    log(`Exporting without a pin (garbage collection may race this export): ${(e as Error).message}.`);
+    return undefined;
+  });
+  try {
+    state = await listVolume(parsed.selection, retry, { mustExist: true });
+    return await exportPinned({
+      target,
+      force,
+      parallel,
+      state,
+      resolved,
+      retry,
+      log,
+      selection: parsed.selection,
+    });
+  } finally {
+    await pin?.release();
+  }
+}
+
+async function exportPinned(
+  o: {
+    target: string;
+    force: boolean;
+    parallel: number;
+    state: LogState;
+    resolved: ResolvedPoint | undefined;
+    retry: RetryPolicy;
+    log: Logger;
+    selection: StoreSelection;
+  },
+): Promise<number> {
+  const { target, force, parallel, state, resolved, retry, log } = o;
+  const parsed = { selection: o.selection };
+  const { store } = o.selection;
   const loaded = await loadLog(store, state, {
     concurrency: TOOL_LOAD_CONCURRENCY,
     retry,

@@ -10,6 +10,7 @@
 import { crcCoverage } from "../log/coverage.ts";
 import type { FormatRecord } from "../log/format_record.ts";
 import { loadLog } from "../log/load.ts";
+import { coversAll } from "../log/collected.ts";
 import type { LoggedObject, LogState } from "../log/log_state.ts";
 import { readObjectSummary } from "../log/object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
@@ -53,7 +54,16 @@ export interface VolumeInfo {
     /** Keys whose trailer could not be read (run `lsvd verify`). */
     damagedObjects: string[];
   };
-  // Added by the lease, snapshot and GC work: lease holder, live/dead bytes.
+  /** Bytes of the log objects the current disk reads (live) and the rest: headers, trailers and
+   *  data only past points need or nothing needs (what garbage collection can reclaim). */
+  garbage: {
+    liveBytes: number;
+    deadBytes: number;
+    /** Objects garbage collection deleted, and the oldest point it keeps (null: never ran). */
+    collectedObjects: number;
+    retainedFromSequence: number | null;
+  };
+  // Added by the lease work: lease holder.
 }
 
 const OPTIONS = {
@@ -106,11 +116,18 @@ export async function collectInfo(
     writtenBytes: writtenSectors * SECTOR_BYTES,
     objects: { count: log.length, bytes: log.reduce((n, o) => n + o.sizeBytes, 0), first, last },
     gapFreeCount: state.gapFreeCount,
-    gaps: gapsOf(log),
+    // Numbers garbage collection deleted are not gaps.
+    gaps: gapsOf(log).filter((g) => !coversAll(state.collectedRecord?.collected ?? [], g.from, g.to)),
     writerEpochs: [...epochs].sort((a, b) => a - b),
     checkpoints: state.checkpoints.map((c) => c.sequence),
     archived: state.archived,
     snapshots: state.snapshots.map((s) => s.name),
+    garbage: {
+      liveBytes: writtenSectors * SECTOR_BYTES,
+      deadBytes: log.reduce((n, o) => n + o.sizeBytes, 0) - writtenSectors * SECTOR_BYTES,
+      collectedObjects: (state.collectedRecord?.collected ?? []).reduce((n, [a, b]) => n + b - a + 1, 0),
+      retainedFromSequence: state.collectedRecord?.retainedFromSequence ?? null,
+    },
     verification: {
       verifiableBytes: coverage.verifiableBytes,
       unverifiableBytes: coverage.unverifiableBytes,
@@ -165,9 +182,19 @@ export function renderInfo(i: VolumeInfo): string {
     ],
     ["Archived", `${i.archived.count} objects (${bytesText(i.archived.bytes)})`],
     ["Snapshots", i.snapshots.length === 0 ? "none" : i.snapshots.join(", ")],
+    ["Live / dead", garbageText(i.garbage)],
     ["Verifiable", verifiableText(i.verification)],
   ];
   return rows.map(([k, v]) => `${(k + ":").padEnd(15)}${v}`).join("\n");
+}
+
+function garbageText(g: VolumeInfo["garbage"]): string {
+  const collected = g.retainedFromSequence === null
+    ? "garbage collection never ran"
+    : `garbage collection deleted ${g.collectedObjects} objects and keeps points from object ${g.retainedFromSequence} on`;
+  return `${bytesText(g.liveBytes)} live, ${
+    bytesText(g.deadBytes)
+  } dead or needed only by past points; ${collected}`;
 }
 
 function verifiableText(v: VolumeInfo["verification"]): string {

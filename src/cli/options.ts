@@ -218,3 +218,14 @@ export function helpText(help: HelpText): string {
   for (const note of help.notes ?? []) out.push("", note);
   return out.join("\n") + "\n";
 }
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses a duration such as 500ms, 90s, 30m, 24h or 7d (a bare number is seconds). */
+export function parseDurationMs(raw: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(raw.trim());
+  if (m === null) {
+    throw new UsageError(`Invalid ${what}: "${raw}" is not a duration such as 500ms, 90s, 30m, 24h or 7d`);
+  }
+  return Math.round(Number(m[1]) * DURATION_UNITS_MS[m[2] ?? "s"]!);
+}

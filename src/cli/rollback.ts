@@ -12,6 +12,7 @@
 
 import { archiveKey } from "../format/keys.ts";
 import { parsePoint, resolvePoint } from "../log/point.ts";
+import { checkRollbackPastGc } from "../log/collected.ts";
 import { archiveObjects } from "../log/repair.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { withRetries } from "../volume/retry.ts";
@@ -28,7 +29,7 @@ import {
 const OPTIONS = {
   to: {
     type: "string" as const,
-    help: "The point to return to: an object number or an RFC 3339 time (required)",
+    help: "The point to return to: an object number, an RFC 3339 time or a snapshot name (required)",
     placeholder: "POINT",
   },
   "dry-run": { type: "boolean" as const, help: "List what would be moved; change nothing" },
@@ -57,6 +58,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   const { store, prefix } = selection;
   let state = await listVolume(selection, retry, { mustExist: true });
   const resolved = await resolvePoint(store, state, point, retry);
+  checkRollbackPastGc(state.collectedRecord, resolved.sequence);
   const id = `rollback-${Date.now().toString(36)}`;
   const plan = () => ({
     objects: state.objects.filter((o) => o.sequence > resolved.sequence),
@@ -75,6 +77,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   try {
     await refuseActiveWriter(selection, state, retry);
     state = await listVolume(selection, retry, { mustExist: true });
+    checkRollbackPastGc(state.collectedRecord, resolved.sequence);
     const { objects, checkpoints } = plan();
     if (objects.length === 0 && checkpoints.length === 0) {
       log(`Nothing to roll back: the log ends at ${resolved.description}.`);

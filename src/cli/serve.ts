@@ -17,6 +17,7 @@ import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";
 import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
+import { parseDurationMs } from "./options.ts";
 import { bindNbdListeners, ListenError, type NbdListeners, startNbdServer } from "../nbd/server.ts";
 import { attachDevice, type Attachment, checkAttach } from "../attach/attach.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
@@ -63,6 +64,27 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       group: "volume",
       help: "With --read-only: serve the disk as it was after this object number or at this RFC 3339 time",
       placeholder: "POINT",
+    },
+    snapshot: {
+      type: "string",
+      group: "volume",
+      help: "With --read-only: serve the disk as snapshot NAME kept it ('lsvd snapshot list')",
+      placeholder: "NAME",
+    },
+    retention: {
+      type: "string",
+      group: "volume",
+      help: "Keep every point of the last DURATION exact for --at, export and rollback; older data is " +
+        "garbage-collected (e.g. 24h, 30m; docs/design/gc-and-retention.md)",
+      default: "24h",
+      placeholder: "DURATION",
+    },
+    "gc-interval": {
+      type: "string",
+      group: "volume",
+      help: "Run a garbage-collection pass this often; off disables collection",
+      default: "60s",
+      placeholder: "DURATION|off",
     },
     socket: {
       type: "string",
@@ -198,8 +220,11 @@ export interface ServeConfig {
   sizeBytes: number | undefined;
   allowShrink: boolean;
   readOnly: boolean;
-  /** --at: serve this past point (read-only). */
+  /** --at or --snapshot: serve this past point (read-only). */
   at: Point | undefined;
+  retentionMs: number;
+  /** 0: no background garbage collection. */
+  gcIntervalMs: number;
   socketPath: string | undefined;
   listen: { hostname: string; port: number } | undefined;
   metrics: { hostname: string; port: number } | undefined;
@@ -249,6 +274,10 @@ export function buildServeConfig(options: Options): ServeConfig {
     allowShrink: options.flag("allow-shrink"),
     readOnly: options.flag("read-only"),
     at: servePoint(options),
+    retentionMs: parseDurationMs(str("retention")!, options.source("retention")),
+    gcIntervalMs: str("gc-interval") === "off"
+      ? 0
+      : parseDurationMs(str("gc-interval")!, options.source("gc-interval")),
     socketPath: socketPath === undefined ? undefined : resolve(socketPath),
     listen,
     metrics: str("metrics") === undefined
@@ -380,6 +409,8 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         cacheBytesMax: config.cacheBytesMax,
         verifyReads: config.verifyReads,
         flushPolicy: config.flushPolicy,
+        retentionMs: config.retentionMs,
+        gcIntervalMs: config.gcIntervalMs,
         ...(config.commitsPerSecondMax === undefined
           ? {}
           : { commitsPerSecondMax: config.commitsPerSecondMax }),
@@ -446,6 +477,18 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
 }
 
 function servePoint(options: Options): Point | undefined {
+  const snapshot = options.string("snapshot");
+  if (snapshot !== undefined) {
+    if (options.string("at") !== undefined) {
+      throw new UsageError("Invalid options: give either --at or --snapshot");
+    }
+    if (!options.flag("read-only")) {
+      throw new UsageError(
+        `Invalid options: ${options.source("snapshot")} serves a past state and needs --read-only`,
+      );
+    }
+    return { kind: "snapshot", name: snapshot, text: snapshot };
+  }
   const at = options.string("at");
   if (at === undefined) return undefined;
   if (!options.flag("read-only")) {

@@ -126,3 +126,22 @@ export function planPass(input: PlanInput): Candidate[] {
   }
   return out.sort((a, b) => a.object.sequence - b.object.sequence);
 }
+
+/**
+ * Pmin: the newest of `objects` (ascending) sealed at or before `cutoffMs`, by binary search over
+ * seal times (they grow along the log); 0 when none is that old. Objects without a seal time
+ * (version-1 trailers) count as old.
+ */
+export async function retentionPoint(
+  objects: readonly LoggedObject[],
+  cutoffMs: number,
+  sealTimeOf: (o: LoggedObject) => Promise<number | undefined>,
+): Promise<number> {
+  let lo = 0, hi = objects.length; // objects[0..lo) are old enough, objects[hi..) are not
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (((await sealTimeOf(objects[mid]!)) ?? -Infinity) <= cutoffMs) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo === 0 ? 0 : objects[lo - 1]!.sequence;
+}

@@ -15,6 +15,7 @@
 import { isSnapshotName, snapshotKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
+import type { Clock, Timer } from "../util/clock.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import { listLogState, type LogState } from "./log_state.ts";
@@ -153,4 +154,48 @@ function checkPointKept(state: LogState, sequence: number, name: string): void {
     `Cannot create snapshot "${name}" at object ${sequence}: garbage collection keeps points from object ` +
       `${record.retainedFromSequence} on (the retention window); older points are gone`,
   );
+}
+
+/** A reader's pin lives this long unless renewed; renewed every third of it while held. */
+export const PIN_TTL_MS = 15 * 60_000;
+
+export interface HeldPin {
+  name: string;
+  /** Stops renewing and deletes the pin (best effort: a stale pin is ignored anyway). */
+  release(): Promise<void>;
+}
+
+/**
+ * Pins point `sequence` while a reader (export, read-only serve) reads it: garbage collection keeps
+ * the point and moves no data until the pin is released or goes stale.
+ */
+export async function holdPin(
+  store: ObjectStore,
+  prefix: string,
+  sequence: number,
+  options: { clock: Clock; retry: RetryPolicy; purpose: string },
+): Promise<HeldPin> {
+  const name = `${options.purpose}-${options.clock.wallMs().toString(36)}-${crypto.randomUUID().slice(0, 8)}`;
+  const record = (): SnapshotRecord => ({
+    version: SNAPSHOT_VERSION,
+    name,
+    sequence,
+    createdMs: options.clock.wallMs(),
+    expiresMs: options.clock.wallMs() + PIN_TTL_MS,
+  });
+  await createSnapshot(store, prefix, record(), options.retry);
+  let timer: Timer | undefined;
+  const renew = () => {
+    timer = options.clock.setTimer(PIN_TTL_MS / 3, () => {
+      store.put(snapshotKey(prefix, name), encodeSnapshot(record())).catch(() => {}).finally(renew);
+    });
+  };
+  renew();
+  return {
+    name,
+    release: async () => {
+      timer?.cancel();
+      await withRetries(options.retry, () => store.delete(snapshotKey(prefix, name))).catch(() => {});
+    },
+  };
 }

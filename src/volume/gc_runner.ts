@@ -23,7 +23,14 @@ import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
 import { applyObject } from "../log/apply.ts";
 import { addToRanges, COLLECTED_VERSION, type CollectedRecord, storeCollected } from "../log/collected.ts";
-import { type Candidate, type GcThresholds, planPass, type RetainedMap, unreferenced } from "../log/gc.ts";
+import {
+  type Candidate,
+  type GcThresholds,
+  planPass,
+  type RetainedMap,
+  retentionPoint,
+  unreferenced,
+} from "../log/gc.ts";
 import { loadLog } from "../log/load.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { checkDataSectors, type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
@@ -197,13 +204,7 @@ export class GcRunner {
     // Seal times grow along the log: everything up to the current Pmin is old enough already.
     const from = this.#pmin?.sequence ?? 0;
     present = present.filter((x) => x.sequence > from);
-    let lo = 0, hi = present.length; // invariant: present[0..lo) are old enough, present[hi..) are not
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((await this.#sealTimeOf(present[mid]!)) <= cutoffMs) lo = mid + 1;
-      else hi = mid;
-    }
-    const oldest = lo === 0 ? 0 : present[lo - 1]!.sequence;
+    const oldest = await retentionPoint(present, cutoffMs, (x) => this.#sealTimeOf(x));
     return Math.max(oldest, from);
   }
 

@@ -18,6 +18,7 @@ import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import { readSnapshot } from "./snapshots.ts";
+import type { SequenceRanges } from "./collected.ts";
 import { isSnapshotName } from "../format/keys.ts";
 
 export type Point =
@@ -62,9 +63,8 @@ export function parsePoint(raw: string, what: string): Point {
 
 /**
  * Finds the object a point names in the log; throws LsvdError("invalid") past the log. The log may
- * skip numbers garbage collection deleted: a time resolves to the newest object still present that
- * was sealed at or before it (at the window's edge that can be one the retention no longer keeps,
- * which loading then refuses rather than serving a wrong disk).
+ * skip numbers garbage collection deleted: a time that falls among deleted objects (whose seal
+ * times are gone with them) is refused rather than resolved to a neighbour's state.
  */
 export async function resolvePoint(
   store: ObjectStore,
@@ -102,7 +102,7 @@ export async function resolvePoint(
       : await sealTimeOf(store, object, retry).catch(() => undefined);
     return { sequence: point.sequence, sealTimeMs, description: describe(point.sequence, sealTimeMs) };
   }
-  return await resolveTime(store, log, point, retry);
+  return await resolveTime(store, log, point, retry, state.collectedRecord?.collected ?? []);
 }
 
 async function resolveTime(
@@ -110,6 +110,7 @@ async function resolveTime(
   log: readonly LoggedObject[],
   point: { timeMs: number; text: string },
   retry: RetryPolicy,
+  collected: SequenceRanges,
 ): Promise<ResolvedPoint> {
   const sealed = async (i: number) => {
     const t = await sealTimeOf(store, log[i]!, retry);
@@ -139,6 +140,17 @@ async function resolveTime(
     else hi = mid - 1;
   }
   const sequence = log[lo]!.sequence;
+  // Objects garbage collection deleted right after it may have been sealed before the time too:
+  // the point is then one of them, and which one cannot be known. Refuse rather than guess.
+  const next = log[lo + 1]?.sequence ?? sequence + 1;
+  if (next > sequence + 1 && collected.some(([a, b]) => a < next && b > sequence)) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot resolve the time ${point.text}: it falls among objects ${sequence + 1}-${
+        next - 1
+      } that garbage collection deleted (older than the retention window); give a later time or an object number`,
+    );
+  }
   return { sequence, sealTimeMs: loTime, description: describe(sequence, loTime) };
 }
 

@@ -19,6 +19,8 @@ export interface VolumeFigures {
     durableThrough: number;
     cacheHits?: number;
     cacheMisses?: number;
+    crcTableBytes?: number;
+    damagedReads?: number;
   };
 }
 
@@ -39,7 +41,21 @@ export function registerDaemonMetrics(
   );
   registry.gauge("lsvd_map_bytes", "Memory held by the extent map", stat((v) => v.stats.mapBytes));
   registry.gauge("lsvd_map_extents", "Extents in the extent map", stat((v) => v.stats.extents));
-  registry.gauge("lsvd_cache_bytes", "Bytes held by the read cache", stat((v) => v.stats.cacheBytes));
+  registry.gauge(
+    "lsvd_cache_bytes",
+    "Bytes held by the read cache and the sector-CRC tables (both within --cache-size)",
+    stat((v) => v.stats.cacheBytes),
+  );
+  registry.gauge(
+    "lsvd_crc_table_bytes",
+    "Bytes of sector-CRC tables kept for verifying reads (part of lsvd_cache_bytes)",
+    stat((v) => v.stats.crcTableBytes),
+  );
+  registry.gauge(
+    "lsvd_damaged_reads",
+    "Fetches that failed their sector-CRC check twice since start (reads answered with EIO)",
+    stat((v) => v.stats.damagedReads),
+  );
   registry.gauge(
     "lsvd_log_last_sequence",
     "Number of the newest log object (sealed)",

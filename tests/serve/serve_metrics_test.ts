@@ -82,7 +82,16 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
     const url = line.replace(/^.* at (\S+)\.$/, "$1");
 
     const before = await scrape(url);
-    for (const name of ["lsvd_dirty_bytes", "lsvd_map_bytes", "lsvd_cache_bytes", "lsvd_nbd_connections"]) {
+    for (
+      const name of [
+        "lsvd_dirty_bytes",
+        "lsvd_map_bytes",
+        "lsvd_cache_bytes",
+        "lsvd_crc_table_bytes",
+        "lsvd_damaged_reads",
+        "lsvd_nbd_connections",
+      ]
+    ) {
       assert.equal(before.get(name)?.type, "gauge", name);
     }
     assert.equal(before.get("lsvd_store_request_duration_seconds")?.type, "histogram");

@@ -117,7 +117,14 @@ Deno.test({
       const report = JSON.parse(await Deno.readTextFile(jsonPath));
       assert.deepEqual(report.errors, []);
       const runs = report.postgres as { setup: string; clients: number; figures: Record<string, number> }[];
-      const setups = ["local-loop", "lsvd-dir-each", "lsvd-dir-group", "lsvd-rgw-each", "lsvd-rgw-group"];
+      const setups = [
+        "local-loop",
+        "lsvd-dir-each",
+        "lsvd-dir-group",
+        "lsvd-rgw-each",
+        "lsvd-rgw-group",
+        "lsvd-rgw-group-10pps",
+      ];
       assert.deepEqual([...new Set(runs.map((r) => r.setup))], setups);
       for (const r of runs) {
         const f = r.figures;

@@ -8,6 +8,8 @@
  *   lsvd-dir-group     ... group commit (FLUSHes arriving while commits upload share the next object)
  *   lsvd-rgw-each      lsvd on Ceph RGW through the WAN delay proxy (20 ms per request)
  *   lsvd-rgw-group
+ *   lsvd-rgw-group-10pps  ... with at most 10 commit objects a second (--puts-per-second 10): FLUSHes
+ *                         wait up to 100 ms, so Postgres gathers more commits into each WAL flush
  *
  * The database is built once (`pgbench -i`) on a local image, then copied into every set-up with
  * nbdcopy, so each starts from the same bytes, and read once (pg_prewarm) before the runs. Per client count: CHECKPOINT (not measured), pgbench
@@ -39,6 +41,8 @@ export interface PgSetup {
   /** The bench target whose presence in --targets enables this set-up ("" = always). */
   target: "" | "lsvd-dir" | "lsvd-rgw";
   flushPolicy?: "each" | "group";
+  /** Further `lsvd serve` options. */
+  extraArgs?: string[];
 }
 
 export const PG_SETUPS: readonly PgSetup[] = [
@@ -47,6 +51,12 @@ export const PG_SETUPS: readonly PgSetup[] = [
   { name: "lsvd-dir-group", target: "lsvd-dir", flushPolicy: "group" },
   { name: "lsvd-rgw-each", target: "lsvd-rgw", flushPolicy: "each" },
   { name: "lsvd-rgw-group", target: "lsvd-rgw", flushPolicy: "group" },
+  {
+    name: "lsvd-rgw-group-10pps",
+    target: "lsvd-rgw",
+    flushPolicy: "group",
+    extraArgs: ["--puts-per-second", "10"],
+  },
 ];
 
 /** One pgbench run: set-up × clients. */
@@ -210,7 +220,13 @@ async function attachLsvd(
     storeArgs: bucketName === undefined ? ["--dir", dir] : ["--bucket", bucketName, "--path-style"],
     wan: isRgw,
     label: setup.name,
-    extraArgs: ["--flush-policy", setup.flushPolicy!, "--metrics", `127.0.0.1:${metricsPort}`],
+    extraArgs: [
+      "--flush-policy",
+      setup.flushPolicy!,
+      ...(setup.extraArgs ?? []),
+      "--metrics",
+      `127.0.0.1:${metricsPort}`,
+    ],
   });
   cleanups.unshift(async () => {
     const code = await daemon.stop();

@@ -398,7 +398,7 @@ export function renderMarkdown(run: RunRecord, plotFile: string | undefined): st
     "",
     "### Targets (ratios to limits measured in this run)",
     "",
-    ...checksTable(checks),
+    ...checksTable(checks.filter((c) => c.status !== "n/a")), // unmeasured targets are counted above
     "",
     ...(plotFile === undefined ? [] : [`![medians per workload](${plotFile})`, ""]),
     ...workloadTables(run),

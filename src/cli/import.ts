@@ -96,7 +96,7 @@ export async function importCommand(args: string[], log: Logger = stderrLogger):
       log,
     });
     try {
-      const result = await importer.run(input.readable, sizeBytes, inputBytes);
+      const result = await importer.run(input, sizeBytes, inputBytes);
       log(
         `Imported ${result.sizeBytes} bytes (${result.dataBytes} bytes of data, the rest zeros) as ${result.objects} objects.`,
       );
@@ -136,6 +136,9 @@ function roundUp(bytes: number): number {
   return Math.max(SECTOR_BYTES, Math.ceil(bytes / SECTOR_BYTES) * SECTOR_BYTES);
 }
 
+/** Bytes read from the image at once. */
+const READ_BYTES = 4 * 1024 * 1024;
+
 interface ImporterOptions {
   objectBytes: number;
   parallel: number;
@@ -174,7 +177,7 @@ class Importer {
   }
 
   async run(
-    input: ReadableStream<Uint8Array>,
+    input: { read(into: Uint8Array): Promise<number | null> },
     sizeBytes: number | undefined,
     totalBytes: number | undefined,
   ): Promise<{ sizeBytes: number; dataBytes: number; objects: number }> {
@@ -188,20 +191,25 @@ class Importer {
     });
     let readBytes = 0;
     const sizeAt = () => sizeBytes ?? roundUp(readBytes);
-    let carry = new Uint8Array(0); // a partial block left from the previous read
-    for await (const chunk of input) {
-      const bytes = carry.length === 0 ? chunk : concat(carry, chunk);
-      const whole = bytes.length - (bytes.length % SECTOR_BYTES);
-      carry = bytes.slice(whole);
-      await this.#scan(bytes.subarray(0, whole), readBytes, () => sizeAt());
-      readBytes += whole;
+    for (let eof = false; !eof;) {
+      // A fresh buffer each time: objects being built and uploaded keep views of earlier ones.
+      const buffer = new Uint8Array(READ_BYTES);
+      let filled = 0;
+      while (filled < buffer.length) {
+        const n = await input.read(buffer.subarray(filled));
+        if (n === null) break;
+        filled += n;
+      }
+      eof = filled < buffer.length;
+      if (filled === 0) break;
+      // A partial last block reads as if padded with zeros (the buffer is zeroed).
+      await this.#scan(
+        buffer.subarray(0, Math.ceil(filled / SECTOR_BYTES) * SECTOR_BYTES),
+        readBytes,
+        sizeAt,
+      );
+      readBytes += filled;
       progress.update(readBytes);
-    }
-    if (carry.length > 0) {
-      const last = new Uint8Array(SECTOR_BYTES);
-      last.set(carry);
-      readBytes += carry.length;
-      await this.#scan(last, readBytes - carry.length, () => sizeAt());
     }
     const finalSize = sizeAt();
     if (finalSize > VOLUME_BYTES_MAX || (sizeBytes !== undefined && readBytes > sizeBytes)) {
@@ -221,32 +229,41 @@ class Importer {
     return { sizeBytes: finalSize, dataBytes: this.#dataBytes, objects: this.#sequence };
   }
 
-  /** Adds the non-zero blocks of `bytes` (at disk address `at`), sealing objects as they fill. */
+  /**
+   * Adds the non-zero blocks of `bytes` (at disk address `at`), sealing objects as they fill. Runs
+   * of adjacent blocks become one view of the buffer (no copy, no object per block).
+   */
   async #scan(bytes: Uint8Array, at: number, sizeAt: () => number): Promise<void> {
+    const words = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
+    let partStart = -1; // where the piece of the current run inside `bytes` starts
+    const endPart = (end: number) => {
+      if (partStart < 0) return;
+      this.#runs.at(-1)!.parts.push(bytes.subarray(partStart, end));
+      partStart = -1;
+    };
     for (let off = 0; off < bytes.length; off += SECTOR_BYTES) {
-      const block = bytes.subarray(off, off + SECTOR_BYTES);
-      if (isZero(block)) continue;
+      if (isZeroBlock(words, off >> 2)) {
+        endPart(off);
+        continue;
+      }
       const address = at + off;
       const last = this.#runs.at(-1);
       if (last !== undefined && last.addressBytes + last.lengthBytes === address) {
-        const tail = last.parts.at(-1)!;
-        if (tail.buffer === block.buffer && tail.byteOffset + tail.length === block.byteOffset) {
-          last.parts[last.parts.length - 1] = new Uint8Array(
-            tail.buffer,
-            tail.byteOffset,
-            tail.length + SECTOR_BYTES,
-          );
-        } else last.parts.push(block);
+        if (partStart < 0) partStart = off; // continues a run from the previous buffer
         last.lengthBytes += SECTOR_BYTES;
       } else {
+        endPart(off);
         if (this.#runs.length === HEADER_ENTRIES) await this.#seal(Math.max(sizeAt(), address));
-        this.#runs.push({ addressBytes: address, parts: [block], lengthBytes: SECTOR_BYTES });
+        this.#runs.push({ addressBytes: address, parts: [], lengthBytes: SECTOR_BYTES });
+        partStart = off;
       }
       this.#pendingBytes += SECTOR_BYTES;
       if (this.#pendingBytes === this.#o.objectBytes) {
+        endPart(off + SECTOR_BYTES);
         await this.#seal(Math.max(sizeAt(), roundUp(address + SECTOR_BYTES)));
       }
     }
+    endPart(bytes.length);
   }
 
   /** Builds the pending runs into the next object and starts its PUT (waiting for a free slot). */
@@ -313,15 +330,9 @@ class Importer {
   }
 }
 
-function isZero(block: Uint8Array): boolean {
-  const words = new Int32Array(block.buffer, block.byteOffset, block.length >> 2);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+/** True when the 4 KiB block starting at word `first` is all zeros. */
+function isZeroBlock(words: Int32Array, first: number): boolean {
+  const end = first + SECTOR_BYTES / 4;
+  for (let i = first; i < end; i++) if (words[i] !== 0) return false;
   return true;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

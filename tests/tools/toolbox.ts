@@ -312,6 +312,15 @@ export async function importStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
   assert.equal(sparseInfo.writtenBytes, 4096 + 8192 + 2 ** 20 + 4096);
   assert.equal(sparseInfo.sizeBytes, 64 * 2 ** 20);
 
+  // An image whose size is not a whole number of sectors: the last sector is padded with zeros.
+  const odd = join(t.dir, "odd.img");
+  await Deno.writeFile(odd, seededBytes(10_000, 3));
+  await lsvdOk(t, ["import", ...args(t, "odd"), odd]);
+  const oddBack = (await lsvdOk(t, ["export", ...args(t, "odd"), "-"])).stdout;
+  assert.equal(oddBack.length, 12_288);
+  assert.deepEqual(oddBack.subarray(0, 10_000), seededBytes(10_000, 3));
+  assert.ok(oddBack.subarray(10_000).every((b) => b === 0));
+
   // Bad input: a prefix holding a volume, a missing file; nothing written.
   const before = await allKeys(t.store, v.prefix + "/");
   assertOneLine(await lsvd(t, ["import", ...args(t, v.prefix), image]), /already holds \d+ log objects/);

@@ -24,7 +24,7 @@ import {
   wantsHelp,
 } from "./options.ts";
 import { Prompter } from "./prompt.ts";
-import { CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
+import { bucketNameProblem, CREDENTIALS_NOTE, endpointProblem, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
 import { recordedSizeBytes } from "./volume_checks.ts";
 
@@ -214,11 +214,13 @@ async function gather(options: Options, prompter: Prompter | undefined): Promise
 }
 
 function checkUrl(a: string): string | undefined {
-  return /^https?:\/\/[^\s/]+/.test(a) ? undefined : `"${a}" is not an http:// or https:// URL`;
+  const problem = endpointProblem(a);
+  return problem === undefined ? undefined : `"${a}" ${problem}`;
 }
 
 function checkBucketName(a: string): string | undefined {
-  return /^[a-z0-9][a-z0-9.\-_]{1,254}$/.test(a) ? undefined : `"${a}" is not a bucket name`;
+  const problem = bucketNameProblem(a);
+  return problem === undefined ? undefined : `"${a}" ${problem}`;
 }
 
 function checkSize(a: string): string | undefined {

@@ -119,6 +119,14 @@ export function buildStore(
   }
   const endpoint = options.string("endpoint");
   const region = options.string("region");
+  for (
+    const [name, value, problem] of [
+      ["bucket", bucket, bucketNameProblem(bucket)],
+      ["endpoint", endpoint, endpoint === undefined ? undefined : endpointProblem(endpoint)],
+    ] as const
+  ) {
+    if (problem !== undefined) throw new UsageError(`Invalid ${options.source(name)}: "${value}" ${problem}`);
+  }
   const store = new S3Store({
     bucket,
     connections: options.integer("connections", 1, 4096)!,
@@ -128,6 +136,24 @@ export function buildStore(
   });
   const where = endpoint ?? `Amazon S3 (region ${region ?? "us-east-1"})`;
   return { store, prefix, remote: true, line: `Using bucket ${bucket}${shown} at ${where}.` };
+}
+
+/** Why a bucket name cannot be one (S3's characters, a little more lenient for other servers), or undefined. */
+export function bucketNameProblem(name: string): string | undefined {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(name)
+    ? undefined
+    : "is not a bucket name (letters, digits, '.', '-' and '_')";
+}
+
+/** Why an endpoint is not an http(s) URL, or undefined. */
+export function endpointProblem(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    if (u.protocol === "http:" || u.protocol === "https:") return undefined;
+  } catch {
+    // not a URL at all
+  }
+  return "is not an http:// or https:// URL";
 }
 
 /** The first S3 setting found (a flag or a variable name), or undefined for a bare start. */

@@ -264,11 +264,27 @@ Deno.test("lsvd serve names the environment variable a bad value came from, in o
       [{ LSVD_UPLOADS: "-3" }, /^lsvd: Invalid LSVD_UPLOADS: "-3" must be a whole number/],
       [{ LSVD_READ_ONLY: "perhaps" }, /^lsvd: Invalid LSVD_READ_ONLY: "perhaps" is not a boolean/],
       [{ LSVD_LISTEN: "nowhere" }, /^lsvd: Invalid LSVD_LISTEN: "nowhere" is not HOST:PORT/],
+      [{ LSVD_SIZE: "100" }, /^lsvd: Invalid LSVD_SIZE: 100 bytes is not a multiple of 4096$/],
+      [{ LSVD_METRICS: ":99999" }, /^lsvd: Invalid LSVD_METRICS port: "99999" must be a whole number/],
       [{ LSVD_SEAL_DELAY_MS: "soon" }, /^lsvd: Invalid LSVD_SEAL_DELAY_MS: "soon" must be a whole number/],
     ];
     for (const [env, pattern] of cases) {
       const r = await runLsvd(["serve", "--dir", t.store, "--socket", t.socket], env);
       assertOneLine(r, pattern, JSON.stringify(env));
+    }
+    const s3Cases: [Record<string, string>, RegExp][] = [
+      [{ BUCKET_NAME: "my bucket" }, /^lsvd: Invalid BUCKET_NAME: "my bucket" is not a bucket name/],
+      [
+        { BUCKET_NAME: "b", AWS_ENDPOINT_URL_S3: "fly.storage.tigris.dev" },
+        /^lsvd: Invalid AWS_ENDPOINT_URL_S3: "fly\.storage\.tigris\.dev" is not an http:\/\/ or https:\/\/ URL$/,
+      ],
+    ];
+    for (const [env, pattern] of s3Cases) {
+      assertOneLine(
+        await runLsvd(["serve", "--size", "16M", "--socket", t.socket], env),
+        pattern,
+        JSON.stringify(env),
+      );
     }
     const flag = await runLsvd(["serve", "--dir", t.store, "--size", "lots"]);
     assertOneLine(flag, /^lsvd: Invalid --size: "lots" is not a size/, "--size");

@@ -71,11 +71,13 @@ export class FileHandles {
   /** Runs fn with an open handle of path. Open errors (ENOENT, ...) reach the caller as thrown. */
   async use<T>(path: string, fn: (file: OpenFile) => Promise<T>): Promise<T> {
     for (;;) {
-      const entry = await this.#acquire(path);
+      const slot = this.#acquire(path);
+      // An open file is used without a trip through the microtask queue.
+      const entry = slot.entry ?? await slot.ready;
       if (entry.closed) continue; // retired and closed between open and now: open again
       entry.readers++;
       try {
-        const nowMs = performance.now();
+        const nowMs = Date.now(); // not performance.now(): that is an op call, this is not
         if (nowMs - entry.checkedAtMs >= REVALIDATE_MS) {
           entry.checkedAtMs = nowMs;
           if (fs.fstatSync(entry.fd).nlink === 0) {
@@ -104,12 +106,12 @@ export class FileHandles {
     for (const path of [...this.#slots.keys()]) this.invalidate(path);
   }
 
-  #acquire(path: string): Promise<Entry> {
+  #acquire(path: string): Slot {
     const found = this.#slots.get(path);
     if (found !== undefined) {
       this.#slots.delete(path);
       this.#slots.set(path, found);
-      return found.ready;
+      return found;
     }
     const slot: Slot = { ready: openEntry(path), entry: undefined };
     this.#slots.set(path, slot);
@@ -117,7 +119,7 @@ export class FileHandles {
       if (this.#slots.get(path) === slot) this.#slots.delete(path);
     });
     while (this.#slots.size > this.#handlesMax) this.invalidate(this.#slots.keys().next().value!);
-    return slot.ready;
+    return slot;
   }
 
   #retireEntry(path: string, entry: Entry): void {
@@ -145,7 +147,7 @@ async function openEntry(path: string): Promise<Entry> {
   return {
     fd,
     sizeBytes: stat.size,
-    checkedAtMs: performance.now(),
+    checkedAtMs: Date.now(),
     readers: 0,
     retired: false,
     closed: false,

@@ -19,6 +19,7 @@ export interface VolumeFigures {
     durableThrough: number;
     cacheHits?: number;
     cacheMisses?: number;
+    commits?: number;
     crcTableBytes?: number;
     damagedReads?: number;
   };
@@ -74,6 +75,11 @@ export function registerDaemonMetrics(
       if (cacheHits === undefined || cacheMisses === undefined) return undefined;
       return cacheHits + cacheMisses === 0 ? 0 : cacheHits / (cacheHits + cacheMisses);
     }),
+  );
+  registry.counterFrom(
+    "lsvd_commits_total",
+    "Objects sealed for FLUSH/FUA (group commits)",
+    stat((v) => v.stats.commits),
   );
   registry.gauge(
     "lsvd_process_resident_bytes",

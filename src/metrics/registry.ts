@@ -79,6 +79,11 @@ export class MetricsRegistry {
     return this.#series(name, help, "histogram", labels, () => new Histogram(buckets)) as Histogram;
   }
 
+  /** A counter kept elsewhere (it must only grow), read at scrape time; undefined leaves it out. */
+  counterFrom(name: string, help: string, read: () => number | undefined, labels: Labels = {}): void {
+    this.#series(name, help, "counter", labels, () => read);
+  }
+
   /** A gauge read at scrape time; a read that returns undefined leaves the series out. */
   gauge(name: string, help: string, read: () => number | undefined, labels: Labels = {}): void {
     this.#series(name, help, "gauge", labels, () => read);

@@ -27,6 +27,9 @@ export interface FioJob {
   fsyncEvery?: number;
   /** Flush once at the end, counted in the run time. */
   endFsync?: boolean;
+  /** false: random offsets drawn with replacement (fio --norandommap), so a pass leaves some blocks
+   *  unwritten and others written twice, as a real overwrite workload does. */
+  randomMap?: boolean;
 }
 
 export interface FioResult {
@@ -58,6 +61,7 @@ export function fioArgs(job: FioJob, device: FioDevice, outputPath: string): str
   if (job.runtimeS !== undefined) args.push(`--runtime=${job.runtimeS}`);
   if (job.fsyncEvery !== undefined) args.push(`--fsync=${job.fsyncEvery}`);
   if (job.endFsync === true) args.push("--end_fsync=1");
+  if (job.randomMap === false) args.push("--norandommap");
   if (device.kind === "nbd") {
     const uri = `nbd+unix:///${encodeURIComponent(device.exportName)}?socket=${device.socketPath}`;
     args.push("--ioengine=nbd", `--uri=${uri}`);

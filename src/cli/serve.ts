@@ -7,6 +7,9 @@
  * a start that cannot succeed leaves the bucket as it was.
  */
 
+import { systemClock } from "../util/clock.ts";
+import { messageOf } from "../util/errors.ts";
+import { holdPin } from "../log/snapshots.ts";
 import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
@@ -439,6 +442,17 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     log("Device has shut down.");
     return 0;
   }
+  // A read-only daemon pins its point: garbage collection in the writer moves no data it reads.
+  const pin = config.readOnly
+    ? await holdPin(store, config.prefix, volume.stats.lastSequence, {
+      clock: systemClock,
+      retry: toolRetry(log),
+      purpose: "serve",
+    }).catch((e) => {
+      log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
+      return undefined;
+    })
+    : undefined;
   const server = await startNbdServer({
     device: volume,
     exportName: config.exportName,
@@ -458,6 +472,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     signals.phase = "stopping";
     await attachment?.detach();
     await server.stop();
+    await pin?.release();
     log("Flushing remaining writes to object storage.");
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {

@@ -6,12 +6,12 @@
  * never modify the bucket, except import and rollback, which say so in their help.
  */
 
-import { acquireLease, LeaseKeeper } from "../log/lease.ts";
+import { type AcquiredLease, acquireLease, describeLease, LeaseKeeper, readLease } from "../log/lease.ts";
 import { listLogState, type LogState, volumeExists } from "../log/log_state.ts";
 import { systemClock } from "../util/clock.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
+import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import type { RetryPolicy } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 import {
   helpText,
   type Options,
@@ -116,7 +116,24 @@ export async function takeToolLease(
   windowObjects: number,
 ): Promise<ToolLease> {
   const { store, prefix } = selection;
-  const acquired = await acquireLease(store, prefix, { clock: systemClock, log, retry, windowObjects });
+  let acquired: AcquiredLease;
+  try {
+    acquired = await acquireLease(store, prefix, { clock: systemClock, log, retry, windowObjects });
+  } catch (e) {
+    if (!isLsvdError(e, "fenced")) throw e;
+    const held = await withRetries(retry, () => readLease(store, prefix));
+    const holder = held === undefined ? "another writer" : describeLease(held.lease);
+    const lapse = held === undefined
+      ? ""
+      : ` (a lease nobody renews lapses ${held.lease.durationMs / 1000} s after its last renewal)`;
+    throw new LsvdError(
+      "fenced",
+      `Cannot change the volume ${
+        where(selection)
+      }: its writer lease is held by ${holder}; stop that daemon first${lapse}`,
+      { cause: e },
+    );
+  }
   let lost: LsvdError | undefined;
   const keeper = new LeaseKeeper(store, prefix, acquired, {
     clock: systemClock,

@@ -16,6 +16,9 @@ import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
 import { listAll, type ObjectStore } from "../../src/store/store.ts";
 import { parseLogKey } from "../../src/format/keys.ts";
 import { readObjectSummary } from "../../src/log/object_reader.ts";
+import { acquireLease, encodeLease } from "../../src/log/lease.ts";
+import { leaseKey } from "../../src/format/keys.ts";
+import { systemClock } from "../../src/util/clock.ts";
 
 export interface ToolboxTarget {
   /** Store options (--dir ..., or --bucket ... --endpoint ... --path-style). */
@@ -345,6 +348,21 @@ export async function rollbackStory(t: ToolboxTarget, v: WrittenVolume): Promise
   await writing;
   assert.equal((await d.stop()).code, 0);
   assertOneLine(refused, /is being written|held by/);
+  assert.deepEqual((await allKeys(t.store, p + "/")).filter((k) => k.includes("archive/")), []);
+
+  // A live writer lease (as a daemon holds it): refused at once, naming the holder; nothing moves.
+  const held = await acquireLease(t.store, p + "/", {
+    clock: systemClock,
+    log: () => {},
+    retry: { clock: systemClock, attemptsMax: 3 },
+    windowObjects: 1,
+    holder: { host: "other-host", pid: 4242, nonce: "test" },
+  });
+  assertOneLine(
+    await lsvd(t, ["rollback", "--to", String(v.firstPoint), ...args(t, p)]),
+    /its writer lease is held by host other-host pid 4242 .*stop that daemon first/,
+  );
+  await t.store.put(leaseKey(p + "/"), encodeLease({ ...held.stored.lease, released: true }));
   assert.deepEqual((await allKeys(t.store, p + "/")).filter((k) => k.includes("archive/")), []);
 
   const keys = await logKeys(t.store, p + "/");

@@ -86,6 +86,7 @@ export async function measurePostgres(
   s: Scale,
   targets: string[],
   log: (line: string) => void,
+  onError: (message: string) => void,
 ): Promise<PgRun[]> {
   // The postgres user walks from here down to its data directory.
   await Deno.chmod(ctx.tmpDir, 0o755);
@@ -100,7 +101,13 @@ export async function measurePostgres(
     for (const setup of PG_SETUPS) {
       if (setup.target !== "" && !targets.includes(setup.target)) continue;
       const t1 = performance.now();
-      const got = await runSetup(ctx, s, setup, image);
+      let got: PgRun[];
+      try {
+        got = await runSetup(ctx, s, setup, image);
+      } catch (e) {
+        onError(`postgres ${setup.name}: ${(e as Error).message}`);
+        continue; // the other set-ups still measure
+      }
       for (const r of got) {
         log(
           `postgres ${r.setup} ${r.clients} clients: ${r.figures.tps?.toFixed(0)} TPS, ${

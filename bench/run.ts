@@ -219,7 +219,11 @@ async function runMemoryAndRestart(ctx: TargetContext, o: BenchOptions, run: Run
 async function runPostgres(ctx: TargetContext, o: BenchOptions, run: RunRecord): Promise<void> {
   if (!o.postgres) return;
   try {
-    run.postgres = await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line));
+    run.postgres = await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line), (message) => {
+      console.log("postgres ERROR");
+      console.error(message);
+      run.errors.push(message);
+    });
   } catch (e) {
     const message = `postgres: ${(e as Error).message}`;
     console.log("postgres ERROR");

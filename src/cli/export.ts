@@ -24,10 +24,17 @@ import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
-import { HEADER_BYTES } from "../format/object.ts";
+import {
+  claimedTrailerBytes,
+  decodeTrailer,
+  FormatError,
+  HEADER_BYTES,
+  type Trailer,
+  TRAILER_GUESS_BYTES,
+} from "../format/object.ts";
 import { checkDataSectors } from "../log/object_reader.ts";
 import type { LogState } from "../log/log_state.ts";
-import { CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
+import { type CrcTable, CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded, readInOrder } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
@@ -295,13 +302,15 @@ class ObjectReader {
   #retry: RetryPolicy;
   #sizes = new Map<number, number>();
   #tables: CrcTableLoader;
+  #tableCache: CrcTables;
 
   constructor(store: ObjectStore, state: LogState, retry: RetryPolicy) {
     this.#store = store;
     this.#prefix = state.prefix;
     this.#retry = retry;
     for (const o of state.objects) this.#sizes.set(o.sequence, o.sizeBytes);
-    this.#tables = new CrcTableLoader({ store, retry, tables: new CrcTables(EXPORT_TABLE_BYTES) });
+    this.#tableCache = new CrcTables(EXPORT_TABLE_BYTES);
+    this.#tables = new CrcTableLoader({ store, retry, tables: this.#tableCache });
   }
 
   async read(get: PlannedGet): Promise<Uint8Array> {
@@ -317,10 +326,11 @@ class ObjectReader {
     const key = logKey(this.#prefix, get.sequence);
     const sizeBytes = this.#sizes.get(get.sequence);
     assert(sizeBytes !== undefined, "the map reads an object the listing did not show");
-    const [body, table] = await Promise.all([
-      this.#get(key, get),
-      this.#tables.table({ sequence: get.sequence, key, sizeBytes }, fresh),
-    ]);
+    const [body, table] = (!fresh && await this.#withTrailer(key, get, sizeBytes)) ||
+      await Promise.all([
+        this.#get(key, get),
+        this.#tables.table({ sequence: get.sequence, key, sizeBytes }, fresh),
+      ]);
     if (table === null) return body; // no CRCs (older lsvd, other writers): exported as stored
     for (const p of get.pieces) {
       const at = get.offsetBytes - HEADER_BYTES + p.bodyOffsetBytes;
@@ -328,6 +338,38 @@ class ObjectReader {
       checkDataSectors(key, piece, at / SECTOR_BYTES, table);
     }
     return body;
+  }
+
+  /**
+   * A GET that ends within TRAILER_GUESS_BYTES of the object's end (reading all of an object's
+   * data, the usual case) is stretched to the end: its tail is the trailer, so the object's CRC
+   * table comes with the data instead of costing a second request. Undefined when the table is
+   * already known, the GET ends elsewhere, or the tail holds no well-formed trailer of this object
+   * (then the loader decides, as for any other read).
+   */
+  async #withTrailer(
+    key: string,
+    get: PlannedGet,
+    sizeBytes: number,
+  ): Promise<[Uint8Array, CrcTable] | undefined> {
+    const end = get.offsetBytes + get.lengthBytes;
+    if (sizeBytes <= end || sizeBytes - end > TRAILER_GUESS_BYTES) return undefined;
+    if (this.#tableCache.get(get.sequence) !== undefined) return undefined;
+    const whole = await this.#get(key, { ...get, lengthBytes: sizeBytes - get.offsetBytes });
+    const tail = whole.subarray(get.lengthBytes);
+    const claimed = tail.length >= 8 ? claimedTrailerBytes(tail) : 0;
+    if (claimed < 8 || claimed > tail.length) return undefined;
+    let trailer: Trailer;
+    try {
+      trailer = decodeTrailer(tail.subarray(tail.length - claimed));
+    } catch (e) {
+      if (e instanceof FormatError) return undefined;
+      throw e;
+    }
+    if (trailer.sequence !== get.sequence) return undefined;
+    const table = trailer.sectorCrcs ?? null;
+    this.#tableCache.set(get.sequence, table);
+    return [whole.subarray(0, get.lengthBytes), table];
   }
 
   async #get(key: string, get: PlannedGet): Promise<Uint8Array> {

@@ -10,7 +10,7 @@
  * its write, so writes that overlap (rounded out to 4 KiB) are ordered: a read-modify-write waits
  * for every earlier overlapping write, and any write waits for earlier overlapping read-modify-
  * writes. Aligned writes among themselves are ordered by the volume as before, and pay only a
- * set insertion while no read-modify-write is in flight.
+ * counter while no read-modify-write is in flight.
  */
 
 import type { AllocationExtent, BlockDevice, WriteOptions } from "../volume/block_device.ts";
@@ -28,8 +28,12 @@ interface PendingWrite {
 
 export class SubSectorDevice implements BlockDevice {
   readonly inner: BlockDevice;
+  /** Writes tracked by range: read-modify-writes, and aligned writes started while one is in flight. */
   #pending = new Set<PendingWrite>();
   #readModifyWrites = 0;
+  /** Aligned writes started while no read-modify-write was in flight, not yet settled. */
+  #untrackedInFlight = 0;
+  #untrackedDrained: PromiseWithResolvers<void> | undefined;
 
   constructor(inner: BlockDevice) {
     this.inner = inner;
@@ -147,8 +151,43 @@ export class SubSectorDevice implements BlockDevice {
     await Promise.all(reads);
   }
 
-  /** Runs op after the earlier writes it must follow (see the module comment), tracking it meanwhile. */
-  async #ordered(
+  /**
+   * Runs op after the earlier writes it must follow (see the module comment). While no
+   * read-modify-write is in flight an aligned write only bumps a counter (the hot path); a
+   * read-modify-write waits for every such write still in flight, and meanwhile aligned writes are
+   * tracked by range so the next ones wait only where they overlap it.
+   */
+  #ordered(
+    offsetBytes: number,
+    lengthBytes: number,
+    readModifyWrite: boolean,
+    op: () => Promise<void>,
+  ): Promise<void> {
+    if (!readModifyWrite && this.#readModifyWrites === 0) return this.#untracked(op);
+    return this.#tracked(offsetBytes, lengthBytes, readModifyWrite, op);
+  }
+
+  #untracked(op: () => Promise<void>): Promise<void> {
+    this.#untrackedInFlight++;
+    let done: Promise<void>;
+    try {
+      done = op();
+    } catch (e) {
+      this.#untrackedSettled();
+      throw e;
+    }
+    done.then(this.#untrackedSettled, this.#untrackedSettled);
+    return done;
+  }
+
+  readonly #untrackedSettled = (): void => {
+    if (--this.#untrackedInFlight > 0) return;
+    const drained = this.#untrackedDrained;
+    this.#untrackedDrained = undefined;
+    drained?.resolve();
+  };
+
+  async #tracked(
     offsetBytes: number,
     lengthBytes: number,
     readModifyWrite: boolean,
@@ -157,11 +196,14 @@ export class SubSectorDevice implements BlockDevice {
     const startBytes = floorSector(offsetBytes);
     const endBytes = ceilSector(offsetBytes + lengthBytes);
     const before: Promise<void>[] = [];
-    if (readModifyWrite || this.#readModifyWrites > 0) {
-      for (const p of this.#pending) {
-        if ((readModifyWrite || p.readModifyWrite) && p.startBytes < endBytes && startBytes < p.endBytes) {
-          before.push(p.done);
-        }
+    // No untracked write starts while a read-modify-write is registered, so this count only falls.
+    if (readModifyWrite && this.#untrackedInFlight > 0) {
+      this.#untrackedDrained ??= Promise.withResolvers<void>();
+      before.push(this.#untrackedDrained.promise);
+    }
+    for (const p of this.#pending) {
+      if ((readModifyWrite || p.readModifyWrite) && p.startBytes < endBytes && startBytes < p.endBytes) {
+        before.push(p.done);
       }
     }
     let settle!: () => void;

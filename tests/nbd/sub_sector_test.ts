@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { SubSectorDevice } from "../../src/nbd/sub_sector.ts";
 import { MemoryDevice } from "../support/memory_device.ts";
 import { seededRandom } from "../../src/util/random.ts";
+import type { BlockDevice } from "../../src/volume/block_device.ts";
 
 const SIZE = 1024 * 1024;
 
@@ -68,4 +69,35 @@ Deno.test("SubSectorDevice keeps every one of many concurrent partial writes int
     );
   }
   assert.deepEqual(got.subarray(8192), new Uint8Array(4096).fill(0xee));
+});
+
+Deno.test("SubSectorDevice: a partial write waits for an aligned write to its sector issued just before", async () => {
+  // Writes land 20 ms late and reads are immediate: a read-modify-write that did not wait would
+  // read the sector before the aligned write lands and then write the old bytes back over it.
+  const memory = new MemoryDevice({ sizeBytes: SIZE });
+  const slowWrites: BlockDevice = {
+    sizeBytes: memory.sizeBytes,
+    readOnly: false,
+    read: (o, d) => memory.read(o, d),
+    write: async (o, d, opt) => {
+      const copy = d.slice();
+      await new Promise((r) => setTimeout(r, 20));
+      await memory.write(o, copy, opt);
+    },
+    writeZeroes: (o, l, opt) => memory.writeZeroes(o, l, opt),
+    trim: (o, l, opt) => memory.trim(o, l, opt),
+    flush: () => memory.flush(),
+    blockStatus: (o, l) => memory.blockStatus(o, l),
+  };
+  const device = new SubSectorDevice(slowWrites);
+  const aligned = device.write(4096, new Uint8Array(4096).fill(0xaa)); // no read-modify-write in flight
+  const partial = device.write(4096 + 512, new Uint8Array(512).fill(0xbb));
+  const later = device.write(4096 + 3584, new Uint8Array(512).fill(0xcc));
+  await Promise.all([aligned, partial, later]);
+  const got = new Uint8Array(4096);
+  await device.read(4096, got);
+  const want = new Uint8Array(4096).fill(0xaa);
+  want.fill(0xbb, 512, 1024);
+  want.fill(0xcc, 3584);
+  assert.deepEqual(got, want);
 });

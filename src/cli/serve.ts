@@ -38,7 +38,6 @@ import {
   wantsHelp,
 } from "./options.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
-import { checkShrink } from "./volume_checks.ts";
 import { toolRetry } from "./tool_support.ts";
 
 /** Every serve option; the tuning defaults are computed for this machine (see memory_defaults.ts). */
@@ -395,7 +394,6 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   try {
     opened = await signals.race((async () => {
       await store.check?.();
-      await checkShrink(store, config.prefix, config, toolRetry(log));
       await probeStore(store, config.prefix, { readOnly: config.readOnly });
       const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
       signals.phase = "recovering";
@@ -404,6 +402,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         store,
         prefix: config.prefix,
         readOnly: config.readOnly,
+        allowShrink: config.allowShrink,
         log,
         objectBytesMax: config.objectBytesMax,
         dirtyBytesMax: config.dirtyBytesMax,

@@ -177,14 +177,14 @@ export class Volume implements BlockDevice {
           `Ignoring ${loaded.beyond.length} objects after the recovery point (read-only, left in place; first is "${first.key}").`,
         );
       }
-    } else {
-      await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
     }
+    // Checked before repair: a refused start leaves the bucket as it found it.
+    const sizeBytes = checkSize(o, loaded);
+    if (!o.readOnly) await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
     const fromCheckpoint = loaded.checkpointSequence === 0
       ? ""
       : ` after checkpoint ${loaded.checkpointSequence}`;
     o.log(`Recovery complete (processed ${loaded.replayed} objects${fromCheckpoint}).`);
-    const sizeBytes = checkSize(o, loaded);
     const volume = new Volume(o, loaded, sizeBytes);
     if (!o.readOnly) {
       await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
@@ -320,7 +320,10 @@ export class Volume implements BlockDevice {
   }
 }
 
-/** The size to serve: the recorded one, or a new/grown one; shrinking below written data is refused. */
+/**
+ * The size to serve: the recorded one, or a new/grown one. Shrinking needs allowShrink (a filesystem
+ * may still claim the space where nothing is written yet) and never goes below written data.
+ */
 function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
   const recorded = loaded.volumeSizeBytes;
   const wanted = o.readOnly ? recorded ?? o.sizeBytes : o.sizeBytes ?? recorded;
@@ -331,6 +334,13 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
     );
   }
   if (!o.readOnly && recorded !== undefined && wanted < recorded) {
+    if (!o.allowShrink) {
+      const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
+      throw new LsvdError(
+        "invalid",
+        `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes without --allow-shrink: a filesystem on it may still use the space`,
+      );
+    }
     const end = mappedEndBytes(loaded.map);
     if (end > wanted) {
       throw new LsvdError(

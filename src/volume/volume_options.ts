@@ -24,6 +24,8 @@ export interface VolumeOptions {
   /** Required when the log holds no size yet; larger than the recorded size grows the volume. */
   sizeBytes?: number;
   readOnly?: boolean;
+  /** A size below the recorded one is refused unless this is set (never below written data). */
+  allowShrink?: boolean;
   /** Serve the state after this object (read-only only). */
   atSequence?: number;
   clock?: Clock;
@@ -93,6 +95,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     prefix: normalizePrefix(o.prefix ?? ""),
     sizeBytes: o.sizeBytes,
     readOnly: o.readOnly ?? false,
+    allowShrink: o.allowShrink ?? false,
     atSequence: o.atSequence,
     clock: o.clock ?? systemClock,
     log: o.log ?? stderrLogger,

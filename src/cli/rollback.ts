@@ -13,6 +13,11 @@
 import { archiveKey } from "../format/keys.ts";
 import { parsePoint, resolvePoint } from "../log/point.ts";
 import { checkRollbackPastGc } from "../log/collected.ts";
+import { isStale, readSnapshots } from "../log/snapshots.ts";
+import type { LogState } from "../log/log_state.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { LsvdError } from "../util/errors.ts";
+import type { RetryPolicy } from "../volume/retry.ts";
 import { archiveObjects } from "../log/repair.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { withRetries } from "../volume/retry.ts";
@@ -59,6 +64,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   let state = await listVolume(selection, retry, { mustExist: true });
   const resolved = await resolvePoint(store, state, point, retry);
   checkRollbackPastGc(state.collectedRecord, resolved.sequence);
+  await refuseLaterSnapshots(store, state, resolved.sequence, retry);
   const id = `rollback-${Date.now().toString(36)}`;
   const plan = () => ({
     objects: state.objects.filter((o) => o.sequence > resolved.sequence),
@@ -98,4 +104,18 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
     await lease.release().catch(() => lease.abandon());
     throw e;
   }
+}
+
+/** A snapshot after the point would name a number new writes reuse: it must be deleted first. */
+async function refuseLaterSnapshots(store: ObjectStore, state: LogState, point: number, retry: RetryPolicy) {
+  const later = (await readSnapshots(store, state, retry)).filter((s) =>
+    s.sequence > point && !isStale(s, Date.now())
+  );
+  const first = later[0];
+  if (first === undefined) return;
+  throw new LsvdError(
+    "invalid",
+    `Cannot roll back to object ${point}: snapshot "${first.name}" keeps object ${first.sequence} after it; ` +
+      `delete it first ('lsvd snapshot delete ${first.name}')`,
+  );
 }

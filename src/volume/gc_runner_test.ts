@@ -5,6 +5,8 @@ import { silentLogger } from "../util/log.ts";
 import { seededRandom } from "../util/random.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { createSnapshot } from "../log/snapshots.ts";
+import { listLogState } from "../log/log_state.ts";
+import { checkRollbackPastGc } from "../log/collected.ts";
 import { isLsvdError } from "../util/errors.ts";
 
 const SECTOR = 4096;
@@ -148,4 +150,50 @@ Deno.test("GcRunner: damaged live data is never copied (which would give it fres
     "nothing copied or deleted",
   );
   damaged.abandon();
+});
+
+Deno.test("Volume.open() refuses a log whose object below the collected range was deleted by hand", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const rand = seededRandom(11);
+  const v = await open(store, clock, { retentionMs: 0 });
+  const model = new Uint8Array(SECTORS * SECTOR);
+  for (let round = 1; round <= 3; round++) await overwrite(v, model, round, rand);
+  clock.advance(1000);
+  const result = await v.collectGarbage();
+  assert(result.deletedObjects > 0);
+  await v.close();
+  const log = store.keys().filter((k) => /^[0-9a-f]{16}$/.test(k));
+  const highest = Math.max(...(await collectedNumbers(store)));
+  const victim = log.find((k) => parseInt(k, 16) < highest);
+  assert(victim !== undefined, "no object below the collected range to delete");
+  await store.delete(victim);
+  await assert.rejects(open(store, clock), /is missing but garbage collection did not delete it/);
+  await assert.rejects(
+    open(store, clock, { readOnly: true }),
+    /is missing but garbage collection did not delete it/,
+  );
+});
+
+async function collectedNumbers(store: MemoryStore): Promise<number[]> {
+  const state = await listLogState(store, "", { clock: new ManualClock(), attemptsMax: 1 });
+  return (state.collectedRecord?.collected ?? []).flatMap(([a, b]) =>
+    Array.from({ length: b - a + 1 }, (_, i) => a + i)
+  );
+}
+
+Deno.test("checkRollbackPastGc() refuses to drop copies or collected numbers after the point", () => {
+  const record = {
+    version: 1,
+    pass: 3,
+    collected: [[2, 5]] as [number, number][],
+    copies: [[9, 9]] as [number, number][],
+    retainedFromSequence: 6,
+    snapshots: [],
+    createdMs: 0,
+  };
+  assert.throws(() => checkRollbackPastGc(record, 8), /moved live data into object 9/);
+  assert.throws(() => checkRollbackPastGc({ ...record, copies: [] }, 4), /deleted objects up to 5/);
+  checkRollbackPastGc(record, 9);
+  checkRollbackPastGc(undefined, 1);
 });

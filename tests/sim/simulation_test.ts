@@ -5,7 +5,13 @@ const SEEDS = Number(Deno.env.get("LSVD_SIM_SEEDS") ?? 2000);
 const FIRST = Number(Deno.env.get("LSVD_SIM_SEED") ?? 1);
 
 Deno.test(`simulate() keeps every flushed write across random crashes and serves no damaged byte (${SEEDS} seeds from ${FIRST})`, async () => {
-  let objects = 0, crashes = 0, seedsWithDense = 0, damagedReads = 0, gcDeleted = 0, gcCopied = 0;
+  let objects = 0,
+    crashes = 0,
+    seedsWithDense = 0,
+    damagedReads = 0,
+    gcDeleted = 0,
+    gcCopied = 0,
+    rollbacks = 0;
   for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
     try {
       const r = await simulate({ seed });
@@ -15,6 +21,7 @@ Deno.test(`simulate() keeps every flushed write across random crashes and serves
       damagedReads += r.damagedReads;
       gcDeleted += r.gcDeleted;
       gcCopied += r.gcCopied;
+      rollbacks += r.rollbacks;
     } catch (e) {
       console.error(
         `simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`,
@@ -23,9 +30,10 @@ Deno.test(`simulate() keeps every flushed write across random crashes and serves
     }
   }
   console.log(
-    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions, ${damagedReads} reads failed by damaged GET answers, ${gcDeleted} objects collected, ${gcCopied} copies made`,
+    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions, ${damagedReads} reads failed by damaged GET answers, ${gcDeleted} objects collected, ${gcCopied} copies made, ${rollbacks} rollbacks`,
   );
   if (SEEDS >= 100) assert(gcDeleted > 0 && gcCopied > 0, "garbage collection never deleted or copied");
+  if (SEEDS >= 100) assert(rollbacks > 0, "no seed rolled back");
   if (SEEDS >= 100) assert(damagedReads > 0, "no read met damage it could not retry away");
   if (SEEDS >= 100) assert(seedsWithDense > 0, "no seed exercised dense extent-map regions");
 });

@@ -22,6 +22,9 @@ export interface VolumeFigures {
     commits?: number;
     crcTableBytes?: number;
     damagedReads?: number;
+    gcPasses?: number;
+    gcDeletedBytes?: number;
+    gcCopiedBytes?: number;
   };
 }
 
@@ -80,6 +83,21 @@ export function registerDaemonMetrics(
     "lsvd_commits_total",
     "Objects sealed for FLUSH/FUA (group commits)",
     stat((v) => v.stats.commits),
+  );
+  registry.counterFrom(
+    "lsvd_gc_passes_total",
+    "Garbage-collection passes that deleted or copied something",
+    stat((v) => v.stats.gcPasses),
+  );
+  registry.counterFrom(
+    "lsvd_gc_deleted_bytes_total",
+    "Bytes of log objects garbage collection deleted",
+    stat((v) => v.stats.gcDeletedBytes),
+  );
+  registry.counterFrom(
+    "lsvd_gc_copied_bytes_total",
+    "Bytes of live data garbage collection copied to the head (write amplification)",
+    stat((v) => v.stats.gcCopiedBytes),
   );
   registry.gauge(
     "lsvd_process_resident_bytes",

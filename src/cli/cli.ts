@@ -23,6 +23,7 @@ import { verifyCommand } from "./verify.ts";
 import { exportCommand } from "./export.ts";
 import { importCommand } from "./import.ts";
 import { rollbackCommand } from "./rollback.ts";
+import { leaseCommand } from "./lease.ts";
 import { versionCommand, versionText } from "./version.ts";
 
 interface Command {
@@ -62,6 +63,10 @@ const COMMANDS: Record<string, Command> = {
     run: snapshotCommand,
   },
   gc: { summary: "Say what garbage collection would reclaim now (--dry-run)", run: gcCommand },
+  lease: {
+    summary: "Show the writer lease, or break it when its holder is known to be dead",
+    run: leaseCommand,
+  },
   status: {
     summary: "Show what a running lsvd serve is doing (from its --metrics endpoint)",
     run: statusCommand,

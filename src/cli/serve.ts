@@ -14,6 +14,9 @@ import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
 import { MeteredStore } from "../store/metered.ts";
+import { requireConditionalWrites } from "../store/conditional_probe.ts";
+import { describeLease, type LeaseMode, readLease } from "../log/lease.ts";
+import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
@@ -55,6 +58,29 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       type: "boolean",
       group: "volume",
       help: "Allow a --size smaller than the recorded one (never below written data)",
+    },
+    takeover: {
+      type: "boolean",
+      group: "volume",
+      help: "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error)",
+    },
+    standby: {
+      type: "boolean",
+      group: "volume",
+      help: "Wait while another daemon holds the volume; take it over once that daemon's lease lapses",
+    },
+    "lease-duration-ms": {
+      type: "string",
+      group: "volume",
+      help: "How long one lease renewal lasts (renewed every third of it); a standby waits this long",
+      default: "30000",
+      placeholder: "MS",
+    },
+    "no-fencing": {
+      type: "boolean",
+      group: "volume",
+      help: "Write without the lease and fence (for stores without conditional writes): a second daemon " +
+        "can then fork the log and lose acknowledged writes",
     },
     "read-only": {
       type: "boolean",
@@ -215,6 +241,9 @@ const EXAMPLES = [
 export interface ServeConfig {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
+  fencing: boolean;
+  leaseMode: LeaseMode;
+  leaseDurationMs: number;
   /** Normalised. */
   prefix: string;
   /** Which store and prefix, for the start-up line. */
@@ -264,8 +293,14 @@ export function buildServeConfig(options: Options): ServeConfig {
   if (str("device") !== undefined && str("fuse") !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");
   }
+  if (options.flag("takeover") && options.flag("standby")) {
+    throw new UsageError("Invalid options: give either --takeover or --standby, not both");
+  }
   const selection = buildStore(options);
   return {
+    fencing: !options.flag("no-fencing"),
+    leaseDurationMs: options.integer("lease-duration-ms", 300, 3_600_000)!,
+    leaseMode: options.flag("takeover") ? "takeover" : options.flag("standby") ? "standby" : "refuse",
     shutdownTimeoutMs: options.isSet("shutdown-timeout")
       ? options.integer("shutdown-timeout", 1, 7 * 86400)! * 1000
       : undefined,
@@ -323,6 +358,17 @@ function listenMetrics(
       cause: e,
     });
   }
+}
+
+/** The one line a fenced daemon exits with names the new holder, however it learned of it. */
+async function namingHolder(store: ObjectStore, config: ServeConfig, fenced: Error): Promise<Error> {
+  const now = await readLease(store, config.prefix).catch(() => undefined);
+  if (now === undefined) return fenced;
+  return new LsvdError(
+    "fenced",
+    `Cannot keep writing the volume: the volume was taken over by ${describeLease(now.lease)}`,
+    { cause: fenced },
+  );
 }
 
 export async function serveCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
@@ -396,10 +442,20 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
       await store.check?.();
       await probeStore(store, config.prefix, { readOnly: config.readOnly });
       const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
+      const writes = !config.readOnly;
+      if (writes && config.fencing) await requireConditionalWrites(store, config.prefix);
+      if (writes && !config.fencing) {
+        log(
+          "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
+        );
+      }
       signals.phase = "recovering";
       return await Volume.open({
         stopRequested: () => signals.requested,
         store,
+        fencing: config.fencing,
+        leaseMode: config.leaseMode,
+        leaseDurationMs: config.leaseDurationMs,
         prefix: config.prefix,
         readOnly: config.readOnly,
         allowShrink: config.allowShrink,
@@ -462,17 +518,26 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   log(`Serving NBD at ${server.uris.join(" and ")}.`);
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let attachment: Attachment | undefined;
+  let fenced: Error | undefined;
   try {
     attachment = await attachDevice({ ...config, log });
     signals.phase = "serving";
     if (!signals.requested) log("Device is now operational.");
-    await signals.received;
+    // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
+    const lost = volume.whenFailed().then((e) => isLsvdError(e, "fenced") ? e : new Promise<never>(() => {}));
+    fenced = await Promise.race([signals.received.then(() => undefined), lost]);
   } finally {
     signals.phase = "stopping";
     await attachment?.detach();
     await server.stop();
     await pin?.release();
-    log("Flushing remaining writes to object storage.");
+    if (fenced === undefined) log("Flushing remaining writes to object storage.");
+    else volume.abandon();
+  }
+  if (fenced !== undefined) {
+    const error = await namingHolder(store, config, fenced);
+    await release(bound);
+    throw error;
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
     const left = volume.unflushed;

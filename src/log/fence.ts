@@ -197,7 +197,7 @@ class Fence {
 }
 
 /** The writer epoch in an object's trailer (0 without one: written by a base-format tool). */
-async function readWriterEpoch(store: ObjectStore, key: string, sequence: number): Promise<number> {
+export async function readWriterEpoch(store: ObjectStore, key: string, sequence: number): Promise<number> {
   const { sizeBytes } = await store.head(key);
   const summary = await readObjectSummary(store, { sequence, key, sizeBytes });
   return summary.trailer?.writerEpoch ?? 0;

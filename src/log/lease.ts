@@ -25,6 +25,8 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 export const LEASE_VERSION = 1;
 /** How long one renewal keeps the lease; renewed every third of it. */
 export const LEASE_DURATION_MS_DEFAULT = 30_000;
+/** Attempts of an explicit lease write (update, release, lapse); renewals retry on their timer. */
+const WRITE_ATTEMPTS_MAX = 10;
 
 export interface LeaseHolder {
   host: string;
@@ -71,6 +73,23 @@ export interface AcquireOptions {
   holder?: LeaseHolder;
   /** Standby: how often to read the lease; default a tenth of its duration. */
   pollMs?: number;
+  /** Whether a holder may still run; default: false only for a pid of this host that is gone. */
+  holderAlive?: (holder: LeaseHolder) => boolean;
+}
+
+/**
+ * A holder on this very host whose process is gone (a crash, kill -9) is certainly dead, so a
+ * restart needs no --takeover; its uploads may still be in flight in the kernel, so it is fenced.
+ * Anything else may be alive (a reused pid only makes us refuse, the safe side).
+ */
+export function holderAlive(holder: LeaseHolder): boolean {
+  if (holder.host !== Deno.hostname()) return true;
+  try {
+    Deno.statSync(`/proc/${holder.pid}`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export interface AcquiredLease {
@@ -181,9 +200,12 @@ export async function acquireLease(
   const mode = options.mode ?? "refuse";
   const holder = options.holder ?? currentHolder();
   const durationMs = options.durationMs ?? LEASE_DURATION_MS_DEFAULT;
+  let claimed: number | undefined;
   for (;;) {
     let current = await withRetries(options.retry, () => readLease(store, prefix));
-    if (current !== undefined && !leaseLapsed(current.lease, options.clock.wallMs())) {
+    const live = current !== undefined && !leaseLapsed(current.lease, options.clock.wallMs()) &&
+      (options.holderAlive ?? holderAlive)(current.lease.holder);
+    if (current !== undefined && live) {
       if (mode === "refuse") {
         throw new LsvdError(
           "fenced",
@@ -200,11 +222,15 @@ export async function acquireLease(
     if (current !== undefined && !current.lease.released) {
       options.log(`Taking the volume over from ${describeLease(current.lease)}.`);
     }
-    const epoch = await claimEpoch(store, prefix, {
-      holder,
-      retry: options.retry,
-      atLeast: current?.lease.epoch,
-    });
+    // An epoch claimed in an earlier round (the lease changed under us) is ours: keep it if still newest.
+    if (claimed === undefined || claimed <= (current?.lease.epoch ?? 0)) {
+      claimed = await claimEpoch(store, prefix, {
+        holder,
+        retry: options.retry,
+        atLeast: current?.lease.epoch,
+      });
+    }
+    const epoch = claimed;
     const wallMs = options.clock.wallMs();
     const previousWindow = current === undefined || current.lease.released ? 0 : current.lease.windowObjects;
     const lease: Lease = {
@@ -290,6 +316,8 @@ export class LeaseKeeper {
   #pending: { lease: Lease; body: Uint8Array; startMs: number } | undefined;
   #lost: LsvdError | undefined;
   #stopped = false;
+  /** A renewal failed; the next attempt waits for its timer. */
+  #retrying = false;
 
   constructor(store: ObjectStore, prefix: string, acquired: AcquiredLease, options: LeaseKeeperOptions) {
     this.#store = store;
@@ -321,15 +349,26 @@ export class LeaseKeeper {
 
   /** Rewrites the lease now with changes (epoch raised, window lowered once the fence is written). */
   async update(changes: Partial<Pick<Lease, "epoch" | "windowObjects">>): Promise<void> {
-    await this.#write({ ...this.#lease, ...changes });
+    await this.#writeRetried({ ...this.#lease, ...changes });
   }
 
   /** Clean shutdown: marks the lease released so the next writer need not fence. */
   async release(): Promise<void> {
     this.#stop();
-    await this.#writing;
+    await this.#writing?.catch(() => {});
     if (this.#lost !== undefined) return;
-    await this.#write({ ...this.#lease, released: true });
+    await this.#writeRetried({ ...this.#lease, released: true });
+  }
+
+  /**
+   * Gives the lease up at once without claiming our uploads finished (a start that failed after the
+   * fence began): the next writer takes it without --takeover and still fences.
+   */
+  async lapse(): Promise<void> {
+    this.#stop();
+    await this.#writing?.catch(() => {});
+    if (this.#lost !== undefined) return;
+    await this.#writeRetried({ ...this.#lease, durationMs: 0 });
   }
 
   /** Stops renewing without releasing (a crash, or after the lease was lost). */
@@ -343,19 +382,47 @@ export class LeaseKeeper {
     this.#timer = undefined;
   }
 
+  /**
+   * A FLUSH is held because the lease is not valid (the process was paused, or the clock jumped past
+   * the next renewal): renew now instead of at the next timer, unless a write is already under way
+   * or a failed renewal waits for its retry.
+   */
+  renewSoon(): void {
+    if (this.#stopped || this.#lost !== undefined || this.#writing !== undefined || this.#retrying) return;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    this.#renew();
+  }
+
   #schedule(ms: number): void {
     if (this.#stopped || this.#lost !== undefined) return;
     this.#timer = this.#options.clock.setTimer(ms, () => {
       this.#timer = undefined;
-      this.#write(undefined).then(
-        () => this.#schedule(this.#lease.durationMs / 3),
-        (e) => {
-          if (this.#lost !== undefined) return;
-          this.#options.log(`Cannot renew the lease: ${messageOf(e)}; retrying.`);
-          this.#schedule(this.#lease.durationMs / 30);
-        },
-      );
+      this.#renew();
     });
+  }
+
+  #renew(): void {
+    this.#write(undefined).then(
+      () => {
+        this.#retrying = false;
+        this.#schedule(this.#lease.durationMs / 3);
+      },
+      (e) => {
+        if (this.#lost !== undefined) return;
+        this.#retrying = true;
+        this.#options.log(`Cannot renew the lease: ${messageOf(e)}; retrying.`);
+        this.#schedule(this.#lease.durationMs / 30);
+      },
+    );
+  }
+
+  /** #write with the store retry loop (transient failures are retried with the same bytes first). */
+  #writeRetried(next: Lease): Promise<void> {
+    return withRetries(
+      { clock: this.#options.clock, attemptsMax: WRITE_ATTEMPTS_MAX },
+      () => this.#write(next),
+    );
   }
 
   /**

@@ -99,7 +99,22 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     loaded.lastObjectCrc32 = base.objectCrc32;
   }
   const replay = log.filter((o) => o.sequence > loaded.lastSequence && o.sequence <= end);
+  // Epochs never decrease along a log; the first object that breaks this is a zombie.
+  let epochFloor = 0;
+  let zombieAt: number | undefined;
   await readInOrder(replay, options.concurrency, (o) => readChecked(store, o, options), (o, s, i) => {
+    if (zombieAt !== undefined) return;
+    const epoch = s.trailer?.writerEpoch ?? epochFloor; // base-format objects carry no epoch
+    if (epoch < epochFloor) {
+      // A fenced writer's late upload (docs/design/fencing.md): the log ends before it.
+      zombieAt = o.sequence;
+      options.log(
+        `Object "${o.key}" carries writer epoch ${epoch}, lower than epoch ${epochFloor} before it: ` +
+          "it was written by a fenced writer; the log ends before it.",
+      );
+      return;
+    }
+    epochFloor = epoch;
     applyObject(loaded.map, o.sequence, {
       entries: s.entries,
       zeroRanges: s.zeroRanges,
@@ -115,6 +130,10 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     loaded.replayed++;
     options.onProgress?.(i + 1, replay.length);
   });
+  if (zombieAt !== undefined) {
+    loaded.beyond = state.objects.filter((o) => o.sequence >= zombieAt!);
+    return loaded;
+  }
   if (end < state.endSequence) await applyLaterCopies(store, loaded, end, options);
   loaded.lastSequence = Math.max(loaded.lastSequence, end);
   return loaded;

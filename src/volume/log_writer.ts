@@ -56,6 +56,10 @@ export interface WriterStart {
   lastObjectCrc32: number;
   /** Sizes of stored objects, which the writer extends as it uploads (reads use them). */
   objectSizes: ObjectSizes;
+  /** False while the writer's lease is not valid: FLUSHes then wait (fencing.md). Default always. */
+  mayAcknowledge?: () => boolean;
+  /** Told once when the writer fails (serve exits when another writer fenced it). */
+  onFail?: (error: Error) => void;
 }
 
 export class LogWriter {
@@ -87,6 +91,8 @@ export class LogWriter {
   #checkpointedThrough: number;
   #checkpointing: Promise<void> | undefined;
   #counters = { objectsUploaded: 0, bytesUploaded: 0, commits: 0 };
+  #mayAcknowledge: () => boolean;
+  #onFail: ((error: Error) => void) | undefined;
 
   constructor(o: ResolvedVolumeOptions, map: ExtentMap, cache: ReadCache, start: WriterStart) {
     this.#o = o;
@@ -102,6 +108,8 @@ export class LogWriter {
     this.#checkpointedThrough = start.checkpointedThrough;
     this.#lastObjectCrc = start.lastObjectCrc32;
     this.#retry = volumeRetry(o, () => this.#failure);
+    this.#mayAcknowledge = start.mayAcknowledge ?? (() => true);
+    this.#onFail = start.onFail;
   }
 
   get sizeBytes(): number {
@@ -184,8 +192,13 @@ export class LogWriter {
       this.#commitWanted = Math.max(this.#commitWanted, target);
       this.#maybeCommit();
     }
-    if (this.#durableThrough >= target) return Promise.resolve();
+    if (this.#durableThrough >= target && this.#mayAcknowledge()) return Promise.resolve();
     return new Promise((resolve, reject) => this.#flushWaiters.push({ sequence: target, resolve, reject }));
+  }
+
+  /** The lease was renewed: FLUSHes held back while it was not valid may resolve now. */
+  leaseRenewed(): void {
+    this.#resolveWaiters();
   }
 
   /** Seals an object with no entries whose trailer records the size (creating/resizing a volume). */
@@ -263,6 +276,7 @@ export class LogWriter {
     for (const w of this.#flushWaiters) w.reject(error);
     this.#flushWaiters = [];
     this.#budget.wake(true);
+    this.#onFail?.(error);
   }
 
   #stop(): void {
@@ -435,15 +449,21 @@ export class LogWriter {
       this.#durableThrough++;
       this.#commits.delete(this.#durableThrough);
     }
+    this.#resolveWaiters();
+    this.#budget.wake(false);
+    this.#maybeCommit();
+    this.#pumpUploads();
+  }
+
+  /** Resolves the FLUSHes (and checkpoints) now durable, while the lease allows acknowledging. */
+  #resolveWaiters(): void {
+    if (this.#failure || !this.#mayAcknowledge()) return;
     const still: Waiter[] = [];
     for (const w of this.#flushWaiters) {
       if (w.sequence <= this.#durableThrough) w.resolve();
       else still.push(w);
     }
     this.#flushWaiters = still;
-    this.#budget.wake(false);
-    this.#maybeCommit();
-    this.#pumpUploads();
   }
 
   // ---- checkpoints --------------------------------------------------------------------------

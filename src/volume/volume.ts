@@ -14,6 +14,11 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
+import { type AcquiredLease, acquireLease, claimEpoch, LeaseKeeper } from "../log/lease.ts";
+import { closeWindow, readWriterEpoch } from "../log/fence.ts";
+import { logKey } from "../format/keys.ts";
+import type { LogState } from "../log/log_state.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
@@ -59,8 +64,18 @@ export class Volume implements BlockDevice {
   #lastSequence: number;
   #gc: GcRunner | undefined;
   #gcTimer: Timer | undefined;
+  #keeper: LeaseKeeper | undefined;
+  #failed: Promise<Error>;
+  #reportFailure: (error: Error) => void = () => {};
 
-  private constructor(o: ResolvedVolumeOptions, loaded: LoadedLog, sizeBytes: number) {
+  private constructor(
+    o: ResolvedVolumeOptions,
+    loaded: LoadedLog,
+    sizeBytes: number,
+    writer: { epoch: number; keeper: LeaseKeeper | undefined },
+  ) {
+    this.#failed = new Promise((resolve) => (this.#reportFailure = resolve));
+    this.#keeper = writer.keeper;
     this.#o = o;
     this.readOnly = o.readOnly;
     this.#map = loaded.map;
@@ -79,11 +94,18 @@ export class Volume implements BlockDevice {
     if (!o.readOnly) {
       this.#writer = new LogWriter(o, loaded.map, this.#cache, {
         lastSequence: loaded.lastSequence,
-        writerEpoch: loaded.writerEpoch + 1,
+        writerEpoch: writer.epoch,
         sizeBytes,
         checkpointedThrough: loaded.checkpointSequence,
         lastObjectCrc32: loaded.lastObjectCrc32,
         objectSizes,
+        mayAcknowledge: () => {
+          const keeper = writer.keeper;
+          if (keeper === undefined || keeper.isValid()) return true;
+          keeper.renewSoon();
+          return false;
+        },
+        onFail: (e) => this.#reportFailure(e),
       });
     }
     // Reads wait out an outage too; closing the volume ends the wait.
@@ -133,7 +155,11 @@ export class Volume implements BlockDevice {
     });
   }
 
-  /** Recovers the volume from the store; throws LsvdError with a user-facing message. */
+  /**
+   * Recovers the volume from the store; throws LsvdError with a user-facing message. A writer first
+   * takes the lease and, unless the previous writer released it cleanly, fences that writer
+   * (docs/design/fencing.md) before it replays or archives anything.
+   */
   static async open(options: VolumeOptions): Promise<Volume> {
     const o = resolveVolumeOptions(options);
     const stopped = () =>
@@ -141,65 +167,99 @@ export class Volume implements BlockDevice {
         ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop")
         : undefined;
     const retry = volumeRetry(o, stopped);
-    o.log(`Starting recovery from ${o.store.description}.`);
-    const state = await listLogState(o.store, o.prefix, retry);
-    const progress = new Progress({
-      what: "Replaying the log",
-      unit: "objects",
-      total: 0,
+    const acquired = !o.readOnly && o.fencing
+      ? await acquireLease(o.store, o.prefix, {
+        clock: o.clock,
+        log: o.log,
+        retry,
+        mode: o.leaseMode,
+        durationMs: o.leaseDurationMs,
+        windowObjects: o.uploadsMax,
+        ...(o.leaseHolder === undefined ? {} : { holder: o.leaseHolder }),
+      })
+      : undefined;
+    let volume: Volume | undefined;
+    const keeper = acquired === undefined ? undefined : new LeaseKeeper(o.store, o.prefix, acquired, {
       clock: o.clock,
       log: o.log,
-      terminal: stderrTerminal(),
+      onLost: (e) => volume !== undefined && volume.#leaseLost(e),
+      onRenewed: () => volume !== undefined && volume.#leaseRenewed(),
     });
-    const loaded = await loadLog(o.store, state, {
-      concurrency: o.recoveryConcurrency,
-      retry,
-      log: o.log,
-      onProgress: (done, total) => {
-        if (done === 1) progress.setTotal(total);
-        progress.update(done);
-        const stop = stopped();
-        if (stop !== undefined) throw stop;
-      },
-      ...(o.atSequence === undefined ? {} : { atSequence: o.atSequence }),
-    });
-    progress.finish();
-    if (o.readOnly && !volumeExists(state)) {
-      throw new LsvdError(
-        "invalid",
-        `Cannot open the volume: ${o.store.description} holds no volume under prefix "${o.prefix}"`,
-      );
-    }
-    if (o.readOnly) {
-      const first = loaded.beyond[0];
-      if (first !== undefined && o.atSequence === undefined) {
-        o.log(
-          `Ignoring ${loaded.beyond.length} objects after the recovery point (read-only, left in place; first is "${first.key}").`,
+    let wroteLog = false; // from the fence on, giving the lease back must not skip the next fence
+    try {
+      o.log(`Starting recovery from ${o.store.description}.`);
+      let { state, loaded } = await loadVolume(o, retry, stopped);
+      if (o.readOnly && !volumeExists(state)) {
+        throw new LsvdError(
+          "invalid",
+          `Cannot open the volume: ${o.store.description} holds no volume under prefix "${o.prefix}"`,
         );
       }
-    }
-    // Checked before repair: a refused start leaves the bucket as it found it.
-    const sizeBytes = checkSize(o, loaded);
-    if (!o.readOnly) await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
-    const fromCheckpoint = loaded.checkpointSequence === 0
-      ? ""
-      : ` after checkpoint ${loaded.checkpointSequence}`;
-    o.log(`Recovery complete (processed ${loaded.replayed} objects${fromCheckpoint}).`);
-    const volume = new Volume(o, loaded, sizeBytes);
-    if (!o.readOnly) {
-      await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
-      const recorded = loaded.volumeSizeBytes;
-      if (sizeBytes !== recorded || !volumeExists(state)) {
-        o.log(
-          recorded === undefined
-            ? `Creating a volume of ${sizeBytes} bytes.`
-            : `Resizing the volume from ${recorded} to ${sizeBytes} bytes.`,
-        );
-        await volume.#writer!.recordSize(sizeBytes);
+      let epoch = loaded.writerEpoch + 1;
+      if (acquired !== undefined && keeper !== undefined) {
+        const sizeBytes = loaded.volumeSizeBytes ?? checkSize(o, loaded); // fence objects keep the recorded size
+        wroteLog = true;
+        const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
+        epoch = taken.epoch;
+        if (taken.fenced) ({ state, loaded } = await loadVolume(o, retry, stopped));
+        if (keeper.lost !== undefined) throw keeper.lost;
       }
-      volume.#scheduleGc();
+      if (o.readOnly) {
+        const first = loaded.beyond[0];
+        if (first !== undefined && o.atSequence === undefined) {
+          o.log(
+            `Ignoring ${loaded.beyond.length} objects after the recovery point (read-only, left in place; first is "${first.key}").`,
+          );
+        }
+      }
+      // Checked before repair: a refused start leaves the bucket as it found it.
+      const sizeBytes = checkSize(o, loaded);
+      if (!o.readOnly) await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
+      const fromCheckpoint = loaded.checkpointSequence === 0
+        ? ""
+        : ` after checkpoint ${loaded.checkpointSequence}`;
+      o.log(`Recovery complete (processed ${loaded.replayed} objects${fromCheckpoint}).`);
+      volume = new Volume(o, loaded, sizeBytes, { epoch, keeper });
+      if (keeper?.lost !== undefined) throw keeper.lost;
+      if (!o.readOnly) {
+        await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
+        const recorded = loaded.volumeSizeBytes;
+        if (sizeBytes !== recorded || !volumeExists(state)) {
+          o.log(
+            recorded === undefined
+              ? `Creating a volume of ${sizeBytes} bytes.`
+              : `Resizing the volume from ${recorded} to ${sizeBytes} bytes.`,
+          );
+          await volume.#writer!.recordSize(sizeBytes);
+        }
+        volume.#scheduleGc();
+      }
+      return volume;
+    } catch (e) {
+      volume?.abandon();
+      if (keeper !== undefined) {
+        await (wroteLog ? keeper.lapse() : keeper.release()).catch(() => keeper.stop());
+      }
+      throw e;
     }
-    return volume;
+  }
+
+  /** The lease was lost: the writer fails with kind "fenced" (LeaseKeeper.onLost). */
+  #leaseLost(error: Error): void {
+    this.#writer?.fail(error);
+  }
+
+  /** The lease was renewed: FLUSHes held back while it was not valid may resolve. */
+  #leaseRenewed(): void {
+    this.#writer?.leaseRenewed();
+  }
+
+  /**
+   * Resolves with the error the writer failed with: kind "fenced" when another writer took the
+   * volume over (serve then exits non-zero). Never resolves for a volume that keeps working.
+   */
+  whenFailed(): Promise<Error> {
+    return this.#failed;
   }
 
   get sizeBytes(): number {
@@ -279,8 +339,10 @@ export class Volume implements BlockDevice {
     await this.#gc?.stop();
     try {
       await this.#writer?.close();
+      await this.#keeper?.release();
     } finally {
       this.#closed = true;
+      this.#keeper?.stop();
     }
   }
 
@@ -294,13 +356,17 @@ export class Volume implements BlockDevice {
     this.#closed = true;
     this.#gcTimer?.cancel();
     void this.#gc?.stop();
+    this.#keeper?.stop();
     this.#writer?.abandon();
   }
 
   read(offsetBytes: number, dest: Uint8Array): Promise<void> {
     this.#checkRange(offsetBytes, dest.length);
     const failure = this.#writer?.failure;
-    if (failure !== undefined && (this.#closed || this.#writer!.closed)) return Promise.reject(failure);
+    // A fenced writer's map may be stale: another writer owns the disk now.
+    if (failure !== undefined && (this.#closed || this.#writer!.closed || isLsvdError(failure, "fenced"))) {
+      return Promise.reject(failure);
+    }
     return this.#reads.read(offsetBytes, dest);
   }
 
@@ -321,6 +387,84 @@ export class Volume implements BlockDevice {
       "out of range",
     );
   }
+}
+
+/** Lists and loads the log (never modifying it), with a progress line for long replays. */
+async function loadVolume(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  stopped: () => LsvdError | undefined,
+): Promise<{ state: LogState; loaded: LoadedLog }> {
+  const state = await listLogState(o.store, o.prefix, retry);
+  const progress = new Progress({
+    what: "Replaying the log",
+    unit: "objects",
+    total: 0,
+    clock: o.clock,
+    log: o.log,
+    terminal: stderrTerminal(),
+  });
+  const loaded = await loadLog(o.store, state, {
+    concurrency: o.recoveryConcurrency,
+    retry,
+    log: o.log,
+    onProgress: (done, total) => {
+      if (done === 1) progress.setTotal(total);
+      progress.update(done);
+      const stop = stopped();
+      if (stop !== undefined) throw stop;
+    },
+    ...(o.atSequence === undefined ? {} : { atSequence: o.atSequence }),
+  });
+  progress.finish();
+  return { state, loaded };
+}
+
+/**
+ * After taking the lease: makes our epoch higher than every epoch in the log (logs written before
+ * epoch keys existed) and, unless the previous writer released the lease, closes its upload window.
+ * Returns our epoch and whether the log changed (then it is loaded again).
+ */
+async function takeOver(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  t: { acquired: AcquiredLease; keeper: LeaseKeeper; loaded: LoadedLog; sizeBytes: number },
+): Promise<{ epoch: number; fenced: boolean }> {
+  const { acquired, keeper, loaded } = t;
+  const last = loaded.lastSequence;
+  const lastEpoch = last === 0 ? 0 : loaded.lastTrailer?.writerEpoch ??
+    await withRetries(retry, () => readWriterEpoch(o.store, logKey(o.prefix, last), last)).catch((e) => {
+      if (isLsvdError(e, "data")) return 0; // a damaged trailer fails its reads later, not the start
+      throw e;
+    });
+  let epoch = acquired.stored.lease.epoch;
+  if (lastEpoch >= epoch) {
+    epoch = await claimEpoch(o.store, o.prefix, {
+      atLeast: lastEpoch,
+      holder: acquired.stored.lease.holder,
+      retry,
+    });
+  }
+  const previous = acquired.previous;
+  const fence = previous === undefined ? loaded.state.objects.length > 0 : !previous.released;
+  if (fence) {
+    await closeWindow(o.store, {
+      prefix: o.prefix,
+      epoch,
+      afterSequence: last,
+      afterEpoch: lastEpoch,
+      windowObjects: Math.max(1, acquired.stored.lease.windowObjects),
+      volumeSizeBytes: t.sizeBytes,
+      sealTimeMs: o.clock.wallMs(),
+      recoveryId: o.recoveryId,
+      retry,
+      log: o.log,
+    });
+  }
+  if (fence || epoch !== acquired.stored.lease.epoch) {
+    await keeper.update({ epoch, windowObjects: o.uploadsMax });
+  }
+  return { epoch, fenced: fence };
 }
 
 /**

@@ -13,6 +13,7 @@ import { LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { normalizePrefix } from "../format/keys.ts";
 import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
+import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../log/lease.ts";
 
 /** "each": every FLUSH seals its own object (lsvd ≤ 0.1). "group": FLUSHes arriving while commit
  *  objects are in flight join the next one (group commit). */
@@ -71,12 +72,26 @@ export interface VolumeOptions {
   gcIntervalMs?: number;
   /** Garbage-collection thresholds (src/log/gc.ts DEFAULT_GC_THRESHOLDS). */
   gcThresholds?: Partial<GcThresholds>;
+  /**
+   * One writer per volume (docs/design/fencing.md): take the lease, claim a fresh epoch and fence
+   * the previous writer before writing. false (`--no-fencing`) does none of it. Default true.
+   */
+  fencing?: boolean;
+  /** When another writer holds the lease: refuse (default), take over, or stand by until it lapses. */
+  leaseMode?: LeaseMode;
+  /** How long one lease renewal lasts (default 30 s; renewed every third of it). */
+  leaseDurationMs?: number;
+  /** Who this writer is in the lease (tests run several in one process); default this host and pid. */
+  leaseHolder?: LeaseHolder;
 }
 
 export type ResolvedVolumeOptions =
-  & Required<Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds">>
+  & Required<
+    Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds" | "leaseHolder">
+  >
   & {
     gcThresholds: GcThresholds;
+    leaseHolder: LeaseHolder | undefined;
     sizeBytes: number | undefined;
     atSequence: number | undefined;
     commitsPerSecondMax: number | undefined;
@@ -118,6 +133,10 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     retentionMs: o.retentionMs ?? DEFAULT_RETENTION_MS,
     gcIntervalMs: o.gcIntervalMs ?? 0,
     gcThresholds: { ...DEFAULT_GC_THRESHOLDS, ...o.gcThresholds },
+    fencing: o.fencing ?? true,
+    leaseMode: o.leaseMode ?? "refuse",
+    leaseDurationMs: o.leaseDurationMs ?? LEASE_DURATION_MS_DEFAULT,
+    leaseHolder: o.leaseHolder,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");

@@ -34,7 +34,7 @@ export interface SimulationOptions {
 }
 
 /** A sector written by write `id` at `sector`: its bytes say both, everywhere. */
-function sectorBytes(id: number, sector: number): Uint8Array {
+export function sectorBytes(id: number, sector: number): Uint8Array {
   const b = new Uint8Array(SECTOR);
   const v = new DataView(b.buffer);
   for (let i = 0; i < SECTOR; i += 8) {
@@ -45,7 +45,7 @@ function sectorBytes(id: number, sector: number): Uint8Array {
 }
 
 /** Which write (0 = zeros) a sector's bytes come from; throws on torn or misplaced bytes. */
-function decodeSector(b: Uint8Array, sector: number, context: string): number {
+export function decodeSector(b: Uint8Array, sector: number, context: string): number {
   const v = new DataView(b.buffer, b.byteOffset, SECTOR);
   const id = v.getUint32(0), at = v.getUint32(4);
   if (id === 0 && at === 0) {
@@ -60,7 +60,7 @@ function decodeSector(b: Uint8Array, sector: number, context: string): number {
 }
 
 /** Per sector, the writes in issue order: [id (0 = zero), issue index]. */
-class Model {
+export class Model {
   history: { id: number; issue: number }[][];
   /** Per sector, the issue index of the newest write known durable. */
   durable: number[];
@@ -109,12 +109,12 @@ class Model {
   }
 }
 
-async function settle(): Promise<void> {
+export async function settle(): Promise<void> {
   for (let i = 0; i < 40; i++) await Promise.resolve();
 }
 
 /** Reads the whole disk; a read failed by damaged answers (kind "data") is asked again. */
-async function readAll(
+export async function readAll(
   volume: Volume,
   sectors: number,
   clock: ManualClock,
@@ -176,6 +176,9 @@ async function openVolume(
     ...(readOnlyAt === undefined ? {} : { readOnly: true, atSequence: readOnlyAt }),
     retentionMs: retentionMs(seed),
     gcThresholds: { deadFractionMin: [0.5, 0.2, 0.01][seed % 3]! },
+    // A restart after a crash is told the old process is dead (serve --takeover).
+    leaseMode: "takeover",
+    leaseDurationMs: 3000,
   });
   let done = false;
   p.then(() => (done = true), () => (done = true));

@@ -403,10 +403,13 @@ export class LeaseKeeper {
   }
 
   #renew(): void {
+    if (this.#stopped || this.#lost !== undefined) return;
     this.#write(undefined).then(
       () => {
         this.#retrying = false;
-        this.#schedule(this.#lease.durationMs / 3);
+        // A renewal that started before a pause (or a clock jump) ends already lapsed: renew again.
+        if (this.isValid()) this.#schedule(this.#lease.durationMs / 3);
+        else this.#renew();
       },
       (e) => {
         if (this.#lost !== undefined) return;

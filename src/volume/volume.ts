@@ -14,7 +14,7 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
-import { type AcquiredLease, acquireLease, claimEpoch, LeaseKeeper } from "../log/lease.ts";
+import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper } from "../log/lease.ts";
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
 import { logKey } from "../format/keys.ts";
 import type { LogState } from "../log/log_state.ts";
@@ -202,6 +202,7 @@ export class Volume implements BlockDevice {
         const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
         epoch = taken.epoch;
         if (taken.fenced) ({ state, loaded } = await loadVolume(o, retry, stopped));
+        await checkNoNewerWriter(o, retry, loaded, epoch);
         if (keeper.lost !== undefined) throw keeper.lost;
       }
       if (o.readOnly) {
@@ -275,6 +276,8 @@ export class Volume implements BlockDevice {
       mapBytes: this.#map.memoryBytes,
       lastSequence: w?.lastSequence ?? this.#lastSequence,
       durableThrough: w?.durableThrough ?? this.#lastSequence,
+      /** The epoch this writer's objects carry (0 read-only). */
+      writerEpoch: w?.writerEpoch ?? 0,
       dirtyBytes: w?.dirtyBytes ?? 0,
       cacheBytes: this.#cache.sizeBytes + this.#tables.sizeBytes,
       crcTableBytes: this.#tables.sizeBytes,
@@ -432,11 +435,7 @@ async function takeOver(
 ): Promise<{ epoch: number; fenced: boolean }> {
   const { acquired, keeper, loaded } = t;
   const last = loaded.lastSequence;
-  const lastEpoch = last === 0 ? 0 : loaded.lastTrailer?.writerEpoch ??
-    await withRetries(retry, () => readWriterEpoch(o.store, logKey(o.prefix, last), last)).catch((e) => {
-      if (isLsvdError(e, "data")) return 0; // a damaged trailer fails its reads later, not the start
-      throw e;
-    });
+  const lastEpoch = await lastEpochOf(o, retry, loaded);
   let epoch = acquired.stored.lease.epoch;
   if (lastEpoch >= epoch) {
     epoch = await claimEpoch(o.store, o.prefix, {
@@ -465,6 +464,48 @@ async function takeOver(
     await keeper.update({ epoch, windowObjects: o.uploadsMax });
   }
   return { epoch, fenced: fence };
+}
+
+/** The writer epoch of the loaded log's last object (logs never lower it along the way). */
+async function lastEpochOf(o: ResolvedVolumeOptions, retry: RetryPolicy, loaded: LoadedLog): Promise<number> {
+  const last = loaded.lastSequence;
+  if (last === 0) return 0;
+  return loaded.lastTrailer?.writerEpoch ??
+    await epochOrZero(o, retry, { key: logKey(o.prefix, last), sequence: last });
+}
+
+/** An object's writer epoch; 0 when its trailer is damaged (that fails its reads later, not the start). */
+function epochOrZero(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  object: { key: string; sequence: number },
+): Promise<number> {
+  return withRetries(retry, () => readWriterEpoch(o.store, object.key, object.sequence)).catch((e) => {
+    if (isLsvdError(e, "data") || isStoreError(e, "NotFound")) return 0;
+    throw e;
+  });
+}
+
+/**
+ * Before a writer writes or archives anything: the log it loaded must hold no object of a newer
+ * writer. One that fenced us while we were still starting may have placed objects past our fence
+ * (our uploads would then land after its objects) or after a gap we would archive.
+ */
+async function checkNoNewerWriter(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  loaded: LoadedLog,
+  epoch: number,
+): Promise<void> {
+  const found = [await lastEpochOf(o, retry, loaded)];
+  for (const b of loaded.beyond) found.push(await epochOrZero(o, retry, b));
+  const newest = Math.max(...found);
+  if (newest > epoch) {
+    throw fencedError(
+      `Cannot open the volume for writing: the log holds objects of writer epoch ${newest}, newer than ours (${epoch}); ` +
+        "another writer took the volume over while this one was starting",
+    );
+  }
 }
 
 /**

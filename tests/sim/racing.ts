@@ -1,0 +1,346 @@
+/**
+ * @module
+ * Seeded simulation of racing writers (docs/design/fencing.md): two or three Volume instances, each
+ * a "process" with its own handle on one fault-injecting MemoryStore (transient errors, PUTs that
+ * land but report failure, latency that reorders), on one manual clock. Writers are paused (their
+ * store calls held, as under SIGSTOP, then released: late uploads and lease renewals), crash
+ * (their handle dies; unacknowledged writes land or not), and are taken over with `takeover`, or
+ * by a `standby` that waits until the paused holder's lease expires on the injected clock.
+ *
+ * After every run, with every paused writer resumed and its late uploads landed:
+ *   - the log is never forked: along the gap-free log, writer epochs never decrease, so no object
+ *     of a fenced writer lies after the fence (a fresh load never stops at a zombie);
+ *   - a fresh writer recovers a disk where every sector holds the newest write any writer saw
+ *     acknowledged by a completed FLUSH (or FUA), or a write issued after it.
+ */
+
+import assert from "node:assert/strict";
+import { MemoryStore } from "../../src/store/memory.ts";
+import type {
+  ByteRange,
+  GetResult,
+  HeadResult,
+  ListOptions,
+  ListPage,
+  ObjectStore,
+  PutOptions,
+  PutResult,
+} from "../../src/store/store.ts";
+import { ManualClock } from "../../src/util/clock.ts";
+import { isLsvdError } from "../../src/util/errors.ts";
+import { seededRandom } from "../../src/util/random.ts";
+import { Volume } from "../../src/volume/volume.ts";
+import type { LeaseMode } from "../../src/log/lease.ts";
+import { listLogState } from "../../src/log/log_state.ts";
+import { readObjectSummary } from "../../src/log/object_reader.ts";
+import { decodeSector, readAll, sectorBytes, settle } from "./simulation.ts";
+
+const SECTOR = 4096;
+const LEASE_MS = 3000;
+const WINDOW = 4;
+
+/**
+ * One process's view of the store: while paused, calls wait (a SIGSTOPped process issues nothing);
+ * calls already under way finish (the kernel still sends them). Resuming releases them in order,
+ * long after another writer may have fenced this one.
+ */
+class PausableStore implements ObjectStore {
+  readonly description: string;
+  readonly inner: MemoryStore;
+  #paused = false;
+  #waiting: (() => void)[] = [];
+
+  constructor(inner: MemoryStore) {
+    this.inner = inner;
+    this.description = inner.description;
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const go of waiting) go();
+  }
+
+  async #gate(): Promise<void> {
+    while (this.#paused) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  async put(key: string, body: Uint8Array, options?: PutOptions): Promise<PutResult> {
+    const copy = body.slice(); // the caller's bytes are fixed until settled; held calls outlive that
+    await this.#gate();
+    return this.inner.put(key, copy, options);
+  }
+  async get(key: string, range?: ByteRange): Promise<GetResult> {
+    await this.#gate();
+    return this.inner.get(key, range);
+  }
+  async head(key: string): Promise<HeadResult> {
+    await this.#gate();
+    return this.inner.head(key);
+  }
+  async list(options: ListOptions): Promise<ListPage> {
+    await this.#gate();
+    return this.inner.list(options);
+  }
+  async delete(key: string): Promise<void> {
+    await this.#gate();
+    return this.inner.delete(key);
+  }
+  async copy(sourceKey: string, destinationKey: string, options?: PutOptions): Promise<void> {
+    await this.#gate();
+    return this.inner.copy(sourceKey, destinationKey, options);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+interface Writer {
+  name: string;
+  store: PausableStore;
+  volume: Volume | undefined;
+  /** Settled once open() finished (either way). */
+  opening: Promise<void>;
+  /** open() failed, the writer crashed, or it failed (fenced): issue nothing more. */
+  gone: boolean;
+  /** Per sector, the newest issue index this writer acknowledged. */
+  acked: number[];
+  /** It learned another writer took the volume (kind "fenced"). */
+  fenced: boolean;
+}
+
+export interface RacingOptions {
+  seed: number;
+  steps?: number;
+  sectors?: number;
+}
+
+export interface RacingResult {
+  writers: number;
+  takeovers: number;
+  standbys: number;
+  pauses: number;
+  crashes: number;
+  fencedWriters: number;
+  acknowledgedFlushes: number;
+}
+
+/** Runs one seeded race; throws an AssertionError naming the seed on any violation. */
+export async function simulateRacing(options: RacingOptions): Promise<RacingResult> {
+  const { seed } = options;
+  const rand = seededRandom(seed ^ 0x5eed);
+  const sectors = options.sectors ?? 32;
+  const steps = options.steps ?? 250;
+  const ctx = `racing seed ${seed}`;
+  const clock = new ManualClock();
+  const base = new MemoryStore({
+    seed,
+    clock,
+    errorRate: 0.03,
+    landedErrorRate: 0.3,
+    latencyMs: { min: 1, max: 40 },
+  });
+  const result: RacingResult = {
+    writers: 0,
+    takeovers: 0,
+    standbys: 0,
+    pauses: 0,
+    crashes: 0,
+    fencedWriters: 0,
+    acknowledgedFlushes: 0,
+  };
+  // Per sector, writes in global issue order, and the newest issue known durable.
+  const history: { id: number; issue: number }[][] = Array.from({ length: sectors }, () => [{
+    id: 0,
+    issue: -1,
+  }]);
+  const durable = new Array<number>(sectors).fill(-1);
+  let issues = 0;
+  let nextId = 1;
+  const writers: Writer[] = [];
+  let failure: unknown;
+  const note = (e: unknown) => (failure ??= e);
+
+  const start = (mode: LeaseMode): Writer => {
+    const name = `w${writers.length + 1}`;
+    const store = new PausableStore(base.reopen());
+    const w: Writer = {
+      name,
+      store,
+      volume: undefined,
+      opening: Promise.resolve(),
+      gone: false,
+      acked: new Array(sectors).fill(-1),
+      fenced: false,
+    };
+    w.opening = Volume.open({
+      store,
+      clock,
+      log: Deno.env.get("LSVD_SIM_LOG") ? (l) => console.log(`${name} t=${clock.nowMs()}: ${l}`) : () => {},
+      sizeBytes: sectors * SECTOR,
+      objectBytesMax: 4 * SECTOR,
+      dirtyBytesMax: 16 * SECTOR,
+      sealDelayMs: 20,
+      uploadsMax: WINDOW,
+      uploadAttemptsMax: 1000,
+      cacheBytesMax: 0,
+      recoveryId: `${name}-s${seed}`,
+      checkpointEveryObjects: [0, 5][seed % 2]!,
+      flushPolicy: seed % 3 === 1 ? "each" : "group",
+      leaseMode: mode,
+      leaseDurationMs: LEASE_MS,
+      leaseHolder: { host: `host-${name}`, pid: 100 + writers.length, nonce: `${name}-${seed}` },
+    }).then((v) => {
+      w.volume = v;
+      v.whenFailed().then((e) => {
+        w.gone = true;
+        if (isLsvdError(e, "fenced")) w.fenced = true;
+      });
+    }, (e) => {
+      w.gone = true; // refused, fenced while starting, or its handle crashed
+      if (isLsvdError(e, "fenced")) w.fenced = true;
+    });
+    writers.push(w);
+    result.writers++;
+    return w;
+  };
+
+  const live = () => writers.filter((w) => w.volume !== undefined && !w.gone && !w.store.inner.crashed);
+  const pick = <T>(xs: T[]): T | undefined =>
+    xs.length === 0 ? undefined : xs[Math.floor(rand() * xs.length)];
+  const run = async (ms: number) => {
+    for (let t = 0; t < ms; t += 10) {
+      clock.advance(10);
+      await settle();
+    }
+  };
+
+  start("refuse");
+  await run(300);
+  for (let step = 0; step < steps && failure === undefined; step++) {
+    const r = rand();
+    const w = pick(live());
+    if (r < 0.45 && w !== undefined) {
+      const count = 1 + Math.floor(rand() * 3);
+      const first = Math.floor(rand() * (sectors - count + 1));
+      const id = nextId++;
+      const data = new Uint8Array(count * SECTOR);
+      for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
+      const issue = issues++;
+      for (let s = first; s < first + count; s++) history[s]!.push({ id, issue });
+      const fua = rand() < 0.1;
+      w.volume!.write(first * SECTOR, data, { fua }).then(() => {
+        for (let s = first; s < first + count; s++) {
+          w.acked[s] = Math.max(w.acked[s]!, issue);
+          if (fua) durable[s] = Math.max(durable[s]!, issue);
+        }
+      }, () => {});
+    } else if (r < 0.6 && w !== undefined) {
+      const snapshot = [...w.acked];
+      w.volume!.flush().then(() => {
+        result.acknowledgedFlushes++;
+        for (let s = 0; s < sectors; s++) durable[s] = Math.max(durable[s]!, snapshot[s]!);
+      }, () => {});
+    } else if (r < 0.85) {
+      await run(Math.floor(rand() * 60));
+    } else if (r < 0.9) { // pause a writer (maybe while it is still opening), or resume one
+      const paused = writers.filter((x) => x.store.paused);
+      if (paused.length > 0 && rand() < 0.6) {
+        pick(paused)!.store.resume();
+      } else {
+        const target = pick(writers.filter((x) => !x.gone && !x.store.paused));
+        if (target !== undefined) {
+          target.store.pause();
+          result.pauses++;
+        }
+      }
+    } else if (r < 0.96) { // another process starts on the volume
+      if (writers.length < 3 || (writers.length < 5 && live().length === 0)) {
+        const mode: LeaseMode = rand() < 0.5 ? "takeover" : "standby";
+        if (mode === "takeover") result.takeovers++;
+        else result.standbys++;
+        start(mode);
+      }
+    } else if (r < 0.98) { // a writer's process dies
+      const target = pick(writers.filter((x) => !x.store.inner.crashed && !x.store.paused));
+      if (target !== undefined) {
+        result.crashes++;
+        target.store.inner.crash({ keepUnacknowledgedProbability: rand() });
+        target.volume?.abandon();
+        target.gone = true;
+      }
+    }
+    await settle();
+  }
+  if (failure !== undefined) throw failure;
+
+  // Let everything play out: paused writers resume and land their late uploads, then see they were fenced.
+  for (const w of writers) w.store.resume();
+  await run(4 * LEASE_MS);
+  for (const w of writers) {
+    // A standby still waiting behind a live holder is left waiting: the clock no longer moves.
+    if (w.fenced) result.fencedWriters++;
+    w.volume?.abandon();
+  }
+  await settle();
+
+  // No fork: along the gap-free log, once an object of a writer that finished opening (so finished
+  // its fence) appears, no object of an older writer follows. A writer stopped in the middle of its
+  // fence leaves a window the next writer closes; its fence objects set no floor.
+  const completed = new Set(
+    writers.flatMap((w) => w.volume === undefined ? [] : [w.volume.stats.writerEpoch]),
+  );
+  const check = base.reopen({ errorRate: 0, landedErrorRate: 0, latencyMs: { min: 0, max: 0 } });
+  const retry = { clock, attemptsMax: 1 };
+  const state = await listLogState(check, "", retry);
+  let floor = 0;
+  for (const o of state.objects.slice(0, state.gapFreeCount)) {
+    const epoch = (await readObjectSummary(check, o)).trailer?.writerEpoch ?? 0;
+    assert(
+      epoch >= floor,
+      `${ctx}: object ${o.sequence} has epoch ${epoch} after the fence of epoch ${floor}: a fenced writer's object lies after the fence`,
+    );
+    if (completed.has(epoch)) floor = epoch;
+  }
+
+  // Every acknowledged flush is in the disk a fresh writer recovers.
+  const opening = Volume.open({
+    store: check,
+    clock,
+    log: () => {},
+    sizeBytes: sectors * SECTOR,
+    leaseMode: "takeover",
+    leaseDurationMs: LEASE_MS,
+    leaseHolder: { host: "host-verifier", pid: 1, nonce: `v-${seed}` },
+  });
+  let opened = false;
+  opening.then(() => (opened = true), () => (opened = true));
+  for (let i = 0; i < 10_000 && !opened; i++) {
+    clock.advance(10);
+    await settle();
+  }
+  const volume = await opening;
+  const disk = await readAll(volume, sectors, clock, ctx);
+  for (let s = 0; s < sectors; s++) {
+    const id = decodeSector(disk.subarray(s * SECTOR), s, ctx);
+    const h = history[s]!;
+    let from = 0;
+    for (let i = 0; i < h.length; i++) if (h[i]!.issue <= durable[s]!) from = i;
+    const allowed = h.slice(from).map((x) => x.id);
+    assert(
+      allowed.includes(id),
+      `${ctx}: sector ${s} holds write ${id}; acknowledged flushes allow only ${allowed.join(",")}`,
+    );
+  }
+  volume.abandon();
+  return result;
+}

@@ -536,7 +536,8 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   }
   if (fenced !== undefined) {
     const error = await namingHolder(store, config, fenced);
-    await release(bound);
+    await store.close(); // the NBD listeners went with server.stop()
+    await bound.metricsServer?.close();
     throw error;
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {

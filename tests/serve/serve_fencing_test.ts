@@ -1,18 +1,24 @@
 /**
  * @module
- * One writer per volume with real daemons on the directory store: a second start is refused in one
- * line naming the holder; `--takeover` of a daemon serving a client that FLUSHes all the time makes
- * the old daemon exit non-zero naming the new holder, its client gets errors, and every FLUSH the
- * client saw acknowledged (from either daemon's time) is in the volume afterwards.
+ * One writer per volume with real daemons, on the directory store and on Ceph RGW:
+ *   - a second start is refused in one line naming the holder;
+ *   - `--takeover` of a daemon serving a client that FLUSHes all the time makes the old daemon exit
+ *     non-zero naming the new holder, and its client gets errors;
+ *   - a daemon frozen with SIGSTOP while its client FLUSHes (uploads in flight) is taken over by a
+ *     `--standby` once its lease lapses; resumed with SIGCONT, it is fenced: exit 1, one line.
+ * In every case each FLUSH the client saw acknowledged (from either daemon's time) is in the volume
+ * the new daemon serves afterwards.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
+import { startRgw } from "../support/rgw.ts";
 
 const BLOCKS = 256;
 const BLOCK = 4096;
+const LEASE_MS = 1500;
 
 /** Round r writes 8 blocks tagged (r, block), FLUSHes, and prints the round once acknowledged. */
 const WRITER = `
@@ -36,71 +42,195 @@ function writtenBy(round: number): number[] {
   return Array.from({ length: 8 }, (_, k) => (round * 37 + k * 13) % BLOCKS);
 }
 
-Deno.test("serve: a second daemon is refused; --takeover fences the first without losing an acknowledged flush", async () => {
-  const t = await scratch();
-  const socketB = join(t.dir, "b.sock");
-  try {
-    const common = [
-      "--dir",
-      t.store,
+/** A client FLUSHing in a loop; `lines` grows as acknowledgements arrive. */
+function startClient(socket: string) {
+  const child = new Deno.Command(SYSTEM_PYTHON, {
+    args: ["-c", WRITER, unixUri(socket)],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines: string[] = [];
+  const reading = (async () => {
+    const dec = new TextDecoder();
+    let partial = "";
+    for await (const chunk of child.stdout) {
+      const parts = (partial + dec.decode(chunk, { stream: true })).split("\n");
+      partial = parts.pop()!;
+      lines.push(...parts);
+    }
+  })();
+  return {
+    lines,
+    async waitForRounds(n: number) {
+      const deadline = Date.now() + 30_000;
+      while (lines.filter((l) => l.startsWith("flushed")).length < n && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert(lines.length >= n, `the client acknowledged only ${lines.length} rounds`);
+    },
+    async finished() {
+      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+      await child.status;
+      clearTimeout(timer);
+      await reading;
+      return lines;
+    },
+  };
+}
+
+/** Every block holds a round at least as new as the newest acknowledged round that wrote it. */
+async function checkAcknowledged(lines: string[], socket: string, dir: string): Promise<number> {
+  const flushed = lines.filter((l) => l.startsWith("flushed")).map((l) => Number(l.split(" ")[1]));
+  const floor = new Array(BLOCKS).fill(0);
+  for (const r of flushed) for (const blk of writtenBy(r)) floor[blk] = Math.max(floor[blk], r);
+  const out = join(dir, "disk.bin");
+  await Deno.remove(out).catch(() => {});
+  await runClientOk("nbdcopy", [unixUri(socket), out]);
+  const v = new DataView((await Deno.readFile(out)).buffer);
+  for (let blk = 0; blk < BLOCKS; blk++) {
+    const round = v.getUint32(blk * BLOCK);
+    assert(
+      round >= floor[blk],
+      `block ${blk} holds round ${round}, older than acknowledged round ${floor[blk]}`,
+    );
+  }
+  return flushed.length;
+}
+
+/** The one error line of a fenced daemon, naming the holder that took over. */
+function assertFencedLine(log: string): void {
+  const lines = log.split("\n").filter((l) => l !== "");
+  assert.match(
+    lines.at(-1)!,
+    /^lsvd: Cannot keep writing the volume: the volume was taken over by host \S+ pid \d+ \(epoch \d+\) since /,
+    log,
+  );
+  assert(!log.includes("    at "), log);
+}
+
+interface Setup {
+  /** Store arguments (--dir or --bucket ...). */
+  store: string[];
+  env?: Record<string, string>;
+  dir: string;
+}
+
+function daemonArgs(
+  s: Setup,
+  socket: string,
+  extra: string[],
+): { args: string[]; env?: Record<string, string> } {
+  return {
+    args: [
+      ...s.store,
       "--seal-delay-ms",
       "20",
       "--object-size",
       "64K",
       "--lease-duration-ms",
-      "1500",
-    ];
-    const a = await Daemon.start({ args: [...common, "--socket", t.socket, "--size", `${BLOCKS * BLOCK}`] });
-    const refused = await Daemon.spawn({ args: [...common, "--socket", socketB] }).finished();
-    assert.equal(refused.code, 1);
-    const line = refused.log.split("\n").filter((l) => l.startsWith("lsvd: Cannot"));
-    assert.equal(line.length, 1, refused.log);
-    assert.match(line[0]!, new RegExp(`it is held by host \\S+ pid ${a.child.pid} \\(epoch 1\\) since `));
+      String(LEASE_MS),
+      "--socket",
+      socket,
+      ...extra,
+    ],
+    ...(s.env === undefined ? {} : { env: s.env }),
+  };
+}
 
-    const writer = new Deno.Command(SYSTEM_PYTHON, {
-      args: ["-c", WRITER, unixUri(t.socket)],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const lines: string[] = [];
-    const reading = (async () => {
-      const dec = new TextDecoder();
-      let partial = "";
-      for await (const chunk of writer.stdout) {
-        const parts = (partial + dec.decode(chunk, { stream: true })).split("\n");
-        partial = parts.pop()!;
-        lines.push(...parts);
-      }
-    })();
-    const deadline = Date.now() + 30_000;
-    while (lines.length < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    const b = await Daemon.start({ args: [...common, "--socket", socketB, "--takeover"] });
-    const old = await a.finished(30_000);
-    await writer.status;
-    await reading;
-    assert.notEqual(old.code, 0, old.log);
-    assert.match(
-      old.log,
-      /lsvd: Cannot keep writing the volume: the volume was taken over by host \S+ pid \d+ \(epoch 2\)/,
-    );
-    assert.match(lines.at(-1) ?? "", /^error/, "the old daemon's client gets an error");
-    const flushed = lines.filter((l) => l.startsWith("flushed")).map((l) => Number(l.split(" ")[1]));
-    assert(flushed.length >= 20, `only ${flushed.length} rounds flushed`);
+/** Second start refused; --takeover under a FLUSHing client loses no acknowledged flush. */
+async function refuseThenTakeOver(s: Setup): Promise<void> {
+  const socketA = join(s.dir, "a.sock"), socketB = join(s.dir, "b.sock");
+  const a = await Daemon.start(daemonArgs(s, socketA, ["--size", `${BLOCKS * BLOCK}`]));
+  const refused = await Daemon.spawn(daemonArgs(s, socketB, [])).finished();
+  assert.equal(refused.code, 1, refused.log);
+  const line = refused.log.split("\n").filter((l) => l.startsWith("lsvd: Cannot"));
+  assert.equal(line.length, 1, refused.log);
+  assert.match(line[0]!, new RegExp(`it is held by host \\S+ pid ${a.child.pid} \\(epoch \\d+\\) since `));
 
-    const floor = new Array(BLOCKS).fill(0);
-    for (const r of flushed) for (const blk of writtenBy(r)) floor[blk] = Math.max(floor[blk], r);
-    const out = join(t.dir, "disk.bin");
-    await runClientOk("nbdcopy", [unixUri(socketB), out]);
-    assert.equal((await b.stop()).code, 0);
-    const v = new DataView((await Deno.readFile(out)).buffer);
-    for (let blk = 0; blk < BLOCKS; blk++) {
-      const round = v.getUint32(blk * BLOCK);
-      assert(
-        round >= floor[blk],
-        `block ${blk} holds round ${round}, older than acknowledged round ${floor[blk]}`,
-      );
-    }
+  const client = startClient(socketA);
+  await client.waitForRounds(20);
+  const b = await Daemon.start(daemonArgs(s, socketB, ["--takeover"]));
+  const old = await a.finished(30_000);
+  const lines = await client.finished();
+  assert.notEqual(old.code, 0, old.log);
+  assertFencedLine(old.log);
+  assert.match(lines.at(-1) ?? "", /^error/, "the old daemon's client gets an error");
+  assert((await checkAcknowledged(lines, socketB, s.dir)) >= 20);
+  assert.equal((await b.stop()).code, 0);
+}
+
+/**
+ * A daemon frozen (SIGSTOP) under a FLUSHing client is taken over by a standby once its lease
+ * lapses; resumed (SIGCONT) with its uploads and renewals pending, it is fenced.
+ */
+async function freezeThenStandby(s: Setup): Promise<void> {
+  const socketA = join(s.dir, "fa.sock"), socketB = join(s.dir, "fb.sock");
+  const a = await Daemon.start(daemonArgs(s, socketA, ["--size", `${BLOCKS * BLOCK}`]));
+  const client = startClient(socketA);
+  await client.waitForRounds(20);
+  a.child.kill("SIGSTOP");
+  const b = Daemon.spawn(daemonArgs(s, socketB, ["--standby"]));
+  try {
+    await b.waitForLine(/Standing by: the volume is held by host \S+ pid \d+/, 30_000);
+    await b.waitForLine(/lapsed; taking the volume over/, 30_000);
+    await b.waitForLine(/Device is now operational\./, 60_000);
+  } catch (e) {
+    b.kill();
+    throw new Error(`${(e as Error).message}\n--- standby log\n${b.log}`, { cause: e });
+  } finally {
+    a.child.kill("SIGCONT");
+  }
+  const old = await a.finished(30_000);
+  const lines = await client.finished();
+  assert.notEqual(old.code, 0, old.log);
+  assertFencedLine(old.log);
+  assert.match(lines.at(-1) ?? "", /^error/, "the frozen daemon's client gets an error once it resumes");
+  assert((await checkAcknowledged(lines, socketB, s.dir)) >= 20);
+  assert.equal((await b.stop()).code, 0, b.log);
+}
+
+Deno.test("serve on the directory store: a second daemon is refused; --takeover fences the first without losing an acknowledged flush", async () => {
+  const t = await scratch();
+  try {
+    await refuseThenTakeOver({ store: ["--dir", t.store], dir: t.dir });
   } finally {
     await t.remove();
   }
+});
+
+Deno.test("serve on the directory store: a SIGSTOPped writer is taken over by --standby and fenced when resumed, losing no acknowledged flush", async () => {
+  const t = await scratch();
+  try {
+    await freezeThenStandby({ store: ["--dir", t.store], dir: t.dir });
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test({
+  name:
+    "serve on Ceph RGW: refusal, --takeover, and a SIGSTOPped writer fenced by --standby, losing no acknowledged flush",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const t = await scratch();
+    const rgw = await startRgw();
+    try {
+      const s: Setup = {
+        store: ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", "fence"],
+        env: {
+          ...Deno.env.toObject(),
+          AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+          AWS_REGION: rgw.region,
+        },
+        dir: t.dir,
+      };
+      await refuseThenTakeOver(s);
+      await freezeThenStandby(s);
+    } finally {
+      await rgw.stop();
+      await t.remove();
+    }
+  },
 });

@@ -8,6 +8,7 @@
  */
 
 import { crcCoverage } from "../log/coverage.ts";
+import { type Lease, leaseLapsed, readLease } from "../log/lease.ts";
 import type { FormatRecord } from "../log/format_record.ts";
 import { loadLog } from "../log/load.ts";
 import { coversAll } from "../log/collected.ts";
@@ -63,7 +64,21 @@ export interface VolumeInfo {
     collectedObjects: number;
     retainedFromSequence: number | null;
   };
-  // Added by the lease work: lease holder.
+  /** The writer lease (docs/design/fencing.md): null when no writer ever took one. */
+  lease: LeaseInfo | null;
+}
+
+export interface LeaseInfo {
+  host: string;
+  pid: number;
+  epoch: number;
+  /** RFC 3339 wall-clock times from the lease itself (the holder's clock). */
+  acquiredAt: string;
+  renewedAt: string;
+  expiresAt: string;
+  /** held: renewed in time; lapsed: not renewed in time (or broken), the holder may be dead;
+   *  released: its holder shut down cleanly. */
+  state: "held" | "lapsed" | "released";
 }
 
 const OPTIONS = {
@@ -100,10 +115,11 @@ export async function collectInfo(
   let writtenSectors = 0;
   for (const run of loaded.map.runs()) for (let i = 1; i < run.length; i += 4) writtenSectors += run[i]!;
   const log = state.objects;
-  const [first, last, coverage] = await Promise.all([
+  const [first, last, coverage, stored] = await Promise.all([
     refOf(store, log[0], options.retry),
     refOf(store, log.at(-1), options.retry),
     crcCoverage(store, { map: loaded.map, objects: log, concurrency: 32, retry: options.retry }),
+    withRetries(options.retry, () => readLease(store, state.prefix)),
   ]);
   const epochs = new Set(state.epochs);
   for (const r of [first, last]) if (r?.writerEpoch) epochs.add(r.writerEpoch);
@@ -134,6 +150,20 @@ export async function collectInfo(
       objectsWithoutTables: coverage.objectsWithoutTables,
       damagedObjects: coverage.damaged.map((d) => d.key),
     },
+    lease: stored === undefined ? null : leaseInfo(stored.lease, Date.now()),
+  };
+}
+
+export function leaseInfo(lease: Lease, wallNowMs: number): LeaseInfo {
+  const at = (ms: number) => new Date(ms).toISOString();
+  return {
+    host: lease.holder.host,
+    pid: lease.holder.pid,
+    epoch: lease.epoch,
+    acquiredAt: at(lease.acquiredAtMs),
+    renewedAt: at(lease.renewedAtMs),
+    expiresAt: at(lease.renewedAtMs + lease.durationMs),
+    state: lease.released ? "released" : leaseLapsed(lease, wallNowMs) ? "lapsed" : "held",
   };
 }
 
@@ -175,6 +205,7 @@ export function renderInfo(i: VolumeInfo): string {
     ["First object", refText(i.objects.first)],
     ["Last object", refText(i.objects.last)],
     ["Gaps", gapsText(i)],
+    ["Lease", leaseText(i.lease)],
     ["Writer epochs", i.writerEpochs.length === 0 ? "none recorded" : i.writerEpochs.join(", ")],
     [
       "Checkpoints",
@@ -214,6 +245,16 @@ function verifiableText(v: VolumeInfo["verification"]): string {
     }`;
   }
   return text;
+}
+
+function leaseText(l: LeaseInfo | null): string {
+  if (l === null) return "none (no writer has taken one)";
+  const who = `host ${l.host} pid ${l.pid}, epoch ${l.epoch}, since ${l.acquiredAt}`;
+  if (l.state === "released") return `released by ${who} (shut down cleanly)`;
+  if (l.state === "lapsed") {
+    return `lapsed at ${l.expiresAt}: ${who} (not renewed; a new writer takes it without --takeover)`;
+  }
+  return `held by ${who}; renewed ${l.renewedAt}, expires ${l.expiresAt} unless renewed`;
 }
 
 function formatLine(f: FormatRecord | null): string {

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { startRgw } from "../support/rgw.ts";
+import { runLsvdOk } from "../support/lsvd_cli.ts";
 
 const BLOCKS = 256;
 const BLOCK = 4096;
@@ -146,6 +147,20 @@ async function refuseThenTakeOver(s: Setup): Promise<void> {
   const line = refused.log.split("\n").filter((l) => l.startsWith("lsvd: Cannot"));
   assert.equal(line.length, 1, refused.log);
   assert.match(line[0]!, new RegExp(`it is held by host \\S+ pid ${a.child.pid} \\(epoch \\d+\\) since `));
+  // lsvd info and lsvd lease show name the holder, its epoch and when the lease expires.
+  const env = s.env === undefined ? {} : { env: s.env };
+  const info = JSON.parse((await runLsvdOk(["info", "--json", ...s.store], env)).out);
+  assert.equal(info.lease.state, "held");
+  assert.equal(info.lease.pid, a.child.pid);
+  assert(Date.parse(info.lease.expiresAt) > Date.parse(info.lease.renewedAt));
+  assert.match(
+    (await runLsvdOk(["info", ...s.store], env)).out,
+    new RegExp(
+      `^Lease: +held by host \\S+ pid ${a.child.pid}, epoch ${info.lease.epoch}, since .*expires `,
+      "m",
+    ),
+  );
+  assert.match((await runLsvdOk(["lease", "show", ...s.store], env)).out, new RegExp(`pid ${a.child.pid} `));
 
   const client = startClient(socketA);
   await client.waitForRounds(20);

@@ -146,11 +146,14 @@ export async function infoAndVerify(t: ToolboxTarget, v: WrittenVolume): Promise
   assert.equal(info.objects.last.key, keys.at(-1));
   assert.ok(Date.parse(info.objects.last.sealedAt) >= Date.parse(info.objects.first.sealedAt));
   assert.deepEqual(info.writerEpochs, [1, 2], "two writer sessions");
+  assert.equal(info.lease.state, "released", "the second session shut down cleanly");
+  assert.equal(info.lease.epoch, 2);
   assert.ok(info.checkpoints.length >= 1, "serve checkpoints at shutdown");
   assert.equal(info.format.format, 2);
   const text = (await lsvdOk(t, ["info", ...args(t, p)])).out;
   assert.match(text, /^Size: +32\.0 MiB \(33554432 bytes\)$/m);
   assert.match(text, /^Gaps: +none$/m);
+  assert.match(text, /^Lease: +released by host \S+ pid \d+, epoch 2, since /m);
 
   const good = await lsvdOk(t, ["verify", ...args(t, p)]);
   assert.equal(good.out, "");

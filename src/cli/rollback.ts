@@ -10,7 +10,10 @@
  * it) and, for writers that take no lease, watches the log for a moment and refuses if it grows.
  */
 
-import { archiveKey } from "../format/keys.ts";
+import { archiveKey, logKey } from "../format/keys.ts";
+import { occupySlots } from "../log/fence.ts";
+import { claimEpoch, currentHolder } from "../log/lease.ts";
+import { readObjectSummary } from "../log/object_reader.ts";
 import { parsePoint, resolvePoint } from "../log/point.ts";
 import { checkRollbackPastGc } from "../log/collected.ts";
 import { isStale, readSnapshots } from "../log/snapshots.ts";
@@ -27,9 +30,58 @@ import {
   parseTool,
   refuseActiveWriter,
   takeToolLease,
+  type ToolLease,
   toolRetry,
   where,
 } from "./tool_support.ts";
+
+/**
+ * A writer that did not shut down cleanly (its lease lapsed, never released) may still land uploads
+ * in the numbers after the point, with an epoch no lower than the point's: recovery would take
+ * them for the log. Fence objects of a newer epoch, carrying the size at the point, fill its upload
+ * window first (docs/design/fencing.md). Releasing our lease afterwards is then honest.
+ */
+async function fenceAfterPoint(
+  store: ObjectStore,
+  prefix: string,
+  o: { point: number; lease: ToolLease; id: string; retry: RetryPolicy; log: Logger },
+): Promise<void> {
+  const window = o.lease.previousWindowObjects;
+  if (window === 0 || o.point === 0) return;
+  const key = logKey(prefix, o.point);
+  const { trailer } = await withRetries(o.retry, async () => {
+    const { sizeBytes } = await store.head(key);
+    return await readObjectSummary(store, { sequence: o.point, key, sizeBytes });
+  });
+  if (trailer === undefined) return; // a base-format log: no size to record, no epochs to compare
+  let epoch = o.lease.epoch;
+  if (trailer.writerEpoch >= epoch) {
+    epoch = await claimEpoch(store, prefix, {
+      atLeast: trailer.writerEpoch,
+      holder: currentHolder(),
+      retry: o.retry,
+    });
+  }
+  const zombies = await occupySlots(
+    store,
+    {
+      prefix,
+      epoch,
+      volumeSizeBytes: trailer.volumeSizeBytes,
+      sealTimeMs: Date.now(),
+      recoveryId: o.id,
+      retry: o.retry,
+      log: o.log,
+    },
+    o.point + 1,
+    o.point + window,
+  );
+  o.log(
+    `Fenced objects ${o.point + 1}..${
+      o.point + window
+    } against late uploads of the writer that did not shut down cleanly (archived ${zombies}).`,
+  );
+}
 
 const OPTIONS = {
   to: {
@@ -97,6 +149,8 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
         } to ${resolved.description}: moved ${objects.length} objects under ${prefix}archive/${id}/, dropped ${checkpoints.length} checkpoints.`,
       );
     }
+    lease.check();
+    await fenceAfterPoint(store, prefix, { point: resolved.sequence, lease, id, retry, log });
     await lease.release();
     return 0;
   } catch (e) {

@@ -97,6 +97,11 @@ export function where(selection: StoreSelection): string {
 /** A writing tool's hold on the volume: the lease it took and the epoch it writes under. */
 export interface ToolLease {
   epoch: number;
+  /**
+   * The upload window of the writer whose lease this tool took, when that writer did not shut down
+   * cleanly (its uploads may still land); 0 when it released the lease or there was none.
+   */
+  previousWindowObjects: number;
   /** Throws the fenced error once another writer took the lease; call before every write. */
   check(): void;
   /** Marks the lease released (the tool finished cleanly). */
@@ -140,8 +145,10 @@ export async function takeToolLease(
     log,
     onLost: (e) => (lost = e),
   });
+  const previous = acquired.previous;
   return {
     epoch: acquired.stored.lease.epoch,
+    previousWindowObjects: previous === undefined || previous.released ? 0 : previous.windowObjects,
     check: () => {
       if (lost !== undefined) throw lost;
     },

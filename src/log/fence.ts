@@ -86,20 +86,41 @@ export async function closeWindow(store: ObjectStore, options: FenceOptions): Pr
   }
   const n = s;
   const last = n - 1 + options.windowObjects;
-  let next = n + 1;
-  const worker = async () => {
-    while (next <= last) {
-      const archived = await fence.occupy(next++);
-      zombies += archived;
-    }
-  };
-  await Promise.all(Array.from({ length: FENCE_CONCURRENCY }, worker));
+  zombies += await occupyAll(fence, n + 1, last);
   const accepted = n - 1 - options.afterSequence;
   options.log(
     `Fenced the previous writer: objects ${n}..${last} hold epoch ${options.epoch}` +
       ` (accepted ${accepted} of its objects, archived ${zombies} late ones).`,
   );
   return { fenceSequence: n, lastSequence: last, accepted, zombies };
+}
+
+/**
+ * Makes slots first..last hold our fence objects, archiving whatever else is there: after a
+ * rollback to first-1, every object of an older writer in that window is a zombie, however high its
+ * epoch relative to the point's. Returns how many were archived.
+ */
+export function occupySlots(
+  store: ObjectStore,
+  options: Omit<FenceOptions, "afterSequence" | "afterEpoch" | "windowObjects">,
+  first: number,
+  last: number,
+): Promise<number> {
+  return occupyAll(
+    new Fence(store, { ...options, afterSequence: first - 1, afterEpoch: 0, windowObjects: 1 }),
+    first,
+    last,
+  );
+}
+
+async function occupyAll(fence: Fence, first: number, last: number): Promise<number> {
+  let next = first;
+  let zombies = 0;
+  const worker = async () => {
+    while (next <= last) zombies += await fence.occupy(next++);
+  };
+  await Promise.all(Array.from({ length: FENCE_CONCURRENCY }, worker));
+  return zombies;
 }
 
 /** Slot-level steps of the fence, sharing the store and options. */

@@ -217,9 +217,9 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
   const live = () => writers.filter((w) => w.volume !== undefined && !w.gone && !w.store.inner.crashed);
   const pick = <T>(xs: T[]): T | undefined =>
     xs.length === 0 ? undefined : xs[Math.floor(rand() * xs.length)];
-  const run = async (ms: number) => {
-    for (let t = 0; t < ms; t += 10) {
-      clock.advance(10);
+  const run = async (ms: number, stepMs = 10) => {
+    for (let t = 0; t < ms; t += stepMs) {
+      clock.advance(stepMs);
       await settle();
     }
   };
@@ -285,7 +285,7 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
 
   // Let everything play out: paused writers resume and land their late uploads, then see they were fenced.
   for (const w of writers) w.store.resume();
-  await run(4 * LEASE_MS);
+  await run(4 * LEASE_MS, 50);
   for (const w of writers) {
     // A standby still waiting behind a live holder is left waiting: the clock no longer moves.
     if (w.fenced) result.fencedWriters++;

@@ -86,7 +86,8 @@ export async function closeWindow(store: ObjectStore, options: FenceOptions): Pr
   }
   const n = s;
   const last = n - 1 + options.windowObjects;
-  zombies += await occupyAll(fence, n + 1, last);
+  const archived = await occupyAll(fence, n + 1, last);
+  zombies += archived;
   const accepted = n - 1 - options.afterSequence;
   options.log(
     `Fenced the previous writer: objects ${n}..${last} hold epoch ${options.epoch}` +
@@ -117,7 +118,10 @@ async function occupyAll(fence: Fence, first: number, last: number): Promise<num
   let next = first;
   let zombies = 0;
   const worker = async () => {
-    while (next <= last) zombies += await fence.occupy(next++);
+    while (next <= last) {
+      const archived = await fence.occupy(next++); // read zombies only after the await
+      zombies += archived;
+    }
   };
   await Promise.all(Array.from({ length: FENCE_CONCURRENCY }, worker));
   return zombies;

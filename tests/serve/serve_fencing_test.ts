@@ -16,6 +16,7 @@ import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { startRgw } from "../support/rgw.ts";
 import { runLsvdOk } from "../support/lsvd_cli.ts";
+import { startUnconditionalS3 } from "../support/unconditional_s3.ts";
 
 const BLOCKS = 256;
 const BLOCK = 4096;
@@ -245,6 +246,58 @@ Deno.test({
       await freezeThenStandby(s);
     } finally {
       await rgw.stop();
+      await t.remove();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "serve on an S3 server that ignores If-Match refuses to start in one line; --no-fencing serves it, saying what is lost",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const t = await scratch();
+    const s3 = startUnconditionalS3();
+    try {
+      const store = [
+        "--bucket",
+        s3.bucket,
+        "--endpoint",
+        s3.endpoint,
+        "--path-style",
+        "--region",
+        "us-east-1",
+      ];
+      const env = { ...Deno.env.toObject(), AWS_ACCESS_KEY_ID: "any", AWS_SECRET_ACCESS_KEY: "any" };
+      const args = [...store, "--size", `${BLOCKS * BLOCK}`, "--socket", t.socket];
+      const refused = await Daemon.spawn({ args, env }).finished();
+      assert.equal(refused.code, 1, refused.log);
+      const last = refused.log.split("\n").filter((l) => l !== "").at(-1)!;
+      assert.match(
+        last,
+        /^lsvd: Cannot guarantee a single writer on .*: it ignores If-None-Match/,
+        refused.log,
+      );
+      assert.match(last, /--no-fencing/);
+      assert(!refused.log.includes("    at "), refused.log);
+      assert(s3.ignoredConditions > 0, "the probe sent conditional headers");
+
+      const d = await Daemon.start({ args: [...args, "--no-fencing"], env });
+      assert.match(
+        d.log,
+        /Writing without fencing \(--no-fencing\): a second daemon .* can lose acknowledged writes/,
+      );
+      const client = startClient(t.socket);
+      await client.waitForRounds(5);
+      const { code } = await d.stop();
+      assert.equal(code, 0);
+      const lines = await client.finished();
+      const again = await Daemon.start({ args: [...args, "--no-fencing"], env });
+      assert((await checkAcknowledged(lines, t.socket, t.dir)) >= 5);
+      assert.equal((await again.stop()).code, 0);
+    } finally {
+      await s3.close();
       await t.remove();
     }
   },

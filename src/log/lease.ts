@@ -154,7 +154,7 @@ export function describeLease(lease: Lease): string {
 
 /** True when the lease's own wall-clock times say it is over (released, or not renewed in time). */
 export function leaseLapsed(lease: Lease, wallNowMs: number): boolean {
-  return lease.released || wallNowMs > lease.renewedAtMs + lease.durationMs;
+  return lease.released || wallNowMs >= lease.renewedAtMs + lease.durationMs;
 }
 
 export function currentHolder(): LeaseHolder {

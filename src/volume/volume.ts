@@ -196,8 +196,10 @@ export class Volume implements BlockDevice {
         );
       }
       let epoch = loaded.writerEpoch + 1;
+      // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
+      const wantedBytes = checkSize(o, loaded);
       if (acquired !== undefined && keeper !== undefined) {
-        const sizeBytes = loaded.volumeSizeBytes ?? checkSize(o, loaded); // fence objects keep the recorded size
+        const sizeBytes = loaded.volumeSizeBytes ?? wantedBytes; // fence objects keep the recorded size
         wroteLog = true;
         const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
         epoch = taken.epoch;
@@ -213,8 +215,7 @@ export class Volume implements BlockDevice {
           );
         }
       }
-      // Checked before repair: a refused start leaves the bucket as it found it.
-      const sizeBytes = checkSize(o, loaded);
+      const sizeBytes = checkSize(o, loaded); // again: the fence may have accepted more of the log
       if (!o.readOnly) await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
       const fromCheckpoint = loaded.checkpointSequence === 0
         ? ""

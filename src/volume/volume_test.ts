@@ -120,9 +120,10 @@ Deno.test("Volume.open() grows the volume and refuses to shrink below written da
   const v = await open(store, { sizeBytes: 8 * MiB });
   await v.write(6 * MiB, sector(1));
   await v.close();
+  await assert.rejects(open(store, { sizeBytes: 4 * MiB }), /without --allow-shrink/);
   await assert.rejects(
-    open(store, { sizeBytes: 4 * MiB }),
-    /Cannot shrink the volume from 8388608 to 4194304 bytes/,
+    open(store, { sizeBytes: 4 * MiB, allowShrink: true }),
+    /Cannot shrink the volume from 8388608 to 4194304 bytes: data is written up to byte/,
   );
   const g = await open(store, { sizeBytes: 16 * MiB });
   await g.write(12 * MiB, sector(2));

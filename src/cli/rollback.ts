@@ -15,13 +15,12 @@ import { occupySlots } from "../log/fence.ts";
 import { claimEpoch, currentHolder } from "../log/lease.ts";
 import { readObjectSummary } from "../log/object_reader.ts";
 import { parsePoint, resolvePoint } from "../log/point.ts";
-import { checkRollbackPastGc } from "../log/collected.ts";
+import { rollbackLog } from "../log/rollback.ts";
 import { isStale, readSnapshots } from "../log/snapshots.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { RetryPolicy } from "../volume/retry.ts";
-import { archiveObjects } from "../log/repair.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { withRetries } from "../volume/retry.ts";
 import { UsageError } from "./options.ts";
@@ -115,7 +114,6 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   const { store, prefix } = selection;
   let state = await listVolume(selection, retry, { mustExist: true });
   const resolved = await resolvePoint(store, state, point, retry);
-  checkRollbackPastGc(state.collectedRecord, resolved.sequence);
   await refuseLaterSnapshots(store, state, resolved.sequence, retry);
   const id = `rollback-${Date.now().toString(36)}`;
   const plan = () => ({
@@ -135,18 +133,30 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   try {
     await refuseActiveWriter(selection, state, retry);
     state = await listVolume(selection, retry, { mustExist: true });
-    checkRollbackPastGc(state.collectedRecord, resolved.sequence);
     const { objects, checkpoints } = plan();
-    if (objects.length === 0 && checkpoints.length === 0) {
+    if (objects.length === 0 && checkpoints.length === 0 && state.collectedRecord?.rollback === undefined) {
       log(`Nothing to roll back: the log ends at ${resolved.description}.`);
     } else {
       lease.check();
-      if (objects.length > 0) await archiveObjects(store, prefix, objects, { recoveryId: id, retry, log });
+      // Data garbage collection moved after the point is rescued into the object after it.
+      const done = await rollbackLog(store, state, resolved.sequence, {
+        retry,
+        log,
+        archiveId: state.collectedRecord?.rollback?.archiveId ?? id,
+        writerEpoch: lease.epoch,
+        wallNowMs: Date.now(),
+        check: () => lease.check(),
+      });
       for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
+      const rescued = done.rescuedSectors === 0
+        ? ""
+        : `, rescued ${done.rescuedSectors * 4096} bytes garbage collection had moved into object ${
+          resolved.sequence + 1
+        }`;
       log(
         `Rolled back ${
           where(selection)
-        } to ${resolved.description}: moved ${objects.length} objects under ${prefix}archive/${id}/, dropped ${checkpoints.length} checkpoints.`,
+        } to ${resolved.description}: moved ${done.moved} objects under ${prefix}archive/${id}/${rescued}, dropped ${checkpoints.length} checkpoints.`,
       );
     }
     lease.check();

@@ -97,6 +97,14 @@ export function parseCollectedKey(prefix: string, key: string): number | undefin
   return parseLogKey(collectedPrefix(prefix), key);
 }
 
+/**
+ * A rollback's rescued data (the entries of copies after the point that the point needs), stored
+ * here before any copy is archived and moved into the log as the object after the point.
+ */
+export function rescueKey(prefix: string, id: string): string {
+  return `${prefix}rescue/${id}`;
+}
+
 const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** True for names `lsvd snapshot create` accepts (they become key names). */

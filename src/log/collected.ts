@@ -33,6 +33,12 @@ export interface CollectedRecord {
   snapshots: { name: string; sequence: number }[];
   /** Writer's wall clock when the record was written (ms since 1970). */
   createdMs: number;
+  /**
+   * Set while `lsvd rollback` moves the log back to `to` past copied objects: every load refuses
+   * until the rollback finishes (the log is between two states). `rescueKey` holds the rescued
+   * object (null when nothing needed rescuing); `archiveId` names the archive folder.
+   */
+  rollback?: { to: number; archiveId: string; rescueKey: string | null };
 }
 
 export function encodeCollected(record: CollectedRecord): Uint8Array {
@@ -128,29 +134,4 @@ export function clipRanges(ranges: SequenceRanges, through: number): SequenceRan
   const out: SequenceRanges = [];
   for (const [a, b] of ranges) if (a <= through) out.push([a, Math.min(b, through)]);
   return out;
-}
-
-/**
- * Rolling back to `point` must not drop data garbage collection moved: a copy after the point may
- * hold the only copy of data the point needs, and a collected number after it would make a future
- * crash gap look collected. Rescuing copied entries into a new object is the planned way
- * (docs/design/gc-and-retention.md); until then such a rollback is refused in one line.
- */
-export function checkRollbackPastGc(record: CollectedRecord | undefined, point: number): void {
-  if (record === undefined) return;
-  const lastCopy = record.copies.at(-1)?.[1] ?? 0;
-  const lastCollected = record.collected.at(-1)?.[1] ?? 0;
-  if (lastCopy > point) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot roll back to object ${point}: garbage collection moved live data into object ${lastCopy} after it; ` +
-        `roll back to object ${lastCopy} or later, or 'lsvd export --at ${point}' and import the image`,
-    );
-  }
-  if (lastCollected > point) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot roll back to object ${point}: garbage collection deleted objects up to ${lastCollected} after it`,
-    );
-  }
 }

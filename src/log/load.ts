@@ -62,6 +62,13 @@ export interface LoadedLog {
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
   checkFormatRecord(state.format, state.prefix);
+  const rollback = state.collectedRecord?.rollback;
+  if (rollback !== undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume: a rollback to object ${rollback.to} is half done; run 'lsvd rollback --to ${rollback.to}' again to finish it`,
+    );
+  }
   checkNoStrayGap(state);
   const end = options.atSequence ?? state.endSequence;
   if (end > state.endSequence) {

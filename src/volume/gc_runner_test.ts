@@ -6,7 +6,7 @@ import { seededRandom } from "../util/random.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { createSnapshot } from "../log/snapshots.ts";
 import { listLogState } from "../log/log_state.ts";
-import { checkRollbackPastGc } from "../log/collected.ts";
+import { rollbackLog } from "../log/rollback.ts";
 import { isLsvdError } from "../util/errors.ts";
 
 const SECTOR = 4096;
@@ -182,18 +182,43 @@ async function collectedNumbers(store: MemoryStore): Promise<number[]> {
   );
 }
 
-Deno.test("checkRollbackPastGc() refuses to drop copies or collected numbers after the point", () => {
-  const record = {
-    version: 1,
-    pass: 3,
-    collected: [[2, 5]] as [number, number][],
-    copies: [[9, 9]] as [number, number][],
-    retainedFromSequence: 6,
-    snapshots: [],
-    createdMs: 0,
+Deno.test("rollbackLog() rescues data GC moved after the point, refuses loads while half done, and resumes", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const rand = seededRandom(5);
+  let v = await open(store, clock, { retentionMs: 0 });
+  const model = new Uint8Array(SECTORS * SECTOR);
+  for (let round = 1; round <= 3; round++) await overwrite(v, model, round, rand);
+  const point = v.stats.lastSequence;
+  const atPoint = model.slice();
+  clock.advance(1000);
+  const pass = await v.collectGarbage();
+  assert(pass.copiedObjects > 0, "the pass made no copies to rescue from");
+  await overwrite(v, model, 9, rand);
+  await v.close();
+  const retry = { clock, attemptsMax: 3 };
+  let checks = 0;
+  const options = {
+    retry,
+    log: silentLogger,
+    archiveId: "rb1",
+    writerEpoch: 99,
+    wallNowMs: clock.wallMs(),
+    check: () => {
+      if (++checks === 2) throw new Error("crash after the rollback was marked");
+    },
   };
-  assert.throws(() => checkRollbackPastGc(record, 8), /moved live data into object 9/);
-  assert.throws(() => checkRollbackPastGc({ ...record, copies: [] }, 4), /deleted objects up to 5/);
-  checkRollbackPastGc(record, 9);
-  checkRollbackPastGc(undefined, 1);
+  await assert.rejects(
+    rollbackLog(store, await listLogState(store, "", retry), point, options),
+    /crash after/,
+  );
+  await assert.rejects(open(store, clock), /rollback to object \d+ is half done/);
+  const done = await rollbackLog(store, await listLogState(store, "", retry), point, {
+    ...options,
+    check: () => {},
+  });
+  assert(done.rescuedSectors > 0, "nothing was rescued");
+  v = await open(store, clock);
+  assert.deepEqual(await readDisk(v), atPoint, "the disk after the rollback is the point's");
+  await v.close();
 });

@@ -19,8 +19,7 @@ import { seededRandom } from "../../src/util/random.ts";
 import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
-import { checkRollbackPastGc } from "../../src/log/collected.ts";
-import { archiveObjects } from "../../src/log/repair.ts";
+import { rollbackLog } from "../../src/log/rollback.ts";
 
 const SECTOR = 4096;
 
@@ -203,6 +202,7 @@ export async function simulate(
     gcDeleted: number;
     gcCopied: number;
     rollbacks: number;
+    rescues: number;
   }
 > {
   const { seed } = options;
@@ -221,7 +221,7 @@ export async function simulate(
   });
   const model = new Model(sectors);
   const shadow = new Shadow();
-  let gcDeleted = 0, gcCopied = 0, rollbacks = 0;
+  let gcDeleted = 0, gcCopied = 0, rollbacks = 0, rescues = 0;
   const pendingSnapshots = new Set<Promise<unknown>>();
   const snapshots: { name: string; sequence: number }[] = [];
   let volume = await openVolume(store, clock, sectors * SECTOR, seed);
@@ -366,26 +366,28 @@ export async function simulate(
       const from = promisedFrom(store);
       const point = from + Math.floor(rand() * (state.endSequence - from + 1));
       let refused = false;
-      try {
-        checkRollbackPastGc(state.collectedRecord, point);
-      } catch {
-        refused = true; // data GC moved after the point: the tool refuses, nothing changes
+      for (const gone of snapshots.filter((x) => x.sequence > point)) {
+        await pump(deleteSnapshot(store, "", gone.name, retry), clock);
       }
-      if (!refused) {
-        for (const gone of snapshots.filter((x) => x.sequence > point)) {
-          await pump(deleteSnapshot(store, "", gone.name, retry), clock);
-        }
-        snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
-        const after = state.objects.filter((o) => o.sequence > point);
-        if (after.length > 0) {
-          await pump(
-            archiveObjects(store, "", after, { recoveryId: `rb${step}`, retry, log: () => {} }),
-            clock,
-          );
-        }
-        for (const c of state.checkpoints.filter((c) => c.sequence > point)) {
-          await pump(store.delete(c.key), clock);
-        }
+      snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
+      await pump(
+        rollbackLog(store, state, point, {
+          retry,
+          log: () => {},
+          archiveId: `rb${step}`,
+          writerEpoch: 1_000_000 + step,
+          wallNowMs: clock.wallMs(),
+        }),
+        clock,
+      ).then((r) => {
+        if (r.rescuedSectors > 0) rescues++;
+      }, (e) => {
+        // Refused only when GC deleted objects after the point (a snapshot older than the window).
+        assert(isLsvdError(e, "invalid"), `${ctx()}: rollback to ${point}: ${e}`);
+        refused = true;
+      });
+      for (const c of state.checkpoints.filter((c) => c.sequence > point)) {
+        if (!refused) await pump(store.delete(c.key), clock);
       }
       const expected = refused ? undefined : shadow.stateAt(point, sectors);
       if (!refused) shadow.dropAfter(point);
@@ -460,6 +462,7 @@ export async function simulate(
     gcDeleted,
     gcCopied,
     rollbacks,
+    rescues,
   };
 }
 

@@ -116,6 +116,8 @@ export class GcRunner {
   }
 
   #stopped = false;
+  /** Copies this runner sealed that no stored collected record lists yet. */
+  #unrecorded: number[] = [];
 
   #halted(): boolean {
     return this.#stopped || this.#o.writer.failure !== undefined || this.#o.writer.closed;
@@ -156,6 +158,9 @@ export class GcRunner {
     });
     if (plan.length === 0 || this.#halted()) return result;
     const copies = await this.#copy(plan, retained, result);
+    // Copies of an earlier pass that stopped before its record are in the retained maps too, so a
+    // record must list them before anything they stand in for is deleted.
+    this.#unrecorded.push(...copies);
     const doomed = this.#deletable(plan, present, retained);
     result.kept = plan.length - doomed.length;
     if ((doomed.length === 0 && copies.length === 0) || this.#halted()) return result;
@@ -164,7 +169,7 @@ export class GcRunner {
       version: COLLECTED_VERSION,
       pass: (record?.pass ?? 0) + 1,
       collected: addToRanges(record?.collected ?? [], doomed.map((d) => d.sequence)),
-      copies: addToRanges(record?.copies ?? [], copies),
+      copies: addToRanges(record?.copies ?? [], this.#unrecorded),
       retainedFromSequence: pmin,
       snapshots: honored.map((s) => ({ name: s.name, sequence: s.sequence })),
       createdMs: wallNowMs,
@@ -174,6 +179,7 @@ export class GcRunner {
       return result;
     }
     result.pass = next.pass;
+    this.#unrecorded = [];
     const fresh = await this.#freshSnapshots(honored, pmin);
     if (fresh.length > 0) {
       // A snapshot was created between our listing and our record, while the record before ours

@@ -155,4 +155,21 @@ export async function runGcStory(t: GcTarget): Promise<void> {
   assert.equal((await d.stop()).code, 0);
   const again = await seedOnlyReplay(t.store, prefix + "/", VOLUME_BYTES);
   assert.equal(await sha256Hex(again), shas[4], "seed-only replay after the rollback");
+
+  // Snapshot and gc mistakes are one line each; deleting the snapshot lets its data go.
+  const fails = async (argv: string[], pattern: RegExp) => {
+    const r = await runLsvd(argv, { env: t.env });
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, pattern);
+    assert(!r.err.includes("    at "), r.err);
+  };
+  await fails(["snapshot", "create", "before", ...store()], /a snapshot of that name exists/);
+  await fails(["snapshot", "create", "bad/name", ...store()], /NAME of 1-128 letters/);
+  await fails(["gc", ...store()], /only plans \(--dry-run\)/);
+  await lsvdOk(["snapshot", "delete", "before", ...store()]);
+  await fails(["snapshot", "delete", "before", ...store()], /there is none/);
+  await fails(
+    ["export", "--snapshot", "before", ...store(), join(t.dir, "gone.img")],
+    /no snapshot "before"/,
+  );
 }

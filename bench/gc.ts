@@ -105,16 +105,18 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-async function main(args: string[]): Promise<number> {
+/** Runs the comparison; prints (and with --write-results records) the table. */
+export async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
       full: { type: "boolean" },
       rounds: { type: "string" },
+      "volume-mib": { type: "string" },
       "write-results": { type: "boolean" },
     },
   });
-  const volumeBytes = values.full ? 256 * MiB : 64 * MiB;
+  const volumeBytes = Number(values["volume-mib"] ?? (values.full ? 256 : 64)) * MiB;
   const overwrites = values.full ? 4 : 3;
   const rounds = Number(values.rounds ?? 2);
   const results = new Map<string, Figures[]>(MODES.map((m) => [m.name, []]));

@@ -56,6 +56,8 @@ export interface GcRunnerOptions {
   concurrency: number;
   /** Data bytes per copied object. */
   objectBytesMax: number;
+  /** False while this daemon's writer lease is not valid (a pass then writes and deletes nothing). */
+  mayDelete?: () => boolean;
 }
 
 export interface GcPassResult {
@@ -120,7 +122,8 @@ export class GcRunner {
   #unrecorded: number[] = [];
 
   #halted(): boolean {
-    return this.#stopped || this.#o.writer.failure !== undefined || this.#o.writer.closed;
+    return this.#stopped || this.#o.writer.failure !== undefined || this.#o.writer.closed ||
+      this.#o.mayDelete?.() === false;
   }
 
   async #pass(): Promise<GcPassResult> {

@@ -126,6 +126,8 @@ export class Volume implements BlockDevice {
         thresholds: o.gcThresholds,
         concurrency: 4,
         objectBytesMax: o.objectBytesMax,
+        // Only the lease holder deletes: a pass checks the lease right before its record and deletes.
+        mayDelete: () => writer.keeper === undefined || writer.keeper.isValid(),
       });
     }
     const fetcher = this.#fetcher = new Fetcher({

@@ -305,3 +305,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test("lsvd lease break: a frozen holder's lease is broken; a plain start then takes the volume, fencing it, and the holder is fenced once resumed", async () => {
+  const t = await scratch();
+  try {
+    const s: Setup = { store: ["--dir", t.store], dir: t.dir };
+    const socketA = join(t.dir, "la.sock"), socketB = join(t.dir, "lb.sock");
+    const a = await Daemon.start(daemonArgs(s, socketA, ["--size", `${BLOCKS * BLOCK}`], FROZEN_LEASE_MS));
+    const client = startClient(socketA);
+    await client.waitForRounds(10);
+    a.child.kill("SIGSTOP");
+    let b: Daemon | undefined;
+    try {
+      const broke = await runLsvdOk(["lease", "break", ...s.store]);
+      assert.match(broke.out, new RegExp(`^Broke the lease of host \\S+ pid ${a.child.pid} `));
+      assert.match((await runLsvdOk(["info", ...s.store])).out, /^Lease: +lapsed at /m);
+      b = await Daemon.start(daemonArgs(s, socketB, []));
+      assert.match(b.log, /Fenced the previous writer/);
+    } finally {
+      a.child.kill("SIGCONT");
+    }
+    const old = await a.finished(30_000);
+    const lines = await client.finished();
+    assert.notEqual(old.code, 0, old.log);
+    assertFencedLine(old.log);
+    assert((await checkAcknowledged(lines, socketB, t.dir)) >= 10);
+    assert.equal((await b.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

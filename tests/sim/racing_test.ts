@@ -1,6 +1,6 @@
 import { simulateRacing } from "./racing.ts";
 
-const SEEDS = Number(Deno.env.get("LSVD_RACE_SEEDS") ?? 1000);
+const SEEDS = Number(Deno.env.get("LSVD_RACE_SEEDS") ?? 2000);
 const FIRST = Number(Deno.env.get("LSVD_RACE_SEED") ?? 1);
 
 Deno.test(`simulateRacing() loses no acknowledged flush and forks no log with racing writers (${SEEDS} seeds from ${FIRST})`, async () => {

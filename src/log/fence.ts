@@ -10,8 +10,9 @@
  *   - the first missing number n gets a create-only fence object: an empty log object whose trailer
  *     carries the new epoch and the volume size (like the size records the writer already writes);
  *   - every number in (n, n-1+W] gets a fence object too; an object found there with a lower epoch
- *     is a zombie, an upload the old writer started before the fence: it is copied under archive/,
- *     deleted, and replaced by a fence object (create-only, until the slot holds ours).
+ *     is a zombie, an upload the old writer started before the fence: it is copied under archive/
+ *     and overwritten by a fence object with If-Match on the ETag it was examined with (never a
+ *     plain delete: a fencer racing another must not remove the other's fence object).
  *
  * Afterwards the old writer can land nothing: each of its uploads has a number ≤ its durable
  * prefix + W ≤ n-1+W, and every such number is occupied. An object with a higher epoch than ours
@@ -137,14 +138,19 @@ class Fence {
     this.#o = options;
   }
 
-  /** Creates the fence object at s; false when s is taken. */
-  async tryPlace(s: number): Promise<boolean> {
-    const bytes = new ObjectBuilder({ dataBytes: 0, zeroRanges: 0 }).finish({
+  /** Our fence object for slot s: an empty log object whose trailer carries our epoch and the size. */
+  #fenceBytes(s: number): Uint8Array {
+    return new ObjectBuilder({ dataBytes: 0, zeroRanges: 0 }).finish({
       sequence: s,
       writerEpoch: this.#o.epoch,
       volumeSizeBytes: this.#o.volumeSizeBytes,
       sealTimeMs: this.#o.sealTimeMs,
     });
+  }
+
+  /** Creates the fence object at s; false when s is taken. */
+  async tryPlace(s: number): Promise<boolean> {
+    const bytes = this.#fenceBytes(s);
     try {
       await withRetries(
         this.#o.retry,
@@ -159,56 +165,81 @@ class Fence {
 
   /** Makes slot t (inside the window) hold our fence; returns how many zombies it archived. */
   async occupy(t: number): Promise<number> {
+    let archived = 0;
     for (let round = 0; round < ZOMBIE_ROUNDS_MAX; round++) {
-      if (await this.tryPlace(t)) return round;
-      const epoch = await this.epochOf(t);
-      if (epoch === undefined) continue;
-      if (epoch === this.#o.epoch) return round; // ours (a retried PUT that had landed)
-      await this.#moveAside(t, epoch);
+      if (await this.tryPlace(t)) return archived;
+      const found = await this.examine(t);
+      if (found === undefined) continue;
+      if (found.epoch === this.#o.epoch) return archived; // ours (a retried PUT that had landed)
+      if (await this.#replace(t, found)) archived++;
     }
     throw this.#tooMany(t);
   }
 
   /** Archives the zombie at s and puts our fence in its place. */
   async replaceZombie(s: number): Promise<void> {
-    const epoch = await this.epochOf(s);
-    if (epoch !== undefined) await this.#moveAside(s, epoch);
+    const found = await this.examine(s);
+    if (found !== undefined && found.epoch < this.#o.epoch) await this.#replace(s, found);
     await this.occupy(s);
   }
 
   /** The writer epoch in object s's trailer (0 without one), or undefined when s is gone. */
   async epochOf(s: number): Promise<number | undefined> {
+    return (await this.examine(s))?.epoch;
+  }
+
+  /**
+   * Object s's writer epoch and the ETag it had when it was looked at (the ETag is read first, so
+   * a replacement conditional on it fails if the object changed since), or undefined when s is
+   * gone. An epoch newer than ours means another writer fenced us: fail as fenced.
+   */
+  async examine(s: number): Promise<{ epoch: number; etag: string } | undefined> {
     const key = logKey(this.#o.prefix, s);
     try {
-      const epoch = await withRetries(this.#o.retry, () => readWriterEpoch(this.#store, key, s));
-      if (epoch > this.#o.epoch) {
+      const found = await withRetries(this.#o.retry, async () => {
+        const { sizeBytes, etag } = await this.#store.head(key);
+        const summary = await readObjectSummary(this.#store, { sequence: s, key, sizeBytes });
+        return { epoch: summary.trailer?.writerEpoch ?? 0, etag };
+      });
+      if (found.epoch > this.#o.epoch) {
         throw fencedError(
-          `Cannot fence the volume: object "${key}" carries epoch ${epoch}, newer than ours (${this.#o.epoch}); ` +
+          `Cannot fence the volume: object "${key}" carries epoch ${found.epoch}, newer than ours (${this.#o.epoch}); ` +
             "another writer took the volume over",
         );
       }
-      return epoch;
+      return found;
     } catch (e) {
       if (isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange")) return undefined;
       throw e;
     }
   }
 
-  async #moveAside(s: number, epoch: number): Promise<void> {
+  /**
+   * Copies the zombie at s under archive/ and overwrites it with our fence object, only if s still
+   * holds the very object examined (If-Match on its ETag). A delete cannot be made conditional on
+   * every store; without the condition, a fencer racing another (takeover of a writer that was still
+   * fencing) could delete the other's fence object after it replaced the zombie, reopening the slot.
+   * Returns false when the slot changed meanwhile (the caller looks again).
+   */
+  async #replace(s: number, found: { epoch: number; etag: string }): Promise<boolean> {
     const key = logKey(this.#o.prefix, s);
     this.#o.log(
-      `Archiving object "${key}" of epoch ${epoch}: it landed after the fence of epoch ${this.#o.epoch}.`,
+      `Archiving object "${key}" of epoch ${found.epoch}: it landed after the fence of epoch ${this.#o.epoch}.`,
     );
     try {
       await withRetries(
         this.#o.retry,
         () => this.#store.copy(key, archiveKey(this.#o.prefix, `${this.#o.recoveryId}-fence`, s)),
       );
+      await withRetries(
+        this.#o.retry,
+        () => this.#store.put(key, this.#fenceBytes(s), { ifMatch: found.etag }),
+      );
+      return true;
     } catch (e) {
-      if (!isStoreError(e, "NotFound")) throw e;
-      return;
+      if (isStoreError(e, "NotFound") || isStoreError(e, "PreconditionFailed")) return false;
+      throw e;
     }
-    await withRetries(this.#o.retry, () => this.#store.delete(key));
   }
 
   #tooMany(s: number): LsvdError {

@@ -37,16 +37,29 @@ import {
 /**
  * A writer that did not shut down cleanly (its lease lapsed, never released) may still land uploads
  * in the numbers after the point, with an epoch no lower than the point's: recovery would take
- * them for the log. Fence objects of a newer epoch, carrying the size at the point, fill its upload
- * window first (docs/design/fencing.md). Releasing our lease afterwards is then honest.
+ * them for the log. Its uploads go no further than W past its durable prefix, which is at most the
+ * end of the log as listed before the rollback: fence objects of a newer epoch, carrying the size
+ * at the point, fill every free number up to there (docs/design/fencing.md). Releasing our lease
+ * afterwards is then honest.
  */
 async function fenceAfterPoint(
   store: ObjectStore,
   prefix: string,
-  o: { point: number; lease: ToolLease; id: string; retry: RetryPolicy; log: Logger },
+  o: {
+    point: number;
+    /** The first number after the point that the rollback left free (a rescue object takes one). */
+    first: number;
+    /** The end of the gap-free log before the rollback. */
+    logEnd: number;
+    lease: ToolLease;
+    id: string;
+    retry: RetryPolicy;
+    log: Logger;
+  },
 ): Promise<void> {
   const window = o.lease.previousWindowObjects;
   if (window === 0 || o.point === 0) return;
+  const last = Math.max(o.logEnd, o.point) + window;
   const key = logKey(prefix, o.point);
   const { trailer } = await withRetries(o.retry, async () => {
     const { sizeBytes } = await store.head(key);
@@ -72,13 +85,11 @@ async function fenceAfterPoint(
       retry: o.retry,
       log: o.log,
     },
-    o.point + 1,
-    o.point + window,
+    o.first,
+    last,
   );
   o.log(
-    `Fenced objects ${o.point + 1}..${
-      o.point + window
-    } against late uploads of the writer that did not shut down cleanly (archived ${zombies}).`,
+    `Fenced objects ${o.first}..${last} against late uploads of the writer that did not shut down cleanly (archived ${zombies}).`,
   );
 }
 
@@ -133,6 +144,8 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   try {
     await refuseActiveWriter(selection, state, retry);
     state = await listVolume(selection, retry, { mustExist: true });
+    const logEnd = state.endSequence;
+    let firstFree = resolved.sequence + 1;
     const { objects, checkpoints } = plan();
     if (objects.length === 0 && checkpoints.length === 0 && state.collectedRecord?.rollback === undefined) {
       log(`Nothing to roll back: the log ends at ${resolved.description}.`);
@@ -148,6 +161,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
         check: () => lease.check(),
       });
       for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
+      if (done.rescuedSectors > 0) firstFree++;
       const rescued = done.rescuedSectors === 0
         ? ""
         : `, rescued ${done.rescuedSectors * 4096} bytes garbage collection had moved into object ${
@@ -160,7 +174,15 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
       );
     }
     lease.check();
-    await fenceAfterPoint(store, prefix, { point: resolved.sequence, lease, id, retry, log });
+    await fenceAfterPoint(store, prefix, {
+      point: resolved.sequence,
+      first: firstFree,
+      logEnd,
+      lease,
+      id,
+      retry,
+      log,
+    });
     await lease.release();
     return 0;
   } catch (e) {

@@ -31,10 +31,14 @@ Deno.test("rollbackCommand() after an unclean writer fences its window: its late
     const point = 6;
     const late = new Map<number, Uint8Array>();
     for (let s = point + 1; s <= point + 4; s++) late.set(s, (await store.get(logKey("", s))).body.slice());
+    const end = v.stats.lastSequence;
     v.abandon(); // a crash: the lease is never released
 
     assert.equal(await rollbackCommand(["--dir", dir, "--to", String(point)], silentLogger), 0);
-    // The crashed writer's uploads of those numbers, landing late, are refused.
+    // The crashed writer's uploads, landing late, are refused: those it had made of the numbers
+    // the rollback freed, and new numbers up to its window past the end of its log.
+    const body7 = late.get(point + 1)!;
+    for (let s = end + 1; s <= end + 4; s++) late.set(s, body7);
     for (const [s, body] of late) {
       await assert.rejects(
         store.put(logKey("", s), body, { ifNoneMatch: true }),

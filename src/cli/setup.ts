@@ -26,7 +26,7 @@ import {
 import { Prompter } from "./prompt.ts";
 import { bucketNameProblem, CREDENTIALS_NOTE, endpointProblem, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
-import { recordedSizeBytes } from "./volume_checks.ts";
+import { recordedSizeBytes } from "../log/recorded_size.ts";
 
 const SERVICES: [key: string, label: string][] = [
   ["tigris", "Tigris (fly storage)"],

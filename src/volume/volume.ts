@@ -23,6 +23,7 @@ import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
 import { repairLog } from "../log/repair.ts";
+import { recordedSizeBytes } from "../log/recorded_size.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
@@ -169,6 +170,11 @@ export class Volume implements BlockDevice {
         ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop")
         : undefined;
     const retry = volumeRetry(o, stopped);
+    if (!o.readOnly && o.sizeBytes !== undefined && !o.allowShrink) {
+      // Before the lease: a refused shrink leaves the bucket exactly as it found it.
+      const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
+      if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
+    }
     const acquired = !o.readOnly && o.fencing
       ? await acquireLease(o.store, o.prefix, {
         clock: o.clock,
@@ -525,13 +531,7 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
     );
   }
   if (!o.readOnly && recorded !== undefined && wanted < recorded) {
-    if (!o.allowShrink) {
-      const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
-      throw new LsvdError(
-        "invalid",
-        `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes without --allow-shrink: a filesystem on it may still use the space`,
-      );
-    }
+    if (!o.allowShrink) throw shrinkRefused(o, recorded, wanted);
     const end = mappedEndBytes(loaded.map);
     if (end > wanted) {
       throw new LsvdError(
@@ -541,6 +541,14 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
     }
   }
   return wanted;
+}
+
+function shrinkRefused(o: ResolvedVolumeOptions, recorded: number, wanted: number): LsvdError {
+  const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
+  return new LsvdError(
+    "invalid",
+    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes without --allow-shrink: a filesystem on it may still use the space`,
+  );
 }
 
 function mappedEndBytes(map: ExtentMap): number {

@@ -1,12 +1,12 @@
 /**
  * @module
- * The size a volume records, read without opening it (`lsvd setup` shows it before changing
- * anything): through the log layer, as recovery reads it. Volume.open itself refuses a shrink
- * without --allow-shrink.
+ * The size a volume records, read without opening it: `lsvd setup` shows it before changing
+ * anything, and a writer refuses a shrink with it before it takes the lease (so a refused start
+ * leaves the bucket exactly as it found it). Read through the log layer, as recovery reads it.
  */
 
-import { listLogState } from "../log/log_state.ts";
-import { readObjectSummary } from "../log/object_reader.ts";
+import { listLogState } from "./log_state.ts";
+import { readObjectSummary } from "./object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { type RetryPolicy, withRetries } from "../volume/retry.ts";
 

@@ -108,12 +108,19 @@ export class MeteredStore implements ObjectStore {
     try {
       return await call();
     } catch (e) {
-      // A missing key is an answer (format record, probes, GC), not a failure.
-      if (!isStoreError(e, "NotFound")) {
+      // A missing key (format record, probes, GC) and a failed condition (create-only records that
+      // exist, epoch claims, lease renewals) are answers, not failures: counted on their own.
+      if (isStoreError(e, "PreconditionFailed")) {
+        this.#metrics.counter(
+          "lsvd_store_precondition_failed_total",
+          "Conditional writes the store refused (the key existed or changed): normal for records, a fence for log objects",
+          { op },
+        ).inc();
+      } else if (!isStoreError(e, "NotFound")) {
         const kind = isStoreError(e) ? e.code : "Other";
         this.#metrics.counter(
           "lsvd_store_errors_total",
-          "Failed object store calls by operation and kind (NotFound answers are not counted)",
+          "Failed object store calls by operation and kind (NotFound and PreconditionFailed answers are not counted)",
           { op, kind },
         ).inc();
       }

@@ -414,7 +414,10 @@ export class LeaseKeeper {
       (e) => {
         if (this.#lost !== undefined) return;
         this.#retrying = true;
-        this.#options.log(`Cannot renew the lease: ${messageOf(e)}; retrying.`);
+        // An outage is reported by the store's health lines; only other failures are news.
+        if (!isStoreError(e, "Transient")) {
+          this.#options.log(`Cannot renew the lease: ${messageOf(e)}; retrying.`);
+        }
         this.#schedule(this.#lease.durationMs / 30);
       },
     );

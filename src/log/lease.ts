@@ -347,6 +347,15 @@ export class LeaseKeeper {
     return this.#lost === undefined && this.#options.clock.nowMs() < this.#validUntilMs;
   }
 
+  /**
+   * Renews now and resolves only if the lease is still ours: before a step that cannot be made
+   * conditional (deleting objects), so a writer frozen since it last checked learns it lost the
+   * volume instead of deleting what its successor wrote. Throws the fenced error otherwise.
+   */
+  async confirm(): Promise<void> {
+    await this.#writeRetried({ ...this.#lease });
+  }
+
   /** Rewrites the lease now with changes (epoch raised, window lowered once the fence is written). */
   async update(changes: Partial<Pick<Lease, "epoch" | "windowObjects">>): Promise<void> {
     await this.#writeRetried({ ...this.#lease, ...changes });

@@ -224,7 +224,11 @@ export class Volume implements BlockDevice {
         }
       }
       const sizeBytes = checkSize(o, loaded); // again: the fence may have accepted more of the log
-      if (!o.readOnly) await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
+      if (!o.readOnly) {
+        // Repair deletes without conditions: only while the lease is provably still ours.
+        if (keeper !== undefined && loaded.beyond.length > 0) await keeper.confirm();
+        await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
+      }
       const fromCheckpoint = loaded.checkpointSequence === 0
         ? ""
         : ` after checkpoint ${loaded.checkpointSequence}`;

@@ -19,6 +19,8 @@ import { runFio } from "./fio.ts";
 
 const MiB = 2 ** 20;
 const RETENTION = "2s";
+/** Longest wait for collection to catch up after the workload. */
+const SETTLE_MS_MAX = 120_000;
 
 interface Mode {
   name: "gc off" | "gc on";
@@ -39,7 +41,9 @@ const MODES: Mode[] = [{ name: "gc off", interval: "off" }, { name: "gc on", int
 async function logBytes(dir: string): Promise<number> {
   let n = 0;
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /^[0-9a-f]{16}$/.test(e.name)) n += (await Deno.stat(join(dir, e.name))).size;
+    if (!e.isFile || !/^[0-9a-f]{16}$/.test(e.name)) continue;
+    // A pass may delete the file between the listing and the stat.
+    n += await Deno.stat(join(dir, e.name)).then((st) => st.size, () => 0);
   }
   return n;
 }
@@ -77,8 +81,17 @@ async function measure(mode: Mode, volumeBytes: number, overwrites: number): Pro
       endFsync: true,
       randomMap: false,
     }, device);
-    // Let the window pass over the overwrites, and a few passes run.
-    await new Promise((r) => setTimeout(r, 2000 + 6000));
+    // Let the window pass over the overwrites, then let passes run until the log stops shrinking
+    // (a pass copies at most 64 MiB; with GC off this is just the window's wait).
+    await new Promise((r) => setTimeout(r, 3000));
+    let last = await logBytes(store), steadySince = Date.now();
+    const deadline = Date.now() + (mode.interval === "off" ? 0 : SETTLE_MS_MAX);
+    while (Date.now() < deadline && Date.now() - steadySince < 6000) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const now = await logBytes(store);
+      if (now < last) steadySince = Date.now();
+      last = now;
+    }
     const code = (await d.stop()).code;
     if (code !== 0) throw new Error(`lsvd exited with ${code}\n${d.log}`);
     let copiedBytes = 0, passes = 0;

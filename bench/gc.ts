@@ -159,7 +159,7 @@ export async function main(args: string[]): Promise<number> {
   const drop = 1 - on.iops / off.iops;
   const command = `deno run -A bench/gc.ts ${args.join(" ")}`.trim();
   const table = [
-    `### GC on vs off (${new Date().toISOString()}, ${rounds} rounds, ${volumeBytes / MiB} MiB volume, ` +
+    `## GC on vs off (${new Date().toISOString()}, ${rounds} rounds, ${volumeBytes / MiB} MiB volume, ` +
     `${overwrites} random overwrites (fio --norandommap), retention ${RETENTION}, directory store)`,
     "",
     `\`${command}\``,

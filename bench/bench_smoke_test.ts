@@ -74,6 +74,10 @@ Deno.test({
       assert.ok(report.samples["randread-4k-cold-wan"]["raw-s3"][0].littleBound > 0);
       for (const kind of ["sequential", "random-4k"]) {
         assert.ok(Number.isFinite(report.memory[kind]?.[0]?.peakRssMiB));
+        assert.ok(
+          Number.isFinite(report.memory[kind]?.[0]?.mapMiB),
+          "the extent map size is read from --metrics",
+        );
       }
       assert.ok(Object.values(report.restart).length > 0, "the restart phase ran");
       assert.ok(

@@ -6,7 +6,8 @@
  * (once the uploads have settled). Fixed costs (the runtime, the dirty-data buffer, the read cache)
  * are all paid in the first half, so the growth of RSS from the fill of N bytes to the fill of 2N,
  * per GiB written in between, is what the volume's size costs (the checked figure); the peak's
- * growth is reported beside it.
+ * growth is reported beside it, and so is the growth of the extent map alone (`lsvd_map_bytes` from
+ * the daemon's metrics), which RSS cannot separate from heap garbage in a single round.
  */
 
 import { join } from "node:path";
@@ -14,6 +15,8 @@ import { type FioJob, runFio } from "./fio.ts";
 import { procStatusBytes } from "./process.ts";
 import type { Scale } from "./scale.ts";
 import { startLsvd, type TargetContext } from "./targets.ts";
+import { scrapeLsvdMetrics } from "./lsvd_metrics.ts";
+import { freePort } from "../tests/support/ports.ts";
 import type { Figures } from "./measure.ts";
 
 const GiB = 1 << 30;
@@ -53,12 +56,15 @@ export async function measureMemory(ctx: TargetContext, s: Scale, kind: FillKind
   const socketPath = join(ctx.tmpDir, `memory-${id}.sock`);
   const dir = join(ctx.tmpDir, `memory-${id}-data`);
   const sized = { ...ctx, volumeBytes: s.memoryFillBytes };
+  const metricsPort = freePort();
   const daemon = await startLsvd(sized, {
     socketPath,
     storeArgs: ["--dir", dir],
     wan: false,
     label: "lsvd (memory)",
+    extraArgs: ["--metrics", `127.0.0.1:${metricsPort}`],
   });
+  const mapBytes = async () => (await scrapeLsvdMetrics(metricsPort)).get("lsvd_map_bytes") ?? NaN;
   const cleanup = async () => {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.remove(socketPath).catch(() => {});
@@ -73,10 +79,12 @@ export async function measureMemory(ctx: TargetContext, s: Scale, kind: FillKind
     await settle();
     const peak1 = await procStatusBytes(daemon.pid, "VmHWM");
     const rss1 = await procStatusBytes(daemon.pid, "VmRSS");
+    const map1 = await mapBytes();
     await runFio(fillJob(kind, half, half), device);
     await settle();
     const peak2 = await procStatusBytes(daemon.pid, "VmHWM");
     const rss2 = await procStatusBytes(daemon.pid, "VmRSS");
+    const map2 = await mapBytes();
     figures = {
       baselineRssMiB: baselineRss / (1 << 20),
       peakRssMiB: peak2 / (1 << 20),
@@ -84,6 +92,8 @@ export async function measureMemory(ctx: TargetContext, s: Scale, kind: FillKind
       rssAfterMiB: rss2 / (1 << 20),
       peakOverBaselineKiBPerGiB: ((peak2 - baselineRss) / KiB) / (s.memoryFillBytes / GiB),
       peakGrowthKiBPerGiB: ((peak2 - peak1) / KiB) / (half / GiB),
+      mapMiB: map2 / (1 << 20),
+      mapGrowthKiBPerGiB: ((map2 - map1) / KiB) / (half / GiB),
       value: ((rss2 - rss1) / KiB) / (half / GiB),
     };
   } catch (e) {

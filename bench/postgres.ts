@@ -23,6 +23,7 @@
 import { join } from "node:path";
 import { Ext4OnNbd, loopMount, loopUnmount, PG_BIN, PostgresServer } from "../tests/support/postgres.ts";
 import { freePort } from "../tests/support/ports.ts";
+import { scrapeLsvdMetrics } from "./lsvd_metrics.ts";
 import type { Figures } from "./measure.ts";
 import { procStatusBytes, run } from "./process.ts";
 import type { Scale } from "./scale.ts";
@@ -247,7 +248,7 @@ async function attachLsvd(
   cleanups.unshift(() => fs.detach());
   const meter: Meter = {
     async read() {
-      const m = await scrape(metricsPort);
+      const m = await scrapeLsvdMetrics(metricsPort);
       const wire = isRgw ? await s3!.wanRequests() : {};
       return {
         puts: m.get('lsvd_store_requests_total{op="put"}') ?? NaN,
@@ -357,19 +358,6 @@ async function checked(program: string, args: string[], timeoutMs = 300_000): Pr
   if (r.code !== 0) {
     throw new Error(`${program} ${args.join(" ")} failed: exit ${r.code}\n${r.stderr.slice(-2000)}`);
   }
-}
-
-/** A Prometheus text page as "name{labels}" → value. */
-async function scrape(port: number): Promise<Map<string, number>> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  if (!response.ok) throw new Error(`Cannot read lsvd's metrics: HTTP ${response.status}`);
-  const out = new Map<string, number>();
-  for (const line of (await response.text()).split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
 }
 
 /** pgbench --log lines: client_id transaction_no time_us script_no epoch epoch_us; time is latency. */

@@ -326,15 +326,15 @@ function memoryAndRestartTables(run: RunRecord): string[] {
       "",
       "Filled in two equal halves; growth = what the second half added, per GiB written in it.",
       "",
-      "| fill | baseline RSS MiB | RSS after 1st half MiB | RSS after 2nd half MiB | peak RSS MiB | peak growth KiB/GiB | RSS growth KiB/GiB (checked) |",
-      "|---|---:|---:|---:|---:|---:|---:|",
+      "| fill | baseline RSS MiB | RSS after 1st half MiB | RSS after 2nd half MiB | peak RSS MiB | peak growth KiB/GiB | extent map MiB | map growth KiB/GiB | RSS growth KiB/GiB (checked) |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for (const [kind, rounds] of run.memory) {
       const m = (k: string) => formatNumber(median(rounds.map((f) => f[k] ?? NaN)));
       lines.push(
         `| ${kind} | ${m("baselineRssMiB")} | ${m("rssAfterHalfMiB")} | ${m("rssAfterMiB")} | ${
           m("peakRssMiB")
-        } | ${m("peakGrowthKiBPerGiB")} | ${m("value")} |`,
+        } | ${m("peakGrowthKiBPerGiB")} | ${m("mapMiB")} | ${m("mapGrowthKiBPerGiB")} | ${m("value")} |`,
       );
     }
     lines.push("");

@@ -9,7 +9,7 @@ import { MemoryStore } from "../store/memory.ts";
 import { logKey } from "../format/keys.ts";
 import { ManualClock } from "../util/clock.ts";
 import { silentLogger } from "../util/log.ts";
-import { type FlushPolicy, Volume } from "./volume.ts";
+import { type FlushPolicy, Volume, type VolumeOptions } from "./volume.ts";
 
 const SECTOR = 4096;
 
@@ -31,8 +31,8 @@ async function drive(clock: ManualClock, p: Promise<unknown>, limitMs = 10_000):
   return ms;
 }
 
-/** 1 + n committers: the first starts a commit, n more write and flush while it uploads. */
-async function commitBurst(policy: FlushPolicy, n: number) {
+/** A volume on a manual clock whose store answers every call after exactly 20 ms. */
+async function openTimed(policy: FlushPolicy, extra: Partial<VolumeOptions> = {}) {
   const clock = new ManualClock();
   const store = new MemoryStore({ clock, latencyMs: { min: 20, max: 20 } });
   const opening = Volume.open({
@@ -44,9 +44,15 @@ async function commitBurst(policy: FlushPolicy, n: number) {
     flushPolicy: policy,
     commitsInFlightMax: 1,
     checkpointEveryObjects: 0,
+    ...extra,
   });
   await drive(clock, opening);
-  const v = await opening;
+  return { clock, store, v: await opening };
+}
+
+/** 1 + n committers: the first starts a commit, n more write and flush while it uploads. */
+async function commitBurst(policy: FlushPolicy, n: number) {
+  const { clock, store, v } = await openTimed(policy);
   const before = store.keys("0").length;
   const early: string[] = [];
   const flushes: Promise<void>[] = [];
@@ -81,21 +87,7 @@ Deno.test("LogWriter group commit: FLUSHes arriving during a commit share the ne
 });
 
 Deno.test("LogWriter group commit: a FLUSH under constant writes completes within two commits", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryStore({ clock, latencyMs: { min: 20, max: 20 } });
-  const opening = Volume.open({
-    store,
-    clock,
-    log: silentLogger,
-    sizeBytes: 4096 * SECTOR,
-    sealDelayMs: 10_000,
-    objectBytesMax: 64 * SECTOR,
-    flushPolicy: "group",
-    commitsInFlightMax: 1,
-    checkpointEveryObjects: 0,
-  });
-  await drive(clock, opening);
-  const v = await opening;
+  const { clock, v } = await openTimed("group", { sizeBytes: 4096 * SECTOR, objectBytesMax: 64 * SECTOR });
   // A writer that never pauses: one 4 KiB write every simulated millisecond, with FLUSHes of its own;
   // at 30 ms one more FLUSH is measured.
   let started = -1, acked = -1;

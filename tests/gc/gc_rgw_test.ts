@@ -3,9 +3,8 @@
  * Garbage collection through the real daemon on Ceph RGW (the story is in gc_story.ts).
  */
 
-import { S3Store } from "../../src/store/s3.ts";
 import { scratch } from "../support/daemon.ts";
-import { startRgw } from "../support/rgw.ts";
+import { rgwTarget, startRgw } from "../support/rgw.ts";
 import { runGcStory } from "./gc_story.ts";
 
 Deno.test({
@@ -15,27 +14,11 @@ Deno.test({
   async fn() {
     const rgw = await startRgw();
     const s = await scratch();
-    const store = new S3Store({
-      bucket: rgw.bucket,
-      endpoint: rgw.endpoint,
-      forcePathStyle: true,
-      region: rgw.region,
-      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    });
+    const t = rgwTarget(rgw, s.dir);
     try {
-      await runGcStory({
-        storeArgs: ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style"],
-        env: {
-          ...Deno.env.toObject(),
-          AWS_ACCESS_KEY_ID: rgw.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
-          AWS_REGION: rgw.region,
-        },
-        store,
-        dir: s.dir,
-      });
+      await runGcStory(t);
     } finally {
-      await store.close();
+      await t.store.close();
       await rgw.stop();
       await s.remove();
     }

@@ -4,9 +4,8 @@
  * a PUT of modified bytes through the S3 client, as a faulty gateway or a bad migration would leave it.
  */
 
-import { S3Store } from "../../src/store/s3.ts";
 import { scratch } from "../support/daemon.ts";
-import { startRgw } from "../support/rgw.ts";
+import { rgwTarget, startRgw } from "../support/rgw.ts";
 import type { ToolboxTarget } from "../tools/toolbox.ts";
 import {
   flippedDataByte,
@@ -23,24 +22,7 @@ Deno.test({
   async fn(ctx) {
     const rgw = await startRgw();
     const s = await scratch();
-    const store = new S3Store({
-      bucket: rgw.bucket,
-      endpoint: rgw.endpoint,
-      forcePathStyle: true,
-      region: rgw.region,
-      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    });
-    const t: ToolboxTarget = {
-      storeArgs: ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style"],
-      env: {
-        ...Deno.env.toObject(),
-        AWS_ACCESS_KEY_ID: rgw.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
-        AWS_REGION: rgw.region,
-      },
-      store,
-      dir: s.dir,
-    };
+    const t: ToolboxTarget = rgwTarget(rgw, s.dir);
     try {
       const data = await writeRandomVolume(t, "vol");
       await ctx.step(
@@ -58,7 +40,7 @@ Deno.test({
       );
       await ctx.step("a truncated object is named", () => truncatedObject(t, "vol"));
     } finally {
-      await store.close();
+      await t.store.close();
       await rgw.stop();
       await s.remove();
     }

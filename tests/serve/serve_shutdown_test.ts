@@ -13,16 +13,7 @@ import assert from "node:assert/strict";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { FaultProxy } from "../support/fault_proxy.ts";
-import { type Rgw, startRgw } from "../support/rgw.ts";
-
-function credentials(rgw: Rgw): Record<string, string> {
-  return {
-    ...Deno.env.toObject(),
-    AWS_ACCESS_KEY_ID: rgw.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
-    AWS_REGION: rgw.region,
-  };
-}
+import { rgwEnv, startRgw } from "../support/rgw.ts";
 
 /** Writes 2 MiB of 0xab at offset 0 and disconnects without FLUSH. */
 const WRITE_NO_FLUSH = `
@@ -41,7 +32,7 @@ Deno.test({
   async fn(t) {
     const rgw = await startRgw();
     const proxy = FaultProxy.forEndpoint(rgw.endpoint);
-    const env = credentials(rgw);
+    const env = rgwEnv(rgw);
     const s = await scratch();
     const base = ["--bucket", rgw.bucket, "--path-style", "--endpoint", proxy.endpoint, "--socket", s.socket];
     try {

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { type FaultMode, FaultProxy } from "../support/fault_proxy.ts";
-import { type Rgw, startRgw } from "../support/rgw.ts";
+import { type Rgw, rgwEnv, startRgw } from "../support/rgw.ts";
 
 const LONG = Deno.env.get("LSVD_LONG_TESTS") === "1";
 const BLOCK = 4096;
@@ -44,15 +44,6 @@ for r in range(1, ${ROUNDS} + 1):
 
 function roundStart(round: number): number {
   return (round * 97) % (BLOCKS - ROUND_BLOCKS);
-}
-
-function credentials(rgw: Rgw): Record<string, string> {
-  return {
-    ...Deno.env.toObject(),
-    AWS_ACCESS_KEY_ID: rgw.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
-    AWS_REGION: rgw.region,
-  };
 }
 
 /** Spawns the writer; returns its "flushed" lines as they come and its exit. */
@@ -120,7 +111,7 @@ async function outageStory(rgw: Rgw, mode: FaultMode, outageMs: number): Promise
   try {
     daemon = await Daemon.start({
       args: [...storeArgs, "--endpoint", proxy.endpoint, "--size", "64M"],
-      env: credentials(rgw),
+      env: rgwEnv(rgw),
     });
     const writer = startWriter(unixUri(t.socket));
     await waitFor(() => writer.flushes.length >= 3, 60_000, "the first flushes");
@@ -158,7 +149,7 @@ async function outageStory(rgw: Rgw, mode: FaultMode, outageMs: number): Promise
     assert(awayS >= outageMs / 1000 - 5, outageLines[1]);
 
     // A fresh daemon straight on RGW reads everything back.
-    daemon = await Daemon.start({ args: [...storeArgs, "--endpoint", rgw.endpoint], env: credentials(rgw) });
+    daemon = await Daemon.start({ args: [...storeArgs, "--endpoint", rgw.endpoint], env: rgwEnv(rgw) });
     const out = join(t.dir, "disk.bin");
     await runClientOk("nbdcopy", [unixUri(t.socket), out], { timeoutMs: 120_000 });
     verifyDisk((await Deno.readFile(out)).subarray(0, BLOCKS * BLOCK));

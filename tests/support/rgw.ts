@@ -10,6 +10,7 @@
 
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { freePorts } from "./ports.ts";
+import { S3Store } from "../../src/store/s3.ts";
 
 export interface RgwOptions {
   /** RAM the memstore OSD may hold; default 3 GiB. */
@@ -350,6 +351,39 @@ async function main(): Promise<void> {
   });
   await rgw.stop();
   Deno.exit(0);
+}
+
+/** The environment a daemon or an lsvd command needs to reach this gateway (credentials, region). */
+export function rgwEnv(rgw: Rgw): Record<string, string> {
+  return {
+    ...Deno.env.toObject(),
+    AWS_ACCESS_KEY_ID: rgw.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
+    AWS_REGION: rgw.region,
+  };
+}
+
+/**
+ * The gateway's bucket as the command-line stories see it: store options, environment, and the
+ * same store as an S3Store for checks and deliberate damage (close it when done).
+ */
+export function rgwTarget(
+  rgw: Rgw,
+  dir: string,
+): { storeArgs: string[]; env: Record<string, string>; store: S3Store; dir: string } {
+  const store = new S3Store({
+    bucket: rgw.bucket,
+    endpoint: rgw.endpoint,
+    forcePathStyle: true,
+    region: rgw.region,
+    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+  });
+  return {
+    storeArgs: ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style"],
+    env: rgwEnv(rgw),
+    store,
+    dir,
+  };
 }
 
 if (import.meta.main) await main();

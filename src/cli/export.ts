@@ -19,7 +19,7 @@ import { holdPin } from "../log/snapshots.ts";
 import type { StoreSelection } from "./store_options.ts";
 import { planReads } from "../log/read_plan.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
-import type { RetryPolicy } from "../volume/retry.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 import { Gate, ObjectReader } from "./export_reader.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";

@@ -22,7 +22,7 @@ import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type CrcTable, CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 /** Table bytes an export keeps (a 4 MiB object's table is 4 KiB: the tables of 16 GiB of objects). */
 const EXPORT_TABLE_BYTES = 16 * 1024 * 1024;
 

@@ -27,7 +27,7 @@ import { HEADER_ENTRIES, OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX }
 import { LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { parseInteger, parseSize, UsageError } from "./options.ts";
 import { listVolume, parseTool, takeToolLease, type ToolLease, toolRetry, where } from "./tool_support.ts";
 

@@ -17,7 +17,7 @@ import { readObjectSummary } from "../log/object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { UsageError } from "./options.ts";
 import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
 

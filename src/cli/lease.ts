@@ -7,7 +7,7 @@
 
 import { breakLease, describeLease, readLease } from "../log/lease.ts";
 import { stderrLogger } from "../util/log.ts";
-import { withRetries } from "../volume/retry.ts";
+import { withRetries } from "../store/retry.ts";
 import { UsageError } from "./options.ts";
 import { parseTool, toolRetry } from "./tool_support.ts";
 

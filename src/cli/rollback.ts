@@ -20,9 +20,9 @@ import { isStale, readSnapshots } from "../log/snapshots.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import type { RetryPolicy } from "../volume/retry.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { withRetries } from "../volume/retry.ts";
+import { withRetries } from "../store/retry.ts";
 import { UsageError } from "./options.ts";
 import {
   listVolume,

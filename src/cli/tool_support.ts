@@ -11,7 +11,7 @@ import { listLogState, type LogState, volumeExists } from "../log/log_state.ts";
 import { systemClock } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import {
   helpText,
   type Options,

@@ -16,7 +16,7 @@ import { messageOf } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { gapsOf } from "./info.ts";
 import { parseInteger, UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";

@@ -11,7 +11,7 @@ import { FormatError } from "../format/object.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ListedKey, LoggedObject } from "./log_state.ts";
 
 /** Checkpoints kept after a new one is stored. */

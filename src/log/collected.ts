@@ -12,7 +12,7 @@ import { collectedKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ListedKey } from "./log_state.ts";
 
 export const COLLECTED_VERSION = 1;

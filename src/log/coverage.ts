@@ -11,7 +11,7 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { forEachBounded } from "../util/ordered.ts";
 import type { ExtentMap } from "../volume/extent_map.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoggedObject } from "./log_state.ts";
 import { readSectorCrcs } from "./object_reader.ts";
 

@@ -11,7 +11,7 @@
 import { crc32 } from "../format/crc32.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 const READS_MAX = 3;
 

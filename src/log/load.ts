@@ -12,7 +12,7 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
 import { ExtentMap } from "../volume/extent_map.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";

@@ -19,7 +19,7 @@ import {
   snapshotPrefix,
 } from "../format/keys.ts";
 import { listAll, type ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { type FormatRecord, readFormatRecord } from "./format_record.ts";
 import { type CollectedRecord, coversAll, readNewestCollected } from "./collected.ts";
 

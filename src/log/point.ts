@@ -14,7 +14,7 @@
 
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import { readSnapshot } from "./snapshots.ts";

@@ -8,7 +8,7 @@
 import { listLogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 /** Newest objects looked at for a trailer before giving up (objects written by other tools have none). */
 const TRAILER_LOOKBACK = 8;

@@ -10,7 +10,7 @@
 import { archiveKey } from "../format/keys.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoadedLog } from "./load.ts";
 import type { LoggedObject } from "./log_state.ts";
 

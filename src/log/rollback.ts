@@ -17,7 +17,7 @@ import { type Extent, HEADER_BYTES, ObjectBuilder, SECTOR_BYTES } from "../forma
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { objectCrcOf } from "./checkpoints.ts";
 import { addToRanges, clipRanges, type CollectedRecord, inRanges, storeCollected } from "./collected.ts";
 import { loadLog } from "./load.ts";

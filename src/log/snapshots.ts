@@ -17,7 +17,7 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
-import { type RetryPolicy, withRetries } from "../volume/retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { listLogState, type LogState } from "./log_state.ts";
 
 export const SNAPSHOT_VERSION = 1;

@@ -11,7 +11,7 @@ import { readSectorCrcs } from "../log/object_reader.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 /** What a table entry costs beyond its CRCs (Map entry, typed-array object): an estimate. */
 export const TABLE_OVERHEAD_BYTES = 96;

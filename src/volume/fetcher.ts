@@ -19,7 +19,7 @@ import type { Logger } from "../util/log.ts";
 import type { CrcTableLoader } from "./crc_tables.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 /** Damage reports remembered so each is logged once; beyond this the oldest is forgotten. */
 const REPORTED_MAX = 1024;

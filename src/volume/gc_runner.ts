@@ -38,7 +38,7 @@ import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "./extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 export interface GcRunnerOptions {
   store: ObjectStore;

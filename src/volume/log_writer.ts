@@ -31,7 +31,7 @@ import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";
 import type { ReadCache } from "./read_cache.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** Between "Still flushing" lines while closing. */

@@ -39,7 +39,7 @@ import { isStoreError } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
-import { withRetries } from "./retry.ts";
+import { withRetries } from "../store/retry.ts";
 import {
   type ResolvedVolumeOptions,
   resolveVolumeOptions,

@@ -42,6 +42,7 @@ import {
 } from "./options.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
+import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
 
 /** Every serve option; the tuning defaults are computed for this machine (see memory_defaults.ts). */
 export function serveOptions(tuning: TuningDefaults): OptionSpecs {
@@ -389,6 +390,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
     return 0;
   }
   const config = buildServeConfig(parseOptions(args, specs).noPositionals());
+  pinMallocMmapThreshold(); // RSS follows what the daemon holds, not what it has written
   log(config.storeLine);
   const signals = new ShutdownSignals(log);
   try {

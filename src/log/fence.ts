@@ -61,6 +61,8 @@ export interface FenceResult {
   accepted: number;
   /** Zombies moved under archive/. */
   zombies: number;
+  /** The epoch of object fenceSequence-1, the old writers' last (afterEpoch when none was accepted). */
+  leftEpoch: number;
 }
 
 export async function closeWindow(store: ObjectStore, options: FenceOptions): Promise<FenceResult> {
@@ -94,7 +96,7 @@ export async function closeWindow(store: ObjectStore, options: FenceOptions): Pr
     `Fenced the previous writer: objects ${n}..${last} hold epoch ${options.epoch}` +
       ` (accepted ${accepted} of its objects, archived ${zombies} late ones).`,
   );
-  return { fenceSequence: n, lastSequence: last, accepted, zombies };
+  return { fenceSequence: n, lastSequence: last, accepted, zombies, leftEpoch: previousEpoch };
 }
 
 /**

@@ -39,6 +39,9 @@ import { isStoreError } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
+import type { Journal } from "./journal.ts";
+import type { ScannedJournal } from "./journal_replay.ts";
+import { adoptJournal, prepareJournal, startJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
 import {
   type ResolvedVolumeOptions,
@@ -68,6 +71,8 @@ export class Volume implements BlockDevice {
   #keeper: LeaseKeeper | undefined;
   #failed: Promise<Error>;
   #reportFailure: (error: Error) => void = () => {};
+  #journal: Journal | undefined;
+  #mayAcknowledge: () => boolean = () => true;
 
   private constructor(
     o: ResolvedVolumeOptions,
@@ -92,6 +97,12 @@ export class Volume implements BlockDevice {
       objectSizes.set(obj.sequence, obj.sizeBytes);
     }
     this.#objectSizes = objectSizes;
+    this.#mayAcknowledge = () => {
+      const keeper = writer.keeper;
+      if (keeper === undefined || keeper.isValid()) return true;
+      keeper.renewSoon();
+      return false;
+    };
     if (!o.readOnly) {
       this.#writer = new LogWriter(o, loaded.map, this.#cache, {
         lastSequence: loaded.lastSequence,
@@ -100,13 +111,11 @@ export class Volume implements BlockDevice {
         checkpointedThrough: loaded.checkpointSequence,
         lastObjectCrc32: loaded.lastObjectCrc32,
         objectSizes,
-        mayAcknowledge: () => {
-          const keeper = writer.keeper;
-          if (keeper === undefined || keeper.isValid()) return true;
-          keeper.renewSoon();
-          return false;
+        mayAcknowledge: this.#mayAcknowledge,
+        onFail: (e) => {
+          this.#journal?.fail(e);
+          this.#reportFailure(e);
         },
-        onFail: (e) => this.#reportFailure(e),
       });
     }
     // Reads wait out an outage too; closing the volume ends the wait.
@@ -175,6 +184,8 @@ export class Volume implements BlockDevice {
       const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
       if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
     }
+    // Before the store is touched: a journal in use or damaged leaves the bucket as it was.
+    const scanned = o.journal === undefined ? undefined : await prepareJournal(o.journal, o.log);
     const acquired = !o.readOnly && o.fencing
       ? await acquireLease(o.store, o.prefix, {
         clock: o.clock,
@@ -184,6 +195,9 @@ export class Volume implements BlockDevice {
         durationMs: o.leaseDurationMs,
         windowObjects: o.uploadsMax,
         ...(o.leaseHolder === undefined ? {} : { holder: o.leaseHolder }),
+      }).catch(async (e) => {
+        await o.journal?.files.unlock();
+        throw e;
       })
       : undefined;
     let volume: Volume | undefined;
@@ -206,14 +220,29 @@ export class Volume implements BlockDevice {
       let epoch = loaded.writerEpoch + 1;
       // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
       const wantedBytes = checkSize(o, loaded);
+      let found = o.journal === undefined ? undefined : await logEnd(o, retry, loaded);
       if (acquired !== undefined && keeper !== undefined) {
         const sizeBytes = loaded.volumeSizeBytes ?? wantedBytes; // fence objects keep the recorded size
         wroteLog = true;
         const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
         epoch = taken.epoch;
         if (taken.fenced) ({ state, loaded } = await loadVolume(o, retry, stopped));
+        if (
+          found !== undefined && taken.leftSequence !== undefined && taken.leftSequence !== found.lastSequence
+        ) {
+          found = { lastSequence: taken.leftSequence, lastEpoch: taken.leftEpoch! };
+        }
         await checkNoNewerWriter(o, retry, loaded, epoch);
         if (keeper.lost !== undefined) throw keeper.lost;
+      }
+      if (o.journal !== undefined && scanned !== undefined && found !== undefined) {
+        await adoptJournal(o.journal, scanned, {
+          ...found,
+          store: o.store.description,
+          prefix: o.prefix,
+          volumeCreatedAt: state.format?.createdAt,
+          writerEpoch: epoch,
+        });
       }
       if (o.readOnly) {
         const first = loaded.beyond[0];
@@ -246,16 +275,27 @@ export class Volume implements BlockDevice {
           );
           await volume.#writer!.recordSize(sizeBytes);
         }
+        if (o.journal !== undefined) await volume.#startJournal(scanned!);
         volume.#scheduleGc();
       }
       return volume;
     } catch (e) {
       volume?.abandon();
+      await o.journal?.files.unlock();
       if (keeper !== undefined) {
         await (wroteLog ? keeper.lapse() : keeper.release()).catch(() => keeper.stop());
       }
       throw e;
     }
+  }
+
+  async #startJournal(scanned: ScannedJournal): Promise<void> {
+    this.#journal = await startJournal(this.#o.journal!, scanned, {
+      writer: this.#writer!,
+      sizeBytes: this.#sizeBytes,
+      mayAcknowledge: this.#mayAcknowledge,
+      log: this.#o.log,
+    });
   }
 
   /** The lease was lost: the writer fails with kind "fenced" (LeaseKeeper.onLost). */
@@ -266,6 +306,7 @@ export class Volume implements BlockDevice {
   /** The lease was renewed: FLUSHes held back while it was not valid may resolve. */
   #leaseRenewed(): void {
     this.#writer?.leaseRenewed();
+    this.#journal?.leaseRenewed();
   }
 
   /**
@@ -303,6 +344,12 @@ export class Volume implements BlockDevice {
       gcPasses: this.#gc?.counters.passes ?? 0,
       gcDeletedBytes: this.#gc?.counters.deletedBytes ?? 0,
       gcCopiedBytes: this.#gc?.counters.copiedBytes ?? 0,
+      /** Journal bytes whose writes are not yet in the store (0 without --journal). */
+      journalPendingBytes: this.#journal?.pendingBytes ?? 0,
+      /** Acknowledged (synced) journal bytes not yet in the store: what only the journal holds. */
+      journalSyncedPendingBytes: this.#journal?.syncedPendingBytes ?? 0,
+      journalBytes: this.#journal?.liveBytes ?? 0,
+      journalSyncs: this.#journal?.counters.syncs ?? 0,
       reads: this.#reads.counters.reads,
       cacheHits: this.#reads.counters.cacheHits,
       cacheMisses: this.#reads.counters.cacheMisses,
@@ -311,20 +358,33 @@ export class Volume implements BlockDevice {
 
   write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.#checkRange(offsetBytes, data.length);
-    return this.#writable().write(offsetBytes, data, options);
+    const writer = this.#writable();
+    if (this.#journal === undefined) return writer.write(offsetBytes, data, options);
+    const written = this.#journal.write(offsetBytes, data);
+    return options?.fua ? written.then(() => this.flush()) : written;
   }
 
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     this.#checkRange(offsetBytes, lengthBytes);
-    return this.#writable().writeZeroes(offsetBytes, lengthBytes, options);
+    const writer = this.#writable();
+    if (this.#journal === undefined) return writer.writeZeroes(offsetBytes, lengthBytes, options);
+    const written = this.#journal.writeZeroes(offsetBytes, lengthBytes);
+    return options?.fua ? written.then(() => this.flush()) : written;
   }
 
   trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     return this.writeZeroes(offsetBytes, lengthBytes, options);
   }
 
+  /** Without a journal: every write before it is in the store. With one: in the synced journal. */
   flush(): Promise<void> {
-    return this.#writer?.flush() ?? Promise.resolve();
+    return this.#journal?.flush() ?? this.#writer?.flush() ?? Promise.resolve();
+  }
+
+  /** The journal directory and what only it holds (acknowledged, not yet stored), if there is one. */
+  get journalPending(): { description: string; bytes: number } | undefined {
+    const j = this.#journal;
+    return j === undefined ? undefined : { description: j.description, bytes: j.syncedPendingBytes };
   }
 
   /** Runs one garbage-collection pass now (the writer only; src/volume/gc_runner.ts). */
@@ -355,6 +415,7 @@ export class Volume implements BlockDevice {
     await this.#gc?.stop();
     try {
       await this.#writer?.close();
+      await this.#journal?.close();
       await this.#keeper?.release();
     } finally {
       this.#closed = true;
@@ -374,6 +435,7 @@ export class Volume implements BlockDevice {
     void this.#gc?.stop();
     this.#keeper?.stop();
     this.#writer?.abandon();
+    this.#journal?.stop();
   }
 
   read(offsetBytes: number, dest: Uint8Array): Promise<void> {
@@ -445,7 +507,7 @@ async function takeOver(
   o: ResolvedVolumeOptions,
   retry: RetryPolicy,
   t: { acquired: AcquiredLease; keeper: LeaseKeeper; loaded: LoadedLog; sizeBytes: number },
-): Promise<{ epoch: number; fenced: boolean }> {
+): Promise<{ epoch: number; fenced: boolean; leftSequence?: number; leftEpoch?: number }> {
   const { acquired, keeper, loaded } = t;
   const last = loaded.lastSequence;
   const lastEpoch = await lastEpochOf(o, retry, loaded);
@@ -459,8 +521,9 @@ async function takeOver(
   }
   const previous = acquired.previous;
   const fence = previous === undefined ? loaded.state.objects.length > 0 : !previous.released;
+  let left: { leftSequence: number; leftEpoch: number } | undefined;
   if (fence) {
-    await closeWindow(o.store, {
+    const closed = await closeWindow(o.store, {
       prefix: o.prefix,
       epoch,
       afterSequence: last,
@@ -472,11 +535,21 @@ async function takeOver(
       retry,
       log: o.log,
     });
+    left = { leftSequence: closed.fenceSequence - 1, leftEpoch: closed.leftEpoch };
   }
   if (fence || epoch !== acquired.stored.lease.epoch) {
     await keeper.update({ epoch, windowObjects: o.uploadsMax });
   }
-  return { epoch, fenced: fence };
+  return { epoch, fenced: fence, ...left };
+}
+
+/** The loaded log's last object and its epoch (what a journal's owner check compares). */
+async function logEnd(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  loaded: LoadedLog,
+): Promise<{ lastSequence: number; lastEpoch: number }> {
+  return { lastSequence: loaded.lastSequence, lastEpoch: await lastEpochOf(o, retry, loaded) };
 }
 
 /** The writer epoch of the loaded log's last object (logs never lower it along the way). */

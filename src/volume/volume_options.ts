@@ -14,6 +14,20 @@ import { type Logger, stderrLogger } from "../util/log.ts";
 import { normalizePrefix } from "../format/keys.ts";
 import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
 import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../log/lease.ts";
+import type { JournalFiles } from "./journal_files.ts";
+
+/** A local write-back journal (docs/design/write-back-journal.md): FLUSH = journal fdatasync. */
+export interface JournalConfig {
+  files: JournalFiles;
+  /** A partly filled object is sealed this long after its first write (replaces sealDelayMs). */
+  delayMs: number;
+  /** Segment bytes on disk before writes wait for uploads. */
+  bytesMax: number;
+  /** A segment is closed (and later deleted whole) at this size. */
+  segmentBytes: number;
+  /** Drop whatever the journal holds instead of replaying it. */
+  discard: boolean;
+}
 
 /** "each": every FLUSH seals its own object (lsvd ≤ 0.1). "group": FLUSHes arriving while commit
  *  objects are in flight join the next one (group commit). */
@@ -83,11 +97,16 @@ export interface VolumeOptions {
   leaseDurationMs?: number;
   /** Who this writer is in the lease (tests run several in one process); default this host and pid. */
   leaseHolder?: LeaseHolder;
+  /** Acknowledge FLUSHes from a local journal (default none: a FLUSH waits for the store). */
+  journal?: JournalConfig;
 }
 
 export type ResolvedVolumeOptions =
   & Required<
-    Omit<VolumeOptions, "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds" | "leaseHolder">
+    Omit<
+      VolumeOptions,
+      "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds" | "leaseHolder" | "journal"
+    >
   >
   & {
     gcThresholds: GcThresholds;
@@ -95,6 +114,7 @@ export type ResolvedVolumeOptions =
     sizeBytes: number | undefined;
     atSequence: number | undefined;
     commitsPerSecondMax: number | undefined;
+    journal: JournalConfig | undefined;
   };
 
 export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
@@ -116,7 +136,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     log: o.log ?? stderrLogger,
     objectBytesMax: o.objectBytesMax ?? DEFAULT_OBJECT_BYTES,
     dirtyBytesMax: o.dirtyBytesMax ?? DEFAULT_DIRTY_BYTES,
-    sealDelayMs: o.sealDelayMs ?? 1000,
+    sealDelayMs: o.journal?.delayMs ?? o.sealDelayMs ?? 1000,
     uploadsMax: o.uploadsMax ?? 32,
     uploadAttemptsMax: o.uploadAttemptsMax ?? Infinity,
     health: o.health ?? new StoreHealth({ clock: o.clock ?? systemClock, log: o.log ?? stderrLogger }),
@@ -137,6 +157,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     leaseMode: o.leaseMode ?? "refuse",
     leaseDurationMs: o.leaseDurationMs ?? LEASE_DURATION_MS_DEFAULT,
     leaseHolder: o.leaseHolder,
+    journal: o.journal,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");
@@ -153,6 +174,11 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
   }
   if (r.dirtyBytesMax < 2 * objectBytes) throw invalid("the dirty-data limit must be at least two objects");
   if (r.atSequence !== undefined && !r.readOnly) throw invalid("a past state can only be served read-only");
+  const j = r.journal;
+  if (j !== undefined && r.readOnly) throw invalid("a read-only volume has no journal");
+  if (j !== undefined && !(j.segmentBytes > 0 && j.bytesMax >= j.segmentBytes && j.delayMs > 0)) {
+    throw invalid("the journal needs a positive delay and a size of at least one segment");
+  }
   if (!(r.commitsInFlightMax >= 1)) throw invalid("at least one commit object must be allowed in flight");
   if (r.commitsPerSecondMax !== undefined && !(r.commitsPerSecondMax > 0)) {
     throw invalid("the commit rate must be positive");

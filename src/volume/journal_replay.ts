@@ -1,0 +1,207 @@
+/**
+ * @module
+ * Start-up with a write-back journal (docs/design/write-back-journal.md): read the journal's
+ * identity and check every segment (a torn tail is dropped, damage before the end refuses the
+ * start), refuse a journal of another volume or one the log has moved past under another writer,
+ * and replay the records in order through the normal write path.
+ *
+ * Why replay is safe: the log holds the base plus a prefix (in journal order) of the journal's
+ * writes, because objects become durable in order and the journal's order is the writer's. A
+ * deleted segment's writes are all in that prefix. Re-applying every remaining record in order on
+ * top of base + prefix therefore leaves each sector holding the last journaled write to it, or the
+ * log's value when no remaining record touches it: base + journal, i.e. every acknowledged FLUSH.
+ */
+
+import { SECTOR_BYTES } from "../util/constants.ts";
+import { LsvdError } from "../util/errors.ts";
+import { anyRecordAfter, decodeRecord, type JournalRecord } from "./journal_codec.ts";
+import type { JournalFiles } from "./journal_files.ts";
+
+/** Which volume and writer a journal belongs to (`identity.json`). */
+export interface JournalIdentity {
+  version: 1;
+  store: string;
+  prefix: string;
+  /** The format record's createdAt, when the volume has one. */
+  volumeCreatedAt: string | undefined;
+  writerEpoch: number;
+  /** The log's last object when this writer started (before its fence), and that object's epoch. */
+  startSequence: number;
+  startEpoch: number;
+}
+
+export interface ScannedJournal {
+  identity: JournalIdentity | undefined;
+  /** Segments with the bytes of checked records in each (a torn tail is not counted). */
+  segments: { name: string; validBytes: number }[];
+  records: number;
+  /** Bytes of the checked records (headers and data). */
+  bytes: number;
+  lastRecord: number | undefined;
+  /** Bytes of a torn tail that replay drops (never acknowledged). */
+  tornBytes: number;
+}
+
+export async function readIdentity(files: JournalFiles): Promise<JournalIdentity | undefined> {
+  const text = await files.readIdentity();
+  if (text === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(text);
+    if (parsed?.version !== 1 || typeof parsed.writerEpoch !== "number") throw new Error("unknown layout");
+    return parsed as JournalIdentity;
+  } catch (e) {
+    throw new LsvdError(
+      "data",
+      `Cannot read journal ${files.description}: identity.json is damaged (${(e as Error).message})`,
+    );
+  }
+}
+
+/**
+ * Checks every record. A bad record in the last segment with no checked record after it is a torn
+ * tail (appended after the last fdatasync, so never acknowledged): dropped. Any other bad record,
+ * or a record number out of sequence, is damage: LsvdError "data" naming the file and offset.
+ */
+export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> {
+  const identity = await readIdentity(files);
+  const names = await files.segments();
+  const scanned: ScannedJournal = {
+    identity,
+    segments: [],
+    records: 0,
+    bytes: 0,
+    lastRecord: undefined,
+    tornBytes: 0,
+  };
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    const bytes = await files.read(name);
+    let at = 0;
+    for (;;) {
+      if (at === bytes.length) break;
+      const d = decodeRecord(bytes, at);
+      const expected = scanned.lastRecord === undefined ? undefined : scanned.lastRecord + 1;
+      if (d.ok && (expected === undefined || d.record.number === expected)) {
+        scanned.lastRecord = d.record.number;
+        scanned.records++;
+        at = d.nextOffset;
+        continue;
+      }
+      const why = d.ok ? `record ${d.record.number} where ${expected} was due` : d.why;
+      if (i === names.length - 1 && !anyRecordAfter(bytes, at + 1)) {
+        scanned.tornBytes = bytes.length - at; // torn tail
+        break;
+      }
+      throw new LsvdError(
+        "data",
+        `Cannot replay journal ${files.description}: ${name} is damaged at byte ${at} (${why}) before its end; ` +
+          `the acknowledged writes after it cannot be trusted (start with --journal-discard to drop the journal)`,
+      );
+    }
+    scanned.segments.push({ name, validBytes: at });
+    scanned.bytes += at;
+  }
+  return scanned;
+}
+
+/** The journal's records in order (segments are read again, one at a time: memory stays bounded). */
+export async function* journalRecords(
+  files: JournalFiles,
+  scanned: ScannedJournal,
+): AsyncGenerator<JournalRecord> {
+  for (const segment of scanned.segments) {
+    const bytes = await files.read(segment.name);
+    for (let at = 0; at < segment.validBytes;) {
+      const d = decodeRecord(bytes, at);
+      if (!d.ok) {
+        throw new LsvdError("data", `Cannot replay journal ${files.description}: ${segment.name} changed`);
+      }
+      yield d.record;
+      at = d.nextOffset;
+    }
+  }
+}
+
+/** The log a starting writer found: its end before this writer's own fence, and that object's epoch. */
+export interface FoundLog {
+  store: string;
+  prefix: string;
+  volumeCreatedAt: string | undefined;
+  lastSequence: number;
+  lastEpoch: number;
+}
+
+/**
+ * Refuses (LsvdError "invalid", one line) to replay a journal holding records into a volume it
+ * was not written for, or after another writer wrote the log since this journal's writer started.
+ */
+export function checkJournalOwner(files: JournalFiles, scanned: ScannedJournal, found: FoundLog): void {
+  if (scanned.records === 0) return;
+  const holds = `it holds ${scanned.bytes} bytes in ${scanned.records} records not known to be in the store`;
+  const discard = "start with --journal-discard to drop them";
+  const id = scanned.identity;
+  if (id === undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot replay journal ${files.description}: ${holds} but no identity.json; ${discard}`,
+    );
+  }
+  const sameVolume = id.store === found.store && id.prefix === found.prefix &&
+    (id.volumeCreatedAt === undefined || found.volumeCreatedAt === undefined ||
+      id.volumeCreatedAt === found.volumeCreatedAt);
+  if (!sameVolume) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot replay journal ${files.description}: ${holds} of the volume at prefix "${id.prefix}" of ${id.store}` +
+        `${
+          id.volumeCreatedAt === undefined ? "" : ` (created ${id.volumeCreatedAt})`
+        }, not this one; ${discard}`,
+    );
+  }
+  const untouched = found.lastSequence === id.startSequence && found.lastEpoch === id.startEpoch;
+  const onlyOurs = found.lastSequence > id.startSequence && found.lastEpoch === id.writerEpoch;
+  if (!untouched && !onlyOurs) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot replay journal ${files.description}: ${holds}, written by writer epoch ${id.writerEpoch} after object ` +
+        `${id.startSequence}, but the log has moved on under another writer (object ${found.lastSequence}, epoch ` +
+        `${found.lastEpoch}); replaying would overwrite its writes; ${discard}`,
+    );
+  }
+}
+
+/** Where replay sends the records: the volume's normal write path (not the journal). */
+export interface ReplayTarget {
+  sizeBytes: number;
+  write(offsetBytes: number, data: Uint8Array): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
+}
+
+/** Applies every record in order; returns how many. A record past the volume's end is damage. */
+export async function replayRecords(
+  files: JournalFiles,
+  scanned: ScannedJournal,
+  target: ReplayTarget,
+): Promise<number> {
+  let n = 0;
+  for await (const r of journalRecords(files, scanned)) {
+    const aligned = r.offsetBytes % SECTOR_BYTES === 0 && r.lengthBytes % SECTOR_BYTES === 0 &&
+      r.lengthBytes > 0;
+    if (!aligned || r.offsetBytes + r.lengthBytes > target.sizeBytes) {
+      throw new LsvdError(
+        "data",
+        `Cannot replay journal ${files.description}: record ${r.number} covers bytes ${r.offsetBytes}+${r.lengthBytes}, ` +
+          `outside the ${target.sizeBytes}-byte volume (start with --journal-discard to drop the journal)`,
+      );
+    }
+    if (r.kind === "write") await target.write(r.offsetBytes, r.data);
+    else await target.writeZeroes(r.offsetBytes, r.lengthBytes);
+    n++;
+  }
+  return n;
+}
+
+/** Deletes every segment (after replay reached the store, or on --journal-discard). */
+export async function emptyJournal(files: JournalFiles): Promise<void> {
+  for (const name of await files.segments()) await files.remove(name);
+}

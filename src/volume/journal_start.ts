@@ -1,0 +1,116 @@
+/**
+ * @module
+ * The three steps by which `Volume.open` brings up a write-back journal, kept out of volume.ts:
+ *
+ *   prepareJournal  before the store is touched: lock the directory, check every record
+ *                   (or drop them all: --journal-discard)
+ *   adoptJournal    after the lease and fence, before repair: refuse a journal the log has moved
+ *                   past under another writer; else record this writer as its owner (so a crash
+ *                   during replay leaves a journal the next start still accepts)
+ *   startJournal    after the volume is open: replay the records through the writer, store them,
+ *                   empty the journal, and return the running Journal
+ */
+
+import type { Logger } from "../util/log.ts";
+import { Journal } from "./journal.ts";
+import {
+  checkJournalOwner,
+  emptyJournal,
+  type FoundLog,
+  type JournalIdentity,
+  replayRecords,
+  scanJournal,
+  type ScannedJournal,
+} from "./journal_replay.ts";
+import type { LogWriter } from "./log_writer.ts";
+import type { JournalConfig } from "./volume_options.ts";
+
+export async function prepareJournal(config: JournalConfig, log: Logger): Promise<ScannedJournal> {
+  const files = config.files;
+  await files.lock();
+  try {
+    if (config.discard) {
+      const dropped = await scanJournal(files).catch(() => undefined);
+      await emptyJournal(files);
+      log(
+        `Discarded journal ${files.description}${
+          dropped === undefined ? " (damaged)" : `: ${dropped.bytes} bytes in ${dropped.records} records`
+        } (--journal-discard).`,
+      );
+      return {
+        identity: undefined,
+        segments: [],
+        records: 0,
+        bytes: 0,
+        lastRecord: dropped?.lastRecord,
+        tornBytes: 0,
+      };
+    }
+    const scanned = await scanJournal(files);
+    if (scanned.tornBytes > 0) {
+      log(
+        `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes (never acknowledged).`,
+      );
+    }
+    return scanned;
+  } catch (e) {
+    await files.unlock();
+    throw e;
+  }
+}
+
+export async function adoptJournal(
+  config: JournalConfig,
+  scanned: ScannedJournal,
+  found: FoundLog & { writerEpoch: number },
+): Promise<void> {
+  checkJournalOwner(config.files, scanned, found);
+  const identity: JournalIdentity = {
+    version: 1,
+    store: found.store,
+    prefix: found.prefix,
+    volumeCreatedAt: found.volumeCreatedAt,
+    writerEpoch: found.writerEpoch,
+    startSequence: found.lastSequence,
+    startEpoch: found.lastEpoch,
+  };
+  await config.files.writeIdentity(JSON.stringify(identity));
+}
+
+export async function startJournal(
+  config: JournalConfig,
+  scanned: ScannedJournal,
+  o: { writer: LogWriter; sizeBytes: number; mayAcknowledge: () => boolean; log: Logger },
+): Promise<Journal> {
+  const { writer, log } = o;
+  const files = config.files;
+  if (scanned.records > 0) {
+    log(`Replaying ${scanned.records} records (${scanned.bytes} bytes) from journal ${files.description}.`);
+    const n = await replayRecords(files, scanned, {
+      sizeBytes: o.sizeBytes,
+      write: (offset, data) => writer.write(offset, data),
+      writeZeroes: (offset, length) => writer.writeZeroes(offset, length),
+    });
+    await writer.flush();
+    log(`Replayed ${n} journal records; they are in the store.`);
+  }
+  await emptyJournal(files);
+  return new Journal({
+    files,
+    bytesMax: config.bytesMax,
+    segmentBytes: config.segmentBytes,
+    firstRecord: (scanned.lastRecord ?? 0) + 1,
+    mayAcknowledge: o.mayAcknowledge,
+    log,
+    target: {
+      write: (offset, data) => writer.write(offset, data),
+      writeZeroes: (offset, length) => writer.writeZeroes(offset, length),
+      coveringSequence: () => writer.lastSequence + (writer.open.isEmpty ? 0 : 1),
+      durable: (sequence) => writer.durable(sequence),
+      sealNow: () => void writer.flush().catch(() => {}),
+      get failure() {
+        return writer.failure;
+      },
+    },
+  });
+}

@@ -128,6 +128,8 @@ Deno.test({
         "lsvd-rgw-each",
         "lsvd-rgw-group",
         "lsvd-rgw-group-10pps",
+        "lsvd-dir-journal",
+        "lsvd-rgw-journal",
       ];
       assert.deepEqual([...new Set(runs.map((r) => r.setup))], setups);
       for (const r of runs) {
@@ -146,7 +148,7 @@ Deno.test({
         }
       }
       const checks = report.checks.filter((c: { name: string }) => c.name.startsWith("Postgres"));
-      assert.equal(checks.length, 3);
+      assert.equal(checks.length, 5);
       for (const c of checks) assert.notEqual(c.status, "n/a", c.name);
     } finally {
       await Deno.remove(jsonPath).catch(() => {});

@@ -10,6 +10,9 @@
  *   lsvd-rgw-group
  *   lsvd-rgw-group-10pps  ... with at most 10 commit objects a second (--puts-per-second 10): FLUSHes
  *                         wait up to 100 ms, so Postgres gathers more commits into each WAL flush
+ *   lsvd-dir-journal, lsvd-rgw-journal  ... with a local write-back journal (--journal, default
+ *                         --journal-delay): a FLUSH is acknowledged once the journal is fdatasync'd,
+ *                         objects fill by size or the delay (docs/design/write-back-journal.md)
  *
  * The database is built once (`pgbench -i`) on a local image, then copied into every set-up with
  * nbdcopy, so each starts from the same bytes, and read once (pg_prewarm) before the runs. Per client count: CHECKPOINT (not measured), pgbench
@@ -44,6 +47,8 @@ export interface PgSetup {
   flushPolicy?: "each" | "group";
   /** Further `lsvd serve` options. */
   extraArgs?: string[];
+  /** Serve with a write-back journal in the run's work directory. */
+  journal?: boolean;
 }
 
 export const PG_SETUPS: readonly PgSetup[] = [
@@ -58,6 +63,8 @@ export const PG_SETUPS: readonly PgSetup[] = [
     flushPolicy: "group",
     extraArgs: ["--puts-per-second", "10"],
   },
+  { name: "lsvd-dir-journal", target: "lsvd-dir", flushPolicy: "group", journal: true },
+  { name: "lsvd-rgw-journal", target: "lsvd-rgw", flushPolicy: "group", journal: true },
 ];
 
 /** One pgbench run: set-up × clients. */
@@ -232,6 +239,7 @@ async function attachLsvd(
       "--flush-policy",
       setup.flushPolicy!,
       ...(setup.extraArgs ?? []),
+      ...(setup.journal ? ["--journal", join(work, "journal")] : []),
       "--metrics",
       `127.0.0.1:${metricsPort}`,
     ],

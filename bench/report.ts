@@ -246,6 +246,20 @@ function postgresChecks(run: RunRecord): Check[] {
       1.5 * pg(run, "lsvd-rgw-group", c, "pgBytesPerTxn"),
       "B/txn",
     ),
+    check(
+      `Postgres lsvd-rgw (WAN) ${c} clients: PUTs per transaction, journal ≤ 1/4 × each`,
+      pg(run, "lsvd-rgw-journal", c, "putsPerTxn"),
+      "<=",
+      pg(run, "lsvd-rgw-each", c, "putsPerTxn") / 4,
+      "PUT/txn",
+    ),
+    check(
+      `Postgres lsvd-rgw (WAN) ${c} clients: TPS, journal ≥ 0.9 × each`,
+      pg(run, "lsvd-rgw-journal", c, "tps"),
+      ">=",
+      0.9 * pg(run, "lsvd-rgw-each", c, "tps"),
+      "TPS",
+    ),
   ];
 }
 

@@ -21,6 +21,7 @@ export const GROUPS = {
   volume: "Volume",
   serving: "Serving NBD",
   kernel: "Kernel device and filesystem",
+  durability: "Write-back journal (a FLUSH durable on local disk, not yet in the store)",
   tuning: "Tuning (defaults scale with this machine's memory)",
   other: "Options",
 } as const;

@@ -19,6 +19,7 @@ import { describeLease, type LeaseMode, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
+import { DirectoryJournalFiles } from "../volume/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";
@@ -216,6 +217,34 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       default: "group",
       placeholder: "group|each",
     },
+    journal: {
+      type: "string",
+      group: "durability",
+      help: "Acknowledge FLUSH once writes are fdatasync'd to a local journal in DIR, uploading in the " +
+        "background: a FLUSH then survives an lsvd or machine crash only while DIR's disk survives " +
+        "(docs/design/write-back-journal.md)",
+      placeholder: "DIR",
+    },
+    "journal-delay": {
+      type: "string",
+      group: "durability",
+      help: "With --journal: seal a partly filled object this long after its first write (the window a " +
+        "lost disk can lose, plus upload time; at most 3600 / delay PUTs an hour from the timer)",
+      default: "2s",
+      placeholder: "DURATION",
+    },
+    "journal-size": {
+      type: "string",
+      group: "durability",
+      help: "With --journal: journal bytes on disk before writes wait for uploads",
+      default: "1G",
+      placeholder: "SIZE",
+    },
+    "journal-discard": {
+      type: "boolean",
+      group: "durability",
+      help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
+    },
     "puts-per-second": {
       type: "string",
       group: "tuning",
@@ -272,6 +301,7 @@ export interface ServeConfig {
   verifyReads: boolean;
   flushPolicy: FlushPolicy;
   commitsPerSecondMax: number | undefined;
+  journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
 }
 
 export function buildServeConfig(options: Options): ServeConfig {
@@ -334,7 +364,34 @@ export function buildServeConfig(options: Options): ServeConfig {
     verifyReads: parseOnOff(str("verify-reads")!, options.source("verify-reads")),
     flushPolicy: parseFlushPolicy(str("flush-policy")!, options.source("flush-policy")),
     commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
+    journal: journalConfig(options),
   };
+}
+
+/** --journal and its companions; refused with --read-only, and the others without --journal. */
+function journalConfig(options: Options): ServeConfig["journal"] {
+  const dir = options.string("journal");
+  if (dir === undefined) {
+    if (options.flag("journal-discard")) {
+      throw new UsageError("Invalid options: --journal-discard needs --journal");
+    }
+    return undefined;
+  }
+  if (options.flag("read-only")) {
+    throw new UsageError("Invalid options: --journal writes; it cannot go with --read-only");
+  }
+  const delayMs = parseDurationMs(options.string("journal-delay")!, options.source("journal-delay"));
+  if (delayMs < 1 || delayMs > 3_600_000) {
+    throw new UsageError(`Invalid ${options.source("journal-delay")}: give 1ms to 1h`);
+  }
+  const bytesMax = options.size("journal-size")!;
+  if (bytesMax < 4 * 2 ** 20) throw new UsageError(`Invalid ${options.source("journal-size")}: at least 4M`);
+  return { dir: resolve(dir), delayMs, bytesMax, discard: options.flag("journal-discard") };
+}
+
+/** Segments are deleted whole: a few per journal, so a full journal frees space in steps. */
+function journalSegmentBytes(bytesMax: number): number {
+  return Math.min(64 * 2 ** 20, Math.floor(bytesMax / 4));
 }
 
 function parseOnOff(raw: string, what: string): boolean {
@@ -369,6 +426,18 @@ async function namingHolder(store: ObjectStore, config: ServeConfig, fenced: Err
     "fenced",
     `Cannot keep writing the volume: the volume was taken over by ${describeLease(now.lease)}`,
     { cause: fenced },
+  );
+}
+
+/** A fenced daemon with a journal says what acknowledged data only the journal holds (left in place). */
+function withJournal(error: Error, volume: Volume): Error {
+  const pending = volume.journalPending;
+  if (pending === undefined || pending.bytes === 0) return error;
+  return new LsvdError(
+    "fenced",
+    `${error.message}; ${pending.bytes} bytes of acknowledged writes exist only in journal ${pending.description}, ` +
+      "left in place (a restart there refuses it while the log belongs to the other writer)",
+    { cause: error },
   );
 }
 
@@ -476,6 +545,15 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
           : { commitsPerSecondMax: config.commitsPerSecondMax }),
         ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
         ...(atSequence === undefined ? {} : { atSequence }),
+        ...(config.journal === undefined ? {} : {
+          journal: {
+            files: new DirectoryJournalFiles(config.journal.dir),
+            delayMs: config.journal.delayMs,
+            bytesMax: config.journal.bytesMax,
+            segmentBytes: journalSegmentBytes(config.journal.bytesMax),
+            discard: config.journal.discard,
+          },
+        }),
       });
     })());
   } catch (e) {
@@ -537,7 +615,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     else volume.abandon();
   }
   if (fenced !== undefined) {
-    const error = await namingHolder(store, config, fenced);
+    const error = withJournal(await namingHolder(store, config, fenced), volume);
     await store.close(); // the NBD listeners went with server.stop()
     await bound.metricsServer?.close();
     throw error;

@@ -95,6 +95,7 @@ export function renderStatus(url: string, s: readonly Sample[]): string {
   const rows: [string, string][] = [
     ["Volume", `${bytes(v("lsvd_volume_size_bytes"))}`],
     ["Dirty (not yet stored)", bytes(v("lsvd_dirty_bytes"))],
+    ["Journal (not yet stored)", journal(v("lsvd_journal_pending_bytes"), v("lsvd_journal_bytes"))],
     [
       "Log objects",
       `newest ${v("lsvd_log_last_sequence") ?? "-"}, stored through ${v("lsvd_log_durable_through") ?? "-"}`,
@@ -140,6 +141,11 @@ export function renderStatus(url: string, s: readonly Sample[]): string {
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return [`lsvd at ${url}`, ...rows.map(([k, val]) => `  ${k.padEnd(width)}  ${val}`)].join("\n");
+}
+
+function journal(pending: number | undefined, files: number | undefined): string {
+  if (pending === undefined || (pending === 0 && !files)) return "none (no --journal, or empty)";
+  return `${bytes(pending)} pending upload, ${bytes(files)} in segment files`;
 }
 
 function bytes(n: number | undefined): string {

@@ -25,6 +25,9 @@ export interface VolumeFigures {
     gcPasses?: number;
     gcDeletedBytes?: number;
     gcCopiedBytes?: number;
+    journalPendingBytes?: number;
+    journalBytes?: number;
+    journalSyncs?: number;
   };
 }
 
@@ -98,6 +101,21 @@ export function registerDaemonMetrics(
     "lsvd_gc_copied_bytes_total",
     "Bytes of live data garbage collection copied to the head (write amplification)",
     stat((v) => v.stats.gcCopiedBytes),
+  );
+  registry.gauge(
+    "lsvd_journal_pending_bytes",
+    "Write-back journal bytes whose writes are not yet in the store (0 without --journal)",
+    stat((v) => v.stats.journalPendingBytes),
+  );
+  registry.gauge(
+    "lsvd_journal_bytes",
+    "Bytes in the write-back journal's segment files",
+    stat((v) => v.stats.journalBytes),
+  );
+  registry.counterFrom(
+    "lsvd_journal_syncs_total",
+    "fdatasync calls of the write-back journal (FLUSHes share them)",
+    stat((v) => v.stats.journalSyncs),
   );
   registry.gauge(
     "lsvd_process_resident_bytes",

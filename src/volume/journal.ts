@@ -88,6 +88,7 @@ export class Journal {
   #spaceWaiters: { bytes: number; resolve: () => void }[] = [];
   #writersWaiting = 0; // writers between deciding to wait and appending (later writes queue behind)
   #reservedBytes = 0; // granted to woken writers that have not appended yet
+  #drainWaiters: (() => void)[] = [];
   #marks: { position: number; sequence: number }[] = [];
   #reclaiming: Promise<void> = Promise.resolve();
   #failure: Error | undefined;
@@ -208,10 +209,21 @@ export class Journal {
     await new Promise<void>((resolve) => this.#spaceWaiters.push({ bytes, resolve }));
   }
 
+  /** Resolves once no write waits for journal space (all are in the writer): before closing it. */
+  drained(): Promise<void> {
+    if (this.#writersWaiting === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
   /** A writer that waited appends now (same synchronous step as its append) or gives up. */
   #granted(bytes: number): void {
     this.#writersWaiting--;
     this.#reservedBytes -= bytes;
+    if (this.#writersWaiting === 0) {
+      const drained = this.#drainWaiters;
+      this.#drainWaiters = [];
+      queueMicrotask(() => drained.forEach((resolve) => resolve())); // after our append below
+    }
     if (this.#failure) throw this.#failure;
   }
 

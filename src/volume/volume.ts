@@ -414,6 +414,7 @@ export class Volume implements BlockDevice {
     this.#gcTimer?.cancel();
     await this.#gc?.stop();
     try {
+      await this.#journal?.drained(); // writes waiting for journal space enter the writer first
       await this.#writer?.close();
       await this.#journal?.close();
       await this.#keeper?.release();

@@ -6,6 +6,9 @@
  * After every crash a fresh Volume recovers and every sector must hold the newest write that was
  * durable (acknowledged before a completed FLUSH, or FUA) or a later write to it, never anything
  * else. Each sector's bytes name the write that produced them, so stale or torn data shows.
+ * One seed in three (LSVD_SIM_JOURNAL=all: every seed) runs with the write-back journal: FLUSHes
+ * are acknowledged from an in-memory journal that a crash cuts back to its last fdatasync (a torn
+ * tail, maybe damaged), and the restart must replay it to give the same guarantee.
  * While the volume serves, the store damages GET answers (one flipped bit, seeded): every read must
  * then return correct bytes or fail with LsvdError kind "data", never return a damaged byte.
  */
@@ -20,6 +23,7 @@ import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
+import { MemoryJournalFiles } from "../../src/volume/journal_files.ts";
 
 const SECTOR = 4096;
 
@@ -149,12 +153,18 @@ function retentionMs(seed: number): number {
   return 40 + (seed % 5) * 60;
 }
 
+/** Seeds that acknowledge FLUSHes from the write-back journal. */
+export function usesJournal(seed: number): boolean {
+  return seed % 3 === 1 || Deno.env.get("LSVD_SIM_JOURNAL") === "all";
+}
+
 async function openVolume(
   store: MemoryStore,
   clock: ManualClock,
   sizeBytes: number,
   seed: number,
   readOnlyAt?: number,
+  journal?: MemoryJournalFiles,
 ): Promise<Volume> {
   store.setFaults({ corruptReadRate: 0 });
   const p = Volume.open({
@@ -178,6 +188,15 @@ async function openVolume(
     // A restart after a crash is told the old process is dead (serve --takeover).
     leaseMode: "takeover",
     leaseDurationMs: 3000,
+    ...(journal === undefined || readOnlyAt !== undefined ? {} : {
+      journal: {
+        files: journal,
+        delayMs: 20 + (seed % 7) * 10,
+        bytesMax: (16 + (seed % 3) * 16) * SECTOR,
+        segmentBytes: 6 * SECTOR,
+        discard: false,
+      },
+    }),
   });
   let done = false;
   p.then(() => (done = true), () => (done = true));
@@ -227,7 +246,8 @@ export async function simulate(
   let gcDeleted = 0, gcCopied = 0, rollbacks = 0, rescues = 0;
   const pendingSnapshots = new Set<Promise<unknown>>();
   const snapshots: { name: string; sequence: number }[] = [];
-  let volume = await openVolume(store, clock, sectors * SECTOR, seed);
+  let journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
+  let volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
   let nextId = 1;
   let crashes = 0;
   const ctx = () => `seed ${seed}`;
@@ -394,7 +414,7 @@ export async function simulate(
       }
       const expected = refused ? undefined : shadow.stateAt(point, sectors);
       if (!refused) shadow.dropAfter(point);
-      volume = await openVolume(store, clock, sectors * SECTOR, seed);
+      volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
       const context = `${ctx()} after rollback to ${point} at step ${step}`;
       if (expected !== undefined) {
         assertSameDisk(await readAll(volume, sectors, clock, context), expected, context);
@@ -415,9 +435,10 @@ export async function simulate(
       crashes++;
       store.crash({ keepUnacknowledgedProbability: rand() });
       volume.abandon();
+      journal = journal?.crash(rand);
       await settle();
       store = store.reopen({ errorRate: 0.05 });
-      volume = await openVolume(store, clock, sectors * SECTOR, seed);
+      volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
       await checkRecovered(volume, model, sectors, clock, `${ctx()} after crash ${crashes} at step ${step}`);
       shadow.dropAfter(volume.stats.lastSequence);
       await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {
@@ -446,7 +467,10 @@ export async function simulate(
   await closing;
   model.makeDurable(model.snapshot());
   store = store.reopen({ errorRate: 0 });
-  volume = await openVolume(store, clock, sectors * SECTOR, seed);
+  if (journal !== undefined) {
+    assert.equal(journal.totalBytes, 0, `${ctx()}: a clean close leaves the journal empty`);
+  }
+  volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
   await checkRecovered(volume, model, sectors, clock, `${ctx()} after clean close`);
   shadow.dropAfter(volume.stats.lastSequence);
   await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {

@@ -1,0 +1,206 @@
+/**
+ * @module
+ * `serve --journal DIR` with a real NBD client (libnbd's Python binding, nbdcopy): FLUSHes are
+ * acknowledged from the local journal, so a daemon killed with -9 before any upload (a long
+ * --journal-delay) still has every flushed write after a restart, and the store received fewer
+ * objects than there were FLUSHes. A journal whose log moved on under another writer is refused in
+ * one line; --journal-discard drops it.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon, scratch, unixUri } from "../support/daemon.ts";
+import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
+import { runLsvdOk } from "../support/lsvd_cli.ts";
+
+const BLOCKS = 256;
+const BLOCK = 4096;
+const ROUNDS = 30;
+
+/** Round r writes 4 blocks filled with (r, block) and flushes; prints once the FLUSH is acknowledged. */
+const WRITER = `
+import nbd, struct, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+first, rounds = int(sys.argv[2]), int(sys.argv[3])
+for r in range(first, first + rounds):
+    for k in range(4):
+        b = (r * 37 + k * 13) % ${BLOCKS}
+        h.pwrite(struct.pack(">II", r, b) * (${BLOCK} // 8), b * ${BLOCK})
+    h.flush()
+    print("flushed", r, flush=True)
+h.shutdown()
+`;
+
+function writtenBy(round: number): number[] {
+  return Array.from({ length: 4 }, (_, k) => (round * 37 + k * 13) % BLOCKS);
+}
+
+async function writeRounds(socket: string, first: number, rounds: number): Promise<number> {
+  const out = await runClientOk(SYSTEM_PYTHON, [
+    "-c",
+    WRITER,
+    unixUri(socket),
+    String(first),
+    String(rounds),
+  ]);
+  return out.stdout.split("\n").filter((l) => l.startsWith("flushed")).length;
+}
+
+/** Log objects in a directory store (16 hex digits, no prefix). */
+async function logObjects(store: string): Promise<number> {
+  let n = 0;
+  for await (const e of Deno.readDir(store)) if (/^[0-9a-f]{16}$/.test(e.name)) n++;
+  return n;
+}
+
+async function readDisk(socket: string, dir: string): Promise<DataView> {
+  const out = join(dir, "disk.bin");
+  await Deno.remove(out).catch(() => {});
+  await runClientOk("nbdcopy", [unixUri(socket), out]);
+  const disk = await Deno.readFile(out);
+  return new DataView(disk.buffer);
+}
+
+Deno.test("serve --journal: kill -9 before any upload keeps every flushed write; fewer objects than FLUSHes", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const args = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+    const d = await Daemon.start({
+      args: [...args, "--size", `${BLOCKS * BLOCK}`, "--metrics", "127.0.0.1:0"],
+    });
+    const objectsAtStart = await logObjects(t.store);
+    assert.equal(await writeRounds(t.socket, 1, ROUNDS), ROUNDS);
+    // The journal's backlog is in --metrics and lsvd status.
+    const metricsAt = (await d.waitForLine(/Serving metrics at /, 1000)).replace(
+      /^.* at http:\/\/(\S+)\/metrics\.$/,
+      "$1",
+    );
+    const text = await (await fetch(`http://${metricsAt}/metrics`)).text();
+    const pending = Number(/^lsvd_journal_pending_bytes (\d+)$/m.exec(text)?.[1]);
+    assert.equal(pending, ROUNDS * 4 * (BLOCK + 32), "every record is pending upload");
+    const status = await runLsvdOk(["status", "--metrics", metricsAt]);
+    assert.match(status.out, /Journal \(not yet stored\)\s+\d+\.\d KiB pending upload/);
+    const objectsBeforeKill = await logObjects(t.store);
+    assert(
+      objectsBeforeKill - objectsAtStart < ROUNDS,
+      `${objectsBeforeKill - objectsAtStart} objects stored for ${ROUNDS} FLUSHes`,
+    );
+    assert.equal(objectsBeforeKill, objectsAtStart, "no upload before the journal delay passed");
+    d.kill();
+    await d.exited;
+
+    const again = await Daemon.start({ args });
+    assert.match(again.log, /Replaying \d+ records \(\d+ bytes\) from journal/);
+    const v = await readDisk(t.socket, t.dir);
+    const expected = new Array(BLOCKS).fill(0);
+    for (let r = 1; r <= ROUNDS; r++) for (const b of writtenBy(r)) expected[b] = r;
+    for (let b = 0; b < BLOCKS; b++) {
+      assert.equal(v.getUint32(b * BLOCK), expected[b], `block ${b} after replay`);
+      if (expected[b] !== 0) assert.equal(v.getUint32(b * BLOCK + 4), b, `block ${b} misplaced`);
+    }
+    const stopped = await again.stop();
+    assert.equal(stopped.code, 0, stopped.log);
+    const left = [...Deno.readDirSync(journal)].filter((e) => e.name.startsWith("segment-"));
+    assert.deepEqual(left, [], "a clean shutdown leaves no segment");
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("serve --journal: refused in one line after another writer took over and wrote; --journal-discard drops it", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const args = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+    const a = await Daemon.start({ args: [...args, "--size", `${BLOCKS * BLOCK}`] });
+    assert.equal(await writeRounds(t.socket, 1, 5), 5);
+    a.kill();
+    await a.exited;
+
+    // Another machine (no journal) takes the volume over and writes.
+    const b = await Daemon.start({ args: ["--dir", t.store, "--socket", t.socket, "--takeover"] });
+    assert.equal(await writeRounds(t.socket, 100, 3), 3);
+    assert.equal((await b.stop()).code, 0);
+
+    const refused = await Daemon.spawn({ args }).finished();
+    assert.equal(refused.code, 1, refused.log);
+    const lines = refused.log.split("\n").filter((l) => l.startsWith("lsvd: Cannot"));
+    assert.equal(lines.length, 1, refused.log);
+    assert.match(
+      lines[0]!,
+      new RegExp(
+        `^lsvd: Cannot replay journal ${journal}: it holds \\d+ bytes in 20 records .*moved on under another writer.*--journal-discard`,
+      ),
+    );
+    assert(!refused.log.includes("    at "), "no stack trace");
+
+    const discarded = await Daemon.start({ args: [...args, "--journal-discard"] });
+    assert.match(discarded.log, /Discarded journal .*: \d+ bytes in 20 records/);
+    const v = await readDisk(t.socket, t.dir);
+    for (let r = 100; r < 103; r++) {
+      for (const blk of writtenBy(r)) {
+        assert.equal(v.getUint32(blk * BLOCK), r, `the other writer's block ${blk}`);
+      }
+    }
+    assert.equal((await discarded.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("serve --journal: a daemon fenced with writes only in its journal exits 1 naming them and keeps the journal", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const a = await Daemon.start({
+      args: [
+        ...["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"],
+        ...["--lease-duration-ms", "1500", "--size", `${BLOCKS * BLOCK}`],
+      ],
+    });
+    assert.equal(await writeRounds(t.socket, 1, 3), 3);
+    const socketB = join(t.dir, "b.sock");
+    const b = await Daemon.start({ args: ["--dir", t.store, "--socket", socketB, "--takeover"] });
+    const fenced = await a.finished(30_000);
+    assert.equal(fenced.code, 1, fenced.log);
+    // The last line (the exit's) says what only the journal holds.
+    const last = fenced.log.split("\n").filter((l) => l !== "").at(-1)!;
+    assert.match(
+      last,
+      new RegExp(
+        `taken over by .*; ${
+          3 * 4 * (BLOCK + 32)
+        } bytes of acknowledged writes exist only in journal ${journal}, left in place`,
+      ),
+    );
+    const left = [...Deno.readDirSync(journal)].filter((e) => e.name.startsWith("segment-"));
+    assert.equal(left.length, 1, "the journal stays");
+    assert.equal((await b.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("serve --journal: a second daemon on the same journal directory is refused", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const a = await Daemon.start({
+      args: ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--size", `${BLOCKS * BLOCK}`],
+    });
+    const other = join(t.dir, "other-store");
+    const refused = await Daemon.spawn({
+      args: ["--dir", other, "--socket", join(t.dir, "b.sock"), "--journal", journal, "--size", "1M"],
+    }).finished();
+    assert.equal(refused.code, 1, refused.log);
+    assert.match(
+      refused.log,
+      new RegExp(`Cannot use journal directory ${journal}: pid ${a.child.pid} on \\S+ is using it`),
+    );
+    assert.equal((await a.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

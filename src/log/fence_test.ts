@@ -45,7 +45,7 @@ Deno.test("closeWindow() accepts objects that landed after loading and fences th
   const store = new MemoryStore();
   for (const s of [1, 2, 3, 4]) store.rawPut(logKey("v/", s), oldObject(s, 1));
   const result = await closeWindow(store, options({ afterSequence: 2, afterEpoch: 1 }));
-  assert.deepEqual(result, { fenceSequence: 5, lastSequence: 8, accepted: 2, zombies: 0 });
+  assert.deepEqual(result, { fenceSequence: 5, lastSequence: 8, accepted: 2, zombies: 0, leftEpoch: 1 });
   assert.deepEqual(await epochsAt(store, [1, 2, 3, 4, 5, 6, 7, 8]), [1, 1, 1, 1, 2, 2, 2, 2]);
   assert.equal(await epochAt(store, 9), undefined);
 });
@@ -54,7 +54,7 @@ Deno.test("closeWindow() archives an upload that landed beyond a gap and fences 
   const store = new MemoryStore();
   for (const s of [1, 2, 3, 5, 7]) store.rawPut(logKey("v/", s), oldObject(s, 1));
   const result = await closeWindow(store, options({ afterSequence: 3, afterEpoch: 1 }));
-  assert.deepEqual(result, { fenceSequence: 4, lastSequence: 7, accepted: 0, zombies: 2 });
+  assert.deepEqual(result, { fenceSequence: 4, lastSequence: 7, accepted: 0, zombies: 2, leftEpoch: 1 });
   assert.deepEqual(await epochsAt(store, [4, 5, 6, 7]), [2, 2, 2, 2]);
   assert.deepEqual(store.rawGet(archiveKey("v/", "r1-fence", 5)), oldObject(5, 1));
   assert.deepEqual(store.rawGet(archiveKey("v/", "r1-fence", 7)), oldObject(7, 1));
@@ -70,7 +70,7 @@ Deno.test("closeWindow() archives a zombie right after the loaded log (an epoch 
     store,
     options({ epoch: 4, afterSequence: 1, afterEpoch: 3, windowObjects: 2 }),
   );
-  assert.deepEqual(result, { fenceSequence: 2, lastSequence: 3, accepted: 0, zombies: 1 });
+  assert.deepEqual(result, { fenceSequence: 2, lastSequence: 3, accepted: 0, zombies: 1, leftEpoch: 3 });
   assert.deepEqual(await epochsAt(store, [1, 2, 3]), [3, 4, 4]);
 });
 

@@ -207,7 +207,10 @@ export class MemoryJournalFiles implements JournalFiles {
       const kept = f.syncedLength + Math.floor(random() * (unsynced + 1));
       const bytes = f.bytes.slice(0, kept);
       if (kept > f.syncedLength && random() < 0.5) {
-        bytes[f.syncedLength + Math.floor(random() * (kept - f.syncedLength))]! ^= 0x5a;
+        // A torn write: the last bytes that reached the disk are garbage (within one header's
+        // length of the end, so no whole record follows them; see the design note on write-back).
+        const span = Math.min(32, kept - f.syncedLength);
+        bytes[kept - 1 - Math.floor(random() * span)]! ^= 0x5a;
       }
       files.set(name, { bytes, length: kept, syncedLength: kept });
     }

@@ -24,6 +24,7 @@ import { exportCommand } from "./export.ts";
 import { importCommand } from "./import.ts";
 import { rollbackCommand } from "./rollback.ts";
 import { leaseCommand } from "./lease.ts";
+import { journalCommand } from "./journal.ts";
 import { versionCommand, versionText } from "./version.ts";
 
 interface Command {
@@ -66,6 +67,10 @@ const COMMANDS: Record<string, Command> = {
   lease: {
     summary: "Show the writer lease, or break it when its holder is known to be dead",
     run: leaseCommand,
+  },
+  journal: {
+    summary: "Show what a write-back journal (serve --journal DIR) holds",
+    run: journalCommand,
   },
   status: {
     summary: "Show what a running lsvd serve is doing (from its --metrics endpoint)",

@@ -138,7 +138,8 @@ export interface FoundLog {
 export function checkJournalOwner(files: JournalFiles, scanned: ScannedJournal, found: FoundLog): void {
   if (scanned.records === 0) return;
   const holds = `it holds ${scanned.bytes} bytes in ${scanned.records} records not known to be in the store`;
-  const discard = "start with --journal-discard to drop them";
+  const discard =
+    `'lsvd journal show ${files.description}' says more; start with --journal-discard to drop them`;
   const id = scanned.identity;
   if (id === undefined) {
     throw new LsvdError(

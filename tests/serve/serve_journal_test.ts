@@ -136,6 +136,10 @@ Deno.test("serve --journal: refused in one line after another writer took over a
     );
     assert(!refused.log.includes("    at "), "no stack trace");
 
+    const shown = await runLsvdOk(["journal", "show", journal]);
+    assert.match(shown.out, /writer: epoch 1, started after object 0 \(epoch 0\)/);
+    assert.match(shown.out, /holds: 20 records, \d+ bytes in 1 segments/);
+
     const discarded = await Daemon.start({ args: [...args, "--journal-discard"] });
     assert.match(discarded.log, /Discarded journal .*: \d+ bytes in 20 records/);
     const v = await readDisk(t.socket, t.dir);

@@ -81,21 +81,22 @@ export async function startJournal(
   config: JournalConfig,
   scanned: ScannedJournal,
   o: { writer: LogWriter; sizeBytes: number; mayAcknowledge: () => boolean; log: Logger },
-): Promise<Journal> {
+): Promise<{ journal: Journal; replayed: number }> {
   const { writer, log } = o;
   const files = config.files;
+  let replayed = 0;
   if (scanned.records > 0) {
     log(`Replaying ${scanned.records} records (${scanned.bytes} bytes) from journal ${files.description}.`);
-    const n = await replayRecords(files, scanned, {
+    replayed = await replayRecords(files, scanned, {
       sizeBytes: o.sizeBytes,
       write: (offset, data) => writer.write(offset, data),
       writeZeroes: (offset, length) => writer.writeZeroes(offset, length),
     });
     await writer.flush();
-    log(`Replayed ${n} journal records; they are in the store.`);
+    log(`Replayed ${replayed} journal records; they are in the store.`);
   }
   await emptyJournal(files);
-  return new Journal({
+  const journal = new Journal({
     files,
     bytesMax: config.bytesMax,
     segmentBytes: config.segmentBytes,
@@ -113,4 +114,5 @@ export async function startJournal(
       },
     },
   });
+  return { journal, replayed };
 }

@@ -72,6 +72,7 @@ export class Volume implements BlockDevice {
   #failed: Promise<Error>;
   #reportFailure: (error: Error) => void = () => {};
   #journal: Journal | undefined;
+  #journalReplayed = 0;
   #mayAcknowledge: () => boolean = () => true;
 
   private constructor(
@@ -290,12 +291,16 @@ export class Volume implements BlockDevice {
   }
 
   async #startJournal(scanned: ScannedJournal): Promise<void> {
-    this.#journal = await startJournal(this.#o.journal!, scanned, {
-      writer: this.#writer!,
-      sizeBytes: this.#sizeBytes,
-      mayAcknowledge: this.#mayAcknowledge,
-      log: this.#o.log,
-    });
+    ({ journal: this.#journal, replayed: this.#journalReplayed } = await startJournal(
+      this.#o.journal!,
+      scanned,
+      {
+        writer: this.#writer!,
+        sizeBytes: this.#sizeBytes,
+        mayAcknowledge: this.#mayAcknowledge,
+        log: this.#o.log,
+      },
+    ));
   }
 
   /** The lease was lost: the writer fails with kind "fenced" (LeaseKeeper.onLost). */
@@ -350,6 +355,8 @@ export class Volume implements BlockDevice {
       journalSyncedPendingBytes: this.#journal?.syncedPendingBytes ?? 0,
       journalBytes: this.#journal?.liveBytes ?? 0,
       journalSyncs: this.#journal?.counters.syncs ?? 0,
+      /** Journal records replayed when this volume opened. */
+      journalReplayedRecords: this.#journalReplayed,
       reads: this.#reads.counters.reads,
       cacheHits: this.#reads.counters.cacheHits,
       cacheMisses: this.#reads.counters.cacheMisses,

@@ -222,6 +222,7 @@ export async function simulate(
     gcCopied: number;
     rollbacks: number;
     rescues: number;
+    journalReplays: number;
   }
 > {
   const { seed } = options;
@@ -243,7 +244,7 @@ export async function simulate(
   // Odd seeds (or all, LSVD_SIM_LIFECYCLE=all) add GC passes, snapshots, rollbacks and checks of
   // every kept point: about three times the cost of a plain seed, so even seeds keep the plain mix.
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
-  let gcDeleted = 0, gcCopied = 0, rollbacks = 0, rescues = 0;
+  let gcDeleted = 0, gcCopied = 0, rollbacks = 0, rescues = 0, journalReplays = 0;
   const pendingSnapshots = new Set<Promise<unknown>>();
   const snapshots: { name: string; sequence: number }[] = [];
   let journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
@@ -439,6 +440,7 @@ export async function simulate(
       await settle();
       store = store.reopen({ errorRate: 0.05 });
       volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
+      if (volume.stats.journalReplayedRecords > 0) journalReplays++;
       await checkRecovered(volume, model, sectors, clock, `${ctx()} after crash ${crashes} at step ${step}`);
       shadow.dropAfter(volume.stats.lastSequence);
       await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {
@@ -493,6 +495,7 @@ export async function simulate(
     gcCopied,
     rollbacks,
     rescues,
+    journalReplays,
   };
 }
 

@@ -251,17 +251,14 @@ export class Connection {
       this.#pool.give(buffer);
       throw e;
     }
-    const view = new DataView(buffer.buffer, buffer.byteOffset, headerBytes);
-    if (structured) {
-      p.encodeOffsetDataHeader(view, 0, { ...request, lengthBytes: length });
-    } else {
-      p.encodeSimpleReply(view, 0, request.handleHigh, request.handleLow, 0);
-    }
     if (buffer.length <= COPY_REPLY_BYTES_MAX) {
+      // The header is encoded straight into the stage, beside the data copied there.
       const at = this.#writer.reserve(buffer.length);
-      this.#writer.bytes.set(buffer, at);
+      encodeReadHeader(this.#writer.view, at, request, structured);
+      this.#writer.bytes.set(buffer.subarray(headerBytes), at + headerBytes);
       this.#pool.give(buffer);
     } else {
+      encodeReadHeader(new DataView(buffer.buffer, buffer.byteOffset, headerBytes), 0, request, structured);
       this.#writer.appendOwned(buffer, (b) => this.#pool.give(b));
     }
   }
@@ -322,6 +319,11 @@ export class Connection {
     const at = writer.reserve(p.errorChunkBytes(message));
     p.encodeErrorChunk(writer.bytes, writer.view, at, { ...request, error, message });
   }
+}
+
+function encodeReadHeader(view: DataView, at: number, request: p.Request, structured: boolean): void {
+  if (structured) p.encodeOffsetDataHeader(view, at, request);
+  else p.encodeSimpleReply(view, at, request.handleHigh, request.handleLow, 0);
 }
 
 /** Flags each command accepts; undefined for a command we do not serve. FUA is valid on all. */

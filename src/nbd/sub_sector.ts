@@ -52,8 +52,13 @@ export class SubSectorDevice implements BlockDevice {
     return this.inner.readOnly;
   }
 
-  async read(offsetBytes: number, dest: Uint8Array): Promise<void> {
+  read(offsetBytes: number, dest: Uint8Array): Promise<void> {
+    // Not async: an aligned read is the inner promise itself, with no extra microtask hops.
     if (isAligned(offsetBytes, dest.length)) return this.inner.read(offsetBytes, dest);
+    return this.#readCovering(offsetBytes, dest);
+  }
+
+  async #readCovering(offsetBytes: number, dest: Uint8Array): Promise<void> {
     const start = floorSector(offsetBytes);
     const covering = new Uint8Array(ceilSector(offsetBytes + dest.length) - start);
     await this.inner.read(start, covering);

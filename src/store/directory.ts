@@ -12,8 +12,15 @@
  * that is already open, which is what lets reads the page cache holds run near memory speed.
  */
 
-import assert from "node:assert/strict";
-import { FileHandles, NotAFileError, type OpenFile, readAt, withFreshFile } from "./file_handles.ts";
+import assert, { AssertionError } from "node:assert/strict";
+import {
+  FileHandles,
+  NotAFileError,
+  type OpenFile,
+  readAt,
+  readInto,
+  withFreshFile,
+} from "./file_handles.ts";
 import { compareKeys } from "./key_order.ts";
 import {
   assertRange,
@@ -122,6 +129,18 @@ export class DirectoryStore implements ObjectStore {
     }
   }
 
+  /** A ranged read into dest on a file that is open already (ObjectStore.readNow). */
+  readNow(key: string, offsetBytes: number, dest: Uint8Array): boolean {
+    assertRange({ offsetBytes, lengthBytes: dest.length });
+    // No key check: only a checked key's file is ever open (get()), and a path names one key.
+    try {
+      return this.#handles.useNow(this.#path(key), (file) => readInto(file, offsetBytes, dest)) ?? false;
+    } catch (error) {
+      if (error instanceof AssertionError) throw error;
+      return false; // get() tries again and reports it
+    }
+  }
+
   async list(options: ListOptions): Promise<ListPage> {
     const maxKeys = Math.min(options.maxKeys ?? LIST_PAGE_KEYS_MAX, LIST_PAGE_KEYS_MAX);
     assert(Number.isInteger(maxKeys) && maxKeys >= 1, `bad maxKeys ${maxKeys}`);
@@ -168,10 +187,7 @@ export class DirectoryStore implements ObjectStore {
   }
 
   #checkKey(action: string, key: string): void {
-    const segments = key.split("/");
-    const bad = key === "" || key.includes("\0") || segments[0] === TEMP_DIRECTORY ||
-      segments.some((s) => s === "" || s === "." || s === "..");
-    if (bad) {
+    if (!isPlainKey(key)) {
       throw new StoreError(
         "Fatal",
         `Cannot ${action} object "${key}" in ${this.description}: the key is not a relative path of plain names`,
@@ -386,6 +402,13 @@ export class DirectoryStore implements ObjectStore {
     const cause = error instanceof Error ? error.message : String(error);
     return new StoreError("Fatal", `Cannot ${action} ${this.description}: ${cause}`, { cause: error });
   }
+}
+
+/** A relative path of plain names outside the temp folder: what a key must be here. */
+function isPlainKey(key: string): boolean {
+  const segments = key.split("/");
+  return key !== "" && !key.includes("\0") && segments[0] !== TEMP_DIRECTORY &&
+    !segments.some((s) => s === "" || s === "." || s === "..");
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

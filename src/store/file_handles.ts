@@ -93,6 +93,22 @@ export class FileHandles {
     }
   }
 
+  /**
+   * Runs fn at once with path's handle when the file is open already and its revalidation is not
+   * due; otherwise (not open yet, opening, due for its check) undefined: call use(). fn must not
+   * keep the handle past its return.
+   */
+  useNow<T>(path: string, fn: (file: OpenFile) => T): T | undefined {
+    const slot = this.#slots.get(path);
+    const entry = slot?.entry;
+    if (entry === undefined || entry.closed || Date.now() - entry.checkedAtMs >= REVALIDATE_MS) {
+      return undefined;
+    }
+    this.#slots.delete(path); // recency
+    this.#slots.set(path, slot!);
+    return fn(entry); // synchronous: no reader count is needed, nothing can close it meanwhile
+  }
+
   /** Forgets path's handle (its key was written or deleted); readers in progress finish first. */
   invalidate(path: string): void {
     const slot = this.#slots.get(path);
@@ -177,11 +193,21 @@ export function readAt(
   lengthBytes: number,
 ): Uint8Array {
   const body = new Uint8Array(lengthBytes);
+  const filled = fill(file, positionBytes, body);
+  return filled === lengthBytes ? body : body.subarray(0, filled);
+}
+
+/** Fills dest from positionBytes (a synchronous pread); false when the file ends first. */
+export function readInto(file: OpenFile, positionBytes: number, dest: Uint8Array): boolean {
+  return fill(file, positionBytes, dest) === dest.length;
+}
+
+function fill(file: OpenFile, positionBytes: number, dest: Uint8Array): number {
   let filled = 0;
-  while (filled < lengthBytes) {
-    const n = fs.readSync(file.fd, body, filled, lengthBytes - filled, positionBytes + filled);
+  while (filled < dest.length) {
+    const n = fs.readSync(file.fd, dest, filled, dest.length - filled, positionBytes + filled);
     if (n === 0) break;
     filled += n;
   }
-  return filled === lengthBytes ? body : body.subarray(0, filled);
+  return filled;
 }

@@ -86,6 +86,17 @@ export class MeteredStore implements ObjectStore {
     return result;
   }
 
+  /** Counted as a GET when it answers; a false answer made no request (get() follows). */
+  readNow(key: string, offsetBytes: number, dest: Uint8Array): boolean {
+    if (this.#inner.readNow === undefined) return false;
+    const started = performance.now();
+    if (!this.#inner.readNow(key, offsetBytes, dest)) return false;
+    this.#requests.get.inc();
+    this.#latency.get.observe((performance.now() - started) / 1000);
+    this.#downloadedBytes.inc(dest.length);
+    return true;
+  }
+
   list(options: ListOptions): Promise<ListPage> {
     return this.#measure("list", () => this.#inner.list(options));
   }

@@ -113,6 +113,15 @@ export interface ObjectStore {
   put(key: string, body: Uint8Array, options?: PutOptions): Promise<PutResult>;
   /** Reads the whole object, or a byte range of it (InvalidRange when it starts past the end). */
   get(key: string, range?: ByteRange): Promise<GetResult>;
+  /**
+   * Optional: the bytes of a ranged GET (dest.length of them from offsetBytes) read into dest at
+   * once, for a store that can do so without waiting on a network or a thread (the directory
+   * store, when the object's file is already open). False means "ask get()", which is also the
+   * answer to anything that went wrong (get() reports it, with retries); dest may then hold part
+   * of the range. Lets a read of data the OS page cache holds finish without a promise hop or a
+   * buffer of its own (docs/design/read-path.md).
+   */
+  readNow?(key: string, offsetBytes: number, dest: Uint8Array): boolean;
   /** Size and ETag of an object; NotFound when it is missing. */
   head(key: string): Promise<HeadResult>;
   /** One page of keys in ascending byte order. */

@@ -91,6 +91,11 @@ export class CrcTableLoader {
     return this.#gets;
   }
 
+  /** The kept table of object `sequence` (marked recently used), or undefined: call table(). */
+  kept(sequence: number): CrcTable | undefined {
+    return this.#tables.get(sequence);
+  }
+
   table(o: { sequence: number; key: string; sizeBytes: number }, fresh: boolean): Promise<CrcTable> {
     if (!fresh) {
       const kept = this.#tables.get(o.sequence);

@@ -10,7 +10,7 @@
  * instead of asking the store twice.
  */
 
-import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { firstBadSector, HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
 import { checkDataSectors } from "../log/object_reader.ts";
 import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
@@ -62,6 +62,28 @@ export class Fetcher {
   /** Tables fetched, and ranges that failed their check twice. */
   get counters(): Readonly<{ tableGets: number; damaged: number }> {
     return { tableGets: this.#o.tables.gets, damaged: this.#damaged };
+  }
+
+  /**
+   * The same sectors as get(), read into dest (whole sectors), verified the same way and cached,
+   * at once when the store can (ObjectStore.readNow) and the object's CRC table is kept. False
+   * otherwise, dest then holding anything: call get(). A range that
+   * fails its check also gets false, so get() gives it the fresh retry and the report.
+   */
+  readNow(sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
+    const o = this.#o;
+    // A GET of the same sectors in flight is not joined: reading them again at once costs less.
+    if (o.store.readNow === undefined) return false;
+    const table = o.verify ? o.tables.kept(sequence) : null;
+    if (table === undefined) return false;
+    const key = logKey(o.prefix, sequence);
+    if (!o.store.readNow(key, HEADER_BYTES + offsetSectors * SECTOR_BYTES, dest)) return false;
+    if (table !== null) {
+      if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
+      if (firstBadSector(dest, offsetSectors, table) !== -1) return false;
+    }
+    o.cache.addRange(sequence, offsetSectors, dest);
+    return true;
   }
 
   /** Data sectors [offset, offset+length) of object `sequence`, verified. */

@@ -42,24 +42,21 @@ export class ReadAhead {
     // A read belongs to a stream when it starts near where the stream is heading; reads of one
     // sequential client arrive slightly out of order when it keeps several in flight.
     const slack = (s: Stream) => Math.max(s.windowSectors, 4 * lengthSectors);
-    let stream = this.#streams.find((s) =>
+    const stream = this.#streams.find((s) =>
       startSector >= s.nextSector - slack(s) && startSector <= s.nextSector + slack(s)
     );
     if (stream === undefined) {
-      stream = {
-        firstSector: startSector,
-        readSectors: lengthSectors,
-        nextSector: end,
-        aheadSector: end,
-        windowSectors: this.#windowMinSectors,
-        hits: 0,
-        lastUse: this.#tick,
-      };
-      this.#streams.push(stream);
-      if (this.#streams.length > STREAMS_MAX) {
-        this.#streams.sort((a, b) => b.lastUse - a.lastUse);
-        this.#streams.length = STREAMS_MAX;
-      }
+      // A new stream takes the least recently used one's place: random reads make one per read,
+      // so this allocates nothing once STREAMS_MAX exist.
+      const fresh = this.#streams.length < STREAMS_MAX ? {} as Stream : this.#leastRecent();
+      fresh.firstSector = startSector;
+      fresh.readSectors = lengthSectors;
+      fresh.nextSector = end;
+      fresh.aheadSector = end;
+      fresh.windowSectors = this.#windowMinSectors;
+      fresh.hits = 0;
+      fresh.lastUse = this.#tick;
+      if (this.#streams.length < STREAMS_MAX) this.#streams.push(fresh);
       return undefined;
     }
     stream.lastUse = this.#tick;
@@ -79,5 +76,11 @@ export class ReadAhead {
     stream.aheadSector = target;
     stream.windowSectors = Math.min(this.#windowMaxSectors, stream.windowSectors * 2);
     return { startSector: from, lengthSectors: target - from };
+  }
+
+  #leastRecent(): Stream {
+    let oldest = this.#streams[0]!;
+    for (const s of this.#streams) if (s.lastUse < oldest.lastUse) oldest = s;
+    return oldest;
   }
 }

@@ -1,8 +1,8 @@
 /**
  * @module
  * The read half of the volume: every source of a read is resolved synchronously (open object,
- * in-flight object bodies, the read cache, then ranged GETs), so an answer is one consistent
- * moment of the disk; adjacent pieces of one object become one GET; sequential readers get
+ * in-flight object bodies, the read cache, a store that answers at once, then ranged GETs), so an
+ * answer is one consistent moment of the disk; adjacent pieces of one object become one GET; sequential readers get
  * read-ahead. Unmapped sectors are zeros and cost no request.
  */
 
@@ -73,6 +73,12 @@ export class ReadPath {
         return;
       }
       this.#counters.cacheMisses++;
+      // Before the open object's overlay below, which is newer; on false get() rewrites the piece.
+      if (
+        s.fetcher.readNow(e.sequence, e.offsetSectors, dest.subarray(at, at + e.lengthSectors * SECTOR_BYTES))
+      ) {
+        return;
+      }
       remote.push({ ...e, destSector: e.startSector - firstSector });
     });
     const open = s.open();

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import * as fs from "node:fs";
+import { DirectoryStore } from "../store/directory.ts";
 import { MemoryStore } from "../store/memory.ts";
-import type { ByteRange, GetResult } from "../store/store.ts";
+import type { ByteRange, GetResult, ObjectStore } from "../store/store.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 
@@ -16,7 +18,7 @@ function pattern(sectors: number): Uint8Array {
 }
 
 /** A volume with 16 sectors of pattern() at address 0 in object 2, closed (nothing cached). */
-async function written(store: MemoryStore, extra: Partial<VolumeOptions> = {}): Promise<void> {
+async function written(store: ObjectStore, extra: Partial<VolumeOptions> = {}): Promise<void> {
   const v = await Volume.open({ store, log: () => {}, sizeBytes: 8 * MiB, ...extra });
   await v.write(0, pattern(16));
   await v.close();
@@ -169,4 +171,63 @@ Deno.test("Volume.read() fails reads of an object whose trailer is damaged inste
     (e) => isLsvdError(e, "data") && /trailer is damaged/.test(e.message),
   );
   await v.close().catch(() => {});
+});
+
+/** A directory store that counts the reads it answered at once (ObjectStore.readNow). */
+class CountingDirectory extends DirectoryStore {
+  answeredNow = 0;
+  override readNow(key: string, offsetBytes: number, dest: Uint8Array): boolean {
+    const answered = super.readNow(key, offsetBytes, dest);
+    if (answered) this.answeredNow++;
+    return answered;
+  }
+}
+
+Deno.test("Volume.read() of a directory store answers misses at once and still checks them: damage fails with kind data", async () => {
+  const root = await Deno.makeTempDir({ prefix: "lsvd-read-now-" });
+  try {
+    const store = new CountingDirectory(root, { fsync: false });
+    await written(store);
+    // 16 KiB: the tables' share fits this object's, the rest caches nothing, so every read misses.
+    const v = await Volume.open({ store, log: () => {}, cacheBytesMax: 16 * 1024 });
+    const expected = pattern(16);
+    assert.deepEqual(await readSectors(v, 0, 16), expected); // opens the file, fetches the table
+    assert.equal(store.answeredNow, 0);
+    for (let k = 15; k >= 0; k--) {
+      assert.deepEqual(
+        await readSectors(v, k, 1),
+        expected.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES),
+      );
+    }
+    assert.deepEqual(await readSectors(v, 3, 6), expected.subarray(3 * SECTOR_BYTES, 9 * SECTOR_BYTES));
+    assert.equal(store.answeredNow, 17, "every read after the first answered at once");
+    // Newest write wins over sectors answered at once: sector 7 rewritten (in the open object).
+    const newer = new Uint8Array(SECTOR_BYTES).fill(0xee);
+    await v.write(7 * SECTOR_BYTES, newer);
+    const around = await readSectors(v, 6, 3);
+    assert.deepEqual(around.subarray(0, SECTOR_BYTES), expected.subarray(6 * SECTOR_BYTES, 7 * SECTOR_BYTES));
+    assert.deepEqual(around.subarray(SECTOR_BYTES, 2 * SECTOR_BYTES), newer);
+    assert.deepEqual(
+      around.subarray(2 * SECTOR_BYTES),
+      expected.subarray(8 * SECTOR_BYTES, 9 * SECTOR_BYTES),
+    );
+    assert.equal(store.answeredNow, 18);
+    expected.set(newer, 7 * SECTOR_BYTES);
+    // Damage sector 5 in place: the open file sees it through the page cache.
+    const fd = fs.openSync(`${root}/${KEY}`, "r+");
+    const at = HEADER_BYTES + 5 * SECTOR_BYTES + 100;
+    const byte = new Uint8Array(1);
+    fs.readSync(fd, byte, 0, 1, at);
+    byte[0]! ^= 0x10;
+    fs.writeSync(fd, byte, 0, 1, at);
+    fs.closeSync(fd);
+    for (const [first, count] of [[5, 1], [4, 2], [0, 16]] as const) {
+      await assert.rejects(readSectors(v, first, count), (e) => isLsvdError(e, "data"));
+    }
+    assert.deepEqual(await readSectors(v, 6, 10), expected.subarray(6 * SECTOR_BYTES));
+    assert.equal(v.stats.damagedReads, 3);
+    await v.close();
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

@@ -163,3 +163,32 @@ Deno.test("DirectoryStore ranged get() notices files deleted or replaced by anot
     await Deno.rename(`${root}/b.new`, `${root}/b`);
     assert.equal(text((await store.get("b")).body), "newer");
   }));
+
+Deno.test("DirectoryStore.readNow() reads only files a ranged get() opened, and follows put(), delete() and other processes", () =>
+  withStore(async (store, root) => {
+    await store.put("k", body("first version"));
+    const dest = new Uint8Array(5);
+    assert.equal(store.readNow("k", 0, dest), false, "not open yet: get() must open it");
+    assert.equal(text((await store.get("k", range(6, 7))).body), "version");
+    assert.equal(store.readNow("k", 0, dest), true);
+    assert.equal(text(dest), "first");
+    assert.equal(store.readNow("k", 10, dest), false, "past the end: get() reports it");
+    await store.put("k", body("second version")); // drops the handle
+    assert.equal(store.readNow("k", 0, dest), false);
+    assert.equal(text((await store.get("k", range(0, 6))).body), "second");
+    assert.equal(store.readNow("k", 0, dest), true);
+    assert.equal(text(dest), "secon");
+    await store.delete("k");
+    assert.equal(store.readNow("k", 0, dest), false);
+    // Another process replacing an open file: once the handle is due for its check, readNow()
+    // leaves the read to get(), which notices.
+    await store.put("m", body("old m"));
+    await store.get("m", range(0, 1));
+    await Deno.writeTextFile(`${root}/m.new`, "new m");
+    await Deno.rename(`${root}/m.new`, `${root}/m`);
+    await new Promise((r) => setTimeout(r, REVALIDATE_MS + 50));
+    assert.equal(store.readNow("m", 0, dest), false);
+    assert.equal(text((await store.get("m", range(0, 5))).body), "new m");
+    assert.equal(store.readNow("m", 0, dest), true);
+    assert.equal(text(dest), "new m");
+  }));

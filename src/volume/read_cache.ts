@@ -18,17 +18,19 @@ import { assert } from "../util/assert.ts";
 /** Slots are allocated in buffers of this size as the cache fills (the last one may be smaller). */
 const SLAB_BYTES = 1024 * 1024;
 const SLOTS_PER_SLAB = SLAB_BYTES / SECTOR_BYTES;
-/** Key = sequence × this + sector: sequences are u32, so keys stay below 2^53 (exact doubles). */
-const SECTORS_PER_OBJECT_MAX = 2 ** 21;
 
 export class ReadCache {
   #bytesMax: number;
   #slotsMax: number;
   #slabs: Uint8Array[] = [];
-  /** key → slot. */
-  #index = new Map<number, number>();
-  /** slot → key of the sector it holds. */
-  #keys: Float64Array;
+  /**
+   * object → (sector → slot). Two levels rather than one key per (object, sector): both keys stay
+   * small integers, which V8 hashes without boxing a number per lookup.
+   */
+  #objects = new Map<number, Map<number, number>>();
+  /** slot → the object and sector it holds. */
+  #slotSequence: Uint32Array;
+  #slotSector: Uint32Array;
   /** slot → read since the hand last passed it. */
   #referenced: Uint8Array;
   /** Slots handed out so far; they fill in order before the hand starts reusing them. */
@@ -39,7 +41,8 @@ export class ReadCache {
     assert(Number.isSafeInteger(bytesMax) && bytesMax >= 0, "bad cache budget");
     this.#bytesMax = bytesMax;
     this.#slotsMax = Math.floor(bytesMax / SECTOR_BYTES);
-    this.#keys = new Float64Array(this.#slotsMax);
+    this.#slotSequence = new Uint32Array(this.#slotsMax);
+    this.#slotSector = new Uint32Array(this.#slotsMax);
     this.#referenced = new Uint8Array(this.#slotsMax);
   }
 
@@ -59,25 +62,26 @@ export class ReadCache {
     const sectors = data.length / SECTOR_BYTES;
     assert(Number.isInteger(sectors), "cached data must be whole sectors");
     if (sectors === 0 || data.length > this.#bytesMax / 4) return;
-    if (offsetSectors + sectors > SECTORS_PER_OBJECT_MAX) return; // a foreign object over 8 GiB
-    const base = sequence * SECTORS_PER_OBJECT_MAX + offsetSectors;
     for (let k = 0; k < sectors; k++) {
-      const key = base + k;
-      if (this.#index.has(key)) continue; // the same bytes: objects never change
-      const slot = this.#claim();
+      const sector = offsetSectors + k;
+      if (this.#objects.get(sequence)?.has(sector)) continue; // the same bytes: objects never change
+      const slot = this.#claim(); // may evict: look the object's sectors up again after it
       this.#slot(slot).set(data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES));
-      this.#index.set(key, slot);
-      this.#keys[slot] = key;
+      let sectorsOfObject = this.#objects.get(sequence);
+      if (sectorsOfObject === undefined) this.#objects.set(sequence, sectorsOfObject = new Map());
+      sectorsOfObject.set(sector, slot);
+      this.#slotSequence[slot] = sequence;
+      this.#slotSector[slot] = sector;
       this.#referenced[slot] = 0;
     }
   }
 
   /** True when every one of these sectors is cached (not marked as read). */
   has(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
-    if (offsetSectors + lengthSectors > SECTORS_PER_OBJECT_MAX) return false;
-    const base = sequence * SECTORS_PER_OBJECT_MAX + offsetSectors;
+    const sectorsOfObject = this.#objects.get(sequence);
+    if (sectorsOfObject === undefined) return false;
     for (let k = 0; k < lengthSectors; k++) {
-      if (!this.#index.has(base + k)) return false;
+      if (!sectorsOfObject.has(offsetSectors + k)) return false;
     }
     return true;
   }
@@ -85,9 +89,9 @@ export class ReadCache {
   /** Copies the sectors into dest and returns true when all are cached; dest is untouched otherwise. */
   read(sequence: number, offsetSectors: number, lengthSectors: number, dest: Uint8Array): boolean {
     if (!this.has(sequence, offsetSectors, lengthSectors)) return false;
-    const base = sequence * SECTORS_PER_OBJECT_MAX + offsetSectors;
+    const sectorsOfObject = this.#objects.get(sequence)!;
     for (let k = 0; k < lengthSectors; k++) {
-      const slot = this.#index.get(base + k)!;
+      const slot = sectorsOfObject.get(offsetSectors + k)!;
       this.#referenced[slot] = 1;
       dest.set(this.#slot(slot), k * SECTOR_BYTES);
     }
@@ -110,7 +114,10 @@ export class ReadCache {
         this.#referenced[slot] = 0;
         continue;
       }
-      this.#index.delete(this.#keys[slot]!);
+      const sequence = this.#slotSequence[slot]!;
+      const sectorsOfObject = this.#objects.get(sequence)!;
+      sectorsOfObject.delete(this.#slotSector[slot]!);
+      if (sectorsOfObject.size === 0) this.#objects.delete(sequence);
       return slot;
     }
   }

@@ -6,7 +6,8 @@
  * trips through Deno's blocking-op thread pool are not. For the same reason the pread itself runs
  * synchronously: a page-cache hit takes a few microseconds, less than handing it to the pool
  * (measured: 12k against 7k random 4 KiB reads/s on the same loaded machine); the price is that a
- * read the page cache misses holds the event loop for one disk read.
+ * read the page cache misses holds the event loop for one disk read. `useNow` serves the store's
+ * `readNow`, which skips even the promise when the file is open (docs/design/read-path.md).
  *
  * Bounded: at most `handlesMax` files stay open, least recently used closed first (a handle in use
  * is closed when its last reader is done). Coherent with the store's own writes: the store drops a

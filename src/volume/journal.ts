@@ -269,16 +269,22 @@ export class Journal {
   // ---- the file pump: writes pending records in order, syncs when a FLUSH waits -----------------
 
   #kick(): void {
-    if (this.#pump !== undefined || this.#stopped) return;
+    if (this.#pump !== undefined || !this.#pumpWanted()) return;
     this.#pump = this.#runPump().catch((e) => this.#pumpFailed(e)).finally(() => {
       this.#pump = undefined;
-      if (!this.#stopped && (this.#pending.length > 0 || this.#syncWanted > this.#synced)) this.#kick();
+      this.#kick();
     });
+  }
+
+  /** Records to write or a FLUSH to sync, and the journal still working. */
+  #pumpWanted(): boolean {
+    if (this.#stopped || this.#failure !== undefined) return false;
+    return this.#pending.length > 0 || this.#syncWanted > this.#synced;
   }
 
   async #runPump(): Promise<void> {
     const files = this.#o.files;
-    while (!this.#stopped && (this.#pending.length > 0 || this.#syncWanted > this.#synced)) {
+    while (this.#pumpWanted()) {
       const batch = this.#pending;
       this.#pending = [];
       for (let i = 0; i < batch.length;) {

@@ -265,3 +265,52 @@ Deno.test("Volume refuses a journal directory another daemon is using", async ()
   );
   await a.close();
 });
+
+Deno.test("Journal.flush() holds an acknowledgement while the lease is not valid and gives it on renewal", async () => {
+  const files = new MemoryJournalFiles();
+  let leaseValid = false;
+  const journal = new Journal({
+    files,
+    target: new FakeTarget(),
+    bytesMax: 64 * 4096,
+    segmentBytes: 16 * 4096,
+    firstRecord: 1,
+    mayAcknowledge: () => leaseValid,
+    log: silentLogger,
+  });
+  await journal.write(0, sector(1));
+  let acknowledged = false;
+  const flushed = journal.flush().then(() => (acknowledged = true));
+  await settle();
+  assert.equal(journal.counters.syncs, 1, "the journal was synced");
+  assert.equal(acknowledged, false, "but not acknowledged without a valid lease");
+  leaseValid = true;
+  journal.leaseRenewed();
+  await flushed;
+});
+
+Deno.test("Journal fails FLUSHes with kind unavailable when the journal file cannot be written", async () => {
+  const files = new MemoryJournalFiles("/broken");
+  files.append = () => Promise.reject(new Error("No space left on device"));
+  const lines: string[] = [];
+  const journal = new Journal({
+    files,
+    target: new FakeTarget(),
+    bytesMax: 64 * 4096,
+    segmentBytes: 16 * 4096,
+    firstRecord: 1,
+    mayAcknowledge: () => true,
+    log: (l) => lines.push(l),
+  });
+  await journal.write(0, sector(1));
+  await assert.rejects(
+    journal.flush(),
+    (e) =>
+      isLsvdError(e, "unavailable") &&
+      e.message === "Cannot write the journal in /broken: No space left on device",
+  );
+  await assert.rejects(journal.write(4096, sector(2)), /Cannot write the journal/);
+  assert.deepEqual(lines, [
+    "Cannot write the journal in /broken: No space left on device. FLUSHes fail from now on.",
+  ]);
+});

@@ -15,7 +15,7 @@
  * writer (which applies writes in issue order), so the journal's order is the log's order; that is
  * what makes replay correct. Bounds: the journal holds at most `bytesMax` (writes then wait, first
  * come first served, and the open object is sealed so uploads free space); memory holds only
- * records not yet written to the file, which the dirty budget already bounds.
+ * records not yet written to the file, at most min(segment, 32 MiB) (writes wait beyond that).
  */
 
 import { assert } from "../util/assert.ts";
@@ -23,6 +23,9 @@ import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { encodeRecord, recordBytes, type RecordKind } from "./journal_codec.ts";
 import { type JournalFiles, segmentName } from "./journal_files.ts";
+
+/** Records appended but not yet written to the file, at most (memory beyond the dirty buffer). */
+const UNWRITTEN_BYTES_MAX = 32 * 2 ** 20;
 
 /** What the journal needs from the log writer. */
 export interface JournalTarget {
@@ -89,6 +92,7 @@ export class Journal {
   #writersWaiting = 0; // writers between deciding to wait and appending (later writes queue behind)
   #reservedBytes = 0; // granted to woken writers that have not appended yet
   #drainWaiters: (() => void)[] = [];
+  #unwrittenBytesMax: number;
   #marks: { position: number; sequence: number }[] = [];
   #reclaiming: Promise<void> = Promise.resolve();
   #failure: Error | undefined;
@@ -99,6 +103,7 @@ export class Journal {
     assert(o.segmentBytes > 0 && o.bytesMax >= o.segmentBytes, "journal bounds");
     this.#o = o;
     this.#nextRecord = o.firstRecord;
+    this.#unwrittenBytesMax = Math.min(o.segmentBytes, UNWRITTEN_BYTES_MAX);
   }
 
   /** Journal bytes whose writes are not yet durable in the store. */
@@ -197,15 +202,27 @@ export class Journal {
   }
 
   #fits(bytes: number): boolean {
+    return this.#fitsOnDisk(bytes) && this.#fitsInMemory(bytes);
+  }
+
+  #fitsOnDisk(bytes: number): boolean {
     const used = this.liveBytes + this.#reservedBytes;
     return used === 0 || used + bytes <= this.#o.bytesMax;
+  }
+
+  /** Records not yet written to the file stay under a bound (the local disk is normally faster). */
+  #fitsInMemory(bytes: number): boolean {
+    const queued = this.#appended - this.#written + this.#reservedBytes;
+    return queued === 0 || queued + bytes <= this.#unwrittenBytesMax;
   }
 
   /** Waits, first come first served, until the journal has room; seals so uploads make some. */
   async #reserve(bytes: number): Promise<void> {
     this.#writersWaiting++;
-    this.#closeCurrentSegment();
-    this.#o.target.sealNow();
+    if (!this.#fitsOnDisk(bytes)) {
+      this.#closeCurrentSegment();
+      this.#o.target.sealNow();
+    }
     await new Promise<void>((resolve) => this.#spaceWaiters.push({ bytes, resolve }));
   }
 
@@ -300,6 +317,7 @@ export class Journal {
         }
         await files.append(segment.name, concat(batch.slice(i, j).map((p) => p.bytes)));
         this.#written = batch[j - 1]!.endPosition;
+        this.#wakeSpace();
         i = j;
       }
       if (this.#syncWanted > this.#synced && !this.#stopped) {

@@ -95,13 +95,13 @@ async function settle(): Promise<void> {
 function journalOn(
   files: MemoryJournalFiles,
   target: JournalTarget,
-  extra: { bytesMax?: number } = {},
+  extra: { bytesMax?: number; segmentRecords?: number } = {},
 ): Journal {
   return new Journal({
     files,
     target,
     bytesMax: extra.bytesMax ?? 64 * 4096,
-    segmentBytes: 4 * (4096 + RECORD_HEADER_BYTES),
+    segmentBytes: (extra.segmentRecords ?? 4) * (4096 + RECORD_HEADER_BYTES),
     firstRecord: 1,
     mayAcknowledge: () => true,
     log: silentLogger,
@@ -110,7 +110,7 @@ function journalOn(
 
 Deno.test("Journal.flush() batches FLUSHes that arrive together into one fdatasync", async () => {
   const files = new MemoryJournalFiles();
-  const journal = journalOn(files, new FakeTarget());
+  const journal = journalOn(files, new FakeTarget(), { segmentRecords: 32 });
   const flushes: Promise<void>[] = [];
   for (let i = 0; i < 20; i++) {
     flushes.push(journal.write(i * 4096, sector(i + 1)), journal.flush());
@@ -313,4 +313,24 @@ Deno.test("Journal fails FLUSHes with kind unavailable when the journal file can
   assert.deepEqual(lines, [
     "Cannot write the journal in /broken: No space left on device. FLUSHes fail from now on.",
   ]);
+});
+
+Deno.test("Journal keeps at most a segment of records waiting for a slow local disk in memory", async () => {
+  const files = new MemoryJournalFiles();
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const append = files.append.bind(files);
+  files.append = async (name, bytes) => {
+    await gate;
+    return append(name, bytes);
+  };
+  const journal = journalOn(files, new FakeTarget()); // a segment holds 4 records
+  let done = 0;
+  const writes = Array.from({ length: 8 }, (_, i) => journal.write(i * 4096, sector(1)).then(() => done++));
+  await settle();
+  assert.equal(done, 4, "the fifth write waits while four records are queued for the disk");
+  release();
+  await Promise.all(writes);
+  await journal.flush();
+  assert.equal((await scanJournal(files)).records, 8);
 });

@@ -622,10 +622,14 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
     const left = volume.unflushed;
+    const journal = volume.journalPending;
+    const fate = journal === undefined
+      ? "are lost"
+      : `stay in journal ${journal.description} (${journal.bytes} acknowledged bytes), replayed at the next start`;
     log(
       `Shutdown deadline of ${
         config.shutdownTimeoutMs! / 1000
-      } s passed: ${left.bytes} bytes in ${left.objects} objects from object ${left.firstSequence} on were not stored and are lost.`,
+      } s passed: ${left.bytes} bytes in ${left.objects} objects from object ${left.firstSequence} on were not stored and ${fate}.`,
     );
     await bound.metricsServer?.close();
     return 1;

@@ -6,11 +6,14 @@
  *   without ever printing "Device is now operational.", and the volume is unchanged;
  * - SIGTERM with unflushed writes while the store is black-holed and `--shutdown-timeout 7`:
  *   "Still flushing" progress lines name what is left, then exit 1 with one line saying how many
- *   bytes in how many objects were not stored; a second SIGTERM gets a line that fits.
+ *   bytes in how many objects were not stored; a second SIGTERM gets a line that fits;
+ * - the same with `--journal`: the line says the writes stay in the journal, and the next start
+ *   (store back) replays them.
  */
 
 import assert from "node:assert/strict";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
+import { join } from "node:path";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { FaultProxy } from "../support/fault_proxy.ts";
 import { rgwEnv, startRgw } from "../support/rgw.ts";
@@ -21,6 +24,26 @@ import nbd, sys
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 h.pwrite(b"\\xab" * (2 << 20), 0)
+h.shutdown()
+`;
+
+/** Writes 2 MiB of 0xcd at offset 0, FLUSHes (acknowledged from the journal) and disconnects. */
+const WRITE_FLUSH = `
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(b"\\xcd" * (2 << 20), 0)
+h.flush()
+h.shutdown()
+`;
+
+/** Reads the first byte and the last byte of the first 2 MiB. */
+const READ_BACK = `
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+b = h.pread(2 << 20, 0)
+print(b[0], b[-1])
 h.shutdown()
 `;
 
@@ -94,6 +117,34 @@ Deno.test({
         );
         assert.doesNotMatch(done.log, /Device has shut down/);
       });
+
+      await t.step(
+        "shutdown deadline with --journal: the writes stay in the journal and are replayed",
+        async () => {
+          const journal = ["--journal", join(s.dir, "journal"), "--journal-delay", "10m"];
+          const args = [...base, "--prefix", "journal", ...journal];
+          const d = await Daemon.start({ args: [...args, "--size", "64M", "--shutdown-timeout", "5"], env });
+          await runClientOk(SYSTEM_PYTHON, ["-c", WRITE_FLUSH, unixUri(s.socket)]);
+          await proxy.setMode("blackhole");
+          let done;
+          try {
+            d.child.kill("SIGTERM");
+            done = await d.finished(60_000);
+          } finally {
+            await proxy.setMode("pass");
+          }
+          assert.equal(done.code, 1, done.log);
+          assert.match(
+            done.log,
+            /Shutdown deadline of 5 s passed: \d+ bytes in 1 objects from object \d+ on were not stored and stay in journal \S+ \(\d+ acknowledged bytes\), replayed at the next start\./,
+          );
+          const again = await Daemon.start({ args, env });
+          assert.match(again.log, /Replaying \d+ records \(\d+ bytes\) from journal/);
+          const read = await runClientOk(SYSTEM_PYTHON, ["-c", READ_BACK, unixUri(s.socket)]);
+          assert.equal(read.stdout.trim(), "205 205");
+          assert.equal((await again.stop()).code, 0);
+        },
+      );
     } finally {
       await proxy.close();
       await rgw.stop();

@@ -160,12 +160,13 @@ export class Connection {
     this.#counters?.request(request.command, request.lengthBytes);
     this.#requestsInFlight++;
     this.#inFlightBytes += bytes;
-    let done: Promise<void>;
+    let done: Promise<void> | undefined;
     try {
       done = this.#start(request, payload);
     } catch (e) {
       done = Promise.reject(e); // a device method that throws instead of rejecting
     }
+    if (done === undefined) return this.#finished(bytes); // answered at once, reply queued
     done.then(
       () => this.#finished(bytes),
       (e) => {
@@ -181,8 +182,11 @@ export class Connection {
     this.#progress();
   }
 
-  /** Starts the command; resolves once its reply is queued, rejects with the device's error. */
-  #start(request: p.Request, payload: Uint8Array): Promise<void> {
+  /**
+   * Starts the command; resolves once its reply is queued, rejects with the device's error;
+   * undefined when the reply is queued already (a read answered at once).
+   */
+  #start(request: p.Request, payload: Uint8Array): Promise<void> | undefined {
     const device = this.#device;
     const fua = (request.flags & p.CMD_FLAG_FUA) !== 0;
     switch (request.command) {
@@ -240,17 +244,32 @@ export class Connection {
     return undefined;
   }
 
-  async #read(request: p.Request): Promise<void> {
-    const structured = this.#negotiated.structuredReplies;
-    const headerBytes = structured ? p.OFFSET_DATA_HEADER_BYTES : p.SIMPLE_REPLY_HEADER_BYTES;
-    const length = request.lengthBytes;
-    const buffer = this.#pool.take(headerBytes + length);
+  /** Reads and queues the reply: at once when the device answers at once (startRead), else later. */
+  #read(request: p.Request): Promise<void> | undefined {
+    const headerBytes = this.#negotiated.structuredReplies
+      ? p.OFFSET_DATA_HEADER_BYTES
+      : p.SIMPLE_REPLY_HEADER_BYTES;
+    const buffer = this.#pool.take(headerBytes + request.lengthBytes);
+    const dest = buffer.subarray(headerBytes);
+    const device = this.#device;
+    let pending: Promise<void> | undefined;
     try {
-      await this.#device.read(request.offsetBytes, buffer.subarray(headerBytes, headerBytes + length));
+      pending = device.startRead !== undefined
+        ? device.startRead(request.offsetBytes, dest)
+        : device.read(request.offsetBytes, dest);
     } catch (e) {
       this.#pool.give(buffer);
       throw e;
     }
+    if (pending === undefined) return this.#replyRead(request, buffer, headerBytes);
+    return pending.then(() => this.#replyRead(request, buffer, headerBytes), (e) => {
+      this.#pool.give(buffer);
+      throw e;
+    });
+  }
+
+  #replyRead(request: p.Request, buffer: Uint8Array, headerBytes: number): undefined {
+    const structured = this.#negotiated.structuredReplies;
     if (buffer.length <= COPY_REPLY_BYTES_MAX) {
       // The header is encoded straight into the stage, beside the data copied there.
       const at = this.#writer.reserve(buffer.length);
@@ -261,6 +280,7 @@ export class Connection {
       encodeReadHeader(new DataView(buffer.buffer, buffer.byteOffset, headerBytes), 0, request, structured);
       this.#writer.appendOwned(buffer, (b) => this.#pool.give(b));
     }
+    return undefined;
   }
 
   #blockStatus(request: p.Request): void {

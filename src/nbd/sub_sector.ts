@@ -53,9 +53,14 @@ export class SubSectorDevice implements BlockDevice {
   }
 
   read(offsetBytes: number, dest: Uint8Array): Promise<void> {
-    // Not async: an aligned read is the inner promise itself, with no extra microtask hops.
-    if (isAligned(offsetBytes, dest.length)) return this.inner.read(offsetBytes, dest);
-    return this.#readCovering(offsetBytes, dest);
+    return this.startRead(offsetBytes, dest) ?? Promise.resolve();
+  }
+
+  /** An aligned read is the inner device's own, answered at once when it can be. */
+  startRead(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined {
+    if (!isAligned(offsetBytes, dest.length)) return this.#readCovering(offsetBytes, dest);
+    const inner = this.inner;
+    return inner.startRead !== undefined ? inner.startRead(offsetBytes, dest) : inner.read(offsetBytes, dest);
   }
 
   async #readCovering(offsetBytes: number, dest: Uint8Array): Promise<void> {

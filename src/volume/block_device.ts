@@ -24,6 +24,12 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   /** Reads into dest (length = dest.length) from offsetBytes. */
   read(offsetBytes: number, dest: Uint8Array): Promise<void>;
+  /**
+   * Optional: the same read, started; undefined when dest is filled already (every source
+   * answered at once), else the promise read() would give. Lets the NBD layer answer a read that
+   * needs no request without a promise of its own.
+   */
+  startRead?(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined;
   /** The data may be reused by the caller as soon as the promise is created: copy it. */
   write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Sectors read back as zeros afterwards; costs O(1) store bytes however large. */

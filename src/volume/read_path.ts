@@ -53,7 +53,11 @@ export class ReadPath {
     return this.#counters;
   }
 
-  async read(offsetBytes: number, dest: Uint8Array): Promise<void> {
+  /**
+   * Reads into dest: every source is resolved now; returns undefined when that filled dest, else
+   * a promise of the GETs the rest needs.
+   */
+  start(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined {
     const s = this.#s;
     const firstSector = offsetBytes / SECTOR_BYTES;
     const sectors = dest.length / SECTOR_BYTES;
@@ -87,8 +91,8 @@ export class ReadPath {
       : overlayOpen(open, firstSector, sectors, dest);
     const ahead = s.readAhead.observe(firstSector, sectors);
     if (ahead !== undefined) this.#prefetch(ahead.startSector, ahead.lengthSectors);
-    if (remote.length === 0) return;
-    await Promise.all(coalesce(remote).map((run) => this.#fetch(run, dest, overlay)));
+    if (remote.length === 0) return undefined;
+    return Promise.all(coalesce(remote).map((run) => this.#fetch(run, dest, overlay))).then(() => {});
   }
 
   async #fetch(run: FetchRun, dest: Uint8Array, decided: Uint8Array | undefined): Promise<void> {

@@ -448,12 +448,21 @@ export class Volume implements BlockDevice {
 
   read(offsetBytes: number, dest: Uint8Array): Promise<void> {
     this.#checkRange(offsetBytes, dest.length);
+    try {
+      return this.startRead(offsetBytes, dest) ?? Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e); // as an async read did: what goes wrong while reading rejects
+    }
+  }
+
+  startRead(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined {
+    this.#checkRange(offsetBytes, dest.length);
     const failure = this.#writer?.failure;
     // A fenced writer's map may be stale: another writer owns the disk now.
     if (failure !== undefined && (this.#closed || this.#writer!.closed || isLsvdError(failure, "fenced"))) {
       return Promise.reject(failure);
     }
-    return this.#reads.read(offsetBytes, dest);
+    return this.#reads.start(offsetBytes, dest);
   }
 
   blockStatus(offsetBytes: number, lengthBytes: number): AllocationExtent[] {

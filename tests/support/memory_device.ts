@@ -55,6 +55,23 @@ export class MemoryDevice implements BlockDevice {
   async read(offsetBytes: number, dest: Uint8Array): Promise<void> {
     this.#checkRange(offsetBytes, dest.length);
     await this.#enter("read");
+    this.#copyOut(offsetBytes, dest);
+  }
+
+  /** As the engine's: answered at once (undefined) unless a latency is set; a fault rejects. */
+  startRead(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined {
+    if (this.#latencyMs > 0) return this.read(offsetBytes, dest);
+    this.#checkRange(offsetBytes, dest.length);
+    try {
+      this.#takeFault("read");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#copyOut(offsetBytes, dest);
+    return undefined;
+  }
+
+  #copyOut(offsetBytes: number, dest: Uint8Array): void {
     this.#forEachPiece(offsetBytes, dest.length, (chunk, at, length, done) => {
       const target = dest.subarray(done, done + length);
       if (chunk === undefined) target.fill(0);

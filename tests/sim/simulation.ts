@@ -23,7 +23,7 @@ import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
-import { MemoryJournalFiles } from "../../src/volume/journal_files.ts";
+import { MemoryJournalFiles } from "../../src/volume/journal_files_memory.ts";
 
 const SECTOR = 4096;
 

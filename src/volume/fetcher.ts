@@ -67,8 +67,8 @@ export class Fetcher {
   /**
    * The same sectors as get(), read into dest (whole sectors), verified the same way and cached,
    * at once when the store can (ObjectStore.readNow) and the object's CRC table is kept. False
-   * otherwise, dest then holding anything: call get(). A range that
-   * fails its check also gets false, so get() gives it the fresh retry and the report.
+   * otherwise, dest then holding anything: call get(). A range that fails its check also gets
+   * false, so get() gives it the fresh retry and the report.
    */
   readNow(sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
     const o = this.#o;

@@ -2,8 +2,8 @@
  * @module
  * The read half of the volume: every source of a read is resolved synchronously (open object,
  * in-flight object bodies, the read cache, a store that answers at once, then ranged GETs), so an
- * answer is one consistent moment of the disk; adjacent pieces of one object become one GET; sequential readers get
- * read-ahead. Unmapped sectors are zeros and cost no request.
+ * answer is one consistent moment of the disk; adjacent pieces of one object become one GET;
+ * sequential readers get read-ahead. Unmapped sectors are zeros and cost no request.
  */
 
 import { HEADER_BYTES, SECTOR_BYTES } from "../util/constants.ts";

@@ -28,6 +28,7 @@ import {
   contentEtag,
   type GetResult,
   type HeadResult,
+  lazyPutResult,
   type ListedObject,
   type ListOptions,
   type ListPage,
@@ -107,7 +108,7 @@ export class DirectoryStore implements ObjectStore {
       this.#handles.invalidate(this.#path(key)); // a rename may have replaced the file
       await Deno.remove(temp).catch(() => {});
     }
-    return { etag: contentEtag(copy) };
+    return lazyPutResult(copy);
   }
 
   async head(key: string): Promise<HeadResult> {

@@ -11,7 +11,7 @@
  */
 
 import { assert } from "../util/assert.ts";
-import { crc32 } from "./crc32.ts";
+import { crc32, crc32After4K } from "./crc32.ts";
 import { getU64, setU64 } from "../util/bytes.ts";
 
 import { ENTRY_BYTES, HEADER_BYTES, HEADER_ENTRIES, SECTOR_BYTES } from "../util/constants.ts";
@@ -134,7 +134,12 @@ export class ObjectBuilder {
     this.#zeroRanges.push({ addressBytes, lengthBytes });
   }
 
-  finish(meta: SealMeta): Uint8Array {
+  /**
+   * Writes the trailer and returns the object. `sectorCrcs` (data order) may be given by a caller
+   * that computed them as the data arrived; otherwise each sector is checksummed here. Either way
+   * the whole-object CRC is chained from the header's and the sectors' CRCs, not read again.
+   */
+  finish(meta: SealMeta, sectorCrcs?: Uint32Array): Uint8Array {
     assert(this.#zeroRanges.length === this.#zeroCountMax, "zero ranges reserved but not added");
     const originCount = this.#copied ? this.#entries + this.#zeroRanges.length : 0;
     assert((meta.origins?.length ?? 0) === originCount, "one origin per entry and zero range");
@@ -153,7 +158,8 @@ export class ObjectBuilder {
     v.setUint32(at + 16, this.#zeroRanges.length);
     v.setUint32(at + 20, originCount);
     v.setUint32(at + 24, sectors);
-    v.setUint32(at + 28, crc32(this.bytes.subarray(0, HEADER_BYTES)));
+    let crc = crc32(this.bytes.subarray(0, HEADER_BYTES));
+    v.setUint32(at + 28, crc);
     setU64(v, at + 32, meta.sequence);
     setU64(v, at + 40, meta.writerEpoch);
     setU64(v, at + 48, meta.volumeSizeBytes);
@@ -168,11 +174,14 @@ export class ObjectBuilder {
       setU64(v, p, o);
       p += ORIGIN_BYTES;
     }
+    assert(sectorCrcs === undefined || sectorCrcs.length === sectors, "one CRC per data sector");
     for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) {
       const from = HEADER_BYTES + k * SECTOR_BYTES;
-      v.setUint32(p, crc32(this.bytes.subarray(from, from + SECTOR_BYTES)));
+      const sectorCrc = sectorCrcs?.[k] ?? crc32(this.bytes.subarray(from, from + SECTOR_BYTES));
+      v.setUint32(p, sectorCrc);
+      crc = crc32After4K(crc, sectorCrc);
     }
-    v.setUint32(p, crc32(this.bytes.subarray(0, p)));
+    v.setUint32(p, crc32(this.bytes.subarray(at, p), crc));
     v.setUint32(p + 4, trailerBytes);
     return this.bytes;
   }

@@ -8,13 +8,47 @@ import {
   TRAILER_FIXED_BYTES,
   trailerBytesOf,
 } from "./object.ts";
-import { crc32 } from "./crc32.ts";
+import { crc32, crc32After4K } from "./crc32.ts";
 import { archiveKey, logKey, normalizePrefix, parseLogKey } from "./keys.ts";
 
 Deno.test("crc32() matches the standard check value", () => {
   assert.equal(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
   const big = new Uint8Array(1000).map((_, i) => i * 7);
   assert.equal(crc32(big.subarray(300), crc32(big.subarray(0, 300))), crc32(big));
+});
+
+Deno.test("crc32After4K() extends a CRC by a 4 KiB sector as crc32() over both does", () => {
+  const bytes = new Uint8Array(3 * 4096 + 100).map((_, i) => (i * 131 + (i >> 7)) & 0xff);
+  let chained = crc32(bytes.subarray(0, 100));
+  for (let k = 0; k < 3; k++) {
+    chained = crc32After4K(chained, crc32(bytes.subarray(100 + k * 4096, 100 + (k + 1) * 4096)));
+  }
+  assert.equal(chained, crc32(bytes));
+  assert.equal(crc32After4K(0, crc32(bytes.subarray(0, 4096))), crc32(bytes.subarray(0, 4096)));
+});
+
+Deno.test("ObjectBuilder.finish() with the sector CRCs given writes the same bytes as without", () => {
+  const build = (given: boolean) => {
+    const b = new ObjectBuilder({ dataBytes: 3 * 4096, zeroRanges: 0 });
+    const data = b.addEntry(0, 3 * 4096).map((_, i) => (i * 7) & 0xff);
+    b.bytes.set(data, HEADER_BYTES);
+    const crcs = Uint32Array.from([0, 1, 2], (k) => crc32(data.subarray(k * 4096, (k + 1) * 4096)));
+    return b.finish(
+      { sequence: 1, writerEpoch: 1, volumeSizeBytes: 2 ** 20, sealTimeMs: 5 },
+      given ? crcs : undefined,
+    );
+  };
+  const object = build(true);
+  assert.deepEqual(object, build(false));
+  const trailer = object.subarray(HEADER_BYTES + 3 * 4096);
+  assert.equal(decodeTrailer(trailer, object.subarray(0, HEADER_BYTES + 3 * 4096)).sequence, 1);
+  assert.throws(
+    () =>
+      new ObjectBuilder({ dataBytes: 4096, zeroRanges: 0 }).finish(
+        { sequence: 1, writerEpoch: 1, volumeSizeBytes: 4096, sealTimeMs: 0 },
+        new Uint32Array(2),
+      ),
+  );
 });
 
 Deno.test("logKey() and parseLogKey() use 16 lower-case hex digits under the prefix", () => {

@@ -4,6 +4,9 @@
  * overwritten sector costs nothing twice and adjacent sectors become one header entry when the
  * object is sealed. Data lives in one preallocated staging buffer (one slot per distinct sector),
  * so the write path allocates nothing per request. Trims and write-zeroes become zero ranges.
+ * Each sector's CRC-32 is taken as its data arrives (beside its slot), so sealing copies the
+ * sectors into address order and writes the trailer without reading the data again, and the
+ * trailer's checksums cover the data from the moment lsvd received it.
  */
 
 import { assert } from "../util/assert.ts";
@@ -15,6 +18,7 @@ import {
   SECTOR_BYTES,
   ZERO_RANGES_MAX,
 } from "../format/object.ts";
+import { crc32 } from "../format/crc32.ts";
 
 /** A sealed object and what it says, in the shape recovery decodes from a stored one. */
 export interface SealedObject {
@@ -27,7 +31,8 @@ export interface SealedObject {
 export class OpenObject {
   #staging: Uint8Array;
   #slots = new Map<number, number>(); // sector -> slot in staging
-  #slotSector: Float64Array; // slot -> sector, for compaction
+  #slotSector: Float64Array; // slot -> sector, for compaction and sealing
+  #slotCrc: Uint32Array; // slot -> CRC-32 of its data
   #runs = 0; // header entries the sealed object would need
   #zero: [number, number][] = []; // sorted, disjoint, non-adjacent [start, end) in sectors
   readonly capacitySectors: number;
@@ -37,6 +42,7 @@ export class OpenObject {
     this.capacitySectors = capacityBytes / SECTOR_BYTES;
     this.#staging = new Uint8Array(capacityBytes);
     this.#slotSector = new Float64Array(this.capacitySectors);
+    this.#slotCrc = new Uint32Array(this.capacitySectors);
   }
 
   get isEmpty(): boolean {
@@ -73,7 +79,9 @@ export class OpenObject {
         this.#slotSector[slot] = s;
         this.#runs += 1 - (this.#slots.has(s - 1) ? 1 : 0) - (this.#slots.has(s + 1) ? 1 : 0);
       }
-      this.#staging.set(data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES), slot * SECTOR_BYTES);
+      const sector = n === 1 ? data : data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
+      this.#staging.set(sector, slot * SECTOR_BYTES);
+      this.#slotCrc[slot] = crc32(sector);
     }
   }
 
@@ -115,25 +123,28 @@ export class OpenObject {
 
   /** Builds the object and empties this buffer for reuse. */
   seal(meta: Omit<SealMeta, "origins">): SealedObject {
-    const sectors = [...this.#slots.keys()].sort((x, y) => x - y);
+    const order = this.#slotsByAddress();
+    const count = order.length;
     const builder = new ObjectBuilder({
-      dataBytes: sectors.length * SECTOR_BYTES,
+      dataBytes: count * SECTOR_BYTES,
       zeroRanges: this.#zero.length,
     });
+    const crcs = new Uint32Array(count);
     const entries: Extent[] = [];
     let i = 0;
-    while (i < sectors.length) {
+    while (i < count) {
+      const start = this.#slotSector[order[i]!]!;
       let j = i + 1;
-      while (j < sectors.length && sectors[j] === sectors[j - 1]! + 1) j++;
-      const start = sectors[i]!;
+      while (j < count && this.#slotSector[order[j]!] === start + (j - i)) j++;
       entries.push({ addressBytes: start * SECTOR_BYTES, lengthBytes: (j - i) * SECTOR_BYTES });
       const view = builder.addEntry(start * SECTOR_BYTES, (j - i) * SECTOR_BYTES);
       for (let k = i; k < j; k++) {
-        const slot = this.#slots.get(sectors[k]!)!;
+        const slot = order[k]!;
         view.set(
           this.#staging.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES),
           (k - i) * SECTOR_BYTES,
         );
+        crcs[k] = this.#slotCrc[slot]!;
       }
       i = j;
     }
@@ -143,11 +154,22 @@ export class OpenObject {
       lengthBytes: (e - s) * SECTOR_BYTES,
     }));
     for (const z of zeroRanges) builder.addZeroRange(z.addressBytes, z.lengthBytes);
-    const bytes = builder.finish(meta);
+    const bytes = builder.finish(meta, crcs);
     this.#slots.clear();
     this.#zero = [];
     this.#runs = 0;
     return { bytes, entries, zeroRanges };
+  }
+
+  /** Slots in the address order of their sectors (a native sort of sector × capacity + slot). */
+  #slotsByAddress(): Uint32Array {
+    const count = this.#slots.size, capacity = this.capacitySectors;
+    const keys = new Float64Array(count);
+    for (let slot = 0; slot < count; slot++) keys[slot] = this.#slotSector[slot]! * capacity + slot;
+    keys.sort();
+    const order = new Uint32Array(count);
+    for (let k = 0; k < count; k++) order[k] = keys[k]! % capacity;
+    return order;
   }
 
   #subtractZero(a: number, b: number): void {
@@ -183,6 +205,7 @@ export class OpenObject {
         this.#staging.copyWithin(slot * SECTOR_BYTES, last * SECTOR_BYTES, (last + 1) * SECTOR_BYTES);
         this.#slots.set(moved, slot);
         this.#slotSector[slot] = moved;
+        this.#slotCrc[slot] = this.#slotCrc[last]!;
       }
     }
   }

@@ -42,6 +42,8 @@ export interface FioResult {
   latencyP99Ms: number;
   /** Flush latency p50 when the job flushed, ms. */
   syncP50Ms: number | undefined;
+  /** False when fio stopped at its runtime cap before every write was done (and its final FLUSH). */
+  complete: boolean;
 }
 
 export function fioArgs(job: FioJob, device: FioDevice, outputPath: string): string[] {
@@ -116,5 +118,6 @@ export function parseFioJson(job: FioJob, text: string): FioResult {
     latencyP50Ms: (pct["50.000000"] ?? NaN) / 1e6,
     latencyP99Ms: (pct["99.000000"] ?? NaN) / 1e6,
     syncP50Ms: j.sync?.total_ios > 0 && syncP50 !== undefined ? syncP50 / 1e6 : undefined,
+    complete: dir.total_ios >= Math.floor((job.ioSizeBytes ?? job.sizeBytes) / job.blockSizeBytes),
   };
 }

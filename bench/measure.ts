@@ -52,6 +52,8 @@ export async function measureDevice(
       p50Ms: result.latencyP50Ms,
       p99Ms: result.latencyP99Ms,
       ios: result.ios,
+      // A job stopped by its runtime cap never sent its final FLUSH: its figure is not a sustained one.
+      cutShort: result.complete ? 0 : 1,
       // The target process's peak resident memory over the whole measurement (fill included).
       peakRssMiB: await procStatusBytes(instance.pid(), "VmHWM").then((b) => b / 2 ** 20, () => NaN),
     };

@@ -70,6 +70,27 @@ export class SubSectorDevice implements BlockDevice {
     dest.set(covering.subarray(offsetBytes - start, offsetBytes - start + dest.length));
   }
 
+  /** An aligned write while no read-modify-write is in flight is the inner device's own, done at once when it can be. */
+  startWrite(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> | undefined {
+    const inner = this.inner;
+    if (
+      inner.startWrite === undefined || this.#readModifyWrites > 0 || !isAligned(offsetBytes, data.length)
+    ) {
+      return this.write(offsetBytes, data, options);
+    }
+    this.#untrackedInFlight++;
+    let done: Promise<void> | undefined;
+    try {
+      done = inner.startWrite(offsetBytes, data, options);
+    } catch (e) {
+      this.#untrackedSettled();
+      throw e;
+    }
+    if (done === undefined) this.#untrackedSettled(); // never in flight: nothing can wait for it
+    else done.then(this.#untrackedSettled, this.#untrackedSettled);
+    return done;
+  }
+
   write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     if (isAligned(offsetBytes, data.length)) {
       // It may have to wait behind a read-modify-write: then it keeps its own copy of the data.

@@ -32,6 +32,12 @@ export interface BlockDevice {
   startRead?(offsetBytes: number, dest: Uint8Array): Promise<void> | undefined;
   /** The data may be reused by the caller as soon as the promise is created: copy it. */
   write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /**
+   * Optional: the same write, started; undefined when it is done already (nothing to wait for: room
+   * in the dirty budget, no FUA), else the promise write() would give. Lets the NBD layer answer a
+   * write without a promise of its own. It may throw where write() would reject.
+   */
+  startWrite?(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> | undefined;
   /** Sectors read back as zeros afterwards; costs O(1) store bytes however large. */
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void>;
   /** Discard: lsvd makes trimmed sectors read as zeros too. */

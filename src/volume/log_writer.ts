@@ -147,7 +147,33 @@ export class LogWriter {
 
   // ---- writes -------------------------------------------------------------------------------
 
-  async write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+  write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    try {
+      return this.startWrite(offsetBytes, data, options) ?? Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * The same write, done at once when it waits for nothing (no FUA, room in the dirty budget for
+   * all of it, one object's worth at most): then undefined, with the data copied into the open
+   * object; else write()'s promise. Throws where write() would reject.
+   */
+  startWrite(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> | undefined {
+    const atOnce = options?.fua !== true && data.length <= this.#o.objectBytesMax &&
+      this.#budget.hasRoom(data.length);
+    if (!atOnce) return this.#writeWaiting(offsetBytes, data, options);
+    this.#checkWritable();
+    const sector = offsetBytes / SECTOR_BYTES;
+    if (!this.#open.canWrite(sector, data.length / SECTOR_BYTES)) this.#seal();
+    this.#open.write(sector, data);
+    this.#armTimer();
+    return undefined;
+  }
+
+  /** A write that may wait: for dirty space (first come first served), or for its FUA flush. */
+  async #writeWaiting(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.#checkWritable();
     const objectBytes = this.#o.objectBytesMax;
     // The caller may reuse data once we return a promise; keep our own copy if we must wait.

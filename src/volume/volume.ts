@@ -371,6 +371,13 @@ export class Volume implements BlockDevice {
     return options?.fua ? written.then(() => this.flush()) : written;
   }
 
+  /** The same write, done at once (undefined) when the writer needs no wait; with a journal, write()'s. */
+  startWrite(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> | undefined {
+    if (this.#journal !== undefined) return this.write(offsetBytes, data, options);
+    this.#checkRange(offsetBytes, data.length);
+    return this.#writable().startWrite(offsetBytes, data, options);
+  }
+
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     this.#checkRange(offsetBytes, lengthBytes);
     const writer = this.#writable();

@@ -98,8 +98,13 @@ export class ObjectBuilder {
   #zeroCountMax: number;
   #copied: boolean;
 
-  /** `entries` is needed only with `copied` (origins take space per entry). */
-  constructor(options: { dataBytes: number; zeroRanges: number; copied?: boolean; entries?: number }) {
+  /**
+   * `entries` is needed only with `copied` (origins take space per entry). `into`: a buffer at least
+   * the object's size to build in instead of a new one (its header is cleared, the rest overwritten).
+   */
+  constructor(
+    options: { dataBytes: number; zeroRanges: number; copied?: boolean; entries?: number; into?: Uint8Array },
+  ) {
     assert(options.zeroRanges <= ZERO_RANGES_MAX);
     assert(isSectorMultiple(options.dataBytes));
     this.#zeroCountMax = options.zeroRanges;
@@ -110,8 +115,13 @@ export class ObjectBuilder {
       origins: this.#copied ? options.entries! + options.zeroRanges : 0,
       sectors: options.dataBytes / SECTOR_BYTES,
     });
-    this.bytes = new Uint8Array(size);
-    this.#view = new DataView(this.bytes.buffer);
+    if (options.into === undefined) this.bytes = new Uint8Array(size);
+    else {
+      assert(options.into.length >= size, "the buffer is smaller than the object");
+      this.bytes = options.into.subarray(0, size);
+      this.bytes.fill(0, 0, HEADER_BYTES); // unused entries must read as the terminator
+    }
+    this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, size);
   }
 
   /** Reserves the next header entry and returns the view its data must be written into. */

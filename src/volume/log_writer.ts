@@ -440,9 +440,13 @@ export class LogWriter {
     const bytes = this.#inflight.get(sequence);
     assert(bytes !== undefined);
     const key = logKey(this.#o.prefix, sequence);
+    let attempts = 0;
     try {
       // Retried until the store is back; a failed (fenced) volume ends the wait through abort.
-      await withRetries(this.#retry, () => this.#o.store.put(key, bytes, { ifNoneMatch: true }));
+      await withRetries(this.#retry, () => {
+        attempts++;
+        return this.#o.store.put(key, bytes, { ifNoneMatch: true });
+      });
     } catch (e) {
       if (this.#failure) return;
       if (isStoreError(e, "PreconditionFailed")) {
@@ -461,10 +465,13 @@ export class LogWriter {
       );
     }
     this.#uploaded(sequence, bytes);
+    // Stored, and no longer served from memory (the cache copied what it keeps): nothing holds the
+    // body now, unless an earlier attempt was abandoned at its deadline with the body still queued.
+    if (attempts === 1) this.#open.recycle(bytes);
   }
 
   #uploaded(sequence: number, bytes: Uint8Array): void {
-    this.#cache.addObject(sequence, bytes);
+    this.#cache.addObject(sequence, bytes); // copies what it keeps
     this.#objectSizes.set(sequence, bytes.length);
     this.#inflight.delete(sequence);
     this.#inflightBytes -= bytes.length;

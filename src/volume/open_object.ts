@@ -7,18 +7,29 @@
  * Each sector's CRC-32 is taken as its data arrives (beside its slot), so sealing copies the
  * sectors into address order and writes the trailer without reading the data again, and the
  * trailer's checksums cover the data from the moment lsvd received it.
+ *
+ * A nearly full object is built in a body buffer of the largest object's size, and the writer hands
+ * such bodies back once they are stored (`recycle`): up to SPARE_BODIES_MAX are kept for the next
+ * seals, so sustained writes do not map, fault in and zero a fresh 4 MiB buffer per object, nor
+ * leave one per object for the collector. Smaller objects (commits) get buffers of their own size,
+ * so a body never holds much more memory than the dirty budget counts for it.
  */
 
 import { assert } from "../util/assert.ts";
 import {
   type Extent,
+  HEADER_BYTES,
   HEADER_ENTRIES,
   ObjectBuilder,
   type SealMeta,
   SECTOR_BYTES,
+  trailerBytesFor,
   ZERO_RANGES_MAX,
 } from "../format/object.ts";
 import { crc32 } from "../format/crc32.ts";
+
+/** Stored bodies kept for reuse: one being filled by the next seal while one more is handed back. */
+const SPARE_BODIES_MAX = 2;
 
 /** A sealed object and what it says, in the shape recovery decodes from a stored one. */
 export interface SealedObject {
@@ -36,6 +47,11 @@ export class OpenObject {
   #runs = 0; // header entries the sealed object would need
   #zero: [number, number][] = []; // sorted, disjoint, non-adjacent [start, end) in sectors
   readonly capacitySectors: number;
+  /** Bytes of the largest object this buffer can seal (every slot, every zero range). */
+  readonly #bodyBytesMax: number;
+  #spareBodies: Uint8Array[] = [];
+  /** Body buffers this object made: only they are taken back. */
+  #ownBodies = new WeakSet<ArrayBufferLike>();
 
   constructor(capacityBytes: number) {
     assert(capacityBytes % SECTOR_BYTES === 0 && capacityBytes > 0);
@@ -43,6 +59,17 @@ export class OpenObject {
     this.#staging = new Uint8Array(capacityBytes);
     this.#slotSector = new Float64Array(this.capacitySectors);
     this.#slotCrc = new Uint32Array(this.capacitySectors);
+    this.#bodyBytesMax = HEADER_BYTES + capacityBytes +
+      trailerBytesFor({ zeroRanges: ZERO_RANGES_MAX, origins: 0, sectors: this.capacitySectors });
+  }
+
+  /**
+   * Takes back the body of a sealed object that nothing references any more (stored, and its
+   * in-flight entry gone): only the caller may know that. Bodies of another shape are ignored.
+   */
+  recycle(body: Uint8Array): void {
+    if (!this.#ownBodies.has(body.buffer) || this.#spareBodies.length >= SPARE_BODIES_MAX) return;
+    this.#spareBodies.push(new Uint8Array(body.buffer));
   }
 
   get isEmpty(): boolean {
@@ -125,9 +152,11 @@ export class OpenObject {
   seal(meta: Omit<SealMeta, "origins">): SealedObject {
     const order = this.#slotsByAddress();
     const count = order.length;
+    const nearlyFull = count * 4 >= this.capacitySectors * 3;
     const builder = new ObjectBuilder({
       dataBytes: count * SECTOR_BYTES,
       zeroRanges: this.#zero.length,
+      ...(nearlyFull ? { into: this.#spareBodies.pop() ?? this.#newBody() } : {}),
     });
     const crcs = new Uint32Array(count);
     const entries: Extent[] = [];
@@ -159,6 +188,12 @@ export class OpenObject {
     this.#zero = [];
     this.#runs = 0;
     return { bytes, entries, zeroRanges };
+  }
+
+  #newBody(): Uint8Array {
+    const body = new Uint8Array(this.#bodyBytesMax);
+    this.#ownBodies.add(body.buffer);
+    return body;
   }
 
   /** Slots in the address order of their sectors (a native sort of sector × capacity + slot). */

@@ -50,3 +50,30 @@ Deno.test("OpenObject.seal() writes sectors in address order with the CRCs of th
   const trailer = decodeTrailer(bytes.subarray(dataEnd), bytes.subarray(0, dataEnd));
   assert.equal(firstBadSector(bytes.subarray(HEADER_BYTES, dataEnd), 0, trailer.sectorCrcs!), -1);
 });
+
+Deno.test("OpenObject.recycle() reuses a stored body for the next nearly full seal, header cleared", () => {
+  const open = new OpenObject(8 * SECTOR_BYTES);
+  for (let k = 0; k < 8; k++) open.write(k * 2, sectorOf(k)); // 8 separate entries
+  const first = open.seal(META);
+  assert.equal(first.entries.length, 8);
+  open.recycle(new Uint8Array(first.bytes.length)); // not one of its bodies: ignored
+  open.recycle(first.bytes);
+  const data = new Uint8Array(6 * SECTOR_BYTES);
+  for (let k = 0; k < 6; k++) data.set(sectorOf(100 + k), k * SECTOR_BYTES);
+  open.write(40, data); // one entry of 6 sectors: 3/4 full
+  const second = open.seal({ ...META, sequence: 10 });
+  assert.equal(second.bytes.buffer, first.bytes.buffer, "the stored body was reused");
+  assert.deepEqual(decodeHeader(second.bytes), [{
+    addressBytes: 40 * SECTOR_BYTES,
+    lengthBytes: 6 * SECTOR_BYTES,
+  }]);
+  const dataEnd = HEADER_BYTES + 6 * SECTOR_BYTES;
+  assert.deepEqual(second.bytes.subarray(HEADER_BYTES, dataEnd), data);
+  const trailer = decodeTrailer(second.bytes.subarray(dataEnd), second.bytes.subarray(0, dataEnd));
+  assert.equal(trailer.sequence, 10);
+  open.write(0, sectorOf(1)); // a small object gets a buffer of its own size, never a spare
+  open.recycle(second.bytes);
+  const small = open.seal({ ...META, sequence: 11 });
+  assert.notEqual(small.bytes.buffer, second.bytes.buffer);
+  assert.equal(small.bytes.buffer.byteLength, small.bytes.length);
+});

@@ -31,8 +31,12 @@ export interface OpenFile {
 /** How stale a kept handle may get when its file is deleted or replaced by another process. */
 export const REVALIDATE_MS = 1000;
 
+/** How often a handle answering reads at once moves to the recent end of the LRU order. */
+const RECENCY_MS = 100;
+
 interface Entry extends OpenFile {
   checkedAtMs: number;
+  usedAtMs: number;
   readers: number;
   retired: boolean;
   closed: boolean;
@@ -102,11 +106,15 @@ export class FileHandles {
   useNow<T>(path: string, fn: (file: OpenFile) => T): T | undefined {
     const slot = this.#slots.get(path);
     const entry = slot?.entry;
-    if (entry === undefined || entry.closed || Date.now() - entry.checkedAtMs >= REVALIDATE_MS) {
+    const nowMs = Date.now();
+    if (entry === undefined || entry.closed || nowMs - entry.checkedAtMs >= REVALIDATE_MS) {
       return undefined;
     }
-    this.#slots.delete(path); // recency
-    this.#slots.set(path, slot!);
+    if (nowMs - entry.usedAtMs >= RECENCY_MS) {
+      entry.usedAtMs = nowMs; // recency, refreshed at most every RECENCY_MS (a Map move per read costs)
+      this.#slots.delete(path);
+      this.#slots.set(path, slot!);
+    }
     return fn(entry); // synchronous: no reader count is needed, nothing can close it meanwhile
   }
 
@@ -165,6 +173,7 @@ async function openEntry(path: string): Promise<Entry> {
     fd,
     sizeBytes: stat.size,
     checkedAtMs: Date.now(),
+    usedAtMs: 0,
     readers: 0,
     retired: false,
     closed: false,

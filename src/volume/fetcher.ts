@@ -82,7 +82,8 @@ export class Fetcher {
       if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
       if (firstBadSector(dest, offsetSectors, table) !== -1) return false;
     }
-    o.cache.addRange(sequence, offsetSectors, dest);
+    // Not added to the read cache: a store that answers at once is backed by the OS page cache,
+    // which already holds these bytes; a second copy would cost memory and ~10% of a miss's CPU.
     return true;
   }
 

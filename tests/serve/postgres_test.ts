@@ -44,16 +44,7 @@ for c in range(clients):
     threading.Thread(target=run, args=(c,), daemon=True).start()
 threading.Event().wait()
 `;
-
-async function readLines(stream: ReadableStream<Uint8Array>, lines: string[]): Promise<void> {
-  let partial = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of stream) {
-    const parts = (partial + decoder.decode(chunk, { stream: true })).split("\n");
-    partial = parts.pop()!;
-    lines.push(...parts);
-  }
-}
+import { forEachLine } from "../support/lines.ts";
 
 /** Runs the client until `count` commits were acknowledged; the client is then killed too. */
 async function commitUntil(port: number, count: number, crash: () => Promise<void>): Promise<Set<number>> {
@@ -64,7 +55,10 @@ async function commitUntil(port: number, count: number, crash: () => Promise<voi
   }).spawn();
   const lines: string[] = [];
   const errors: string[] = [];
-  const reading = Promise.all([readLines(client.stdout, lines), readLines(client.stderr, errors)]);
+  const reading = Promise.all([
+    forEachLine(client.stdout, (l) => lines.push(l)),
+    forEachLine(client.stderr, (l) => errors.push(l)),
+  ]);
   const deadline = Date.now() + 60_000;
   let exited = false;
   client.status.then(() => (exited = true));

@@ -26,6 +26,7 @@ while True:
     h.flush()
     print("flushed", r, flush=True)
 `;
+import { forEachLine } from "../support/lines.ts";
 
 function writtenBy(round: number): number[] {
   return Array.from({ length: 16 }, (_, k) => (round * 37 + k * 13) % BLOCKS);
@@ -42,15 +43,7 @@ Deno.test("after kill -9 during writes, every write flushed before the crash rea
       stderr: "null",
     }).spawn();
     const lines: string[] = [];
-    const reading = (async () => {
-      const dec = new TextDecoder();
-      let partial = "";
-      for await (const chunk of writer.stdout) {
-        const parts = (partial + dec.decode(chunk, { stream: true })).split("\n");
-        partial = parts.pop()!;
-        lines.push(...parts);
-      }
-    })();
+    const reading = forEachLine(writer.stdout, (l) => lines.push(l));
     const deadline = Date.now() + 30_000;
     while (lines.length < 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     d.kill();

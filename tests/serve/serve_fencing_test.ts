@@ -40,6 +40,7 @@ try:
 except Exception as e:
     print("error", e, flush=True)
 `;
+import { forEachLine } from "../support/lines.ts";
 
 function writtenBy(round: number): number[] {
   return Array.from({ length: 8 }, (_, k) => (round * 37 + k * 13) % BLOCKS);
@@ -53,15 +54,7 @@ function startClient(socket: string) {
     stderr: "null",
   }).spawn();
   const lines: string[] = [];
-  const reading = (async () => {
-    const dec = new TextDecoder();
-    let partial = "";
-    for await (const chunk of child.stdout) {
-      const parts = (partial + dec.decode(chunk, { stream: true })).split("\n");
-      partial = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
+  const reading = forEachLine(child.stdout, (l) => lines.push(l));
   return {
     lines,
     async waitForRounds(n: number) {

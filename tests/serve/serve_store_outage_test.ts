@@ -41,6 +41,7 @@ for r in range(1, ${ROUNDS} + 1):
         h.flush()
         print("flushed", r, time.time(), flush=True)
 `;
+import { forEachLine } from "../support/lines.ts";
 
 function roundStart(round: number): number {
   return (round * 97) % (BLOCKS - ROUND_BLOCKS);
@@ -54,18 +55,10 @@ function startWriter(uri: string) {
     stderr: "piped",
   }).spawn();
   const flushes: { round: number; atMs: number }[] = [];
-  const reading = (async () => {
-    let partial = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stdout) {
-      const parts = (partial + decoder.decode(chunk, { stream: true })).split("\n");
-      partial = parts.pop()!;
-      for (const line of parts) {
-        const [, round, seconds] = line.split(" ");
-        flushes.push({ round: Number(round), atMs: Number(seconds) * 1000 });
-      }
-    }
-  })();
+  const reading = forEachLine(child.stdout, (line) => {
+    const [, round, seconds] = line.split(" ");
+    flushes.push({ round: Number(round), atMs: Number(seconds) * 1000 });
+  });
   const stderr = new Response(child.stderr).text();
   const finished = (async () => {
     const status = await child.status;

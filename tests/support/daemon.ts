@@ -7,6 +7,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { forEachLine } from "./lines.ts";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MAIN = join(ROOT, "main.ts");
@@ -28,7 +29,11 @@ export class Daemon {
   private constructor(child: Deno.ChildProcess) {
     this.child = child;
     this.exited = child.status;
-    this.#output = Promise.all([this.#collect(child.stderr), this.#collect(child.stdout)]).then(() => {});
+    this.#output = Promise.all(
+      [child.stderr, child.stdout].map((s) =>
+        forEachLine(s, (l) => this.lines.push(l), { partialLast: true })
+      ),
+    ).then(() => {});
   }
 
   /** Spawns the daemon without waiting (for tests of start-up failures). */
@@ -109,18 +114,6 @@ export class Daemon {
     clearTimeout(timer);
     await this.#output;
     return { code: status.code, log: this.log };
-  }
-
-  async #collect(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let partial = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) {
-      partial += decoder.decode(chunk, { stream: true });
-      const parts = partial.split("\n");
-      partial = parts.pop()!;
-      this.lines.push(...parts);
-    }
-    if (partial) this.lines.push(partial);
   }
 }
 

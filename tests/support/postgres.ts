@@ -10,6 +10,7 @@
 
 import { join } from "node:path";
 import { runClient, runClientOk } from "./clients.ts";
+import { forEachLine } from "./lines.ts";
 
 export const PG_BIN = "/usr/lib/postgresql/15/bin";
 /** Postgres refuses to run as root; its Debian package makes this user. */
@@ -235,8 +236,8 @@ export class PostgresServer {
       stderr: "piped",
     }).spawn();
     this.#output = Promise.all([
-      collect(this.#child.stdout, this.lines),
-      collect(this.#child.stderr, this.lines),
+      forEachLine(this.#child.stdout, (l) => this.lines.push(l), { partialLast: true }),
+      forEachLine(this.#child.stderr, (l) => this.lines.push(l), { partialLast: true }),
     ])
       .then(() => {});
     const deadline = Date.now() + 120_000;
@@ -341,16 +342,4 @@ function descendants(pid: number): number[] {
     }
   }
   return found;
-}
-
-async function collect(stream: ReadableStream<Uint8Array>, lines: string[]): Promise<void> {
-  let partial = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of stream) {
-    partial += decoder.decode(chunk, { stream: true });
-    const parts = partial.split("\n");
-    partial = parts.pop()!;
-    lines.push(...parts);
-  }
-  if (partial) lines.push(partial);
 }

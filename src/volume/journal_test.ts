@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../store/memory.ts";
-import { silentLogger } from "../util/log.ts";
+import { type Logger, silentLogger } from "../util/log.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { seededRandom } from "../util/random.ts";
 import { decodeRecord, encodeRecord, RECORD_HEADER_BYTES } from "./journal_codec.ts";
@@ -96,7 +96,7 @@ async function settle(): Promise<void> {
 function journalOn(
   files: MemoryJournalFiles,
   target: JournalTarget,
-  extra: { bytesMax?: number; segmentRecords?: number } = {},
+  extra: { bytesMax?: number; segmentRecords?: number; mayAcknowledge?: () => boolean; log?: Logger } = {},
 ): Journal {
   return new Journal({
     files,
@@ -104,8 +104,8 @@ function journalOn(
     bytesMax: extra.bytesMax ?? 64 * 4096,
     segmentBytes: (extra.segmentRecords ?? 4) * (4096 + RECORD_HEADER_BYTES),
     firstRecord: 1,
-    mayAcknowledge: () => true,
-    log: silentLogger,
+    mayAcknowledge: extra.mayAcknowledge ?? (() => true),
+    log: extra.log ?? silentLogger,
   });
 }
 
@@ -270,14 +270,9 @@ Deno.test("Volume refuses a journal directory another daemon is using", async ()
 Deno.test("Journal.flush() holds an acknowledgement while the lease is not valid and gives it on renewal", async () => {
   const files = new MemoryJournalFiles();
   let leaseValid = false;
-  const journal = new Journal({
-    files,
-    target: new FakeTarget(),
-    bytesMax: 64 * 4096,
-    segmentBytes: 16 * 4096,
-    firstRecord: 1,
+  const journal = journalOn(files, new FakeTarget(), {
+    segmentRecords: 16,
     mayAcknowledge: () => leaseValid,
-    log: silentLogger,
   });
   await journal.write(0, sector(1));
   let acknowledged = false;
@@ -294,15 +289,7 @@ Deno.test("Journal fails FLUSHes with kind unavailable when the journal file can
   const files = new MemoryJournalFiles("/broken");
   files.append = () => Promise.reject(new Error("No space left on device"));
   const lines: string[] = [];
-  const journal = new Journal({
-    files,
-    target: new FakeTarget(),
-    bytesMax: 64 * 4096,
-    segmentBytes: 16 * 4096,
-    firstRecord: 1,
-    mayAcknowledge: () => true,
-    log: (l) => lines.push(l),
-  });
+  const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16, log: (l) => lines.push(l) });
   await journal.write(0, sector(1));
   await assert.rejects(
     journal.flush(),

@@ -15,7 +15,7 @@
  * per pass. Every pass logs what it freed.
  */
 
-import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { SECTOR_BYTES } from "../format/object.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { Clock } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
@@ -33,7 +33,8 @@ import {
 } from "../log/gc.ts";
 import { loadLog } from "../log/load.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
-import { checkDataSectors, type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
+import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
+import { readVerified } from "../log/verified_read.ts";
 import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "./extent_map.ts";
@@ -352,25 +353,13 @@ export class GcRunner {
     const end = Math.max(...pieces.map((p) => p.sourceOffsetSectors + p.lengthSectors));
     // Copied data gets fresh CRCs: it is checked against the source's first, so a copy never
     // launders damage (one fresh GET on a mismatch, as reads do; then the pass fails, "data").
-    const range = {
-      offsetBytes: HEADER_BYTES + first * SECTOR_BYTES,
-      lengthBytes: (end - first) * SECTOR_BYTES,
-    };
-    const crcs = summary.trailer?.sectorCrcs;
-    const verifiedGet = async () => {
-      const { body } = await withRetries(o.retry, () => o.store.get(x.key, range));
-      if (body.length !== range.lengthBytes) {
-        throw new LsvdError(
-          "data",
-          `Cannot read object "${x.key}": got ${body.length} of ${range.lengthBytes} bytes (truncated)`,
-        );
-      }
-      if (crcs !== undefined) checkDataSectors(x.key, body, first, crcs);
-      return body;
-    };
-    const body = await verifiedGet().catch((e) => {
-      if (!isLsvdError(e, "data")) throw e;
-      return verifiedGet();
+    const crcs = summary.trailer?.sectorCrcs ?? null;
+    const { body } = await readVerified(o.store, o.retry, {
+      key: x.key,
+      sequence: x.sequence,
+      range: { offsetSectors: first, lengthSectors: end - first },
+      sizeBytes: x.sizeBytes,
+      crcs: { table: () => Promise.resolve(crcs) },
     });
     const withData = pieces.map((p) => ({
       ...p,

@@ -16,9 +16,9 @@
 import { ObjectBuilder } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
-import { encodeCheckpoint } from "../format/checkpoint.ts";
 import { applyObject } from "../log/apply.ts";
-import { objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
+import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
+import { putLogObject } from "../log/object_writer.ts";
 import { ExtentMap } from "../volume/extent_map.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
@@ -295,10 +295,7 @@ class Importer {
     this.#runs = [];
     this.#pendingBytes = 0;
     const key = logKey(this.#prefix, sequence);
-    const put: Promise<void> = withRetries(
-      this.#o.retry,
-      () => this.#store.put(key, body, { ifNoneMatch: true }),
-    )
+    const put: Promise<void> = putLogObject(this.#store, this.#o.retry, { key, bytes: body })
       .then(() => {}, (e) => void (this.#failure ??= e))
       .finally(() => this.#inFlight.delete(put));
     this.#inFlight.add(put);
@@ -306,17 +303,13 @@ class Importer {
 
   /** Once every object is stored: the checkpoint of the whole import (as the writer stores at shutdown). */
   async #checkpoint(): Promise<void> {
-    const bytes = encodeCheckpoint(
-      {
-        sequence: this.#sequence,
-        volumeSizeBytes: this.#lastSizeBytes,
-        writerEpoch: this.#o.lease.epoch,
-        objectCrc32: this.#lastCrc32,
-      },
-      this.#map.runs(),
-      this.#map.extentCount,
-    );
-    await storeCheckpoint(this.#store, this.#prefix, this.#sequence, bytes, this.#o.retry);
+    const bytes = encodeMapCheckpoint(this.#map, {
+      sequence: this.#sequence,
+      volumeSizeBytes: this.#lastSizeBytes,
+      writerEpoch: this.#o.lease.epoch,
+      objectCrc32: this.#lastCrc32,
+    });
+    await storeCheckpoint(this.#store, this.#prefix, { sequence: this.#sequence, bytes }, this.#o.retry);
   }
 
   /** Resolves once no PUT is in flight (after a failure too). */

@@ -23,6 +23,7 @@ import { addToRanges, clipRanges, type CollectedRecord, inRanges, storeCollected
 import { loadLog } from "./load.ts";
 import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
+import { putLogObject } from "./object_writer.ts";
 import { readVerified } from "./verified_read.ts";
 import { archiveObjects } from "./repair.ts";
 
@@ -130,7 +131,7 @@ async function finish(
     await archiveObjects(store, prefix, after, { recoveryId: rb.archiveId, retry: o.retry, log: o.log });
   }
   if (rescue !== undefined && keep === undefined) {
-    await withRetries(o.retry, () => store.put(logKey(prefix, point + 1), rescue, { ifNoneMatch: true }));
+    await putLogObject(store, o.retry, { key: logKey(prefix, point + 1), bytes: rescue });
   }
   const final: CollectedRecord = {
     version: marked.version,

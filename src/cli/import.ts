@@ -19,7 +19,7 @@ import { ensureFormatRecord } from "../log/format_record.ts";
 import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
 import { putLogObject } from "../log/object_writer.ts";
-import { ExtentMap } from "../volume/extent_map.ts";
+import { ExtentMap } from "../map/extent_map.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { systemClock } from "../util/clock.ts";

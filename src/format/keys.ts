@@ -8,6 +8,12 @@
 import assert from "node:assert/strict";
 
 const LOG_NAME = /^[0-9a-f]{16}$/;
+/** A key found by a listing, with the number its name holds (checkpoint sequence, epoch, collection pass). */
+export interface ListedKey {
+  sequence: number;
+  key: string;
+}
+
 /** Sequence numbers stay below 2^53 so they are exact JavaScript numbers. */
 export const SEQUENCE_MAX = Number.MAX_SAFE_INTEGER;
 

@@ -17,7 +17,7 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
-import type { ExtentMap } from "../volume/extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import { listCheckpoints, type ListedKey, type LoggedObject } from "./log_state.ts";
 
 /** Checkpoints kept after a new one is stored. */

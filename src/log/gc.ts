@@ -14,7 +14,7 @@
  */
 
 import { HEADER_BYTES, SECTOR_BYTES, TRAILER_FIXED_BYTES } from "../format/object.ts";
-import type { ExtentMap } from "../volume/extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { LoggedObject } from "./log_state.ts";
 
 export interface GcThresholds {

@@ -10,7 +10,7 @@
 
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
-import type { ExtentMap, MappedExtent } from "../volume/extent_map.ts";
+import type { ExtentMap, MappedExtent } from "../map/extent_map.ts";
 
 export interface PlannedPiece {
   /** Where the piece goes on the disk. */

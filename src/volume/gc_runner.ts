@@ -37,7 +37,7 @@ import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
 import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 

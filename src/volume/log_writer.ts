@@ -24,7 +24,7 @@ import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkp
 import { putLogObject } from "../log/object_writer.ts";
 import type { WriteOptions } from "./block_device.ts";
 import { DirtyBudget } from "./dirty_budget.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";

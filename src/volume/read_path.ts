@@ -7,7 +7,7 @@
  */
 
 import { SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { Fetcher } from "./fetcher.ts";
 import type { OpenObject } from "./open_object.ts";
 import type { ReadAhead } from "./read_ahead.ts";

@@ -27,7 +27,7 @@ import { recordedSizeBytes } from "../log/recorded_size.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
-import { type ExtentMap } from "./extent_map.ts";
+import { type ExtentMap } from "../map/extent_map.ts";
 import { CrcTableLoader, CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ObjectSizes } from "./object_sizes.ts";

@@ -37,6 +37,14 @@ export const DEFAULT_GC_THRESHOLDS: GcThresholds = {
   passDeletesMax: 2000,
 };
 
+/**
+ * The thresholds a pass runs with when the writer seals objects of `objectBytesMax` data bytes:
+ * "small" is relative to a full object, or packed copies would count as small and be packed again.
+ */
+export function passThresholds(thresholds: GcThresholds, objectBytesMax: number): GcThresholds {
+  return { ...thresholds, smallObjectBytes: Math.min(thresholds.smallObjectBytes, objectBytesMax / 4) };
+}
+
 /** The extent map of one retained point older than the window's (Pmin itself, or a snapshot). */
 export interface RetainedMap {
   sequence: number;

@@ -8,7 +8,7 @@
 
 import { gcCommand } from "./gc.ts";
 import { snapshotCommand } from "./snapshot.ts";
-import { AssertionError } from "node:assert";
+import { AssertionError } from "../util/assert.ts";
 import { StoreError } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { ListenError } from "../nbd/server.ts";

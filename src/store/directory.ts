@@ -12,7 +12,7 @@
  * that is already open, which is what lets reads the page cache holds run near memory speed.
  */
 
-import assert, { AssertionError } from "node:assert/strict";
+import { assert, assertEqual, AssertionError } from "../util/assert.ts";
 import {
   FileHandles,
   NotAFileError,
@@ -430,7 +430,7 @@ async function writeAll(file: Deno.FsFile, body: Uint8Array): Promise<void> {
 
 function readExactly(file: OpenFile, offsetBytes: number, lengthBytes: number): Uint8Array {
   const body = readAt(file, offsetBytes, lengthBytes);
-  assert.equal(body.length, lengthBytes, "the file shrank while it was read");
+  assertEqual(body.length, lengthBytes, "the file shrank while it was read");
   return body;
 }
 

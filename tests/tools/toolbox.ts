@@ -426,6 +426,28 @@ export async function runToolboxStory(ctx: Deno.TestContext, t: ToolboxTarget): 
     "rollback moves newer objects to archive/ and serves the past state",
     () => rollbackStory(t, v),
   );
+  await ctx.step("a start that cannot succeed writes nothing to the store", () => refusedStarts(t));
+}
+
+/**
+ * Starts that cannot succeed change nothing in the store: no --size on a prefix without a volume,
+ * --read-only (with or without --size) on one; refused in one line before the probe, the lease or
+ * an epoch is written.
+ */
+export async function refusedStarts(t: ToolboxTarget): Promise<void> {
+  const cases: [string[], RegExp][] = [
+    [[], /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/m],
+    [["--read-only"], /^lsvd: Cannot open the volume: .* holds no volume under prefix "unsized\/"$/m],
+    [["--read-only", "--size", "16M"], /^lsvd: Cannot open the volume: .* holds no volume under prefix/m],
+  ];
+  for (const [extra, pattern] of cases) {
+    const d = Daemon.spawn({ args: args(t, "unsized", "--socket", socketOf(t), ...extra), env: t.env });
+    const r = await d.finished();
+    assert.equal(r.code, 1, r.log);
+    assert.match(r.log, pattern);
+    assert(!r.log.includes("Starting recovery"), r.log);
+    assert.deepEqual(await allKeys(t.store, "unsized/"), [], `${extra.join(" ")}: nothing is written`);
+  }
 }
 
 /** An unreachable endpoint and a missing bucket: one line each from every reading tool, nothing written. */

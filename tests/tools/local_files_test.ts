@@ -313,3 +313,26 @@ Deno.test("lsvd import refuses a directory and an empty file, and an interrupted
     assert.match(err, /Import stopped by SIGINT; removed what it had written under prefix "i\/"/);
     assert.deepEqual(await allKeys(t.store, "i/"), []);
   }));
+
+Deno.test("lsvd export - refuses a terminal, and import - refuses one, in one line", () =>
+  withVolume(async (t) => {
+    const main = join(ROOT, "main.ts");
+    const quoted = (args: string[]) => args.map((a) => `'${a}'`).join(" ");
+    const deno = [Deno.execPath(), "run", "-A", "--no-prompt", main];
+    // script(1) runs the command on a pseudo-terminal: standard input and output are terminals.
+    const out = await runClient("script", [
+      "-qec",
+      quoted([...deno, "export", ...t.storeArgs, "-"]),
+      "/dev/null",
+    ]);
+    assert.equal(out.code, 1, out.stdout);
+    assert.match(out.stdout, /lsvd: Cannot export to standard output: it is a terminal/);
+    const into = await runClient("script", [
+      "-qec",
+      quoted([...deno, "import", "--dir", t.storeArgs[1]!, "--prefix", "tty", "-"]),
+      "/dev/null",
+    ]);
+    assert.equal(into.code, 1, into.stdout);
+    assert.match(into.stdout, /lsvd: Cannot import standard input: it is a terminal/);
+    assert.deepEqual(await allKeys(t.store, "tty/"), []);
+  }));

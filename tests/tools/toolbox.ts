@@ -458,9 +458,14 @@ export async function storeErrors(t: ToolboxTarget, endpoint: string): Promise<v
   const unreachable = ["--bucket", "b", "--endpoint", `http://127.0.0.1:${port}`, "--path-style"];
   const missing = ["--bucket", "no-such-bucket", "--endpoint", endpoint, "--path-style"];
   const out = join(t.dir, "never.img");
-  for (const command of [["info"], ["verify"], ["export", out], ["rollback", "--to", "1"]]) {
+  const image = join(t.dir, "image-for-errors.img");
+  await Deno.writeFile(image, seededBytes(8192, 1));
+  for (
+    const command of [["info"], ["verify"], ["export", out], ["import", image], ["rollback", "--to", "1"]]
+  ) {
     assertOneLine(await lsvd(t, [...command, ...unreachable]), /cannot reach/i);
     assertOneLine(await lsvd(t, [...command, ...missing]), /no-such-bucket.*(does not exist|NoSuchBucket)/);
   }
   await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+  await Deno.remove(image);
 }

@@ -417,6 +417,7 @@ class Importer {
             : `Cannot import ${name}: it holds more than the ${sizeBytes} bytes of the volume (--size)`,
         );
       }
+      if (readBytes === 0) warnIfNotRaw(buffer, name, this.#o.log);
       // A partial last block reads as if padded with zeros (the buffer is zeroed).
       await this.#scan(
         buffer.subarray(0, Math.ceil(filled / SECTOR_BYTES) * SECTOR_BYTES),
@@ -535,6 +536,29 @@ class Importer {
     await Promise.all(this.#inFlight);
     if (this.#failure !== undefined) throw this.#failure;
   }
+}
+
+/** Magic bytes of container and compressed formats a raw image does not start with. */
+const NOT_RAW: { magic: number[]; what: string; fix: string }[] = [
+  { magic: [0x51, 0x46, 0x49, 0xfb], what: "a qcow2 image", fix: "qemu-img convert -O raw IMAGE disk.img" },
+  { magic: [0x4b, 0x44, 0x4d, 0x56], what: "a VMDK image", fix: "qemu-img convert -O raw IMAGE disk.img" },
+  { magic: [0x76, 0x68, 0x64, 0x78], what: "a VHDX image", fix: "qemu-img convert -O raw IMAGE disk.img" },
+  { magic: [0x1f, 0x8b], what: "gzip-compressed data", fix: "zcat IMAGE | lsvd import -" },
+  { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a], what: "xz-compressed data", fix: "xzcat IMAGE | lsvd import -" },
+  { magic: [0x28, 0xb5, 0x2f, 0xfd], what: "zstd-compressed data", fix: "zstdcat IMAGE | lsvd import -" },
+];
+
+/**
+ * Import stores bytes as they are: an image that starts like a container or compressed file gets a
+ * warning with the command that gives the disk inside (it may still be meant: a raw device holding one).
+ */
+function warnIfNotRaw(first: Uint8Array, name: string, log: Logger): void {
+  const found = NOT_RAW.find((f) => f.magic.every((b, i) => first[i] === b));
+  if (found === undefined) return;
+  log(
+    `${name} starts like ${found.what}; the volume gets its bytes as they are, not the disk inside ` +
+      `(for that: ${name === "standard input" ? found.fix : found.fix.replace("IMAGE", name)}).`,
+  );
 }
 
 /** One read of the image; an error reading it is one line naming it (a disk error, EISDIR ...). */

@@ -336,3 +336,26 @@ Deno.test("lsvd export - refuses a terminal, and import - refuses one, in one li
     assert.match(into.stdout, /lsvd: Cannot import standard input: it is a terminal/);
     assert.deepEqual(await allKeys(t.store, "tty/"), []);
   }));
+
+Deno.test("lsvd import of a qcow2 or gzip file warns that it stores the bytes as they are", () =>
+  withVolume(async (t) => {
+    const qcow2 = join(t.dir, "disk.qcow2");
+    await runClientOk("qemu-img", ["create", "-q", "-f", "qcow2", qcow2, "16M"]);
+    const r = await lsvdOk(t, ["import", "--dir", t.storeArgs[1]!, "--prefix", "q", qcow2]);
+    assert.match(
+      r.err,
+      new RegExp(
+        `${qcow2} starts like a qcow2 image; .* \\(for that: qemu-img convert -O raw ${qcow2} disk\\.img\\)`,
+      ),
+    );
+    const gz = await lsvd(
+      t,
+      ["import", "--dir", t.storeArgs[1]!, "--prefix", "g", "-"],
+      new Uint8Array([0x1f, 0x8b, 8, 0]),
+    );
+    assert.equal(gz.code, 0, gz.err);
+    assert.match(
+      gz.err,
+      /standard input starts like gzip-compressed data; .*\(for that: zcat IMAGE \| lsvd import -\)/,
+    );
+  }));

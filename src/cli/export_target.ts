@@ -217,7 +217,9 @@ async function createFile(path: string): Promise<ExportTarget> {
 
 /** --force on an existing file: a temp file beside it (same file system), renamed over it at the end. */
 async function replaceFile(path: string, info: Deno.FileInfo): Promise<ExportTarget> {
-  const real = await Deno.realPath(path);
+  const real = await Deno.realPath(path).catch((e) => {
+    throw new UsageError(`Cannot export to ${path}: ${osErrorText(e)}`);
+  });
   const temp = join(dirname(real), `.${basename(real)}.lsvd-export-${crypto.randomUUID().slice(0, 8)}`);
   let file: FileHandle;
   try {

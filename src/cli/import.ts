@@ -25,7 +25,7 @@ import type { LogState } from "../log/log_state.ts";
 import { type ObjectStore, StoreError } from "../store/store.ts";
 import { systemClock } from "../util/clock.ts";
 import { HEADER_ENTRIES, OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
+import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
@@ -276,10 +276,21 @@ async function undoImport(
   const { store, prefix } = selection;
   const at = where(selection);
   try {
-    await lease.confirm(); // throws the fenced error when another writer took the volume meanwhile
+    await lease.confirm();
+  } catch (e) {
+    lease.abandon();
+    if (!isLsvdError(e, "fenced")) return leftBehind(at, objects, e);
+    // Another writer took the volume meanwhile: what is there is its volume now, not ours to delete.
+    return `left what it had written ${at} in place (${messageOf(e)})`;
+  }
+  try {
     if (objects > 0) await withRetries(retry, () => store.delete(checkpointKey(prefix, objects)));
-    for (let sequence = objects; sequence >= 1; sequence--) {
-      await withRetries(retry, () => store.delete(logKey(prefix, sequence)));
+    // Newest first, a batch at a time: what is left is always a log.
+    for (let top = objects; top >= 1; top -= UNDO_BATCH) {
+      const batch = Array.from({ length: Math.min(UNDO_BATCH, top) }, (_, i) => top - i);
+      await Promise.all(
+        batch.map((sequence) => withRetries(retry, () => store.delete(logKey(prefix, sequence)))),
+      );
     }
     await withRetries(retry, () => store.delete(formatKey(prefix)));
     if (leaseExisted) await lease.release();
@@ -289,9 +300,16 @@ async function undoImport(
     return `removed what it had written ${at} (${objects} log objects), so the import can simply be run again`;
   } catch (e) {
     lease.abandon();
-    return `could not remove what it had written ${at} (${objects} log objects, format.json, epoch/, ` +
-      `lease.json: ${messageOf(e)}); delete them before importing there again`;
+    return leftBehind(at, objects, e);
   }
+}
+
+/** Deletes of a failed import's objects in flight at once. */
+const UNDO_BATCH = 32;
+
+function leftBehind(at: string, objects: number, e: unknown): string {
+  return `could not remove what it had written ${at} (${objects} log objects, format.json, epoch/, ` +
+    `lease.json: ${messageOf(e)}); delete them before importing there again`;
 }
 
 /** Stops a failed import's store writes: none starts after stop(), which waits for those in flight. */

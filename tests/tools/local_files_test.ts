@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { scratch } from "../support/daemon.ts";
+import { Daemon, scratch } from "../support/daemon.ts";
 import { runClient, runClientOk, seededBytes, sha256Hex } from "../support/clients.ts";
 import { ROOT } from "../support/daemon.ts";
 import { DirectoryStore } from "../../src/store/directory.ts";
@@ -358,4 +358,51 @@ Deno.test("lsvd import of a qcow2 or gzip file warns that it stores the bytes as
       gz.err,
       /standard input starts like gzip-compressed data; .*\(for that: zcat IMAGE \| lsvd import -\)/,
     );
+  }));
+
+Deno.test("lsvd import fenced by serve --takeover leaves what it wrote to the new writer", () =>
+  withVolume(async (t) => {
+    const store = t.storeArgs[1]!;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-prompt",
+        join(ROOT, "main.ts"),
+        "import",
+        "--dir",
+        store,
+        "--prefix",
+        "f",
+        "-",
+      ],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    const writer = child.stdin.getWriter();
+    await writer.write(seededBytes(8 * MIB, 6));
+    const deadline = Date.now() + 30_000;
+    while ((await allKeys(t.store, "f/")).filter((k) => /^f\/0{15}/.test(k)).length < 2) {
+      assert(Date.now() < deadline, "the import stored no objects");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const socket = join(t.dir, "f.sock");
+    const d = await Daemon.start({
+      args: ["--dir", store, "--prefix", "f", "--takeover", "--size", "16M", "--socket", socket],
+    });
+    try {
+      await writer.write(seededBytes(8 * MIB, 7)).catch(() => {});
+      await writer.close().catch(() => {});
+      const status = await child.status;
+      const err = await stderr;
+      assert.equal(status.code, 1, err);
+      assert.match(err, /left what it had written under prefix "f\/" .* in place \(.*taken over by/);
+      assert(!/could not remove|delete them/.test(err), err);
+    } finally {
+      assert.equal((await d.stop()).code, 0);
+    }
+    const keys = await allKeys(t.store, "f/");
+    assert(keys.includes("f/0000000000000001"), "the new writer's volume keeps the imported objects");
   }));

@@ -58,9 +58,10 @@ const OPTIONS = {
 const SUMMARY =
   "Writes the disk as a raw image to FILE (sparse: never-written ranges are holes) or, with -,\n" +
   "to standard output. With --force, FILE may also be a block device (written in place, holes as\n" +
-  "zeros; refused while mounted or when smaller than the volume) or a pipe. POINT is an object number or an RFC 3339 time (the newest object sealed at or\n" +
-  "before it), or a snapshot name. Reads the bucket directly; changes nothing there but a\n" +
-  "short-lived pin key that keeps garbage collection off what the export reads.";
+  "zeros; refused while mounted or when smaller than the volume) or a pipe. POINT is an object\n" +
+  "number or an RFC 3339 time (the newest object sealed at or before it), or a snapshot name.\n" +
+  "Reads the bucket directly; changes nothing there but a short-lived pin key that keeps garbage\n" +
+  "collection off what the export reads.";
 
 /** Pieces of one object this close share a GET. */
 const GAP_BYTES_MAX = 256 * 1024;

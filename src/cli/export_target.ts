@@ -220,7 +220,10 @@ async function replaceFile(path: string, info: Deno.FileInfo): Promise<ExportTar
   const real = await Deno.realPath(path).catch((e) => {
     throw new UsageError(`Cannot export to ${path}: ${osErrorText(e)}`);
   });
-  const temp = join(dirname(real), `.${basename(real)}.lsvd-export-${crypto.randomUUID().slice(0, 8)}`);
+  const base = basename(real);
+  // Beside the file (a rename across file systems would copy); a name within NAME_MAX (255).
+  const tag = `lsvd-export-${crypto.randomUUID().slice(0, 8)}`;
+  const temp = join(dirname(real), base.length > 200 ? `.${tag}` : `.${base}.${tag}`);
   let file: FileHandle;
   try {
     file = await open(temp, "wx", 0o600);

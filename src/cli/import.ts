@@ -47,7 +47,7 @@ import {
 const OPTIONS = {
   size: {
     type: "string" as const,
-    help: "Volume size (bytes or K/M/G/T); default the file's size; at least the image's size",
+    help: "Volume size (bytes or K/M/G/T); default the file's or device's size; at least the image's size",
     placeholder: "SIZE",
   },
   "object-size": {
@@ -60,8 +60,9 @@ const OPTIONS = {
 };
 
 const SUMMARY =
-  "Imports a raw disk image (FILE, or - for standard input) into a NEW volume: the prefix must\n" +
-  "hold no volume. All-zero 4 KiB blocks are skipped. Writes to the bucket (create-only).";
+  "Imports a raw disk image (FILE, a block device such as /dev/sdb, or - for standard input) into\n" +
+  "a NEW volume: the prefix must hold no volume. All-zero 4 KiB blocks are skipped. Writes to the\n" +
+  "bucket (create-only); an import that fails or is stopped removes what it wrote.";
 
 export async function importCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {

@@ -54,6 +54,7 @@ export async function checkAttach(options: AttachOptions): Promise<void> {
   }
   if (fusePath !== undefined) {
     await wrap(() => splitFusePath(fusePath));
+    await wrap(() => checkFuseTools(fusePath));
     return;
   }
   await wrap(async () => {
@@ -61,6 +62,31 @@ export async function checkAttach(options: AttachOptions): Promise<void> {
     const info = await Deno.stat(devicePath!).catch(() => undefined);
     if (info === undefined) throw new Error(`Cannot connect ${devicePath}: no such device`);
   });
+}
+
+/** nbdfuse on PATH and the kernel's FUSE device: without either, --fuse cannot start. */
+async function checkFuseTools(fusePath: string): Promise<void> {
+  if (!(await onPath("nbdfuse"))) {
+    throw new Error(
+      `Cannot expose the volume at ${fusePath}: nbdfuse is not installed (apt-get install libnbd-bin)`,
+    );
+  }
+  if (!(await Deno.stat("/dev/fuse").then((i) => i.isCharDevice, () => false))) {
+    throw new Error(
+      `Cannot expose the volume at ${fusePath}: /dev/fuse is missing (modprobe fuse; in a container, ` +
+        "give it --device /dev/fuse --cap-add SYS_ADMIN)",
+    );
+  }
+}
+
+/** True when an executable file of this name is in a PATH directory (what spawning it will find). */
+async function onPath(command: string): Promise<boolean> {
+  for (const directory of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (directory === "") continue;
+    const info = await Deno.stat(`${directory}/${command}`).catch(() => undefined);
+    if (info?.isFile && ((info.mode ?? 0) & 0o111) !== 0) return true;
+  }
+  return false;
 }
 
 /** Attaches what the options ask for; undefined when they ask for nothing. */

@@ -18,7 +18,7 @@ import { requireConditionalWrites } from "../store/conditional_probe.ts";
 import { describeLease, type LeaseMode, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { Volume } from "../volume/volume.ts";
+import { refuseBeforeWriting, Volume } from "../volume/volume.ts";
 import { DirectoryJournalFiles } from "../volume/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
@@ -271,6 +271,8 @@ const EXAMPLES = [
 export interface ServeConfig {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
+  /** A bucket (its check only reads), not a local directory (whose check creates it). */
+  storeRemote: boolean;
   fencing: boolean;
   leaseMode: LeaseMode;
   leaseDurationMs: number;
@@ -336,6 +338,7 @@ export function buildServeConfig(options: Options): ServeConfig {
       ? options.integer("shutdown-timeout", 1, 7 * 86400)! * 1000
       : undefined,
     store: selection.store,
+    storeRemote: selection.remote,
     prefix: selection.prefix,
     storeLine: selection.line,
     sizeBytes,
@@ -510,11 +513,18 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   let opened: Volume | undefined;
   try {
     opened = await signals.race((async () => {
-      await store.check?.();
+      // Refusals a glance at the prefix settles come before the first write (the directory store's
+      // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
+      if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
+      await refuseBeforeWriting({ ...config, store }, toolRetry(log));
+      if (!config.storeRemote) await store.check?.();
       await probeStore(store, config.prefix, { readOnly: config.readOnly });
       const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
       const writes = !config.readOnly;
-      if (writes && config.fencing) await requireConditionalWrites(store, config.prefix);
+      // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
+      if (writes && config.fencing && config.storeRemote) {
+        await requireConditionalWrites(store, config.prefix);
+      }
       if (writes && !config.fencing) {
         log(
           "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",

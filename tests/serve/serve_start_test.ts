@@ -226,6 +226,71 @@ Deno.test("lsvd serve --fuse into a missing directory fails before writing anyth
   }
 });
 
+Deno.test("lsvd serve that cannot start leaves the directory store as it found it (absent or empty)", async () => {
+  const t = await scratch();
+  try {
+    const absent = join(t.dir, "never-made");
+    const r = await runLsvd(["serve", "--dir", absent, "--socket", t.socket]);
+    assertOneLine(
+      r,
+      /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/,
+      "no size",
+    );
+    assert.equal(
+      await Deno.stat(absent).then(() => true, () => false),
+      false,
+      "the store directory was not made",
+    );
+
+    await Deno.mkdir(t.store);
+    for (const extra of [[], ["--prefix", "vol1"]]) {
+      const again = await runLsvd(["serve", "--dir", t.store, ...extra, "--socket", t.socket]);
+      assertOneLine(again, /no recorded size yet; give --size the first time$/, `no size ${extra.join(" ")}`);
+      assert.deepEqual(await listTree(t.store), [], "no lease.json, epoch/ or .lsvd-tmp/");
+    }
+
+    // Refused after the store's own check: what the check made goes again.
+    const file = join(t.dir, "a-file");
+    await Deno.writeTextFile(file, "");
+    const journal = await runLsvd([
+      "serve",
+      "--dir",
+      absent,
+      "--size",
+      "16M",
+      "--socket",
+      t.socket,
+      "--journal",
+      file,
+    ]);
+    assertOneLine(journal, /^lsvd: Cannot use journal directory /, "journal");
+    assert.equal(
+      await Deno.stat(absent).then(() => true, () => false),
+      false,
+      "the store directory was removed",
+    );
+    assert.equal(await Deno.stat(t.socket).then(() => true, () => false), false, "the socket was removed");
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve --fuse without nbdfuse installed fails before the store is touched", async () => {
+  const t = await scratch();
+  const bin = join(t.dir, "bin"); // a PATH without nbdfuse
+  try {
+    await Deno.mkdir(bin);
+    const r = await runLsvd(
+      ["serve", "--dir", t.store, "--size", "16M", "--socket", t.socket, "--fuse", join(t.dir, "disk")],
+      { PATH: bin },
+    );
+    assertOneLine(r, /^lsvd: Cannot expose the volume at .*disk: nbdfuse is not installed/, "no nbdfuse");
+    assert.deepEqual([...Deno.readDirSync(t.dir)].map((e) => e.name), ["bin"], "no store, no socket");
+  } finally {
+    await t.remove();
+  }
+});
+
 Deno.test("lsvd --version, lsvd version and -h/--help on every command", async () => {
   const v = await runLsvd(["--version"]);
   assert.equal(v.code, 0);

@@ -53,11 +53,17 @@ export async function findHolders(target: string, scan: HolderScan = {}): Promis
   for (const loop of await view.loopDevicesBackedBy(realTarget)) {
     const users = await view.usersOf(loop.device);
     const described = describeDevice(loop.device.path, users, []);
-    if (users.idle) described.description = `${loop.device.path} (attached to ${target})`;
-    // An autoclear loop device (mount -o loop) goes away with its last mount.
-    if (!loop.autoclear || users.mounts.length === 0) {
+    if (!loop.autoclear) {
+      if (users.idle) described.description = `${loop.device.path} (attached to ${target})`;
       described.release.push(`losetup -d ${loop.device.path}`);
+    } else if (users.idle) {
+      // Autoclear (mount -o loop, or losetup -d while in use) and nothing visible: a filesystem
+      // detached with umount -l whose files are still open keeps it.
+      described.description = `${loop.device.path} (attached to ${target}, detached but still in use: ` +
+        "a lazily unmounted filesystem with open files?)";
+      described.release.push("close what still uses it");
     }
+    // Otherwise it goes away by itself with its last mount.
     holders.push(described);
   }
   return holders;

@@ -118,6 +118,31 @@ Deno.test({
       await new Deno.Command("umount", { args: ["-l", mnt], stderr: "null" }).output();
       await run("losetup", ["-d", loop]);
     }
+    // umount -l with a file still open, then losetup -d: the loop device lives on, unseen.
+    const lazy = `${dir}/lazy.img`;
+    await Deno.writeFile(lazy, new Uint8Array(0));
+    await Deno.truncate(lazy, 32 * 2 ** 20);
+    const lazyLoop = await run("losetup", ["-f", "--show", lazy]);
+    await run("mkfs.ext4", ["-q", lazyLoop]);
+    await run("mount", [lazyLoop, mnt]);
+    const user = await holding(`exec 3>${mnt}/open.txt; ${HOLD}`);
+    try {
+      await run("umount", ["-l", mnt]);
+      await run("losetup", ["-d", lazyLoop]);
+      assert.deepEqual(await findHolders(lazy), [{
+        description: `${lazyLoop} (attached to ${lazy}, detached but still in use: a lazily unmounted ` +
+          "filesystem with open files?)",
+        release: ["close what still uses it"],
+        syncPaths: [],
+      }]);
+    } finally {
+      await user.stop();
+    }
+    for (let i = 0; i < 50 && (await findHolders(lazy)).length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(await findHolders(lazy), [], "the loop device goes once the file is closed");
+
     const reader = await holding(`exec 3<${file}; ${HOLD}`);
     try {
       assert.deepEqual(await findHolders(file), [

@@ -160,8 +160,9 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     fuse: {
       type: "string",
       group: "kernel",
-      help: "Without kernel nbd: expose the volume as a file here via nbdfuse",
-      placeholder: "PATH",
+      help: "Without kernel nbd: expose the volume as a file through nbdfuse, at DIR/nbd or DIR/FILE " +
+        "(then losetup and mount it: README)",
+      placeholder: "DIR[/FILE]",
     },
     "object-size": {
       type: "string",

@@ -667,9 +667,16 @@ function noRecordedSize(): LsvdError {
 
 function shrinkRefused(o: ResolvedVolumeOptions, recorded: number, wanted: number): LsvdError {
   const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
+  const source = o.sizeSource;
+  // A size from the environment is easy to forget: an env file written once keeps pinning it.
+  const fromEnvironment = source.startsWith("--")
+    ? ""
+    : `; the size comes from the environment variable ${source} (an env file, e.g. from lsvd setup): ` +
+      "remove it there to serve the recorded size";
   return new LsvdError(
     "invalid",
-    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes without --allow-shrink: a filesystem on it may still use the space`,
+    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes (${source}) without --allow-shrink: ` +
+      `a filesystem on it may still use the space${fromEnvironment}`,
   );
 }
 

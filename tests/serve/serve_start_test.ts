@@ -109,7 +109,7 @@ Deno.test("lsvd serve --read-only on a prefix without a volume fails, even with 
   }
 });
 
-Deno.test("lsvd serve shrinks only with --allow-shrink, and never below written data", async () => {
+Deno.test("lsvd serve shrinks only with --allow-shrink, names where the size came from, and never below written data", async () => {
   const t = await scratch();
   try {
     let d = await Daemon.start({ args: ["--dir", t.store, "--size", "16M", "--socket", t.socket] });
@@ -122,7 +122,19 @@ Deno.test("lsvd serve shrinks only with --allow-shrink, and never below written 
     assert.equal(refused.code, 1, refused.log);
     assert.match(
       refused.log,
-      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes without --allow-shrink/m,
+      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes \(--size\) without --allow-shrink: a filesystem on it may still use the space$/m,
+    );
+    assert.deepEqual(await listTree(t.store), before, "a refused shrink writes nothing");
+
+    // A size pinned in the environment (an env file from lsvd setup, after a grow) is named as such.
+    const pinned = await Daemon.spawn({
+      args: ["--dir", t.store, "--socket", t.socket],
+      env: { FLY_LSVD_DEVICE_SIZE: "8M" },
+    }).finished();
+    assert.equal(pinned.code, 1, pinned.log);
+    assert.match(
+      pinned.log,
+      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes \(FLY_LSVD_DEVICE_SIZE\) without --allow-shrink: a filesystem on it may still use the space; the size comes from the environment variable FLY_LSVD_DEVICE_SIZE \(an env file, e\.g\. from lsvd setup\): remove it there to serve the recorded size$/m,
     );
     assert.deepEqual(await listTree(t.store), before, "a refused shrink writes nothing");
 

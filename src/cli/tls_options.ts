@@ -21,7 +21,7 @@ export const TLS_OPTIONS: OptionSpecs = {
   "tls-cert": {
     type: "string",
     group: "serving",
-    help: "The server's X.509 certificate (PEM; may include the chain)",
+    help: "The server's X.509 certificate (PEM)",
     placeholder: "FILE",
   },
   "tls-key": {

@@ -11,10 +11,11 @@ import { join } from "node:path";
 import { buildServeConfig, serveOptions } from "../../src/cli/serve.ts";
 import { parseOptions, UsageError } from "../../src/cli/options.ts";
 import { tuningDefaults } from "../../src/cli/memory_defaults.ts";
-import { Daemon, scratch, unixUri } from "../support/daemon.ts";
+import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runLsvd } from "../support/lsvd_cli.ts";
 import { runClient, runClientOk } from "../support/clients.ts";
 import { makeTlsCerts } from "../support/tls_certs.ts";
+import { freePort } from "../support/ports.ts";
 
 function assertOneLine(r: { code: number; err: string }, pattern: RegExp): void {
   assert.equal(r.code, 1, r.err);
@@ -83,6 +84,13 @@ Deno.test("lsvd serve refuses a bad TLS file and plaintext on a non-loopback add
     const open = await runLsvd(["serve", "--dir", t.store, "--size", "16M", "--listen", "0.0.0.0:0"]);
     assertOneLine(open, /^lsvd: Refusing to serve NBD without TLS on 0\.0\.0\.0:0: .*--allow-plaintext/);
     assert.equal(await exists(t.store), false, "the store was touched");
+    const help = (await runLsvd(["serve", "--help"])).out;
+    for (
+      const flag of ["--tls off|on|require", "--tls-cert FILE", "--tls-verify-peer", "--allow-plaintext"]
+    ) {
+      assert(help.includes(flag), `serve --help lacks ${flag}`);
+    }
+    assert.match(help, /nbds:\/\/HOST:10809\/lsvd\?tls-certificates=DIR/);
     assert.equal(await exists(t.socket), false, "a socket was left behind");
   } finally {
     await c.remove();
@@ -127,5 +135,47 @@ Deno.test("buildServeConfig() resolves --tls as nbdkit does and refuses contradi
     );
   } finally {
     await c.remove();
+  }
+});
+
+/** The shell block after `<!-- recipe: NAME ` in README.md. */
+async function readmeRecipe(name: string): Promise<string> {
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  const at = readme.indexOf(`<!-- recipe: ${name} `);
+  assert(at >= 0, `README has no ${name} recipe`);
+  const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(at));
+  assert(block !== null);
+  return block[1]!;
+}
+
+Deno.test("The README's TLS recipes work as printed: openssl CA, serve, nbdinfo and qemu-img over TLS, verify-peer", async () => {
+  const t = await scratch();
+  const port = freePort();
+  const bin = join(t.dir, "bin");
+  await Deno.mkdir(bin);
+  await Deno.writeTextFile(
+    join(bin, "lsvd"),
+    `#!/bin/sh\nexec "${Deno.execPath()}" run -A "${join(ROOT, "main.ts")}" "$@"\n`,
+    { mode: 0o755 },
+  );
+  try {
+    for (const name of ["tls", "tls-verify-peer"]) {
+      const script = (await readmeRecipe(name)).replaceAll("10809", String(port));
+      // A failing line leaves no daemon behind: the trap stops the one the recipe started.
+      const r = await runClient("bash", [
+        "-e",
+        "-c",
+        `trap '[ -n "$LSVD_PID" ] && kill $LSVD_PID 2>/dev/null; true' ERR\n${script}`,
+      ], { cwd: t.dir, timeoutMs: 120_000, env: { PATH: `${bin}:${Deno.env.get("PATH")}` } });
+      assert.equal(r.code, 0, `${name}: ${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /^10737418240$/m, name);
+      if (name === "tls") {
+        assert.match(r.stdout, /virtual size: 10 GiB/);
+        assert.match(r.stderr, /server requires TLS encryption first/);
+      }
+      assert.match(r.stderr, /lsvd: Device has shut down\./, name);
+    }
+  } finally {
+    await t.remove();
   }
 });

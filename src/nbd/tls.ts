@@ -16,6 +16,7 @@ import * as tls from "node:tls";
 import { Duplex } from "node:stream";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { closeQuietly, type NbdTransport, writeAll } from "./transport.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** nbdkit's meanings: off (no TLS), on (offered, plaintext allowed), require (every client must upgrade). */
 export type TlsMode = "off" | "on" | "require";
@@ -207,8 +208,10 @@ function connDuplex(conn: Deno.Conn): Duplex {
         this.push(n === null ? null : buffer.subarray(0, n));
       }, (e) => this.destroy(e));
     },
-    write(chunk: Uint8Array, _encoding, callback) {
-      writeAll(conn, chunk).then(() => callback(), callback);
+    // Records the TLS layer produced while a write was in flight leave together, in one write.
+    writev(chunks: { chunk: Uint8Array }[], callback) {
+      const bytes = chunks.length === 1 ? chunks[0]!.chunk : concatBytes(chunks.map((c) => c.chunk));
+      writeAll(conn, bytes).then(() => callback(), callback);
     },
     final(callback) {
       try {
@@ -236,6 +239,7 @@ class TlsSocketTransport implements NbdTransport {
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
+  #drained: (() => void) | undefined;
 
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
@@ -254,6 +258,7 @@ class TlsSocketTransport implements NbdTransport {
     this.#ended = true;
     this.#error ??= error;
     this.#notify();
+    this.#wakeWriter();
   }
 
   #notify(): void {
@@ -282,13 +287,28 @@ class TlsSocketTransport implements NbdTransport {
     return n;
   }
 
-  write(p: Uint8Array): Promise<number> {
+  /**
+   * Hands a copy of p to the TLS socket and returns at once while the socket's buffer is below its
+   * high-water mark, so the next reply is encrypted while this one is sent; past it, waits for
+   * 'drain'. A failed send ends the stream: the next write or read reports it.
+   */
+  async write(p: Uint8Array): Promise<number> {
     if (this.#ended || this.#socket.destroyed) {
-      return Promise.reject(new Deno.errors.BrokenPipe("the TLS connection is closed"));
+      throw new Deno.errors.BrokenPipe("the TLS connection is closed");
     }
-    return new Promise((resolve, reject) => {
-      this.#socket.write(p, (e) => e ? reject(new Deno.errors.BrokenPipe(e.message)) : resolve(p.length));
+    if (this.#socket.write(p.slice())) return p.length;
+    await new Promise<void>((resolve) => {
+      this.#drained = resolve;
+      this.#socket.once("drain", () => this.#wakeWriter());
     });
+    if (this.#ended) throw new Deno.errors.BrokenPipe(this.#error?.message ?? "the TLS connection is closed");
+    return p.length;
+  }
+
+  #wakeWriter(): void {
+    const drained = this.#drained;
+    this.#drained = undefined;
+    drained?.();
   }
 
   close(): void {

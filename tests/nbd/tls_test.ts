@@ -144,6 +144,28 @@ Deno.test("TLS require: after STARTTLS a second STARTTLS is ERR_INVALID, and dat
   });
 });
 
+Deno.test("TLS require: a client silent after STARTTLS's ACK holds up neither stop() nor the handshake timeout", async () => {
+  const c = await certs;
+  const credentials = loadTlsCredentials({ certFile: c.serverCert, keyFile: c.serverKey, verifyPeer: false });
+  await withServer({
+    server: { listen: { port: 0 }, tls: { mode: "require", credentials }, handshakeTimeoutMs: 300 },
+  }, async (f) => {
+    const timedOut = await rawTcp(f.server.tcp!.port);
+    assert.equal(await option(timedOut, p.OPT_STARTTLS), p.REP_ACK);
+    assert.ok(await timedOut.closedByServer(5000), "the handshake timeout did not end the TLS handshake");
+    timedOut.close();
+    assert.match(f.logLines.join("\n"), /TLS handshake failed: stopped during the TLS handshake/);
+  });
+  await withServer({ server: { listen: { port: 0 }, tls: { mode: "require", credentials } } }, async (f) => {
+    const silent = await rawTcp(f.server.tcp!.port);
+    assert.equal(await option(silent, p.OPT_STARTTLS), p.REP_ACK);
+    const started = Date.now();
+    await f.server.stop();
+    assert.ok(Date.now() - started < 5000, `stop() took ${Date.now() - started} ms`);
+    silent.close();
+  });
+});
+
 Deno.test("TLS on: plaintext clients are served, and STARTTLS forgets options negotiated before it", async () => {
   await withTlsServer({ mode: "on" }, async (_f, c, port) => {
     const plain = await rawTcp(port);

@@ -5,9 +5,9 @@
  *   - `plain, no TLS`: a daemon without TLS (the plaintext path as it has always been);
  *   - `plain, --tls on`: plaintext clients of a daemon that offers TLS (what offering it costs them);
  *   - `TLS, --tls on`: the same daemon over nbds:// (TLS 1.3 from gnutls in libnbd).
- * Both daemons serve the directory store with a volume written once before the rounds, so the reads
- * come from lsvd's read path (cache, then the object files in the OS page cache), not the store's
- * latency. fio cannot pass libnbd a CA directory (`tls-certificates` is local file access, which
+ * Both daemons serve the directory store with a volume written once before the rounds and a read
+ * cache twice its size, so after the first pass the reads come from lsvd's cache: the figures are
+ * the NBD path's (plaintext or TLS), not the store's. fio cannot pass libnbd a CA directory (`tls-certificates` is local file access, which
  * libnbd refuses in URIs from programs that do not allow it), so the TLS client runs with
  * `tls-verify-peer=false`: the same encryption, without checking who the server is. Rounds
  * rotate the client order so machine noise hits all three.
@@ -58,7 +58,17 @@ async function startDaemon(
   tlsArgs: string[],
 ): Promise<{ d: Daemon; port: string }> {
   const d = await Daemon.start({
-    args: ["--dir", dir, "--size", String(volumeBytes), "--listen", "127.0.0.1:0", ...tlsArgs],
+    args: [
+      "--dir",
+      dir,
+      "--size",
+      String(volumeBytes),
+      "--cache-size",
+      String(2 * volumeBytes),
+      "--listen",
+      "127.0.0.1:0",
+      ...tlsArgs,
+    ],
   });
   const line = await d.waitForLine(/Serving NBD at nbds?:\/\/127\.0\.0\.1:\d+\/lsvd\./, 1000);
   return { d, port: line.replace(/^.*:(\d+)\/lsvd\.$/, "$1") };

@@ -16,6 +16,7 @@ import { makeTlsCerts, type TlsCerts } from "../support/tls_certs.ts";
 import { type Fixture, withServer } from "./fixture.ts";
 import { RawClient } from "./raw_client.ts";
 import { ROOT } from "../support/daemon.ts";
+import { concatBytes } from "../../src/util/bytes.ts";
 
 const MiB = 1024 * 1024;
 const STARTTLS_CLIENT = join(ROOT, "tests", "support", "starttls_client.py");
@@ -104,7 +105,7 @@ Deno.test("TLS require: every option but STARTTLS and ABORT is ERR_TLS_REQD befo
   });
 });
 
-Deno.test("TLS require: NBD_OPT_EXPORT_NAME before the upgrade ends the connection", async () => {
+Deno.test("TLS require: NBD_OPT_EXPORT_NAME, or data right behind STARTTLS, before the upgrade ends the connection", async () => {
   await withTlsServer({ mode: "require" }, async (f, _c, port) => {
     const client = await rawTcp(port);
     try {
@@ -113,6 +114,17 @@ Deno.test("TLS require: NBD_OPT_EXPORT_NAME before the upgrade ends the connecti
       assert.match(f.logLines.join("\n"), /chose the export before starting TLS/);
     } finally {
       client.close();
+    }
+    // Bytes after STARTTLS, before the TLS handshake, would be plaintext read as if encrypted.
+    const eager = await rawTcp(port);
+    try {
+      await eager.send(
+        concatBytes([p.encodeOptionHeader(p.OPT_STARTTLS, new Uint8Array(0)), new Uint8Array(4)]),
+      );
+      assert.ok(await eager.closedByServer(5000), "the server upgraded with plaintext bytes queued");
+      assert.match(f.logLines.join("\n"), /sent data after STARTTLS before the TLS handshake/);
+    } finally {
+      eager.close();
     }
   });
 });
@@ -276,6 +288,7 @@ Deno.test("TLS --tls-verify-peer: a client certificate from the CA is served; no
     ]);
     assert.equal(member.code, 0, member.stdout + member.stderr);
     assert.match(member.stdout, /second starttls reply 0x80000003/);
+    assert.match(member.stdout, /^tls TLSv1\.3$/m, "TLS 1.3 is preferred");
     assert.match(f.logLines.join("\n"), /client certificate refused/);
     assert.equal(
       (await runClientOk("nbdinfo", ["--size", nbds(port, c.clientDir)])).stdout.trim(),

@@ -178,6 +178,27 @@ Deno.test("TLS require: a client silent after STARTTLS's ACK holds up neither st
   });
 });
 
+Deno.test("TLS require: stop() with a client in transmission over TLS answers it and closes cleanly", async () => {
+  await withTlsServer({ mode: "require" }, async (f, c, port) => {
+    const secure = await upgrade(await rawTcp(port), c);
+    try {
+      await go(secure);
+      const read = await secure.request({
+        command: p.CMD_READ,
+        handle: 1,
+        offsetBytes: 0,
+        lengthBytes: 4096,
+      });
+      assert.equal(read.error, 0);
+      await f.server.stop();
+      assert.ok(await secure.closedByServer(5000));
+      await new Promise((resolve) => setTimeout(resolve, 50)); // an unhandled rejection would surface here
+    } finally {
+      secure.close();
+    }
+  });
+});
+
 Deno.test("TLS on: plaintext clients are served, and STARTTLS forgets options negotiated before it", async () => {
   await withTlsServer({ mode: "on" }, async (_f, c, port) => {
     const plain = await rawTcp(port);

@@ -9,6 +9,8 @@ import { run } from "./process.ts";
 
 export type FioDevice =
   | { kind: "nbd"; socketPath: string; exportName: string }
+  /** Any libnbd URI, e.g. nbd://HOST:PORT/NAME or nbds://... (bench/tls.ts). */
+  | { kind: "uri"; uri: string }
   | { kind: "file"; path: string };
 
 export interface FioJob {
@@ -67,6 +69,8 @@ export function fioArgs(job: FioJob, device: FioDevice, outputPath: string): str
   if (device.kind === "nbd") {
     const uri = `nbd+unix:///${encodeURIComponent(device.exportName)}?socket=${device.socketPath}`;
     args.push("--ioengine=nbd", `--uri=${uri}`);
+  } else if (device.kind === "uri") {
+    args.push("--ioengine=nbd", `--uri=${device.uri}`);
   } else {
     args.push("--ioengine=libaio", "--direct=1", `--filename=${device.path}`);
   }

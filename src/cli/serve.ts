@@ -47,6 +47,8 @@ import {
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
+import type { TlsPolicy } from "../nbd/tls.ts";
+import { TLS_OPTIONS, tlsPolicy } from "./tls_options.ts";
 
 /** Every serve option; the tuning defaults are computed for this machine (see memory_defaults.ts). */
 export function serveOptions(tuning: TuningDefaults): OptionSpecs {
@@ -138,6 +140,7 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       default: "lsvd",
       placeholder: "NAME",
     },
+    ...TLS_OPTIONS,
     metrics: {
       type: "string",
       group: "serving",
@@ -280,6 +283,8 @@ const EXAMPLES = [
   "lsvd serve --bucket my-bucket --size 100G --mount /data  # attach /dev/nbd0, mkfs, mount",
   "lsvd serve --dir ./lsvd-data --size 10G --fuse /mnt/lsvd # no nbd module: a file via nbdfuse",
   "lsvd serve --bucket my-bucket --read-only --listen 127.0.0.1:10809",
+  "lsvd serve --size 10G --listen 0.0.0.0:10809 --tls-cert server-cert.pem --tls-key server-key.pem",
+  "  # then: nbdinfo 'nbds://HOST:10809/lsvd?tls-certificates=DIR' (DIR holds ca-cert.pem; README: TLS)",
 ];
 
 export interface ServeConfig {
@@ -308,6 +313,8 @@ export interface ServeConfig {
   listen: { hostname: string; port: number } | undefined;
   metrics: { hostname: string; port: number } | undefined;
   exportName: string;
+  /** TLS on the TCP listener (the unix socket offers it when not off). */
+  tls: TlsPolicy;
   devicePath: string | undefined;
   mountPath: string | undefined;
   fusePath: string | undefined;
@@ -372,6 +379,7 @@ export function buildServeConfig(options: Options): ServeConfig {
       ? undefined
       : parseListen(str("metrics")!, options.source("metrics")),
     exportName: str("export")!,
+    tls: tlsPolicy(options, listen),
     // The seed mounted /dev/nbd0 whenever a mount point was set (FLY_LSVD_MOUNT_POINT alone).
     devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
     mountPath: str("mount"),
@@ -624,8 +632,10 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     log,
     listeners: bound.listeners,
     metrics: registry,
+    tls: config.tls,
   });
   log(`Serving NBD at ${server.uris.join(" and ")}.`);
+  if (config.tls.mode !== "off") log(describeTls(config.tls, config.socketPath !== undefined));
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let attachment: Attachment | undefined;
   let fenced: Error | undefined;
@@ -698,6 +708,13 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   }
   log("Device has shut down.");
   return 0;
+}
+
+function describeTls(tls: TlsPolicy & { mode: "on" | "require" }, socket: boolean): string {
+  const tcp = tls.mode === "require" ? "required on TCP" : "offered on TCP (plaintext clients too)";
+  const unix = socket ? ", offered on the unix socket" : "";
+  const peers = tls.credentials.verifyPeer ? "; clients need a certificate from --tls-ca" : "";
+  return `TLS ${tcp}${unix}; certificate ${tls.credentials.subject}${peers}.`;
 }
 
 function servePoint(options: Options): Point | undefined {

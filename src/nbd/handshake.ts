@@ -4,6 +4,12 @@
  * picks the export (EXPORT_NAME or GO), aborts, or breaks the protocol. Errors in an option get
  * an NBD_REP_ERR_* reply and negotiation goes on; a protocol violation ends the connection.
  * There is one export; its name is configurable and the empty (default) name selects it too.
+ *
+ * TLS (doc/proto.md "TLS support"): without a StartTlsTransport the server is NOTLS and answers
+ * STARTTLS with ERR_POLICY. With one in mode "on" (SELECTIVETLS, no TLS-only export) a client may
+ * upgrade; in "require" (FORCEDTLS) every option but STARTTLS and ABORT gets ERR_TLS_REQD until it
+ * has, and EXPORT_NAME, which cannot be refused, ends the connection. After the upgrade a second
+ * STARTTLS is ERR_INVALID and the option state from before it is forgotten.
  */
 
 import type { BlockDevice } from "../volume/block_device.ts";
@@ -13,6 +19,7 @@ import { type NbdTransport, writeAll } from "./transport.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { SECTOR_BYTES } from "../volume/block_device.ts";
 import { MIN_BLOCK_BYTES } from "./sub_sector.ts";
+import type { StartTlsTransport } from "./tls.ts";
 
 export interface ExportOptions {
   device: BlockDevice;
@@ -20,6 +27,8 @@ export interface ExportOptions {
   description?: string | undefined;
   /** Largest READ/WRITE payload we accept; advertised as the maximum block size. */
   payloadBytesMax: number;
+  /** The connection's socket when the server offers TLS (it is also the transport); else NOTLS. */
+  startTls?: StartTlsTransport | undefined;
 }
 
 /** What the client and server agreed on, for the transmission phase. */
@@ -109,6 +118,9 @@ async function nextOption(
     return { closed: "client left during negotiation", violation: false };
   }
   const data = input.take(header.lengthBytes);
+  if (header.option === p.OPT_STARTTLS && options.startTls !== undefined) {
+    return await startTls(options.startTls, { transport, input, data, state });
+  }
   const replies: Uint8Array[] = [];
   const reply = (replyType: number, payload?: Uint8Array) =>
     replies.push(p.encodeOptionReply(header.option, replyType, payload));
@@ -121,6 +133,31 @@ async function nextOption(
   return outcome;
 }
 
+/** ACKs STARTTLS and upgrades the socket; a failed TLS handshake ends the connection (no way back). */
+async function startTls(
+  tls: StartTlsTransport,
+  message: { transport: NbdTransport; input: InputBuffer; data: Uint8Array; state: State },
+): Promise<Outcome> {
+  const { transport, input, data, state } = message;
+  const refuse = async (replyType: number, text: string): Promise<Outcome> => {
+    await writeAll(transport, p.encodeOptionReply(p.OPT_STARTTLS, replyType, encoder.encode(text)));
+    return "continue";
+  };
+  if (data.length !== 0) return await refuse(p.REP_ERR_INVALID, "STARTTLS takes no data");
+  if (tls.active) return await refuse(p.REP_ERR_INVALID, "TLS is already active");
+  // Bytes after STARTTLS and before the TLS handshake would be plaintext injected into the session.
+  if (input.available > 0) return { closed: "the client sent data after STARTTLS before the TLS handshake" };
+  await writeAll(transport, p.encodeOptionReply(p.OPT_STARTTLS, p.REP_ACK));
+  try {
+    await tls.upgrade(input.interruption);
+  } catch (e) {
+    return { closed: `TLS handshake failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  state.structuredReplies = false;
+  state.baseAllocation = false;
+  return "continue";
+}
+
 interface OptionContext {
   options: ExportOptions;
   state: State;
@@ -128,6 +165,13 @@ interface OptionContext {
 }
 
 function answerOption(option: number, data: Uint8Array, ctx: OptionContext): Outcome {
+  const tls = ctx.options.startTls;
+  if (tls?.mode === "require" && !tls.active && option !== p.OPT_ABORT) {
+    // EXPORT_NAME cannot answer an error: the spec says hang up.
+    if (option === p.OPT_EXPORT_NAME) return { closed: "the client chose the export before starting TLS" };
+    ctx.reply(p.REP_ERR_TLS_REQD, encoder.encode("TLS is required: send NBD_OPT_STARTTLS first"));
+    return "continue";
+  }
   switch (option) {
     case p.OPT_EXPORT_NAME:
       return exportName(data, ctx);

@@ -37,6 +37,11 @@ export class InputBuffer {
     this.#interrupted = signal;
   }
 
+  /** What interruptOn() was given, for waits outside fill() (the TLS handshake) to end with it. */
+  get interruption(): Promise<null> | undefined {
+    return this.#interrupted;
+  }
+
   consume(n: number): void {
     assert(n <= this.available);
     this.start += n;

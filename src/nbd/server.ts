@@ -3,6 +3,8 @@
  * The NBD listeners: a unix socket (mode 0600; a stale socket file is replaced) and/or a TCP
  * host:port, each accepting any number of connections that all serve the same BlockDevice.
  * stop() is graceful: stop accepting, let every session answer or finish what it holds, close.
+ * With TLS (tls.ts) the TCP listener works in the given mode; the unix socket, reachable only by
+ * its owner, offers TLS but never requires it (the kernel client and nbdfuse attach through it).
  */
 
 import type { BlockDevice } from "../volume/block_device.ts";
@@ -13,6 +15,7 @@ import { isInvariantFailure } from "./errors.ts";
 import { type NbdSession, serveNbdConnection } from "./session.ts";
 import { SubSectorDevice } from "./sub_sector.ts";
 import { NbdCounters } from "./nbd_metrics.ts";
+import { StartTlsTransport, type TlsPolicy } from "./tls.ts";
 
 export { serveNbdConnection } from "./session.ts";
 export type { NbdSession, SessionOptions } from "./session.ts";
@@ -35,6 +38,8 @@ export interface NbdServerOptions {
   metrics?: MetricsRegistry;
   /** Listeners bound earlier with bindNbdListeners (so a busy address fails before any work); else bound here. */
   listeners?: NbdListeners;
+  /** TLS on the TCP listener (default off); the unix socket offers it when this is not off. */
+  tls?: TlsPolicy;
 }
 
 /** A listener could not be set up: the address is busy, not permitted, or the path is not a socket. */
@@ -182,7 +187,8 @@ class Server implements NbdServer {
     const name = encodeURIComponent(this.#options.exportName ?? "lsvd");
     const uris: string[] = [];
     if (this.socketPath !== undefined) uris.push(`nbd+unix:///${name}?socket=${this.socketPath}`);
-    if (this.tcp !== undefined) uris.push(`nbd://${this.tcp.hostname}:${this.tcp.port}/${name}`);
+    const scheme = (this.#options.tls?.mode ?? "off") === "off" ? "nbd" : "nbds";
+    if (this.tcp !== undefined) uris.push(`${scheme}://${this.tcp.hostname}:${this.tcp.port}/${name}`);
     return uris;
   }
 
@@ -232,11 +238,18 @@ class Server implements NbdServer {
   }
 
   #serve(conn: Deno.Conn): void {
-    if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-    const session = serveNbdConnection(conn, {
+    const tcp = conn.remoteAddr.transport === "tcp";
+    if (tcp) (conn as Deno.TcpConn).setNoDelay(true);
+    const tls = this.#options.tls;
+    // Without TLS the session reads the Deno.Conn itself: the plaintext path has no extra layer.
+    const startTls = tls === undefined || tls.mode === "off"
+      ? undefined
+      : new StartTlsTransport(conn, { mode: tcp ? tls.mode : "on", credentials: tls.credentials });
+    const session = serveNbdConnection(startTls ?? conn, {
       ...this.#options,
       log: this.#log,
       peer: describePeer(conn.remoteAddr),
+      startTls,
     });
     this.#sessions.add(session);
     this.#accepted++;

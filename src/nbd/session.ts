@@ -15,6 +15,7 @@ import { REQUEST_HEADER_BYTES } from "./protocol.ts";
 import { closeQuietly, type NbdTransport } from "./transport.ts";
 import { SubSectorDevice } from "./sub_sector.ts";
 import type { NbdCounters } from "./nbd_metrics.ts";
+import type { StartTlsTransport } from "./tls.ts";
 
 export const DEFAULT_EXPORT_NAME = "lsvd";
 export const DEFAULT_LIMITS: Readonly<ConnectionLimits> = {
@@ -39,6 +40,8 @@ export interface SessionOptions {
   counters?: NbdCounters;
   /** Names the peer in log lines, e.g. a socket address. */
   peer?: string;
+  /** The transport itself when the server offers TLS on it (handshake.ts answers STARTTLS then). */
+  startTls?: StartTlsTransport | undefined;
 }
 
 export interface NbdSession {
@@ -129,6 +132,7 @@ async function handshake(
       exportName: options.exportName ?? DEFAULT_EXPORT_NAME,
       description: options.description,
       payloadBytesMax: { ...DEFAULT_LIMITS, ...options.limits }.payloadBytesMax,
+      startTls: options.startTls,
     });
     if (result.kind === "transmission") return result.negotiated;
     if (result.violation) {

@@ -15,7 +15,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
 import { MeteredStore } from "../store/metered.ts";
 import { requireConditionalWrites } from "../store/conditional_probe.ts";
-import { describeLease, type LeaseMode, readLease } from "../log/lease.ts";
+import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Volume } from "../volume/volume.ts";
@@ -245,6 +245,12 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       group: "durability",
       help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
     },
+    "abandon-journal": {
+      type: "boolean",
+      group: "durability",
+      help: "Start although the volume's lease names a write-back journal this start does not use (another " +
+        "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",
+    },
     "puts-per-second": {
       type: "string",
       group: "tuning",
@@ -302,6 +308,7 @@ export interface ServeConfig {
   flushPolicy: FlushPolicy;
   commitsPerSecondMax: number | undefined;
   journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
+  abandonJournal: boolean;
 }
 
 export function buildServeConfig(options: Options): ServeConfig {
@@ -323,6 +330,11 @@ export function buildServeConfig(options: Options): ServeConfig {
   }
   if (str("device") !== undefined && str("fuse") !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");
+  }
+  if (options.flag("abandon-journal") && options.flag("read-only")) {
+    throw new UsageError(
+      "Invalid options: --abandon-journal is for a start that writes; not with --read-only",
+    );
   }
   if (options.flag("takeover") && options.flag("standby")) {
     throw new UsageError("Invalid options: give either --takeover or --standby, not both");
@@ -365,6 +377,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     flushPolicy: parseFlushPolicy(str("flush-policy")!, options.source("flush-policy")),
     commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
     journal: journalConfig(options),
+    abandonJournal: options.flag("abandon-journal"),
   };
 }
 
@@ -418,13 +431,22 @@ function listenMetrics(
   }
 }
 
-/** The one line a fenced daemon exits with names the new holder, however it learned of it. */
-async function namingHolder(store: ObjectStore, config: ServeConfig, fenced: Error): Promise<Error> {
+/**
+ * The one line a fenced daemon exits with names the new holder, however it learned of it (or says
+ * its lease was broken, when the lease still names this daemon).
+ */
+async function namingHolder(
+  store: ObjectStore,
+  config: ServeConfig,
+  fenced: Error,
+  volume: Volume,
+): Promise<Error> {
   const now = await readLease(store, config.prefix).catch(() => undefined);
-  if (now === undefined) return fenced;
+  const ours = volume.leaseHolder;
+  if (now === undefined || ours === undefined) return fenced;
   return new LsvdError(
     "fenced",
-    `Cannot keep writing the volume: the volume was taken over by ${describeLease(now.lease)}`,
+    `Cannot keep writing the volume: ${lostReason(now.lease, ours, Date.now())}`,
     { cause: fenced },
   );
 }
@@ -540,6 +562,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         flushPolicy: config.flushPolicy,
         retentionMs: config.retentionMs,
         gcIntervalMs: config.gcIntervalMs,
+        abandonJournal: config.abandonJournal,
         ...(config.commitsPerSecondMax === undefined
           ? {}
           : { commitsPerSecondMax: config.commitsPerSecondMax }),
@@ -615,12 +638,23 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     else volume.abandon();
   }
   if (fenced !== undefined) {
-    const error = withJournal(await namingHolder(store, config, fenced), volume);
+    const error = withJournal(await namingHolder(store, config, fenced, volume), volume);
     await store.close(); // the NBD listeners went with server.stop()
     await bound.metricsServer?.close();
     throw error;
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
+    await bound.metricsServer?.close();
+    if (volume.allStored) {
+      // Only the checkpoint or the lease release was left: both just save the next start work.
+      log(
+        `Shutdown deadline of ${
+          config.shutdownTimeoutMs! / 1000
+        } s passed after every write was stored: stopped before the shutdown checkpoint and the lease release ` +
+          "finished (they only save the next start work; it may read more of the log and fence this daemon first).",
+      );
+      return 0;
+    }
     const left = volume.unflushed;
     const journal = volume.journalPending;
     const fate = journal === undefined
@@ -631,7 +665,6 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         config.shutdownTimeoutMs! / 1000
       } s passed: ${left.bytes} bytes in ${left.objects} objects from object ${left.firstSequence} on were not stored and ${fate}.`,
     );
-    await bound.metricsServer?.close();
     return 1;
   }
   await store.close();

@@ -2,14 +2,20 @@
  * @module
  * What `lsvd serve` does after the NBD server is listening: connect the kernel to /dev/nbdN (then
  * format/grow/mount it), or expose the volume as a file through nbdfuse; and the reverse, in order,
- * on shutdown: unmount, disconnect the kernel or stop nbdfuse. Failures here are the user's
- * environment (no nbd module, no mkfs.ext4, a busy mount point) and become AttachError lines.
+ * on shutdown: give back what lsvd holds (its mounts of /dev/nbdN, once idle), say what else still
+ * uses the volume (holders.ts) so serve can wait for it, then unmount, disconnect the kernel or
+ * stop nbdfuse. Failures here are the user's environment (no nbd module, no mkfs.ext4, a busy
+ * mount point) and become AttachError lines.
  */
 
 import type { Logger } from "../util/log.ts";
 import { attachKernelDevice, checkKernelNbdSupport, type KernelAttachment } from "./kernel_device.ts";
-import { mountDevice, unmountDevice } from "./filesystem.ts";
+import { mountDevice, unmountDevice, unmountIdle } from "./filesystem.ts";
 import { type FuseExport, splitFusePath, startFuseExport } from "./fuse.ts";
+import { findHolders, type Holder } from "./holders.ts";
+
+/** Bound on syncing the filesystems still on the volume before a forced stop. */
+const FORCED_SYNC_TIMEOUT_MS = 30_000;
 
 export class AttachError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -29,6 +35,16 @@ export interface AttachOptions {
 }
 
 export interface Attachment {
+  /**
+   * Gives back what lsvd holds itself (every mount of /dev/nbdN that a plain umount can take down)
+   * and returns what else still uses the volume: [] when detach() loses nothing.
+   */
+  release(): Promise<Holder[]>;
+  /**
+   * Before a stop forced while holders remain: syncs their filesystems (bounded) while the volume
+   * is still served, so only what is written after that is lost.
+   */
+  forceRelease(holders: Holder[]): Promise<void>;
   /** Unmounts, then disconnects; never throws (it logs), so shutdown always goes on to flush. */
   detach(): Promise<void>;
 }
@@ -54,6 +70,7 @@ export async function checkAttach(options: AttachOptions): Promise<void> {
   }
   if (fusePath !== undefined) {
     await wrap(() => splitFusePath(fusePath));
+    await wrap(() => checkFuseTools(fusePath));
     return;
   }
   await wrap(async () => {
@@ -61,6 +78,31 @@ export async function checkAttach(options: AttachOptions): Promise<void> {
     const info = await Deno.stat(devicePath!).catch(() => undefined);
     if (info === undefined) throw new Error(`Cannot connect ${devicePath}: no such device`);
   });
+}
+
+/** nbdfuse on PATH and the kernel's FUSE device: without either, --fuse cannot start. */
+async function checkFuseTools(fusePath: string): Promise<void> {
+  if (!(await onPath("nbdfuse"))) {
+    throw new Error(
+      `Cannot expose the volume at ${fusePath}: nbdfuse is not installed (apt-get install libnbd-bin)`,
+    );
+  }
+  if (!(await Deno.stat("/dev/fuse").then((i) => i.isCharDevice, () => false))) {
+    throw new Error(
+      `Cannot expose the volume at ${fusePath}: /dev/fuse is missing (modprobe fuse; in a container, ` +
+        "give it --device /dev/fuse --cap-add SYS_ADMIN)",
+    );
+  }
+}
+
+/** True when an executable file of this name is in a PATH directory (what spawning it will find). */
+async function onPath(command: string): Promise<boolean> {
+  for (const directory of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (directory === "") continue;
+    const info = await Deno.stat(`${directory}/${command}`).catch(() => undefined);
+    if (info?.isFile && ((info.mode ?? 0) & 0o111) !== 0) return true;
+  }
+  return false;
 }
 
 /** Attaches what the options ask for; undefined when they ask for nothing. */
@@ -82,7 +124,11 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       })
     );
     log(`The volume is the file ${fuse.filePath}.`);
-    return { detach: () => logFailure(log, "stop nbdfuse", () => fuse.stop()) };
+    return {
+      release: () => holdersOrNone(log, () => findHolders(fuse.filePath)),
+      forceRelease: (holders) => syncHolders(holders, log),
+      detach: () => logFailure(log, "stop nbdfuse", () => fuse.stop()),
+    };
   }
   const kernel: KernelAttachment = await wrap(() =>
     attachKernelDevice({ devicePath: devicePath!, socketPath, exportName: options.exportName, log })
@@ -98,7 +144,19 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       throw e;
     }
   }
+  let tried = false;
   return {
+    release: () =>
+      holdersOrNone(log, async () => {
+        // Every mount of the device, not only --mount's: a plain umount loses nothing.
+        const busy = await unmountIdle(devicePath!, tried ? undefined : log);
+        tried = true;
+        return await findHolders(devicePath!, { ownMounts: busy });
+      }),
+    async forceRelease(holders) {
+      await syncHolders(holders, log);
+      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log, attempts: 1 }));
+    },
     async detach() {
       await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log }));
       await logFailure(log, `disconnect ${devicePath}`, () => kernel.detach());
@@ -111,5 +169,43 @@ async function logFailure(log: Logger, action: string, fn: () => Promise<void>):
     await fn();
   } catch (e) {
     log(`Cannot ${action}: ${(e as Error).message}`);
+  }
+}
+
+/** What holds the volume; when that cannot be found out, nothing (the stop goes on as it would). */
+async function holdersOrNone(log: Logger, find: () => Promise<Holder[]>): Promise<Holder[]> {
+  try {
+    return await find();
+  } catch (e) {
+    if (e instanceof Error && e.name === "AssertionError") throw e;
+    log(`Cannot tell what still uses the volume: ${(e as Error).message}`);
+    return [];
+  }
+}
+
+/** `sync -f` on every filesystem the holders have on the volume, all together, bounded. */
+async function syncHolders(holders: Holder[], log: Logger): Promise<void> {
+  const paths = holders.flatMap((h) => h.syncPaths);
+  if (paths.length === 0) return;
+  log(`Syncing ${paths.join(", ")} before stopping.`);
+  let children: Deno.ChildProcess[];
+  try {
+    children = paths.map((path) =>
+      new Deno.Command("sync", { args: ["-f", path], stdin: "null", stdout: "null", stderr: "null" }).spawn()
+    );
+  } catch (e) {
+    log(`Cannot sync ${paths.join(", ")}: ${(e as Error).message}; stopping anyway.`);
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<"expired">((resolve) =>
+    timer = setTimeout(() => resolve("expired"), FORCED_SYNC_TIMEOUT_MS)
+  );
+  const outcome = await Promise.race([Promise.all(children.map((c) => c.status)), expired]);
+  clearTimeout(timer);
+  if (outcome === "expired") {
+    log(`Cannot sync within ${FORCED_SYNC_TIMEOUT_MS / 1000} s; stopping anyway.`);
+  } else if (outcome.some((status) => !status.success)) {
+    log(`Cannot sync ${paths.filter((_, i) => !outcome[i]!.success).join(", ")}; stopping anyway.`);
   }
 }

@@ -1,8 +1,8 @@
 /**
  * @module
  * The filesystem on an attached device: make one when the device is empty, mount it, grow it when
- * the device grew, and on shutdown unmount everything mounted from the device (busy mounts are
- * retried, then lazily detached). Uses the system's mkfs.ext4, mount, umount and resize2fs.
+ * the device grew, and on shutdown unmount everything mounted from the device (a busy mount stays
+ * until it is idle, or is lazily detached when the stop is forced). Uses the system's mkfs.ext4, mount, umount and resize2fs.
  * Every command runs as a child process and is awaited, so the event loop keeps serving the device.
  */
 
@@ -168,6 +168,19 @@ export async function unmountDevice(devicePath: string, options: UnmountOptions)
   }
   // A lazily detached filesystem lives on while files are open; sync writes its dirty data now.
   if (lazy) await runTool("sync", [], "sync filesystems");
+}
+
+/**
+ * One plain umount of every mount of the device, never lazy (a busy filesystem stays mounted and
+ * keeps its data path): the mount points that are still mounted.
+ */
+export async function unmountIdle(devicePath: string, log?: Logger): Promise<string[]> {
+  const busy: string[] = [];
+  for (const mount of findMounts(devicePath)) {
+    log?.(`${devicePath} is mounted on ${mount.mountPoint}; unmounting.`);
+    if (!(await runCommand("umount", [mount.mountPoint])).success) busy.push(mount.mountPoint);
+  }
+  return busy;
 }
 
 async function unmountWithRetries(mountPoint: string, options: UnmountOptions): Promise<boolean> {

@@ -10,6 +10,8 @@ import type { Logger } from "../util/log.ts";
 
 /** Bound on waiting for the file to appear, and for nbdfuse to exit after unmount. */
 const FUSE_TIMEOUT_MS = 30_000;
+/** After a lazy unmount: how long nbdfuse gets before SIGTERM, and then before SIGKILL. */
+const BUSY_GRACE_MS = 2_000;
 const POLL_INTERVAL_MS = 50;
 
 export interface FuseExportOptions {
@@ -49,8 +51,15 @@ export async function startFuseExport(options: FuseExportOptions): Promise<FuseE
   ];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command("nbdfuse", { args, stdin: "null", stdout: "inherit", stderr: "inherit" })
-      .spawn();
+    // Its own session: Ctrl-C or a closed terminal reaches lsvd only, which decides when nbdfuse
+    // may stop (not while a loop device or mount still uses the file).
+    child = new Deno.Command("nbdfuse", {
+      args,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+      detached: true,
+    }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new Error(
@@ -81,7 +90,11 @@ export async function splitFusePath(path: string): Promise<{ mountPoint: string;
   const info = await Deno.stat(path).catch(() => undefined);
   if (info?.isDirectory) return { mountPoint: path, filePath: `${path.replace(/\/+$/, "")}/nbd` };
   const slash = path.lastIndexOf("/");
-  const mountPoint = slash > 0 ? path.slice(0, slash) : ".";
+  if (slash < 0) {
+    // nbdfuse takes DIR or DIR/FILE; a bare name that is no directory is neither.
+    throw new Error(`Cannot expose the volume at ${path}: no such directory (create it, or give DIR/FILE)`);
+  }
+  const mountPoint = slash > 0 ? path.slice(0, slash) : "/";
   const dir = await Deno.stat(mountPoint).catch(() => undefined);
   if (!dir?.isDirectory) {
     throw new Error(`Cannot expose the volume at ${path}: ${mountPoint} is not a directory`);
@@ -104,20 +117,31 @@ async function waitForFile(filePath: string, exited: Promise<Deno.CommandStatus>
   }
 }
 
-/** fusermount3 -u (lazy if busy), then a bounded wait for nbdfuse, then SIGKILL. */
+/**
+ * fusermount3 -u, and a bounded wait for nbdfuse to exit. A busy mount (what still holds the file
+ * was already waited for, so this is a stop forced past it, or only a shell's cwd) is detached
+ * lazily; nbdfuse would then wait for the last user, so it is asked to stop (SIGTERM) after a
+ * short grace. SIGKILL ends any wait.
+ */
 async function stopChild(child: Deno.ChildProcess, mountPoint: string): Promise<void> {
-  const unmount = await fusermount(["-u", mountPoint]);
-  if (!unmount) await fusermount(["-u", "-z", mountPoint]);
+  if (await fusermount(["-u", mountPoint])) {
+    if (await exitsWithin(child, FUSE_TIMEOUT_MS)) return;
+  } else {
+    await fusermount(["-u", "-z", mountPoint]);
+    if (await exitsWithin(child, BUSY_GRACE_MS)) return;
+    child.kill("SIGTERM");
+    if (await exitsWithin(child, BUSY_GRACE_MS)) return;
+  }
+  child.kill("SIGKILL");
+  await child.status;
+}
+
+async function exitsWithin(child: Deno.ChildProcess, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) =>
-    timer = setTimeout(() => resolve("timeout"), FUSE_TIMEOUT_MS)
-  );
+  const timeout = new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), ms));
   const outcome = await Promise.race([child.status, timeout]);
   clearTimeout(timer);
-  if (outcome === "timeout") {
-    child.kill("SIGKILL");
-    await child.status;
-  }
+  return outcome !== "timeout";
 }
 
 async function fusermount(args: string[]): Promise<boolean> {

@@ -1,11 +1,12 @@
 /**
  * @module
  * startFuseExport() against nbdkit: the file appears with the export's size, bytes written through
- * it reach the server, stop() unmounts and nbdfuse exits; a missing nbdfuse is one clear line.
+ * it reach the server, stop() unmounts and nbdfuse exits; a missing nbdfuse is one clear line;
+ * the --fuse path is DIR or DIR/FILE, and anything else is refused before nbdfuse runs.
  */
 
 import assert from "node:assert/strict";
-import { nbdUnixUri, startFuseExport } from "./fuse.ts";
+import { nbdUnixUri, splitFusePath, startFuseExport } from "./fuse.ts";
 
 const has = (tool: string) =>
   new Deno.Command("sh", { args: ["-c", `command -v ${tool}`] }).outputSync().success;
@@ -18,6 +19,21 @@ const canFuse = has("nbdfuse") && has("nbdkit") && has("fusermount3") &&
       return false;
     }
   })();
+
+Deno.test("splitFusePath() takes DIR or DIR/FILE and refuses a bare name that is no directory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lsvd-fuse-path-" });
+  try {
+    assert.deepEqual(await splitFusePath(dir), { mountPoint: dir, filePath: `${dir}/nbd` });
+    assert.deepEqual(await splitFusePath(`${dir}/disk`), { mountPoint: dir, filePath: `${dir}/disk` });
+    await assert.rejects(splitFusePath(`${dir}/missing/disk`), /is not a directory/);
+    await assert.rejects(
+      splitFusePath("no-such-dir-here"),
+      /^Error: Cannot expose the volume at no-such-dir-here: no such directory \(create it, or give DIR\/FILE\)$/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("nbdUnixUri() encodes the export name and the socket path", () => {
   assert.equal(nbdUnixUri("lsvd", "/tmp/a b.sock"), "nbd+unix:///lsvd?socket=%2Ftmp%2Fa%20b.sock");

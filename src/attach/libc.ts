@@ -27,7 +27,12 @@ export const SOCK_STREAM = 1;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0o2000000;
 export const NETLINK_GENERIC = 16;
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
 export const O_RDWR = 2;
+/** On a block device without O_CREAT: fails with EBUSY while it is mounted or otherwise held. */
+export const O_EXCL = 0o200;
+export const EBUSY = 16;
 export const O_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
@@ -45,10 +50,15 @@ export class Libc {
     return this.#lib.symbols;
   }
 
+  /** The calling thread's errno: meaningful right after a failed synchronous call. */
+  lastErrno(): number {
+    const location = this.#lib.symbols.__errno_location();
+    return location ? new Deno.UnsafePointerView(location).getInt32() : 0;
+  }
+
   /** The calling thread's errno as text: meaningful right after a failed synchronous call. */
   lastError(): string {
-    const location = this.#lib.symbols.__errno_location();
-    const errno = location ? new Deno.UnsafePointerView(location).getInt32() : 0;
+    const errno = this.lastErrno();
     const message = this.#lib.symbols.strerror(errno);
     return message ? Deno.UnsafePointerView.getCString(message) : `errno ${errno}`;
   }

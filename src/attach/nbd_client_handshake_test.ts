@@ -23,15 +23,18 @@ const hasNbdkit = new Deno.Command("sh", { args: ["-c", "command -v nbdkit"] }).
 async function withNbdkit(args: string[], body: (socketPath: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "lsvd-handshake-" });
   const socketPath = `${dir}/nbd.sock`;
+  // nbdkit writes its pid file only once the socket listens; the socket file exists from bind() on,
+  // and a connect() between bind and listen is refused (seen on a loaded machine).
+  const pidPath = `${dir}/nbdkit.pid`;
   const child = new Deno.Command("nbdkit", {
-    args: ["--foreground", "--exit-with-parent", "-U", socketPath, ...args],
+    args: ["--foreground", "--exit-with-parent", "-P", pidPath, "-U", socketPath, ...args],
     stdout: "null",
     stderr: "null",
   }).spawn();
   try {
     const deadline = Date.now() + 10_000;
-    while (!(await Deno.stat(socketPath).then(() => true, () => false))) {
-      assert.ok(Date.now() < deadline, "nbdkit did not create its socket in 10 s");
+    while (!(await Deno.stat(pidPath).then(() => true, () => false))) {
+      assert.ok(Date.now() < deadline, "nbdkit did not listen on its socket in 10 s");
       await new Promise((r) => setTimeout(r, 20));
     }
     await body(socketPath);

@@ -6,7 +6,7 @@
  * kernel's "nbd" family; see netlink(7) and genetlink.
  */
 
-import assert from "node:assert";
+import { assert } from "../util/assert.ts";
 import { AF_NETLINK, type Libc, NETLINK_GENERIC, SOCK_CLOEXEC, SOCK_RAW } from "./libc.ts";
 
 /** An attribute: raw payload, or nested attributes. */

@@ -8,12 +8,13 @@
 
 import { gcCommand } from "./gc.ts";
 import { snapshotCommand } from "./snapshot.ts";
-import { AssertionError } from "node:assert";
+import { AssertionError } from "../util/assert.ts";
 import { StoreError } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { ListenError } from "../nbd/server.ts";
 import { AttachError } from "../attach/attach.ts";
 import { UsageError } from "./options.ts";
+import { printError } from "../util/log.ts";
 import { licensesCommand } from "./licenses.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
@@ -117,7 +118,7 @@ export async function runCli(args: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof AssertionError) throw e;
     if (isUserError(e)) {
-      console.error(`lsvd: ${(e as Error).message}`);
+      printError((e as Error).message);
       return 1;
     }
     throw e;
@@ -126,6 +127,13 @@ export async function runCli(args: string[]): Promise<number> {
 
 function dispatch(command: string, args: string[]): Promise<number> | number {
   const entry = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (entry === undefined && /(^|\/)lsvd$/.test(command)) {
+    // `docker run IMAGE /.fly/lsvd serve`: the image's entrypoint is lsvd already.
+    throw new UsageError(
+      `Unknown command "${command}": this is lsvd already (the container image's entrypoint); ` +
+        `give the command alone, as in 'docker run ... lsvd ${args[0] ?? "--help"}'`,
+    );
+  }
   if (entry === undefined) throw new UsageError(`Unknown command "${command}"; run 'lsvd --help'`);
   return entry.run(args);
 }

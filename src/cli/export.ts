@@ -6,29 +6,36 @@
  *
  * To a FILE the image is sparse: the file is sized with ftruncate and only mapped sectors are
  * written, each at its offset (pwrite), in whatever order the GETs finish; never-written and
- * trimmed ranges stay holes. An existing FILE is refused unless --force; a failed export removes
- * what it wrote. To `-` the image streams to standard output in disk order, window by window
- * (holes as zeros), with the same GETs in flight.
+ * trimmed ranges stay holes. An existing FILE is refused unless --force, and then replaced only once
+ * the new image is complete. To `-`, a block device or a pipe the image goes in disk order, window
+ * by window (holes as zeros), with the same GETs in flight. What export may write to, and what a
+ * failure (or SIGINT/SIGTERM) removes — only what export created — is export_target.ts.
  */
 
-import { open } from "node:fs/promises";
-import type { FileHandle } from "node:fs/promises";
 import { type LoadedLog, loadLog } from "../log/load.ts";
-import { parsePoint, type ResolvedPoint, resolvePoint } from "../log/point.ts";
-import { holdPin } from "../log/snapshots.ts";
+import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
+import { type HeldPin, holdPin } from "../log/snapshots.ts";
 import type { StoreSelection } from "./store_options.ts";
 import { planReads } from "../log/read_plan.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { Gate, ObjectReader } from "./export_reader.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
-import type { LogState } from "../log/log_state.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded, readInOrder } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { parseInteger, UsageError } from "./options.ts";
-import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
+import { type ExportTarget, openExportTarget, PipeClosed } from "./export_target.ts";
+import {
+  Interrupted,
+  interruptible,
+  listVolume,
+  parseTool,
+  TOOL_LOAD_CONCURRENCY,
+  toolRetry,
+  unlessStopped,
+  where,
+} from "./tool_support.ts";
 
 const OPTIONS = {
   at: {
@@ -41,15 +48,20 @@ const OPTIONS = {
     help: "Export the disk as snapshot NAME kept it",
     placeholder: "NAME",
   },
-  force: { type: "boolean" as const, help: "Overwrite FILE if it exists" },
+  force: {
+    type: "boolean" as const,
+    help: "Replace FILE if it exists (once the new image is complete), or write onto a device",
+  },
   parallel: { type: "string" as const, help: "GETs in flight at once", default: "32", placeholder: "N" },
 };
 
 const SUMMARY =
   "Writes the disk as a raw image to FILE (sparse: never-written ranges are holes) or, with -,\n" +
-  "to standard output. POINT is an object number or an RFC 3339 time (the newest object sealed at or\n" +
-  "before it), or a snapshot name. Reads the bucket directly; changes nothing there but a\n" +
-  "short-lived pin key that keeps garbage collection off what the export reads.";
+  "to standard output. With --force, FILE may also be a block device (written in place, holes as\n" +
+  "zeros; refused while mounted or when smaller than the volume) or a pipe. POINT is an object\n" +
+  "number or an RFC 3339 time (the newest object sealed at or before it), or a snapshot name.\n" +
+  "Reads the bucket directly; changes nothing there but a short-lived pin key that keeps garbage\n" +
+  "collection off what the export reads.";
 
 /** Pieces of one object this close share a GET. */
 const GAP_BYTES_MAX = 256 * 1024;
@@ -65,8 +77,8 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
     options: OPTIONS,
   });
   if (parsed.help) return 0;
-  const [target, extra] = parsed.positionals;
-  if (target === undefined) throw new UsageError("Missing FILE: give a file name, or - for standard output");
+  const [path, extra] = parsed.positionals;
+  if (path === undefined) throw new UsageError("Missing FILE: give a file name, or - for standard output");
   if (extra !== undefined) throw new UsageError(`Unexpected argument "${extra}"`);
   const force = parsed.values.force === true;
   const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
@@ -78,13 +90,56 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
     : at === undefined
     ? undefined
     : parsePoint(at, "--at");
-  if (target !== "-" && !force) await refuseExisting(target);
+  // Before the store: a target export cannot write costs no download, and is refused in one line.
+  const target = await openExportTarget(path, force);
+  const held: { pin?: HeldPin | undefined } = {};
+  try {
+    const exported = await interruptible(
+      log,
+      (stopped) => unlessStopped(exportVolume({ ...parsed, point, parallel, target, held, log }), stopped),
+    );
+    await target.finish();
+    log(
+      `Exported ${exported.sizeBytes} bytes (${exported.mappedBytes} bytes of data) to ${target.name}.`,
+    );
+    return 0;
+  } catch (e) {
+    await target.abort();
+    if (e instanceof PipeClosed) return PIPE_CLOSED_STATUS; // the reader has what it wanted: say nothing
+    if (e instanceof Interrupted) {
+      log(
+        `Export ${e.message}; ${
+          target.sparse ? `${target.name} was not written` : "the image is incomplete"
+        }.`,
+      );
+      return e.exitCode;
+    }
+    throw e;
+  } finally {
+    await held.pin?.release();
+  }
+}
+
+/** What a shell shows for a writer killed by SIGPIPE, as cat or dd into `| head`. */
+const PIPE_CLOSED_STATUS = 141;
+
+async function exportVolume(
+  o: {
+    selection: StoreSelection;
+    point: Point | undefined;
+    parallel: number;
+    target: ExportTarget;
+    held: { pin?: HeldPin | undefined };
+    log: Logger;
+  },
+): Promise<{ sizeBytes: number; mappedBytes: number }> {
+  const { log } = o;
   const retry = toolRetry(log);
-  const { store } = parsed.selection;
-  let state = await listVolume(parsed.selection, retry, { mustExist: true });
-  const resolved = point === undefined ? undefined : await resolvePoint(store, state, point, retry);
+  const { store } = o.selection;
+  let state = await listVolume(o.selection, retry, { mustExist: true });
+  const resolved = o.point === undefined ? undefined : await resolvePoint(store, state, o.point, retry);
   // A pin keeps garbage collection from moving what this export reads (released at the end).
-  const pin = await holdPin(store, parsed.selection.prefix, resolved?.sequence ?? state.endSequence, {
+  o.held.pin = await holdPin(store, o.selection.prefix, resolved?.sequence ?? state.endSequence, {
     clock: systemClock,
     retry,
     purpose: "export",
@@ -93,38 +148,7 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
     log(`Exporting without a pin (garbage collection may race this export): ${(e as Error).message}.`);
     return undefined;
   });
-  try {
-    state = await listVolume(parsed.selection, retry, { mustExist: true });
-    return await exportPinned({
-      target,
-      force,
-      parallel,
-      state,
-      resolved,
-      retry,
-      log,
-      selection: parsed.selection,
-    });
-  } finally {
-    await pin?.release();
-  }
-}
-
-async function exportPinned(
-  o: {
-    target: string;
-    force: boolean;
-    parallel: number;
-    state: LogState;
-    resolved: ResolvedPoint | undefined;
-    retry: RetryPolicy;
-    log: Logger;
-    selection: StoreSelection;
-  },
-): Promise<number> {
-  const { target, force, parallel, state, resolved, retry, log } = o;
-  const parsed = { selection: o.selection };
-  const { store } = o.selection;
+  state = await listVolume(o.selection, retry, { mustExist: true });
   const loaded = await loadLog(store, state, {
     concurrency: TOOL_LOAD_CONCURRENCY,
     retry,
@@ -134,11 +158,13 @@ async function exportPinned(
   if (loaded.lastSequence === 0 || loaded.volumeSizeBytes === undefined) {
     throw new LsvdError(
       "invalid",
-      `Cannot export: the volume ${where(parsed.selection)} has no recorded size`,
+      `Cannot export: the volume ${where(o.selection)} has no recorded size`,
     );
   }
+  const sizeBytes = loaded.volumeSizeBytes;
+  await o.target.prepare(sizeBytes, log);
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
-  log(`Exporting ${loaded.volumeSizeBytes} bytes as of ${what} ${where(parsed.selection)}.`);
+  log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
   const reader = new ObjectReader(store, state, retry);
   const mappedBytes = mappedBytesOf(loaded);
   const progress = new Progress({
@@ -149,25 +175,13 @@ async function exportPinned(
     log,
     terminal: stderrTerminal(),
   });
-  if (target === "-") await exportToStdout(loaded, reader, parallel, progress);
-  else await exportToFile(target, force, loaded, reader, parallel, progress);
-  progress.finish();
-  log(
-    `Exported ${loaded.volumeSizeBytes} bytes (${mappedBytes} bytes of data) to ${
-      target === "-" ? "standard output" : target
-    }.`,
-  );
-  return 0;
-}
-
-async function refuseExisting(path: string): Promise<void> {
   try {
-    await Deno.lstat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return;
-    throw e;
+    if (o.target.sparse) await exportSparse(o.target, loaded, reader, o.parallel, progress);
+    else await exportInOrder(o.target, loaded, reader, o.parallel, progress);
+  } finally {
+    progress.finish();
   }
-  throw new UsageError(`Cannot export to ${path}: the file exists; give --force to overwrite it`);
+  return { sizeBytes, mappedBytes };
 }
 
 function mappedBytesOf(loaded: LoadedLog): number {
@@ -176,68 +190,37 @@ function mappedBytesOf(loaded: LoadedLog): number {
   return sectors * SECTOR_BYTES;
 }
 
-async function exportToFile(
-  path: string,
-  force: boolean,
+/** Mapped data only, each piece at its offset, in whatever order the GETs finish. */
+async function exportSparse(
+  target: ExportTarget,
   loaded: LoadedLog,
   reader: ObjectReader,
   parallel: number,
   progress: Progress,
 ): Promise<void> {
   const sizeBytes = loaded.volumeSizeBytes!;
-  let file: FileHandle;
-  try {
-    file = await open(path, force ? "w" : "wx", 0o644);
-  } catch (e) {
-    if ((e as { code?: string }).code === "EEXIST") {
-      throw new UsageError(`Cannot export to ${path}: the file exists; give --force to overwrite it`);
-    }
-    throw new UsageError(`Cannot export to ${path}: ${(e as Error).message}`);
-  }
   let done = 0;
-  try {
-    await file.truncate(sizeBytes);
-    const gets = planReads(loaded.map, 0, sizeBytes / SECTOR_BYTES, {
-      gapBytesMax: GAP_BYTES_MAX,
-      getBytesMax: GET_BYTES_MAX,
-    });
-    await forEachBounded(gets, parallel, async (get) => {
-      const body = await reader.read(get);
-      for (const p of get.pieces) {
-        const bytes = p.lengthSectors * SECTOR_BYTES;
-        await writeAll(
-          file,
-          body.subarray(p.bodyOffsetBytes, p.bodyOffsetBytes + bytes),
-          p.diskSector * SECTOR_BYTES,
-        );
-        done += bytes;
-      }
-      progress.update(done);
-    });
-    // No fsync, as cp and dd: the image is complete in the page cache when export exits (run
-    // `sync` before relying on it surviving a power cut); syncing a large image here cost as much
-    // time as fetching it.
-    await file.close();
-  } catch (e) {
-    await file.close().catch(() => {});
-    await Deno.remove(path).catch(() => {}); // a partial image must not pass for an export
-    throw e;
-  }
+  const gets = planReads(loaded.map, 0, sizeBytes / SECTOR_BYTES, {
+    gapBytesMax: GAP_BYTES_MAX,
+    getBytesMax: GET_BYTES_MAX,
+  });
+  await forEachBounded(gets, parallel, async (get) => {
+    const body = await reader.read(get);
+    for (const p of get.pieces) {
+      const bytes = p.lengthSectors * SECTOR_BYTES;
+      await target.writeAt(
+        body.subarray(p.bodyOffsetBytes, p.bodyOffsetBytes + bytes),
+        p.diskSector * SECTOR_BYTES,
+      );
+      done += bytes;
+    }
+    progress.update(done);
+  });
 }
 
-async function writeAll(file: FileHandle, bytes: Uint8Array, positionBytes: number): Promise<void> {
-  for (let written = 0; written < bytes.length;) {
-    const { bytesWritten } = await file.write(
-      bytes,
-      written,
-      bytes.length - written,
-      positionBytes + written,
-    );
-    written += bytesWritten;
-  }
-}
-
-async function exportToStdout(
+/** Every byte in disk order, window by window (holes as zeros), with the same GETs in flight. */
+async function exportInOrder(
+  target: ExportTarget,
   loaded: LoadedLog,
   reader: ObjectReader,
   parallel: number,
@@ -247,33 +230,28 @@ async function exportToStdout(
   const windows: number[] = [];
   for (let at = 0; at < sizeBytes; at += WINDOW_BYTES) windows.push(at);
   const gate = new Gate(parallel);
-  const writer = Deno.stdout.writable.getWriter();
   let done = 0;
-  try {
-    await readInOrder(windows, Math.max(2, parallel), async (at) => {
-      const bytes = Math.min(WINDOW_BYTES, sizeBytes - at);
-      const window = new Uint8Array(bytes);
-      const gets = planReads(loaded.map, at / SECTOR_BYTES, bytes / SECTOR_BYTES, {
-        gapBytesMax: GAP_BYTES_MAX,
-        getBytesMax: GET_BYTES_MAX,
-      });
-      await Promise.all(gets.map(async (get) => {
-        const body = await gate.run(() => reader.read(get));
-        for (const p of get.pieces) {
-          const n = p.lengthSectors * SECTOR_BYTES;
-          window.set(
-            body.subarray(p.bodyOffsetBytes, p.bodyOffsetBytes + n),
-            p.diskSector * SECTOR_BYTES - at,
-          );
-          done += n;
-        }
-      }));
-      return window;
-    }, async (_at, window) => {
-      await writer.write(window);
-      progress.update(done);
+  await readInOrder(windows, Math.max(2, parallel), async (at) => {
+    const bytes = Math.min(WINDOW_BYTES, sizeBytes - at);
+    const window = new Uint8Array(bytes);
+    const gets = planReads(loaded.map, at / SECTOR_BYTES, bytes / SECTOR_BYTES, {
+      gapBytesMax: GAP_BYTES_MAX,
+      getBytesMax: GET_BYTES_MAX,
     });
-  } finally {
-    await writer.close().catch(() => {});
-  }
+    await Promise.all(gets.map(async (get) => {
+      const body = await gate.run(() => reader.read(get));
+      for (const p of get.pieces) {
+        const n = p.lengthSectors * SECTOR_BYTES;
+        window.set(
+          body.subarray(p.bodyOffsetBytes, p.bodyOffsetBytes + n),
+          p.diskSector * SECTOR_BYTES - at,
+        );
+        done += n;
+      }
+    }));
+    return window;
+  }, async (_at, window) => {
+    await target.writeNext(window);
+    progress.update(done);
+  });
 }

@@ -1,19 +1,24 @@
 /**
  * @module
- * `lsvd gc --dry-run [--retention DURATION]`: what garbage collection would reclaim now, computed
- * offline with the same planner the daemon runs (src/log/gc.ts) and without changing anything.
+ * `lsvd gc --dry-run [--retention DURATION] [--object-size SIZE]`: what the daemon's next
+ * garbage-collection pass would reclaim, gathered and planned by the same function the daemon's
+ * pass runs (src/log/gc_inputs.ts), without changing anything.
  * Collection itself runs only inside the daemon that holds the writer lease (`serve --gc-interval`):
  * deleting needs the writer's map, and only the lease holder may delete.
  */
 
-import { DEFAULT_GC_THRESHOLDS, planPass, type RetainedMap, retentionPoint } from "../log/gc.ts";
+import { DEFAULT_GC_THRESHOLDS, passThresholds } from "../log/gc.ts";
+import { type GcRound, planGcRound } from "../log/gc_inputs.ts";
 import { loadLog } from "../log/load.ts";
+import type { LogState } from "../log/log_state.ts";
 import { sealTimeOf } from "../log/point.ts";
-import { isStale, readSnapshots } from "../log/snapshots.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
+import type { RetryPolicy } from "../store/retry.ts";
+import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { parseDurationMs, UsageError } from "./options.ts";
+import { parseDurationMs, parseSize, UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
@@ -23,10 +28,17 @@ const OPTIONS = {
     help: "The retention window the daemon runs with (default 24h)",
     placeholder: "DURATION",
   },
+  "object-size": {
+    type: "string" as const,
+    help: "The --object-size the daemon runs with (small objects are packed relative to it)",
+    default: "4M",
+    placeholder: "SIZE",
+  },
 };
 
-const SUMMARY = "Says what garbage collection would reclaim now (objects deleted outright, live data\n" +
-  "copied, bytes freed). Collection itself runs inside 'lsvd serve' (--retention, --gc-interval).";
+const SUMMARY = "Says what the daemon's next garbage-collection pass would reclaim (objects deleted\n" +
+  "outright, live data copied, bytes freed): the same plan from the same inputs. Collection itself\n" +
+  "runs inside 'lsvd serve' (--retention, --gc-interval).";
 
 export async function gcCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {
@@ -46,44 +58,28 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
     (parsed.values.retention as string | undefined) ?? "24h",
     "--retention",
   );
+  const objectBytes = parseSize(parsed.values["object-size"] as string, "--object-size");
+  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes === 0) {
+    throw new UsageError(`Invalid --object-size: ${objectBytes} must be a positive multiple of 4096`);
+  }
   const retry = toolRetry(log);
   const { selection } = parsed;
-  const { store } = selection;
   const state = await listVolume(selection, retry, { mustExist: true });
-  const load = { concurrency: 32, retry, log };
-  const head = await loadLog(store, state, load);
-  const present = state.objects.slice(0, state.gapFreeCount);
-  const record = state.collectedRecord;
-  const cutoffMs = systemClock.wallMs() - retentionMs;
-  const pmin = Math.max(
-    await retentionPoint(present, cutoffMs, (o) => sealTimeOf(store, o, retry)),
-    record?.retainedFromSequence ?? 0,
-  );
+  const { head, round } = await dryRunRound(selection.store, state, {
+    retentionMs,
+    objectBytes,
+    wallNowMs: systemClock.wallMs(),
+    retry,
+    log,
+  });
+  const { present, pmin, plan, retained } = round;
   const bucketBytes = present.reduce((n, o) => n + o.sizeBytes, 0);
-  const liveBytes = [...head.map.liveObjects()].reduce((n, [, s]) => n + s * SECTOR_BYTES, 0);
+  const liveBytes = [...head.liveObjects()].reduce((n, [, s]) => n + s * SECTOR_BYTES, 0);
   console.log(`log objects ${present.length}, ${bucketBytes} bytes; live data ${liveBytes} bytes`);
   if (pmin === 0) {
     console.log(`nothing to reclaim: no object was sealed before the ${retentionMs} ms retention window`);
     return 0;
   }
-  const atPmin = pmin >= state.endSequence
-    ? head
-    : await loadLog(store, state, { ...load, atSequence: pmin });
-  const retained: RetainedMap[] = [{ sequence: pmin, map: atPmin.map }];
-  const points = (await readSnapshots(store, state, retry)).filter((s) => !isStale(s, systemClock.wallMs()));
-  for (const s of points.filter((p) => p.sequence < pmin)) {
-    const m = await loadLog(store, state, { ...load, atSequence: s.sequence, pinningOnly: true });
-    retained.push({ sequence: s.sequence, map: m.map });
-  }
-  const plan = planPass({
-    objects: present,
-    head: head.map,
-    retained,
-    retainedFrom: pmin,
-    keep: new Set([...state.checkpoints.map((c) => c.sequence), state.endSequence]),
-    movesAllowed: !points.some((s) => s.expiresMs !== undefined),
-    thresholds: { ...DEFAULT_GC_THRESHOLDS, passCopyBytesMax: Infinity, passDeletesMax: Infinity },
-  });
   const freed = plan.reduce((n, c) => n + c.object.sizeBytes, 0);
   const copied = plan.reduce((n, c) => n + c.liveSectors * SECTOR_BYTES, 0);
   const count = (why: string) => plan.filter((c) => c.why === why).length;
@@ -100,4 +96,35 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
   );
   log(`Dry run ${where(selection)}: nothing was changed.`);
   return 0;
+}
+
+/**
+ * The round the daemon's next pass would run on this bucket (src/log/gc_inputs.ts) with its default
+ * thresholds for objects of `objectBytes`, every map loaded afresh.
+ */
+export async function dryRunRound(
+  store: ObjectStore,
+  state: LogState,
+  o: { retentionMs: number; objectBytes: number; wallNowMs: number; retry: RetryPolicy; log: Logger },
+): Promise<{ head: ExtentMap; round: GcRound }> {
+  const load = { concurrency: 32, retry: o.retry, log: o.log };
+  const head = (await loadLog(store, state, load)).map;
+  const round = await planGcRound(store, state, {
+    head,
+    durableThrough: Infinity,
+    retentionMs: o.retentionMs,
+    wallNowMs: o.wallNowMs,
+    knownOldThrough: 0,
+    thresholds: passThresholds(DEFAULT_GC_THRESHOLDS, o.objectBytes),
+    retry: o.retry,
+    log: o.log,
+    sources: {
+      sealTimeOf: (x) => sealTimeOf(store, x, o.retry),
+      mapAt: async (pmin) =>
+        pmin >= state.endSequence ? head : (await loadLog(store, state, { ...load, atSequence: pmin })).map,
+      snapshotMap: async (s) =>
+        (await loadLog(store, state, { ...load, atSequence: s.sequence, pinningOnly: true })).map,
+    },
+  });
+  return { head, round };
 }

@@ -1,10 +1,12 @@
 /**
  * @module
  * `lsvd serve`: builds store → volume → NBD server (→ kernel device → filesystem), prints
- * `lsvd: Device is now operational.`, and on SIGTERM/SIGINT takes it all down in reverse order,
- * flushing every remaining write to the store before exiting 0. Everything that can fail locally
- * (options, the NBD and metrics addresses, the device) is checked before the store is touched, so
- * a start that cannot succeed leaves the bucket as it was.
+ * `lsvd: Device is now operational.`, and on SIGTERM/SIGINT/SIGHUP takes it all down in reverse
+ * order, flushing every remaining write to the store before exiting 0 — once nothing else uses the
+ * volume (a loop device, a mount, an open file: serve_lifecycle.ts waits, or a second signal
+ * forces the stop). Everything that can fail locally (options, the NBD and metrics addresses, the
+ * device) is checked before the store is touched, so a start that cannot succeed leaves the bucket
+ * as it was.
  */
 
 import { systemClock } from "../util/clock.ts";
@@ -18,15 +20,16 @@ import { requireConditionalWrites } from "../store/conditional_probe.ts";
 import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { Volume } from "../volume/volume.ts";
+import { refuseBeforeWriting, Volume } from "../volume/volume.ts";
 import { DirectoryJournalFiles } from "../volume/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
-import { closeWithin, ShutdownSignals } from "./serve_lifecycle.ts";
+import { closeWithin, ShutdownSignals, waitForRelease } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";
 import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
 import { parseDurationMs } from "./options.ts";
 import { bindNbdListeners, ListenError, type NbdListeners, startNbdServer } from "../nbd/server.ts";
 import { attachDevice, type Attachment, checkAttach } from "../attach/attach.ts";
+import { describeHolders, type Holder } from "../attach/holders.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/http.ts";
 import { registerDaemonMetrics } from "../metrics/daemon_metrics.ts";
@@ -157,8 +160,9 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     fuse: {
       type: "string",
       group: "kernel",
-      help: "Without kernel nbd: expose the volume as a file here via nbdfuse",
-      placeholder: "PATH",
+      help: "Without kernel nbd: expose the volume as a file through nbdfuse, at DIR/nbd or DIR/FILE " +
+        "(then losetup and mount it: README)",
+      placeholder: "DIR[/FILE]",
     },
     "object-size": {
       type: "string",
@@ -199,7 +203,8 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       type: "string",
       group: "serving",
       help:
-        "On SIGTERM, give up flushing after this many seconds and exit 1 naming what was lost (default: keep trying)",
+        "A stop ends within this many seconds: at most half waiting for the volume to be released, then " +
+        "flushing; exit 1 naming what was lost (default: keep trying)",
       placeholder: "SECONDS",
     },
     "verify-reads": {
@@ -263,7 +268,16 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
 const DEFAULT_DEVICE = "/dev/nbd0";
 
 const SUMMARY =
-  "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
+  "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM, SIGINT or\n" +
+  "SIGHUP (a closed terminal): then it flushes every write and exits 0.";
+
+/** How a stop goes, for --help. */
+const STOPPING_NOTE =
+  "Stopping: SIGTERM, SIGINT (Ctrl-C) and SIGHUP (a closed terminal or SSH session) all stop\n" +
+  "lsvd cleanly: unmount, disconnect, flush every write, release the lease, exit 0. While something\n" +
+  "still uses the volume (a loop device on the --fuse file or its mount, a busy mount of --device,\n" +
+  "a process with it open) lsvd keeps serving, says what holds it in one line, and stops by itself\n" +
+  "once it is released; a second signal stops anyway after syncing those filesystems, exit 1.";
 
 const EXAMPLES = [
   "lsvd serve --size 10G                                   # ./lsvd-data, ./lsvd.sock",
@@ -277,6 +291,8 @@ const EXAMPLES = [
 export interface ServeConfig {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
+  /** A bucket (its check only reads), not a local directory (whose check creates it). */
+  storeRemote: boolean;
   fencing: boolean;
   leaseMode: LeaseMode;
   leaseDurationMs: number;
@@ -285,6 +301,8 @@ export interface ServeConfig {
   /** Which store and prefix, for the start-up line. */
   storeLine: string;
   sizeBytes: number | undefined;
+  /** "--size" or the environment variable the size came from (named when it is refused). */
+  sizeSource: string;
   allowShrink: boolean;
   readOnly: boolean;
   /** --at or --snapshot: serve this past point (read-only). */
@@ -348,9 +366,11 @@ export function buildServeConfig(options: Options): ServeConfig {
       ? options.integer("shutdown-timeout", 1, 7 * 86400)! * 1000
       : undefined,
     store: selection.store,
+    storeRemote: selection.remote,
     prefix: selection.prefix,
     storeLine: selection.line,
     sizeBytes,
+    sizeSource: options.source("size"),
     allowShrink: options.flag("allow-shrink"),
     readOnly: options.flag("read-only"),
     at: servePoint(options),
@@ -474,6 +494,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
       specs,
       examples: EXAMPLES,
       notes: [
+        STOPPING_NOTE,
         `The tuning defaults above are computed for ${memory} of memory (the cgroup limit, else RAM).`,
         CREDENTIALS_NOTE,
       ],
@@ -532,11 +553,18 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   let opened: Volume | undefined;
   try {
     opened = await signals.race((async () => {
-      await store.check?.();
+      // Refusals a glance at the prefix settles come before the first write (the directory store's
+      // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
+      if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
+      await refuseBeforeWriting({ ...config, store }, toolRetry(log));
+      if (!config.storeRemote) await store.check?.();
       await probeStore(store, config.prefix, { readOnly: config.readOnly });
       const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
       const writes = !config.readOnly;
-      if (writes && config.fencing) await requireConditionalWrites(store, config.prefix);
+      // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
+      if (writes && config.fencing && config.storeRemote) {
+        await requireConditionalWrites(store, config.prefix);
+      }
       if (writes && !config.fencing) {
         log(
           "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
@@ -566,7 +594,9 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         ...(config.commitsPerSecondMax === undefined
           ? {}
           : { commitsPerSecondMax: config.commitsPerSecondMax }),
-        ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
+        ...(config.sizeBytes === undefined
+          ? {}
+          : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
         ...(atSequence === undefined ? {} : { atSequence }),
         ...(config.journal === undefined ? {} : {
           journal: {
@@ -622,6 +652,8 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let attachment: Attachment | undefined;
   let fenced: Error | undefined;
+  let forced: { holders: Holder[]; by: "signal" | "deadline" } | undefined;
+  let stopStartedMs = Date.now();
   try {
     attachment = await attachDevice({ ...config, log });
     signals.phase = "serving";
@@ -629,6 +661,23 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
     const lost = volume.whenFailed().then((e) => isLsvdError(e, "fenced") ? e : new Promise<never>(() => {}));
     fenced = await Promise.race([signals.received.then(() => undefined), lost]);
+    stopStartedMs = Date.now();
+    if (fenced === undefined && attachment !== undefined) {
+      // Never take the volume from under a filesystem: serve until it is released, or forced. A
+      // shutdown deadline leaves at least half of itself to the flush.
+      const outcome = await waitForRelease({
+        release: attachment.release,
+        signals,
+        failed: lost,
+        log,
+        ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
+      });
+      if (outcome.kind === "failed") fenced = outcome.error;
+      if (outcome.kind === "forced") {
+        forced = outcome;
+        await attachment.forceRelease(forced.holders);
+      }
+    }
   } finally {
     signals.phase = "stopping";
     await attachment?.detach();
@@ -643,7 +692,10 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     await bound.metricsServer?.close();
     throw error;
   }
-  if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
+  const flushDeadlineMs = config.shutdownTimeoutMs === undefined
+    ? undefined
+    : Math.max(0, stopStartedMs + config.shutdownTimeoutMs - Date.now());
+  if (!await closeWithin(volume.close(), flushDeadlineMs)) {
     await bound.metricsServer?.close();
     if (volume.allStored) {
       // Only the checkpoint or the lease release was left: both just save the next start work.
@@ -653,7 +705,9 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         } s passed after every write was stored: stopped before the shutdown checkpoint and the lease release ` +
           "finished (they only save the next start work; it may read more of the log and fence this daemon first).",
       );
-      return 0;
+      if (forced === undefined) return 0;
+      log(forcedLine(forced));
+      return 1;
     }
     const left = volume.unflushed;
     const journal = volume.journalPending;
@@ -669,8 +723,19 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   }
   await store.close();
   await bound.metricsServer?.close();
+  if (forced !== undefined) {
+    log(forcedLine(forced));
+    return 1;
+  }
   log("Device has shut down.");
   return 0;
+}
+
+/** The last line of a stop that took the volume from a holder still using it. */
+function forcedLine(forced: { holders: Holder[]; by: "signal" | "deadline" }): string {
+  return `Device has shut down while ${describeHolders(forced.holders).what} still used it (${
+    forced.by === "signal" ? "a second signal" : "the shutdown deadline"
+  } forced the stop): writes made there since its last sync are lost.`;
 }
 
 function servePoint(options: Options): Point | undefined {

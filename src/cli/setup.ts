@@ -4,8 +4,11 @@
  * another S3-compatible one), the keys, region or endpoint, bucket, prefix, size and an optional
  * mount point; proves the bucket works with the same probe `serve` runs at start (write, read
  * back, delete under the prefix); then writes one env file that systemd (EnvironmentFile=),
- * `docker run --env-file` and `fly secrets import` all read, and prints the `fly secrets set`
- * line. Every answer is also a flag, and --non-interactive never asks, for scripts.
+ * `docker run --env-file` and `fly secrets import` all read, and says how to use it. The secret
+ * key goes into that file (mode 0600) and nowhere else: never on the terminal or in a log. A size
+ * is written only for a new volume: an existing one has its size in the bucket, and a size in the
+ * env file would pin it (after a grow, serve would refuse to start with the old one).
+ * Every answer is also a flag, and --non-interactive never asks, for scripts.
  */
 
 import { resolve } from "node:path";
@@ -52,7 +55,7 @@ const SETUP_OPTIONS: OptionSpecs = {
   "secret-access-key": {
     type: "string",
     group: "store",
-    help: "S3 secret key",
+    help: "S3 secret key (a flag shows in ps; the variable does not)",
     env: ["AWS_SECRET_ACCESS_KEY"],
     placeholder: "SECRET",
   },
@@ -64,7 +67,7 @@ const SETUP_OPTIONS: OptionSpecs = {
   size: {
     type: "string",
     group: "volume",
-    help: "Volume size for the first start (bytes or K/M/G/T)",
+    help: "Volume size for the first start (bytes or K/M/G/T); not written for a volume that exists",
     env: ["FLY_LSVD_DEVICE_SIZE"],
     placeholder: "SIZE",
   },
@@ -82,9 +85,9 @@ const SETUP_OPTIONS: OptionSpecs = {
 
 const EXAMPLES = [
   "lsvd setup                                      # asks, checks the bucket, writes ./lsvd.env",
-  "lsvd setup --non-interactive --service tigris --bucket my-bucket --prefix vol1 --size 100G \\",
-  "  --access-key-id tid_... --secret-access-key tsec_... --env-file /etc/lsvd.env",
-  "systemd: EnvironmentFile=/etc/lsvd.env    docker: docker run --env-file lsvd.env ...",
+  "AWS_SECRET_ACCESS_KEY=tsec_... lsvd setup --non-interactive --service tigris --access-key-id tid_... \\",
+  "  --bucket my-bucket --prefix vol1 --size 100G --env-file /etc/lsvd.env",
+  "systemd: EnvironmentFile=/etc/lsvd.env    docker: docker run --env-file lsvd.env ... lsvd serve",
 ];
 
 /** Everything the env file records. */
@@ -97,7 +100,8 @@ interface Settings {
   pathStyle: boolean;
   bucket: string;
   prefix: string;
-  size: string;
+  /** Only for a new volume (an existing one's size is in the bucket). */
+  size: string | undefined;
   mount: string | undefined;
 }
 
@@ -106,7 +110,9 @@ export async function setupCommand(args: string[], log: Logger = stderrLogger): 
     console.log(helpText({
       command: "setup",
       summary: "Asks for (or takes as flags) where the volume lives, checks that the bucket works, and\n" +
-        "writes an env file for systemd, docker --env-file and Fly secrets.",
+        "writes an env file for systemd, docker --env-file and Fly secrets (mode 0600: it holds the secret\n" +
+        "key, which setup never prints). The size is written only for a new volume: an existing one keeps\n" +
+        "the size its bucket records (a size in the env file would pin it, and serve refuses to shrink).",
       specs: SETUP_OPTIONS,
       examples: EXAMPLES,
       notes: [CREDENTIALS_NOTE],
@@ -118,33 +124,41 @@ export async function setupCommand(args: string[], log: Logger = stderrLogger): 
   if (!options.flag("force") && await exists(envFile)) {
     throw new UsageError(`Cannot write ${envFile}: it exists (give --force to replace it)`);
   }
+  const givenSize = options.string("size");
+  const sizeProblem = givenSize === undefined ? undefined : checkSize(givenSize);
+  if (sizeProblem !== undefined) throw new UsageError(`Invalid ${options.source("size")}: ${sizeProblem}`);
   const interactive = !options.flag("non-interactive") && Deno.stdin.isTerminal();
   const prompter = interactive ? new Prompter() : undefined;
   let settings: Settings;
   try {
-    settings = await gather(options, prompter);
+    const ask = asker(options, prompter);
+    const store = await gatherStore(options, prompter, ask);
+    const recorded = await checkBucket(store, log);
+    settings = { ...store, ...await gatherVolume(options, ask, recorded, log) };
   } finally {
     prompter?.close();
   }
-  await checkBucket(settings, log);
+  for (const [name, value] of Object.entries(envEntries(settings))) checkEnvValue(name, value);
   await Deno.writeTextFile(envFile, envFileText(settings), { mode: 0o600 });
   await Deno.chmod(envFile, 0o600);
-  console.log(usageText(envFile, settings));
+  console.log(usageText(envFile));
   return 0;
 }
 
+type Ask = (
+  name: string,
+  question: string,
+  extra?: {
+    default?: string;
+    secret?: boolean;
+    check?: (a: string) => string | undefined;
+    optional?: boolean;
+  },
+) => Promise<string | undefined>;
+
 /** Each answer from its flag or variable, else asked (interactive), else a one-line error. */
-async function gather(options: Options, prompter: Prompter | undefined): Promise<Settings> {
-  const get = async (
-    name: string,
-    question: string,
-    extra: {
-      default?: string;
-      secret?: boolean;
-      check?: (a: string) => string | undefined;
-      optional?: boolean;
-    } = {},
-  ): Promise<string | undefined> => {
+function asker(options: Options, prompter: Prompter | undefined): Ask {
+  return async (name, question, extra = {}) => {
     const given = options.string(name);
     if (given !== undefined) {
       const problem = extra.check?.(given);
@@ -161,6 +175,16 @@ async function gather(options: Options, prompter: Prompter | undefined): Promise
     });
     return answer === "" ? undefined : answer;
   };
+}
+
+type StoreSettings = Omit<Settings, "size" | "mount">;
+
+/** Where the volume lives: service, keys, endpoint and region, bucket, prefix. */
+async function gatherStore(
+  options: Options,
+  prompter: Prompter | undefined,
+  get: Ask,
+): Promise<StoreSettings> {
   let service = options.string("service");
   if (service === undefined) {
     if (options.isSet("endpoint")) {
@@ -195,22 +219,39 @@ async function gather(options: Options, prompter: Prompter | undefined): Promise
   }
   const bucket = (await get("bucket", "Bucket", { check: checkBucketName }))!;
   const prefix = normalizePrefix((await get("prefix", "Prefix inside the bucket", { optional: true })) ?? "");
-  const size = (await get("size", "Volume size", { default: "10G", check: checkSize }))!;
-  const mount = await get("mount", "Mount point", { optional: true, check: checkMount });
-  const settings: Settings = {
-    service: service!,
-    accessKeyId,
-    secretAccessKey,
-    endpoint,
-    region,
-    pathStyle,
-    bucket,
-    prefix,
-    size,
-    mount,
-  };
-  for (const [name, value] of Object.entries(envEntries(settings))) checkEnvValue(name, value);
+  const settings = { service, accessKeyId, secretAccessKey, endpoint, region, pathStyle, bucket, prefix };
+  for (
+    const [name, value] of Object.entries(envEntries({ ...settings, size: undefined, mount: undefined }))
+  ) {
+    checkEnvValue(name, value);
+  }
   return settings;
+}
+
+/**
+ * The size (asked only for a new volume: an existing one keeps the size its bucket records) and
+ * the optional mount point.
+ */
+async function gatherVolume(
+  options: Options,
+  get: Ask,
+  existing: { sizeBytes: number | undefined } | undefined,
+  log: Logger,
+): Promise<Pick<Settings, "size" | "mount">> {
+  let size: string | undefined;
+  if (existing === undefined) {
+    size = (await get("size", "Volume size", { default: "10G", check: checkSize }))!;
+    log(`The first start creates a volume of ${size} here.`);
+  } else {
+    const given = options.string("size");
+    log(
+      "The env file sets no size: serve opens the volume at the size its bucket records, and grows it " +
+        "when started once with a larger --size" +
+        (given === undefined ? "." : ` (${options.source("size")}=${given} is not written).`),
+    );
+  }
+  const mount = await get("mount", "Mount point", { optional: true, check: checkMount });
+  return { size, mount };
 }
 
 function checkUrl(a: string): string | undefined {
@@ -236,8 +277,14 @@ function checkMount(a: string): string | undefined {
   return a.startsWith("/") ? undefined : `"${a}" is not an absolute path`;
 }
 
-/** Proves the bucket works under the prefix, as serve will at start, and says what is there. */
-async function checkBucket(s: Settings, log: Logger): Promise<void> {
+/**
+ * Proves the bucket works under the prefix, as serve will at start, and says what is there:
+ * undefined for an empty prefix, else the volume found (its recorded size when there is one).
+ */
+async function checkBucket(
+  s: StoreSettings,
+  log: Logger,
+): Promise<{ sizeBytes: number | undefined } | undefined> {
   const store = new S3Store({
     bucket: s.bucket,
     region: s.region,
@@ -255,14 +302,17 @@ async function checkBucket(s: Settings, log: Logger): Promise<void> {
     await probeStore(store, s.prefix);
     const retry = toolRetry(log);
     const state = await listLogState(store, s.prefix, retry);
-    if (volumeExists(state)) {
-      const recorded = await recordedSizeBytes(store, s.prefix, retry);
-      log(
-        `The bucket works. It already holds a volume here${
-          recorded === undefined ? "" : ` of ${recorded} bytes`
-        }; serve will open it.`,
-      );
-    } else log(`The bucket works. The first start creates a volume of ${s.size} here.`);
+    if (!volumeExists(state)) {
+      log("The bucket works. It holds no volume here yet.");
+      return undefined;
+    }
+    const sizeBytes = await recordedSizeBytes(store, s.prefix, retry);
+    log(
+      `The bucket works. It already holds a volume here${
+        sizeBytes === undefined ? "" : ` of ${sizeBytes} bytes`
+      }; serve will open it.`,
+    );
+    return { sizeBytes };
   } finally {
     await store.close();
   }
@@ -278,7 +328,7 @@ function envEntries(s: Settings): Record<string, string> {
     BUCKET_NAME: s.bucket,
     ...(s.prefix === "" ? {} : { LSVD_PREFIX: s.prefix }),
     ...(s.pathStyle ? { LSVD_PATH_STYLE: "true" } : {}),
-    FLY_LSVD_DEVICE_SIZE: s.size,
+    ...(s.size === undefined ? {} : { FLY_LSVD_DEVICE_SIZE: s.size }),
     ...(s.mount === undefined ? {} : { FLY_LSVD_MOUNT_POINT: s.mount }),
   };
 }
@@ -300,15 +350,14 @@ function envFileText(s: Settings): string {
     }\n`;
 }
 
-function usageText(envFile: string, s: Settings): string {
-  const entries = Object.entries(envEntries(s));
+/** How to use the env file; never its values (the secret key is in it). */
+export function usageText(envFile: string): string {
   return [
-    `Wrote ${envFile} (mode 0600). Use it with:`,
+    `Wrote ${envFile} (mode 0600; it holds the secret key). Use it with:`,
     `  lsvd:    set -a; . ${envFile}; set +a; lsvd serve`,
     `  systemd: EnvironmentFile=${envFile}   (see docs/lsvd.service)`,
-    `  docker:  docker run --env-file ${envFile} --privileged ... /.fly/lsvd serve`,
-    `  Fly:     fly secrets import < ${envFile}, or:`,
-    `fly secrets set ${entries.map(([k, v]) => `${k}=${v}`).join(" ")}`,
+    `  docker:  docker run --env-file ${envFile} --stop-timeout 300 --privileged lsvd serve`,
+    `  Fly:     fly secrets import < ${envFile}`,
   ].join("\n");
 }
 

@@ -104,6 +104,8 @@ export interface ToolLease {
   previousWindowObjects: number;
   /** Throws the fenced error once another writer took the lease; call before every write. */
   check(): void;
+  /** Renews now; resolves only while the lease is still ours (before deleting anything). */
+  confirm(): Promise<void>;
   /** Marks the lease released (the tool finished cleanly). */
   release(): Promise<void>;
   /** Stops renewing without releasing (the tool failed half way). */
@@ -161,6 +163,7 @@ export async function takeToolLease(
     check: () => {
       if (lost !== undefined) throw lost;
     },
+    confirm: () => keeper.confirm(),
     release: () => keeper.release(),
     abandon: () => keeper.stop(),
   };
@@ -189,4 +192,56 @@ export async function refuseActiveWriter(
         `watching for ${WRITER_WATCH_MS / 1000} s); stop the daemon that serves it first`,
     );
   }
+}
+
+/** A writing tool stopped by SIGINT or SIGTERM: it undid what it could and exits 128 + the signal's number. */
+export class Interrupted extends Error {
+  readonly signal: "SIGINT" | "SIGTERM";
+  constructor(signal: "SIGINT" | "SIGTERM") {
+    super(`stopped by ${signal}`);
+    this.name = "Interrupted";
+    this.signal = signal;
+  }
+
+  get exitCode(): number {
+    return this.signal === "SIGINT" ? 130 : 143;
+  }
+}
+
+/**
+ * Runs work until it settles or SIGINT/SIGTERM arrives; then rejects with Interrupted at once (the
+ * work is left behind, its failure ignored) so the tool can remove what it made before it exits. A
+ * signal during that cleanup is logged and otherwise ignored, until run() settles.
+ */
+export async function interruptible<T>(
+  log: Logger,
+  run: (stopped: Promise<never>) => Promise<T>,
+): Promise<T> {
+  let received: "SIGINT" | "SIGTERM" | undefined;
+  let reject!: (e: Error) => void;
+  const stopped = new Promise<never>((_, r) => (reject = r));
+  stopped.catch(() => {});
+  const listeners = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const listener = () => {
+      if (received !== undefined) {
+        log(`Received ${signal} again; still removing what was written, please wait.`);
+        return;
+      }
+      received = signal;
+      reject(new Interrupted(signal));
+    };
+    Deno.addSignalListener(signal, listener);
+    return [signal, listener] as const;
+  });
+  try {
+    return await run(stopped);
+  } finally {
+    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  }
+}
+
+/** Awaits work unless `stopped` rejects first (the work's later failure is then ignored). */
+export function unlessStopped<T>(work: Promise<T>, stopped: Promise<never>): Promise<T> {
+  work.catch(() => {});
+  return Promise.race([work, stopped]);
 }

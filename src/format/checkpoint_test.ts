@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.ts";
 import { FormatError } from "./object.ts";
-import { ExtentMap } from "../volume/extent_map.ts";
+import { ExtentMap } from "../map/extent_map.ts";
 
 const meta = { sequence: 9, volumeSizeBytes: 2 ** 40, writerEpoch: 3, objectCrc32: 0xdeadbeef };
 

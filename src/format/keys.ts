@@ -5,9 +5,15 @@
  * names that can never be mistaken for a log object.
  */
 
-import assert from "node:assert/strict";
+import { assertFail } from "../util/assert.ts";
 
 const LOG_NAME = /^[0-9a-f]{16}$/;
+/** A key found by a listing, with the number its name holds (checkpoint sequence, epoch, collection pass). */
+export interface ListedKey {
+  sequence: number;
+  key: string;
+}
+
 /** Sequence numbers stay below 2^53 so they are exact JavaScript numbers. */
 export const SEQUENCE_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -18,7 +24,7 @@ export function normalizePrefix(prefix: string): string {
 }
 
 export function sequenceName(sequence: number): string {
-  if (!(Number.isSafeInteger(sequence) && sequence >= 1)) assert.fail(`bad sequence ${sequence}`);
+  if (!(Number.isSafeInteger(sequence) && sequence >= 1)) assertFail(`bad sequence ${sequence}`);
   return sequence.toString(16).padStart(16, "0");
 }
 
@@ -114,7 +120,7 @@ export function isSnapshotName(name: string): boolean {
 
 /** A named snapshot: pins one point of the log until deleted. */
 export function snapshotKey(prefix: string, name: string): string {
-  if (!isSnapshotName(name)) assert.fail(`bad snapshot name ${name}`);
+  if (!isSnapshotName(name)) assertFail(`bad snapshot name ${name}`);
   return `${prefix}snapshot/${name}`;
 }
 

@@ -16,6 +16,11 @@ import { getU64, setU64 } from "../util/bytes.ts";
 
 import { ENTRY_BYTES, HEADER_BYTES, HEADER_ENTRIES, SECTOR_BYTES } from "../util/constants.ts";
 export { ENTRY_BYTES, HEADER_BYTES, HEADER_ENTRIES, SECTOR_BYTES };
+
+/** Where data sector `offsetSectors` of an object starts in the object's bytes (after the header). */
+export function sectorOffsetBytes(offsetSectors: number): number {
+  return HEADER_BYTES + offsetSectors * SECTOR_BYTES;
+}
 export const TRAILER_MAGIC = "LSVDTRL1";
 /** Version 2 adds flags, seal time, a header CRC, per-sector CRCs and (for copies) origins. */
 export const TRAILER_VERSION = 2;
@@ -186,7 +191,7 @@ export class ObjectBuilder {
     }
     assert(sectorCrcs === undefined || sectorCrcs.length === sectors, "one CRC per data sector");
     for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) {
-      const from = HEADER_BYTES + k * SECTOR_BYTES;
+      const from = sectorOffsetBytes(k);
       const sectorCrc = sectorCrcs?.[k] ?? crc32(this.bytes.subarray(from, from + SECTOR_BYTES));
       v.setUint32(p, sectorCrc);
       crc = crc32After4K(crc, sectorCrc);

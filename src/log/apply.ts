@@ -10,7 +10,7 @@
  */
 
 import { type Extent, SECTOR_BYTES } from "../format/object.ts";
-import type { ExtentMap } from "../volume/extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 
 export interface ObjectEffect {
   entries: readonly Extent[];

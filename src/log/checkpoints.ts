@@ -6,13 +6,19 @@
  */
 
 import { checkpointKey } from "../format/keys.ts";
-import { type Checkpoint, decodeCheckpoint } from "../format/checkpoint.ts";
+import {
+  type Checkpoint,
+  type CheckpointMeta,
+  decodeCheckpoint,
+  encodeCheckpoint,
+} from "../format/checkpoint.ts";
 import { FormatError } from "../format/object.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
-import type { ListedKey, LoggedObject } from "./log_state.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
+import { listCheckpoints, type ListedKey, type LoggedObject } from "./log_state.ts";
 
 /** Checkpoints kept after a new one is stored. */
 export const CHECKPOINTS_KEPT = 2;
@@ -55,23 +61,37 @@ export async function loadCheckpoint(
   }
 }
 
-/** Stores a checkpoint (create-only: an identical one already there is fine). */
+/**
+ * The checkpoint of `map`, which must reflect exactly objects 1..meta.sequence at this instant
+ * (encoded from the map's own chunks, with no intermediate copy).
+ */
+export function encodeMapCheckpoint(map: ExtentMap, meta: CheckpointMeta): Uint8Array {
+  return encodeCheckpoint(meta, map.runs(), map.extentCount);
+}
+
+/**
+ * Stores a checkpoint once the objects it covers are durable (create-only: an identical one
+ * already there is fine), then deletes all but the newest CHECKPOINTS_KEPT. The daemon's writer
+ * and `lsvd import` both store theirs through here.
+ */
 export async function storeCheckpoint(
   store: ObjectStore,
   prefix: string,
-  sequence: number,
-  bytes: Uint8Array,
+  checkpoint: { sequence: number; bytes: Uint8Array },
   retry: RetryPolicy,
 ): Promise<void> {
+  const { sequence, bytes } = checkpoint;
   try {
     await withRetries(retry, () => store.put(checkpointKey(prefix, sequence), bytes, { ifNoneMatch: true }));
   } catch (e) {
     if (!isStoreError(e, "PreconditionFailed")) throw e;
   }
+  const checkpoints = await withRetries(retry, () => listCheckpoints(store, prefix));
+  await pruneCheckpoints(store, checkpoints, sequence, retry);
 }
 
 /** Deletes all but the newest CHECKPOINTS_KEPT of `checkpoints` at or below `newest`. */
-export async function pruneCheckpoints(
+async function pruneCheckpoints(
   store: ObjectStore,
   checkpoints: readonly ListedKey[],
   newest: number,

@@ -8,12 +8,11 @@
  * delete older records once a newer one is stored. See docs/design/gc-and-retention.md.
  */
 
-import { collectedKey } from "../format/keys.ts";
+import { collectedKey, type ListedKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
-import type { ListedKey } from "./log_state.ts";
 
 export const COLLECTED_VERSION = 1;
 

@@ -10,7 +10,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { forEachBounded } from "../util/ordered.ts";
-import type { ExtentMap } from "../volume/extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoggedObject } from "./log_state.ts";
 import { readSectorCrcs } from "./object_reader.ts";

@@ -27,6 +27,7 @@ import { LsvdError } from "../util/errors.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { fencedError } from "./lease.ts";
+import { tryPutLogObject } from "./object_writer.ts";
 
 /** Bound on archive-and-replace rounds for one slot (the old writer's retries keep landing). */
 const ZOMBIE_ROUNDS_MAX = 100;
@@ -152,17 +153,10 @@ class Fence {
 
   /** Creates the fence object at s; false when s is taken. */
   async tryPlace(s: number): Promise<boolean> {
-    const bytes = this.#fenceBytes(s);
-    try {
-      await withRetries(
-        this.#o.retry,
-        () => this.#store.put(logKey(this.#o.prefix, s), bytes, { ifNoneMatch: true }),
-      );
-      return true;
-    } catch (e) {
-      if (isStoreError(e, "PreconditionFailed")) return false;
-      throw e;
-    }
+    return await tryPutLogObject(this.#store, this.#o.retry, {
+      key: logKey(this.#o.prefix, s),
+      bytes: this.#fenceBytes(s),
+    });
   }
 
   /** Makes slot t (inside the window) hold our fence; returns how many zombies it archived. */

@@ -14,7 +14,7 @@
  */
 
 import { HEADER_BYTES, SECTOR_BYTES, TRAILER_FIXED_BYTES } from "../format/object.ts";
-import type { ExtentMap } from "../volume/extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { LoggedObject } from "./log_state.ts";
 
 export interface GcThresholds {
@@ -36,6 +36,14 @@ export const DEFAULT_GC_THRESHOLDS: GcThresholds = {
   passCopyBytesMax: 64 * 1024 * 1024,
   passDeletesMax: 2000,
 };
+
+/**
+ * The thresholds a pass runs with when the writer seals objects of `objectBytesMax` data bytes:
+ * "small" is relative to a full object, or packed copies would count as small and be packed again.
+ */
+export function passThresholds(thresholds: GcThresholds, objectBytesMax: number): GcThresholds {
+  return { ...thresholds, smallObjectBytes: Math.min(thresholds.smallObjectBytes, objectBytesMax / 4) };
+}
 
 /** The extent map of one retained point older than the window's (Pmin itself, or a snapshot). */
 export interface RetainedMap {

@@ -11,7 +11,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
-import { ExtentMap } from "../volume/extent_map.ts";
+import { ExtentMap } from "../map/extent_map.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";

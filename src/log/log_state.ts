@@ -11,6 +11,7 @@ import {
   checkpointPrefix,
   collectedPrefix,
   epochPrefix,
+  type ListedKey,
   parseCheckpointKey,
   parseCollectedKey,
   parseEpochKey,
@@ -29,11 +30,7 @@ export interface LoggedObject {
   sizeBytes: number;
 }
 
-export interface ListedKey {
-  /** The number in the key's name (checkpoint sequence, epoch, collection pass). */
-  sequence: number;
-  key: string;
-}
+export type { ListedKey };
 
 export interface LogState {
   prefix: string;

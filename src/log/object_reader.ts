@@ -11,10 +11,8 @@ import {
   decodeHeader,
   decodeTrailer,
   type Extent,
-  firstBadSector,
   FormatError,
   HEADER_BYTES,
-  SECTOR_BYTES,
   type Trailer,
   TRAILER_GUESS_BYTES,
   TRAILER_MAGIC,
@@ -99,46 +97,6 @@ export async function readSectorCrcs(store: ObjectStore, o: LoggedObject): Promi
   } catch (e) {
     throw asDataError(o, e);
   }
-}
-
-/**
- * Checks data sectors [offsetSectors, +data.length/4 KiB) of object `key`, just read, against its
- * CRC table; throws LsvdError "data" naming the object and the byte range of the bad sectors.
- * Every reader of object data (reads, garbage collection) checks through here.
- */
-export function checkDataSectors(
-  key: string,
-  data: Uint8Array,
-  offsetSectors: number,
-  crcs: Uint32Array,
-): void {
-  const sectors = data.length / SECTOR_BYTES;
-  if (offsetSectors + sectors > crcs.length) {
-    throw new LsvdError(
-      "data",
-      `Cannot read object "${key}": its CRC table covers ${crcs.length} data sectors, not sector ${
-        offsetSectors + sectors - 1
-      }`,
-    );
-  }
-  const first = firstBadSector(data, offsetSectors, crcs);
-  if (first === -1) return;
-  let last = first;
-  for (let k = first + 1; k < sectors; k++) {
-    if (
-      firstBadSector(data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES), offsetSectors + k, crcs) === 0
-    ) {
-      last = k;
-    }
-  }
-  const from = HEADER_BYTES + (offsetSectors + first) * SECTOR_BYTES;
-  const to = HEADER_BYTES + (offsetSectors + last + 1) * SECTOR_BYTES - 1;
-  throw new LsvdError(
-    "data",
-    `Cannot read object "${key}": bytes ${from}-${to} (data sectors ${offsetSectors + first}-${
-      offsetSectors + last
-    }) do not match their CRC-32; the stored object is damaged`,
-  );
 }
 
 /** No trailer where the last four bytes point: fine only if the header says there is none. */

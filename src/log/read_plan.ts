@@ -9,8 +9,8 @@
  */
 
 import { assert } from "../util/assert.ts";
-import { HEADER_BYTES, SECTOR_BYTES } from "../util/constants.ts";
-import type { ExtentMap, MappedExtent } from "../volume/extent_map.ts";
+import { SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
+import type { ExtentMap, MappedExtent } from "../map/extent_map.ts";
 
 export interface PlannedPiece {
   /** Where the piece goes on the disk. */
@@ -54,7 +54,7 @@ export function planReads(
     const extents = byObject.get(sequence)!.sort((a, b) => a.offsetSectors - b.offsetSectors);
     let current: PlannedGet | undefined;
     for (const e of splitLong(extents, options.getBytesMax / SECTOR_BYTES)) {
-      const at = HEADER_BYTES + e.offsetSectors * SECTOR_BYTES;
+      const at = sectorOffsetBytes(e.offsetSectors);
       const end = at + e.lengthSectors * SECTOR_BYTES;
       const currentEnd = current === undefined ? 0 : current.offsetBytes + current.lengthBytes;
       if (

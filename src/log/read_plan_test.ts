@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ExtentMap } from "../volume/extent_map.ts";
+import { ExtentMap } from "../map/extent_map.ts";
 import { HEADER_BYTES, SECTOR_BYTES } from "../util/constants.ts";
 import { planReads } from "./read_plan.ts";
 

@@ -3,8 +3,11 @@
  * The size a volume records, read without opening it: `lsvd setup` shows it before changing
  * anything, and a writer refuses a shrink with it before it takes the lease (so a refused start
  * leaves the bucket exactly as it found it). Read through the log layer, as recovery reads it.
+ * And a cheaper glance (peekVolume) for the refusals that only need to know whether there is a log.
  */
 
+import { checkpointPrefix, parseLogKey } from "../format/keys.ts";
+import { readFormatRecord } from "./format_record.ts";
 import { listLogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
@@ -29,4 +32,26 @@ export async function recordedSizeBytes(
     if (summary.trailer !== undefined) return summary.trailer.volumeSizeBytes;
   }
   return undefined;
+}
+
+/**
+ * What a glance at a prefix tells, without listing the whole log (a LIST of one key or two, and a
+ * GET of the format record only when there is no log): whether it holds a log (objects or a
+ * checkpoint, so a recorded size), and whether it holds anything of a volume at all.
+ */
+export async function peekVolume(
+  store: ObjectStore,
+  prefix: string,
+  retry: RetryPolicy,
+): Promise<{ hasLog: boolean; exists: boolean }> {
+  // Every log name starts with "0" until 2^60 objects (log_state.ts lists them the same way).
+  const [objects, checkpoints] = await Promise.all([
+    withRetries(retry, () => store.list({ prefix: `${prefix}0`, maxKeys: 1 })),
+    withRetries(retry, () => store.list({ prefix: checkpointPrefix(prefix), maxKeys: 1 })),
+  ]);
+  const hasLog = objects.objects.some((o) => parseLogKey(prefix, o.key) !== undefined) ||
+    checkpoints.objects.length > 0;
+  if (hasLog) return { hasLog, exists: true };
+  const format = await withRetries(retry, () => readFormatRecord(store, prefix));
+  return { hasLog, exists: format !== undefined };
 }

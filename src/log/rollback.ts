@@ -22,7 +22,9 @@ import { objectCrcOf } from "./checkpoints.ts";
 import { addToRanges, clipRanges, type CollectedRecord, inRanges, storeCollected } from "./collected.ts";
 import { loadLog } from "./load.ts";
 import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
-import { checkDataSectors, type ObjectSummary, readObjectSummary } from "./object_reader.ts";
+import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
+import { putLogObject } from "./object_writer.ts";
+import { readVerified } from "./verified_read.ts";
 import { archiveObjects } from "./repair.ts";
 
 export interface RollbackOptions {
@@ -129,7 +131,7 @@ async function finish(
     await archiveObjects(store, prefix, after, { recoveryId: rb.archiveId, retry: o.retry, log: o.log });
   }
   if (rescue !== undefined && keep === undefined) {
-    await withRetries(o.retry, () => store.put(logKey(prefix, point + 1), rescue, { ifNoneMatch: true }));
+    await putLogObject(store, o.retry, { key: logKey(prefix, point + 1), bytes: rescue });
   }
   const final: CollectedRecord = {
     version: marked.version,
@@ -230,14 +232,14 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
   });
   for (const p of split) {
     const s = summaries.get(p.sequence)!;
-    const range = {
-      offsetBytes: HEADER_BYTES + p.offsetSectors * SECTOR_BYTES,
-      lengthBytes: p.lengthSectors * SECTOR_BYTES,
-    };
-    const { body } = await withRetries(o.retry, () => store.get(s.object.key, range));
-    if (s.trailer?.sectorCrcs !== undefined) {
-      checkDataSectors(s.object.key, body, p.offsetSectors, s.trailer.sectorCrcs);
-    }
+    const crcs = s.trailer?.sectorCrcs ?? null;
+    const { body } = await readVerified(store, o.retry, {
+      key: s.object.key,
+      sequence: p.sequence,
+      range: { offsetSectors: p.offsetSectors, lengthSectors: p.lengthSectors },
+      sizeBytes: s.object.sizeBytes,
+      crcs: { table: () => Promise.resolve(crcs) },
+    });
     builder.addEntry(p.addressSector * SECTOR_BYTES, p.lengthSectors * SECTOR_BYTES).set(body);
   }
   const bytes = builder.finish({

@@ -6,7 +6,7 @@
  * Label values are fixed per series when the series is created; the hot paths only add numbers.
  */
 
-import assert from "node:assert/strict";
+import { assert, assertEqual, assertFail } from "../util/assert.ts";
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -33,7 +33,7 @@ const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 export class Counter {
   #value = 0;
   inc(by = 1): void {
-    if (!(by >= 0)) assert.fail(`a counter only goes up (by ${by})`);
+    if (!(by >= 0)) assertFail(`a counter only goes up (by ${by})`);
     this.#value += by;
   }
   get value(): number {
@@ -102,7 +102,7 @@ export class MetricsRegistry {
       family = { name, help, type, series: new Map() };
       this.#families.set(name, family);
     }
-    assert.equal(family.type, type, `metric ${name} registered as ${family.type} and ${type}`);
+    assertEqual(family.type, type, `metric ${name} registered as ${family.type} and ${type}`);
     const key = renderLabels(labels);
     let series = family.series.get(key);
     if (series === undefined) {

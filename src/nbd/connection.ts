@@ -8,7 +8,7 @@
  * protocol violation ends this connection; an AssertionError from below is rethrown (crash).
  */
 
-import assert from "node:assert/strict";
+import { assert, assertFail } from "../util/assert.ts";
 import {
   type AllocationExtent,
   type BlockDevice,
@@ -211,7 +211,7 @@ export class Connection {
       case p.CMD_BLOCK_STATUS:
         return Promise.resolve().then(() => this.#blockStatus(request));
       default:
-        assert.fail(`command ${request.command} passed validation`);
+        assertFail(`command ${request.command} passed validation`);
     }
   }
 

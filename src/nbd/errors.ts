@@ -5,7 +5,7 @@
  * (AssertionError) is never mapped: it is rethrown so the daemon crashes loudly.
  */
 
-import { AssertionError } from "node:assert";
+import { AssertionError } from "../util/assert.ts";
 import { isStoreError } from "../store/store.ts";
 import { type ErrorKind, LsvdError } from "../util/errors.ts";
 import { EINVAL, EIO, ENOMEM, ENOSPC, ENOTSUP, EOVERFLOW, EPERM, ESHUTDOWN } from "./protocol.ts";

@@ -5,7 +5,7 @@
  * message would run past its end and grows (up to a bound) only for a message larger than itself.
  */
 
-import assert from "node:assert/strict";
+import { assert, assertFail } from "../util/assert.ts";
 import type { NbdTransport } from "./transport.ts";
 
 export class InputBuffer {
@@ -55,7 +55,7 @@ export class InputBuffer {
 
   /** Reads until at least n bytes are available. False at end of stream, on a read error or interrupt. */
   async fill(n: number): Promise<boolean> {
-    if (n > this.#capacityMaxBytes) assert.fail(`message of ${n} bytes exceeds the input buffer`);
+    if (n > this.#capacityMaxBytes) assertFail(`message of ${n} bytes exceeds the input buffer`);
     this.#makeRoom(n);
     while (this.available < n) {
       let got: number | null;

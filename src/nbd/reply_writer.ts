@@ -7,7 +7,7 @@
  * batch rather than one per reply.
  */
 
-import assert from "node:assert/strict";
+import { assertFail } from "../util/assert.ts";
 import { type NbdTransport, writeAll } from "./transport.ts";
 
 const STAGE_BYTES = 1024 * 1024;
@@ -51,7 +51,7 @@ export class ReplyWriter {
 
   /** Room for n bytes in the stage; returns their offset in this.bytes / this.view. */
   reserve(n: number): number {
-    if (n > STAGE_BYTES) assert.fail(`reply of ${n} bytes does not fit the stage`);
+    if (n > STAGE_BYTES) assertFail(`reply of ${n} bytes does not fit the stage`);
     if (this.#used + n > STAGE_BYTES) this.#seal();
     const at = this.#used;
     this.#used += n;

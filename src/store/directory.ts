@@ -12,7 +12,7 @@
  * that is already open, which is what lets reads the page cache holds run near memory speed.
  */
 
-import assert, { AssertionError } from "node:assert/strict";
+import { assert, assertEqual, AssertionError } from "../util/assert.ts";
 import {
   FileHandles,
   NotAFileError,
@@ -75,6 +75,8 @@ export class DirectoryStore implements ObjectStore {
   #fsync: boolean;
   #madeDirectories = new Set<string>();
   #handles: FileHandles;
+  /** check() made the root: close() removes it again while it is empty. */
+  #createdRoot = false;
 
   constructor(rootPath: string, options: DirectoryStoreOptions = {}) {
     assert(rootPath !== "", "the root path must not be empty");
@@ -84,12 +86,20 @@ export class DirectoryStore implements ObjectStore {
     this.#handles = new FileHandles(options.openFilesMax ?? OPEN_FILES_MAX);
   }
 
-  /** Start-up probe: creates the root if needed and proves files can be written there. */
+  /**
+   * Start-up probe: creates the root if needed and proves files can be written there. A root it
+   * created is removed again by close() while it holds nothing (a start that failed).
+   */
   async check(): Promise<void> {
     const probe = `${this.rootPath}/${TEMP_DIRECTORY}/check-${crypto.randomUUID()}`;
     try {
-      await Deno.mkdir(`${this.rootPath}/${TEMP_DIRECTORY}`, { recursive: true });
-      await Deno.writeFile(probe, new Uint8Array(0), { createNew: true });
+      if (await Deno.lstat(this.rootPath).then(() => false, () => true)) this.#createdRoot = true;
+      const write = async () => {
+        await Deno.mkdir(`${this.rootPath}/${TEMP_DIRECTORY}`, { recursive: true });
+        await Deno.writeFile(probe, new Uint8Array(0), { createNew: true });
+      };
+      // Another process's close() may remove an empty temp folder between the two steps.
+      await write().catch((error) => error instanceof Deno.errors.NotFound ? write() : Promise.reject(error));
       await Deno.remove(probe);
     } catch (error) {
       const cause = error instanceof Error ? error.message : String(error);
@@ -178,9 +188,16 @@ export class DirectoryStore implements ObjectStore {
     await this.put(destinationKey, source.body, options);
   }
 
-  close(): Promise<void> {
+  /**
+   * Releases open files, and leaves no trace of a store that holds nothing: the temp folder goes
+   * while it is empty (rmdir, so never a file of another process's write), and a root that check()
+   * created goes while it is empty too.
+   */
+  async close(): Promise<void> {
     this.#handles.clear();
-    return Promise.resolve();
+    this.#madeDirectories.clear();
+    await Deno.remove(`${this.rootPath}/${TEMP_DIRECTORY}`).catch(() => {});
+    if (this.#createdRoot) await Deno.remove(this.rootPath).catch(() => {});
   }
 
   #path(key: string): string {
@@ -272,7 +289,12 @@ export class DirectoryStore implements ObjectStore {
     const directory = `${this.rootPath}/${TEMP_DIRECTORY}`;
     try {
       await this.#ensureDirectory(directory);
-      const file = await Deno.open(`${directory}/${LOCK_FILE}`, { write: true, create: true });
+      const open = () => Deno.open(`${directory}/${LOCK_FILE}`, { write: true, create: true });
+      const file = await open().catch(async (error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+        await this.#ensureDirectory(directory, true); // another process's close() removed the empty folder
+        return await open();
+      });
       try {
         await file.lock(true);
       } catch (error) {
@@ -354,6 +376,9 @@ export class DirectoryStore implements ObjectStore {
         else if (entry.isFile) entries.push({ sortKey: `${directoryKey}${entry.name}`, isDirectory: false });
       }
     } catch (error) {
+      if (directoryKey === "" && (await Deno.stat(this.rootPath).then((i) => !i.isDirectory, () => false))) {
+        throw new StoreError("Fatal", `Cannot use ${this.description}: ${this.rootPath} is not a directory`);
+      }
       if (isMissing(error)) return []; // no root yet, or removed by a concurrent delete
       throw error;
     }
@@ -430,7 +455,7 @@ async function writeAll(file: Deno.FsFile, body: Uint8Array): Promise<void> {
 
 function readExactly(file: OpenFile, offsetBytes: number, lengthBytes: number): Uint8Array {
   const body = readAt(file, offsetBytes, lengthBytes);
-  assert.equal(body.length, lengthBytes, "the file shrank while it was read");
+  assertEqual(body.length, lengthBytes, "the file shrank while it was read");
   return body;
 }
 

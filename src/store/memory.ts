@@ -10,7 +10,7 @@
  * "restarted process" a fresh handle over whatever landed.
  */
 
-import assert from "node:assert/strict";
+import { assert } from "../util/assert.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
 import { compareKeys } from "./key_order.ts";
 import {

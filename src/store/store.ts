@@ -5,7 +5,7 @@
  * the real engine through the fault-injecting memory store.
  */
 
-import assert from "node:assert/strict";
+import { assertFail } from "../util/assert.ts";
 import { createHash } from "node:crypto";
 
 /** Why a store operation failed; the engine decides what to retry from this. */
@@ -80,8 +80,8 @@ export interface ByteRange {
 export function assertRange(range: ByteRange): void {
   // Messages are built only on failure: this runs on every GET.
   const { offsetBytes, lengthBytes } = range;
-  if (!(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0)) assert.fail(`bad offset ${offsetBytes}`);
-  if (!(Number.isSafeInteger(lengthBytes) && lengthBytes >= 1)) assert.fail(`bad length ${lengthBytes}`);
+  if (!(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0)) assertFail(`bad offset ${offsetBytes}`);
+  if (!(Number.isSafeInteger(lengthBytes) && lengthBytes >= 1)) assertFail(`bad length ${lengthBytes}`);
 }
 
 export interface GetResult {

@@ -68,6 +68,8 @@ export class Progress {
     const rateText = unit === "bytes"
       ? `${(rate / 2 ** 20).toFixed(1)} MiB/s`
       : `${rate.toFixed(0)} objects/s`;
+    // An unknown total (standard input) is 0: then only what is done and the rate.
+    if (total <= 0) return `${what}: ${fmt(this.#done)}${unit === "objects" ? " objects" : ""}, ${rateText}`;
     return `${what}: ${fmt(this.#done)} of ${fmt(total)}${
       unit === "objects" ? " objects" : ""
     }${pct}, ${rateText}, ${formatSeconds(left)} left`;

@@ -6,7 +6,7 @@
 
 import { SECTOR_BYTES } from "../util/constants.ts";
 import type { AllocationExtent } from "./block_device.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { OpenObject } from "./open_object.ts";
 
 /** Extents reported at most per answer: a huge fragmented range gets a prefix, as NBD allows. */

@@ -10,7 +10,7 @@
 
 import { assert } from "../util/assert.ts";
 import { type Extent, HEADER_ENTRIES, ObjectBuilder, type SealMeta, SECTOR_BYTES } from "../format/object.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { SealedObject } from "./open_object.ts";
 
 /** Live data read from object `sourceSequence` at data sector `sourceOffsetSectors`. */

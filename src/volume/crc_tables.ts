@@ -8,6 +8,7 @@
  */
 
 import { readSectorCrcs } from "../log/object_reader.ts";
+import type { CrcTable } from "../log/verified_read.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
@@ -16,8 +17,7 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 /** What a table entry costs beyond its CRCs (Map entry, typed-array object): an estimate. */
 export const TABLE_OVERHEAD_BYTES = 96;
 
-/** A table, or `null`: the object carries none (its reads are served unverified). */
-export type CrcTable = Uint32Array | null;
+export type { CrcTable };
 
 export class CrcTables {
   #bytesMax: number;

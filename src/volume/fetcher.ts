@@ -10,16 +10,16 @@
  * instead of asking the store twice.
  */
 
-import { firstBadSector, HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { firstBadSector, SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
-import { checkDataSectors } from "../log/object_reader.ts";
-import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
-import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
+import { type CrcSource, readVerified } from "../log/verified_read.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { isLsvdError, type LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import type { CrcTableLoader } from "./crc_tables.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 
 /** Damage reports remembered so each is logged once; beyond this the oldest is forgotten. */
 const REPORTED_MAX = 1024;
@@ -77,7 +77,7 @@ export class Fetcher {
     const table = o.verify ? o.tables.kept(sequence) : null;
     if (table === undefined) return false;
     const key = logKey(o.prefix, sequence);
-    if (!o.store.readNow(key, HEADER_BYTES + offsetSectors * SECTOR_BYTES, dest)) return false;
+    if (!o.store.readNow(key, sectorOffsetBytes(offsetSectors), dest)) return false;
     if (table !== null) {
       if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
       if (firstBadSector(dest, offsetSectors, table) !== -1) return false;
@@ -119,59 +119,30 @@ export class Fetcher {
     }
   }
 
-  /** One attempt, then (damaged answer, table or object) one fresh attempt, then a logged failure. */
+  /** A verified read (one fresh retry inside), cached; a final "data" failure is reported. */
   async #fetch(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
-    let body: Uint8Array;
+    const o = this.#o;
+    const key = logKey(o.prefix, sequence);
+    const crcs: CrcSource | null = o.verify
+      ? { table: (fresh, sizeBytes) => o.tables.table({ sequence, key, sizeBytes }, fresh) }
+      : null;
+    const knownSize = o.sizes.get(sequence);
+    let data;
     try {
-      body = await this.#attempt(sequence, offsetSectors, lengthSectors, false);
+      data = await readVerified(o.store, o.retry, {
+        key,
+        sequence,
+        range: { offsetSectors, lengthSectors },
+        sizeBytes: knownSize,
+        crcs,
+      });
     } catch (e) {
-      if (!isLsvdError(e, "data")) throw e;
-      try {
-        body = await this.#attempt(sequence, offsetSectors, lengthSectors, true);
-      } catch (again) {
-        if (isLsvdError(again, "data")) this.#report(again);
-        throw again;
-      }
+      if (isLsvdError(e, "data")) this.#report(e);
+      throw e;
     }
-    this.#o.cache.addRange(sequence, offsetSectors, body);
-    return body;
-  }
-
-  async #attempt(sequence: number, offsetSectors: number, lengthSectors: number, fresh: boolean) {
-    const key = logKey(this.#o.prefix, sequence);
-    const range = {
-      offsetBytes: HEADER_BYTES + offsetSectors * SECTOR_BYTES,
-      lengthBytes: lengthSectors * SECTOR_BYTES,
-    };
-    const knownSize = this.#o.sizes.get(sequence);
-    const early = this.#o.verify && knownSize !== undefined
-      ? this.#o.tables.table({ sequence, key, sizeBytes: knownSize }, fresh)
-      : undefined;
-    early?.catch(() => {}); // awaited below unless the data GET fails first
-    const data = await this.#getData(key, range);
-    if (knownSize === undefined) this.#o.sizes.set(sequence, data.totalSizeBytes);
-    if (!this.#o.verify) return data.body;
-    const table =
-      await (early ?? this.#o.tables.table({ sequence, key, sizeBytes: data.totalSizeBytes }, fresh));
-    if (table === null) return data.body;
-    checkDataSectors(key, data.body, offsetSectors, table);
+    if (knownSize === undefined) o.sizes.set(sequence, data.sizeBytes);
+    o.cache.addRange(sequence, offsetSectors, data.body);
     return data.body;
-  }
-
-  async #getData(key: string, range: ByteRange): Promise<GetResult> {
-    let result: GetResult;
-    try {
-      result = await withRetries(this.#o.retry, () => this.#o.store.get(key, range));
-    } catch (e) {
-      throw storeFailure(key, e);
-    }
-    if (result.body.length !== range.lengthBytes) {
-      throw new LsvdError(
-        "data",
-        `Cannot read object "${key}": got ${result.body.length} of ${range.lengthBytes} bytes at ${range.offsetBytes} (truncated)`,
-      );
-    }
-    return result;
   }
 
   #report(e: LsvdError): void {
@@ -183,11 +154,4 @@ export class Fetcher {
       `${e.message} (read failed with EIO after one retry; 'lsvd verify' lists every damaged object).`,
     );
   }
-}
-
-/** Store failures become LsvdErrors naming the object; anything else (assertions) passes through. */
-function storeFailure(key: string, e: unknown): unknown {
-  if (!isStoreError(e)) return e;
-  const kind = isStoreError(e, "NotFound") || isStoreError(e, "InvalidRange") ? "data" : "unavailable";
-  return new LsvdError(kind, `Cannot read object "${key}": ${messageOf(e)}`, { cause: e });
 }

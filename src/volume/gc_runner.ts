@@ -15,10 +15,10 @@
  * per pass. Every pass logs what it freed.
  */
 
-import { HEADER_BYTES, SECTOR_BYTES } from "../format/object.ts";
+import { SECTOR_BYTES } from "../format/object.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { Clock } from "../util/clock.ts";
-import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
+import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
 import { applyObject } from "../log/apply.ts";
@@ -26,17 +26,18 @@ import { addToRanges, COLLECTED_VERSION, type CollectedRecord, storeCollected } 
 import {
   type Candidate,
   type GcThresholds,
-  planPass,
+  passThresholds,
   type RetainedMap,
-  retentionPoint,
   unreferenced,
 } from "../log/gc.ts";
+import { type GcSources, planGcRound } from "../log/gc_inputs.ts";
 import { loadLog } from "../log/load.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
-import { checkDataSectors, type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
-import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
+import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
+import { readVerified } from "../log/verified_read.ts";
+import { readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
@@ -65,6 +66,8 @@ export interface GcPassResult {
   pass: number | undefined;
   /** Pmin: the oldest point of the retention window. */
   retainedFrom: number;
+  /** The objects the pass planned to collect (what `lsvd gc --dry-run` predicts), ascending. */
+  planned: number[];
   deletedObjects: number;
   deletedBytes: number;
   copiedObjects: number;
@@ -91,9 +94,7 @@ export class GcRunner {
   #counters = { passes: 0, deletedObjects: 0, deletedBytes: 0, copiedBytes: 0 };
 
   constructor(options: GcRunnerOptions) {
-    // "Small" is relative to a full object, or packed copies would count as small and be packed again.
-    const smallObjectBytes = Math.min(options.thresholds.smallObjectBytes, options.objectBytesMax / 4);
-    this.#o = { ...options, thresholds: { ...options.thresholds, smallObjectBytes } };
+    this.#o = { ...options, thresholds: passThresholds(options.thresholds, options.objectBytesMax) };
   }
 
   get counters(): Readonly<
@@ -133,32 +134,32 @@ export class GcRunner {
     const result: GcPassResult = {
       pass: undefined,
       retainedFrom: 0,
+      planned: [],
       deletedObjects: 0,
       deletedBytes: 0,
       copiedObjects: 0,
       copiedBytes: 0,
       kept: 0,
     };
-    const present = state.objects.filter((x) => x.sequence <= o.writer.durableThrough);
-    const pmin = Math.max(await this.#retentionPoint(present), record?.retainedFromSequence ?? 0);
-    result.retainedFrom = pmin;
-    if (pmin === 0) return result;
-    await this.#advance(state, present, pmin);
     const wallNowMs = o.clock.wallMs();
-    const points = (await readSnapshots(o.store, state, o.retry)).filter((s) => !isStale(s, wallNowMs));
-    await this.#loadSnapshotMaps(state, points, pmin);
-    const retained = this.#retained();
-    const keep = new Set(state.checkpoints.map((c) => c.sequence));
-    keep.add(present.at(-1)?.sequence ?? 0);
-    const plan = planPass({
-      objects: present,
+    const round = await planGcRound(o.store, state, {
       head: o.head,
-      retained,
-      retainedFrom: pmin,
-      keep,
-      movesAllowed: !points.some((s) => s.expiresMs !== undefined),
+      durableThrough: o.writer.durableThrough,
+      retentionMs: o.retentionMs,
+      wallNowMs,
+      knownOldThrough: this.#pmin?.sequence ?? 0,
       thresholds: o.thresholds,
+      retry: o.retry,
+      log: o.log,
+      sources: this.#sources(state),
     });
+    const { present, pmin, points, retained, plan } = round;
+    result.retainedFrom = pmin;
+    result.planned = plan.map((c) => c.object.sequence);
+    if (pmin === 0) return result;
+    // Maps of snapshots deleted since are forgotten.
+    const names = new Set(points.map((s) => s.name));
+    for (const name of [...this.#snapshotMaps.keys()]) if (!names.has(name)) this.#snapshotMaps.delete(name);
     if (plan.length === 0 || this.#halted()) return result;
     const copies = await this.#copy(plan, retained, result);
     // Copies of an earlier pass that stopped before its record are in the retained maps too, so a
@@ -207,14 +208,16 @@ export class GcRunner {
     return result;
   }
 
-  /** Pmin: the newest durable object sealed at or before now − retention (0 when none is that old). */
-  async #retentionPoint(present: readonly LoggedObject[]): Promise<number> {
-    const cutoffMs = this.#o.clock.wallMs() - this.#o.retentionMs;
-    // Seal times grow along the log: everything up to the current Pmin is old enough already.
-    const from = this.#pmin?.sequence ?? 0;
-    present = present.filter((x) => x.sequence > from);
-    const oldest = await retentionPoint(present, cutoffMs, (x) => this.#sealTimeOf(x));
-    return Math.max(oldest, from);
+  /** The daemon's sources of a round: seal times and maps kept between passes. */
+  #sources(state: LogState): GcSources {
+    return {
+      sealTimeOf: (x) => this.#sealTimeOf(x),
+      mapAt: async (pmin, present) => {
+        await this.#advance(state, present, pmin);
+        return this.#pmin!.map;
+      },
+      snapshotMap: (s) => this.#snapshotMap(state, s),
+    };
   }
 
   async #sealTimeOf(x: LoggedObject): Promise<number> {
@@ -255,31 +258,20 @@ export class GcRunner {
     for (const x of leaving) this.#sealTimes.delete(x.sequence);
   }
 
-  /** Loads a map for every snapshot or pin older than Pmin (once each); forgets deleted ones. */
-  async #loadSnapshotMaps(state: LogState, points: readonly SnapshotRecord[], pmin: number): Promise<void> {
+  /** The map at a snapshot or pin older than Pmin, loaded once per name and point. */
+  async #snapshotMap(state: LogState, s: SnapshotRecord): Promise<ExtentMap> {
+    const known = this.#snapshotMaps.get(s.name);
+    if (known?.sequence === s.sequence) return known.map;
     const o = this.#o;
-    const names = new Set(points.map((s) => s.name));
-    for (const name of [...this.#snapshotMaps.keys()]) if (!names.has(name)) this.#snapshotMaps.delete(name);
-    for (const s of points) {
-      if (s.sequence >= pmin || this.#snapshotMaps.get(s.name)?.sequence === s.sequence) continue;
-      try {
-        const loaded = await loadLog(o.store, state, {
-          atSequence: s.sequence,
-          concurrency: o.concurrency,
-          retry: o.retry,
-          log: o.log,
-          pinningOnly: true,
-        });
-        this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
-      } catch (e) {
-        if (!isLsvdError(e, "invalid")) throw e;
-        o.log(`Snapshot "${s.name}" cannot be kept: ${messageOf(e)}.`);
-      }
-    }
-  }
-
-  #retained(): RetainedMap[] {
-    return [this.#pmin!, ...this.#snapshotMaps.values()];
+    const loaded = await loadLog(o.store, state, {
+      atSequence: s.sequence,
+      concurrency: o.concurrency,
+      retry: o.retry,
+      log: o.log,
+      pinningOnly: true,
+    });
+    this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
+    return loaded.map;
   }
 
   #summary(x: LoggedObject): Promise<ObjectSummary> {
@@ -352,25 +344,13 @@ export class GcRunner {
     const end = Math.max(...pieces.map((p) => p.sourceOffsetSectors + p.lengthSectors));
     // Copied data gets fresh CRCs: it is checked against the source's first, so a copy never
     // launders damage (one fresh GET on a mismatch, as reads do; then the pass fails, "data").
-    const range = {
-      offsetBytes: HEADER_BYTES + first * SECTOR_BYTES,
-      lengthBytes: (end - first) * SECTOR_BYTES,
-    };
-    const crcs = summary.trailer?.sectorCrcs;
-    const verifiedGet = async () => {
-      const { body } = await withRetries(o.retry, () => o.store.get(x.key, range));
-      if (body.length !== range.lengthBytes) {
-        throw new LsvdError(
-          "data",
-          `Cannot read object "${x.key}": got ${body.length} of ${range.lengthBytes} bytes (truncated)`,
-        );
-      }
-      if (crcs !== undefined) checkDataSectors(x.key, body, first, crcs);
-      return body;
-    };
-    const body = await verifiedGet().catch((e) => {
-      if (!isLsvdError(e, "data")) throw e;
-      return verifiedGet();
+    const crcs = summary.trailer?.sectorCrcs ?? null;
+    const { body } = await readVerified(o.store, o.retry, {
+      key: x.key,
+      sequence: x.sequence,
+      range: { offsetSectors: first, lengthSectors: end - first },
+      sizeBytes: x.sizeBytes,
+      crcs: { table: () => Promise.resolve(crcs) },
     });
     const withData = pieces.map((p) => ({
       ...p,

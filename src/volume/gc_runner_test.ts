@@ -8,6 +8,7 @@ import { createSnapshot } from "../log/snapshots.ts";
 import { listLogState } from "../log/log_state.ts";
 import { rollbackLog } from "../log/rollback.ts";
 import { isLsvdError } from "../util/errors.ts";
+import { dryRunRound } from "../cli/gc.ts";
 
 const SECTOR = 4096;
 const SECTORS = 256; // a 1 MiB disk
@@ -39,11 +40,17 @@ function bucketBytes(store: MemoryStore): number {
   );
 }
 
-/** Overwrites the disk in random 1-4 sector writes with bytes naming the round; returns the disk image. */
-async function overwrite(v: Volume, model: Uint8Array, round: number, rand: () => number): Promise<void> {
+/** Overwrites the first `sectors` of the disk in random 1-4 sector writes with bytes naming the round; returns the disk image. */
+async function overwrite(
+  v: Volume,
+  model: Uint8Array,
+  round: number,
+  rand: () => number,
+  sectors = SECTORS,
+): Promise<void> {
   for (let i = 0; i < SECTORS; i++) {
     const n = 1 + Math.floor(rand() * 4);
-    const at = Math.floor(rand() * (SECTORS - n));
+    const at = Math.floor(rand() * (sectors - n));
     const data = new Uint8Array(n * SECTOR).fill(round);
     for (let k = 0; k < n; k++) data[k * SECTOR] = (at + k) & 0xff;
     await v.write(at * SECTOR, data);
@@ -93,6 +100,46 @@ Deno.test("GcRunner: after the window, dead objects go, live data moves, every k
   if (gone < result.retainedFrom) {
     await assert.rejects(open(store, clock, { readOnly: true, atSequence: gone }), /older points are gone/);
   }
+});
+
+Deno.test("lsvd gc --dry-run plans exactly the daemon's next pass on the same bucket state", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const rand = seededRandom(11);
+  const retry = { clock, attemptsMax: 3 };
+  const v = await open(store, clock);
+  const model = new Uint8Array(SECTORS * SECTOR);
+  const points: number[] = [];
+  // Full objects that stay live (not sparse, smaller than the 1 MiB default "small"), then garbage.
+  await v.write(0, new Uint8Array(SECTORS * SECTOR).fill(9));
+  await v.flush();
+  model.fill(9);
+  for (let round = 1; round <= 4; round++) {
+    await overwrite(v, model, round, rand, SECTORS / 4);
+    points.push(v.stats.lastSequence);
+    clock.advance(30 * 60_000);
+  }
+  const snapshot = { version: 1, createdMs: clock.wallMs() };
+  await createSnapshot(store, "", { ...snapshot, name: "kept", sequence: points[0]! }, retry);
+  let planned = 0;
+  for (let pass = 1; pass <= 3; pass++) {
+    const state = await listLogState(store, "", retry);
+    const { round } = await dryRunRound(store, state, {
+      retentionMs: HOUR,
+      objectBytes: 16 * SECTOR,
+      wallNowMs: clock.wallMs(),
+      retry,
+      log: silentLogger,
+    });
+    const result = await v.collectGarbage();
+    assert.equal(result.retainedFrom, round.pmin, `pass ${pass}: Pmin`);
+    assert.deepEqual(result.planned, round.plan.map((c) => c.object.sequence), `pass ${pass}: plan`);
+    planned += result.planned.length;
+    await overwrite(v, model, 10 + pass, rand, SECTORS / 4);
+    clock.advance(40 * 60_000);
+  }
+  assert(planned > 0, "no pass planned anything");
+  await v.close();
 });
 
 Deno.test("GcRunner: repeated passes keep bucket bytes near live bytes on random overwrites", async () => {

@@ -17,21 +17,19 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { logKey } from "../format/keys.ts";
-import { encodeCheckpoint } from "../format/checkpoint.ts";
-import { isStoreError } from "../store/store.ts";
 import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
-import { objectCrcOf, pruneCheckpoints, storeCheckpoint } from "../log/checkpoints.ts";
-import { listCheckpoints } from "../log/log_state.ts";
+import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
+import { putLogObject } from "../log/object_writer.ts";
 import type { WriteOptions } from "./block_device.ts";
 import { DirtyBudget } from "./dirty_budget.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";
 import type { ReadCache } from "./read_cache.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** Between "Still flushing" lines while closing. */
@@ -496,23 +494,10 @@ export class LogWriter {
     let attempts = 0;
     try {
       // Retried until the store is back; a failed (fenced) volume ends the wait through abort.
-      await withRetries(this.#retry, () => {
-        attempts++;
-        return this.#o.store.put(key, bytes, { ifNoneMatch: true });
-      });
+      await putLogObject(this.#o.store, this.#retry, { key, bytes, onAttempt: () => attempts++ });
     } catch (e) {
       if (this.#failure) return;
-      if (isStoreError(e, "PreconditionFailed")) {
-        return this.fail(
-          new LsvdError(
-            "fenced",
-            `Cannot write object "${key}": it already exists; another writer is using this volume`,
-            {
-              cause: e,
-            },
-          ),
-        );
-      }
+      if (isLsvdError(e, "fenced")) return this.fail(e);
       return this.fail(
         new LsvdError("unavailable", `Cannot write object "${key}": ${messageOf(e)}`, { cause: e }),
       );
@@ -564,11 +549,12 @@ export class LogWriter {
    * once those objects are durable. Failures only cost restart time: logged, not fatal.
    */
   #startCheckpoint(sequence: number, objectCrc32: number): void {
-    const bytes = encodeCheckpoint(
-      { sequence, volumeSizeBytes: this.#sizeBytes, writerEpoch: this.#writerEpoch, objectCrc32 },
-      this.#map.runs(),
-      this.#map.extentCount,
-    );
+    const bytes = encodeMapCheckpoint(this.#map, {
+      sequence,
+      volumeSizeBytes: this.#sizeBytes,
+      writerEpoch: this.#writerEpoch,
+      objectCrc32,
+    });
     const durable = this.#durableThrough >= sequence
       ? Promise.resolve()
       : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
@@ -583,12 +569,9 @@ export class LogWriter {
   }
 
   async #writeCheckpoint(bytes: Uint8Array, sequence: number): Promise<void> {
-    const { store, prefix } = this.#o;
     // Retried while the store is away, until close() gives up on it (a checkpoint is optional).
     const retry = volumeRetry(this.#o, () => this.#failure ?? this.#checkpointAbandoned);
-    await storeCheckpoint(store, prefix, sequence, bytes, retry);
+    await storeCheckpoint(this.#o.store, this.#o.prefix, { sequence, bytes }, retry);
     this.#checkpointedThrough = Math.max(this.#checkpointedThrough, sequence);
-    const checkpoints = await withRetries(retry, () => listCheckpoints(store, prefix));
-    await pruneCheckpoints(store, checkpoints, sequence, retry);
   }
 }

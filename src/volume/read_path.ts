@@ -6,8 +6,8 @@
  * sequential readers get read-ahead. Unmapped sectors are zeros and cost no request.
  */
 
-import { HEADER_BYTES, SECTOR_BYTES } from "../util/constants.ts";
-import type { ExtentMap } from "./extent_map.ts";
+import { SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
 import type { Fetcher } from "./fetcher.ts";
 import type { OpenObject } from "./open_object.ts";
 import type { ReadAhead } from "./read_ahead.ts";
@@ -68,7 +68,7 @@ export class ReadPath {
       const at = (e.startSector - firstSector) * SECTOR_BYTES;
       const body = s.inflightBody(e.sequence);
       if (body !== undefined) {
-        const from = HEADER_BYTES + e.offsetSectors * SECTOR_BYTES;
+        const from = sectorOffsetBytes(e.offsetSectors);
         dest.set(body.subarray(from, from + e.lengthSectors * SECTOR_BYTES), at);
         return;
       }

@@ -30,11 +30,11 @@ import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
 import { repairLog } from "../log/repair.ts";
-import { recordedSizeBytes } from "../log/recorded_size.ts";
+import { peekVolume, recordedSizeBytes } from "../log/recorded_size.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
-import { type ExtentMap } from "./extent_map.ts";
+import { type ExtentMap } from "../map/extent_map.ts";
 import { CrcTableLoader, CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ObjectSizes } from "./object_sizes.ts";
@@ -42,7 +42,7 @@ import { CLOSE_CHECKPOINT_MS, LogWriter } from "./log_writer.ts";
 import { type GcPassResult, GcRunner } from "./gc_runner.ts";
 import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError } from "../util/errors.ts";
-import { isStoreError } from "../store/store.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
@@ -195,6 +195,8 @@ export class Volume implements BlockDevice {
       const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
       if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
     }
+    // Before the lease: a writer without --size on a prefix without a log writes nothing.
+    if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
     // Before the store is touched: a journal in use or damaged leaves the bucket as it was.
     const scanned = o.journal === undefined ? undefined : await prepareJournal(o.journal, o.log);
     if (scanned !== undefined) {
@@ -239,12 +241,7 @@ export class Volume implements BlockDevice {
     try {
       o.log(`Starting recovery from ${o.store.description}.`);
       let { state, loaded } = await loadVolume(o, retry, stopped);
-      if (o.readOnly && !volumeExists(state)) {
-        throw new LsvdError(
-          "invalid",
-          `Cannot open the volume: ${o.store.description} holds no volume under prefix "${o.prefix}"`,
-        );
-      }
+      if (o.readOnly && !volumeExists(state)) throw noVolume(o);
       let epoch = loaded.writerEpoch + 1;
       // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
       const wantedBytes = checkSize(o, loaded);
@@ -699,12 +696,7 @@ async function checkNoNewerWriter(
 function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
   const recorded = loaded.volumeSizeBytes;
   const wanted = o.readOnly ? recorded ?? o.sizeBytes : o.sizeBytes ?? recorded;
-  if (wanted === undefined) {
-    throw new LsvdError(
-      "invalid",
-      "Cannot open the volume: it has no recorded size yet; give --size the first time",
-    );
-  }
+  if (wanted === undefined) throw noRecordedSize();
   if (!o.readOnly && recorded !== undefined && wanted < recorded) {
     if (!o.allowShrink) throw shrinkRefused(o, recorded, wanted);
     const end = mappedEndBytes(loaded.map);
@@ -718,11 +710,47 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
   return wanted;
 }
 
-function shrinkRefused(o: ResolvedVolumeOptions, recorded: number, wanted: number): LsvdError {
-  const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
+/**
+ * The refusals a glance at the prefix settles (peekVolume), made before anything is written (the
+ * start-up probes, the lease, an epoch), so a start that cannot succeed leaves the store as it was:
+ * read-only on a prefix without a volume, and a writer without a size on a prefix without a log.
+ */
+export async function refuseBeforeWriting(
+  o: { store: ObjectStore; prefix: string; readOnly: boolean; sizeBytes?: number | undefined },
+  retry: RetryPolicy,
+): Promise<void> {
+  if (!o.readOnly && o.sizeBytes !== undefined) return;
+  const peek = await peekVolume(o.store, o.prefix, retry);
+  if (o.readOnly && !peek.exists) throw noVolume(o);
+  if (!o.readOnly && !peek.hasLog) throw noRecordedSize();
+}
+
+function noVolume(o: { store: ObjectStore; prefix: string }): LsvdError {
   return new LsvdError(
     "invalid",
-    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes without --allow-shrink: a filesystem on it may still use the space`,
+    `Cannot open the volume: ${o.store.description} holds no volume under prefix "${o.prefix}"`,
+  );
+}
+
+function noRecordedSize(): LsvdError {
+  return new LsvdError(
+    "invalid",
+    "Cannot open the volume: it has no recorded size yet; give --size the first time",
+  );
+}
+
+function shrinkRefused(o: ResolvedVolumeOptions, recorded: number, wanted: number): LsvdError {
+  const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
+  const source = o.sizeSource;
+  // A size from the environment is easy to forget: an env file written once keeps pinning it.
+  const fromEnvironment = source.startsWith("--")
+    ? ""
+    : `; the size comes from the environment variable ${source} (an env file, e.g. from lsvd setup): ` +
+      "remove it there to serve the recorded size";
+  return new LsvdError(
+    "invalid",
+    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes (${source}) without --allow-shrink: ` +
+      `a filesystem on it may still use the space${fromEnvironment}`,
   );
 }
 

@@ -38,6 +38,8 @@ export interface VolumeOptions {
   prefix?: string;
   /** Required when the log holds no size yet; larger than the recorded size grows the volume. */
   sizeBytes?: number;
+  /** Where sizeBytes came from, named when it is refused: "--size" (default) or an environment variable. */
+  sizeSource?: string;
   readOnly?: boolean;
   /** A size below the recorded one is refused unless this is set (never below written data). */
   allowShrink?: boolean;
@@ -134,6 +136,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     store: o.store,
     prefix: normalizePrefix(o.prefix ?? ""),
     sizeBytes: o.sizeBytes,
+    sizeSource: o.sizeSource ?? "--size",
     readOnly: o.readOnly ?? false,
     allowShrink: o.allowShrink ?? false,
     atSequence: o.atSequence,

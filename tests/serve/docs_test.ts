@@ -2,13 +2,18 @@
  * @module
  * The operator docs hold: docs/lsvd.service passes `systemd-analyze verify`, its stop timeout
  * outlasts lsvd's own --shutdown-timeout, and its ExecStart command line starts the real daemon;
- * .dockerignore keeps local state and secrets out of the build but not what the Dockerfile copies.
+ * .dockerignore keeps local state and secrets out of the build but not what the Dockerfile copies;
+ * every `docker run` line (README, Dockerfile, `lsvd setup` and its help) is a valid lsvd command
+ * line behind the image's entrypoint; and the image installs the Debian packages that ship the
+ * tools `serve --mount` and `--fuse` run (Docker itself cannot run here: no engine).
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon, ROOT, scratch } from "../support/daemon.ts";
 import { runClient } from "../support/clients.ts";
+import { runLsvd } from "../support/lsvd_cli.ts";
+import { usageText } from "../../src/cli/setup.ts";
 
 const UNIT = join(ROOT, "docs", "lsvd.service");
 
@@ -91,4 +96,117 @@ Deno.test("lsvd licenses states lsvd's license and names the Deno runtime's noti
     await Deno.readTextFile(join(ROOT, "LICENSE")),
     /^ +Apache License\n +Version 2\.0, January 2004/,
   );
+});
+
+/** docker run options that take a value (the rest are flags such as --rm or --privileged). */
+const DOCKER_VALUE_OPTIONS = new Set([
+  "--env-file",
+  "--stop-timeout",
+  "--device",
+  "--cap-add",
+  "-v",
+  "--volume",
+  "-e",
+  "--env",
+  "--name",
+  "-p",
+  "--mount",
+]);
+
+/** The image and what follows it (the container's command) in a `docker run ...` line. */
+function dockerRunCommand(line: string): { image: string; args: string[] } {
+  const tokens = line.replace(/#.*$/, "").trim().split(/\s+/).slice(2); // after "docker run"
+  let at = 0;
+  while (at < tokens.length && (tokens[at] === "..." || tokens[at]!.startsWith("-"))) {
+    at += DOCKER_VALUE_OPTIONS.has(tokens[at]!) ? 2 : 1;
+  }
+  return { image: tokens[at] ?? "", args: tokens.slice(at + 1) };
+}
+
+/** Every `docker run` command a user is shown: README (code and inline), Dockerfile, setup's output and help. */
+async function dockerRunLines(): Promise<{ where: string; line: string }[]> {
+  const found: { where: string; line: string }[] = [];
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  for (const m of readme.matchAll(/`(docker run [^`]+)`/g)) found.push({ where: "README", line: m[1]! });
+  for (const m of readme.matchAll(/^(docker run .*)$/gm)) found.push({ where: "README", line: m[1]! });
+  const dockerfile = await Deno.readTextFile(join(ROOT, "Dockerfile"));
+  for (const m of dockerfile.matchAll(/^#\s+(docker run .*)$/gm)) {
+    found.push({ where: "Dockerfile", line: m[1]! });
+  }
+  const help = await runLsvd(["setup", "--help"]);
+  for (const m of help.out.matchAll(/(docker run .*)$/gm)) found.push({ where: "setup --help", line: m[1]! });
+  for (const m of usageText("/etc/lsvd.env").matchAll(/(docker run .*)$/gm)) {
+    found.push({ where: "setup", line: m[1]! });
+  }
+  return found;
+}
+
+Deno.test("every docker run line shown to a user is an lsvd command line behind the image's entrypoint", async () => {
+  const dockerfile = await Deno.readTextFile(join(ROOT, "Dockerfile"));
+  assert.match(dockerfile, /^COPY --from=build \/src\/lsvd \/\.fly\/lsvd$/m);
+  assert.match(dockerfile, /^ENTRYPOINT \["\/\.fly\/lsvd"\]$/m, "the entrypoint is the binary itself");
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  const tag = /docker build -t (\S+) \./.exec(readme)?.[1];
+  assert.equal(tag, "lsvd");
+  const commands = [...(await runLsvd(["--help"])).out.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]!);
+  assert(commands.includes("serve"), commands.join(" "));
+
+  const lines = await dockerRunLines();
+  for (const where of ["README", "Dockerfile", "setup", "setup --help"]) {
+    assert(lines.some((l) => l.where === where), `no docker run line found in ${where}`);
+  }
+  const checked = new Set<string>();
+  for (const { where, line } of lines) {
+    const { image, args } = dockerRunCommand(line);
+    assert.equal(image, tag, `${where}: "${line}" runs image "${image}", not the one README builds`);
+    const first = args[0] ?? "";
+    assert(
+      first === "--help" || commands.includes(first),
+      `${where}: "${line}" gives the entrypoint /.fly/lsvd "${args.join(" ")}", not an lsvd command`,
+    );
+    if (checked.has(first)) continue;
+    checked.add(first);
+    const r = await runLsvd(first === "--help" ? ["--help"] : [first, "--help"]);
+    assert.equal(r.code, 0, `lsvd ${first} --help: ${r.err}`);
+  }
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? "[]") as string[];
+  assert.equal((await runLsvd(cmd)).code, 0, `the image's default command lsvd ${cmd.join(" ")}`);
+});
+
+/** The base image's Debian release, when this host runs the same one (dpkg answers for it). */
+const dockerBase = /^FROM debian:(\w+)-slim$/m.exec(Deno.readTextFileSync(join(ROOT, "Dockerfile")))?.[1];
+const hostRelease = /^VERSION_CODENAME=(\w+)$/m.exec(
+  (() => {
+    try {
+      return Deno.readTextFileSync("/etc/os-release");
+    } catch {
+      return "";
+    }
+  })(),
+)?.[1];
+
+Deno.test({
+  name: "the image installs the Debian packages that ship nbdfuse, fusermount3, losetup and the ext4 tools",
+  ignore: dockerBase === undefined || dockerBase !== hostRelease,
+  async fn() {
+    const dockerfile = await Deno.readTextFile(join(ROOT, "Dockerfile"));
+    const install = /apt-get install -y --no-install-recommends ([^\\&\n]+)/.exec(dockerfile)?.[1]?.trim()
+      .split(/\s+/) ?? [];
+    for (const tool of ["nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "resize2fs", "e2fsck", "mount"]) {
+      const path = (await runClient("sh", ["-c", `command -v ${tool}`])).stdout.trim();
+      assert(path !== "", `${tool} is not installed here, so dpkg cannot say which package ships it`);
+      // usrmerge: dpkg knows /bin/x or /sbin/x where the file is /usr/bin/x.
+      const owner = (await runClient("dpkg", ["-S", path])).stdout ||
+        (await runClient("dpkg", ["-S", path.replace(/^\/usr/, "")])).stdout;
+      const pkg = /^([^:\s]+):/.exec(owner)?.[1];
+      assert(pkg !== undefined, `dpkg does not know ${path}`);
+      const priority = (await runClient("dpkg-query", ["-W", "-f=${Priority}", pkg])).stdout.trim();
+      assert(
+        install.includes(pkg) || priority === "required",
+        `${tool} comes from ${pkg} (priority ${priority}), which the image does not install: ${
+          install.join(" ")
+        }`,
+      );
+    }
+  },
 });

@@ -109,7 +109,7 @@ Deno.test("lsvd serve --read-only on a prefix without a volume fails, even with 
   }
 });
 
-Deno.test("lsvd serve shrinks only with --allow-shrink, and never below written data", async () => {
+Deno.test("lsvd serve shrinks only with --allow-shrink, names where the size came from, and never below written data", async () => {
   const t = await scratch();
   try {
     let d = await Daemon.start({ args: ["--dir", t.store, "--size", "16M", "--socket", t.socket] });
@@ -122,7 +122,19 @@ Deno.test("lsvd serve shrinks only with --allow-shrink, and never below written 
     assert.equal(refused.code, 1, refused.log);
     assert.match(
       refused.log,
-      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes without --allow-shrink/m,
+      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes \(--size\) without --allow-shrink: a filesystem on it may still use the space$/m,
+    );
+    assert.deepEqual(await listTree(t.store), before, "a refused shrink writes nothing");
+
+    // A size pinned in the environment (an env file from lsvd setup, after a grow) is named as such.
+    const pinned = await Daemon.spawn({
+      args: ["--dir", t.store, "--socket", t.socket],
+      env: { FLY_LSVD_DEVICE_SIZE: "8M" },
+    }).finished();
+    assert.equal(pinned.code, 1, pinned.log);
+    assert.match(
+      pinned.log,
+      /^lsvd: Cannot shrink the volume in the .* directory from 16777216 to 8388608 bytes \(FLY_LSVD_DEVICE_SIZE\) without --allow-shrink: a filesystem on it may still use the space; the size comes from the environment variable FLY_LSVD_DEVICE_SIZE \(an env file, e\.g\. from lsvd setup\): remove it there to serve the recorded size$/m,
     );
     assert.deepEqual(await listTree(t.store), before, "a refused shrink writes nothing");
 
@@ -221,6 +233,71 @@ Deno.test("lsvd serve --fuse into a missing directory fails before writing anyth
     ]);
     assertOneLine(r, /^lsvd: Cannot expose the volume at .*nope\/disk: .*nope is not a directory$/, "fuse");
     assert.deepEqual(await listTree(t.store), []);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve that cannot start leaves the directory store as it found it (absent or empty)", async () => {
+  const t = await scratch();
+  try {
+    const absent = join(t.dir, "never-made");
+    const r = await runLsvd(["serve", "--dir", absent, "--socket", t.socket]);
+    assertOneLine(
+      r,
+      /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/,
+      "no size",
+    );
+    assert.equal(
+      await Deno.stat(absent).then(() => true, () => false),
+      false,
+      "the store directory was not made",
+    );
+
+    await Deno.mkdir(t.store);
+    for (const extra of [[], ["--prefix", "vol1"]]) {
+      const again = await runLsvd(["serve", "--dir", t.store, ...extra, "--socket", t.socket]);
+      assertOneLine(again, /no recorded size yet; give --size the first time$/, `no size ${extra.join(" ")}`);
+      assert.deepEqual(await listTree(t.store), [], "no lease.json, epoch/ or .lsvd-tmp/");
+    }
+
+    // Refused after the store's own check: what the check made goes again.
+    const file = join(t.dir, "a-file");
+    await Deno.writeTextFile(file, "");
+    const journal = await runLsvd([
+      "serve",
+      "--dir",
+      absent,
+      "--size",
+      "16M",
+      "--socket",
+      t.socket,
+      "--journal",
+      file,
+    ]);
+    assertOneLine(journal, /^lsvd: Cannot use journal directory /, "journal");
+    assert.equal(
+      await Deno.stat(absent).then(() => true, () => false),
+      false,
+      "the store directory was removed",
+    );
+    assert.equal(await Deno.stat(t.socket).then(() => true, () => false), false, "the socket was removed");
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("lsvd serve --fuse without nbdfuse installed fails before the store is touched", async () => {
+  const t = await scratch();
+  const bin = join(t.dir, "bin"); // a PATH without nbdfuse
+  try {
+    await Deno.mkdir(bin);
+    const r = await runLsvd(
+      ["serve", "--dir", t.store, "--size", "16M", "--socket", t.socket, "--fuse", join(t.dir, "disk")],
+      { PATH: bin },
+    );
+    assertOneLine(r, /^lsvd: Cannot expose the volume at .*disk: nbdfuse is not installed/, "no nbdfuse");
+    assert.deepEqual([...Deno.readDirSync(t.dir)].map((e) => e.name), ["bin"], "no store, no socket");
   } finally {
     await t.remove();
   }

@@ -2,7 +2,9 @@
  * @module
  * `lsvd setup` against Ceph RGW: driven by flags (--non-interactive) and through a pseudo-terminal
  * answering its prompts (python3 pty, the secret typed without echo). The env file it writes must
- * start the real daemon with nothing else but a socket, and a bad key must write nothing.
+ * start the real daemon with nothing else but a socket, and a bad key must write nothing. The
+ * secret key never appears on standard output or error (only in the env file), and an env file
+ * written for a volume that exists pins no size, so the daemon still starts after a grow.
  */
 
 import assert from "node:assert/strict";
@@ -25,10 +27,20 @@ function parseEnvFile(text: string): Record<string, string> {
   return env;
 }
 
-/** Serves with only the env file's variables (and a socket), writes, reads back, stops. */
-async function serveFromEnvFile(file: string, socket: string, expectLine: RegExp): Promise<void> {
+/** What setup printed, with the secret nowhere in it. */
+function assertNoSecret(secret: string, ...outputs: string[]): void {
+  for (const output of outputs) assert(!output.includes(secret), `the secret key was printed:\n${output}`);
+}
+
+/** Serves with only the env file's variables (and a socket, and any extra args), writes, reads back, stops. */
+async function serveFromEnvFile(
+  file: string,
+  socket: string,
+  expectLine: RegExp,
+  extra: string[] = [],
+): Promise<void> {
   const env = { ...CLEAN_ENV, ...parseEnvFile(await Deno.readTextFile(file)) };
-  const d = await Daemon.start({ args: ["--socket", socket], env });
+  const d = await Daemon.start({ args: ["--socket", socket, ...extra], env });
   assert(d.lines.some((l) => expectLine.test(l)), d.log);
   await runClientOk("qemu-io", [
     "-f",
@@ -123,11 +135,14 @@ Deno.test({
         LSVD_PATH_STYLE: "true",
         FLY_LSVD_DEVICE_SIZE: "64M",
       });
-      assert.match(r.err, /lsvd: The bucket works\. The first start creates a volume of 64M here\./);
+      assert.match(r.err, /^lsvd: The bucket works\. It holds no volume here yet\.$/m);
+      assert.match(r.err, /^lsvd: The first start creates a volume of 64M here\.$/m);
+      assert.match(r.out, new RegExp(`^  Fly: +fly secrets import < ${file.replaceAll(".", "\\.")}$`, "m"));
       assert.match(
         r.out,
-        new RegExp(`^fly secrets set AWS_ACCESS_KEY_ID=${rgw.accessKeyId} .*BUCKET_NAME=${rgw.bucket}`, "m"),
+        new RegExp(`^  docker: +docker run --env-file ${file.replaceAll(".", "\\.")} .* lsvd serve$`, "m"),
       );
+      assertNoSecret(rgw.secretAccessKey, r.out, r.err);
       await serveFromEnvFile(
         file,
         t.socket,
@@ -144,6 +159,18 @@ Deno.test({
       });
       assert.equal(forced.code, 0, forced.err);
       assert.match(forced.err, /It already holds a volume here of 67108864 bytes; serve will open it\./);
+      assert.match(
+        forced.err,
+        /^lsvd: The env file sets no size: serve opens the volume at the size its bucket records, and grows it when started once with a larger --size \(--size=64M is not written\)\.$/m,
+      );
+      assertNoSecret(rgw.secretAccessKey, forced.out, forced.err);
+      const rewritten = parseEnvFile(await Deno.readTextFile(file));
+      assert.equal(rewritten.FLY_LSVD_DEVICE_SIZE, undefined, "a size pinned for an existing volume");
+      assert.equal(rewritten.AWS_SECRET_ACCESS_KEY, rgw.secretAccessKey);
+      // Grown once by hand, the volume still starts from the env file (nothing pins the old size).
+      const using = new RegExp(`^lsvd: Using bucket ${rgw.bucket}, prefix setup1/ `);
+      await serveFromEnvFile(file, t.socket, using, ["--size", "128M"]);
+      await serveFromEnvFile(file, t.socket, using);
 
       const bad = join(t.dir, "bad.env");
       const wrong = await runLsvd(
@@ -153,13 +180,14 @@ Deno.test({
           "--access-key-id",
           rgw.accessKeyId,
           "--secret-access-key",
-          "wrong",
+          "wrong-secret-5f1c",
           "--env-file",
           bad,
         ],
         { env: CLEAN_ENV },
       );
       assert.equal(wrong.code, 1, wrong.err);
+      assertNoSecret("wrong-secret-5f1c", wrong.out, wrong.err);
       const lines = wrong.err.trim().split("\n").filter((l) => !l.startsWith("lsvd: Checking bucket"));
       assert.equal(lines.length, 1, wrong.err);
       assert.match(lines[0]!, /^lsvd: .*credentials/i);
@@ -223,13 +251,16 @@ Deno.test({
       );
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.match(r.stdout, /Which object storage service\?/);
-      assert.match(r.stdout, /Wrote .*asked\.env \(mode 0600\)/);
+      assert.match(r.stdout, /Wrote .*asked\.env \(mode 0600; it holds the secret key\)/);
       // Between typing the secret and the next question the terminal shows nothing of it.
       const echoed = r.stdout.split(`<<${rgw.secretAccessKey}>>`)[1]?.split("Endpoint URL")[0];
       assert(
         echoed !== undefined && !echoed.includes(rgw.secretAccessKey),
         `the secret was echoed: ${echoed}`,
       );
+      // Nowhere else either: the only copies are the driver's own note of what it typed.
+      assertNoSecret(rgw.secretAccessKey, r.stdout.replaceAll(`<<${rgw.secretAccessKey}>>`, ""), r.stderr);
+      assert.match(r.stdout, /fly secrets import < .*asked\.env/);
       const keyEchoed = r.stdout.split(`<<${rgw.accessKeyId}>>`)[1]?.split("Secret access key")[0];
       assert(
         keyEchoed?.includes(rgw.accessKeyId),

@@ -18,6 +18,11 @@ export interface DaemonOptions {
   cwd?: string;
   /** Bound on start-up until "Device is now operational."; default 60 s. */
   startTimeoutMs?: number;
+  /**
+   * Run in a session and process group of its own, as a shell job is, so a test can signal the
+   * whole group the way a terminal's Ctrl-C does (signalGroup()).
+   */
+  ownProcessGroup?: boolean;
 }
 
 export class Daemon {
@@ -45,6 +50,7 @@ export class Daemon {
       stderr: "piped",
       stdin: "null",
       ...(options.env === undefined ? {} : { env: options.env }),
+      ...(options.ownProcessGroup ? { detached: true } : {}),
     }).spawn();
     return new Daemon(child);
   }
@@ -96,6 +102,11 @@ export class Daemon {
     clearTimeout(timer);
     await this.#output;
     return { code: status.code, log: this.log };
+  }
+
+  /** Sends signal to the daemon and everything it started (needs ownProcessGroup), as a terminal does. */
+  signalGroup(signal: Deno.Signal): void {
+    Deno.kill(-this.child.pid, signal);
   }
 
   /** SIGKILL: the process dies with whatever is in its memory. */

@@ -192,6 +192,17 @@ export async function verifyDamage(t: ToolboxTarget, v: WrittenVolume): Promise<
   const e = await lsvd(t, ["export", ...args(t, p), out]);
   assertOneLine(e, new RegExp(`Cannot read object "(${flipped}|${truncated})"`));
   await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+  // Over an existing file (--force) the failed export leaves that file as it was, and no temp file.
+  const before = [...Deno.readDirSync(t.dir)].map((f) => f.name).sort();
+  const kept = join(t.dir, "kept.img");
+  await Deno.writeTextFile(kept, "the previous image");
+  assertOneLine(
+    await lsvd(t, ["export", "--force", ...args(t, p), kept]),
+    new RegExp(`Cannot read object "(${flipped}|${truncated})"`),
+  );
+  assert.equal(await Deno.readTextFile(kept), "the previous image");
+  assert.deepEqual([...Deno.readDirSync(t.dir)].map((f) => f.name).sort(), [...before, "kept.img"].sort());
+  await Deno.remove(kept);
 }
 
 async function fileSha(path: string): Promise<string> {
@@ -336,6 +347,21 @@ export async function importStory(t: ToolboxTarget, v: WrittenVolume): Promise<v
     /Cannot import/,
   );
   assert.deepEqual(await allKeys(t.store, "nothing/"), []);
+
+  // More data on standard input than --size: found while reading, after objects were stored. The
+  // import removes what it stored (and its format, epoch and lease keys), so running it again works.
+  const big = seededBytes(12 * 2 ** 20, 5);
+  assertOneLine(
+    await lsvd(t, ["import", "--size", "8M", "--object-size", "1M", ...args(t, "again"), "-"], big),
+    /it holds more than the 8388608 bytes of the volume \(--size\); removed what it had written under prefix "again\/" .*\(8 log objects\)/,
+  );
+  assert.deepEqual(await allKeys(t.store, "again/"), []);
+  const retried = await lsvd(t, ["import", ...args(t, "again"), "-"], big);
+  assert.equal(retried.code, 0, retried.err);
+  assert.equal(
+    await sha256Hex((await lsvdOk(t, ["export", ...args(t, "again"), "-"])).stdout),
+    await sha256Hex(big),
+  );
   for (const f of [image, copied, sparse, back]) await Deno.remove(f);
 }
 
@@ -400,6 +426,28 @@ export async function runToolboxStory(ctx: Deno.TestContext, t: ToolboxTarget): 
     "rollback moves newer objects to archive/ and serves the past state",
     () => rollbackStory(t, v),
   );
+  await ctx.step("a start that cannot succeed writes nothing to the store", () => refusedStarts(t));
+}
+
+/**
+ * Starts that cannot succeed change nothing in the store: no --size on a prefix without a volume,
+ * --read-only (with or without --size) on one; refused in one line before the probe, the lease or
+ * an epoch is written.
+ */
+export async function refusedStarts(t: ToolboxTarget): Promise<void> {
+  const cases: [string[], RegExp][] = [
+    [[], /^lsvd: Cannot open the volume: it has no recorded size yet; give --size the first time$/m],
+    [["--read-only"], /^lsvd: Cannot open the volume: .* holds no volume under prefix "unsized\/"$/m],
+    [["--read-only", "--size", "16M"], /^lsvd: Cannot open the volume: .* holds no volume under prefix/m],
+  ];
+  for (const [extra, pattern] of cases) {
+    const d = Daemon.spawn({ args: args(t, "unsized", "--socket", socketOf(t), ...extra), env: t.env });
+    const r = await d.finished();
+    assert.equal(r.code, 1, r.log);
+    assert.match(r.log, pattern);
+    assert(!r.log.includes("Starting recovery"), r.log);
+    assert.deepEqual(await allKeys(t.store, "unsized/"), [], `${extra.join(" ")}: nothing is written`);
+  }
 }
 
 /** An unreachable endpoint and a missing bucket: one line each from every reading tool, nothing written. */
@@ -410,9 +458,14 @@ export async function storeErrors(t: ToolboxTarget, endpoint: string): Promise<v
   const unreachable = ["--bucket", "b", "--endpoint", `http://127.0.0.1:${port}`, "--path-style"];
   const missing = ["--bucket", "no-such-bucket", "--endpoint", endpoint, "--path-style"];
   const out = join(t.dir, "never.img");
-  for (const command of [["info"], ["verify"], ["export", out], ["rollback", "--to", "1"]]) {
+  const image = join(t.dir, "image-for-errors.img");
+  await Deno.writeFile(image, seededBytes(8192, 1));
+  for (
+    const command of [["info"], ["verify"], ["export", out], ["import", image], ["rollback", "--to", "1"]]
+  ) {
     assertOneLine(await lsvd(t, [...command, ...unreachable]), /cannot reach/i);
     assertOneLine(await lsvd(t, [...command, ...missing]), /no-such-bucket.*(does not exist|NoSuchBucket)/);
   }
   await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+  await Deno.remove(image);
 }

@@ -1,6 +1,6 @@
 /**
  * @module
- * The sparse half of the extent map (src/volume/extent_map.ts holds the dense half): for every written range of the disk, which log object holds its newest data
+ * The sparse half of the extent map (src/map/extent_map.ts holds the dense half): for every written range of the disk, which log object holds its newest data
  * and where inside that object's data. Kept compact because it is the engine's one structure that
  * grows with the disk: extents live in chunks of a flat Uint32Array (start, length, sequence,
  * offset — all in 4 KiB sectors), 16 bytes per extent plus a few bytes per chunk of 256.

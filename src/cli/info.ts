@@ -8,7 +8,7 @@
  */
 
 import { crcCoverage } from "../log/coverage.ts";
-import { type Lease, leaseLapsed, readLease } from "../log/lease.ts";
+import { type Lease, leaseBroken, leaseLapsed, readLease } from "../log/lease.ts";
 import type { FormatRecord } from "../log/format_record.ts";
 import { loadLog } from "../log/load.ts";
 import { coversAll } from "../log/collected.ts";
@@ -79,6 +79,10 @@ export interface LeaseInfo {
   /** held: renewed in time; lapsed: not renewed in time (or broken), the holder may be dead;
    *  released: its holder shut down cleanly. */
   state: "held" | "lapsed" | "released";
+  /** Lapsed because `lsvd lease break` broke it (its renewal time then reads 1970). */
+  broken: boolean;
+  /** The write-back journal its holder acknowledged from, while it may hold writes not in the store. */
+  journal: { host: string; dir: string } | null;
 }
 
 const OPTIONS = {
@@ -164,6 +168,8 @@ export function leaseInfo(lease: Lease, wallNowMs: number): LeaseInfo {
     renewedAt: at(lease.renewedAtMs),
     expiresAt: at(lease.renewedAtMs + lease.durationMs),
     state: lease.released ? "released" : leaseLapsed(lease, wallNowMs) ? "lapsed" : "held",
+    broken: leaseBroken(lease),
+    journal: lease.journal === undefined ? null : { host: lease.journal.host, dir: lease.journal.dir },
   };
 }
 
@@ -250,11 +256,18 @@ function verifiableText(v: VolumeInfo["verification"]): string {
 function leaseText(l: LeaseInfo | null): string {
   if (l === null) return "none (no writer has taken one)";
   const who = `host ${l.host} pid ${l.pid}, epoch ${l.epoch}, since ${l.acquiredAt}`;
-  if (l.state === "released") return `released by ${who} (shut down cleanly)`;
-  if (l.state === "lapsed") {
-    return `lapsed at ${l.expiresAt}: ${who} (not renewed; a new writer takes it without --takeover)`;
+  const journal = l.journal === null
+    ? ""
+    : `; journal ${l.journal.dir} on host ${l.journal.host} may hold acknowledged writes not yet stored ` +
+      "(a start without it is refused unless --abandon-journal)";
+  if (l.state === "released") return `released by ${who} (shut down cleanly)${journal}`;
+  if (l.broken) {
+    return `lapsed (broken by 'lsvd lease break'): ${who} (a new writer takes it without --takeover)${journal}`;
   }
-  return `held by ${who}; renewed ${l.renewedAt}, expires ${l.expiresAt} unless renewed`;
+  if (l.state === "lapsed") {
+    return `lapsed at ${l.expiresAt}: ${who} (not renewed; a new writer takes it without --takeover)${journal}`;
+  }
+  return `held by ${who}; renewed ${l.renewedAt}, expires ${l.expiresAt} unless renewed${journal}`;
 }
 
 function formatLine(f: FormatRecord | null): string {

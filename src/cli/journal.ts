@@ -5,7 +5,7 @@
  * it is damaged. The operator reads this before choosing `serve --journal-discard`.
  */
 
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { LsvdError } from "../util/errors.ts";
 import { DirectoryJournalFiles } from "../volume/journal_files.ts";
 import { scanJournal } from "../volume/journal_replay.ts";
@@ -43,6 +43,8 @@ export async function journalCommand(args: string[]): Promise<number> {
         id.volumeCreatedAt === undefined ? "" : ` (created ${id.volumeCreatedAt})`
       }\n  writer: epoch ${id.writerEpoch}, started after object ${id.startSequence} (epoch ${id.startEpoch})`,
   );
+  const journalId = await Deno.readTextFile(join(path, "id")).then((t) => t.trim(), () => undefined);
+  if (journalId !== undefined) console.log(`  id: ${journalId} (what the volume's writer lease names it by)`);
   console.log(
     `  holds: ${scanned.records} records, ${scanned.bytes} bytes in ${scanned.segments.length} segments` +
       (scanned.tornBytes > 0 ? ` (and a torn tail of ${scanned.tornBytes} bytes, never acknowledged)` : ""),

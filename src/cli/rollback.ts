@@ -12,7 +12,7 @@
 
 import { archiveKey, logKey } from "../format/keys.ts";
 import { occupySlots } from "../log/fence.ts";
-import { claimEpoch, currentHolder } from "../log/lease.ts";
+import { claimEpoch, currentHolder, readLease } from "../log/lease.ts";
 import { readObjectSummary } from "../log/object_reader.ts";
 import { parsePoint, resolvePoint } from "../log/point.ts";
 import { rollbackLog } from "../log/rollback.ts";
@@ -100,6 +100,11 @@ const OPTIONS = {
     placeholder: "POINT",
   },
   "dry-run": { type: "boolean" as const, help: "List what would be moved; change nothing" },
+  "abandon-journal": {
+    type: "boolean" as const,
+    help: "Roll back although the lease names a write-back journal that may hold acknowledged writes " +
+      "not yet stored (they are lost: the journal cannot be replayed after the log changed)",
+  },
 };
 
 const SUMMARY =
@@ -138,9 +143,18 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
     log(
       `Dry run: rolling back to ${resolved.description} would move ${objects.length} objects and drop ${checkpoints.length} checkpoints; nothing was changed.`,
     );
+    const journal = (await withRetries(retry, () => readLease(store, prefix)))?.lease.journal;
+    if (journal !== undefined && parsed.values["abandon-journal"] !== true) {
+      log(
+        `The lease names journal ${journal.dir} on host ${journal.host}, which may hold acknowledged writes not yet ` +
+          "stored: the rollback itself is refused without --abandon-journal (replay it first with 'lsvd serve --journal').",
+      );
+    }
     return 0;
   }
-  const lease = await takeToolLease(selection, retry, log, 1);
+  const lease = await takeToolLease(selection, retry, log, 1, {
+    abandonJournal: parsed.values["abandon-journal"] === true,
+  });
   try {
     await refuseActiveWriter(selection, state, retry);
     state = await listVolume(selection, retry, { mustExist: true });

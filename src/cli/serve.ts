@@ -17,7 +17,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
 import { MeteredStore } from "../store/metered.ts";
 import { requireConditionalWrites } from "../store/conditional_probe.ts";
-import { describeLease, type LeaseMode, readLease } from "../log/lease.ts";
+import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { refuseBeforeWriting, Volume } from "../volume/volume.ts";
@@ -253,6 +253,12 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       group: "durability",
       help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
     },
+    "abandon-journal": {
+      type: "boolean",
+      group: "durability",
+      help: "Start although the volume's lease names a write-back journal this start does not use (another " +
+        "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",
+    },
     "puts-per-second": {
       type: "string",
       group: "tuning",
@@ -327,6 +333,7 @@ export interface ServeConfig {
   flushPolicy: FlushPolicy;
   commitsPerSecondMax: number | undefined;
   journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
+  abandonJournal: boolean;
 }
 
 export function buildServeConfig(options: Options): ServeConfig {
@@ -348,6 +355,11 @@ export function buildServeConfig(options: Options): ServeConfig {
   }
   if (str("device") !== undefined && str("fuse") !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");
+  }
+  if (options.flag("abandon-journal") && options.flag("read-only")) {
+    throw new UsageError(
+      "Invalid options: --abandon-journal is for a start that writes; not with --read-only",
+    );
   }
   if (options.flag("takeover") && options.flag("standby")) {
     throw new UsageError("Invalid options: give either --takeover or --standby, not both");
@@ -393,6 +405,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     flushPolicy: parseFlushPolicy(str("flush-policy")!, options.source("flush-policy")),
     commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
     journal: journalConfig(options),
+    abandonJournal: options.flag("abandon-journal"),
   };
 }
 
@@ -446,13 +459,22 @@ function listenMetrics(
   }
 }
 
-/** The one line a fenced daemon exits with names the new holder, however it learned of it. */
-async function namingHolder(store: ObjectStore, config: ServeConfig, fenced: Error): Promise<Error> {
+/**
+ * The one line a fenced daemon exits with names the new holder, however it learned of it (or says
+ * its lease was broken, when the lease still names this daemon).
+ */
+async function namingHolder(
+  store: ObjectStore,
+  config: ServeConfig,
+  fenced: Error,
+  volume: Volume,
+): Promise<Error> {
   const now = await readLease(store, config.prefix).catch(() => undefined);
-  if (now === undefined) return fenced;
+  const ours = volume.leaseHolder;
+  if (now === undefined || ours === undefined) return fenced;
   return new LsvdError(
     "fenced",
-    `Cannot keep writing the volume: the volume was taken over by ${describeLease(now.lease)}`,
+    `Cannot keep writing the volume: ${lostReason(now.lease, ours, Date.now())}`,
     { cause: fenced },
   );
 }
@@ -576,6 +598,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         flushPolicy: config.flushPolicy,
         retentionMs: config.retentionMs,
         gcIntervalMs: config.gcIntervalMs,
+        abandonJournal: config.abandonJournal,
         ...(config.commitsPerSecondMax === undefined
           ? {}
           : { commitsPerSecondMax: config.commitsPerSecondMax }),
@@ -674,7 +697,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     else volume.abandon();
   }
   if (fenced !== undefined) {
-    const error = withJournal(await namingHolder(store, config, fenced), volume);
+    const error = withJournal(await namingHolder(store, config, fenced, volume), volume);
     await store.close(); // the NBD listeners went with server.stop()
     await bound.metricsServer?.close();
     throw error;
@@ -683,6 +706,19 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     ? undefined
     : Math.max(0, stopStartedMs + config.shutdownTimeoutMs - Date.now());
   if (!await closeWithin(volume.close(), flushDeadlineMs)) {
+    await bound.metricsServer?.close();
+    if (volume.allStored) {
+      // Only the checkpoint or the lease release was left: both just save the next start work.
+      log(
+        `Shutdown deadline of ${
+          config.shutdownTimeoutMs! / 1000
+        } s passed after every write was stored: stopped before the shutdown checkpoint and the lease release ` +
+          "finished (they only save the next start work; it may read more of the log and fence this daemon first).",
+      );
+      if (forced === undefined) return 0;
+      log(forcedLine(forced));
+      return 1;
+    }
     const left = volume.unflushed;
     const journal = volume.journalPending;
     const fate = journal === undefined
@@ -693,17 +729,12 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
         config.shutdownTimeoutMs! / 1000
       } s passed: ${left.bytes} bytes in ${left.objects} objects from object ${left.firstSequence} on were not stored and ${fate}.`,
     );
-    await bound.metricsServer?.close();
     return 1;
   }
   await store.close();
   await bound.metricsServer?.close();
   if (forced !== undefined) {
-    log(
-      `Device has shut down while ${describeHolders(forced.holders).what} still used it (${
-        forced.by === "signal" ? "a second signal" : "the shutdown deadline"
-      } forced the stop): writes made there since its last sync are lost.`,
-    );
+    log(forcedLine(forced));
     return 1;
   }
   log("Device has shut down.");
@@ -715,6 +746,13 @@ function describeTls(tls: TlsPolicy & { mode: "on" | "require" }, socket: boolea
   const unix = socket ? ", offered on the unix socket" : "";
   const peers = tls.credentials.verifyPeer ? "; clients need a certificate from --tls-ca" : "";
   return `TLS ${tcp}${unix}; certificate ${tls.credentials.subject}${peers}.`;
+}
+
+/** The last line of a stop that took the volume from a holder still using it. */
+function forcedLine(forced: { holders: Holder[]; by: "signal" | "deadline" }): string {
+  return `Device has shut down while ${describeHolders(forced.holders).what} still used it (${
+    forced.by === "signal" ? "a second signal" : "the shutdown deadline"
+  } forced the stop): writes made there since its last sync are lost.`;
 }
 
 function servePoint(options: Options): Point | undefined {

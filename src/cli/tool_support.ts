@@ -114,18 +114,27 @@ export interface ToolLease {
 
 /**
  * Takes the volume's writer lease for a writing tool (import, rollback): refused in one line
- * while a daemon holds it, renewed while the tool runs.
+ * while a daemon holds it, or while the lease names a write-back journal that may hold
+ * acknowledged writes (unless `abandonJournal`: changing the log makes that journal unreplayable);
+ * renewed while the tool runs.
  */
 export async function takeToolLease(
   selection: StoreSelection,
   retry: RetryPolicy,
   log: Logger,
   windowObjects: number,
+  options: { abandonJournal?: boolean } = {},
 ): Promise<ToolLease> {
   const { store, prefix } = selection;
   let acquired: AcquiredLease;
   try {
-    acquired = await acquireLease(store, prefix, { clock: systemClock, log, retry, windowObjects });
+    acquired = await acquireLease(store, prefix, {
+      clock: systemClock,
+      log,
+      retry,
+      windowObjects,
+      abandonJournal: options.abandonJournal ?? false,
+    });
   } catch (e) {
     if (!isLsvdError(e, "fenced")) throw e;
     const held = await withRetries(retry, () => readLease(store, prefix));

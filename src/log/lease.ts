@@ -21,6 +21,16 @@ import type { Clock, Timer } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import {
+  currentHolder,
+  goneText,
+  holderState,
+  type LeaseHolder,
+  localProcesses,
+  type ProcessTable,
+} from "./lease_holder.ts";
+
+export { currentHolder, type LeaseHolder } from "./lease_holder.ts";
 
 export const LEASE_VERSION = 1;
 /** How long one renewal keeps the lease; renewed every third of it. */
@@ -28,11 +38,18 @@ export const LEASE_DURATION_MS_DEFAULT = 30_000;
 /** Attempts of an explicit lease write (update, release, lapse); renewals retry on their timer. */
 const WRITE_ATTEMPTS_MAX = 10;
 
-export interface LeaseHolder {
+/**
+ * The write-back journal a holder acknowledges FLUSHes from (`serve --journal DIR`): it may hold
+ * acknowledged writes that are not in the log yet, so a start without it is refused
+ * (docs/design/write-back-journal.md). Recorded when the lease is taken and dropped only by a clean
+ * shutdown that emptied the journal.
+ */
+export interface LeaseJournal {
   host: string;
-  pid: number;
-  /** Tells apart two holders with one host and pid (tests, containers sharing a pid namespace). */
-  nonce: string;
+  /** The directory, as its writer resolved it. */
+  dir: string;
+  /** The directory's own random id (DIR/id): the same journal wherever it is mounted, or named. */
+  id: string;
 }
 
 export interface Lease {
@@ -51,6 +68,8 @@ export interface Lease {
   windowObjects: number;
   /** Set by a clean shutdown: every upload finished, nothing to fence. */
   released: boolean;
+  /** The holder's write-back journal, while it may hold acknowledged writes not in the log. */
+  journal?: LeaseJournal;
 }
 
 export interface StoredLease {
@@ -73,23 +92,15 @@ export interface AcquireOptions {
   holder?: LeaseHolder;
   /** Standby: how often to read the lease; default a tenth of its duration. */
   pollMs?: number;
-  /** Whether a holder may still run; default: false only for a pid of this host that is gone. */
-  holderAlive?: (holder: LeaseHolder) => boolean;
-}
-
-/**
- * A holder on this very host whose process is gone (a crash, kill -9) is certainly dead, so a
- * restart needs no --takeover; its uploads may still be in flight in the kernel, so it is fenced.
- * Anything else may be alive (a reused pid only makes us refuse, the safe side).
- */
-export function holderAlive(holder: LeaseHolder): boolean {
-  if (holder.host !== Deno.hostname()) return true;
-  try {
-    Deno.statSync(`/proc/${holder.pid}`);
-    return true;
-  } catch {
-    return false;
-  }
+  /**
+   * This machine's processes, to prove a holder on it gone (src/log/lease_holder.ts); default
+   * /proc. A holder proved gone is replaced without --takeover (and still fenced).
+   */
+  processes?: ProcessTable;
+  /** The write-back journal this writer acknowledges from: recorded in the lease. */
+  journal?: { dir: string; id: string };
+  /** Take the lease even though it records another journal (its unstored writes are lost). */
+  abandonJournal?: boolean;
 }
 
 export interface AcquiredLease {
@@ -119,11 +130,22 @@ export function decodeLease(body: Uint8Array, key: string): Lease {
     typeof l.holder?.nonce === "string" && Number.isSafeInteger(l.epoch) && Number.isFinite(l.acquiredAtMs) &&
     Number.isFinite(l.renewedAtMs) && Number.isFinite(l.durationMs) &&
     Number.isSafeInteger(l.windowObjects) &&
-    typeof l.released === "boolean";
+    typeof l.released === "boolean" && optionalFieldsOk(l);
   if (!ok) {
     throw new LsvdError("data", `Cannot read the lease "${key}": it is not a version ${LEASE_VERSION} lease`);
   }
   return l as Lease;
+}
+
+/** The fields later lsvd added: absent in older leases, well formed when present. */
+function optionalFieldsOk(l: Partial<Lease>): boolean {
+  const h = l.holder!;
+  const j = l.journal;
+  const optional = (v: unknown, ok: (v: unknown) => boolean) => v === undefined || ok(v);
+  const isString = (v: unknown) => typeof v === "string";
+  return optional(h.bootId, isString) && optional(h.pidNamespace, isString) &&
+    optional(h.startTime, Number.isSafeInteger) &&
+    optional(j, () => typeof j?.host === "string" && typeof j.dir === "string" && typeof j.id === "string");
 }
 
 /** The volume's lease and its ETag, or undefined when none was ever taken. For `lsvd info` too. */
@@ -141,24 +163,34 @@ export async function readLease(store: ObjectStore, prefix: string): Promise<Sto
   }
 }
 
-/** One line about a lease for users: `host h pid 12 (epoch 4) since <time>, renewed <time>`. */
-export function describeLease(lease: Lease): string {
+/**
+ * One line about a lease for users, as of `wallNowMs` (this machine's clock), in the states
+ * `lsvd info` uses: `host h pid 12 (epoch 4) since <time>, renewed <time> (2 s ago), held until
+ * <time>`; `..., lapsed at <time>`; `..., broken by 'lsvd lease break'`; `..., released`.
+ */
+export function describeLease(lease: Lease, wallNowMs: number = Date.now()): string {
   const at = (ms: number) => new Date(ms).toISOString();
-  const state = lease.released
-    ? "released"
-    : `renewed ${at(lease.renewedAtMs)}, valid ${lease.durationMs / 1000} s`;
-  return `host ${lease.holder.host} pid ${lease.holder.pid} (epoch ${lease.epoch}) since ${
+  const who = `host ${lease.holder.host} pid ${lease.holder.pid} (epoch ${lease.epoch}) since ${
     at(lease.acquiredAtMs)
-  }, ${state}`;
+  }`;
+  if (lease.released) return `${who}, released`;
+  if (leaseBroken(lease)) return `${who}, broken by 'lsvd lease break'`;
+  const ago = Math.floor((wallNowMs - lease.renewedAtMs) / 1000);
+  const renewed = `renewed ${at(lease.renewedAtMs)}${ago >= 0 ? ` (${ago} s ago)` : ""}`;
+  const endMs = lease.renewedAtMs + lease.durationMs;
+  return leaseLapsed(lease, wallNowMs)
+    ? `${who}, ${renewed}, lapsed at ${at(endMs)}`
+    : `${who}, ${renewed}, held until ${at(endMs)}`;
+}
+
+/** Broken by `lsvd lease break` (which zeroes its renewal time and duration). */
+export function leaseBroken(lease: Lease): boolean {
+  return !lease.released && lease.renewedAtMs === 0 && lease.durationMs === 0;
 }
 
 /** True when the lease's own wall-clock times say it is over (released, or not renewed in time). */
 export function leaseLapsed(lease: Lease, wallNowMs: number): boolean {
   return lease.released || wallNowMs >= lease.renewedAtMs + lease.durationMs;
-}
-
-export function currentHolder(): LeaseHolder {
-  return { host: Deno.hostname(), pid: Deno.pid, nonce: crypto.randomUUID() };
 }
 
 /**
@@ -189,8 +221,10 @@ export async function claimEpoch(
 
 /**
  * Takes the lease for a writer: refuses a live holder in one line (unless told to take over, or
- * to wait for it as a standby), claims a fresh epoch and writes the lease conditionally.
- * Exported for every writing tool (serve, rollback, import).
+ * to wait for it as a standby), refuses a lease that records another write-back journal (unless
+ * told to abandon it), claims a fresh epoch and writes the lease conditionally. A holder this
+ * machine proves gone (src/log/lease_holder.ts) is replaced without --takeover. Says in one line
+ * whose lease it took and why. Exported for every writing tool (serve, rollback, import).
  */
 export async function acquireLease(
   store: ObjectStore,
@@ -198,30 +232,48 @@ export async function acquireLease(
   options: AcquireOptions,
 ): Promise<AcquiredLease> {
   const mode = options.mode ?? "refuse";
-  const holder = options.holder ?? currentHolder();
+  const processes = options.processes ?? localProcesses();
+  const holder = options.holder ?? currentHolder(processes);
   const durationMs = options.durationMs ?? LEASE_DURATION_MS_DEFAULT;
   let claimed: number | undefined;
   for (;;) {
     let current = await withRetries(options.retry, () => readLease(store, prefix));
-    const live = current !== undefined && !leaseLapsed(current.lease, options.clock.wallMs()) &&
-      (options.holderAlive ?? holderAlive)(current.lease.holder);
-    if (current !== undefined && live) {
-      if (mode === "refuse") {
+    /** The line to print once the lease is ours: whose it was and why we could take it. */
+    let taking: string | undefined;
+    if (current !== undefined && !current.lease.released) {
+      const lease = current.lease;
+      const wallNowMs = options.clock.wallMs();
+      const state = holderState(lease.holder, processes);
+      if (leaseLapsed(lease, wallNowMs)) {
+        taking = `Taking the volume over from ${describeLease(lease, wallNowMs)}; fencing its uploads.`;
+      } else if (state.gone) {
+        taking = `Took over the lease of pid ${lease.holder.pid} on this host, ${
+          goneText(lease.holder, state)
+        }; fencing its uploads.`;
+      } else if (mode === "refuse") {
         throw new LsvdError(
           "fenced",
-          `Cannot open the volume for writing: it is held by ${describeLease(current.lease)}; ` +
+          `Cannot open the volume for writing: it is held by ${describeLease(lease, wallNowMs)}; ` +
             "stop that daemon, or pass --takeover to fence it, or --standby to wait for it",
         );
-      }
-      if (mode === "standby") {
+      } else if (mode === "takeover") {
+        checkJournal(current.lease, holder, options);
+        taking = `Taking the volume over from ${
+          describeLease(lease, wallNowMs)
+        } (--takeover); fencing its uploads.`;
+      } else {
+        checkJournal(current.lease, holder, options); // before waiting, not only after
         const lapsed = await waitForLapse(store, prefix, current, options);
         if (lapsed === undefined) continue; // deleted or changed hands: look again
         current = lapsed;
+        taking = current.lease.released
+          ? undefined
+          : `Taking the volume over from ${
+            describeLease(current.lease, options.clock.wallMs())
+          }, which stopped renewing it (--standby); fencing its uploads.`;
       }
     }
-    if (current !== undefined && !current.lease.released) {
-      options.log(`Taking the volume over from ${describeLease(current.lease)}.`);
-    }
+    checkJournal(current?.lease, holder, options);
     // An epoch claimed in an earlier round (the lease changed under us) is ours: keep it if still newest.
     if (claimed === undefined || claimed <= (current?.lease.epoch ?? 0)) {
       claimed = await claimEpoch(store, prefix, {
@@ -243,6 +295,7 @@ export async function acquireLease(
       windowObjects: Math.max(options.windowObjects, previousWindow),
       released: false,
     };
+    if (options.journal !== undefined) lease.journal = { host: holder.host, ...options.journal };
     const validFromMs = options.clock.nowMs();
     try {
       const condition = current === undefined ? { ifNoneMatch: true } : { ifMatch: current.etag };
@@ -250,12 +303,46 @@ export async function acquireLease(
         options.retry,
         () => store.put(leaseKey(prefix), encodeLease(lease), condition),
       );
+      if (taking !== undefined) options.log(taking);
+      const abandoned = current?.lease.journal;
+      if (abandoned !== undefined && abandoned.id !== options.journal?.id) {
+        options.log(
+          `Abandoned journal ${abandoned.dir} on host ${abandoned.host} (--abandon-journal): ` +
+            "acknowledged writes only it held are lost.",
+        );
+      }
       return { stored: { lease, etag }, previous: current?.lease, validFromMs };
     } catch (e) {
       if (!isStoreError(e, "PreconditionFailed")) throw e;
       options.log("The lease changed while taking it; reading it again.");
     }
   }
+}
+
+/**
+ * A lease that records a write-back journal other than ours: its writer may have acknowledged
+ * FLUSHes that only that journal holds. Refused in one line naming the journal's host and
+ * directory, unless the caller abandons it. (Never advises --journal-discard: that drops the
+ * journal given to this start, not the one recorded.)
+ */
+function checkJournal(lease: Lease | undefined, holder: LeaseHolder, options: AcquireOptions): void {
+  const recorded = lease?.journal;
+  if (lease === undefined || recorded === undefined || recorded.id === options.journal?.id) return;
+  if (options.abandonJournal) return;
+  const ours = options.journal === undefined
+    ? ""
+    : options.journal.dir === recorded.dir && holder.host === recorded.host
+    ? ` (--journal ${options.journal.dir} is not that journal any more: it was emptied or made anew)`
+    : ` (--journal ${options.journal.dir}${
+      holder.host === recorded.host ? "" : ` on host ${holder.host}`
+    } is another journal)`;
+  throw new LsvdError(
+    "invalid",
+    `Cannot open the volume for writing: journal ${recorded.dir} on host ${recorded.host} (writer pid ${lease.holder.pid}, ` +
+      `epoch ${lease.epoch}) may hold acknowledged writes that are not in the store yet${ours}; start ` +
+      `'lsvd serve --journal ${recorded.dir}' on ${recorded.host} to replay them, or pass --abandon-journal ` +
+      "to go on without them (they are lost)",
+  );
 }
 
 /**
@@ -269,7 +356,7 @@ async function waitForLapse(
   seen: StoredLease,
   options: AcquireOptions,
 ): Promise<StoredLease | undefined> {
-  options.log(`Standing by: the volume is held by ${describeLease(seen.lease)}.`);
+  options.log(`Standing by: the volume is held by ${describeLease(seen.lease, options.clock.wallMs())}.`);
   const pollMs = options.pollMs ?? Math.max(1, Math.floor(seen.lease.durationMs / 10));
   let unchangedSinceMs = options.clock.nowMs();
   let etag = seen.etag;
@@ -282,10 +369,7 @@ async function waitForLapse(
       unchangedSinceMs = options.clock.nowMs();
     }
     const stale = options.clock.nowMs() - unchangedSinceMs > now.lease.durationMs;
-    if (stale || leaseLapsed(now.lease, options.clock.wallMs())) {
-      options.log(`The lease of ${describeLease(now.lease)} lapsed; taking the volume over.`);
-      return now;
-    }
+    if (stale || leaseLapsed(now.lease, options.clock.wallMs())) return now;
   }
 }
 
@@ -318,6 +402,8 @@ export class LeaseKeeper {
   #stopped = false;
   /** A renewal failed; the next attempt waits for its timer. */
   #retrying = false;
+  /** Set by giveUp(): explicit writes stop retrying. */
+  #gaveUp: LsvdError | undefined;
 
   constructor(store: ObjectStore, prefix: string, acquired: AcquiredLease, options: LeaseKeeperOptions) {
     this.#store = store;
@@ -361,12 +447,27 @@ export class LeaseKeeper {
     await this.#writeRetried({ ...this.#lease, ...changes });
   }
 
-  /** Clean shutdown: marks the lease released so the next writer need not fence. */
-  async release(): Promise<void> {
+  /**
+   * Clean shutdown: marks the lease released so the next writer need not fence. The journal it
+   * records is dropped only when `journalEmpty` says the journal was emptied into the store: a
+   * start that gives up early must leave the next start the same refusal.
+   */
+  async release(options: { journalEmpty?: boolean } = {}): Promise<void> {
     this.#stop();
     await this.#writing?.catch(() => {});
     if (this.#lost !== undefined) return;
-    await this.#writeRetried({ ...this.#lease, released: true });
+    const { journal, ...rest } = this.#lease;
+    const next: Lease = options.journalEmpty || journal === undefined ? rest : { ...rest, journal };
+    await this.#writeRetried({ ...next, released: true });
+  }
+
+  /**
+   * Gives up a release or lapse still retrying (a shutdown whose store does not answer): its
+   * retry loop ends at the next attempt. The lease then lapses by itself; the next writer fences.
+   */
+  giveUp(): void {
+    this.#stop();
+    this.#gaveUp ??= new LsvdError("closed", "Gave up writing the lease: the writer stopped");
   }
 
   /**
@@ -435,7 +536,7 @@ export class LeaseKeeper {
   /** #write with the store retry loop (transient failures are retried with the same bytes first). */
   #writeRetried(next: Lease): Promise<void> {
     return withRetries(
-      { clock: this.#options.clock, attemptsMax: WRITE_ATTEMPTS_MAX },
+      { clock: this.#options.clock, attemptsMax: WRITE_ATTEMPTS_MAX, abort: () => this.#gaveUp },
       () => this.#write(next),
     );
   }
@@ -484,14 +585,31 @@ export class LeaseKeeper {
 
   async #loseTo(now: StoredLease | undefined): Promise<void> {
     if (this.#lost !== undefined) return;
-    const who = now === undefined
-      ? "the lease was deleted"
-      : `the volume was taken over by ${describeLease(now.lease)}`;
-    this.#lost = fencedError(`Cannot keep writing the volume: ${who}`);
+    this.#lost = fencedError(
+      `Cannot keep writing the volume: ${
+        lostReason(now?.lease, this.#lease.holder, this.#options.clock.wallMs())
+      }`,
+    );
     this.#stop();
     this.#options.onLost(this.#lost);
     await Promise.resolve();
   }
+}
+
+/**
+ * Why a holder's lease is no longer its own, from the lease found after a 412: another writer took
+ * it, or (still naming this holder) it was broken by `lsvd lease break` or rewritten by hand.
+ */
+export function lostReason(now: Lease | undefined, ours: LeaseHolder, wallNowMs: number): string {
+  if (now === undefined) return "the lease was deleted";
+  if (now.holder.nonce !== ours.nonce || now.holder.pid !== ours.pid || now.holder.host !== ours.host) {
+    return `the volume was taken over by ${describeLease(now, wallNowMs)}`;
+  }
+  if (leaseBroken(now)) {
+    return "its lease was broken ('lsvd lease break'); the next writer takes the volume without --takeover and fences this one";
+  }
+  if (now.released) return "its lease was marked released by another process";
+  return "its lease was changed by another process";
 }
 
 /** The error of a writer that lost the volume to another (kind "fenced": EIO to clients, exit 1). */
@@ -501,16 +619,41 @@ export function fencedError(message: string): LsvdError {
 
 /**
  * `lsvd lease break`: for an operator who knows the holder is dead. Marks the lease lapsed (never
- * released: the holder's uploads may still be in flight, so the next writer fences them).
+ * released: the holder's uploads may still be in flight, so the next writer fences them), keeping
+ * the journal it records (a start without that journal is still refused). Written with If-Match on
+ * the lease the caller looked at: one renewed or taken meanwhile is not broken.
  */
 export async function breakLease(
   store: ObjectStore,
   prefix: string,
   retry: RetryPolicy,
-): Promise<Lease | undefined> {
-  const current = await withRetries(retry, () => readLease(store, prefix));
-  if (current === undefined) return undefined;
-  const broken = { ...current.lease, renewedAtMs: 0, durationMs: 0 };
-  await withRetries(retry, () => store.put(leaseKey(prefix), encodeLease(broken), { ifMatch: current.etag }));
-  return current.lease;
+  seen: StoredLease,
+): Promise<void> {
+  const broken = { ...seen.lease, renewedAtMs: 0, durationMs: 0 };
+  try {
+    await withRetries(retry, () => store.put(leaseKey(prefix), encodeLease(broken), { ifMatch: seen.etag }));
+  } catch (e) {
+    if (!isStoreError(e, "PreconditionFailed")) throw e;
+    throw new LsvdError(
+      "invalid",
+      "Cannot break the lease: it changed while breaking it (renewed or taken over); see 'lsvd lease show'",
+    );
+  }
+}
+
+/**
+ * Why `lsvd lease break` without --force must not break this lease, or undefined when it may: a
+ * lease that is not lapsed by its own times looks live unless this machine proves its holder gone.
+ */
+export function breakRefusal(lease: Lease, wallNowMs: number, processes: ProcessTable): string | undefined {
+  if (lease.released || leaseLapsed(lease, wallNowMs) || holderState(lease.holder, processes).gone) {
+    return undefined;
+  }
+  const at = (ms: number) => new Date(ms).toISOString();
+  const ago = Math.max(0, Math.round((wallNowMs - lease.renewedAtMs) / 1000));
+  return `Cannot break the lease: it looks live: host ${lease.holder.host} pid ${lease.holder.pid} (epoch ${lease.epoch}) ` +
+    `renewed it ${ago} s ago (${at(lease.renewedAtMs)}), valid until ${
+      at(lease.renewedAtMs + lease.durationMs)
+    }; ` +
+    "stop that daemon, or start the new one with --takeover (which fences it), or pass --force if you know it is dead";
 }

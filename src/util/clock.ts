@@ -77,3 +77,14 @@ export class ManualClock implements Clock {
     return this.#timers.size;
   }
 }
+
+/** Runs work; true when it finished within ms on the clock, false when the time passed first. */
+export async function withinMs(clock: Clock, ms: number, work: Promise<unknown>): Promise<boolean> {
+  let timer: Timer | undefined;
+  const expired = new Promise<false>((resolve) => (timer = clock.setTimer(ms, () => resolve(false))));
+  try {
+    return await Promise.race([work.then(() => true as const), expired]);
+  } finally {
+    timer?.cancel();
+  }
+}

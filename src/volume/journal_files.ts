@@ -9,8 +9,10 @@
  * that file returns; after `sync`, every byte appended before it survives a crash. `create`,
  * `remove` and `writeIdentity` are durable when they return (the directory is synced).
  *
- * A directory holds `identity.json`, `segment-<16 hex first record>.log` files and `lock` (the pid
- * and host of the daemon using it: a second daemon is refused while that process lives).
+ * A directory holds `identity.json`, `segment-<16 hex first record>.log` files, `lock` (the pid
+ * and host of the daemon using it: a second daemon is refused while that process lives) and `id`
+ * (a random id made on first use, which the writer lease records: the bucket knows which journal
+ * may hold acknowledged writes, wherever the directory is mounted).
  */
 
 import { join } from "node:path";
@@ -31,6 +33,8 @@ export interface JournalFiles {
   remove(name: string): Promise<void>;
   readIdentity(): Promise<string | undefined>;
   writeIdentity(text: string): Promise<void>;
+  /** The directory's own random id, made (durably) on the first call; kept by --journal-discard. */
+  id(): Promise<string>;
 }
 
 export function segmentName(firstRecord: number): string {
@@ -139,7 +143,23 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async writeIdentity(text: string): Promise<void> {
-    const path = join(this.#dir, "identity.json");
+    await this.#writeDurably("identity.json", text);
+  }
+
+  async id(): Promise<string> {
+    try {
+      const text = (await Deno.readTextFile(join(this.#dir, "id"))).trim();
+      if (text !== "") return text;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const made = crypto.randomUUID();
+    await this.#writeDurably("id", `${made}\n`);
+    return made;
+  }
+
+  async #writeDurably(name: string, text: string): Promise<void> {
+    const path = join(this.#dir, name);
     const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true });
     try {
       await file.write(new TextEncoder().encode(text));

@@ -22,14 +22,14 @@ interface MemoryFile {
 export class MemoryJournalFiles implements JournalFiles {
   readonly description: string;
   #files: Map<string, MemoryFile>;
-  #identity: { text: string | undefined };
+  #identity: { text: string | undefined; id?: string };
   #lock: { held: boolean };
   #dead = false;
   #holding = false;
 
   constructor(
     description = "memory-journal",
-    state?: { files: Map<string, MemoryFile>; identity: { text: string | undefined } },
+    state?: { files: Map<string, MemoryFile>; identity: { text: string | undefined; id?: string } },
   ) {
     this.description = description;
     this.#files = state?.files ?? new Map();
@@ -159,5 +159,11 @@ export class MemoryJournalFiles implements JournalFiles {
     this.#alive();
     this.#identity.text = text;
     return Promise.resolve();
+  }
+
+  id(): Promise<string> {
+    this.#alive();
+    this.#identity.id ??= crypto.randomUUID();
+    return Promise.resolve(this.#identity.id);
   }
 }

@@ -136,6 +136,34 @@ export interface FoundLog {
  * was not written for, or after another writer wrote the log since this journal's writer started.
  */
 export function checkJournalOwner(files: JournalFiles, scanned: ScannedJournal, found: FoundLog): void {
+  checkJournalVolume(files, scanned, found);
+  if (scanned.records === 0) return;
+  const holds = `it holds ${scanned.bytes} bytes in ${scanned.records} records not known to be in the store`;
+  const discard =
+    `'lsvd journal show ${files.description}' says more; start with --journal-discard to drop them`;
+  const id = scanned.identity!;
+  const untouched = found.lastSequence === id.startSequence && found.lastEpoch === id.startEpoch;
+  const onlyOurs = found.lastSequence > id.startSequence && found.lastEpoch === id.writerEpoch;
+  if (!untouched && !onlyOurs) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot replay journal ${files.description}: ${holds}, written by writer epoch ${id.writerEpoch} after object ` +
+        `${id.startSequence}, but the log has moved on under another writer (object ${found.lastSequence}, epoch ` +
+        `${found.lastEpoch}); replaying would overwrite its writes; ${discard}`,
+    );
+  }
+}
+
+/**
+ * Refuses a journal holding records of another volume (or of no known volume). Also called before
+ * the lease is taken, with only the store and prefix: a start must not record in this volume's
+ * lease a journal that belongs to another. `volumeCreatedAt` undefined skips that comparison.
+ */
+export function checkJournalVolume(
+  files: JournalFiles,
+  scanned: ScannedJournal,
+  found: Pick<FoundLog, "store" | "prefix" | "volumeCreatedAt">,
+): void {
   if (scanned.records === 0) return;
   const holds = `it holds ${scanned.bytes} bytes in ${scanned.records} records not known to be in the store`;
   const discard =
@@ -151,22 +179,14 @@ export function checkJournalOwner(files: JournalFiles, scanned: ScannedJournal, 
     (id.volumeCreatedAt === undefined || found.volumeCreatedAt === undefined ||
       id.volumeCreatedAt === found.volumeCreatedAt);
   if (!sameVolume) {
+    // Not --journal-discard: those are the other volume's acknowledged writes.
     throw new LsvdError(
       "invalid",
       `Cannot replay journal ${files.description}: ${holds} of the volume at prefix "${id.prefix}" of ${id.store}` +
         `${
           id.volumeCreatedAt === undefined ? "" : ` (created ${id.volumeCreatedAt})`
-        }, not this one; ${discard}`,
-    );
-  }
-  const untouched = found.lastSequence === id.startSequence && found.lastEpoch === id.startEpoch;
-  const onlyOurs = found.lastSequence > id.startSequence && found.lastEpoch === id.writerEpoch;
-  if (!untouched && !onlyOurs) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot replay journal ${files.description}: ${holds}, written by writer epoch ${id.writerEpoch} after object ` +
-        `${id.startSequence}, but the log has moved on under another writer (object ${found.lastSequence}, epoch ` +
-        `${found.lastEpoch}); replaying would overwrite its writes; ${discard}`,
+        }, not this one; start that volume with --journal ${files.description} to replay them ` +
+        `('lsvd journal show ${files.description}' says more), and give this volume a journal directory of its own`,
     );
   }
 }

@@ -3,7 +3,8 @@
  * The three steps by which `Volume.open` brings up a write-back journal, kept out of volume.ts:
  *
  *   prepareJournal  before the store is touched: lock the directory, check every record
- *                   (or drop them all: --journal-discard)
+ *                   (or drop them all: --journal-discard), and read its id (which the lease
+ *                   records, so a start without this journal is refused)
  *   adoptJournal    after the lease and fence, before repair: refuse a journal the log has moved
  *                   past under another writer; else record this writer as its owner (so a crash
  *                   during replay leaves a journal the next start still accepts)
@@ -25,38 +26,47 @@ import {
 import type { LogWriter } from "./log_writer.ts";
 import type { JournalConfig } from "./volume_options.ts";
 
-export async function prepareJournal(config: JournalConfig, log: Logger): Promise<ScannedJournal> {
+export async function prepareJournal(
+  config: JournalConfig,
+  log: Logger,
+): Promise<ScannedJournal & { id: string }> {
   const files = config.files;
   await files.lock();
   try {
-    if (config.discard) {
-      const dropped = await scanJournal(files).catch(() => undefined);
-      await emptyJournal(files);
-      log(
-        `Discarded journal ${files.description}${
-          dropped === undefined ? " (damaged)" : `: ${dropped.bytes} bytes in ${dropped.records} records`
-        } (--journal-discard).`,
-      );
-      return {
-        identity: undefined,
-        segments: [],
-        records: 0,
-        bytes: 0,
-        lastRecord: dropped?.lastRecord,
-        tornBytes: 0,
-      };
-    }
-    const scanned = await scanJournal(files);
-    if (scanned.tornBytes > 0) {
-      log(
-        `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes (never acknowledged).`,
-      );
-    }
-    return scanned;
+    const id = await files.id();
+    return { ...await checkRecords(config, log), id };
   } catch (e) {
     await files.unlock();
     throw e;
   }
+}
+
+async function checkRecords(config: JournalConfig, log: Logger): Promise<ScannedJournal> {
+  const files = config.files;
+  if (config.discard) {
+    const dropped = await scanJournal(files).catch(() => undefined);
+    await emptyJournal(files);
+    log(
+      `Discarded journal ${files.description}${
+        dropped === undefined ? " (damaged)" : `: ${dropped.bytes} bytes in ${dropped.records} records`
+      } (--journal-discard).`,
+    );
+    return {
+      identity: undefined,
+      segments: [],
+      records: 0,
+      bytes: 0,
+      lastRecord: dropped?.lastRecord,
+      tornBytes: 0,
+    };
+  }
+  const scanned = await scanJournal(files);
+  if (scanned.tornBytes > 0) {
+    log(
+      `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes (never acknowledged).`,
+    );
+  }
+  return scanned;
 }
 
 export async function adoptJournal(

@@ -233,8 +233,21 @@ Deno.test("Volume refuses a journal after another writer wrote the log, and --jo
   await a.flush();
   a.abandon();
   files = files.crash(seededRandom(1));
-  // Another daemon (no journal) takes the volume over and writes.
-  const b = await Volume.open({ store: store.reopen(), log: silentLogger, leaseMode: "takeover" });
+  // Another daemon without the journal is refused: the lease names it (and not --journal-discard).
+  await assert.rejects(
+    Volume.open({ store: store.reopen(), log: silentLogger, leaseMode: "takeover" }),
+    (e) =>
+      isLsvdError(e, "invalid") &&
+      /journal \/tmp\/j on host \S+ .*may hold acknowledged writes/.test(e.message) &&
+      !/journal-discard/.test(e.message),
+  );
+  // Told to abandon it, it takes the volume over and writes.
+  const b = await Volume.open({
+    store: store.reopen(),
+    log: silentLogger,
+    leaseMode: "takeover",
+    abandonJournal: true,
+  });
   await b.write(0, sector(2));
   await b.close();
   await assert.rejects(

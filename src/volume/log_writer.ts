@@ -17,7 +17,7 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { logKey } from "../format/keys.ts";
-import type { Timer } from "../util/clock.ts";
+import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
@@ -34,6 +34,11 @@ import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** Between "Still flushing" lines while closing. */
 const CLOSE_PROGRESS_MS = 5000;
+/**
+ * How long close() tries the shutdown checkpoint once every write is stored. A checkpoint only
+ * shortens the next start, so a store that does not answer costs a bounded wait, never the exit.
+ */
+export const CLOSE_CHECKPOINT_MS = 10_000;
 
 function mib(bytes: number): string {
   return (bytes / 2 ** 20).toFixed(1);
@@ -77,6 +82,12 @@ export class LogWriter {
   #uploadQueue: number[] = [];
   #uploadsRunning = 0;
   #flushWaiters: Waiter[] = [];
+  /** close(): waits for durability alone (acknowledging nothing, so the lease's validity is moot). */
+  #storedWaiters: Waiter[] = [];
+  /** Set by close() once every write is stored. */
+  #allStored = false;
+  /** Ends a shutdown checkpoint's retries once close() stopped waiting for it. */
+  #checkpointAbandoned: LsvdError | undefined;
   #commits = new Set<number>(); // commit objects not yet durable
   #commitWanted = 0; // highest sequence a waiting FLUSH needs sealed (group commit)
   #commitTimer: Timer | undefined;
@@ -232,25 +243,62 @@ export class LogWriter {
     await this.flush();
   }
 
-  /** Flushes everything, writes a checkpoint and stops timers; accepts nothing afterwards. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    const progress = this.#closeProgress();
+  /**
+   * Stores every write, then writes a checkpoint (for at most CLOSE_CHECKPOINT_MS) and stops
+   * timers; accepts nothing afterwards. Resolves with whether the checkpoint was given up (the
+   * store did not answer in time; every write is stored all the same).
+   */
+  async close(): Promise<{ checkpointGivenUp: boolean }> {
+    if (this.#closed) return { checkpointGivenUp: false };
     try {
-      // Writers still waiting for dirty space are granted as uploads finish: flush until none is left.
-      for (;;) {
-        await this.flush();
-        const idle = this.#open.isEmpty && this.#budget.writersWaiting === 0;
-        if (idle && this.#durableThrough === this.#lastSequence) break;
+      const progress = this.#closeProgress();
+      try {
+        // Writers still waiting for dirty space are granted as uploads finish: store until none is left.
+        for (;;) {
+          await this.#stored(this.#sealForClose());
+          const idle = this.#open.isEmpty && this.#budget.writersWaiting === 0;
+          if (idle && this.#durableThrough === this.#lastSequence) break;
+        }
+      } finally {
+        progress.cancel();
       }
-      await this.#checkpointing;
-      if (this.#o.checkpointEveryObjects > 0 && this.#lastSequence > this.#checkpointedThrough) {
-        this.#startCheckpoint(this.#lastSequence, this.#lastObjectCrc);
-        await this.#checkpointing;
+      this.#allStored = true;
+      const written = await withinMs(this.#o.clock, CLOSE_CHECKPOINT_MS, this.#closingCheckpoint());
+      if (!written) {
+        this.#checkpointAbandoned = new LsvdError("closed", "Cannot write the checkpoint: the volume closed");
       }
+      return { checkpointGivenUp: !written };
     } finally {
-      progress.cancel();
       this.#stop();
+    }
+  }
+
+  /** True once close() stored every write (what is left is the optional checkpoint and lease). */
+  get allStored(): boolean {
+    return this.#allStored;
+  }
+
+  /** Seals what is open (as a FLUSH would) and returns the object that must be stored for it. */
+  #sealForClose(): number {
+    if (this.#open.isEmpty) return this.#lastSequence;
+    const target = this.#lastSequence + 1; // the next seal, whatever triggers it, holds these writes
+    this.#commitWanted = Math.max(this.#commitWanted, target);
+    this.#maybeCommit();
+    return target;
+  }
+
+  /** Resolves once objects up to `sequence` are stored, whether or not the lease is valid now. */
+  #stored(sequence: number): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#durableThrough >= sequence) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#storedWaiters.push({ sequence, resolve, reject }));
+  }
+
+  async #closingCheckpoint(): Promise<void> {
+    await this.#checkpointing;
+    if (this.#o.checkpointEveryObjects > 0 && this.#lastSequence > this.#checkpointedThrough) {
+      this.#startCheckpoint(this.#lastSequence, this.#lastObjectCrc);
+      await this.#checkpointing;
     }
   }
 
@@ -296,9 +344,14 @@ export class LogWriter {
   fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
-    if (!this.#closed) this.#o.log(`${error.message}. The volume stops accepting writes.`);
-    for (const w of this.#flushWaiters) w.reject(error);
+    // A fenced writer's owner says so once, naming the new holder (serve's last line); any other
+    // failure is news here.
+    if (!this.#closed && !isLsvdError(error, "fenced")) {
+      this.#o.log(`${error.message}. The volume stops accepting writes.`);
+    }
+    for (const w of [...this.#flushWaiters, ...this.#storedWaiters]) w.reject(error);
     this.#flushWaiters = [];
+    this.#storedWaiters = [];
     this.#budget.wake(true);
     this.#onFail?.(error);
   }
@@ -467,6 +520,11 @@ export class LogWriter {
       this.#durableThrough++;
       this.#commits.delete(this.#durableThrough);
     }
+    if (this.#storedWaiters.length > 0) {
+      const still: Waiter[] = [];
+      for (const w of this.#storedWaiters) w.sequence <= this.#durableThrough ? w.resolve() : still.push(w);
+      this.#storedWaiters = still;
+    }
     this.#resolveWaiters();
     this.#budget.wake(false);
     this.#maybeCommit();
@@ -502,12 +560,18 @@ export class LogWriter {
       : new Promise<void>((resolve, reject) => this.#flushWaiters.push({ sequence, resolve, reject }));
     this.#checkpointing = durable
       .then(() => this.#writeCheckpoint(bytes, sequence))
-      .catch((e) => this.#o.log(`Cannot write checkpoint ${sequence}: ${messageOf(e)}.`))
+      .catch((e) => {
+        if (e !== this.#checkpointAbandoned) {
+          this.#o.log(`Cannot write checkpoint ${sequence}: ${messageOf(e)}.`);
+        }
+      })
       .finally(() => (this.#checkpointing = undefined));
   }
 
   async #writeCheckpoint(bytes: Uint8Array, sequence: number): Promise<void> {
-    await storeCheckpoint(this.#o.store, this.#o.prefix, { sequence, bytes }, this.#retry);
+    // Retried while the store is away, until close() gives up on it (a checkpoint is optional).
+    const retry = volumeRetry(this.#o, () => this.#failure ?? this.#checkpointAbandoned);
+    await storeCheckpoint(this.#o.store, this.#o.prefix, { sequence, bytes }, retry);
     this.#checkpointedThrough = Math.max(this.#checkpointedThrough, sequence);
   }
 }

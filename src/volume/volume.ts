@@ -14,7 +14,14 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
-import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper } from "../log/lease.ts";
+import {
+  type AcquiredLease,
+  acquireLease,
+  claimEpoch,
+  fencedError,
+  type LeaseHolder,
+  LeaseKeeper,
+} from "../log/lease.ts";
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
 import { logKey } from "../format/keys.ts";
 import type { LogState } from "../log/log_state.ts";
@@ -31,16 +38,16 @@ import { type ExtentMap } from "../map/extent_map.ts";
 import { CrcTableLoader, CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
 import { ObjectSizes } from "./object_sizes.ts";
-import { LogWriter } from "./log_writer.ts";
+import { CLOSE_CHECKPOINT_MS, LogWriter } from "./log_writer.ts";
 import { type GcPassResult, GcRunner } from "./gc_runner.ts";
-import type { Timer } from "../util/clock.ts";
+import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
 import type { Journal } from "./journal.ts";
-import type { ScannedJournal } from "./journal_replay.ts";
+import { checkJournalVolume, type ScannedJournal } from "./journal_replay.ts";
 import { adoptJournal, prepareJournal, startJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
 import {
@@ -52,6 +59,9 @@ import {
 
 export type { FlushPolicy, VolumeOptions } from "./volume_options.ts";
 export { VOLUME_BYTES_MAX };
+
+/** How long a shutdown that stored every write tries to release the lease when the store does not answer. */
+export const SHUTDOWN_OPTIONAL_MS = CLOSE_CHECKPOINT_MS;
 
 export class Volume implements BlockDevice {
   readonly readOnly: boolean;
@@ -189,6 +199,19 @@ export class Volume implements BlockDevice {
     if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
     // Before the store is touched: a journal in use or damaged leaves the bucket as it was.
     const scanned = o.journal === undefined ? undefined : await prepareJournal(o.journal, o.log);
+    if (scanned !== undefined) {
+      try {
+        // Before its id goes into this volume's lease: another volume's journal is refused first.
+        checkJournalVolume(o.journal!.files, scanned, {
+          store: o.store.description,
+          prefix: o.prefix,
+          volumeCreatedAt: undefined,
+        });
+      } catch (e) {
+        await o.journal!.files.unlock();
+        throw e;
+      }
+    }
     const acquired = !o.readOnly && o.fencing
       ? await acquireLease(o.store, o.prefix, {
         clock: o.clock,
@@ -198,6 +221,10 @@ export class Volume implements BlockDevice {
         durationMs: o.leaseDurationMs,
         windowObjects: o.uploadsMax,
         ...(o.leaseHolder === undefined ? {} : { holder: o.leaseHolder }),
+        // Recorded before anything is acknowledged from the journal, so there is no moment when
+        // acknowledged writes exist only there and the bucket does not say so.
+        ...(scanned === undefined ? {} : { journal: { dir: o.journal!.files.description, id: scanned.id } }),
+        abandonJournal: o.abandonJournal,
       }).catch(async (e) => {
         await o.journal?.files.unlock();
         throw e;
@@ -419,20 +446,67 @@ export class Volume implements BlockDevice {
     });
   }
 
-  /** Flushes everything and stops timers; the volume accepts nothing afterwards. */
+  /**
+   * Stores every write, then (each for at most SHUTDOWN_OPTIONAL_MS when the store does not answer)
+   * writes a checkpoint and marks the lease released, dropping the journal it records once the
+   * journal is empty; stops timers. The volume accepts nothing afterwards. Those last two only save
+   * the next start work, so a store that went away after the last write delays the exit by a
+   * bounded time and one line, never for ever.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#gcTimer?.cancel();
     await this.#gc?.stop();
     try {
       await this.#journal?.drained(); // writes waiting for journal space enter the writer first
-      await this.#writer?.close();
+      const closed = await this.#writer?.close();
       await this.#journal?.close();
-      await this.#keeper?.release();
+      const keeper = this.#keeper;
+      if (keeper === undefined) return;
+      const journal = this.#journal === undefined
+        ? ""
+        : ` (the lease still names journal ${this.#journal.description}, ` +
+          "now empty: start with it, or with --abandon-journal, which loses nothing)";
+      if (closed?.checkpointGivenUp) {
+        keeper.giveUp(); // the store did not answer for the checkpoint: do not wait for it again
+        this.#o.log(
+          `Stopped without the shutdown checkpoint and without releasing the lease: object storage did not answer within ` +
+            `${
+              CLOSE_CHECKPOINT_MS / 1000
+            } s. Every write is stored; the next start reads more of the log and fences ` +
+            `this daemon's upload window first${journal}.`,
+        );
+        return;
+      }
+      const release = keeper.release({ journalEmpty: (this.#journal?.liveBytes ?? 0) === 0 });
+      const released = await withinMs(this.#o.clock, SHUTDOWN_OPTIONAL_MS, release).catch((e) => {
+        if (isStoreError(e, "Transient")) return false; // its attempts ran out before the time did
+        throw e;
+      });
+      if (!released) {
+        keeper.giveUp();
+        release.catch(() => {});
+        this.#o.log(
+          `Stopped without releasing the lease: object storage did not answer within ${
+            SHUTDOWN_OPTIONAL_MS / 1000
+          } s. ` +
+            `Every write is stored; the next start fences this daemon's upload window first${journal}.`,
+        );
+      }
     } finally {
       this.#closed = true;
       this.#keeper?.stop();
     }
+  }
+
+  /** Who this writer is in the lease (undefined read-only or without fencing). */
+  get leaseHolder(): LeaseHolder | undefined {
+    return this.#keeper?.lease.holder;
+  }
+
+  /** True once close() stored every write (a shutdown deadline then loses nothing). */
+  get allStored(): boolean {
+    return this.#writer === undefined || this.#writer.allStored;
   }
 
   /** What close() has not stored yet, for a shutdown deadline's last line. */

@@ -101,6 +101,11 @@ export interface VolumeOptions {
   leaseHolder?: LeaseHolder;
   /** Acknowledge FLUSHes from a local journal (default none: a FLUSH waits for the store). */
   journal?: JournalConfig;
+  /**
+   * Take the volume although its lease records a write-back journal this start does not use
+   * (`--abandon-journal`): the acknowledged writes only that journal holds are lost. Default false.
+   */
+  abandonJournal?: boolean;
 }
 
 export type ResolvedVolumeOptions =
@@ -161,6 +166,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     leaseDurationMs: o.leaseDurationMs ?? LEASE_DURATION_MS_DEFAULT,
     leaseHolder: o.leaseHolder,
     journal: o.journal,
+    abandonJournal: o.abandonJournal ?? false,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../store/memory.ts";
 import { silentLogger } from "../util/log.ts";
+import { ManualClock } from "../util/clock.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { decodeHeader, HEADER_BYTES } from "../format/object.ts";
 
@@ -313,4 +314,45 @@ Deno.test("Volume checkpoints: a restart that replayed headers leaves a checkpoi
   assert.match(lines.join("\n"), /processed 0 objects after checkpoint/);
   assert.equal((await readBytes(r, 19 * 4096, 4096))[0], 20);
   await r.close();
+});
+
+/** Runs p while moving the manual clock (store retries and timers sleep on it). */
+async function driving<T>(clock: ManualClock, p: Promise<T>, stepMs = 50): Promise<T> {
+  let done = false;
+  p.then(() => (done = true), () => (done = true));
+  for (let i = 0; i < 100_000 && !done; i++) {
+    clock.advance(stepMs);
+    for (let k = 0; k < 20; k++) await Promise.resolve();
+  }
+  return await p;
+}
+
+Deno.test("Volume.close() with every write stored stops in bounded time when the store stops answering, saying so", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const lines: string[] = [];
+  const v = await driving(
+    clock,
+    open(store, { sizeBytes: 8 * MiB, clock, log: (l) => lines.push(l), leaseDurationMs: 3000 }),
+  );
+  await driving(clock, v.write(0, sector(9)));
+  await driving(clock, v.flush());
+  store.setFaults({ errorRate: 1 }); // the store goes away with nothing left to store
+  await driving(clock, new Promise((r) => clock.setTimer(20_000, () => r(undefined)))); // lease lapses
+  const startMs = clock.nowMs();
+  await driving(clock, v.close());
+  const tookMs = clock.nowMs() - startMs;
+  assert(tookMs >= 10_000 && tookMs < 12_000, `closed after ${tookMs} ms`);
+  assert(v.allStored);
+  const said = lines.filter((l) => /^Stopped without/.test(l));
+  assert.equal(said.length, 1, lines.join("\n"));
+  assert.match(
+    said[0]!,
+    /^Stopped without the shutdown checkpoint and without releasing the lease: object storage did not answer within 10 s\. Every write is stored/,
+  );
+  assert(!lines.some((l) => /Still flushing|Cannot write checkpoint/.test(l)), lines.join("\n"));
+  store.setFaults({ errorRate: 0 });
+  const again = await driving(clock, open(store.reopen(), { clock, leaseMode: "refuse" }));
+  assert.equal((await driving(clock, readBytes(again, 0, 4096)))[0], 9);
+  await driving(clock, again.close());
 });

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { startRgw } from "../support/rgw.ts";
-import { runLsvdOk } from "../support/lsvd_cli.ts";
+import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
 import { startUnconditionalS3 } from "../support/unconditional_s3.ts";
 
 const BLOCKS = 256;
@@ -93,7 +93,7 @@ async function checkAcknowledged(lines: string[], socket: string, dir: string): 
   return flushed.length;
 }
 
-/** The one error line of a fenced daemon, naming the holder that took over. */
+/** The one error line of a fenced daemon, naming the holder that took over, printed once. */
 function assertFencedLine(log: string): void {
   const lines = log.split("\n").filter((l) => l !== "");
   assert.match(
@@ -101,6 +101,7 @@ function assertFencedLine(log: string): void {
     /^lsvd: Cannot keep writing the volume: the volume was taken over by host \S+ pid \d+ \(epoch \d+\) since /,
     log,
   );
+  assert.equal(lines.filter((l) => /Cannot keep writing/.test(l)).length, 1, log);
   assert(!log.includes("    at "), log);
 }
 
@@ -310,9 +311,23 @@ Deno.test("lsvd lease break: a frozen holder's lease is broken; a plain start th
     a.child.kill("SIGSTOP");
     let b: Daemon | undefined;
     try {
-      const broke = await runLsvdOk(["lease", "break", ...s.store]);
+      // Renewed moments ago by a process that exists: it looks live, so --force is needed.
+      const refused = await runLsvd(["lease", "break", ...s.store]);
+      assert.equal(refused.code, 1, refused.err);
+      assert.equal(refused.out, "");
+      assert.match(
+        refused.err,
+        new RegExp(
+          `^lsvd: Cannot break the lease: it looks live: host \\S+ pid ${a.child.pid} \\(epoch \\d+\\) renewed it \\d+ s ago .*--force if you know it is dead\n$`,
+        ),
+      );
+      const broke = await runLsvdOk(["lease", "break", "--force", ...s.store]);
       assert.match(broke.out, new RegExp(`^Broke the lease of host \\S+ pid ${a.child.pid} `));
-      assert.match((await runLsvdOk(["info", ...s.store])).out, /^Lease: +lapsed at /m);
+      assert.match(
+        (await runLsvdOk(["info", ...s.store])).out,
+        /^Lease: +lapsed \(broken by 'lsvd lease break'\)/m,
+      );
+      assert.match((await runLsvdOk(["lease", "show", ...s.store])).out, /, broken by 'lsvd lease break'$/m);
       b = await Daemon.start(daemonArgs(s, socketB, []));
       assert.match(b.log, /Fenced the previous writer/);
     } finally {

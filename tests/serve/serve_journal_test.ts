@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon, scratch, unixUri } from "../support/daemon.ts";
 import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
-import { runLsvdOk } from "../support/lsvd_cli.ts";
+import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
 
 const BLOCKS = 256;
 const BLOCK = 4096;
@@ -109,6 +109,103 @@ Deno.test("serve --journal: kill -9 before any upload keeps every flushed write;
   }
 });
 
+/** The lines of a start that was refused: exit 1, exactly one `lsvd: Cannot` line, no stack. */
+function refusedLine(run: { code: number; log: string }): string {
+  assert.equal(run.code, 1, run.log);
+  const lines = run.log.split("\n").filter((l) => l.startsWith("lsvd: Cannot"));
+  assert.equal(lines.length, 1, run.log);
+  assert(!run.log.includes("    at "), run.log);
+  assert.doesNotMatch(run.log, /operational/);
+  return lines[0]!;
+}
+
+Deno.test("serve --journal: after kill -9, a start without that journal is refused naming its host and directory; --journal replays, --abandon-journal drops it", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const store = ["--dir", t.store, "--socket", t.socket];
+    const withJournal = [...store, "--journal", journal, "--journal-delay", "1h"];
+    const a = await Daemon.start({ args: [...withJournal, "--size", `${BLOCKS * BLOCK}`] });
+    const objectsBefore = await logObjects(t.store);
+    assert.equal(await writeRounds(t.socket, 1, 5), 5);
+    assert.equal(await logObjects(t.store), objectsBefore, "the acknowledged writes are only in the journal");
+    a.kill();
+    await a.exited;
+
+    const host = Deno.hostname();
+    const names = new RegExp(
+      `^lsvd: Cannot open the volume for writing: journal ${journal} on host ${host} \\(writer pid ${a.child.pid}, ` +
+        `epoch \\d+\\) may hold acknowledged writes that are not in the store yet.*; start 'lsvd serve --journal ` +
+        `${journal}' on ${host} to replay them, or pass --abandon-journal to go on without them \\(they are lost\\)$`,
+    );
+    // A forgotten --journal, another directory, a --takeover: each refused in one line.
+    for (const extra of [[], ["--journal", join(t.dir, "other")], ["--takeover"]]) {
+      const line = refusedLine(await Daemon.spawn({ args: [...store, ...extra] }).finished());
+      assert.match(line, names);
+      assert.doesNotMatch(line, /journal-discard/);
+    }
+    assert.match(
+      refusedLine(await Daemon.spawn({ args: [...store, "--journal", join(t.dir, "other")] }).finished()),
+      /\(--journal \S+other is another journal\)/,
+    );
+    // The offline tools say so too, and a rollback is refused the same way.
+    const journalId = (await Deno.readTextFile(join(journal, "id"))).trim();
+    assert.match(
+      (await runLsvdOk(["journal", "show", journal])).out,
+      new RegExp(`^  id: ${journalId} `, "m"),
+    );
+    const shown = await runLsvdOk(["lease", "show", "--dir", t.store]);
+    assert.match(
+      shown.out,
+      new RegExp(
+        `^Journal ${journal} on host ${host} \\(id ${journalId}\\) may hold acknowledged writes`,
+        "m",
+      ),
+    );
+    assert.match(
+      (await runLsvdOk(["info", "--dir", t.store])).out,
+      new RegExp(`^Lease: .*; journal ${journal} on host ${host} may hold acknowledged writes`, "m"),
+    );
+    const rollback = await runLsvd(["rollback", "--to", "1", "--dir", t.store]);
+    assert.equal(rollback.code, 1, rollback.err);
+    assert.match(rollback.err, /^lsvd: Cannot open the volume for writing: journal .* --abandon-journal/m);
+    assert.equal(await logObjects(t.store), objectsBefore, "nothing refused changed the log");
+
+    // With the journal: replayed, every flushed round is there.
+    const b = await Daemon.start({ args: withJournal });
+    assert.match(b.log, /Replaying \d+ records \(\d+ bytes\) from journal/);
+    const v = await readDisk(t.socket, t.dir);
+    for (let r = 1; r <= 5; r++) {
+      for (const blk of writtenBy(r)) assert.equal(v.getUint32(blk * BLOCK), r, `block ${blk} of round ${r}`);
+    }
+    assert.equal((await b.stop()).code, 0);
+    // A clean shutdown emptied the journal and cleared the record: a plain start is fine.
+    assert.doesNotMatch((await runLsvdOk(["lease", "show", "--dir", t.store])).out, /Journal/);
+    const c = await Daemon.start({ args: store });
+    assert.equal((await c.stop()).code, 0);
+
+    // --abandon-journal: proceeds without the journal's writes, and says so.
+    const d = await Daemon.start({ args: withJournal });
+    assert.equal(await writeRounds(t.socket, 6, 3), 3);
+    d.kill();
+    await d.exited;
+    const e = await Daemon.start({ args: [...store, "--abandon-journal"] });
+    assert.match(
+      e.log,
+      new RegExp(
+        `Abandoned journal ${journal} on host ${host} \\(--abandon-journal\\): acknowledged writes only it held are lost\\.`,
+      ),
+    );
+    const w = await readDisk(t.socket, t.dir);
+    for (const blk of writtenBy(6)) {
+      assert.notEqual(w.getUint32(blk * BLOCK), 6, "round 6 was only in the journal");
+    }
+    assert.equal((await e.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
 Deno.test("serve --journal: refused in one line after another writer took over and wrote; --journal-discard drops it", async () => {
   const t = await scratch();
   try {
@@ -119,8 +216,11 @@ Deno.test("serve --journal: refused in one line after another writer took over a
     a.kill();
     await a.exited;
 
-    // Another machine (no journal) takes the volume over and writes.
-    const b = await Daemon.start({ args: ["--dir", t.store, "--socket", t.socket, "--takeover"] });
+    // Another machine (no journal) takes the volume over, accepting the journal's loss, and writes.
+    const b = await Daemon.start({
+      args: ["--dir", t.store, "--socket", t.socket, "--takeover", "--abandon-journal"],
+    });
+    assert.match(b.log, new RegExp(`Abandoned journal ${journal} on host \\S+ \\(--abandon-journal\\)`));
     assert.equal(await writeRounds(t.socket, 100, 3), 3);
     assert.equal((await b.stop()).code, 0);
 
@@ -166,7 +266,9 @@ Deno.test("serve --journal: a daemon fenced with writes only in its journal exit
     });
     assert.equal(await writeRounds(t.socket, 1, 3), 3);
     const socketB = join(t.dir, "b.sock");
-    const b = await Daemon.start({ args: ["--dir", t.store, "--socket", socketB, "--takeover"] });
+    const b = await Daemon.start({
+      args: ["--dir", t.store, "--socket", socketB, "--takeover", "--abandon-journal"],
+    });
     const fenced = await a.finished(30_000);
     assert.equal(fenced.code, 1, fenced.log);
     // The last line (the exit's) says what only the journal holds.

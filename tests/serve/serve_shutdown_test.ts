@@ -7,6 +7,9 @@
  * - SIGTERM with unflushed writes while the store is black-holed and `--shutdown-timeout 7`:
  *   "Still flushing" progress lines name what is left, then exit 1 with one line saying how many
  *   bytes in how many objects were not stored; a second SIGTERM gets a line that fits;
+ * - SIGTERM with every write stored while the store is black-holed (long enough for the lease to
+ *   lapse): the shutdown checkpoint and lease release are given up after 10 s in one line, exit 0;
+ *   with a shorter `--shutdown-timeout`, its line claims no loss and the exit is 0;
  * - the same with `--journal`: the line says the writes stay in the journal, and the next start
  *   (store back) replays them.
  */
@@ -116,6 +119,62 @@ Deno.test({
           /Shutdown deadline of 7 s passed: \d+ bytes in 1 objects from object \d+ on were not stored and are lost\./,
         );
         assert.doesNotMatch(done.log, /Device has shut down/);
+      });
+
+      await t.step(
+        "nothing left to store while the store is away: stops in bounded time, exit 0",
+        async () => {
+          const args = [...base, "--prefix", "idle", "--lease-duration-ms", "3000"];
+          const d = await Daemon.start({ args: [...args, "--size", "64M"], env });
+          await runClientOk(SYSTEM_PYTHON, ["-c", WRITE_FLUSH, unixUri(s.socket)]); // stored by its FLUSH
+          await proxy.setMode("blackhole");
+          let done;
+          const startMs = Date.now();
+          try {
+            await new Promise((r) => setTimeout(r, 4000)); // the lease lapses: renewals get no answer
+            d.child.kill("SIGTERM");
+            done = await d.finished(90_000);
+          } finally {
+            await proxy.setMode("pass");
+          }
+          const tookS = (Date.now() - startMs) / 1000;
+          assert.equal(done.code, 0, done.log);
+          assert(tookS < 30, `stopped after ${tookS} s`);
+          const said = done.log.split("\n").filter((l) => /Stopped without/.test(l));
+          assert.equal(said.length, 1, done.log);
+          assert.match(
+            said[0]!,
+            /^lsvd: Stopped without the shutdown checkpoint and without releasing the lease: object storage did not answer within 10 s\. Every write is stored; /,
+          );
+          assert.doesNotMatch(done.log, /Still flushing|lost|Cannot write checkpoint/);
+          assert.match(done.log, /Device has shut down\./);
+          const again = await Daemon.start({ args, env });
+          const read = await runClientOk(SYSTEM_PYTHON, ["-c", READ_BACK, unixUri(s.socket)]);
+          assert.equal(read.stdout.trim(), "205 205");
+          assert.equal((await again.stop()).code, 0);
+        },
+      );
+
+      await t.step("a shutdown deadline with nothing left to store claims no loss and exits 0", async () => {
+        const args = [...base, "--prefix", "idle-deadline"];
+        const d = await Daemon.start({ args: [...args, "--size", "64M", "--shutdown-timeout", "3"], env });
+        await runClientOk(SYSTEM_PYTHON, ["-c", WRITE_FLUSH, unixUri(s.socket)]);
+        await proxy.setMode("blackhole");
+        let done;
+        try {
+          d.child.kill("SIGTERM");
+          done = await d.finished(60_000);
+        } finally {
+          await proxy.setMode("pass");
+        }
+        assert.equal(done.code, 0, done.log);
+        assert.match(
+          done.log,
+          /Shutdown deadline of 3 s passed after every write was stored: stopped before the shutdown checkpoint and the lease release finished/,
+        );
+        assert.doesNotMatch(done.log, /lost|0 bytes/);
+        const again = await Daemon.start({ args, env });
+        assert.equal((await again.stop()).code, 0);
       });
 
       await t.step(

@@ -50,6 +50,7 @@ const OPTIONS = {
   },
   force: {
     type: "boolean" as const,
+    commandLineOnly: true,
     help: "Replace FILE if it exists (once the new image is complete), or write onto a device",
   },
   parallel: { type: "string" as const, help: "GETs in flight at once", default: "32", placeholder: "N" },

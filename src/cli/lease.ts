@@ -26,6 +26,7 @@ import { parseTool, toolRetry } from "./tool_support.ts";
 const OPTIONS = {
   force: {
     type: "boolean" as const,
+    commandLineOnly: true,
     help: "break: break a lease that looks live (renewed in time by a holder not known to be gone)",
   },
 };

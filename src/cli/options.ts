@@ -33,6 +33,12 @@ export interface OptionSpec {
   group?: OptionGroup;
   /** Environment variables read when the flag is absent, first found wins (LSVD_<NAME> is implied). */
   env?: string[];
+  /**
+   * Read from the command line only, never from the environment: a flag that accepts losing data
+   * (or overwriting something) must be typed for the run that means it, not left in an env file that
+   * every later start reads.
+   */
+  commandLineOnly?: boolean;
   default?: string;
   placeholder?: string;
 }
@@ -128,7 +134,7 @@ export function parseOptions(
   for (const [name, spec] of Object.entries(specs)) {
     let v: string | boolean | undefined = (parsed.values as Record<string, string | boolean>)[name];
     if (v !== undefined) sources[name] = `--${name}`;
-    else {
+    else if (!spec.commandLineOnly) {
       for (const envName of [envNameOf(name), ...(spec.env ?? [])]) {
         const raw = env(envName);
         if (raw === undefined || raw === "") continue;
@@ -209,7 +215,10 @@ export function helpText(help: HelpText): string {
       const flag = s.type === "boolean" ? `--${name}` : `--${name} ${s.placeholder ?? "VALUE"}`;
       const dflt = s.default === undefined ? "" : ` (default: ${s.default})`;
       out.push(`  ${flag.padEnd(26)} ${s.help}${dflt}`);
-      out.push(`  ${"".padEnd(26)} env: ${[envNameOf(name), ...(s.env ?? [])].join(", ")}`);
+      const env = s.commandLineOnly
+        ? "none (command line only)"
+        : [envNameOf(name), ...(s.env ?? [])].join(", ");
+      out.push(`  ${"".padEnd(26)} env: ${env}`);
     }
   }
   out.push("", `  ${"-h, --help".padEnd(26)} Show this help`);

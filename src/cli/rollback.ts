@@ -102,6 +102,7 @@ const OPTIONS = {
   "dry-run": { type: "boolean" as const, help: "List what would be moved; change nothing" },
   "abandon-journal": {
     type: "boolean" as const,
+    commandLineOnly: true,
     help: "Roll back although the lease names a write-back journal that may hold acknowledged writes " +
       "not yet stored (they are lost: the journal cannot be replayed after the log changed)",
   },

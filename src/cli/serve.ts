@@ -250,11 +250,13 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     },
     "journal-discard": {
       type: "boolean",
+      commandLineOnly: true,
       group: "durability",
       help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
     },
     "abandon-journal": {
       type: "boolean",
+      commandLineOnly: true,
       group: "durability",
       help: "Start although the volume's lease names a write-back journal this start does not use (another " +
         "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",

@@ -118,6 +118,27 @@ Deno.test("lsvd serve logs the seed's lines, flushes on SIGTERM, exits 0 and kee
   }
 });
 
+Deno.test("Flags that accept losing data are read from the command line only, never from LSVD_* variables", async () => {
+  const t = await scratch();
+  try {
+    const target = `${t.dir}/image`;
+    await Deno.writeTextFile(target, "keep");
+    // LSVD_FORCE left in an env file must not let export replace a file nobody asked it to replace.
+    const r = await runLsvd(["export", "--dir", t.store, target], { LSVD_FORCE: "1" });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the file exists; give --force/);
+    assert.equal(await Deno.readTextFile(target), "keep");
+    const help = await runLsvd(["serve", "--help"]);
+    for (const flag of ["abandon-journal", "journal-discard"]) {
+      const line = help.stdout.split("\n").findIndex((l) => l.trimStart().startsWith(`--${flag}`));
+      assert.ok(line >= 0, `help lacks --${flag}`);
+      assert.match(help.stdout.split("\n")[line + 1]!, /env: none \(command line only\)/);
+    }
+  } finally {
+    await t.remove();
+  }
+});
+
 Deno.test("lsvd serve takes options from the environment, Fly's names included", async () => {
   const t = await scratch();
   try {

@@ -27,6 +27,11 @@ import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
 import { parseDurationMs } from "./options.ts";
 import { bindNbdListeners, ListenError, type NbdListeners, startNbdServer } from "../nbd/server.ts";
 import { attachDevice, type Attachment, checkAttach } from "../attach/attach.ts";
+import {
+  DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS,
+  DEFAULT_REQUEST_TIMEOUT_SECONDS,
+} from "../attach/kernel_device.ts";
+import { askHolderToHandOver, HandOverRequests } from "./hand_over.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/http.ts";
 import { registerDaemonMetrics } from "../metrics/daemon_metrics.ts";
@@ -154,6 +159,22 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       env: ["FLY_LSVD_MOUNT_POINT"],
       placeholder: "PATH",
     },
+    "dead-timeout": {
+      type: "string",
+      group: "kernel",
+      help: "While no lsvd serves the device (a crash, a restart, an upgrade) the kernel holds its I/O " +
+        "this long for the next lsvd to resume it, then fails it with EIO",
+      default: String(DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS),
+      placeholder: "SECONDS",
+    },
+    "io-timeout": {
+      type: "string",
+      group: "kernel",
+      help: "The kernel re-sends a request unanswered this long on another connection (requests in " +
+        "flight when lsvd died wait this long for the next one)",
+      default: String(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+      placeholder: "SECONDS",
+    },
     fuse: {
       type: "string",
       group: "kernel",
@@ -255,6 +276,8 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
 }
 
 const DEFAULT_DEVICE = "/dev/nbd0";
+/** How long a --takeover waits for a live holder on this host to store its writes and hand over. */
+const HAND_OVER_WAIT_MS = 120_000;
 
 const SUMMARY =
   "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM/SIGINT.";
@@ -293,6 +316,10 @@ export interface ServeConfig {
   devicePath: string | undefined;
   mountPath: string | undefined;
   fusePath: string | undefined;
+  /** Names the volume on /dev/nbdN, so a restarted daemon resumes the device it left. */
+  backend: string;
+  deadTimeoutSeconds: number;
+  ioTimeoutSeconds: number;
   objectBytesMax: number;
   dirtyBytesMax: number;
   sealDelayMs: number;
@@ -328,6 +355,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     throw new UsageError("Invalid options: give either --takeover or --standby, not both");
   }
   const selection = buildStore(options);
+  const at = servePoint(options);
   return {
     fencing: !options.flag("no-fencing"),
     leaseDurationMs: options.integer("lease-duration-ms", 300, 3_600_000)!,
@@ -341,7 +369,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     sizeBytes,
     allowShrink: options.flag("allow-shrink"),
     readOnly: options.flag("read-only"),
-    at: servePoint(options),
+    at,
     retentionMs: parseDurationMs(str("retention")!, options.source("retention")),
     gcIntervalMs: str("gc-interval") === "off"
       ? 0
@@ -356,6 +384,15 @@ export function buildServeConfig(options: Options): ServeConfig {
     devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
     mountPath: str("mount"),
     fusePath: str("fuse"),
+    backend: [
+      `lsvd ${selection.identity}`,
+      `prefix=${selection.prefix}`,
+      `export=${str("export")!}`,
+      ...(options.flag("read-only") ? ["ro"] : []),
+      ...(at === undefined ? [] : [`at=${at.text}`]),
+    ].join(" "),
+    deadTimeoutSeconds: options.integer("dead-timeout", 1, 86400)!,
+    ioTimeoutSeconds: options.integer("io-timeout", 1, 86400)!,
     objectBytesMax: options.size("object-size")!,
     dirtyBytesMax: options.size("dirty-limit")!,
     sealDelayMs: options.integer("seal-delay-ms", 1, 3_600_000)!,
@@ -462,9 +499,11 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   pinMallocMmapThreshold(); // RSS follows what the daemon holds, not what it has written
   log(config.storeLine);
   const signals = new ShutdownSignals(log);
+  const handOver = new HandOverRequests(); // from the start: the default action of SIGUSR2 is to die
   try {
-    return await serveUntilSignal(config, signals, log);
+    return await serveUntilSignal(config, { signals, handOver }, log);
   } finally {
+    handOver.dispose();
     signals.dispose();
   }
 }
@@ -502,7 +541,15 @@ async function release(bound: Bound): Promise<void> {
   await bound.store.close();
 }
 
-async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, log: Logger): Promise<number> {
+async function serveUntilSignal(
+  config: ServeConfig,
+  { signals, handOver }: { signals: ShutdownSignals; handOver: HandOverRequests },
+  log: Logger,
+): Promise<number> {
+  if (config.leaseMode === "takeover" && config.fencing && !config.readOnly) {
+    // Before binding: the old daemon may listen on the same socket path until it has handed over.
+    await askHolderToHandOver(config.store, config.prefix, { waitMs: HAND_OVER_WAIT_MS, log });
+  }
   const bound = await bindLocally(config, log);
   const { store, registry } = bound;
   const served: { volume?: Volume } = {};
@@ -598,27 +645,36 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   log(`Serving NBD at ${server.uris.join(" and ")}.`);
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let attachment: Attachment | undefined;
-  let fenced: Error | undefined;
+  let ending: Ending = { kind: "stop" };
   try {
-    attachment = await attachDevice({ ...config, log });
+    attachment = await attachDevice({
+      ...config,
+      log,
+      // A takeover waits for the old daemon's sockets to die; a restart finds them dead already.
+      resumeWaitMs: config.leaseMode === "takeover" ? config.leaseDurationMs + 15_000 : 5_000,
+    });
     signals.phase = "serving";
     if (!signals.requested) log("Device is now operational.");
-    // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
-    const lost = volume.whenFailed().then((e) => isLsvdError(e, "fenced") ? e : new Promise<never>(() => {}));
-    fenced = await Promise.race([signals.received.then(() => undefined), lost]);
+    ending = await whyServingEnds(volume, signals, handOver);
   } finally {
     signals.phase = "stopping";
-    await attachment?.detach();
-    await server.stop();
+    if (ending.kind === "stop") {
+      await attachment?.detach();
+      await server.stop();
+    } else {
+      // Answer nothing more and keep the device and its mount for the daemon that takes over.
+      await server.stop({ quiet: true });
+      await attachment?.handOver();
+    }
     await pin?.release();
-    if (fenced === undefined) log("Flushing remaining writes to object storage.");
-    else volume.abandon();
+    if (ending.kind === "fenced") volume.abandon();
+    else log("Flushing remaining writes to object storage.");
   }
-  if (fenced !== undefined) {
-    const error = withJournal(await namingHolder(store, config, fenced), volume);
+  if (ending.kind === "fenced") {
+    const error = withJournal(await namingHolder(store, config, ending.error), volume);
     await store.close(); // the NBD listeners went with server.stop()
     await bound.metricsServer?.close();
-    throw error;
+    throw withUnstored(error, ending.unstoredBytes, config);
   }
   if (!await closeWithin(volume.close(), config.shutdownTimeoutMs)) {
     const left = volume.unflushed;
@@ -636,8 +692,53 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
   }
   await store.close();
   await bound.metricsServer?.close();
-  log("Device has shut down.");
+  if (ending.kind === "handOver" && config.devicePath !== undefined) {
+    log(
+      `Handed ${config.devicePath} over: every acknowledged write is stored; it stays connected${
+        config.mountPath === undefined ? "" : " and mounted"
+      }, its I/O held up to ${config.deadTimeoutSeconds} s for the next lsvd to resume it.`,
+    );
+  } else if (ending.kind === "handOver") {
+    log("Handed the volume over: every acknowledged write is stored.");
+  } else {
+    log("Device has shut down.");
+  }
   return 0;
+}
+
+/** Why serving ended: a stop signal, a hand-over request, or another writer fencing this one. */
+type Ending =
+  | { kind: "stop" }
+  | { kind: "handOver" }
+  | { kind: "fenced"; error: Error; unstoredBytes: number };
+
+async function whyServingEnds(
+  volume: Volume,
+  signals: ShutdownSignals,
+  handOver: HandOverRequests,
+): Promise<Ending> {
+  // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
+  const lost = volume.whenFailed().then((error): Ending | Promise<never> =>
+    isLsvdError(error, "fenced")
+      ? { kind: "fenced", error, unstoredBytes: volume.unflushed.bytes }
+      : new Promise<never>(() => {})
+  );
+  return await Promise.race([
+    signals.received.then((): Ending => ({ kind: "stop" })),
+    handOver.requested.then((): Ending => ({ kind: "handOver" })),
+    lost,
+  ]);
+}
+
+/** The fenced line says whether acknowledged writes were lost, and that the device stays for the new holder. */
+function withUnstored(error: Error, unstoredBytes: number, config: ServeConfig): Error {
+  const device = config.devicePath === undefined
+    ? ""
+    : `; ${config.devicePath} stays connected${config.mountPath === undefined ? "" : " and mounted"} for it`;
+  const fate = unstoredBytes === 0
+    ? "nothing acknowledged was left unstored"
+    : `fenced mid-write: ${unstoredBytes} bytes of acknowledged writes were not stored`;
+  return new LsvdError("fenced", `${error.message} (${fate})${device}`, { cause: error });
 }
 
 function servePoint(options: Options): Point | undefined {

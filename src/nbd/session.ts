@@ -44,8 +44,11 @@ export interface SessionOptions {
 export interface NbdSession {
   /** Resolves once the session ended and the transport is closed; rejects only on a broken invariant. */
   readonly done: Promise<void>;
-  /** Graceful: stop reading, answer buffered requests with ESHUTDOWN, finish in-flight ones, close. */
-  stop(): void;
+  /**
+   * Graceful: stop reading, answer buffered requests with ESHUTDOWN (quiet: leave them unanswered,
+   * for a kernel client to re-send to the next daemon), finish in-flight ones, close.
+   */
+  stop(options?: { quiet?: boolean }): void;
 }
 
 /** Serves one NBD client over transport until it leaves, breaks the protocol, or stop() is called. */
@@ -63,10 +66,10 @@ export function serveNbdConnection(transport: NbdTransport, options: SessionOpti
   });
   return {
     done,
-    stop() {
+    stop(stopOptions = {}) {
       stopping = true;
       resolveStop(null);
-      connection?.stop();
+      connection?.stop(stopOptions);
     },
   };
 }

@@ -69,7 +69,9 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     takeover: {
       type: "boolean",
       group: "volume",
-      help: "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error)",
+      help:
+        "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error); " +
+        "with --device, a holder on this machine is first asked to hand over (an upgrade: the mount stays)",
     },
     standby: {
       type: "boolean",
@@ -546,8 +548,11 @@ async function serveUntilSignal(
   { signals, handOver }: { signals: ShutdownSignals; handOver: HandOverRequests },
   log: Logger,
 ): Promise<number> {
-  if (config.leaseMode === "takeover" && config.fencing && !config.readOnly) {
-    // Before binding: the old daemon may listen on the same socket path until it has handed over.
+  if (
+    config.leaseMode === "takeover" && config.fencing && !config.readOnly && config.devicePath !== undefined
+  ) {
+    // Taking over a kernel device (an upgrade): the old daemon hands over rather than being fenced,
+    // so the mount sees no error. Before binding: it may listen on our socket path until then.
     await askHolderToHandOver(config.store, config.prefix, { waitMs: HAND_OVER_WAIT_MS, log });
   }
   const bound = await bindLocally(config, log);

@@ -111,7 +111,11 @@ export class Connection {
 
   /** Serves requests until the client disconnects or breaks the protocol, or stop(); then drains. */
   async run(): Promise<EndReason> {
-    const reason = await this.#readLoop();
+    const reason = await this.#readLoop().catch((e) => {
+      // #abandon() closed the socket under a pending read.
+      if (this.#quiet && e instanceof Deno.errors.BadResource) return "stopped" as const;
+      throw e;
+    });
     await this.#drained(0);
     await this.#writer.idle();
     return reason;

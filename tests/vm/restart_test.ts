@@ -135,7 +135,7 @@ t0=$(date +%s)
 dd if=/dev/nbd2 of=/dev/null bs=4096 count=1 skip=1000 iflag=direct 2>/run/eio.txt; code=$?
 cat /run/eio.txt
 result eio "{\\"code\\":$code,\\"seconds\\":$(($(date +%s) - t0)),\\"eio\\":$(grep -c 'Input/output error' /run/eio.txt)}"
-result kernelErrors "$(dmesg | grep -E 'nbd[01].*I/O error|I/O error.*nbd[01]|EXT4-fs error|EXT4-fs \\(nbd[01]\\).*read-only' | wc -l)"
+result kernelErrors "$(dmesg | grep -E 'I/O error.*nbd[01]|EXT4-fs error \\(device nbd[01]\\)|EXT4-fs \\(nbd[01]\\).*read-only' | wc -l)"
 dmesg | grep -E 'nbd|EXT4' | tail -40
 for f in $S/*.log; do echo "----- $f"; cat $f; done
 `;

@@ -109,24 +109,8 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
     const deadConnectionTimeoutSeconds = options.deadConnectionTimeoutSeconds ??
       DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS;
     if (netlink && options.backend !== undefined && connectedBackend(index) === options.backend) {
-      try {
-        const resumed = await resumeDevice(libc, netlink, {
-          ...options,
-          index,
-          timeoutSeconds,
-          deadConnectionTimeoutSeconds,
-          openSocket: (kept) => openNegotiatedSocket(libc, options, kept),
-        });
-        tuneQueue(index, {
-          readAheadKb: options.readAheadKb ?? 8192,
-          maxSectorsKb: options.maxSectorsKb ?? 2048,
-          log,
-        });
-        return netlinkAttachment(libc, netlink, { index, devicePath, log, resumed: true, ...resumed });
-      } catch (error) {
-        netlink.close();
-        throw error;
-      }
+      const timeouts = { timeoutSeconds, deadConnectionTimeoutSeconds };
+      return await resumeConnected(libc, netlink, { ...options, ...timeouts, index, log });
     }
     await releaseStaleDevice({ index, devicePath, netlink, log, backend: options.backend });
     const negotiated = await openNegotiatedSockets(libc, options, fds);
@@ -146,17 +130,45 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
       : connectIoctl(libc, request);
     for (const fd of fds.splice(0)) libc.close(fd); // the kernel holds its own references
     await waitForDevice(index, true);
-    tuneQueue(index, {
-      readAheadKb: options.readAheadKb ?? 8192,
-      maxSectorsKb: options.maxSectorsKb ?? 2048,
-      log,
-    });
+    tuneDevice(index, options, log);
     return attachment;
   } catch (error) {
     for (const fd of fds) libc.close(fd);
     libc.closeLibrary();
     throw error;
   }
+}
+
+/** A device this volume's previous daemon left connected: new sockets through NBD_CMD_RECONFIGURE. */
+async function resumeConnected(
+  libc: Libc,
+  netlink: NbdNetlink,
+  options: AttachKernelDeviceOptions & {
+    index: number;
+    log: Logger;
+    timeoutSeconds: number;
+    deadConnectionTimeoutSeconds: number;
+  },
+): Promise<KernelAttachment> {
+  try {
+    const resumed = await resumeDevice(libc, netlink, {
+      ...options,
+      openSocket: (kept) => openNegotiatedSocket(libc, options, kept),
+    });
+    tuneDevice(options.index, options, options.log);
+    return netlinkAttachment(libc, netlink, { ...options, resumed: true, ...resumed });
+  } catch (error) {
+    netlink.close();
+    throw error;
+  }
+}
+
+function tuneDevice(index: number, options: AttachKernelDeviceOptions, log: Logger): void {
+  tuneQueue(index, {
+    readAheadKb: options.readAheadKb ?? 8192,
+    maxSectorsKb: options.maxSectorsKb ?? 2048,
+    log,
+  });
 }
 
 interface ConnectRequest {

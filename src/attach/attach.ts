@@ -48,6 +48,11 @@ export interface Attachment {
    * resume (its sockets die when the NBD server closes them); nbdfuse is stopped as in detach.
    */
   handOver(): Promise<void>;
+  /**
+   * The kernel may have given up on a socket (a request outlived --io-timeout): give it new ones.
+   * Never throws (it logs); calls while one runs are folded into one more round.
+   */
+  reconnect(): void;
 }
 
 async function wrap<T>(fn: () => Promise<T>): Promise<T> {
@@ -100,7 +105,7 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
     );
     log(`The volume is the file ${fuse.filePath}.`);
     const stop = () => logFailure(log, "stop nbdfuse", () => fuse.stop());
-    return { detach: stop, handOver: stop };
+    return { detach: stop, handOver: stop, reconnect: () => {} };
   }
   const kernel: KernelAttachment = await wrap(() =>
     attachKernelDevice({
@@ -138,6 +143,36 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       kernel.release();
       return Promise.resolve();
     },
+    reconnect: reconnector(kernel, log),
+  };
+}
+
+/** One reconnect round at a time; a request during a round asks for one more after it. */
+function reconnector(kernel: KernelAttachment, log: Logger): () => void {
+  let running = false;
+  let again = false;
+  const round = async () => {
+    running = true;
+    try {
+      do {
+        again = false;
+        const kept = await kernel.reconnect();
+        if (kept > 0) {
+          log(
+            `The kernel dropped ${kept} connection${kept === 1 ? "" : "s"} to ${kernel.devicePath} ` +
+              "(a request took longer than --io-timeout); gave it new ones.",
+          );
+        }
+      } while (again);
+    } catch (e) {
+      log(`Cannot reconnect ${kernel.devicePath}: ${(e as Error).message}`);
+    } finally {
+      running = false;
+    }
+  };
+  return () => {
+    if (running) again = true;
+    else void round();
   };
 }
 

@@ -18,7 +18,7 @@ import { type HandshakeChannel, NBD_FLAG_CAN_MULTI_CONN, negotiateExport } from 
 import { NbdIoctlConnection } from "./nbd_ioctl.ts";
 import { NbdNetlink } from "./nbd_netlink.ts";
 import { nbdIndexOf, readSysfs, tuneQueue, waitForDevice } from "./nbd_sysfs.ts";
-import { resumeDevice } from "./nbd_resume.ts";
+import { replaceDeadSockets, resumeDevice, type ResumeOptions } from "./nbd_resume.ts";
 
 export const BLOCK_SIZE_BYTES = 4096;
 
@@ -71,6 +71,12 @@ export interface KernelAttachment {
   /** Disconnects the kernel (it sends NBD_CMD_DISC on every socket). Idempotent. */
   detach(): Promise<void>;
   /**
+   * Gives the kernel new sockets in place of dead ones (it shuts down a socket whose request outlived
+   * the per-request timeout, then holds I/O for the dead-connection timeout); resolves with how many
+   * it took (0: none was dead, or the ioctl interface, which cannot).
+   */
+  reconnect(): Promise<number>;
+  /**
    * Lets go without disconnecting (netlink): once this daemon's sockets close, the kernel holds the
    * requests for the dead-connection timeout, waiting for the next daemon to resume the device.
    */
@@ -108,9 +114,16 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
     const timeoutSeconds = options.timeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_SECONDS;
     const deadConnectionTimeoutSeconds = options.deadConnectionTimeoutSeconds ??
       DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS;
+    const replacing: ResumeOptions & { log: Logger } = {
+      ...options,
+      index,
+      log,
+      timeoutSeconds,
+      deadConnectionTimeoutSeconds,
+      openSocket: (kept) => openNegotiatedSocket(libc, options, kept),
+    };
     if (netlink && options.backend !== undefined && connectedBackend(index) === options.backend) {
-      const timeouts = { timeoutSeconds, deadConnectionTimeoutSeconds };
-      return await resumeConnected(libc, netlink, { ...options, ...timeouts, index, log });
+      return await resumeConnected(libc, netlink, replacing, options);
     }
     await releaseStaleDevice({ index, devicePath, netlink, log, backend: options.backend });
     const negotiated = await openNegotiatedSockets(libc, options, fds);
@@ -126,7 +139,7 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
       ...(options.backend === undefined ? {} : { backend: options.backend }),
     };
     const attachment = netlink
-      ? await connectNetlink(libc, netlink, { ...request, log })
+      ? await connectNetlink(libc, netlink, { ...request, log, replacing })
       : connectIoctl(libc, request);
     for (const fd of fds.splice(0)) libc.close(fd); // the kernel holds its own references
     await waitForDevice(index, true);
@@ -143,20 +156,13 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
 async function resumeConnected(
   libc: Libc,
   netlink: NbdNetlink,
-  options: AttachKernelDeviceOptions & {
-    index: number;
-    log: Logger;
-    timeoutSeconds: number;
-    deadConnectionTimeoutSeconds: number;
-  },
+  replacing: ResumeOptions & { log: Logger },
+  options: AttachKernelDeviceOptions,
 ): Promise<KernelAttachment> {
   try {
-    const resumed = await resumeDevice(libc, netlink, {
-      ...options,
-      openSocket: (kept) => openNegotiatedSocket(libc, options, kept),
-    });
-    tuneDevice(options.index, options, options.log);
-    return netlinkAttachment(libc, netlink, { ...options, resumed: true, ...resumed });
+    const resumed = await resumeDevice(libc, netlink, replacing);
+    tuneDevice(replacing.index, options, replacing.log);
+    return netlinkAttachment(libc, netlink, { ...replacing, replacing, resumed: true, ...resumed });
   } catch (error) {
     netlink.close();
     throw error;
@@ -228,7 +234,7 @@ async function openNegotiatedSocket(
 async function connectNetlink(
   libc: Libc,
   netlink: NbdNetlink,
-  request: ConnectRequest & { log: Logger },
+  request: ConnectRequest & { log: Logger; replacing: ResumeOptions },
 ): Promise<KernelAttachment> {
   try {
     await netlink.connect(request);
@@ -253,6 +259,7 @@ function netlinkAttachment(
     connections: number;
     resumed: boolean;
     log: Logger;
+    replacing: ResumeOptions;
   },
 ): KernelAttachment {
   let done = false;
@@ -283,6 +290,7 @@ function netlinkAttachment(
     release() {
       if (!done) letGo();
     },
+    reconnect: () => done ? Promise.resolve(0) : replaceDeadSockets(libc, netlink, p.replacing),
   };
 }
 
@@ -313,6 +321,7 @@ function connectIoctl(libc: Libc, request: ConnectRequest): KernelAttachment {
       // An ioctl connection lives in this process: it cannot outlive it, so letting go disconnects.
       void this.detach();
     },
+    reconnect: () => Promise.resolve(0),
   };
 }
 

@@ -38,16 +38,12 @@ export async function resumeDevice(
   netlink: NbdNetlink,
   options: ResumeOptions,
 ): Promise<{ sizeBytes: number; connections: number }> {
-  const { devicePath, index } = options;
-  const deviceBytes = Number(readSysfs(`/sys/block/nbd${index}/size`) ?? "0") * 512;
+  const { devicePath } = options;
   const deadline = Date.now() + (options.resumeWaitMs ?? 0);
-  const batch = Math.max(1, Math.min(options.connections ?? 4, SOCKETS_MAX));
   let kept = 0;
   let waited = false;
   for (;;) {
-    const round = await offerSockets(libc, netlink, options, { batch, deviceBytes });
-    kept += round;
-    if (round === batch && kept < SOCKETS_MAX) continue; // the device may have more dead sockets
+    kept = await replaceDeadSockets(libc, netlink, options);
     if (kept > 0) break;
     if (Date.now() >= deadline) {
       throw new Error(
@@ -59,12 +55,37 @@ export async function resumeDevice(
     waited = true;
     await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
   }
+  const deviceBytes = deviceSizeBytes(options.index);
   options.log?.(
     `${devicePath} was left connected for this volume; resumed it with ${kept} new connection${
       kept === 1 ? "" : "s"
     } (nothing disconnected or unmounted).`,
   );
   return { sizeBytes: deviceBytes, connections: kept };
+}
+
+/**
+ * Offers new sockets in place of the device's dead ones, a batch at a time while the kernel keeps
+ * a whole batch; returns how many it kept (0: none was dead). Also how a serving daemon replaces a
+ * socket the kernel gave up on (a request outlived --io-timeout).
+ */
+export async function replaceDeadSockets(
+  libc: Libc,
+  netlink: NbdNetlink,
+  options: ResumeOptions,
+): Promise<number> {
+  const deviceBytes = deviceSizeBytes(options.index);
+  const batch = Math.max(1, Math.min(options.connections ?? 4, SOCKETS_MAX));
+  let kept = 0;
+  for (;;) {
+    const round = await offerSockets(libc, netlink, options, { batch, deviceBytes });
+    kept += round;
+    if (round < batch || kept >= SOCKETS_MAX) return kept;
+  }
+}
+
+function deviceSizeBytes(index: number): number {
+  return Number(readSysfs(`/sys/block/nbd${index}/size`) ?? "0") * 512;
 }
 
 /** One NBD_CMD_RECONFIGURE with `batch` new sockets; returns how many the kernel kept. */

@@ -640,16 +640,20 @@ async function serveUntilSignal(
       return undefined;
     })
     : undefined;
+  let attachment: Attachment | undefined;
   const server = await startNbdServer({
     device: volume,
     exportName: config.exportName,
     log,
     listeners: bound.listeners,
     metrics: registry,
+    // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
+    onClientLeft: () => {
+      if (signals.phase === "serving") attachment?.reconnect();
+    },
   });
   log(`Serving NBD at ${server.uris.join(" and ")}.`);
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
-  let attachment: Attachment | undefined;
   let ending: Ending = { kind: "stop" };
   try {
     attachment = await attachDevice({

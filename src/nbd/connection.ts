@@ -73,6 +73,7 @@ export class Connection {
   #counters: NbdCounters | undefined;
   #pool = new BufferPool(IDLE_READ_BUFFERS_BYTES_MAX);
   #requestsInFlight = 0;
+  #requestsStarted = 0;
   #inFlightBytes = 0;
   #stopping = false;
   /** Stopping without answering what is still buffered (a hand-over, or fenced). */
@@ -107,6 +108,11 @@ export class Connection {
     this.#stopping = true;
     if (options.quiet) this.#quiet = true;
     this.#progress();
+  }
+
+  /** Requests started on the device so far. */
+  get requestsStarted(): number {
+    return this.#requestsStarted;
   }
 
   /** Serves requests until the client disconnects or breaks the protocol, or stop(); then drains. */
@@ -185,6 +191,7 @@ export class Connection {
     const bytes = request.command === p.CMD_READ || request.command === p.CMD_WRITE ? request.lengthBytes : 0;
     this.#counters?.request(request.command, request.lengthBytes);
     this.#requestsInFlight++;
+    this.#requestsStarted++;
     this.#inFlightBytes += bytes;
     let done: Promise<void> | undefined;
     try {

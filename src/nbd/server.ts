@@ -35,6 +35,8 @@ export interface NbdServerOptions {
   metrics?: MetricsRegistry;
   /** Listeners bound earlier with bindNbdListeners (so a busy address fails before any work); else bound here. */
   listeners?: NbdListeners;
+  /** See SessionOptions.onClientLeft. */
+  onClientLeft?: () => void;
 }
 
 /** A listener could not be set up: the address is busy, not permitted, or the path is not a socket. */

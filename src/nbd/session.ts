@@ -39,6 +39,11 @@ export interface SessionOptions {
   counters?: NbdCounters;
   /** Names the peer in log lines, e.g. a socket address. */
   peer?: string;
+  /**
+   * Called when a client that sent requests closes the connection without NBD_CMD_DISC: the kernel
+   * does so to a socket whose request outlived its timeout (kernel_device.ts reconnects it).
+   */
+  onClientLeft?: () => void;
 }
 
 export interface NbdSession {
@@ -92,11 +97,15 @@ async function runSession(
     initialBytes: Math.min(INPUT_BUFFER_BYTES, limits.payloadBytesMax + REQUEST_HEADER_BYTES),
     capacityMaxBytes: limits.payloadBytesMax + REQUEST_HEADER_BYTES,
   });
+  let connection: Connection | undefined;
+  const clientLeft = () => {
+    if ((connection?.requestsStarted ?? 0) > 0 && !control.isStopping()) options.onClientLeft?.();
+  };
   try {
     const negotiated = options.negotiated ?? await handshake(transport, input, options, control);
     if (negotiated === undefined || control.isStopping()) return;
     input.interruptOn(control.stopped);
-    const connection = new Connection(transport, input, {
+    connection = new Connection(transport, input, {
       device: options.device,
       negotiated,
       limits,
@@ -106,9 +115,10 @@ async function runSession(
     if (control.isStopping()) connection.stop();
     const reason = await connection.run();
     logEnd(log, peer, reason);
+    if (reason === "eof") clientLeft();
   } catch (e) {
     if (isInvariantFailure(e)) throw e;
-    if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset) return; // client left
+    if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset) return clientLeft();
     log(`Closing the connection to ${peer}: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     closeQuietly(transport);

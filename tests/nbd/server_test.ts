@@ -261,6 +261,25 @@ Deno.test("Connection answers nothing once the device is fenced and closes, so a
   });
 });
 
+Deno.test("startNbdServer() onClientLeft: a client that sent requests and closed without NBD_CMD_DISC", async () => {
+  let left = 0;
+  await withServer({ server: { onClientLeft: () => left++ } }, async (f) => {
+    const idle = await RawClient.connect(f.socketPath);
+    idle.close(); // no request: not reported (a socket the kernel declined)
+    const polite = await RawClient.connect(f.socketPath);
+    assert.equal((await polite.request({ command: p.CMD_FLUSH, handle: 1 })).error, 0);
+    await polite.send(RawClient.encode({ command: p.CMD_DISC, handle: 2 }));
+    assert.ok(await polite.closedByServer(2000));
+    polite.close();
+    const dropped = await RawClient.connect(f.socketPath);
+    assert.equal((await dropped.request({ command: p.CMD_FLUSH, handle: 1 })).error, 0);
+    dropped.close(); // what the kernel does to a socket whose request timed out
+    await waitFor(() => left === 1, "onClientLeft for the dropped client");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(left, 1, "only the client that sent requests and left without DISC");
+  });
+});
+
 Deno.test("Connection ends on NBD_CMD_DISC after answering what came before", async () => {
   await withServer({ latencyMs: 50 }, async (f) => {
     const client = await RawClient.connect(f.socketPath);

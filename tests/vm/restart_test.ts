@@ -5,7 +5,8 @@
  *            lsvd is killed with SIGKILL at seeded random moments and started again (it resumes the
  *            device: no disconnect, unmount or mkfs), then upgraded once by a second lsvd started with
  *            --takeover (the old one hands over and exits 0). Then: 0 write errors, no kernel I/O
- *            error, e2fsck clean, every fsync'd file intact read back from the device. A snapshot
+ *            error, e2fsck clean, every fsync'd file intact read back from the device. A daemon
+ *            paused (SIGSTOP) past --io-timeout reconnects the sockets the kernel gave up on. A snapshot
  *            taken while the filesystem is mounted is served --read-only --mount (ro,noload).
  *   journal: the same with --journal on /dev/nbd1.
  *   eio:     a device whose daemon never comes back fails a read with EIO within --dead-timeout.
@@ -99,7 +100,7 @@ run() {
   wait $old; result "$r-old-exit" $?
   sleep 5
   touch /run/stop-$r; wait $wpid
-  if [ $r = plain ]; then snapshot_check; fi
+  if [ $r = plain ]; then stall_check; snapshot_check; fi
   files=$(wc -l < /run/manifest-$r); errors=$(grep -c ERROR /run/errors-$r)
   cat /run/errors-$r
   umount $mnt || echo "cannot unmount $mnt"
@@ -112,6 +113,13 @@ run() {
   head -5 /run/bad-$r.txt
   result "$r" "{\\"files\\":$files,\\"errors\\":$errors,\\"fsck\\":$fsck,\\"bad\\":$bad}"
   kill -TERM $pid; wait $pid; result "$r-exit" $?
+}
+# A serving daemon paused past --io-timeout: the kernel shuts down the sockets whose requests timed
+# out; once it runs again it gives the kernel new ones (without that, I/O would wait for the
+# dead-connection timeout and then fail).
+stall_check() {
+  kill -STOP $pid; sleep $((${IO_TIMEOUT_S} + 10)); kill -CONT $pid; sleep 15
+  result stall "{\"reconnected\":$(grep -c 'The kernel dropped' $S/plain-upgrade.log)}"
 }
 # A snapshot of the live (mounted, journal dirty) filesystem, served read-only and mounted.
 snapshot_check() {
@@ -188,6 +196,10 @@ Deno.test({
       const formats = vm.console.match(/creating an ext4 filesystem/g)?.length ?? 0;
       check(formats === 3, `mkfs ran ${formats} times, not once per new volume (3)`);
       check(vm.console.includes("handed the volume over."), "the takeover did not get a hand-over");
+      check(
+        results.stall?.reconnected >= 1,
+        "the daemon paused past --io-timeout did not reconnect the kernel",
+      );
       check(results.snapshot?.mounted === true, "the snapshot of the live filesystem did not mount");
       check(/(^|,)ro(,|$)/.test(results.snapshot?.options ?? ""), "the snapshot mount is not read-only");
       check(

@@ -119,7 +119,7 @@ run() {
 # dead-connection timeout and then fail).
 stall_check() {
   kill -STOP $pid; sleep $((${IO_TIMEOUT_S} + 10)); kill -CONT $pid; sleep 15
-  result stall "{\"reconnected\":$(grep -c 'The kernel dropped' $S/plain-upgrade.log)}"
+  result stall "{\\"reconnected\\":$(grep -c 'The kernel dropped' $S/plain-upgrade.log)}"
 }
 # A snapshot of the live (mounted, journal dirty) filesystem, served read-only and mounted.
 snapshot_check() {

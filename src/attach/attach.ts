@@ -140,7 +140,7 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       await logFailure(log, `disconnect ${devicePath}`, () => kernel.detach());
     },
     handOver() {
-      kernel.release();
+      kernel.letGo();
       return Promise.resolve();
     },
     reconnect: reconnector(kernel, log),

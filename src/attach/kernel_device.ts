@@ -80,7 +80,7 @@ export interface KernelAttachment {
    * Lets go without disconnecting (netlink): once this daemon's sockets close, the kernel holds the
    * requests for the dead-connection timeout, waiting for the next daemon to resume the device.
    */
-  release(): void;
+  letGo(): void;
 }
 
 export const DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS = 120;
@@ -287,7 +287,7 @@ function netlinkAttachment(
         letGo();
       }
     },
-    release() {
+    letGo() {
       if (!done) letGo();
     },
     reconnect: () => done ? Promise.resolve(0) : replaceDeadSockets(libc, netlink, p.replacing),
@@ -317,7 +317,7 @@ function connectIoctl(libc: Libc, request: ConnectRequest): KernelAttachment {
         libc.closeLibrary();
       }
     },
-    release() {
+    letGo() {
       // An ioctl connection lives in this process: it cannot outlive it, so letting go disconnects.
       void this.detach();
     },

@@ -263,7 +263,7 @@ function netlinkAttachment(
   },
 ): KernelAttachment {
   let done = false;
-  const letGo = () => {
+  const closeChannel = () => {
     done = true;
     netlink.close();
     libc.closeLibrary();
@@ -284,11 +284,11 @@ function netlinkAttachment(
         // The kernel keeps the device configured while anything still has it open (a lazy unmount).
         await waitForDevice(p.index, false).catch((error) => p.log(error.message));
       } finally {
-        letGo();
+        closeChannel();
       }
     },
     letGo() {
-      if (!done) letGo();
+      if (!done) closeChannel();
     },
     reconnect: () => done ? Promise.resolve(0) : replaceDeadSockets(libc, netlink, p.replacing),
   };

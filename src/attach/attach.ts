@@ -6,11 +6,15 @@
  * uses the volume (holders.ts) so serve can wait for it, then unmount, disconnect the kernel or
  * stop nbdfuse. Failures here are the user's environment (no nbd module, no mkfs.ext4, a busy
  * mount point) and become AttachError lines.
+ * A device a previous daemon left connected for this volume is resumed, and a filesystem already
+ * mounted from it stays as it is (no mkfs, no fsck, no second mount); a daemon that hands over
+ * lets go of the device without unmounting or disconnecting it.
  */
 
+import { resolve } from "node:path";
 import type { Logger } from "../util/log.ts";
 import { attachKernelDevice, checkKernelNbdSupport, type KernelAttachment } from "./kernel_device.ts";
-import { mountDevice, unmountDevice, unmountIdle } from "./filesystem.ts";
+import { findMounts, mountDevice, unmountDevice, unmountIdle } from "./filesystem.ts";
 import { type FuseExport, splitFusePath, startFuseExport } from "./fuse.ts";
 import { findHolders, type Holder } from "./holders.ts";
 
@@ -32,6 +36,14 @@ export interface AttachOptions {
   mountPath: string | undefined;
   fusePath: string | undefined;
   log: Logger;
+  /** Names the volume on the kernel device, so a later daemon can resume it (kernel_device.ts). */
+  backend?: string;
+  /** Seconds the kernel holds requests while no daemon serves the device (then EIO). */
+  deadTimeoutSeconds?: number;
+  /** Seconds before the kernel re-sends an unanswered request. */
+  ioTimeoutSeconds?: number;
+  /** How long to wait for a previous daemon that is handing over to let go of the device. */
+  resumeWaitMs?: number;
 }
 
 export interface Attachment {
@@ -47,6 +59,16 @@ export interface Attachment {
   forceRelease(holders: Holder[]): Promise<void>;
   /** Unmounts, then disconnects; never throws (it logs), so shutdown always goes on to flush. */
   detach(): Promise<void>;
+  /**
+   * Lets go of the kernel device without unmounting or disconnecting it, for the next daemon to
+   * resume (its sockets die when the NBD server closes them); nbdfuse is stopped as in detach.
+   */
+  handOver(): Promise<void>;
+  /**
+   * The kernel may have given up on a socket (a request outlived --io-timeout): give it new ones.
+   * Never throws (it logs); calls while one runs are folded into one more round.
+   */
+  reconnect(): void;
 }
 
 async function wrap<T>(fn: () => Promise<T>): Promise<T> {
@@ -124,17 +146,33 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       })
     );
     log(`The volume is the file ${fuse.filePath}.`);
+    const stop = () => logFailure(log, "stop nbdfuse", () => fuse.stop());
     return {
       release: () => holdersOrNone(log, () => findHolders(fuse.filePath)),
       forceRelease: (holders) => syncHolders(holders, log),
-      detach: () => logFailure(log, "stop nbdfuse", () => fuse.stop()),
+      detach: stop,
+      handOver: stop,
+      reconnect: () => {},
     };
   }
   const kernel: KernelAttachment = await wrap(() =>
-    attachKernelDevice({ devicePath: devicePath!, socketPath, exportName: options.exportName, log })
+    attachKernelDevice({
+      devicePath: devicePath!,
+      socketPath,
+      exportName: options.exportName,
+      log,
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+      ...(options.deadTimeoutSeconds === undefined
+        ? {}
+        : { deadConnectionTimeoutSeconds: options.deadTimeoutSeconds }),
+      ...(options.ioTimeoutSeconds === undefined ? {} : { timeoutSeconds: options.ioTimeoutSeconds }),
+      ...(options.resumeWaitMs === undefined ? {} : { resumeWaitMs: options.resumeWaitMs }),
+    })
   );
   const mountPath = options.mountPath;
-  if (mountPath !== undefined) {
+  if (mountPath !== undefined && kernel.resumed && keepsMount(devicePath!, mountPath, log)) {
+    // The filesystem never went away: the kernel held its requests while no daemon served them.
+  } else if (mountPath !== undefined) {
     try {
       await wrap(() =>
         mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log, readOnly: options.readOnly })
@@ -161,7 +199,55 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
       await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log }));
       await logFailure(log, `disconnect ${devicePath}`, () => kernel.detach());
     },
+    handOver() {
+      kernel.letGo();
+      return Promise.resolve();
+    },
+    reconnect: reconnector(kernel, log),
   };
+}
+
+/** One reconnect round at a time; a request during a round asks for one more after it. */
+function reconnector(kernel: KernelAttachment, log: Logger): () => void {
+  let running = false;
+  let again = false;
+  const round = async () => {
+    running = true;
+    try {
+      do {
+        again = false;
+        const kept = await kernel.reconnect();
+        if (kept > 0) {
+          log(
+            `The kernel dropped ${kept} connection${kept === 1 ? "" : "s"} to ${kernel.devicePath} ` +
+              "(a request took longer than --io-timeout); gave it new ones.",
+          );
+        }
+      } while (again);
+    } catch (e) {
+      log(`Cannot reconnect ${kernel.devicePath}: ${(e as Error).message}`);
+    } finally {
+      running = false;
+    }
+  };
+  return () => {
+    if (running) again = true;
+    else void round();
+  };
+}
+
+/** True when a resumed device is still mounted (at mountPath or elsewhere): that mount is kept. */
+function keepsMount(devicePath: string, mountPath: string, log: Logger): boolean {
+  const mounts = findMounts(devicePath);
+  if (mounts.length === 0) return false;
+  const here = mounts.find((m) => m.mountPoint === resolve(mountPath));
+  log(
+    here
+      ? `${devicePath} is still mounted on ${mountPath}; keeping that mount.`
+      : `${devicePath} is still mounted on ${mounts.map((m) => m.mountPoint).join(", ")}; ` +
+        `keeping it there (not mounting it on ${mountPath} too).`,
+  );
+  return true;
 }
 
 async function logFailure(log: Logger, action: string, fn: () => Promise<void>): Promise<void> {

@@ -31,7 +31,7 @@ export interface MountDeviceOptions {
   log: Logger;
   /** Extra mount options (-o). */
   mountOptions?: string[];
-  /** Mount read-only: never format or grow (for `serve --read-only`). */
+  /** Mount read-only (ext: `ro,noload`): never format, grow or replay the journal (`serve --read-only`). */
   readOnly?: boolean;
 }
 
@@ -52,7 +52,9 @@ export async function mountDevice(options: MountDeviceOptions): Promise<void> {
   });
   const isExt = content.kind !== "other";
   const extraOptions = [
-    ...(options.readOnly ? ["ro"] : []),
+    // noload: a read-only ext3/4 with a dirty journal (a snapshot of a live filesystem) mounts
+    // without replaying it; replay would write, and the device refuses writes.
+    ...(options.readOnly ? (isExt ? ["ro", "noload"] : ["ro"]) : []),
     ...(isExt && !options.readOnly ? ["noinit_itable"] : []),
     ...(options.mountOptions ?? []),
   ];

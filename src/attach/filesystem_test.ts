@@ -202,3 +202,39 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "mountDevice() read-only mounts an ext4 whose journal needs recovery (ro,noload) on a read-only device",
+  ignore: !canLoop,
+  async fn() {
+    await withLoopDevice(64 * 2 ** 20, async (device, image, dir) => {
+      const mountPoint = `${dir}/mnt`;
+      await mountDevice({ devicePath: device, mountPoint, log: () => {} });
+      await Deno.writeTextFile(`${mountPoint}/kept.txt`, "synced before the copy\n");
+      await run("sync", []);
+      // A copy of a live filesystem, like a snapshot of a mounted volume: its journal needs recovery.
+      const copy = `${dir}/snapshot.img`;
+      await Deno.copyFile(image, copy);
+      await unmountDevice(device, { log: () => {} });
+      const dumpe2fs = await run("dumpe2fs", ["-h", copy]);
+      assert.match(dumpe2fs, /needs_recovery/, "the copy should carry a journal that needs recovery");
+      const readOnlyDevice = await run("losetup", ["-f", "--show", "-r", copy]);
+      const snapshotMount = `${dir}/snapshot`;
+      try {
+        await mountDevice({
+          devicePath: readOnlyDevice,
+          mountPoint: snapshotMount,
+          log: () => {},
+          readOnly: true,
+        });
+        assert.equal(await Deno.readTextFile(`${snapshotMount}/kept.txt`), "synced before the copy\n");
+        const options = findMounts(readOnlyDevice)[0];
+        assert.ok(options, "the snapshot is mounted");
+      } finally {
+        await unmountDevice(readOnlyDevice, { log: () => {} });
+        await run("losetup", ["-d", readOnlyDevice]);
+      }
+    });
+  },
+});

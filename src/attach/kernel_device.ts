@@ -4,6 +4,12 @@
  * nbd-client binary: open client sockets to the daemon's unix socket with libc, run the NBD
  * handshake on them, hand them to the kernel over generic netlink (or the ioctl interface on
  * kernels without it), and tune the block queue for sequential reads.
+ *
+ * A device outlives its daemon: it is connected with a backend identifier naming the volume and a
+ * dead-connection timeout, so when the daemon dies (crash, kill -9, a hand-over to a new version)
+ * the kernel keeps the queue and the mounted filesystem for that long. A daemon that finds the
+ * device still connected with its own backend identifier resumes it (NBD_CMD_RECONFIGURE with new
+ * sockets) instead of connecting it anew: nothing is disconnected, unmounted or formatted.
  */
 
 import { type Logger, silentLogger } from "../util/log.ts";
@@ -12,6 +18,7 @@ import { type HandshakeChannel, NBD_FLAG_CAN_MULTI_CONN, negotiateExport } from 
 import { NbdIoctlConnection } from "./nbd_ioctl.ts";
 import { NbdNetlink } from "./nbd_netlink.ts";
 import { nbdIndexOf, readSysfs, tuneQueue, waitForDevice } from "./nbd_sysfs.ts";
+import { replaceDeadSockets, resumeDevice, type ResumeOptions } from "./nbd_resume.ts";
 
 export const BLOCK_SIZE_BYTES = 4096;
 
@@ -24,10 +31,23 @@ export interface AttachKernelDeviceOptions {
   /** Sockets handed to the kernel when the server advertises CAN_MULTI_CONN (default 4). */
   connections?: number;
   log?: Logger;
-  /** Per-request timeout in seconds (default 120). */
+  /**
+   * Per-request timeout in seconds (default 120): a request unanswered this long is re-sent on
+   * another (or a replaced) socket, so it is also how long requests in flight when a daemon died wait.
+   */
   timeoutSeconds?: number;
-  /** How long requests wait for a dead connection to be replaced, in seconds (default 30). */
+  /**
+   * How long requests wait for a replacement when every socket is dead, in seconds (default 120);
+   * then they fail with EIO.
+   */
   deadConnectionTimeoutSeconds?: number;
+  /**
+   * Names the volume (netlink only): stored with the device, and a device left connected under the
+   * same name by a daemon that is gone is resumed rather than disconnected.
+   */
+  backend?: string;
+  /** Bound on waiting for the previous daemon's sockets to die before resuming (default 0 ms). */
+  resumeWaitMs?: number;
   /** Read-ahead of the device in KiB (default 8192). */
   readAheadKb?: number;
   /** Largest request the kernel builds, in KiB, capped by the driver's own limit (default 2048). */
@@ -44,11 +64,27 @@ export interface KernelAttachment {
   readonly sizeBytes: number;
   readonly connections: number;
   readonly controlInterface: "netlink" | "ioctl";
+  /** True when the device was left connected by a previous daemon and resumed with new sockets. */
+  readonly resumed: boolean;
   /** True while the kernel has the device connected. */
   isConnected(): Promise<boolean>;
   /** Disconnects the kernel (it sends NBD_CMD_DISC on every socket). Idempotent. */
   detach(): Promise<void>;
+  /**
+   * Gives the kernel new sockets in place of dead ones (it shuts down a socket whose request outlived
+   * the per-request timeout, then holds I/O for the dead-connection timeout); resolves with how many
+   * it took (0: none was dead, or the ioctl interface, which cannot).
+   */
+  reconnect(): Promise<number>;
+  /**
+   * Lets go without disconnecting (netlink): once this daemon's sockets close, the kernel holds the
+   * requests for the dead-connection timeout, waiting for the next daemon to resume the device.
+   */
+  letGo(): void;
 }
+
+export const DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS = 120;
+export const DEFAULT_REQUEST_TIMEOUT_SECONDS = 120;
 
 /** Throws the one-line error users see when the kernel cannot do NBD at all. */
 export function checkKernelNbdSupport(devicePath: string): void {
@@ -75,7 +111,21 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
     if (!netlink && options.controlInterface === "netlink") {
       throw new Error(`Cannot connect ${devicePath}: the kernel has no "nbd" generic netlink family`);
     }
-    await releaseStaleDevice({ index, devicePath, netlink, log });
+    const timeoutSeconds = options.timeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_SECONDS;
+    const deadConnectionTimeoutSeconds = options.deadConnectionTimeoutSeconds ??
+      DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS;
+    const replacing: ResumeOptions & { log: Logger } = {
+      ...options,
+      index,
+      log,
+      timeoutSeconds,
+      deadConnectionTimeoutSeconds,
+      openSocket: (kept) => openNegotiatedSocket(libc, options, kept),
+    };
+    if (netlink && options.backend !== undefined && connectedBackend(index) === options.backend) {
+      return await resumeConnected(libc, netlink, replacing, options);
+    }
+    await releaseStaleDevice({ index, devicePath, netlink, log, backend: options.backend });
     const negotiated = await openNegotiatedSockets(libc, options, fds);
     const request = {
       index,
@@ -83,26 +133,48 @@ export async function attachKernelDevice(options: AttachKernelDeviceOptions): Pr
       sizeBytes: negotiated.sizeBytes,
       blockSizeBytes: BLOCK_SIZE_BYTES,
       serverFlags: negotiated.transmissionFlags,
-      timeoutSeconds: options.timeoutSeconds ?? 120,
-      deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds ?? 30,
+      timeoutSeconds,
+      deadConnectionTimeoutSeconds,
       socketFds: fds,
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
     };
     const attachment = netlink
-      ? await connectNetlink(libc, netlink, { ...request, log })
+      ? await connectNetlink(libc, netlink, { ...request, log, replacing })
       : connectIoctl(libc, request);
     for (const fd of fds.splice(0)) libc.close(fd); // the kernel holds its own references
     await waitForDevice(index, true);
-    tuneQueue(index, {
-      readAheadKb: options.readAheadKb ?? 8192,
-      maxSectorsKb: options.maxSectorsKb ?? 2048,
-      log,
-    });
+    tuneDevice(index, options, log);
     return attachment;
   } catch (error) {
     for (const fd of fds) libc.close(fd);
     libc.closeLibrary();
     throw error;
   }
+}
+
+/** A device this volume's previous daemon left connected: new sockets through NBD_CMD_RECONFIGURE. */
+async function resumeConnected(
+  libc: Libc,
+  netlink: NbdNetlink,
+  replacing: ResumeOptions & { log: Logger },
+  options: AttachKernelDeviceOptions,
+): Promise<KernelAttachment> {
+  try {
+    const resumed = await resumeDevice(libc, netlink, replacing);
+    tuneDevice(replacing.index, options, replacing.log);
+    return netlinkAttachment(libc, netlink, { ...replacing, replacing, resumed: true, ...resumed });
+  } catch (error) {
+    netlink.close();
+    throw error;
+  }
+}
+
+function tuneDevice(index: number, options: AttachKernelDeviceOptions, log: Logger): void {
+  tuneQueue(index, {
+    readAheadKb: options.readAheadKb ?? 8192,
+    maxSectorsKb: options.maxSectorsKb ?? 2048,
+    log,
+  });
 }
 
 interface ConnectRequest {
@@ -114,6 +186,7 @@ interface ConnectRequest {
   timeoutSeconds: number;
   deadConnectionTimeoutSeconds: number;
   socketFds: number[];
+  backend?: string;
 }
 
 /** Opens and negotiates the first socket, then as many more as the server allows; fds collects them. */
@@ -141,7 +214,11 @@ async function openNegotiatedSockets(
   return first;
 }
 
-async function openNegotiatedSocket(libc: Libc, options: AttachKernelDeviceOptions, fds: number[]) {
+async function openNegotiatedSocket(
+  libc: Libc,
+  options: AttachKernelDeviceOptions,
+  fds: number[],
+): Promise<{ sizeBytes: number; transmissionFlags: number }> {
   const fd = libc.connectUnix(options.socketPath);
   fds.push(fd);
   libc.setSocketTimeouts(fd, options.handshakeTimeoutMs ?? 30_000);
@@ -157,7 +234,7 @@ async function openNegotiatedSocket(libc: Libc, options: AttachKernelDeviceOptio
 async function connectNetlink(
   libc: Libc,
   netlink: NbdNetlink,
-  request: ConnectRequest & { log: Logger },
+  request: ConnectRequest & { log: Logger; replacing: ResumeOptions },
 ): Promise<KernelAttachment> {
   try {
     await netlink.connect(request);
@@ -165,26 +242,55 @@ async function connectNetlink(
     netlink.close();
     throw error;
   }
-  let detached = false;
-  return {
-    devicePath: request.devicePath,
-    index: request.index,
-    sizeBytes: request.sizeBytes,
+  return netlinkAttachment(libc, netlink, {
+    ...request,
     connections: request.socketFds.length,
+    resumed: false,
+  });
+}
+
+function netlinkAttachment(
+  libc: Libc,
+  netlink: NbdNetlink,
+  p: {
+    index: number;
+    devicePath: string;
+    sizeBytes: number;
+    connections: number;
+    resumed: boolean;
+    log: Logger;
+    replacing: ResumeOptions;
+  },
+): KernelAttachment {
+  let done = false;
+  const closeChannel = () => {
+    done = true;
+    netlink.close();
+    libc.closeLibrary();
+  };
+  return {
+    devicePath: p.devicePath,
+    index: p.index,
+    sizeBytes: p.sizeBytes,
+    connections: p.connections,
     controlInterface: "netlink",
-    isConnected: () => netlink.isConnected(request.index),
+    resumed: p.resumed,
+    isConnected: () => netlink.isConnected(p.index),
     async detach() {
-      if (detached) return;
-      detached = true;
+      if (done) return;
+      done = true;
       try {
-        if (await netlink.isConnected(request.index)) await netlink.disconnect(request.index);
+        if (await netlink.isConnected(p.index)) await netlink.disconnect(p.index);
         // The kernel keeps the device configured while anything still has it open (a lazy unmount).
-        await waitForDevice(request.index, false).catch((error) => request.log(error.message));
+        await waitForDevice(p.index, false).catch((error) => p.log(error.message));
       } finally {
-        netlink.close();
-        libc.closeLibrary();
+        closeChannel();
       }
     },
+    letGo() {
+      if (!done) closeChannel();
+    },
+    reconnect: () => done ? Promise.resolve(0) : replaceDeadSockets(libc, netlink, p.replacing),
   };
 }
 
@@ -199,6 +305,7 @@ function connectIoctl(libc: Libc, request: ConnectRequest): KernelAttachment {
     sizeBytes: request.sizeBytes,
     connections: request.socketFds.length,
     controlInterface: "ioctl",
+    resumed: false,
     isConnected: () =>
       Promise.resolve(running && readSysfs(`/sys/block/nbd${request.index}/pid`) !== undefined),
     async detach() {
@@ -210,21 +317,38 @@ function connectIoctl(libc: Libc, request: ConnectRequest): KernelAttachment {
         libc.closeLibrary();
       }
     },
+    letGo() {
+      // An ioctl connection lives in this process: it cannot outlive it, so letting go disconnects.
+      void this.detach();
+    },
+    reconnect: () => Promise.resolve(0),
   };
 }
 
+/** The backend identifier a connected device carries ("" when none), or undefined when not connected. */
+export function connectedBackend(index: number): string | undefined {
+  if (readSysfs(`/sys/block/nbd${index}/pid`) === undefined) return undefined;
+  return readSysfs(`/sys/block/nbd${index}/backend`) ?? "";
+}
+
 /**
- * A device left connected by a process that no longer exists (a crashed daemon) is disconnected;
- * one held by a live process is refused.
+ * A device connected for another volume is refused. One connected without a backend identifier (by
+ * another tool, or an lsvd from before resuming) and left by a process that no longer exists is
+ * disconnected; one held by a live process is refused.
  */
 async function releaseStaleDevice(p: {
   index: number;
   devicePath: string;
   netlink: NbdNetlink | undefined;
   log: Logger;
+  backend: string | undefined;
 }): Promise<void> {
   const pid = readSysfs(`/sys/block/nbd${p.index}/pid`);
   if (pid === undefined) return;
+  const backend = connectedBackend(p.index);
+  if (backend) {
+    throw new Error(`Cannot connect ${p.devicePath}: it is connected to another volume (${backend})`);
+  }
   if (processExists(pid)) {
     throw new Error(`Cannot connect ${p.devicePath}: it is already connected (pid ${pid})`);
   }

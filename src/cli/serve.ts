@@ -30,6 +30,11 @@ import { parseDurationMs } from "./options.ts";
 import { bindNbdListeners, ListenError, type NbdListeners, startNbdServer } from "../nbd/server.ts";
 import { attachDevice, type Attachment, checkAttach } from "../attach/attach.ts";
 import { describeHolders, type Holder } from "../attach/holders.ts";
+import {
+  DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS,
+  DEFAULT_REQUEST_TIMEOUT_SECONDS,
+} from "../attach/kernel_device.ts";
+import { askHolderToHandOver, HandOverRequests } from "./hand_over.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/http.ts";
 import { registerDaemonMetrics } from "../metrics/daemon_metrics.ts";
@@ -69,7 +74,9 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     takeover: {
       type: "boolean",
       group: "volume",
-      help: "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error)",
+      help:
+        "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error); " +
+        "with --device, a holder on this machine is first asked to hand over (an upgrade: the mount stays)",
     },
     standby: {
       type: "boolean",
@@ -159,6 +166,22 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       help: "Mount the device here (mkfs.ext4 first if empty; grow if it grew); implies --device /dev/nbd0",
       env: ["FLY_LSVD_MOUNT_POINT"],
       placeholder: "PATH",
+    },
+    "dead-timeout": {
+      type: "string",
+      group: "kernel",
+      help: "While no lsvd serves the device (a crash, a restart, an upgrade) the kernel holds its I/O " +
+        "this long for the next lsvd to resume it, then fails it with EIO",
+      default: String(DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS),
+      placeholder: "SECONDS",
+    },
+    "io-timeout": {
+      type: "string",
+      group: "kernel",
+      help: "The kernel re-sends a request unanswered this long on another connection (requests in " +
+        "flight when lsvd died wait this long for the next one)",
+      default: String(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+      placeholder: "SECONDS",
     },
     fuse: {
       type: "string",
@@ -271,6 +294,8 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
 }
 
 const DEFAULT_DEVICE = "/dev/nbd0";
+/** How long a --takeover waits for a live holder on this host to store its writes and hand over. */
+const HAND_OVER_WAIT_MS = 120_000;
 
 const SUMMARY =
   "Recovers the volume from its bucket (or directory) and serves it over NBD until SIGTERM, SIGINT or\n" +
@@ -326,6 +351,10 @@ export interface ServeConfig {
   devicePath: string | undefined;
   mountPath: string | undefined;
   fusePath: string | undefined;
+  /** Names the volume on /dev/nbdN, so a restarted daemon resumes the device it left. */
+  backend: string;
+  deadTimeoutSeconds: number;
+  ioTimeoutSeconds: number;
   objectBytesMax: number;
   dirtyBytesMax: number;
   sealDelayMs: number;
@@ -367,6 +396,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     throw new UsageError("Invalid options: give either --takeover or --standby, not both");
   }
   const selection = buildStore(options);
+  const at = servePoint(options);
   return {
     fencing: !options.flag("no-fencing"),
     leaseDurationMs: options.integer("lease-duration-ms", 300, 3_600_000)!,
@@ -382,7 +412,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     sizeSource: options.source("size"),
     allowShrink: options.flag("allow-shrink"),
     readOnly: options.flag("read-only"),
-    at: servePoint(options),
+    at,
     retentionMs: parseDurationMs(str("retention")!, options.source("retention")),
     gcIntervalMs: str("gc-interval") === "off"
       ? 0
@@ -398,6 +428,15 @@ export function buildServeConfig(options: Options): ServeConfig {
     devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
     mountPath: str("mount"),
     fusePath: str("fuse"),
+    backend: [
+      `lsvd ${selection.identity}`,
+      `prefix=${selection.prefix}`,
+      `export=${str("export")!}`,
+      ...(options.flag("read-only") ? ["ro"] : []),
+      ...(at === undefined ? [] : [`at=${at.text}`]),
+    ].join(" "),
+    deadTimeoutSeconds: options.integer("dead-timeout", 1, 86400)!,
+    ioTimeoutSeconds: options.integer("io-timeout", 1, 86400)!,
     objectBytesMax: options.size("object-size")!,
     dirtyBytesMax: options.size("dirty-limit")!,
     sealDelayMs: options.integer("seal-delay-ms", 1, 3_600_000)!,
@@ -515,9 +554,11 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
   pinMallocMmapThreshold(); // RSS follows what the daemon holds, not what it has written
   log(config.storeLine);
   const signals = new ShutdownSignals(log);
+  const handOver = new HandOverRequests(); // from the start: the default action of SIGUSR2 is to die
   try {
-    return await serveUntilSignal(config, signals, log);
+    return await serveUntilSignal(config, { signals, handOver }, log);
   } finally {
+    handOver.dispose();
     signals.dispose();
   }
 }
@@ -555,7 +596,18 @@ async function release(bound: Bound): Promise<void> {
   await bound.store.close();
 }
 
-async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, log: Logger): Promise<number> {
+async function serveUntilSignal(
+  config: ServeConfig,
+  { signals, handOver }: { signals: ShutdownSignals; handOver: HandOverRequests },
+  log: Logger,
+): Promise<number> {
+  if (
+    config.leaseMode === "takeover" && config.fencing && !config.readOnly && config.devicePath !== undefined
+  ) {
+    // Taking over a kernel device (an upgrade): the old daemon hands over rather than being fenced,
+    // so the mount sees no error. Before binding: it may listen on our socket path until then.
+    await askHolderToHandOver(config.store, config.prefix, { waitMs: HAND_OVER_WAIT_MS, log });
+  }
   const bound = await bindLocally(config, log);
   const { store, registry } = bound;
   const served: { volume?: Volume } = {};
@@ -651,6 +703,7 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
       return undefined;
     })
     : undefined;
+  let attachment: Attachment | undefined;
   const server = await startNbdServer({
     device: volume,
     exportName: config.exportName,
@@ -658,33 +711,39 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     listeners: bound.listeners,
     metrics: registry,
     tls: config.tls,
+    // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
+    onClientLeft: () => {
+      if (signals.phase === "serving") attachment?.reconnect();
+    },
   });
   log(`Serving NBD at ${server.uris.join(" and ")}.`);
   if (config.tls.mode !== "off") log(describeTls(config.tls, config.socketPath !== undefined));
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
-  let attachment: Attachment | undefined;
-  let fenced: Error | undefined;
+  let ending: Ending = { kind: "stop" };
   let forced: { holders: Holder[]; by: "signal" | "deadline" } | undefined;
   let stopStartedMs = Date.now();
   try {
-    attachment = await attachDevice({ ...config, log });
+    attachment = await attachDevice({
+      ...config,
+      log,
+      // A takeover waits for the old daemon's sockets to die; a restart finds them dead already.
+      resumeWaitMs: config.leaseMode === "takeover" ? config.leaseDurationMs + 15_000 : 5_000,
+    });
     signals.phase = "serving";
     if (!signals.requested) log("Device is now operational.");
-    // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
-    const lost = volume.whenFailed().then((e) => isLsvdError(e, "fenced") ? e : new Promise<never>(() => {}));
-    fenced = await Promise.race([signals.received.then(() => undefined), lost]);
+    ending = await whyServingEnds(volume, signals, handOver);
     stopStartedMs = Date.now();
-    if (fenced === undefined && attachment !== undefined) {
+    if (ending.kind === "stop" && attachment !== undefined) {
       // Never take the volume from under a filesystem: serve until it is released, or forced. A
       // shutdown deadline leaves at least half of itself to the flush.
       const outcome = await waitForRelease({
         release: attachment.release,
         signals,
-        failed: lost,
+        failed: fencedError(volume),
         log,
         ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
       });
-      if (outcome.kind === "failed") fenced = outcome.error;
+      if (outcome.kind === "failed") ending = fencedEnding(volume, outcome.error);
       if (outcome.kind === "forced") {
         forced = outcome;
         await attachment.forceRelease(forced.holders);
@@ -692,17 +751,23 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     }
   } finally {
     signals.phase = "stopping";
-    await attachment?.detach();
-    await server.stop();
+    if (ending.kind === "stop") {
+      await attachment?.detach();
+      await server.stop();
+    } else {
+      // Answer nothing more and keep the device and its mount for the daemon that takes over.
+      await server.stop({ quiet: true });
+      await attachment?.handOver();
+    }
     await pin?.release();
-    if (fenced === undefined) log("Flushing remaining writes to object storage.");
-    else volume.abandon();
+    if (ending.kind === "fenced") volume.abandon();
+    else log("Flushing remaining writes to object storage.");
   }
-  if (fenced !== undefined) {
-    const error = withJournal(await namingHolder(store, config, fenced, volume), volume);
+  if (ending.kind === "fenced") {
+    const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
     await store.close(); // the NBD listeners went with server.stop()
     await bound.metricsServer?.close();
-    throw error;
+    throw withUnstored(error, ending.unstoredBytes, config);
   }
   const flushDeadlineMs = config.shutdownTimeoutMs === undefined
     ? undefined
@@ -739,7 +804,17 @@ async function serveUntilSignal(config: ServeConfig, signals: ShutdownSignals, l
     log(forcedLine(forced));
     return 1;
   }
-  log("Device has shut down.");
+  if (ending.kind === "handOver" && config.devicePath !== undefined) {
+    log(
+      `Handed ${config.devicePath} over: every acknowledged write is stored; it stays connected${
+        config.mountPath === undefined ? "" : " and mounted"
+      }, its I/O held up to ${config.deadTimeoutSeconds} s for the next lsvd to resume it.`,
+    );
+  } else if (ending.kind === "handOver") {
+    log("Handed the volume over: every acknowledged write is stored.");
+  } else {
+    log("Device has shut down.");
+  }
   return 0;
 }
 
@@ -755,6 +830,45 @@ function forcedLine(forced: { holders: Holder[]; by: "signal" | "deadline" }): s
   return `Device has shut down while ${describeHolders(forced.holders).what} still used it (${
     forced.by === "signal" ? "a second signal" : "the shutdown deadline"
   } forced the stop): writes made there since its last sync are lost.`;
+}
+
+/** Why serving ended: a stop signal, a hand-over request, or another writer fencing this one. */
+type Ending =
+  | { kind: "stop" }
+  | { kind: "handOver" }
+  | { kind: "fenced"; error: Error; unstoredBytes: number };
+
+async function whyServingEnds(
+  volume: Volume,
+  signals: ShutdownSignals,
+  handOver: HandOverRequests,
+): Promise<Ending> {
+  // Another writer taking the volume over ends serving too (fencing.md), with one line and exit 1.
+  return await Promise.race([
+    signals.received.then((): Ending => ({ kind: "stop" })),
+    handOver.requested.then((): Ending => ({ kind: "handOver" })),
+    fencedError(volume).then((error) => fencedEnding(volume, error)),
+  ]);
+}
+
+/** Resolves when another writer fenced the volume (never for other failures: they fail requests). */
+function fencedError(volume: Volume): Promise<Error> {
+  return volume.whenFailed().then((e) => isLsvdError(e, "fenced") ? e : new Promise<never>(() => {}));
+}
+
+function fencedEnding(volume: Volume, error: Error): Ending {
+  return { kind: "fenced", error, unstoredBytes: volume.unflushed.bytes };
+}
+
+/** The fenced line says whether acknowledged writes were lost, and that the device stays for the new holder. */
+function withUnstored(error: Error, unstoredBytes: number, config: ServeConfig): Error {
+  const device = config.devicePath === undefined
+    ? ""
+    : `; ${config.devicePath} stays connected${config.mountPath === undefined ? "" : " and mounted"} for it`;
+  const fate = unstoredBytes === 0
+    ? "nothing acknowledged was left unstored"
+    : `fenced mid-write: ${unstoredBytes} bytes of acknowledged writes were not stored`;
+  return new LsvdError("fenced", `${error.message} (${fate})${device}`, { cause: error });
 }
 
 function servePoint(options: Options): Point | undefined {

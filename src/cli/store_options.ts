@@ -85,6 +85,8 @@ export interface StoreSelection {
   remote: boolean;
   /** One line for the log: which store and prefix, e.g. `Using bucket b, prefix vol1/ at URL.` */
   line: string;
+  /** Which store, stable across restarts and versions (names a kernel device's backend). */
+  identity: string;
 }
 
 /** Builds the store the options select; throws a one-line UsageError when they contradict. */
@@ -115,7 +117,7 @@ export function buildStore(
     const root = resolve(dir ?? "lsvd-data");
     const why = dir === undefined ? " (no bucket configured)" : "";
     const line = `Using local directory ${root}${shown}${why}.`;
-    return { store: new DirectoryStore(root), prefix, remote: false, line };
+    return { store: new DirectoryStore(root), prefix, remote: false, line, identity: `dir:${root}` };
   }
   const endpoint = options.string("endpoint");
   const region = options.string("region");
@@ -135,7 +137,13 @@ export function buildStore(
     ...(region === undefined ? {} : { region }),
   });
   const where = endpoint ?? `Amazon S3 (region ${region ?? "us-east-1"})`;
-  return { store, prefix, remote: true, line: `Using bucket ${bucket}${shown} at ${where}.` };
+  return {
+    store,
+    prefix,
+    remote: true,
+    line: `Using bucket ${bucket}${shown} at ${where}.`,
+    identity: `s3:${endpoint ?? "aws"}/${bucket}`,
+  };
 }
 
 /** Why a bucket name cannot be one (S3's characters, a little more lenient for other servers), or undefined. */

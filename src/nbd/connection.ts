@@ -6,6 +6,9 @@
  * payload/reply bytes the loop stops reading the socket until replies drain.
  * Three channels for trouble: a failed command gets an errno reply and the connection goes on; a
  * protocol violation ends this connection; an AssertionError from below is rethrown (crash).
+ * A daemon that lost the volume to another writer (an error of kind "fenced") answers nothing more:
+ * the connection closes at once, so a kernel client re-sends its requests to the daemon that took
+ * over instead of failing them with EIO.
  */
 
 import { assert, assertFail } from "../util/assert.ts";
@@ -17,6 +20,8 @@ import {
 } from "../volume/block_device.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { nbdErrno } from "./errors.ts";
+import { isLsvdError } from "../util/errors.ts";
+import { closeQuietly } from "./transport.ts";
 import { MIN_BLOCK_BYTES } from "./sub_sector.ts";
 import type { NbdCounters } from "./nbd_metrics.ts";
 import { BASE_ALLOCATION_ID, type Negotiated } from "./handshake.ts";
@@ -68,8 +73,12 @@ export class Connection {
   #counters: NbdCounters | undefined;
   #pool = new BufferPool(IDLE_READ_BUFFERS_BYTES_MAX);
   #requestsInFlight = 0;
+  #requestsStarted = 0;
   #inFlightBytes = 0;
   #stopping = false;
+  /** Stopping without answering what is still buffered (a hand-over, or fenced). */
+  #quiet = false;
+  #transport: NbdTransport;
   #wake: (() => void) | undefined;
 
   constructor(
@@ -87,18 +96,32 @@ export class Connection {
     this.#input = input;
     this.#negotiated = options.negotiated;
     this.#limits = options.limits;
+    this.#transport = transport;
     this.#writer = new ReplyWriter(transport, () => this.#progress());
   }
 
-  /** Stop taking requests: buffered ones get ESHUTDOWN; call after interrupting the input. */
-  stop(): void {
+  /**
+   * Stop taking requests; call after interrupting the input. Buffered requests get ESHUTDOWN, or,
+   * quiet, no answer at all (a kernel client re-sends them to the next daemon); in-flight ones finish.
+   */
+  stop(options: { quiet?: boolean } = {}): void {
     this.#stopping = true;
+    if (options.quiet) this.#quiet = true;
     this.#progress();
+  }
+
+  /** Requests started on the device so far. */
+  get requestsStarted(): number {
+    return this.#requestsStarted;
   }
 
   /** Serves requests until the client disconnects or breaks the protocol, or stop(); then drains. */
   async run(): Promise<EndReason> {
-    const reason = await this.#readLoop();
+    const reason = await this.#readLoop().catch((e) => {
+      // #abandon() closed the socket under a pending read.
+      if (this.#quiet && e instanceof Deno.errors.BadResource) return "stopped" as const;
+      throw e;
+    });
     await this.#drained(0);
     await this.#writer.idle();
     return reason;
@@ -108,6 +131,7 @@ export class Connection {
     const input = this.#input;
     for (;;) {
       if (this.#writer.failed) return "eof";
+      if (this.#quiet) return "stopped";
       if (input.available < p.REQUEST_HEADER_BYTES) {
         if (this.#stopping) return "stopped";
         if (!await input.fill(p.REQUEST_HEADER_BYTES)) return this.#stopping ? "stopped" : "eof";
@@ -160,12 +184,14 @@ export class Connection {
   }
 
   #dispatch(request: p.Request, payload: Uint8Array): void {
+    if (this.#quiet) return;
     if (this.#stopping) return this.#replyError(request, p.ESHUTDOWN, MESSAGES.shutdown);
     const refusal = this.#validate(request);
     if (refusal !== undefined) return this.#replyError(request, refusal.error, refusal.message);
     const bytes = request.command === p.CMD_READ || request.command === p.CMD_WRITE ? request.lengthBytes : 0;
     this.#counters?.request(request.command, request.lengthBytes);
     this.#requestsInFlight++;
+    this.#requestsStarted++;
     this.#inFlightBytes += bytes;
     let done: Promise<void> | undefined;
     try {
@@ -178,9 +204,18 @@ export class Connection {
       () => this.#finished(bytes),
       (e) => {
         this.#finished(bytes);
+        if (isLsvdError(e, "fenced")) return this.#abandon();
         this.#replyError(request, nbdErrno(e), encoder.encode(e instanceof Error ? e.message : String(e)));
       },
     );
+  }
+
+  /** Another writer owns the volume now: answer nothing more (not even errors) and close. */
+  #abandon(): void {
+    this.#quiet = true;
+    this.#stopping = true;
+    closeQuietly(this.#transport);
+    this.#progress();
   }
 
   #finished(bytes: number): void {

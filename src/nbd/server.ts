@@ -40,6 +40,8 @@ export interface NbdServerOptions {
   listeners?: NbdListeners;
   /** TLS on the TCP listener (default off); the unix socket offers it when this is not off. */
   tls?: TlsPolicy;
+  /** See SessionOptions.onClientLeft. */
+  onClientLeft?: () => void;
 }
 
 /** A listener could not be set up: the address is busy, not permitted, or the path is not a socket. */
@@ -65,8 +67,11 @@ export interface NbdServer {
   readonly connectionCount: number;
   /** Connections accepted since start. */
   readonly connectionsAccepted: number;
-  /** Graceful: stop accepting, finish in-flight requests, close every connection. */
-  stop(): Promise<void>;
+  /**
+   * Graceful: stop accepting, finish in-flight requests, close every connection. Quiet: requests
+   * read but not started get no answer (a hand-over: the kernel re-sends them to the next daemon).
+   */
+  stop(options?: { quiet?: boolean }): Promise<void>;
 }
 
 /**
@@ -200,16 +205,16 @@ class Server implements NbdServer {
     return this.#accepted;
   }
 
-  stop(): Promise<void> {
-    this.#stopping ??= this.#stop();
+  stop(options: { quiet?: boolean } = {}): Promise<void> {
+    this.#stopping ??= this.#stop(options);
     return this.#stopping;
   }
 
-  async #stop(): Promise<void> {
+  async #stop(options: { quiet?: boolean }): Promise<void> {
     for (const listener of this.#listeners) listener.close();
     await Promise.all(this.#accepting);
     const sessions = [...this.#sessions];
-    for (const session of sessions) session.stop();
+    for (const session of sessions) session.stop(options);
     await Promise.all(sessions.map((s) => s.done.catch(() => {})));
     if (this.socketPath !== undefined) await Deno.remove(this.socketPath).catch(() => {});
   }

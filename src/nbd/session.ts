@@ -42,13 +42,21 @@ export interface SessionOptions {
   peer?: string;
   /** The transport itself when the server offers TLS on it (handshake.ts answers STARTTLS then). */
   startTls?: StartTlsTransport | undefined;
+  /**
+   * Called when a client that sent requests closes the connection without NBD_CMD_DISC: the kernel
+   * does so to a socket whose request outlived its timeout (kernel_device.ts reconnects it).
+   */
+  onClientLeft?: () => void;
 }
 
 export interface NbdSession {
   /** Resolves once the session ended and the transport is closed; rejects only on a broken invariant. */
   readonly done: Promise<void>;
-  /** Graceful: stop reading, answer buffered requests with ESHUTDOWN, finish in-flight ones, close. */
-  stop(): void;
+  /**
+   * Graceful: stop reading, answer buffered requests with ESHUTDOWN (quiet: leave them unanswered,
+   * for a kernel client to re-send to the next daemon), finish in-flight ones, close.
+   */
+  stop(options?: { quiet?: boolean }): void;
 }
 
 /** Serves one NBD client over transport until it leaves, breaks the protocol, or stop() is called. */
@@ -66,10 +74,10 @@ export function serveNbdConnection(transport: NbdTransport, options: SessionOpti
   });
   return {
     done,
-    stop() {
+    stop(stopOptions = {}) {
       stopping = true;
       resolveStop(null);
-      connection?.stop();
+      connection?.stop(stopOptions);
     },
   };
 }
@@ -92,11 +100,15 @@ async function runSession(
     initialBytes: Math.min(INPUT_BUFFER_BYTES, limits.payloadBytesMax + REQUEST_HEADER_BYTES),
     capacityMaxBytes: limits.payloadBytesMax + REQUEST_HEADER_BYTES,
   });
+  let connection: Connection | undefined;
+  const clientLeft = () => {
+    if ((connection?.requestsStarted ?? 0) > 0 && !control.isStopping()) options.onClientLeft?.();
+  };
   try {
     const negotiated = options.negotiated ?? await handshake(transport, input, options, control);
     if (negotiated === undefined || control.isStopping()) return;
     input.interruptOn(control.stopped);
-    const connection = new Connection(transport, input, {
+    connection = new Connection(transport, input, {
       device: options.device,
       negotiated,
       limits,
@@ -106,9 +118,10 @@ async function runSession(
     if (control.isStopping()) connection.stop();
     const reason = await connection.run();
     logEnd(log, peer, reason);
+    if (reason === "eof") clientLeft();
   } catch (e) {
     if (isInvariantFailure(e)) throw e;
-    if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset) return; // client left
+    if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset) return clientLeft();
     log(`Closing the connection to ${peer}: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     closeQuietly(transport);

@@ -13,6 +13,7 @@ import { runClientOk, SYSTEM_PYTHON } from "../support/clients.ts";
 import { withServer } from "./fixture.ts";
 import { RawClient } from "./raw_client.ts";
 import { concatBytes } from "../../src/util/bytes.ts";
+import { LsvdError } from "../../src/util/errors.ts";
 
 const MiB = 1024 * 1024;
 
@@ -232,6 +233,50 @@ Deno.test("NbdServer.stop() finishes in-flight requests, replies, then closes", 
     } finally {
       client.close();
     }
+  });
+});
+
+Deno.test("Connection answers nothing once the device is fenced and closes, so a kernel client re-sends elsewhere", async () => {
+  await withServer({ latencyMs: 50 }, async (f) => {
+    const client = await RawClient.connect(f.socketPath);
+    try {
+      const ok = await client.request(
+        { command: p.CMD_WRITE, handle: 1, lengthBytes: 4096 },
+        new Uint8Array(4096),
+      );
+      assert.equal(ok.error, 0);
+      f.device.failNext("flush", new LsvdError("fenced", "Cannot flush: another writer took the volume"));
+      await client.send(RawClient.encode({ command: p.CMD_FLUSH, handle: 2 }));
+      // No reply at all (not even EIO): the first read is the end of the stream.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const got = await Promise.race([
+        client.conn.read(new Uint8Array(64)),
+        new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), 2000)),
+      ]);
+      clearTimeout(timer);
+      assert.equal(got, null, "the server closes the connection without answering");
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("startNbdServer() onClientLeft: a client that sent requests and closed without NBD_CMD_DISC", async () => {
+  let left = 0;
+  await withServer({ server: { onClientLeft: () => left++ } }, async (f) => {
+    const idle = await RawClient.connect(f.socketPath);
+    idle.close(); // no request: not reported (a socket the kernel declined)
+    const polite = await RawClient.connect(f.socketPath);
+    assert.equal((await polite.request({ command: p.CMD_FLUSH, handle: 1 })).error, 0);
+    await polite.send(RawClient.encode({ command: p.CMD_DISC, handle: 2 }));
+    assert.ok(await polite.closedByServer(2000));
+    polite.close();
+    const dropped = await RawClient.connect(f.socketPath);
+    assert.equal((await dropped.request({ command: p.CMD_FLUSH, handle: 1 })).error, 0);
+    dropped.close(); // what the kernel does to a socket whose request timed out
+    await waitFor(() => left === 1, "onClientLeft for the dropped client");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(left, 1, "only the client that sent requests and left without DISC");
   });
 });
 

@@ -133,7 +133,7 @@ Deno.test("lease break --force on a running daemon: it exits 1 with one line say
     assert.equal(lines.length, 1, done.log);
     assert.match(
       lines[0]!,
-      /^lsvd: Cannot keep writing the volume: its lease was broken \('lsvd lease break'\); the next writer takes the volume without --takeover and fences this one$/,
+      /^lsvd: Cannot keep writing the volume: its lease was broken \('lsvd lease break'\); the next writer takes the volume without --takeover and fences this one \(nothing acknowledged was left unstored\)$/,
     );
     assert.equal(done.log.split("\n").filter((l) => l !== "").at(-1), lines[0], "the last line");
     assert.doesNotMatch(done.log, /1970|taken over/);

@@ -139,7 +139,7 @@ async function exportPinned(
   }
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
   log(`Exporting ${loaded.volumeSizeBytes} bytes as of ${what} ${where(parsed.selection)}.`);
-  const reader = new ObjectReader(store, state, retry);
+  const reader = new ObjectReader(store, state, retry, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
   const progress = new Progress({
     what: "Exporting",

@@ -16,7 +16,8 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";
-import type { LoggedObject, LogState } from "./log_state.ts";
+import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
+import { type Lineage, pointFloor, readLineage } from "./parent.ts";
 import { type CollectedRecord, inRanges } from "./collected.ts";
 import { readObjectSummary } from "./object_reader.ts";
 
@@ -58,6 +59,8 @@ export interface LoadedLog {
   beyond: LoggedObject[];
   /** Objects read and applied (not counting those a checkpoint covered). */
   replayed: number;
+  /** Which prefix holds each object the map names (a clone's parents: src/log/parent.ts). */
+  lineage: Lineage;
 }
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
@@ -77,7 +80,18 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
       `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
     );
   }
+  const floor = pointFloor(state.format);
+  if (end < floor) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume at object ${end}: it is a clone whose points start at object ${floor}` +
+        (state.format?.parent?.flattenedThrough === undefined
+          ? " (its branch point)"
+          : " (where it was flattened)"),
+    );
+  }
   if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
+  const lineage = await readLineage(store, state.prefix, state.format, options.retry);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
     state,
@@ -90,13 +104,17 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     lastTrailer: undefined,
     beyond: state.objects.filter((o) => o.sequence > end),
     replayed: 0,
+    lineage,
   };
+  // A clone's checkpoints from before its flatten name its parent's objects: never used again.
+  const checkpoints = state.checkpoints.filter((c) => c.sequence >= floor);
   const base = options.skipCheckpoints ? undefined : await loadCheckpoint(
     store,
-    { log, checkpoints: state.checkpoints, through: end },
+    { log, checkpoints, through: end },
     options.retry,
     options.log,
   );
+  if (base === undefined && state.format?.parent !== undefined) await startFromParent(store, loaded, options);
   if (base !== undefined) {
     loaded.map = ExtentMap.fromArray(base.extents);
     loaded.lastSequence = base.sequence;
@@ -144,6 +162,36 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   if (end < state.endSequence) await applyLaterCopies(store, loaded, end, options);
   loaded.lastSequence = Math.max(loaded.lastSequence, end);
   return loaded;
+}
+
+/**
+ * A clone's replay starts from its parent's state at the branch point (loaded the same way, so a
+ * chain recurses), numbered up to the link's `through`; a flattened clone starts from nothing.
+ */
+async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: LoadOptions): Promise<void> {
+  const link = loaded.state.format!.parent!;
+  loaded.lastSequence = link.through;
+  if (link.flattenedThrough !== undefined) return;
+  const state = await listLogState(store, link.prefix, options.retry);
+  const { onProgress: _, ...rest } = options;
+  const parent = await loadLog(store, state, { ...rest, atSequence: link.sequence, pinningOnly: false });
+  // The parent's GC never moves what the pin covers; a pass already running when the clone was
+  // made could have. Such a clone would read its own numbers in place of the parent's: refuse.
+  for (const [sequence] of parent.map.liveObjects()) {
+    if (sequence > link.through) {
+      throw new LsvdError(
+        "data",
+        `Cannot load the clone under "${loaded.state.prefix}": its parent's point ${link.sequence} now reads object ${sequence}, above the ${link.through} it was cloned through (moved by garbage collection)`,
+      );
+    }
+  }
+  loaded.map = parent.map;
+  loaded.volumeSizeBytes = parent.volumeSizeBytes;
+  loaded.replayed += parent.replayed;
+  for (const [sequence, size] of parent.lineage.sizes) loaded.lineage.sizes.set(sequence, size);
+  for (const o of state.objects) {
+    if (o.sequence <= link.through) loaded.lineage.sizes.set(o.sequence, o.sizeBytes);
+  }
 }
 
 /**

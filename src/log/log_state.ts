@@ -42,7 +42,10 @@ export interface LogState {
    * `objects.slice(0, gapFreeCount)` is the log; it may skip numbers, so find objects by sequence.
    */
   gapFreeCount: number;
-  /** Sequence of the last object of the replayable log (0 when there is none): the recovery point. */
+  /**
+   * Sequence of the last object of the replayable log (0 when there is none; a clone's branch
+   * number `parent.through` when it has none of its own yet): the recovery point.
+   */
   endSequence: number;
   /** The newest collected record (cumulative), when garbage collection ever ran. */
   collectedRecord: CollectedRecord | undefined;
@@ -69,12 +72,14 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       readFormatRecord(store, prefix),
     ]);
     const collectedRecord = await readNewestCollected(store, collected, retry);
-    const count = gapFreeCount(objects, collectedRecord);
+    // A clone's own log starts above its parent's numbers (src/log/parent.ts).
+    const base = format?.parent?.through ?? 0;
+    const count = gapFreeCount(objects, collectedRecord, base);
     return {
       prefix,
       objects,
       gapFreeCount: count,
-      endSequence: count === 0 ? 0 : objects[count - 1]!.sequence,
+      endSequence: count === 0 ? base : objects[count - 1]!.sequence,
       collectedRecord,
       checkpoints,
       epochs: epochs.map((e) => e.sequence),
@@ -87,7 +92,7 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
 }
 
 /** True when the prefix holds anything of a volume (a log object or a format record). */
-export function volumeExists(state: LogState): boolean {
+export function volumeExists(state: Pick<LogState, "objects" | "format">): boolean {
   return state.objects.length > 0 || state.format !== undefined;
 }
 
@@ -97,8 +102,8 @@ export function listCheckpoints(store: ObjectStore, prefix: string): Promise<Lis
 }
 
 /** Leading objects numbered without a gap, where numbers the record names as collected count as present. */
-function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefined): number {
-  let n = 0, expected = 1;
+function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefined, base: number): number {
+  let n = 0, expected = base + 1;
   while (n < objects.length) {
     const s = objects[n]!.sequence;
     if (s !== expected && !(record !== undefined && coversAll(record.collected, expected, s - 1))) break;

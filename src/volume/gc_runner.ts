@@ -32,6 +32,7 @@ import {
 } from "../log/gc.ts";
 import { type GcSources, planGcRound } from "../log/gc_inputs.ts";
 import { loadLog } from "../log/load.ts";
+import { activeLink } from "../log/parent.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
@@ -165,7 +166,9 @@ export class GcRunner {
     // Copies of an earlier pass that stopped before its record are in the retained maps too, so a
     // record must list them before anything they stand in for is deleted.
     this.#unrecorded.push(...copies);
-    const doomed = this.#deletable(plan, present, retained);
+    // A clone's zeros may hide its parent's data, which no listing of this volume shows.
+    const parentHeld = activeLink(state.format) !== undefined;
+    const doomed = this.#deletable(plan, present, retained, parentHeld);
     result.kept = plan.length - doomed.length;
     if ((doomed.length === 0 && copies.length === 0) || this.#halted()) return result;
     const honored = points.filter((s) => s.sequence < pmin);
@@ -371,6 +374,7 @@ export class GcRunner {
     plan: Candidate[],
     present: readonly LoggedObject[],
     retained: readonly RetainedMap[],
+    parentHeld: boolean,
   ): LoggedObject[] {
     const doomed: LoggedObject[] = [];
     const doomedSet = new Set<number>();
@@ -379,7 +383,8 @@ export class GcRunner {
       const s = this.#planned!.get(k)!.summary;
       if (s.entries.length === 0 && s.zeroRanges.length === 0) continue;
       if (!unreferenced(k, this.#o.head, retained)) continue;
-      if (s.zeroRanges.length > 0 && present.some((x) => x.sequence < k && !doomedSet.has(x.sequence))) {
+      const olderLeft = parentHeld || present.some((x) => x.sequence < k && !doomedSet.has(x.sequence));
+      if (s.zeroRanges.length > 0 && olderLeft) {
         continue;
       }
       doomed.push(c.object);

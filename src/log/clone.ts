@@ -101,6 +101,16 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     }
     throw e;
   });
+  // A GC pass that planned before the pin existed may have moved what the point reads above
+  // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
+  const after = await listLogState(store, o.source, o.retry);
+  if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
+    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    throw new LsvdError(
+      "unavailable",
+      `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
+    );
+  }
   if (!(await withRetries(o.retry, () => createCloneRecord(store, o.target, link, o.wallNowMs)))) {
     await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
     throw new LsvdError(

@@ -49,6 +49,8 @@ export function passThresholds(thresholds: GcThresholds, objectBytesMax: number)
 export interface RetainedMap {
   sequence: number;
   map: ExtentMap;
+  /** A clone pin's map: it reads objects up to this by number, so copies never apply to it. */
+  copiesThrough?: number;
 }
 
 export interface Candidate {

@@ -78,9 +78,15 @@ export async function planGcRound(
   const points = (await readSnapshots(store, state, o.retry)).filter((s) => !isStale(s, o.wallNowMs));
   const retained: RetainedMap[] = [{ sequence: pmin, map: pminMap }];
   for (const s of points) {
-    if (s.sequence >= pmin) continue;
+    // A clone's pin is kept whatever its age: the clone reads its objects by number, copies aside.
+    if (s.sequence >= pmin && s.clone === undefined) continue;
     try {
-      retained.push({ sequence: s.sequence, map: await o.sources.snapshotMap(s) });
+      const map = await o.sources.snapshotMap(s);
+      retained.push({
+        sequence: s.sequence,
+        map,
+        ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
+      });
     } catch (e) {
       if (!isLsvdError(e, "invalid")) throw e;
       o.log(`Snapshot "${s.name}" cannot be kept: ${messageOf(e)}.`);

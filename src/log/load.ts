@@ -38,6 +38,11 @@ export interface LoadOptions {
    * pins more objects, so a point that is no longer exact can cost space but never data.
    */
   pinningOnly?: boolean;
+  /**
+   * A clone's view of its parent (the parent's state at a clone pin): copies numbered above the
+   * pin's `through` are not applied. The parent's GC keeps their sources while the pin exists.
+   */
+  copiesThrough?: number;
 }
 
 export interface LoadedLog {
@@ -174,7 +179,12 @@ async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: L
   if (link.flattenedThrough !== undefined) return;
   const state = await listLogState(store, link.prefix, options.retry);
   const { onProgress: _, ...rest } = options;
-  const parent = await loadLog(store, state, { ...rest, atSequence: link.sequence, pinningOnly: false });
+  const parent = await loadLog(store, state, {
+    ...rest,
+    atSequence: link.sequence,
+    pinningOnly: false,
+    copiesThrough: link.through,
+  });
   // The parent's GC never moves what the pin covers; a pass already running when the clone was
   // made could have. Such a clone would read its own numbers in place of the parent's: refuse.
   for (const [sequence] of parent.map.liveObjects()) {
@@ -205,7 +215,8 @@ async function applyLaterCopies(store: ObjectStore, loaded: LoadedLog, point: nu
   if (record === undefined) return;
   const copies = loaded.state.objects
     .slice(0, loaded.state.gapFreeCount)
-    .filter((o) => o.sequence > point && inRanges(record.copies, o.sequence));
+    .filter((o) => o.sequence > point && o.sequence <= (options.copiesThrough ?? Infinity))
+    .filter((o) => inRanges(record.copies, o.sequence));
   await readInOrder(copies, options.concurrency, (o) => readChecked(store, o, options), (o, s) => {
     if (s.trailer?.origins === undefined) return;
     applyObject(loaded.map, o.sequence, {

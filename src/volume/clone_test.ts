@@ -238,3 +238,49 @@ Deno.test("A clone's GC keeps a trim while its parent may hold the data under it
   await assertDisk(again, m);
   await again.close();
 });
+
+for (const inWindow of [false, true]) {
+  const where = inWindow ? "inside the source's window" : "older than the source's window";
+  Deno.test(`A source GC pass that planned before a clone's pin keeps what the clone reads (point ${where})`, async () => {
+    const { clock, store, open, clone } = setup();
+    // Every collected record stored runs the hook first: the pin lands between a pass's plan and
+    // its last look at the snapshots, as a clone made while a pass runs would.
+    let hook: (() => Promise<void>) | undefined;
+    const hooked = new Proxy(store, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (typeof value !== "function") return value;
+        if (prop !== "put") return value.bind(target);
+        return async (key: string, ...rest: unknown[]) => {
+          if (key.startsWith("src/collected/") && hook !== undefined) [hook] = [undefined, await hook()];
+          return await (value as (...a: unknown[]) => Promise<unknown>).call(target, key, ...rest);
+        };
+      },
+    });
+    const src = await open("src/", { sizeBytes: SECTORS * SECTOR, retentionMs: 60_000, store: hooked });
+    const m = new Uint8Array(SECTORS * SECTOR);
+    await put(src, m, range(0, SECTORS), 1);
+    const half = range(0, SECTORS).filter((s) => s % 8 < 4);
+    await put(src, m, half, 2);
+    if (inWindow) clock.advance(10 * 60_000); // the point is the oldest point of the window
+    const made = await clone("src/", "dst/");
+    const dm = m.slice();
+    const pinKey = `src/snapshot/${made.link.pin}`;
+    const pinBody = store.rawGet(pinKey)!;
+    await store.delete(pinKey);
+    hook = async () => void (await store.put(pinKey, pinBody));
+    const round = async (n: number) => {
+      await put(src, m, half, n);
+      if (!inWindow) clock.advance(10 * 60_000);
+      return await src.collectGarbage();
+    };
+    const first = await round(3);
+    assert.ok(first.copiedObjects > 0, "the pass moved data the clone's point reads");
+    assert.equal(first.deletedObjects, 0, "and, seeing the pin afterwards, deleted nothing");
+    for (let n = 4; n <= 6; n++) await round(n);
+    const dst = await open("dst/");
+    await assertDisk(dst, dm);
+    await dst.close();
+    await src.close();
+  });
+}

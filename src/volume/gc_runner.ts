@@ -187,7 +187,10 @@ export class GcRunner {
     }
     result.pass = next.pass;
     this.#unrecorded = [];
-    const fresh = await this.#freshSnapshots(honored, pmin);
+    const fresh = await this.#freshSnapshots(
+      [...honored, ...points.filter((s) => s.clone !== undefined)],
+      pmin,
+    );
     if (fresh.length > 0) {
       // A snapshot was created between our listing and our record, while the record before ours
       // still kept its point: keep that promise (nothing was deleted yet) and delete nothing now.
@@ -272,6 +275,7 @@ export class GcRunner {
       retry: o.retry,
       log: o.log,
       pinningOnly: true,
+      ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
     });
     this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
     return loaded.map;
@@ -297,7 +301,9 @@ export class GcRunner {
       batch = [];
       batchBytes = 0;
       if (sealed === undefined) return;
-      for (const r of retained) applyObject(r.map, sealed.sequence, sealed, r.sequence);
+      for (const r of retained) {
+        if (r.copiesThrough === undefined) applyObject(r.map, sealed.sequence, sealed, r.sequence);
+      }
       copies.push(sealed.sequence);
       result.copiedObjects++;
       result.copiedBytes += sealed.sectors * SECTOR_BYTES;
@@ -408,7 +414,11 @@ export class GcRunner {
       o.retry,
     );
     const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
-    return now.filter((s) => s.sequence < pmin && !known.has(`${s.name}@${s.sequence}`));
+    // A clone pin made meanwhile counts at any point: the copies this pass made may be what its
+    // point would read, and their sources must stay (src/log/parent.ts).
+    return now.filter((s) =>
+      (s.sequence < pmin || s.clone !== undefined) && !known.has(`${s.name}@${s.sequence}`)
+    );
   }
 
   async #delete(doomed: LoggedObject[], state: LogState, pass: number, result: GcPassResult): Promise<void> {

@@ -138,7 +138,9 @@ export async function collectInfo(
     objects: { count: log.length, bytes: log.reduce((n, o) => n + o.sizeBytes, 0), first, last },
     gapFreeCount: state.gapFreeCount,
     // Numbers garbage collection deleted are not gaps.
-    gaps: gapsOf(log).filter((g) => !coversAll(state.collectedRecord?.collected ?? [], g.from, g.to)),
+    gaps: gapsOf(log, (state.format?.parent?.through ?? 0) + 1).filter((g) =>
+      !coversAll(state.collectedRecord?.collected ?? [], g.from, g.to)
+    ),
     writerEpochs: [...epochs].sort((a, b) => a - b),
     checkpoints: state.checkpoints.map((c) => c.sequence),
     archived: state.archived,
@@ -169,7 +171,9 @@ export async function collectInfo(
 
 function parentText(p: VolumeInfo["parent"]): string {
   if (p === null) return "none (not a clone)";
-  const point = `clone of "${p.prefix}" at object ${p.sequence} (its objects up to ${p.through})`;
+  const point = `clone of ${
+    p.prefix === "" ? "the volume without prefix" : `"${p.prefix}"`
+  } at object ${p.sequence} (its objects up to ${p.through})`;
   if (p.flattenedThrough !== undefined) {
     return `${point}; flattened at object ${p.flattenedThrough}, reads nothing of it`;
   }
@@ -211,10 +215,10 @@ async function refOf(
   };
 }
 
-/** Missing numbers between 1 and the highest object, as inclusive ranges. */
-export function gapsOf(objects: readonly LoggedObject[]): { from: number; to: number }[] {
+/** Missing numbers between `first` (a clone's: above its parent's) and the highest object, as inclusive ranges. */
+export function gapsOf(objects: readonly LoggedObject[], first = 1): { from: number; to: number }[] {
   const gaps: { from: number; to: number }[] = [];
-  let expected = 1;
+  let expected = first;
   for (const o of objects) {
     if (o.sequence > expected) gaps.push({ from: expected, to: o.sequence - 1 });
     expected = o.sequence + 1;

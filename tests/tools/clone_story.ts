@@ -138,6 +138,21 @@ export async function runCloneStory(t: ToolboxTarget): Promise<void> {
   assert.equal(await sha256Hex(await seedRead(t, "c3/")), await sha256Hex(c3Image), "the independent reader");
   assert.equal(await readSha(t, "c1"), await sha256Hex(c1Image));
 
+  // export reads through the chain; serve --at shows the clone at its branch point; verify is clean.
+  const image = join(t.dir, "c3.img");
+  await lsvdOk(t, ["export", ...args(t, "c3"), image]);
+  assert.equal(await sha256Hex(await Deno.readFile(image)), await sha256Hex(c3Image));
+  await Deno.remove(image);
+  const branch = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, "c1")])).out).parent.through;
+  let atBranch = "";
+  await session(t, "c1", async () => void (atBranch = await diskSha(t)), [
+    "--read-only",
+    "--at",
+    String(branch),
+  ]);
+  assert.equal(atBranch, await sha256Hex(base));
+  assert.match((await lsvdOk(t, ["verify", ...args(t, "c3")])).err, /are good/);
+
   // info and snapshot list name the link both ways.
   const info = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, "c1")])).out);
   assert.equal(info.parent.prefix, "src/");

@@ -58,7 +58,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     : parsePoint(at, "--at");
   const retry = toolRetry(log);
   const { selection } = parsed;
-  await listVolume(selection, retry, { mustExist: true });
+  if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
   const target = normalizePrefix(to);
   const made = await createClone(selection.store, {
     source: selection.prefix,

@@ -85,13 +85,19 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     through: source.endSequence,
     pin: pinNameFor(o.target),
   };
-  await createSnapshot(store, o.source, {
-    version: CLONE_PIN_VERSION,
-    name: link.pin,
-    sequence: link.sequence,
-    createdMs: o.wallNowMs,
-    clone: { prefix: o.target, through: link.through },
-  }, o.retry).catch((e) => {
+  const after = await createSnapshot(
+    store,
+    o.source,
+    {
+      version: CLONE_PIN_VERSION,
+      name: link.pin,
+      sequence: link.sequence,
+      createdMs: o.wallNowMs,
+      clone: { prefix: o.target, through: link.through },
+    },
+    o.retry,
+    source,
+  ).catch((e) => {
     if (e instanceof LsvdError && /a snapshot of that name exists/.test(e.message)) {
       throw new LsvdError(
         "invalid",
@@ -103,7 +109,6 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
   });
   // A GC pass that planned before the pin existed may have moved what the point reads above
   // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
-  const after = await listLogState(store, o.source, o.retry);
   if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
     await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
     throw new LsvdError(

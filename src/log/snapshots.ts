@@ -99,14 +99,16 @@ export async function createSnapshot(
   prefix: string,
   record: SnapshotRecord,
   retry: RetryPolicy,
-): Promise<void> {
+  listed?: LogState,
+): Promise<LogState> {
   if (!isSnapshotName(record.name)) {
     throw new LsvdError(
       "invalid",
       `Invalid snapshot name "${record.name}": use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`,
     );
   }
-  const before = await listLogState(store, prefix, retry);
+  // `listed`: the caller's listing from just before (a clone's), so the volume is listed once less.
+  const before = listed ?? await listLogState(store, prefix, retry);
   checkPointKept(before, record.sequence, record.name);
   const key = snapshotKey(prefix, record.name);
   try {
@@ -128,6 +130,7 @@ export async function createSnapshot(
     await withRetries(retry, () => store.delete(key));
     throw e;
   }
+  return after;
 }
 
 /**
@@ -140,9 +143,10 @@ export async function deleteSnapshot(store: ObjectStore, prefix: string, name: s
     if (isLsvdError(e, "invalid")) {
       throw new LsvdError("invalid", `Cannot delete snapshot "${name}": there is none`);
     }
+    if (isLsvdError(e, "data")) return undefined; // a damaged record can still be deleted
     throw e;
   });
-  if (record.clone !== undefined) {
+  if (record?.clone !== undefined) {
     const clonePrefix = record.clone.prefix;
     const link = (await withRetries(retry, () => readFormatRecord(store, clonePrefix)))?.parent;
     if (

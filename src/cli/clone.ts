@@ -17,6 +17,8 @@ import { Progress, stderrTerminal } from "../util/progress.ts";
 import { Volume } from "../volume/volume.ts";
 import { UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import type { StoreSelection } from "./store_options.ts";
+import type { RetryPolicy } from "../store/retry.ts";
 
 const CLONE_OPTIONS = {
   "to-prefix": {
@@ -30,6 +32,10 @@ const CLONE_OPTIONS = {
     help: "Branch at this point: object number or RFC 3339 time in the retention window (default: now)",
     placeholder: "POINT",
   },
+  flatten: {
+    type: "boolean" as const,
+    help: "Then copy everything the clone reads into its own log at once (as 'lsvd flatten')",
+  },
 };
 
 const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a point, under --to-prefix.\n" +
@@ -40,7 +46,7 @@ const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a p
 export async function cloneCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {
     command: "clone",
-    usage: "--prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST [options]",
+    usage: "--prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST [--flatten] [options]",
     summary: CLONE_SUMMARY,
     options: CLONE_OPTIONS,
   });
@@ -71,6 +77,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     `Cloned ${made.resolved.description} ${where(selection)} to prefix "${target}" ` +
       `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
   );
+  if (parsed.values.flatten === true) await flatten({ ...selection, prefix: target }, retry, log);
   return 0;
 }
 
@@ -88,8 +95,12 @@ export async function flattenCommand(args: string[], log: Logger = stderrLogger)
   });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const retry = toolRetry(log);
-  const { selection } = parsed;
+  await flatten(parsed.selection, toolRetry(log), log);
+  return 0;
+}
+
+/** Copies what the clone under the selection's prefix reads from its source, records it, releases the pin. */
+async function flatten(selection: StoreSelection, retry: RetryPolicy, log: Logger): Promise<void> {
   const { store, prefix } = selection;
   const state = await listVolume(selection, retry, { mustExist: true });
   const format = state.format;
@@ -102,7 +113,7 @@ export async function flattenCommand(args: string[], log: Logger = stderrLogger)
     log(
       `The clone ${where(selection)} was flattened at object ${link.flattenedThrough}; its pin is released.`,
     );
-    return 0;
+    return;
   }
   const now = systemClock.wallMs();
   const kept = (await readSnapshots(store, state, retry)).filter((s) => !isStale(s, now));
@@ -138,5 +149,4 @@ export async function flattenCommand(args: string[], log: Logger = stderrLogger)
       where(selection)
     } at object ${through}: it reads nothing of "${link.prefix}" any more.`,
   );
-  return 0;
 }

@@ -102,6 +102,9 @@ Deno.test("createClone() writes two keys; clone and source each see only their o
     () => checkFormatRecord({ ...record, requires: ["clone", "encryption"] }, "dst/"),
     /upgrade lsvd/,
   );
+  // Without its parent (deleted before a flatten) a clone refuses to open, naming what is gone.
+  for (const k of store.keys("src/")) await store.delete(k);
+  await assert.rejects(open("dst/"), /its parent under "src\/" is gone/);
 });
 
 Deno.test("A chain of three clones reads right, after restarts and from checkpoints", async () => {

@@ -183,6 +183,11 @@ export async function runCloneStory(t: ToolboxTarget): Promise<void> {
   }, ["--retention", "1s", "--gc-interval", "300ms"]);
   assert.equal(await readSha(t, "c1"), await sha256Hex(c1Image));
 
+  // A clone flattened as it is made (clone --flatten) reads the source's state of that moment.
+  const made4 = await lsvdOk(t, ["clone", ...args(t, "src"), "--to-prefix", "c4", "--flatten"]);
+  assert.match(made4.err, /Flattened the clone/);
+  const c4Image = new Uint8Array(BYTES).fill(0x73);
+
   // Flatten innermost first, then delete the source's data: every clone reads the same.
   for (const p of ["c3", "c2", "c1"]) {
     if (p === "c2") {
@@ -196,6 +201,7 @@ export async function runCloneStory(t: ToolboxTarget): Promise<void> {
   for (const k of await allKeys(t.store, "src/")) await t.store.delete(k);
   assert.equal(await readSha(t, "c1"), await sha256Hex(c1Image));
   assert.equal(await readSha(t, "c3"), await sha256Hex(c3Image));
+  assert.equal(await readSha(t, "c4"), await sha256Hex(c4Image));
   const flat = JSON.parse((await lsvdOk(t, ["info", "--json", ...args(t, "c1")])).out);
   assert.ok(flat.parent.flattenedThrough > 0);
   assert.equal(flat.parent.readsBytes, 0);

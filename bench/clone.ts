@@ -5,8 +5,9 @@
  *
  * - Clone: sources of N log objects (each a real object of the volume's log, written through the
  *   engine with a FLUSH each), then `createClone` three times per source; median time and the
- *   store requests one clone makes, by kind. A clone reads listings and one trailer and writes two
- *   keys: its cost follows the number of objects listed (LIST pages of 1,000 keys), not the bytes.
+ *   store requests one clone makes, by kind. A clone lists the keys beside the source's log and
+ *   its objects after the newest checkpoint, reads a few small keys and writes two: the same
+ *   requests for any size (the directory store's LIST still reads its whole directory per page).
  *   A 16 GiB volume of 4 MiB objects has 4,096 objects, the `full` scale's largest source.
  * - Flatten: a source of M MiB of random data, a clone that overwrote nothing, then flatten (open,
  *   copy every sector through the verified read into the clone's log, close, record, release the pin)

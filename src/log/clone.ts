@@ -14,7 +14,7 @@
  * a crash between them only deletes the pin.
  */
 
-import { snapshotKey } from "../format/keys.ts";
+import { logKey, snapshotKey } from "../format/keys.ts";
 import { crc32 } from "../format/crc32.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
@@ -26,7 +26,7 @@ import {
   markFlattened,
   type ParentLink,
 } from "./format_record.ts";
-import { listLogState, type LogState, volumeExists } from "./log_state.ts";
+import { listCheckpoints, listLogState, type LogState, volumeExists } from "./log_state.ts";
 import { pointFloor } from "./parent.ts";
 import { type Point, type ResolvedPoint, resolvePoint } from "./point.ts";
 import { CLONE_PIN_VERSION, createSnapshot } from "./snapshots.ts";
@@ -58,8 +58,10 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
   if (o.source === o.target) {
     throw new LsvdError("invalid", "Cannot clone a volume onto itself: give another --to-prefix");
   }
+  // A time is resolved by a search over the whole log; any other point needs only its end.
+  const objectsAfter = o.point?.kind === "time" ? 0 : await checkpointedThrough(store, o.source, o.retry);
   const [source, target] = await Promise.all([
-    listLogState(store, o.source, o.retry),
+    listLogState(store, o.source, o.retry, { objectsAfter }),
     listLogState(store, o.target, o.retry),
   ]);
   checkSource(source);
@@ -124,6 +126,23 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     );
   }
   return { link, resolved };
+}
+
+/**
+ * The newest checkpoint's object, when it is still in the log: the log is gap-free up to it (a
+ * writer checkpoints only durable objects, and drops checkpoints past a recovery point), so a
+ * clone lists only the objects after it and costs the same for any size of source. 0: list all.
+ */
+async function checkpointedThrough(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<number> {
+  const newest = (await withRetries(retry, () => listCheckpoints(store, prefix))).at(-1);
+  if (newest === undefined) return 0;
+  try {
+    await withRetries(retry, () => store.head(logKey(prefix, newest.sequence)));
+    return newest.sequence;
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) return 0;
+    throw e;
+  }
 }
 
 function checkSource(source: LogState): void {

@@ -7,6 +7,7 @@
  */
 
 import type { Trailer } from "../format/object.ts";
+import { assert } from "../util/assert.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -70,6 +71,7 @@ export interface LoadedLog {
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
   checkFormatRecord(state.format, state.prefix);
+  assert(state.listedAfter === 0, "a load needs the whole log listed");
   const rollback = state.collectedRecord?.rollback;
   if (rollback !== undefined) {
     throw new LsvdError(

@@ -12,6 +12,7 @@ import {
   collectedPrefix,
   epochPrefix,
   type ListedKey,
+  logKey,
   parseCheckpointKey,
   parseCollectedKey,
   parseEpochKey,
@@ -57,13 +58,29 @@ export interface LogState {
   snapshots: { name: string; key: string }[];
   archived: { count: number; bytes: number };
   format: FormatRecord | undefined;
+  /**
+   * 0 for a full listing. N: only objects after N were listed (`objectsAfter`, for `lsvd clone`,
+   * whose cost must not grow with the log): `objects` starts after N, which counts as present.
+   */
+  listedAfter: number;
+}
+
+export interface ListLogOptions {
+  /** List only log objects after this one (a checkpoint's, known gap-free up to it). */
+  objectsAfter?: number;
 }
 
 /** Lists a volume (several LISTs in parallel); retried as one unit on transient errors. */
-export function listLogState(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<LogState> {
+export function listLogState(
+  store: ObjectStore,
+  prefix: string,
+  retry: RetryPolicy,
+  options: ListLogOptions = {},
+): Promise<LogState> {
+  const after = options.objectsAfter ?? 0;
   return withRetries(retry, async () => {
     const [objects, checkpoints, epochs, collected, snapshots, archived, format] = await Promise.all([
-      listObjects(store, prefix),
+      listObjects(store, prefix, after),
       listCheckpoints(store, prefix),
       listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
       listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
@@ -73,7 +90,7 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
     ]);
     const collectedRecord = await readNewestCollected(store, collected, retry);
     // A clone's own log starts above its parent's numbers (src/log/parent.ts).
-    const base = format?.parent?.through ?? 0;
+    const base = Math.max(format?.parent?.through ?? 0, after);
     const count = gapFreeCount(objects, collectedRecord, base);
     return {
       prefix,
@@ -87,6 +104,7 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       snapshots,
       archived,
       format,
+      listedAfter: after,
     };
   });
 }
@@ -113,10 +131,11 @@ function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefin
   return n;
 }
 
-async function listObjects(store: ObjectStore, prefix: string): Promise<LoggedObject[]> {
+async function listObjects(store: ObjectStore, prefix: string, after: number): Promise<LoggedObject[]> {
   const out: LoggedObject[] = [];
   // Every log name starts with "0" until 2^60 objects, so this skips every other key.
-  for await (const o of listAll(store, { prefix: `${prefix}0` })) {
+  const from = after === 0 ? {} : { startAfter: logKey(prefix, after) };
+  for await (const o of listAll(store, { prefix: `${prefix}0`, ...from })) {
     const sequence = parseLogKey(prefix, o.key);
     if (sequence !== undefined) out.push({ sequence, key: o.key, sizeBytes: o.sizeBytes });
   }

@@ -74,7 +74,7 @@ export async function resolvePoint(
   retry: RetryPolicy,
 ): Promise<ResolvedPoint> {
   const log = state.objects.slice(0, state.gapFreeCount);
-  if (log.length === 0 && state.format?.parent === undefined) {
+  if (log.length === 0 && state.endSequence === 0) {
     throw new LsvdError(
       "invalid",
       `Cannot resolve ${point.text}: there is no volume under prefix "${state.prefix}"`,

@@ -123,7 +123,7 @@ export async function createSnapshot(
     throw e;
   }
   // A pass that wrote its record before our key existed may be deleting what the point needs.
-  const after = await listLogState(store, prefix, retry);
+  const after = await listLogState(store, prefix, retry, { objectsAfter: before.listedAfter });
   try {
     checkPointKept(after, record.sequence, record.name);
   } catch (e) {

@@ -287,3 +287,34 @@ for (const inWindow of [false, true]) {
     await src.close();
   });
 }
+
+Deno.test("createClone() makes the same requests for a source of 40 objects and of 1,100", async () => {
+  const { store, retry, open } = setup();
+  const counts = new Map<string, number>();
+  const counted = new Proxy(store, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        counts.set(String(prop), (counts.get(String(prop)) ?? 0) + 1);
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  const requests: string[] = [];
+  for (const objects of [40, 1100]) {
+    const v = await open(`s${objects}/`, { sizeBytes: SECTORS * SECTOR, checkpointEveryObjects: 1000 });
+    while (v.stats.lastSequence < objects) await put(v, new Uint8Array(SECTORS * SECTOR), [0], 1);
+    await v.close(); // a checkpoint at shutdown: the clone lists only what follows it
+    counts.clear();
+    await createClone(counted, {
+      source: `s${objects}/`,
+      target: `c${objects}/`,
+      point: undefined,
+      retry,
+      wallNowMs: 0,
+    });
+    requests.push(JSON.stringify([...counts].sort()));
+  }
+  assert.equal(requests[0], requests[1]);
+});

@@ -87,7 +87,34 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     through: source.endSequence,
     pin: pinNameFor(o.target),
   };
-  const after = await createSnapshot(
+  const after = await pinInSource(store, o, link, source);
+  // A GC pass that planned before the pin existed may have moved what the point reads above
+  // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
+  if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
+    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    throw new LsvdError(
+      "unavailable",
+      `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
+    );
+  }
+  if (!(await withRetries(o.retry, () => createCloneRecord(store, o.target, link, o.wallNowMs)))) {
+    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone into prefix "${o.target}": another volume appeared there meanwhile`,
+    );
+  }
+  return { link, resolved };
+}
+
+/** The clone's pin in the source (create-only, checked as any snapshot); the source as listed after it. */
+function pinInSource(
+  store: ObjectStore,
+  o: CloneOptions,
+  link: ParentLink,
+  source: LogState,
+): Promise<LogState> {
+  return createSnapshot(
     store,
     o.source,
     {
@@ -109,23 +136,6 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     }
     throw e;
   });
-  // A GC pass that planned before the pin existed may have moved what the point reads above
-  // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
-  if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
-    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
-    throw new LsvdError(
-      "unavailable",
-      `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
-    );
-  }
-  if (!(await withRetries(o.retry, () => createCloneRecord(store, o.target, link, o.wallNowMs)))) {
-    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
-    throw new LsvdError(
-      "invalid",
-      `Cannot clone into prefix "${o.target}": another volume appeared there meanwhile`,
-    );
-  }
-  return { link, resolved };
 }
 
 /**

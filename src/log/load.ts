@@ -70,34 +70,7 @@ export interface LoadedLog {
 }
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
-  checkFormatRecord(state.format, state.prefix);
-  assert(state.listedAfter === 0, "a load needs the whole log listed");
-  const rollback = state.collectedRecord?.rollback;
-  if (rollback !== undefined) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot load the volume: a rollback to object ${rollback.to} is half done; run 'lsvd rollback --to ${rollback.to}' again to finish it`,
-    );
-  }
-  checkNoStrayGap(state);
-  const end = options.atSequence ?? state.endSequence;
-  if (end > state.endSequence) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
-    );
-  }
-  const floor = pointFloor(state.format);
-  if (end < floor) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot load the volume at object ${end}: it is a clone whose points start at object ${floor}` +
-        (state.format?.parent?.flattenedThrough === undefined
-          ? " (its branch point)"
-          : " (where it was flattened)"),
-    );
-  }
-  if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
+  const end = checkLoadable(state, options);
   const lineage = await readLineage(store, state.prefix, state.format, options.retry);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
@@ -114,7 +87,7 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     lineage,
   };
   // A clone's checkpoints from before its flatten name its parent's objects: never used again.
-  const checkpoints = state.checkpoints.filter((c) => c.sequence >= floor);
+  const checkpoints = state.checkpoints.filter((c) => c.sequence >= pointFloor(state.format));
   const base = options.skipCheckpoints ? undefined : await loadCheckpoint(
     store,
     { log, checkpoints, through: end },
@@ -169,6 +142,39 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   if (end < state.endSequence) await applyLaterCopies(store, loaded, end, options);
   loaded.lastSequence = Math.max(loaded.lastSequence, end);
   return loaded;
+}
+
+/** Refuses what no load may serve, before anything is read; returns the point to load. */
+function checkLoadable(state: LogState, options: LoadOptions): number {
+  checkFormatRecord(state.format, state.prefix);
+  assert(state.listedAfter === 0, "a load needs the whole log listed");
+  const rollback = state.collectedRecord?.rollback;
+  if (rollback !== undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume: a rollback to object ${rollback.to} is half done; run 'lsvd rollback --to ${rollback.to}' again to finish it`,
+    );
+  }
+  checkNoStrayGap(state);
+  const end = options.atSequence ?? state.endSequence;
+  if (end > state.endSequence) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
+    );
+  }
+  const floor = pointFloor(state.format);
+  if (end < floor) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume at object ${end}: it is a clone whose points start at object ${floor}` +
+        (state.format?.parent?.flattenedThrough === undefined
+          ? " (its branch point)"
+          : " (where it was flattened)"),
+    );
+  }
+  if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
+  return end;
 }
 
 /**

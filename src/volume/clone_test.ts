@@ -6,7 +6,7 @@ import { Volume, type VolumeOptions } from "./volume.ts";
 import { createClone, finishFlatten } from "../log/clone.ts";
 import { listLogState } from "../log/log_state.ts";
 import { loadLog } from "../log/load.ts";
-import { deleteSnapshot, readSnapshots } from "../log/snapshots.ts";
+import { createSnapshot, deleteSnapshot, readSnapshots } from "../log/snapshots.ts";
 import { rollbackLog } from "../log/rollback.ts";
 import { checkFormatRecord, readFormatRecord } from "../log/format_record.ts";
 
@@ -317,4 +317,32 @@ Deno.test("createClone() makes the same requests for a source of 40 objects and 
     requests.push(JSON.stringify([...counts].sort()));
   }
   assert.equal(requests[0], requests[1]);
+});
+
+Deno.test("Deleting the snapshot a clone was made from keeps what the clone reads", async () => {
+  const { clock, store, retry, open } = setup();
+  const src = await open("src/", { sizeBytes: SECTORS * SECTOR, retentionMs: 60_000 });
+  const m = new Uint8Array(SECTORS * SECTOR);
+  await put(src, m, range(0, SECTORS), 1);
+  const point = src.stats.lastSequence;
+  const image = m.slice();
+  await put(src, m, range(0, SECTORS), 2); // after the snapshot: not in the clone
+  await createSnapshot(store, "src/", { version: 1, name: "s", sequence: point, createdMs: 0 }, retry);
+  await createClone(store, {
+    source: "src/",
+    target: "dst/",
+    point: { kind: "snapshot", name: "s", text: "s" },
+    retry,
+    wallNowMs: clock.wallMs(),
+  });
+  await deleteSnapshot(store, "src/", "s", retry);
+  for (let round = 3; round <= 6; round++) {
+    await put(src, m, range(0, SECTORS), round);
+    clock.advance(10 * 60_000);
+    await src.collectGarbage();
+  }
+  await src.close();
+  const dst = await open("dst/");
+  await assertDisk(dst, image);
+  await dst.close();
 });

@@ -4,4 +4,4 @@
  * a volume's "minimumLsvd". Bump it with every release that changes behaviour users see.
  */
 
-export const LSVD_VERSION = "0.2.0";
+export const LSVD_VERSION = "0.3.0";

@@ -8,6 +8,7 @@
 
 import { gcCommand } from "./gc.ts";
 import { snapshotCommand } from "./snapshot.ts";
+import { cloneCommand, flattenCommand } from "./clone.ts";
 import { AssertionError } from "../util/assert.ts";
 import { StoreError } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
@@ -63,6 +64,14 @@ const COMMANDS: Record<string, Command> = {
   snapshot: {
     summary: "Create, list or delete named snapshots (points kept exact until deleted)",
     run: snapshotCommand,
+  },
+  clone: {
+    summary: "Make a writable copy of the volume at a point under another prefix, copying no data",
+    run: cloneCommand,
+  },
+  flatten: {
+    summary: "Copy what a clone still reads from its source into its own log, then release the source",
+    run: flattenCommand,
   },
   gc: { summary: "Say what garbage collection would reclaim now (--dry-run)", run: gcCommand },
   lease: {

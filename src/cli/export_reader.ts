@@ -8,6 +8,7 @@
 import { logKey } from "../format/keys.ts";
 import { SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
 import type { LogState } from "../log/log_state.ts";
+import type { Lineage } from "../log/parent.ts";
 import type { PlannedGet } from "../log/read_plan.ts";
 import { type CrcSource, readVerified } from "../log/verified_read.ts";
 import type { RetryPolicy } from "../store/retry.ts";
@@ -26,26 +27,35 @@ const EXPORT_TABLE_BYTES = 16 * 1024 * 1024;
  */
 export class ObjectReader {
   #store: ObjectStore;
-  #prefix: string;
+  #keyOf: (sequence: number) => string;
+  #parentsThrough: number;
   #retry: RetryPolicy;
   #sizes = new Map<number, number>();
   #tables: CrcTableLoader;
   #tableCache: CrcTables;
 
-  constructor(store: ObjectStore, state: LogState, retry: RetryPolicy) {
+  /** `lineage`: where a clone's parents' objects live, with their sizes (src/log/parent.ts). */
+  constructor(store: ObjectStore, state: LogState, retry: RetryPolicy, lineage?: Lineage) {
     this.#store = store;
-    this.#prefix = state.prefix;
+    this.#parentsThrough = lineage?.through ?? 0;
+    this.#keyOf = (sequence) => lineage?.keyOf(sequence) ?? logKey(state.prefix, sequence);
     this.#retry = retry;
     for (const o of state.objects) this.#sizes.set(o.sequence, o.sizeBytes);
+    for (const [sequence, size] of lineage?.sizes ?? []) this.#sizes.set(sequence, size);
     this.#tableCache = new CrcTables(EXPORT_TABLE_BYTES);
     this.#tables = new CrcTableLoader({ store, retry, tables: this.#tableCache });
   }
 
   async read(get: PlannedGet): Promise<Uint8Array> {
     const { sequence } = get;
-    const key = logKey(this.#prefix, sequence);
+    const key = this.#keyOf(sequence);
     const sizeBytes = this.#sizes.get(sequence);
-    assert(sizeBytes !== undefined, "the map reads an object the listing did not show");
+    // A clone loaded from its own checkpoint did not list its parents: their sizes come with the GET.
+    const parents = this.#parentsThrough;
+    assert(
+      sizeBytes !== undefined || sequence <= parents,
+      "the map reads an object the listing did not show",
+    );
     const offsetSectors = (get.offsetBytes - sectorOffsetBytes(0)) / SECTOR_BYTES;
     assert(Number.isInteger(offsetSectors) && get.lengthBytes % SECTOR_BYTES === 0, "a GET of whole sectors");
     const crcs: CrcSource = {

@@ -123,7 +123,12 @@ export async function dryRunRound(
       mapAt: async (pmin) =>
         pmin >= state.endSequence ? head : (await loadLog(store, state, { ...load, atSequence: pmin })).map,
       snapshotMap: async (s) =>
-        (await loadLog(store, state, { ...load, atSequence: s.sequence, pinningOnly: true })).map,
+        (await loadLog(store, state, {
+          ...load,
+          atSequence: s.sequence,
+          pinningOnly: true,
+          ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
+        })).map,
     },
   });
   return { head, round };

@@ -9,7 +9,8 @@
 
 import { crcCoverage } from "../log/coverage.ts";
 import { type Lease, leaseBroken, leaseLapsed, readLease } from "../log/lease.ts";
-import type { FormatRecord } from "../log/format_record.ts";
+import type { FormatRecord, ParentLink } from "../log/format_record.ts";
+import { readSnapshots } from "../log/snapshots.ts";
 import { loadLog } from "../log/load.ts";
 import { coversAll } from "../log/collected.ts";
 import type { LoggedObject, LogState } from "../log/log_state.ts";
@@ -66,6 +67,10 @@ export interface VolumeInfo {
   };
   /** The writer lease (docs/design/fencing.md): null when no writer ever took one. */
   lease: LeaseInfo | null;
+  /** A clone's parent: where, the point, and the bytes the disk still reads from it (null: not a clone). */
+  parent: (ParentLink & { readsBytes: number }) | null;
+  /** Clones that read this volume (their pins), ascending by point. */
+  clones: { prefix: string; sequence: number; through: number; pin: string }[];
 }
 
 export interface LeaseInfo {
@@ -137,7 +142,9 @@ export async function collectInfo(
     objects: { count: log.length, bytes: log.reduce((n, o) => n + o.sizeBytes, 0), first, last },
     gapFreeCount: state.gapFreeCount,
     // Numbers garbage collection deleted are not gaps.
-    gaps: gapsOf(log).filter((g) => !coversAll(state.collectedRecord?.collected ?? [], g.from, g.to)),
+    gaps: gapsOf(log, (state.format?.parent?.through ?? 0) + 1).filter((g) =>
+      !coversAll(state.collectedRecord?.collected ?? [], g.from, g.to)
+    ),
     writerEpochs: [...epochs].sort((a, b) => a - b),
     checkpoints: state.checkpoints.map((c) => c.sequence),
     archived: state.archived,
@@ -155,7 +162,31 @@ export async function collectInfo(
       damagedObjects: coverage.damaged.map((d) => d.key),
     },
     lease: stored === undefined ? null : leaseInfo(stored.lease, Date.now()),
+    parent: state.format?.parent === undefined
+      ? null
+      : { ...state.format.parent, readsBytes: loaded.lineage.bytesFromAncestors(loaded.map) },
+    clones: (await readSnapshots(store, state, options.retry)).flatMap((p) =>
+      p.clone === undefined
+        ? []
+        : [{ prefix: p.clone.prefix, sequence: p.sequence, through: p.clone.through, pin: p.name }]
+    ),
   };
+}
+
+function parentText(p: VolumeInfo["parent"]): string {
+  if (p === null) return "none (not a clone)";
+  const point = `clone of ${
+    p.prefix === "" ? "the volume without prefix" : `"${p.prefix}"`
+  } at object ${p.sequence} (its objects up to ${p.through})`;
+  if (p.flattenedThrough !== undefined) {
+    return `${point}; flattened at object ${p.flattenedThrough}, reads nothing of it`;
+  }
+  return `${point}; still reads ${bytesText(p.readsBytes)} from it`;
+}
+
+function clonesText(c: VolumeInfo["clones"]): string {
+  if (c.length === 0) return "none";
+  return c.map((x) => `"${x.prefix}" at object ${x.sequence} (pin ${x.pin})`).join(", ");
 }
 
 export function leaseInfo(lease: Lease, wallNowMs: number): LeaseInfo {
@@ -190,10 +221,10 @@ async function refOf(
   };
 }
 
-/** Missing numbers between 1 and the highest object, as inclusive ranges. */
-export function gapsOf(objects: readonly LoggedObject[]): { from: number; to: number }[] {
+/** Missing numbers between `first` (a clone's: above its parent's) and the highest object, as inclusive ranges. */
+export function gapsOf(objects: readonly LoggedObject[], first = 1): { from: number; to: number }[] {
   const gaps: { from: number; to: number }[] = [];
-  let expected = 1;
+  let expected = first;
   for (const o of objects) {
     if (o.sequence > expected) gaps.push({ from: expected, to: o.sequence - 1 });
     expected = o.sequence + 1;
@@ -219,6 +250,8 @@ export function renderInfo(i: VolumeInfo): string {
     ],
     ["Archived", `${i.archived.count} objects (${bytesText(i.archived.bytes)})`],
     ["Snapshots", i.snapshots.length === 0 ? "none" : i.snapshots.join(", ")],
+    ["Parent", parentText(i.parent)],
+    ["Clones", clonesText(i.clones)],
     ["Live / dead", garbageText(i.garbage)],
     ["Verifiable", verifiableText(i.verification)],
   ];

@@ -214,6 +214,13 @@ async function refuseLaterSnapshots(store: ObjectStore, state: LogState, point: 
   );
   const first = later[0];
   if (first === undefined) return;
+  if (first.clone !== undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot roll back to object ${point}: the clone under "${first.clone.prefix}" reads this volume at object ${first.sequence}; ` +
+        `run 'lsvd flatten --prefix ${first.clone.prefix}' first`,
+    );
+  }
   throw new LsvdError(
     "invalid",
     `Cannot roll back to object ${point}: snapshot "${first.name}" keeps object ${first.sequence} after it; ` +

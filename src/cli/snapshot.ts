@@ -70,7 +70,10 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
         return 0;
       }
       for (const s of all) {
-        const kind = s.expiresMs === undefined ? "" : isStale(s, now) ? "  (stale pin)" : "  (pin)";
+        const pin = s.expiresMs === undefined ? "" : isStale(s, now) ? "  (stale pin)" : "  (pin)";
+        const kind = s.clone === undefined
+          ? pin
+          : `  (clone "${s.clone.prefix}" reads objects up to ${s.clone.through})`;
         console.log(`${s.name}\tobject ${s.sequence}\tcreated ${new Date(s.createdMs).toISOString()}${kind}`);
       }
       return 0;

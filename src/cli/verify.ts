@@ -57,6 +57,7 @@ export async function verifyCommand(args: string[], log: Logger = stderrLogger):
     objects: state.objects,
     checkpoints: state.checkpoints,
     requireTrailer: state.format !== undefined,
+    firstSequence: (state.format?.parent?.through ?? 0) + 1,
     parallel,
     retry,
     log,
@@ -77,6 +78,8 @@ export interface VerifyLogOptions {
   objects: readonly LoggedObject[];
   checkpoints: readonly { sequence: number; key: string }[];
   requireTrailer: boolean;
+  /** The first number of the volume's own log (a clone's starts above its parent's). */
+  firstSequence?: number;
   parallel: number;
   retry: RetryPolicy;
   log: Logger;
@@ -91,7 +94,7 @@ export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promis
     report.problems.push(line);
     o.onProblem(line);
   };
-  for (const g of gapsOf(o.objects)) {
+  for (const g of gapsOf(o.objects, o.firstSequence)) {
     const missing = g.from === g.to ? `object ${g.from} is missing` : `objects ${g.from}-${g.to} are missing`;
     const key = o.objects.find((x) => x.sequence > g.to)!.key;
     problem(key, `${missing} before it: the disk ends before the gap, this and later objects are ignored`);

@@ -4,7 +4,7 @@
  * thing a bug report needs. The version is bumped here, and only here, on a release.
  */
 
-export const LSVD_VERSION = "0.2.0";
+export const LSVD_VERSION = "0.3.0";
 
 export function versionText(): string {
   return `lsvd ${LSVD_VERSION} (deno ${Deno.version.deno}, v8 ${Deno.version.v8}, ${Deno.build.target})`;

@@ -6,23 +6,54 @@
  * lsvd refuses a volume it cannot read instead of "repairing" it.
  *
  *   { "format": 2, "minimumLsvd": "0.2.0", "writtenBy": "0.2.0", "createdAt": "2026-12-01T…Z" }
+ *
+ * Format 3 adds `requires` (features a reader must understand, or refuse the volume) and their
+ * fields; the one feature so far is "clone" with `parent` (docs/FORMAT.md). A plain volume is
+ * still written as format 2, so an older lsvd keeps opening it; only a clone needs format 3.
  */
 
 import { formatKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { assert } from "../util/assert.ts";
 import { LsvdError } from "../util/errors.ts";
 import { LSVD_VERSION } from "../version.ts";
 
-/** The bucket format this lsvd writes (trailer version 2, format record, keys beside the log). */
-export const FORMAT_VERSION = 2;
-/** The oldest lsvd that can open a volume in FORMAT_VERSION. */
+/** The newest bucket format this lsvd reads (format 3: format 2 plus `requires`). */
+export const FORMAT_VERSION = 3;
+/** What a plain volume is written as (trailer version 2, format record, keys beside the log). */
+export const FORMAT_PLAIN = 2;
+/** The oldest lsvd that can open a plain volume. */
 export const FORMAT_MINIMUM_LSVD = "0.2.0";
+/** The oldest lsvd that can open a format-3 volume (a clone). */
+export const FORMAT_3_MINIMUM_LSVD = "0.3.0"; // the first lsvd with clones
+/** Features of format 3 this lsvd understands; a record requiring any other is refused. */
+export const KNOWN_FEATURES: readonly string[] = ["clone"];
+
+/**
+ * A clone's link to the volume it was made from (format 3, feature "clone"): the parent's prefix
+ * in the same store, the point it reads (`sequence`, the state after that parent object), the
+ * parent's last object when the clone was made (`through`: the clone's own objects are numbered
+ * from through + 1, so every number up to it is the parent's), and the pin (a snapshot key of the
+ * parent) that keeps those objects. `flattenedThrough` is set once `lsvd flatten` has copied
+ * everything the clone read from the parent: from then on the clone reads nothing of it.
+ */
+export interface ParentLink {
+  prefix: string;
+  sequence: number;
+  through: number;
+  pin: string;
+  flattenedThrough?: number;
+}
 
 export interface FormatRecord {
   format: number;
   minimumLsvd: string;
   writtenBy: string;
   createdAt: string;
+  /** Format 3: features a reader must understand. */
+  requires?: string[];
+  /** Format 3 with "clone". */
+  parent?: ParentLink;
 }
 
 export async function readFormatRecord(
@@ -47,18 +78,45 @@ export async function readFormatRecord(
   if (typeof r.format !== "number" || typeof r.minimumLsvd !== "string") {
     throw new LsvdError("data", `Cannot read the format record "${key}": it lacks "format" or "minimumLsvd"`);
   }
-  return {
+  const record: FormatRecord = {
     format: r.format,
     minimumLsvd: r.minimumLsvd,
     writtenBy: String(r.writtenBy ?? "unknown"),
     createdAt: String(r.createdAt ?? "unknown"),
   };
+  if (r.requires !== undefined) {
+    if (!Array.isArray(r.requires) || !r.requires.every((x) => typeof x === "string")) {
+      throw new LsvdError(
+        "data",
+        `Cannot read the format record "${key}": "requires" is not a list of names`,
+      );
+    }
+    record.requires = r.requires;
+  }
+  if (r.parent !== undefined) record.parent = checkParentLink(r.parent, key);
+  return record;
+}
+
+function checkParentLink(value: unknown, key: string): ParentLink {
+  const p = value as ParentLink;
+  const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  const ok = typeof p === "object" && p !== null && typeof p.prefix === "string" && whole(p.sequence) &&
+    whole(p.through) && p.sequence <= p.through && typeof p.pin === "string" &&
+    (p.flattenedThrough === undefined || whole(p.flattenedThrough));
+  if (!ok) throw new LsvdError("data", `Cannot read the format record "${key}": its "parent" is malformed`);
+  const link: ParentLink = { prefix: p.prefix, sequence: p.sequence, through: p.through, pin: p.pin };
+  if (p.flattenedThrough !== undefined) link.flattenedThrough = p.flattenedThrough;
+  return link;
 }
 
 /** Refuses a volume that needs a newer lsvd; never changes the bucket. */
 export function checkFormatRecord(record: FormatRecord | undefined, prefix: string): void {
   if (record === undefined) return;
-  if (record.format > FORMAT_VERSION || compareVersions(record.minimumLsvd, LSVD_VERSION) > 0) {
+  const unknown = (record.requires ?? []).filter((f) => !KNOWN_FEATURES.includes(f));
+  if (
+    record.format > FORMAT_VERSION || compareVersions(record.minimumLsvd, LSVD_VERSION) > 0 ||
+    unknown.length > 0
+  ) {
     throw new LsvdError(
       "invalid",
       `Cannot open the volume at "${
@@ -75,9 +133,9 @@ export async function ensureFormatRecord(
   existing: FormatRecord | undefined,
   nowMs: number,
 ): Promise<void> {
-  if (existing !== undefined && existing.format >= FORMAT_VERSION) return;
+  if (existing !== undefined && existing.format >= FORMAT_PLAIN) return;
   const record: FormatRecord = {
-    format: FORMAT_VERSION,
+    format: FORMAT_PLAIN,
     minimumLsvd: FORMAT_MINIMUM_LSVD,
     writtenBy: LSVD_VERSION,
     createdAt: existing?.createdAt ?? new Date(nowMs).toISOString(),
@@ -92,6 +150,46 @@ export async function ensureFormatRecord(
   } catch (e) {
     if (!isStoreError(e, "PreconditionFailed")) throw e;
   }
+}
+
+/** Writes a clone's format record (create-only): false when the prefix already holds one. */
+export async function createCloneRecord(
+  store: ObjectStore,
+  prefix: string,
+  parent: ParentLink,
+  nowMs: number,
+): Promise<boolean> {
+  const record: FormatRecord = {
+    format: 3,
+    minimumLsvd: FORMAT_3_MINIMUM_LSVD,
+    writtenBy: LSVD_VERSION,
+    createdAt: new Date(nowMs).toISOString(),
+    requires: ["clone"],
+    parent,
+  };
+  try {
+    await store.put(formatKey(prefix), encodeFormatRecord(record), { ifNoneMatch: true });
+    return true;
+  } catch (e) {
+    if (isStoreError(e, "PreconditionFailed")) return false;
+    throw e;
+  }
+}
+
+/** Replaces a clone's record with the same one marked flattened (the flattener holds the lease). */
+export async function markFlattened(
+  store: ObjectStore,
+  prefix: string,
+  record: FormatRecord,
+  flattenedThrough: number,
+): Promise<void> {
+  assert(record.parent !== undefined, "only a clone is flattened");
+  const next = { ...record, parent: { ...record.parent, flattenedThrough } };
+  await store.put(formatKey(prefix), encodeFormatRecord(next));
+}
+
+function encodeFormatRecord(record: FormatRecord): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(record, null, 2) + "\n");
 }
 
 /** Compares dotted versions numerically ("0.10.0" > "0.9.1"). */

@@ -49,6 +49,8 @@ export function passThresholds(thresholds: GcThresholds, objectBytesMax: number)
 export interface RetainedMap {
   sequence: number;
   map: ExtentMap;
+  /** A clone pin's map: it reads objects up to this by number, so copies never apply to it. */
+  copiesThrough?: number;
 }
 
 export interface Candidate {
@@ -70,6 +72,8 @@ export interface PlanInput {
   keep: ReadonlySet<number>;
   /** False while a reader pin exists: only objects no point needs at all go, nothing is moved. */
   movesAllowed: boolean;
+  /** Objects up to this one are never moved (a clone reads them by number: src/log/parent.ts). */
+  frozenThrough?: number;
   thresholds: GcThresholds;
 }
 
@@ -113,7 +117,7 @@ export function planPass(input: PlanInput): Candidate[] {
       all.push({ object: o, liveSectors, why: "dead" });
       continue;
     }
-    if (!input.movesAllowed) continue;
+    if (!input.movesAllowed || k <= (input.frozenThrough ?? 0)) continue;
     const dataSectors = Math.max(liveSectors, dataSectorsOf(o.sizeBytes));
     if (1 - liveSectors / dataSectors >= t.deadFractionMin) {
       all.push({ object: o, liveSectors, why: "sparse" });

@@ -6,7 +6,8 @@
  * (the newest object sealed before the retention window, never below what the last collected
  * record kept), the snapshots and pins that count (stale pins do not; a snapshot whose point
  * cannot be loaded is logged and skipped), the maps retained, the objects kept whatever (named by
- * checkpoints, the newest object) and the plan itself (src/log/gc.ts). How maps and seal times are
+ * checkpoints, the newest object), the objects a clone reads by number (never moved while its pin
+ * exists) and the plan itself (src/log/gc.ts). How maps and seal times are
  * obtained is the caller's: the daemon keeps them between passes, a dry run loads them once.
  */
 
@@ -17,7 +18,8 @@ import { isLsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { type Candidate, type GcThresholds, planPass, type RetainedMap, retentionPoint } from "./gc.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
-import { isStale, readSnapshots, type SnapshotRecord } from "./snapshots.ts";
+import { cloneFloor, isStale, readSnapshots, type SnapshotRecord } from "./snapshots.ts";
+import { pointFloor } from "./parent.ts";
 
 /** Where a round's seal times and maps come from. */
 export interface GcSources {
@@ -68,15 +70,23 @@ export async function planGcRound(
   // Seal times grow along the log: objects up to knownOldThrough are old enough already.
   const unknown = present.filter((x) => x.sequence > o.knownOldThrough);
   const oldest = Math.max(await retentionPoint(unknown, cutoffMs, o.sources.sealTimeOf), o.knownOldThrough);
-  const pmin = Math.max(oldest, state.collectedRecord?.retainedFromSequence ?? 0);
+  // A flattened clone has no points before its flatten: the window never starts below it.
+  const floor = oldest === 0 ? 0 : pointFloor(state.format);
+  const pmin = Math.max(oldest, state.collectedRecord?.retainedFromSequence ?? 0, floor);
   if (pmin === 0) return { present, pmin, points: [], retained: [], plan: [] };
   const pminMap = await o.sources.mapAt(pmin, present);
   const points = (await readSnapshots(store, state, o.retry)).filter((s) => !isStale(s, o.wallNowMs));
   const retained: RetainedMap[] = [{ sequence: pmin, map: pminMap }];
   for (const s of points) {
-    if (s.sequence >= pmin) continue;
+    // A clone's pin is kept whatever its age: the clone reads its objects by number, copies aside.
+    if (s.sequence >= pmin && s.clone === undefined) continue;
     try {
-      retained.push({ sequence: s.sequence, map: await o.sources.snapshotMap(s) });
+      const map = await o.sources.snapshotMap(s);
+      retained.push({
+        sequence: s.sequence,
+        map,
+        ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
+      });
     } catch (e) {
       if (!isLsvdError(e, "invalid")) throw e;
       o.log(`Snapshot "${s.name}" cannot be kept: ${messageOf(e)}.`);
@@ -91,6 +101,7 @@ export async function planGcRound(
     retainedFrom: pmin,
     keep,
     movesAllowed: !points.some((s) => s.expiresMs !== undefined),
+    frozenThrough: cloneFloor(points),
     thresholds: o.thresholds,
   });
   return { present, pmin, points, retained, plan };

@@ -7,6 +7,7 @@
  */
 
 import type { Trailer } from "../format/object.ts";
+import { assert } from "../util/assert.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -16,7 +17,8 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";
-import type { LoggedObject, LogState } from "./log_state.ts";
+import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
+import { type Lineage, pointFloor, readLineage } from "./parent.ts";
 import { type CollectedRecord, inRanges } from "./collected.ts";
 import { readObjectSummary } from "./object_reader.ts";
 
@@ -37,6 +39,11 @@ export interface LoadOptions {
    * pins more objects, so a point that is no longer exact can cost space but never data.
    */
   pinningOnly?: boolean;
+  /**
+   * A clone's view of its parent (the parent's state at a clone pin): copies numbered above the
+   * pin's `through` are not applied. The parent's GC keeps their sources while the pin exists.
+   */
+  copiesThrough?: number;
 }
 
 export interface LoadedLog {
@@ -58,26 +65,13 @@ export interface LoadedLog {
   beyond: LoggedObject[];
   /** Objects read and applied (not counting those a checkpoint covered). */
   replayed: number;
+  /** Which prefix holds each object the map names (a clone's parents: src/log/parent.ts). */
+  lineage: Lineage;
 }
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
-  checkFormatRecord(state.format, state.prefix);
-  const rollback = state.collectedRecord?.rollback;
-  if (rollback !== undefined) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot load the volume: a rollback to object ${rollback.to} is half done; run 'lsvd rollback --to ${rollback.to}' again to finish it`,
-    );
-  }
-  checkNoStrayGap(state);
-  const end = options.atSequence ?? state.endSequence;
-  if (end > state.endSequence) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
-    );
-  }
-  if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
+  const end = checkLoadable(state, options);
+  const lineage = await readLineage(store, state.prefix, state.format, options.retry);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
     state,
@@ -90,13 +84,17 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     lastTrailer: undefined,
     beyond: state.objects.filter((o) => o.sequence > end),
     replayed: 0,
+    lineage,
   };
+  // A clone's checkpoints from before its flatten name its parent's objects: never used again.
+  const checkpoints = state.checkpoints.filter((c) => c.sequence >= pointFloor(state.format));
   const base = options.skipCheckpoints ? undefined : await loadCheckpoint(
     store,
-    { log, checkpoints: state.checkpoints, through: end },
+    { log, checkpoints, through: end },
     options.retry,
     options.log,
   );
+  if (base === undefined && state.format?.parent !== undefined) await startFromParent(store, loaded, options);
   if (base !== undefined) {
     loaded.map = ExtentMap.fromArray(base.extents);
     loaded.lastSequence = base.sequence;
@@ -146,6 +144,74 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   return loaded;
 }
 
+/** Refuses what no load may serve, before anything is read; returns the point to load. */
+function checkLoadable(state: LogState, options: LoadOptions): number {
+  checkFormatRecord(state.format, state.prefix);
+  assert(state.listedAfter === 0, "a load needs the whole log listed");
+  const rollback = state.collectedRecord?.rollback;
+  if (rollback !== undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume: a rollback to object ${rollback.to} is half done; run 'lsvd rollback --to ${rollback.to}' again to finish it`,
+    );
+  }
+  checkNoStrayGap(state);
+  const end = options.atSequence ?? state.endSequence;
+  if (end > state.endSequence) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume at object ${end}: the log ends at object ${state.endSequence}`,
+    );
+  }
+  const floor = pointFloor(state.format);
+  if (end < floor) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot load the volume at object ${end}: it is a clone whose points start at object ${floor}` +
+        (state.format?.parent?.flattenedThrough === undefined
+          ? " (its branch point)"
+          : " (where it was flattened)"),
+    );
+  }
+  if (end < state.endSequence && !options.pinningOnly) checkRetained(state, end);
+  return end;
+}
+
+/**
+ * A clone's replay starts from its parent's state at the branch point (loaded the same way, so a
+ * chain recurses), numbered up to the link's `through`; a flattened clone starts from nothing.
+ */
+async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: LoadOptions): Promise<void> {
+  const link = loaded.state.format!.parent!;
+  loaded.lastSequence = link.through;
+  if (link.flattenedThrough !== undefined) return;
+  const state = await listLogState(store, link.prefix, options.retry);
+  const { onProgress: _, ...rest } = options;
+  const parent = await loadLog(store, state, {
+    ...rest,
+    atSequence: link.sequence,
+    pinningOnly: false,
+    copiesThrough: link.through,
+  });
+  // The parent's GC never moves what the pin covers; a pass already running when the clone was
+  // made could have. Such a clone would read its own numbers in place of the parent's: refuse.
+  for (const [sequence] of parent.map.liveObjects()) {
+    if (sequence > link.through) {
+      throw new LsvdError(
+        "data",
+        `Cannot load the clone under "${loaded.state.prefix}": its parent's point ${link.sequence} now reads object ${sequence}, above the ${link.through} it was cloned through (moved by garbage collection)`,
+      );
+    }
+  }
+  loaded.map = parent.map;
+  loaded.volumeSizeBytes = parent.volumeSizeBytes;
+  loaded.replayed += parent.replayed;
+  for (const [sequence, size] of parent.lineage.sizes) loaded.lineage.sizes.set(sequence, size);
+  for (const o of state.objects) {
+    if (o.sequence <= link.through) loaded.lineage.sizes.set(o.sequence, o.sizeBytes);
+  }
+}
+
 /**
  * A past point P also needs the data garbage collection moved to the head: every copied object
  * after P that a collected record names contributes the entries whose origin is ≤ P (a copy of a
@@ -157,7 +223,8 @@ async function applyLaterCopies(store: ObjectStore, loaded: LoadedLog, point: nu
   if (record === undefined) return;
   const copies = loaded.state.objects
     .slice(0, loaded.state.gapFreeCount)
-    .filter((o) => o.sequence > point && inRanges(record.copies, o.sequence));
+    .filter((o) => o.sequence > point && o.sequence <= (options.copiesThrough ?? Infinity))
+    .filter((o) => inRanges(record.copies, o.sequence));
   await readInOrder(copies, options.concurrency, (o) => readChecked(store, o, options), (o, s) => {
     if (s.trailer?.origins === undefined) return;
     applyObject(loaded.map, o.sequence, {

@@ -12,6 +12,7 @@ import {
   collectedPrefix,
   epochPrefix,
   type ListedKey,
+  logKey,
   parseCheckpointKey,
   parseCollectedKey,
   parseEpochKey,
@@ -42,7 +43,10 @@ export interface LogState {
    * `objects.slice(0, gapFreeCount)` is the log; it may skip numbers, so find objects by sequence.
    */
   gapFreeCount: number;
-  /** Sequence of the last object of the replayable log (0 when there is none): the recovery point. */
+  /**
+   * Sequence of the last object of the replayable log (0 when there is none; a clone's branch
+   * number `parent.through` when it has none of its own yet): the recovery point.
+   */
   endSequence: number;
   /** The newest collected record (cumulative), when garbage collection ever ran. */
   collectedRecord: CollectedRecord | undefined;
@@ -54,13 +58,29 @@ export interface LogState {
   snapshots: { name: string; key: string }[];
   archived: { count: number; bytes: number };
   format: FormatRecord | undefined;
+  /**
+   * 0 for a full listing. N: only objects after N were listed (`objectsAfter`, for `lsvd clone`,
+   * whose cost must not grow with the log): `objects` starts after N, which counts as present.
+   */
+  listedAfter: number;
+}
+
+export interface ListLogOptions {
+  /** List only log objects after this one (a checkpoint's, known gap-free up to it). */
+  objectsAfter?: number;
 }
 
 /** Lists a volume (several LISTs in parallel); retried as one unit on transient errors. */
-export function listLogState(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<LogState> {
+export function listLogState(
+  store: ObjectStore,
+  prefix: string,
+  retry: RetryPolicy,
+  options: ListLogOptions = {},
+): Promise<LogState> {
+  const after = options.objectsAfter ?? 0;
   return withRetries(retry, async () => {
     const [objects, checkpoints, epochs, collected, snapshots, archived, format] = await Promise.all([
-      listObjects(store, prefix),
+      listObjects(store, prefix, after),
       listCheckpoints(store, prefix),
       listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
       listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
@@ -69,12 +89,14 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       readFormatRecord(store, prefix),
     ]);
     const collectedRecord = await readNewestCollected(store, collected, retry);
-    const count = gapFreeCount(objects, collectedRecord);
+    // A clone's own log starts above its parent's numbers (src/log/parent.ts).
+    const base = Math.max(format?.parent?.through ?? 0, after);
+    const count = gapFreeCount(objects, collectedRecord, base);
     return {
       prefix,
       objects,
       gapFreeCount: count,
-      endSequence: count === 0 ? 0 : objects[count - 1]!.sequence,
+      endSequence: count === 0 ? base : objects[count - 1]!.sequence,
       collectedRecord,
       checkpoints,
       epochs: epochs.map((e) => e.sequence),
@@ -82,12 +104,13 @@ export function listLogState(store: ObjectStore, prefix: string, retry: RetryPol
       snapshots,
       archived,
       format,
+      listedAfter: after,
     };
   });
 }
 
 /** True when the prefix holds anything of a volume (a log object or a format record). */
-export function volumeExists(state: LogState): boolean {
+export function volumeExists(state: Pick<LogState, "objects" | "format">): boolean {
   return state.objects.length > 0 || state.format !== undefined;
 }
 
@@ -97,8 +120,8 @@ export function listCheckpoints(store: ObjectStore, prefix: string): Promise<Lis
 }
 
 /** Leading objects numbered without a gap, where numbers the record names as collected count as present. */
-function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefined): number {
-  let n = 0, expected = 1;
+function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefined, base: number): number {
+  let n = 0, expected = base + 1;
   while (n < objects.length) {
     const s = objects[n]!.sequence;
     if (s !== expected && !(record !== undefined && coversAll(record.collected, expected, s - 1))) break;
@@ -108,10 +131,11 @@ function gapFreeCount(objects: LoggedObject[], record: CollectedRecord | undefin
   return n;
 }
 
-async function listObjects(store: ObjectStore, prefix: string): Promise<LoggedObject[]> {
+async function listObjects(store: ObjectStore, prefix: string, after: number): Promise<LoggedObject[]> {
   const out: LoggedObject[] = [];
   // Every log name starts with "0" until 2^60 objects, so this skips every other key.
-  for await (const o of listAll(store, { prefix: `${prefix}0` })) {
+  const from = after === 0 ? {} : { startAfter: logKey(prefix, after) };
+  for await (const o of listAll(store, { prefix: `${prefix}0`, ...from })) {
     const sequence = parseLogKey(prefix, o.key);
     if (sequence !== undefined) out.push({ sequence, key: o.key, sizeBytes: o.sizeBytes });
   }

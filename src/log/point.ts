@@ -20,6 +20,7 @@ import { readObjectSummary } from "./object_reader.ts";
 import { readSnapshot } from "./snapshots.ts";
 import type { SequenceRanges } from "./collected.ts";
 import { isSnapshotName } from "../format/keys.ts";
+import { pointFloor } from "./parent.ts";
 
 export type Point =
   | { kind: "sequence"; sequence: number; text: string }
@@ -73,7 +74,7 @@ export async function resolvePoint(
   retry: RetryPolicy,
 ): Promise<ResolvedPoint> {
   const log = state.objects.slice(0, state.gapFreeCount);
-  if (log.length === 0) {
+  if (log.length === 0 && state.endSequence === 0) {
     throw new LsvdError(
       "invalid",
       `Cannot resolve ${point.text}: there is no volume under prefix "${state.prefix}"`,
@@ -96,11 +97,24 @@ export async function resolvePoint(
         `Cannot resolve object ${point.sequence}: the log ends at object ${state.endSequence}${gap}`,
       );
     }
+    const floor = pointFloor(state.format);
+    if (point.sequence < floor) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot resolve object ${point.sequence}: this clone's points start at object ${floor} (its branch point, or where it was flattened)`,
+      );
+    }
     const object = log.find((o) => o.sequence === point.sequence);
     const sealTimeMs = object === undefined
       ? undefined
       : await sealTimeOf(store, object, retry).catch(() => undefined);
     return { sequence: point.sequence, sealTimeMs, description: describe(point.sequence, sealTimeMs) };
+  }
+  if (log.length === 0) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot resolve the time ${point.text}: this clone has written no object of its own yet; give object ${state.endSequence}`,
+    );
   }
   return await resolveTime(store, log, point, retry, state.collectedRecord?.collected ?? []);
 }

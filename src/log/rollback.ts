@@ -26,6 +26,8 @@ import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 import { putLogObject } from "./object_writer.ts";
 import { readVerified } from "./verified_read.ts";
 import { archiveObjects } from "./repair.ts";
+import { readSnapshots } from "./snapshots.ts";
+import { pointFloor } from "./parent.ts";
 
 export interface RollbackOptions {
   retry: RetryPolicy;
@@ -42,6 +44,20 @@ export interface RollbackResult {
   moved: number;
   /** Sectors rescued from copies after the point (0: none needed). */
   rescuedSectors: number;
+}
+
+/**
+ * A clone reads this volume's objects by number up to its pin's `through`: rolling back below it
+ * would give those numbers to new objects under the clone's feet. Refused until it is flattened.
+ */
+async function checkNoCloneAfter(store: ObjectStore, state: LogState, point: number, retry: RetryPolicy) {
+  for (const s of await readSnapshots(store, state, retry)) {
+    if (s.clone === undefined || s.clone.through <= point) continue;
+    throw new LsvdError(
+      "invalid",
+      `Cannot roll back to object ${point}: the clone under "${s.clone.prefix}" reads this volume's objects up to ${s.clone.through} (pin "${s.name}"); run 'lsvd flatten --prefix ${s.clone.prefix}' first`,
+    );
+  }
 }
 
 /** The most entries a rescued object may need before the rollback is refused (one header). */
@@ -62,6 +78,15 @@ export async function rollbackLog(
     );
   }
   if (pending !== undefined) return await finish(store, state.prefix, point, record!, o);
+  await checkNoCloneAfter(store, state, point, o.retry);
+  if (point < pointFloor(state.format)) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot roll back to object ${point}: this clone's points start at object ${
+        pointFloor(state.format)
+      } (its branch point)`,
+    );
+  }
   const lastCollected = record?.collected.at(-1)?.[1] ?? 0;
   if (lastCollected > point) {
     throw new LsvdError(

@@ -14,13 +14,26 @@
 
 import { isSnapshotName, snapshotKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { LsvdError } from "../util/errors.ts";
+import { isLsvdError, LsvdError } from "../util/errors.ts";
+import { readFormatRecord } from "./format_record.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { listLogState, type LogState } from "./log_state.ts";
 
 export const SNAPSHOT_VERSION = 1;
+/**
+ * A clone's pin (`clone` set) is written as version 2, so an lsvd that knows only version 1
+ * refuses it instead of collecting what the clone reads (docs/FORMAT.md "Clones").
+ */
+export const CLONE_PIN_VERSION = 2;
+
+/** What a clone's pin says about the clone: where it lives and the parent numbers it reads. */
+export interface ClonePinned {
+  prefix: string;
+  /** The parent's last object when the clone was made: objects up to it are never moved. */
+  through: number;
+}
 
 export interface SnapshotRecord {
   version: number;
@@ -30,6 +43,8 @@ export interface SnapshotRecord {
   createdMs: number;
   /** Pins only: ignored after this wall-clock time (ms since 1970). */
   expiresMs?: number;
+  /** A clone's pin (version 2): kept until the clone is flattened. */
+  clone?: ClonePinned;
 }
 
 export function encodeSnapshot(s: SnapshotRecord): Uint8Array {
@@ -39,11 +54,16 @@ export function encodeSnapshot(s: SnapshotRecord): Uint8Array {
 /** Checks a parsed snapshot record's shape; LsvdError("data") naming the key otherwise. */
 export function checkSnapshot(value: unknown, key: string): SnapshotRecord {
   const s = value as SnapshotRecord;
-  const ok = typeof s === "object" && s !== null && s.version === SNAPSHOT_VERSION &&
+  const clone = s?.clone;
+  const cloneOk = s?.version === SNAPSHOT_VERSION
+    ? clone === undefined
+    : s?.version === CLONE_PIN_VERSION && typeof clone === "object" && clone !== null &&
+      typeof clone.prefix === "string" && Number.isSafeInteger(clone.through) && clone.through >= s.sequence;
+  const ok = typeof s === "object" && s !== null && cloneOk &&
     typeof s.name === "string" && Number.isSafeInteger(s.sequence) && s.sequence >= 1 &&
     (s.expiresMs === undefined || Number.isFinite(s.expiresMs));
   if (!ok) {
-    throw new LsvdError("data", `Cannot read snapshot "${key}": it is not a version-1 snapshot record`);
+    throw new LsvdError("data", `Cannot read snapshot "${key}": it is not a version-1 or -2 snapshot record`);
   }
   return s;
 }
@@ -79,14 +99,16 @@ export async function createSnapshot(
   prefix: string,
   record: SnapshotRecord,
   retry: RetryPolicy,
-): Promise<void> {
+  listed?: LogState,
+): Promise<LogState> {
   if (!isSnapshotName(record.name)) {
     throw new LsvdError(
       "invalid",
       `Invalid snapshot name "${record.name}": use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`,
     );
   }
-  const before = await listLogState(store, prefix, retry);
+  // `listed`: the caller's listing from just before (a clone's), so the volume is listed once less.
+  const before = listed ?? await listLogState(store, prefix, retry);
   checkPointKept(before, record.sequence, record.name);
   const key = snapshotKey(prefix, record.name);
   try {
@@ -101,26 +123,47 @@ export async function createSnapshot(
     throw e;
   }
   // A pass that wrote its record before our key existed may be deleting what the point needs.
-  const after = await listLogState(store, prefix, retry);
+  const after = await listLogState(store, prefix, retry, { objectsAfter: before.listedAfter });
   try {
     checkPointKept(after, record.sequence, record.name);
   } catch (e) {
     await withRetries(retry, () => store.delete(key));
     throw e;
   }
+  return after;
 }
 
+/**
+ * Deletes a snapshot. A clone's pin is refused while the clone it names still reads through it
+ * (flatten the clone first); a pin an interrupted `lsvd clone` left behind may go.
+ */
 export async function deleteSnapshot(store: ObjectStore, prefix: string, name: string, retry: RetryPolicy) {
   const key = snapshotKey(prefix, name);
-  try {
-    await withRetries(retry, () => store.head(key));
-  } catch (e) {
-    if (isStoreError(e, "NotFound")) {
+  const record = await readSnapshot(store, prefix, name, retry).catch((e) => {
+    if (isLsvdError(e, "invalid")) {
       throw new LsvdError("invalid", `Cannot delete snapshot "${name}": there is none`);
     }
+    if (isLsvdError(e, "data")) return undefined; // a damaged record can still be deleted
     throw e;
+  });
+  if (record?.clone !== undefined) {
+    const clonePrefix = record.clone.prefix;
+    const link = (await withRetries(retry, () => readFormatRecord(store, clonePrefix)))?.parent;
+    if (
+      link !== undefined && link.prefix === prefix && link.pin === name && link.flattenedThrough === undefined
+    ) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot delete snapshot "${name}": the clone under "${clonePrefix}" reads through it; run 'lsvd flatten --prefix ${clonePrefix}' first`,
+      );
+    }
   }
   await withRetries(retry, () => store.delete(key));
+}
+
+/** The newest parent number any clone of this volume reads (0: none); such objects never move. */
+export function cloneFloor(points: readonly SnapshotRecord[]): number {
+  return Math.max(0, ...points.map((s) => s.clone?.through ?? 0));
 }
 
 /** Reads one snapshot by name; LsvdError("invalid") when there is none. */

@@ -11,7 +11,6 @@
  */
 
 import { firstBadSector, SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
-import { logKey } from "../format/keys.ts";
 import { type CrcSource, readVerified } from "../log/verified_read.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, type LsvdError } from "../util/errors.ts";
@@ -32,7 +31,8 @@ interface PendingFetch {
 
 export interface FetcherOptions {
   store: ObjectStore;
-  prefix: string;
+  /** The key of a log object (a clone's parents' objects live under their prefixes: src/log/parent.ts). */
+  keyOf: (sequence: number) => string;
   retry: RetryPolicy;
   cache: ReadCache;
   tables: CrcTableLoader;
@@ -76,7 +76,7 @@ export class Fetcher {
     if (o.store.readNow === undefined) return false;
     const table = o.verify ? o.tables.kept(sequence) : null;
     if (table === undefined) return false;
-    const key = logKey(o.prefix, sequence);
+    const key = o.keyOf(sequence);
     if (!o.store.readNow(key, sectorOffsetBytes(offsetSectors), dest)) return false;
     if (table !== null) {
       if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
@@ -122,7 +122,7 @@ export class Fetcher {
   /** A verified read (one fresh retry inside), cached; a final "data" failure is reported. */
   async #fetch(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
     const o = this.#o;
-    const key = logKey(o.prefix, sequence);
+    const key = o.keyOf(sequence);
     const crcs: CrcSource | null = o.verify
       ? { table: (fresh, sizeBytes) => o.tables.table({ sequence, key, sizeBytes }, fresh) }
       : null;

@@ -32,6 +32,7 @@ import {
 } from "../log/gc.ts";
 import { type GcSources, planGcRound } from "../log/gc_inputs.ts";
 import { loadLog } from "../log/load.ts";
+import { activeLink } from "../log/parent.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
@@ -165,7 +166,9 @@ export class GcRunner {
     // Copies of an earlier pass that stopped before its record are in the retained maps too, so a
     // record must list them before anything they stand in for is deleted.
     this.#unrecorded.push(...copies);
-    const doomed = this.#deletable(plan, present, retained);
+    // A clone's zeros may hide its parent's data, which no listing of this volume shows.
+    const parentHeld = activeLink(state.format) !== undefined;
+    const doomed = this.#deletable(plan, present, retained, parentHeld);
     result.kept = plan.length - doomed.length;
     if ((doomed.length === 0 && copies.length === 0) || this.#halted()) return result;
     const honored = points.filter((s) => s.sequence < pmin);
@@ -184,7 +187,10 @@ export class GcRunner {
     }
     result.pass = next.pass;
     this.#unrecorded = [];
-    const fresh = await this.#freshSnapshots(honored, pmin);
+    const fresh = await this.#freshSnapshots(
+      [...honored, ...points.filter((s) => s.clone !== undefined)],
+      pmin,
+    );
     if (fresh.length > 0) {
       // A snapshot was created between our listing and our record, while the record before ours
       // still kept its point: keep that promise (nothing was deleted yet) and delete nothing now.
@@ -269,6 +275,7 @@ export class GcRunner {
       retry: o.retry,
       log: o.log,
       pinningOnly: true,
+      ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
     });
     this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
     return loaded.map;
@@ -294,7 +301,9 @@ export class GcRunner {
       batch = [];
       batchBytes = 0;
       if (sealed === undefined) return;
-      for (const r of retained) applyObject(r.map, sealed.sequence, sealed, r.sequence);
+      for (const r of retained) {
+        if (r.copiesThrough === undefined) applyObject(r.map, sealed.sequence, sealed, r.sequence);
+      }
       copies.push(sealed.sequence);
       result.copiedObjects++;
       result.copiedBytes += sealed.sectors * SECTOR_BYTES;
@@ -371,6 +380,7 @@ export class GcRunner {
     plan: Candidate[],
     present: readonly LoggedObject[],
     retained: readonly RetainedMap[],
+    parentHeld: boolean,
   ): LoggedObject[] {
     const doomed: LoggedObject[] = [];
     const doomedSet = new Set<number>();
@@ -379,7 +389,8 @@ export class GcRunner {
       const s = this.#planned!.get(k)!.summary;
       if (s.entries.length === 0 && s.zeroRanges.length === 0) continue;
       if (!unreferenced(k, this.#o.head, retained)) continue;
-      if (s.zeroRanges.length > 0 && present.some((x) => x.sequence < k && !doomedSet.has(x.sequence))) {
+      const olderLeft = parentHeld || present.some((x) => x.sequence < k && !doomedSet.has(x.sequence));
+      if (s.zeroRanges.length > 0 && olderLeft) {
         continue;
       }
       doomed.push(c.object);
@@ -403,7 +414,11 @@ export class GcRunner {
       o.retry,
     );
     const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
-    return now.filter((s) => s.sequence < pmin && !known.has(`${s.name}@${s.sequence}`));
+    // A clone pin made meanwhile counts at any point: the copies this pass made may be what its
+    // point would read, and their sources must stay (src/log/parent.ts).
+    return now.filter((s) =>
+      (s.sequence < pmin || s.clone !== undefined) && !known.has(`${s.name}@${s.sequence}`)
+    );
   }
 
   async #delete(doomed: LoggedObject[], state: LogState, pass: number, result: GcPassResult): Promise<void> {

@@ -34,6 +34,8 @@ import { peekVolume, recordedSizeBytes } from "../log/recorded_size.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
+import { copyFromParents } from "./flatten.ts";
+import type { Lineage } from "../log/parent.ts";
 import { type ExtentMap } from "../map/extent_map.ts";
 import { CrcTableLoader, CrcTables } from "./crc_tables.ts";
 import { Fetcher } from "./fetcher.ts";
@@ -67,6 +69,7 @@ export class Volume implements BlockDevice {
   readonly readOnly: boolean;
   #o: ResolvedVolumeOptions;
   #map: ExtentMap;
+  #lineage: Lineage;
   #sizeBytes: number;
   #writer: LogWriter | undefined;
   #cache: ReadCache;
@@ -96,6 +99,7 @@ export class Volume implements BlockDevice {
     this.#o = o;
     this.readOnly = o.readOnly;
     this.#map = loaded.map;
+    this.#lineage = loaded.lineage;
     this.#sizeBytes = sizeBytes;
     this.#lastSequence = loaded.lastSequence;
     // CRC tables take up to a sixteenth of the cache limit: a 4 MiB object's is 4 KiB, so that
@@ -107,6 +111,7 @@ export class Volume implements BlockDevice {
     for (const obj of loaded.state.objects.slice(0, loaded.state.gapFreeCount)) {
       objectSizes.set(obj.sequence, obj.sizeBytes);
     }
+    for (const [sequence, sizeBytes] of loaded.lineage.sizes) objectSizes.set(sequence, sizeBytes);
     this.#objectSizes = objectSizes;
     this.#mayAcknowledge = () => {
       const keeper = writer.keeper;
@@ -153,7 +158,7 @@ export class Volume implements BlockDevice {
     }
     const fetcher = this.#fetcher = new Fetcher({
       store: o.store,
-      prefix: o.prefix,
+      keyOf: (sequence) => loaded.lineage.keyOf(sequence),
       retry,
       cache: this.#cache,
       tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
@@ -553,6 +558,36 @@ export class Volume implements BlockDevice {
     return this.#writer;
   }
 
+  /** What this volume reads of its parents (a clone: src/log/parent.ts), for info and flatten. */
+  get parentBytes(): number {
+    return this.#lineage.bytesFromAncestors(this.#map);
+  }
+
+  /**
+   * Copies everything the map reads from parents into this volume's log (src/volume/flatten.ts)
+   * and returns the last object of the log, durable: the point from which the clone reads nothing
+   * of its parents. The caller records it (src/log/clone.ts).
+   */
+  async copyFromParents(onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<number> {
+    const writer = this.#writable();
+    await copyFromParents({
+      map: this.#map,
+      writer,
+      fetcher: this.#fetcher,
+      through: this.#lineage.through,
+      sizeSectors: this.#sizeBytes / SECTOR_BYTES,
+      objectBytesMax: this.#o.objectBytesMax,
+      ...(onProgress === undefined ? {} : { onProgress }),
+    });
+    if (this.parentBytes !== 0) {
+      throw new LsvdError("invalid", "Cannot flatten: data read from the parent changed while it was copied");
+    }
+    // A clone that never wrote and copied nothing records its size in an object of its own.
+    if (writer.lastSequence <= this.#lineage.through) await writer.recordSize(this.#sizeBytes);
+    await writer.flush();
+    return writer.lastSequence;
+  }
+
   #checkRange(offsetBytes: number, lengthBytes: number): void {
     assert(offsetBytes % SECTOR_BYTES === 0 && lengthBytes % SECTOR_BYTES === 0, "unaligned request");
     assert(
@@ -650,7 +685,8 @@ async function logEnd(
 /** The writer epoch of the loaded log's last object (logs never lower it along the way). */
 async function lastEpochOf(o: ResolvedVolumeOptions, retry: RetryPolicy, loaded: LoadedLog): Promise<number> {
   const last = loaded.lastSequence;
-  if (last === 0) return 0;
+  // A clone that wrote nothing yet has no object of its own: its epochs start afresh.
+  if (last === 0 || last <= loaded.lineage.through) return 0;
   return loaded.lastTrailer?.writerEpoch ??
     await epochOrZero(o, retry, { key: logKey(o.prefix, last), sequence: last });
 }

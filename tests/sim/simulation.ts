@@ -11,6 +11,8 @@
  * tail, maybe damaged), and the restart must replay it to give the same guarantee.
  * While the volume serves, the store damages GET answers (one flipped bit, seeded): every read must
  * then return correct bytes or fail with LsvdError kind "data", never return a damaged byte.
+ * Seeds with the lifecycle end with a clone of a kept point: written, crashed, read through a
+ * source GC pass, flattened (tests/sim/clones.ts).
  */
 
 import assert from "node:assert/strict";
@@ -24,6 +26,7 @@ import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
 import { MemoryJournalFiles } from "../../src/volume/journal_files_memory.ts";
+import { cloneLife } from "./clones.ts";
 
 const SECTOR = 4096;
 
@@ -223,6 +226,7 @@ export async function simulate(
     rollbacks: number;
     rescues: number;
     journalReplays: number;
+    clones: number;
   }
 > {
   const { seed } = options;
@@ -486,6 +490,31 @@ export async function simulate(
       volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
   });
   denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
+  let clones = 0, cleanDepth = 0;
+  const end = volume.stats.lastSequence, from = promisedFrom(store);
+  if (lifecycle && end >= from) {
+    // A clone of a kept point lives (writes, a crash, a source GC pass, flatten) while the source stays open.
+    await cloneLife({
+      store,
+      shadow,
+      clock,
+      sectors,
+      point: from + Math.floor(rand() * (end - from + 1)),
+      rand,
+      context: ctx(),
+      pump: (p) => pump(p, clock),
+      readAll: (v, context) => readAll(v, sectors, clock, context),
+      gc: () =>
+        volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
+      sectorBytes,
+      cleanReads: (clean) => {
+        cleanDepth += clean ? 1 : -1;
+        store.setFaults({ corruptReadRate: cleanDepth > 0 ? 0 : corruptReadRate(seed) });
+      },
+    }, "clone");
+    clones++;
+  }
+  await pump(volume.close(), clock);
   return {
     objects: store.keys().length,
     crashes,
@@ -496,6 +525,7 @@ export async function simulate(
     rollbacks,
     rescues,
     journalReplays,
+    clones,
   };
 }
 

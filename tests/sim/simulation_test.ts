@@ -15,7 +15,8 @@ Deno.test(`simulate() keeps every flushed write across random crashes and serves
     gcCopied = 0,
     rollbacks = 0,
     rescues = 0,
-    journalReplays = 0;
+    journalReplays = 0,
+    clones = 0;
   for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
     try {
       const r = await simulate({ seed });
@@ -28,6 +29,7 @@ Deno.test(`simulate() keeps every flushed write across random crashes and serves
       rollbacks += r.rollbacks;
       rescues += r.rescues;
       journalReplays += r.journalReplays;
+      clones += r.clones;
     } catch (e) {
       console.error(
         `simulation failed with seed ${seed}; replay: LSVD_SIM_SEED=${seed} LSVD_SIM_SEEDS=1 deno test -A tests/sim/`,
@@ -36,12 +38,13 @@ Deno.test(`simulate() keeps every flushed write across random crashes and serves
     }
   }
   console.log(
-    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions, ${damagedReads} reads failed by damaged GET answers, ${gcDeleted} objects collected, ${gcCopied} copies made, ${rollbacks} rollbacks (${rescues} rescued data GC had moved), ${journalReplays} restarts replayed a journal`,
+    `${SEEDS} seeds, ${crashes} crashes, ${objects} objects, ${seedsWithDense} with dense map regions, ${damagedReads} reads failed by damaged GET answers, ${gcDeleted} objects collected, ${gcCopied} copies made, ${rollbacks} rollbacks (${rescues} rescued data GC had moved), ${journalReplays} restarts replayed a journal, ${clones} clones made, written and flattened`,
   );
   if (SEEDS >= 100) assert(gcDeleted > 0 && gcCopied > 0, "garbage collection never deleted or copied");
   if (SEEDS >= 100) assert(rollbacks > 0, "no seed rolled back");
   // A rollback past copies GC made needs a pass, a later write and a rollback point in between.
   if (SEEDS >= 500) assert(rescues > 0, "no seed rolled back past data GC had moved");
+  if (SEEDS >= 30) assert(clones > 0, "no seed made a clone");
   if (SEEDS >= 30) assert(journalReplays > 0, "no crash left a journal to replay");
   if (SEEDS >= 100) assert(damagedReads > 0, "no read met damage it could not retry away");
   if (SEEDS >= 100) assert(seedsWithDense > 0, "no seed exercised dense extent-map regions");

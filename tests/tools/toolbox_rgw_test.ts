@@ -1,12 +1,13 @@
 /**
  * @module
- * The offline tools through the real CLI on Ceph RGW (the story is in toolbox.ts); one gateway
- * for every step.
+ * The offline tools through the real CLI on Ceph RGW (the stories are in toolbox.ts and
+ * clone_story.ts); one gateway for every step.
  */
 
 import { scratch } from "../support/daemon.ts";
 import { rgwTarget, startRgw } from "../support/rgw.ts";
 import { runToolboxStory, storeErrors, type ToolboxTarget } from "./toolbox.ts";
+import { runCloneStory } from "./clone_story.ts";
 
 Deno.test({
   name: "lsvd info, verify, export, import, rollback on Ceph RGW",
@@ -18,6 +19,7 @@ Deno.test({
     const t: ToolboxTarget = rgwTarget(rgw, s.dir);
     try {
       await runToolboxStory(ctx, t);
+      await ctx.step("clones: clone, write both, GC the source, flatten, delete it", () => runCloneStory(t));
       await ctx.step(
         "an unreachable store and a missing bucket are one line each",
         () => storeErrors(t, rgw.endpoint),

@@ -1,0 +1,152 @@
+/**
+ * @module
+ * `lsvd clone --prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST` and
+ * `lsvd flatten --prefix DST`. A clone is a new writable volume that reads what it has not
+ * overwritten from its source as of the point, copying nothing (src/log/clone.ts); flatten copies
+ * what it still reads into its own log and lets the source go (src/volume/flatten.ts).
+ */
+
+import { normalizePrefix } from "../format/keys.ts";
+import { createClone, finishFlatten } from "../log/clone.ts";
+import { parsePoint, type Point } from "../log/point.ts";
+import { isStale, readSnapshots } from "../log/snapshots.ts";
+import { systemClock } from "../util/clock.ts";
+import { LsvdError } from "../util/errors.ts";
+import { type Logger, stderrLogger } from "../util/log.ts";
+import { Progress, stderrTerminal } from "../util/progress.ts";
+import { Volume } from "../volume/volume.ts";
+import { UsageError } from "./options.ts";
+import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import type { StoreSelection } from "./store_options.ts";
+import type { RetryPolicy } from "../store/retry.ts";
+
+const CLONE_OPTIONS = {
+  "to-prefix": {
+    type: "string" as const,
+    help: "Where the clone lives (a new prefix of the same store; required)",
+    placeholder: "DST",
+  },
+  snapshot: { type: "string" as const, help: "Branch at this snapshot of the source", placeholder: "NAME" },
+  at: {
+    type: "string" as const,
+    help: "Branch at this point: object number or RFC 3339 time in the retention window (default: now)",
+    placeholder: "POINT",
+  },
+  flatten: {
+    type: "boolean" as const,
+    help: "Then copy everything the clone reads into its own log at once (as 'lsvd flatten')",
+  },
+};
+
+const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a point, under --to-prefix.\n" +
+  "No data is copied: the clone reads what it has not overwritten from the source, which keeps it\n" +
+  "(a pin named clone-... in the source's 'snapshot list'). Safe while a daemon serves the source.\n" +
+  "'lsvd flatten --prefix DST' later makes the clone independent.";
+
+export async function cloneCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  const parsed = parseTool(args, {
+    command: "clone",
+    usage: "--prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST [--flatten] [options]",
+    summary: CLONE_SUMMARY,
+    options: CLONE_OPTIONS,
+  });
+  if (parsed.help) return 0;
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  const to = parsed.values["to-prefix"] as string | undefined;
+  if (to === undefined || normalizePrefix(to) === "") throw new UsageError("clone needs --to-prefix DST");
+  const snapshot = parsed.values.snapshot as string | undefined;
+  const at = parsed.values.at as string | undefined;
+  if (snapshot !== undefined && at !== undefined) throw new UsageError("Give --snapshot or --at, not both");
+  const point: Point | undefined = snapshot !== undefined
+    ? { kind: "snapshot", name: snapshot, text: snapshot }
+    : at === undefined
+    ? undefined
+    : parsePoint(at, "--at");
+  const retry = toolRetry(log);
+  const { selection } = parsed;
+  if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
+  const target = normalizePrefix(to);
+  const made = await createClone(selection.store, {
+    source: selection.prefix,
+    target,
+    point,
+    retry,
+    wallNowMs: systemClock.wallMs(),
+  });
+  log(
+    `Cloned ${made.resolved.description} ${where(selection)} to prefix "${target}" ` +
+      `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
+  );
+  if (parsed.values.flatten === true) await flatten({ ...selection, prefix: target }, retry, log);
+  return 0;
+}
+
+const FLATTEN_SUMMARY =
+  "Copies everything the clone under --prefix still reads from its source into its own\n" +
+  "log (each sector checked against its CRC), then releases the source's pin. Needs the writer\n" +
+  "lease (stop the daemon serving the clone first). Safe to run again after a crash.";
+
+export async function flattenCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
+  const parsed = parseTool(args, {
+    command: "flatten",
+    usage: "--prefix DST [options]",
+    summary: FLATTEN_SUMMARY,
+    options: {},
+  });
+  if (parsed.help) return 0;
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  await flatten(parsed.selection, toolRetry(log), log);
+  return 0;
+}
+
+/** Copies what the clone under the selection's prefix reads from its source, records it, releases the pin. */
+async function flatten(selection: StoreSelection, retry: RetryPolicy, log: Logger): Promise<void> {
+  const { store, prefix } = selection;
+  const state = await listVolume(selection, retry, { mustExist: true });
+  const format = state.format;
+  const link = format?.parent;
+  if (format === undefined || link === undefined) {
+    throw new LsvdError("invalid", `Cannot flatten: the volume ${where(selection)} is not a clone`);
+  }
+  if (link.flattenedThrough !== undefined) {
+    await finishFlatten(store, prefix, format, undefined, retry);
+    log(
+      `The clone ${where(selection)} was flattened at object ${link.flattenedThrough}; its pin is released.`,
+    );
+    return;
+  }
+  const now = systemClock.wallMs();
+  const kept = (await readSnapshots(store, state, retry)).filter((s) => !isStale(s, now));
+  if (kept.length > 0) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot flatten: snapshot "${
+        kept[0]!.name
+      }" of the clone keeps a point that reads the source; delete its snapshots first`,
+    );
+  }
+  const volume = await Volume.open({ store, prefix, log });
+  let through: number;
+  try {
+    const progress = new Progress({
+      what: "Flattening",
+      unit: "bytes",
+      total: volume.parentBytes,
+      clock: systemClock,
+      log,
+      terminal: stderrTerminal(),
+    });
+    through = await volume.copyFromParents((done) => progress.update(done));
+    progress.finish();
+    await volume.close();
+  } catch (e) {
+    volume.abandon();
+    throw e;
+  }
+  await finishFlatten(store, prefix, format, through, retry);
+  log(
+    `Flattened the clone ${
+      where(selection)
+    } at object ${through}: it reads nothing of "${link.prefix}" any more.`,
+  );
+}

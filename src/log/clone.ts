@@ -1,0 +1,195 @@
+/**
+ * @module
+ * Making a clone and letting it go of its parent. A clone copies no data: it is a format record
+ * (format 3, "clone") under the new prefix naming the source, the point and the source's last
+ * object, plus a pin in the source (a version-2 snapshot naming the clone) that keeps what the
+ * clone reads. Two small writes and a few listings, whatever the source's size:
+ *
+ *   list source and target → resolve the point → pin in the source (create-only, checked against
+ *   a concurrent GC pass like any snapshot) → clone's format record (create-only).
+ *
+ * A crash between the two leaves only the pin, which `lsvd snapshot delete` removes (its clone
+ * does not exist). Flatten ends the other way round: the clone's record is marked flattened
+ * first (from then on it reads nothing of the parent), then the pin goes; running it again after
+ * a crash between them only deletes the pin.
+ */
+
+import { logKey, snapshotKey } from "../format/keys.ts";
+import { crc32 } from "../format/crc32.ts";
+import { isStoreError, type ObjectStore } from "../store/store.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import { LsvdError } from "../util/errors.ts";
+import {
+  checkFormatRecord,
+  createCloneRecord,
+  type FormatRecord,
+  markFlattened,
+  type ParentLink,
+} from "./format_record.ts";
+import { listCheckpoints, listLogState, type LogState, volumeExists } from "./log_state.ts";
+import { pointFloor } from "./parent.ts";
+import { type Point, type ResolvedPoint, resolvePoint } from "./point.ts";
+import { CLONE_PIN_VERSION, createSnapshot } from "./snapshots.ts";
+
+export interface CloneOptions {
+  source: string;
+  target: string;
+  /** The point to branch at (default: the source's newest object). */
+  point: Point | undefined;
+  retry: RetryPolicy;
+  wallNowMs: number;
+}
+
+export interface MadeClone {
+  link: ParentLink;
+  resolved: ResolvedPoint;
+}
+
+/** The pin's name in the source: one per target prefix, readable in `snapshot list`. */
+export function pinNameFor(target: string): string {
+  const slug = target.replace(/\/+$/, "").replace(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "");
+  const short = slug.length <= 100
+    ? slug
+    : `${slug.slice(0, 90)}-${crc32(new TextEncoder().encode(target)).toString(16)}`;
+  return `clone-${short === "" ? "root" : short}`;
+}
+
+export async function createClone(store: ObjectStore, o: CloneOptions): Promise<MadeClone> {
+  if (o.source === o.target) {
+    throw new LsvdError("invalid", "Cannot clone a volume onto itself: give another --to-prefix");
+  }
+  // A time is resolved by a search over the whole log; any other point needs only its end.
+  const objectsAfter = o.point?.kind === "time" ? 0 : await checkpointedThrough(store, o.source, o.retry);
+  const [source, target] = await Promise.all([
+    listLogState(store, o.source, o.retry, { objectsAfter }),
+    listLogState(store, o.target, o.retry),
+  ]);
+  checkSource(source);
+  if (volumeExists(target) || target.epochs.length > 0 || target.snapshots.length > 0) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone into prefix "${o.target}": it already holds a volume (a clone never overwrites one)`,
+    );
+  }
+  const point = o.point ??
+    { kind: "sequence", sequence: source.endSequence, text: String(source.endSequence) };
+  const resolved = await resolvePoint(store, source, point, o.retry);
+  const floor = pointFloor(source.format);
+  if (resolved.sequence < floor) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone at object ${resolved.sequence}: the source's points start at object ${floor}`,
+    );
+  }
+  const link: ParentLink = {
+    prefix: o.source,
+    sequence: resolved.sequence,
+    through: source.endSequence,
+    pin: pinNameFor(o.target),
+  };
+  const after = await pinInSource(store, o, link, source);
+  // A GC pass that planned before the pin existed may have moved what the point reads above
+  // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
+  if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
+    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    throw new LsvdError(
+      "unavailable",
+      `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
+    );
+  }
+  if (!(await withRetries(o.retry, () => createCloneRecord(store, o.target, link, o.wallNowMs)))) {
+    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone into prefix "${o.target}": another volume appeared there meanwhile`,
+    );
+  }
+  return { link, resolved };
+}
+
+/** The clone's pin in the source (create-only, checked as any snapshot); the source as listed after it. */
+function pinInSource(
+  store: ObjectStore,
+  o: CloneOptions,
+  link: ParentLink,
+  source: LogState,
+): Promise<LogState> {
+  return createSnapshot(
+    store,
+    o.source,
+    {
+      version: CLONE_PIN_VERSION,
+      name: link.pin,
+      sequence: link.sequence,
+      createdMs: o.wallNowMs,
+      clone: { prefix: o.target, through: link.through },
+    },
+    o.retry,
+    source,
+  ).catch((e) => {
+    if (e instanceof LsvdError && /a snapshot of that name exists/.test(e.message)) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot clone into prefix "${o.target}": the source holds pin "${link.pin}" from an earlier clone there ` +
+          `(interrupted, or deleted without flattening); 'lsvd snapshot delete ${link.pin} --prefix ${o.source}' removes it`,
+      );
+    }
+    throw e;
+  });
+}
+
+/**
+ * The newest checkpoint's object, when it is still in the log: the log is gap-free up to it (a
+ * writer checkpoints only durable objects, and drops checkpoints past a recovery point), so a
+ * clone lists only the objects after it and costs the same for any size of source. 0: list all.
+ */
+async function checkpointedThrough(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<number> {
+  const newest = (await withRetries(retry, () => listCheckpoints(store, prefix))).at(-1);
+  if (newest === undefined) return 0;
+  try {
+    await withRetries(retry, () => store.head(logKey(prefix, newest.sequence)));
+    return newest.sequence;
+  } catch (e) {
+    if (isStoreError(e, "NotFound")) return 0;
+    throw e;
+  }
+}
+
+function checkSource(source: LogState): void {
+  checkFormatRecord(source.format, source.prefix);
+  if (source.endSequence === 0) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone the volume under prefix "${source.prefix}": it has no objects`,
+    );
+  }
+  const rollback = source.collectedRecord?.rollback;
+  if (rollback !== undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone: a rollback to object ${rollback.to} of the source is half done`,
+    );
+  }
+}
+
+/**
+ * After the copies: the clone's record says it reads nothing of its parent from `flattenedThrough`
+ * on, then the pin in the parent goes. Safe to repeat.
+ */
+export async function finishFlatten(
+  store: ObjectStore,
+  prefix: string,
+  format: FormatRecord,
+  flattenedThrough: number | undefined,
+  retry: RetryPolicy,
+): Promise<void> {
+  const link = format.parent!;
+  if (link.flattenedThrough === undefined) {
+    await withRetries(retry, () => markFlattened(store, prefix, format, flattenedThrough!));
+  }
+  try {
+    await withRetries(retry, () => store.delete(snapshotKey(link.prefix, link.pin)));
+  } catch (e) {
+    if (!isStoreError(e, "NotFound")) throw e;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * @module
+ * Which prefix holds a log object of a clone. A clone (docs/FORMAT.md "Clones") numbers its own
+ * objects from `through + 1` of its parent link, so one extent map over the parent's state and
+ * the clone's writes stays unambiguous: every number up to `through` is the parent's (or, further
+ * down a chain, an ancestor's), every number above it the clone's. A `Lineage` is that rule as
+ * bands — `[{prefix, through}]` ascending, then the volume's own prefix — read from the format
+ * records up the chain (one small GET per ancestor), so resolving a key costs no request.
+ */
+
+import { logKey } from "../format/keys.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import { LsvdError } from "../util/errors.ts";
+import type { ExtentMap } from "../map/extent_map.ts";
+import { SECTOR_BYTES } from "../format/object.ts";
+import { type FormatRecord, type ParentLink, readFormatRecord } from "./format_record.ts";
+
+/** Objects numbered up to `through` (above the previous band's) live under `prefix`. */
+export interface Band {
+  prefix: string;
+  through: number;
+}
+
+/** Chains deeper than this are refused (a loop of links would otherwise never end). */
+export const CHAIN_DEPTH_MAX = 64;
+
+export class Lineage {
+  readonly own: string;
+  /** Ancestors' bands, ascending by `through`; empty for a volume that is not a clone. */
+  readonly bands: readonly Band[];
+  /** Sizes of ancestors' objects when a listing showed them (reads then fetch tables early). */
+  readonly sizes = new Map<number, number>();
+
+  constructor(own: string, bands: readonly Band[] = []) {
+    this.own = own;
+    this.bands = bands;
+  }
+
+  /** The top of the ancestors' numbers: objects above it are the volume's own (0: no parent). */
+  get through(): number {
+    return this.bands.at(-1)?.through ?? 0;
+  }
+
+  /** The key of log object `sequence`, under whichever volume of the chain wrote it. */
+  keyOf(sequence: number): string {
+    for (const b of this.bands) if (sequence <= b.through) return logKey(b.prefix, sequence);
+    return logKey(this.own, sequence);
+  }
+
+  /** Bytes of the map's data still read from ancestors' objects. */
+  bytesFromAncestors(map: ExtentMap): number {
+    if (this.bands.length === 0) return 0;
+    let sectors = 0;
+    for (const [sequence, live] of map.liveObjects()) if (sequence <= this.through) sectors += live;
+    return sectors * SECTOR_BYTES;
+  }
+}
+
+/** The link a clone still reads through (undefined once flattened, or for a plain volume). */
+export function activeLink(format: FormatRecord | undefined): ParentLink | undefined {
+  const link = format?.parent;
+  return link === undefined || link.flattenedThrough !== undefined ? undefined : link;
+}
+
+/** The oldest point a volume has: a clone's branch, or its flatten point; 0 for a plain volume. */
+export function pointFloor(format: FormatRecord | undefined): number {
+  const link = format?.parent;
+  if (link === undefined) return 0;
+  return link.flattenedThrough ?? link.through;
+}
+
+/** The bands of a volume whose format record is `format`: one format-record GET per ancestor. */
+export async function readLineage(
+  store: ObjectStore,
+  prefix: string,
+  format: FormatRecord | undefined,
+  retry: RetryPolicy,
+): Promise<Lineage> {
+  const bands: Band[] = [];
+  let link = activeLink(format);
+  while (link !== undefined) {
+    if (bands.length >= CHAIN_DEPTH_MAX) {
+      throw new LsvdError(
+        "data",
+        `Cannot open the clone under "${prefix}": its chain of parents is too deep`,
+      );
+    }
+    bands.unshift({ prefix: link.prefix, through: link.through });
+    const parent = link.prefix;
+    const record = await withRetries(retry, () => readFormatRecord(store, parent));
+    if (record === undefined) {
+      throw new LsvdError(
+        "data",
+        `Cannot open the clone under "${prefix}": its parent under "${parent}" is gone (it was not flattened first)`,
+      );
+    }
+    link = activeLink(record);
+  }
+  for (let i = 1; i < bands.length; i++) {
+    if (bands[i]!.through <= bands[i - 1]!.through) {
+      throw new LsvdError(
+        "data",
+        `Cannot open the clone under "${prefix}": its chain of parents is malformed`,
+      );
+    }
+  }
+  return new Lineage(prefix, bands);
+}

@@ -37,7 +37,8 @@ export async function recordedSizeBytes(
 /**
  * What a glance at a prefix tells, without listing the whole log (a LIST of one key or two, and a
  * GET of the format record only when there is no log): whether it holds a log (objects or a
- * checkpoint, so a recorded size), and whether it holds anything of a volume at all.
+ * checkpoint, or a clone's link to its parent's log: so a recorded size), and whether it holds
+ * anything of a volume at all.
  */
 export async function peekVolume(
   store: ObjectStore,
@@ -53,5 +54,6 @@ export async function peekVolume(
     checkpoints.objects.length > 0;
   if (hasLog) return { hasLog, exists: true };
   const format = await withRetries(retry, () => readFormatRecord(store, prefix));
-  return { hasLog, exists: format !== undefined };
+  // A clone before its first own object reads its parent's log: its size is recorded there.
+  return { hasLog: format?.parent !== undefined, exists: format !== undefined };
 }

@@ -111,12 +111,7 @@ export class NbdNetlink {
       attributeU64(NBD_ATTR_SIZE_BYTES, request.sizeBytes),
       attributeU64(NBD_ATTR_BLOCK_SIZE_BYTES, request.blockSizeBytes),
       attributeU64(NBD_ATTR_SERVER_FLAGS, request.serverFlags),
-      attributeU64(NBD_ATTR_TIMEOUT, request.timeoutSeconds),
-      attributeU64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.deadConnectionTimeoutSeconds),
-      { type: NBD_ATTR_SOCKETS, value: socketList(request.socketFds) },
-      ...(request.backend === undefined
-        ? []
-        : [attributeString(NBD_ATTR_BACKEND_IDENTIFIER, request.backend)]),
+      ...socketAttributes(request),
     ];
     await this.#command(NBD_CMD_CONNECT, attributes, `connect /dev/nbd${request.index}`);
   }
@@ -130,12 +125,7 @@ export class NbdNetlink {
   async reconfigure(request: NbdReconfigureRequest): Promise<void> {
     const attributes = [
       attributeU32(NBD_ATTR_INDEX, request.index),
-      attributeU64(NBD_ATTR_TIMEOUT, request.timeoutSeconds),
-      attributeU64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.deadConnectionTimeoutSeconds),
-      { type: NBD_ATTR_SOCKETS, value: socketList(request.socketFds) },
-      ...(request.backend === undefined
-        ? []
-        : [attributeString(NBD_ATTR_BACKEND_IDENTIFIER, request.backend)]),
+      ...socketAttributes(request),
     ];
     await this.#command(NBD_CMD_RECONFIGURE, attributes, `reconnect /dev/nbd${request.index}`);
   }
@@ -191,4 +181,19 @@ export class NbdNetlink {
 
 function socketList(fds: readonly number[]): NetlinkAttribute[] {
   return fds.map((fd) => ({ type: NBD_SOCK_ITEM, value: [attributeU32(NBD_SOCK_FD, fd)] }));
+}
+
+/** What connect and reconfigure both hand the kernel: timeouts, sockets and the backend identifier. */
+function socketAttributes(request: {
+  timeoutSeconds: number;
+  deadConnectionTimeoutSeconds: number;
+  socketFds: readonly number[];
+  backend?: string | undefined;
+}) {
+  return [
+    attributeU64(NBD_ATTR_TIMEOUT, request.timeoutSeconds),
+    attributeU64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.deadConnectionTimeoutSeconds),
+    { type: NBD_ATTR_SOCKETS, value: socketList(request.socketFds) },
+    ...(request.backend === undefined ? [] : [attributeString(NBD_ATTR_BACKEND_IDENTIFIER, request.backend)]),
+  ];
 }

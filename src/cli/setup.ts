@@ -12,7 +12,7 @@
  */
 
 import { resolve } from "node:path";
-import { S3Store } from "../store/s3.ts";
+import { LazyS3Store } from "../store/lazy_s3.ts";
 import { probeStore } from "../store/probe.ts";
 import { normalizePrefix } from "../format/keys.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
@@ -285,7 +285,7 @@ async function checkBucket(
   s: StoreSettings,
   log: Logger,
 ): Promise<{ sizeBytes: number | undefined } | undefined> {
-  const store = new S3Store({
+  const store = new LazyS3Store({
     bucket: s.bucket,
     region: s.region,
     forcePathStyle: s.pathStyle,

@@ -12,7 +12,7 @@
 import { resolve } from "node:path";
 import { normalizePrefix } from "../format/keys.ts";
 import { DirectoryStore } from "../store/directory.ts";
-import { S3Store } from "../store/s3.ts";
+import { LazyS3Store } from "../store/lazy_s3.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { type Options, type OptionSpecs, UsageError } from "./options.ts";
 
@@ -129,7 +129,7 @@ export function buildStore(
   ) {
     if (problem !== undefined) throw new UsageError(`Invalid ${options.source(name)}: "${value}" ${problem}`);
   }
-  const store = new S3Store({
+  const store = new LazyS3Store({
     bucket,
     connections: options.integer("connections", 1, 4096)!,
     forcePathStyle: options.flag("path-style"),

@@ -33,6 +33,9 @@ import {
 import * as http from "node:http";
 import * as https from "node:https";
 import { Deadline, DeadlineExpired, type DeadlineOptions } from "./deadline.ts";
+import { checkS3StoreOptions, type S3StoreOptions } from "./s3_options.ts";
+
+export type { S3StoreOptions };
 import { BadAnswer, checkGetAnswer, checkListAnswer, checkWriteAnswer } from "./s3_answers.ts";
 import {
   assertRange,
@@ -46,26 +49,6 @@ import {
   type PutResult,
   StoreError,
 } from "./store.ts";
-
-export interface S3StoreOptions {
-  bucket: string;
-  /** e.g. `http://127.0.0.1:7480`; default the SDK's AWS endpoint for the region. */
-  endpoint?: string;
-  /** Default AWS_REGION, then AWS_DEFAULT_REGION, then `us-east-1`; R2 takes `auto`. */
-  region?: string;
-  /** Path-style URLs (`endpoint/bucket/key`), needed by RGW and MinIO; default false. */
-  forcePathStyle?: boolean;
-  /** Concurrent requests and sockets; default 100. */
-  connections?: number;
-  /** Socket connect bound per request; default 5,000. */
-  connectTimeoutMs?: number;
-  /** Deadline for a request that moves no data; past it the request is aborted (Transient). Default 30,000. */
-  requestDeadlineMs?: number;
-  /** The deadline grows by the time the body takes at this rate; default 1 MiB/s. */
-  deadlineBytesPerSecondMin?: number;
-  /** Default: the SDK's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance roles). */
-  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
-}
 
 /** What one operation is doing, for error messages: `Cannot <action>: <cause>`. */
 interface Action {
@@ -118,7 +101,7 @@ export class S3Store implements ObjectStore {
   #agents: http.Agent[];
 
   constructor(options: S3StoreOptions) {
-    checkOptions(options);
+    checkS3StoreOptions(options);
     this.bucket = options.bucket;
     this.description = `the ${options.bucket} bucket`;
     this.#endpoint = options.endpoint ?? "the AWS S3 endpoint";
@@ -371,22 +354,6 @@ function conditionFailed(error: unknown, ifMatch: boolean): StoreError | undefin
     );
   }
   return undefined;
-}
-
-function checkOptions(options: S3StoreOptions): void {
-  if (!options.bucket) throw new StoreError("Fatal", "Cannot open the S3 store: no bucket was given");
-  const connections = options.connections ?? 100;
-  if (!(Number.isInteger(connections) && connections >= 1)) {
-    throw new StoreError(
-      "Fatal",
-      `Cannot open the S3 store: connections ${connections} is not a positive integer`,
-    );
-  }
-  const deadlineMs = options.requestDeadlineMs ?? 30_000;
-  const rate = options.deadlineBytesPerSecondMin ?? 1;
-  if (!(deadlineMs > 0 && rate > 0)) {
-    throw new StoreError("Fatal", "Cannot open the S3 store: request deadlines must be positive");
-  }
 }
 
 function clientConfig(

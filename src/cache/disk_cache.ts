@@ -15,7 +15,7 @@
  * fetcher verifies store reads with). That one check catches a torn or damaged slot, a truncated
  * file and an entry left from an object number a rollback or takeover reused with other data; a
  * failing slot is dropped and the caller fetches from the store. Eviction is CLOCK over slots.
- * Memory: 13 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
+ * Memory: 17 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
  * the measured cost per GiB). I/O is synchronous: a local disk answers in microseconds, like the
  * directory store's readNow (docs/design/read-path.md).
  */
@@ -64,6 +64,8 @@ export class DiskCache {
   #slotKey: Float64Array; // the key a slot holds, EMPTY if none
   #slotKeyCrc: Uint32Array;
   #referenced: Uint8Array;
+  #free: Int32Array; // a stack of empty slots, used before CLOCK evicts anything
+  #freeCount = 0;
   #hand = 0;
   #record = new Uint8Array(INDEX_RECORD_BYTES);
   #counters: DiskCacheCounters = { hits: 0, misses: 0, fills: 0, evictions: 0, dropped: 0, ioErrors: 0 };
@@ -84,6 +86,7 @@ export class DiskCache {
     this.#slotKey = new Float64Array(slots).fill(EMPTY);
     this.#slotKeyCrc = new Uint32Array(slots);
     this.#referenced = new Uint8Array(slots);
+    this.#free = new Int32Array(slots);
   }
 
   /**
@@ -225,6 +228,9 @@ export class DiskCache {
       this.#slotKey[slot] = key;
       this.#slotKeyCrc[slot] = view.getUint32(at + 12);
     }
+    for (let slot = this.slots - 1; slot >= 0; slot--) {
+      if (this.#slotKey[slot] === EMPTY) this.#free[this.#freeCount++] = slot;
+    }
     if (this.#keys.size > 0) {
       this.#log(`Disk cache "${this.dir}": ${this.#keys.size} sectors kept from the last run.`);
     }
@@ -232,6 +238,7 @@ export class DiskCache {
 
   /** A slot to fill: an empty one or the first unreferenced one the hand finds (CLOCK). */
   #victim(): number {
+    if (this.#freeCount > 0) return this.#free[--this.#freeCount]!;
     for (let step = 0; step <= 2 * this.slots; step++) {
       const slot = this.#hand;
       this.#hand = (this.#hand + 1) % this.slots;
@@ -241,17 +248,20 @@ export class DiskCache {
         continue;
       }
       this.#counters.evictions++;
-      this.#drop(slot);
+      this.#drop(slot, false);
       return slot;
     }
     throw new Error("unreachable: CLOCK found no slot in two turns");
   }
 
-  #drop(slot: number): void {
+  /** Forgets a slot's entry; `reuse` puts it on the free stack (an eviction refills it at once). */
+  #drop(slot: number, reuse = true): void {
     const key = this.#slotKey[slot]!;
-    if (key !== EMPTY) this.#keys.delete(key);
+    if (key === EMPTY) return;
+    this.#keys.delete(key);
     this.#slotKey[slot] = EMPTY;
     this.#referenced[slot] = 0;
+    if (reuse) this.#free[this.#freeCount++] = slot;
   }
 
   #readSlot(slot: number, out: Uint8Array): boolean {
@@ -281,7 +291,7 @@ export class DiskCache {
       return true;
     } catch (e) {
       this.#ioError("write", e);
-      this.#drop(slot);
+      this.#free[this.#freeCount++] = slot; // empty again: its record may be torn, its key unset
       return false;
     }
   }

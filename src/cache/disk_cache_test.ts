@@ -41,6 +41,10 @@ Deno.test("DiskCache serves what it kept, also after a reopen (warm start)", () 
   assert(c.read("v/0000000000000005", 5, 0, out, table));
   assert.deepEqual(out, body);
   assert.deepEqual(c.counters.hits, 1);
+  // Room left after a reopen is used before anything is evicted.
+  c.add("v/0000000000000006", 6, 0, sectors(8, 2).body);
+  assert.deepEqual(c.counters.evictions, 0);
+  assert(c.read("v/0000000000000005", 5, 0, out, table));
   c.close();
   Deno.removeSync(dir, { recursive: true });
 });

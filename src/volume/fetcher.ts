@@ -141,8 +141,14 @@ export class Fetcher {
   async #fetch(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
     const o = this.#o;
     const key = o.keyOf(sequence);
+    let checkedWith: Uint32Array | null = null; // the table the data passed (kept for the disk cache)
     const crcs: CrcSource | null = o.verify
-      ? { table: (fresh, sizeBytes) => o.tables.table({ sequence, key, sizeBytes }, fresh) }
+      ? {
+        table: async (
+          fresh,
+          sizeBytes,
+        ) => (checkedWith = await o.tables.table({ sequence, key, sizeBytes }, fresh)),
+      }
       : null;
     const knownSize = o.sizes.get(sequence);
     if (o.disk !== undefined && crcs !== null && knownSize !== undefined) {
@@ -169,7 +175,8 @@ export class Fetcher {
     }
     if (knownSize === undefined) o.sizes.set(sequence, data.sizeBytes);
     o.cache.addRange(sequence, offsetSectors, data.body);
-    if (o.disk !== undefined && o.tables.kept(sequence)) o.disk.add(key, sequence, offsetSectors, data.body);
+    // Only sectors checked against their object's table: the disk cache serves nothing unverified.
+    if (o.disk !== undefined && checkedWith !== null) o.disk.add(key, sequence, offsetSectors, data.body);
     return data.body;
   }
 

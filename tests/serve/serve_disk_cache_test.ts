@@ -12,6 +12,7 @@ import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk } from "../support/clients.ts";
 import { DATA_FILE } from "../../src/cache/disk_cache.ts";
 import { HEADER_BYTES } from "../../src/format/object.ts";
+import { rgwEnv, startRgw } from "../support/rgw.ts";
 
 const S = 4096;
 
@@ -167,4 +168,51 @@ Deno.test("serve --cache-dir: an object number a rollback reused is read from th
   } finally {
     await t.remove();
   }
+});
+
+Deno.test({
+  name: "serve --cache-dir on Ceph RGW: a restarted daemon reads cached data with no data GET",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const rgw = await startRgw();
+    const t = await scratch();
+    const uri = unixUri(t.socket);
+    const serve = (extra: string[] = []) =>
+      Daemon.start({
+        args: [
+          ...["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", "dc"],
+          ...["--socket", t.socket, "--metrics", "127.0.0.1:0", "--cache-dir", join(t.dir, "cache")],
+          ...extra,
+        ],
+        env: { ...Deno.env.toObject(), ...rgwEnv(rgw) },
+      });
+    const downloaded = async (d: Daemon) => {
+      const url = (await d.waitForLine(/Serving metrics at/, 1000)).replace(/^.* at (\S+)\.$/, "$1");
+      const text = await (await fetch(url)).text();
+      return {
+        bytes: Number(/^lsvd_store_downloaded_bytes_total (\S+)$/m.exec(text)?.[1] ?? 0),
+        hits: Number(/^lsvd_disk_cache_hits_total (\S+)$/m.exec(text)?.[1]),
+      };
+    };
+    try {
+      let d = await serve(["--size", "32M"]);
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x5a 0 4M", "-c", "flush"]);
+      assert.equal((await d.stop()).code, 0);
+      d = await serve();
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
+      assert.equal((await d.stop()).code, 0);
+      d = await serve();
+      const before = await downloaded(d);
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
+      const after = await downloaded(d);
+      assert(after.hits >= 1, JSON.stringify(after));
+      // The object's CRC table (4 KiB a 4 MiB object, fetched by a suffix GET) and nothing more.
+      assert(after.bytes - before.bytes < 64 * 1024, `${after.bytes - before.bytes} bytes downloaded`);
+      assert.equal((await d.stop()).code, 0);
+    } finally {
+      await t.remove();
+      await rgw.stop();
+    }
+  },
 });

@@ -216,3 +216,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test("serve --cache-dir: after garbage collection moved cached data, reads follow the map to the copy", async () => {
+  const t = await scratch();
+  const uri = unixUri(t.socket);
+  const serve = (extra: string[]) =>
+    Daemon.start({
+      args: [
+        ...["--dir", t.store, "--socket", t.socket, "--cache-size", "0"],
+        ...["--cache-dir", join(t.dir, "cache"), ...extra],
+      ],
+    });
+  try {
+    let d = await serve(["--size", "32M", "--gc-interval", "off"]);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x11 0 4M", "-c", "flush"]);
+    const first = logObjects(t.store);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x22 0 3M", "-c", "flush"]);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x22 0 3M", "-c", "read -P 0x11 3M 1M"]);
+    assert.equal((await d.stop()).code, 0);
+    const big = first.filter((n) => Deno.statSync(join(t.store, n)).size > 4 << 20);
+    assert.equal(big.length, 1);
+    d = await serve(["--retention", "1s", "--gc-interval", "300ms"]);
+    const deadline = Date.now() + 30_000;
+    while (logObjects(t.store).includes(big[0]!)) {
+      assert(Date.now() < deadline, `garbage collection did not delete ${big[0]}\n${d.log}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x22 0 3M", "-c", "read -P 0x11 3M 1M"]);
+    assert.equal((await d.stop()).code, 0);
+    d = await serve(["--gc-interval", "off"]);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x22 0 3M", "-c", "read -P 0x11 3M 1M"]);
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -254,14 +254,24 @@ export class DiskCache {
     throw new Error("unreachable: CLOCK found no slot in two turns");
   }
 
-  /** Forgets a slot's entry; `reuse` puts it on the free stack (an eviction refills it at once). */
+  /**
+   * Forgets a slot's entry; `reuse` (a bad slot) also clears its index record, so the next start
+   * does not load it again, and puts it on the free stack (an eviction refills it at once).
+   */
   #drop(slot: number, reuse = true): void {
     const key = this.#slotKey[slot]!;
     if (key === EMPTY) return;
     this.#keys.delete(key);
     this.#slotKey[slot] = EMPTY;
     this.#referenced[slot] = 0;
-    if (reuse) this.#free[this.#freeCount++] = slot;
+    if (!reuse) return;
+    this.#free[this.#freeCount++] = slot;
+    try {
+      this.#index.seekSync(slot * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#index, new Uint8Array(INDEX_RECORD_BYTES));
+    } catch (e) {
+      this.#ioError("write", e); // the record stays: it fails its check again next time
+    }
   }
 
   #readSlot(slot: number, out: Uint8Array): boolean {

@@ -71,9 +71,13 @@ Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) 
     f.writeSync(new Uint8Array([bytes[slot * S + 100]! ^ 0x40]));
   }
   f.close();
-  const d = open(dir);
+  let d = open(dir);
+  const held = d.sectors;
   assert.deepEqual(d.read("v/0000000000000009", 9, 0, out, old.table), false);
   assert(d.counters.dropped >= 1);
+  d.close();
+  d = open(dir); // the dropped slot's record was cleared: it is not loaded again
+  assert.equal(d.sectors, held - 1);
   d.close();
   Deno.removeSync(dir, { recursive: true });
 });

@@ -129,3 +129,33 @@ Deno.test("DiskCache.open() refuses another volume's directory and one a live da
   Deno.statSync(`${dir}/${INDEX_FILE}`);
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("DiskCache survives a torn index (kill -9 mid-fill) and a full disk without serving a wrong byte", () => {
+  const dir = Deno.makeTempDirSync();
+  const { body, table } = sectors(4, 4);
+  let c = open(dir);
+  c.add("v/2", 2, 0, body);
+  c.close();
+  // A torn record: half of slot 1's record overwritten, as a crash mid-write leaves it.
+  const f = Deno.openSync(`${dir}/${INDEX_FILE}`, { read: true, write: true });
+  f.seekSync(16 + 4, Deno.SeekMode.Start);
+  f.writeSync(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]));
+  f.close();
+  c = open(dir);
+  const out = new Uint8Array(4 * S);
+  assert.equal(c.read("v/2", 2, 0, out, table), false);
+  assert(c.read("v/2", 2, 0, out.subarray(0, S), table.subarray(0, 1)));
+  c.close();
+  // A full disk: every write fails with ENOSPC (/dev/full); nothing is kept, nothing is served.
+  Deno.removeSync(`${dir}/${DATA_FILE}`);
+  Deno.symlinkSync("/dev/full", `${dir}/${DATA_FILE}`);
+  const logged: string[] = [];
+  c = DiskCache.open({ dir, sizeBytes: 1024 * 1024, identity: "vol A", log: (l) => logged.push(l) });
+  c.add("v/3", 3, 0, body);
+  assert.equal(c.counters.ioErrors, 1);
+  assert.equal(c.sectors, 0);
+  assert.equal(c.read("v/3", 3, 0, out, table), false);
+  assert.match(logged.join("\n"), /cannot write: .*\(the store serves instead\)/);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});

@@ -35,6 +35,7 @@ const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
 const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
 const EMPTY = -1;
+const ENCODER = new TextEncoder();
 
 export const LOCK_FILE = "lsvd-cache.lock";
 export const ID_FILE = "lsvd-cache.id";
@@ -145,7 +146,7 @@ export class DiskCache {
   read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table: Uint32Array): boolean {
     const sectors = dest.length / SECTOR_BYTES;
     if (this.#closed || offsetSectors + sectors > table.length || sequence >= SEQUENCE_LIMIT) return false;
-    const keyCrc = crc32(new TextEncoder().encode(key));
+    const keyCrc = crc32(ENCODER.encode(key));
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
       if (slot === undefined) {
@@ -171,7 +172,7 @@ export class DiskCache {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return;
     const sectors = body.length / SECTOR_BYTES;
     assert(Number.isInteger(sectors) && offsetSectors + sectors <= OFFSET_LIMIT, "bad disk cache range");
-    const keyCrc = crc32(new TextEncoder().encode(key));
+    const keyCrc = crc32(ENCODER.encode(key));
     for (let k = 0; k < sectors; k++) {
       const key64 = keyOf(sequence, offsetSectors + k);
       if (this.#keys.has(key64)) continue;

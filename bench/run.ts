@@ -27,7 +27,7 @@ import { measureRestart } from "./restart.ts";
 import { type Scale, type ScaleName, SCALES } from "./scale.ts";
 import { formatNumber } from "./stats.ts";
 import { DEVICE_TARGETS, type TargetContext } from "./targets.ts";
-import { type Workload, WORKLOADS } from "./workloads.ts";
+import { randReadBeyondCacheWan, type Workload, WORKLOADS } from "./workloads.ts";
 
 const REPO_ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const ALL_TARGETS = [...DEVICE_TARGETS.map((t) => t.name), ...RAW_TARGETS.map((t) => t.name)];
@@ -115,11 +115,22 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
   }
   const scale = values.rounds === undefined ? base : { ...base, rounds: Number(values.rounds) };
   const fioNames = WORKLOADS.map((w) => w.name);
-  const names = list(values.workloads, [...fioNames, "postgres"], "workload", fioNames);
+  const names = list(
+    values.workloads,
+    [...fioNames, "postgres"],
+    "workload",
+    fioNames.filter((n) => n !== randReadBeyondCacheWan.name),
+  );
   return {
     scale,
     // The verification-off twins run only when named (the cost of read verification, issue 11).
-    targets: list(values.targets, ALL_TARGETS, "target", ALL_TARGETS.filter((n) => !n.endsWith("-noverify"))),
+    // So does the disk-cache target (issue 23), with the workload made for it.
+    targets: list(
+      values.targets,
+      ALL_TARGETS,
+      "target",
+      ALL_TARGETS.filter((n) => !n.endsWith("-noverify") && !n.endsWith("-diskcache")),
+    ),
     workloads: WORKLOADS.filter((w) => names.includes(w.name)),
     delayMs: Number(values["delay-ms"]),
     memory: values["no-memory"] !== true,

@@ -161,7 +161,12 @@ export const nbdkitS3: DeviceTarget = {
   },
 };
 
-function lsvdTarget(name: string, store: "dir" | "s3", extraArgs: string[] = []): DeviceTarget {
+/** extraArgs may name a fresh local directory of the instance (`--cache-dir`), removed at cleanup. */
+function lsvdTarget(
+  name: string,
+  store: "dir" | "s3",
+  more: string[] | ((localDir: string) => string[]) = [],
+): DeviceTarget {
   return {
     name,
     needsS3: store === "s3",
@@ -169,12 +174,15 @@ function lsvdTarget(name: string, store: "dir" | "s3", extraArgs: string[] = [])
       const id = ctx.nextId();
       const socketPath = join(ctx.tmpDir, `${name}-${id}.sock`);
       const dir = join(ctx.tmpDir, `${name}-${id}-data`);
+      const localDir = join(ctx.tmpDir, `${name}-${id}-local`);
+      const extraArgs = typeof more === "function" ? more(localDir) : more;
       const bucket = store === "dir" ? undefined : await requireS3(ctx).newBucket();
       const storeArgs = bucket === undefined ? ["--dir", dir] : ["--bucket", bucket, "--path-style"];
-      const cleanup = () =>
-        bucket === undefined
-          ? Deno.remove(dir, { recursive: true }).catch(() => {})
-          : requireS3(ctx).dropBucket(bucket);
+      const cleanup = async () => {
+        await Deno.remove(localDir, { recursive: true }).catch(() => {});
+        if (bucket === undefined) await Deno.remove(dir, { recursive: true }).catch(() => {});
+        else await requireS3(ctx).dropBucket(bucket);
+      };
       const start = (wan: boolean) => startLsvd(ctx, { socketPath, storeArgs, wan, label: name, extraArgs });
       return socketInstance(socketPath, "lsvd", start, await start(false), cleanup);
     },
@@ -227,6 +235,8 @@ export const lsvdRgw = lsvdTarget("lsvd-rgw", "s3");
 /** lsvd with read verification off: what checking every read against sector CRCs costs (issue 11). */
 export const lsvdDirNoVerify = lsvdTarget("lsvd-dir-noverify", "dir", ["--verify-reads", "off"]);
 export const lsvdRgwNoVerify = lsvdTarget("lsvd-rgw-noverify", "s3", ["--verify-reads", "off"]);
+/** lsvd on RGW with a disk cache (issue 23): reads beyond the memory cache from local disk. */
+export const lsvdRgwDiskCache = lsvdTarget("lsvd-rgw-diskcache", "s3", (dir) => ["--cache-dir", dir]);
 
 export const s3backer: DeviceTarget = {
   name: "s3backer",
@@ -309,4 +319,5 @@ export const DEVICE_TARGETS: readonly DeviceTarget[] = [
   s3backer,
   lsvdDirNoVerify,
   lsvdRgwNoVerify,
+  lsvdRgwDiskCache,
 ];

@@ -37,7 +37,8 @@ import {
 import { askHolderToHandOver, HandOverRequests } from "./hand_over.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/http.ts";
-import { registerDaemonMetrics } from "../metrics/daemon_metrics.ts";
+import { registerDaemonMetrics, registerDiskCacheMetrics } from "../metrics/daemon_metrics.ts";
+import { DiskCache } from "../cache/disk_cache.ts";
 import { availableMemoryBytes, type TuningDefaults, tuningDefaults } from "./memory_defaults.ts";
 import {
   formatSize,
@@ -225,6 +226,20 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       default: formatSize(tuning.cacheBytes),
       placeholder: "SIZE",
     },
+    "cache-dir": {
+      type: "string",
+      group: "tuning",
+      help: "Keep data read from the store in DIR too (up to --cache-dir-size), behind the read cache; " +
+        "it is served from there on later reads and after a restart (docs/design/disk-cache.md)",
+      placeholder: "DIR",
+    },
+    "cache-dir-size": {
+      type: "string",
+      group: "tuning",
+      help: "Most bytes --cache-dir holds on disk",
+      default: "1G",
+      placeholder: "SIZE",
+    },
     "shutdown-timeout": {
       type: "string",
       group: "serving",
@@ -360,6 +375,8 @@ export interface ServeConfig {
   sealDelayMs: number;
   uploadsMax: number;
   cacheBytesMax: number;
+  /** `--cache-dir`: a persistent disk cache (src/cache/disk_cache.ts). */
+  cacheDir: { dir: string; sizeBytes: number } | undefined;
   verifyReads: boolean;
   flushPolicy: FlushPolicy;
   commitsPerSecondMax: number | undefined;
@@ -442,6 +459,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     sealDelayMs: options.integer("seal-delay-ms", 1, 3_600_000)!,
     uploadsMax: options.integer("uploads", 1, 1024)!,
     cacheBytesMax: str("cache-size") === "0" ? 0 : options.size("cache-size")!,
+    cacheDir: cacheDirConfig(options),
     verifyReads: parseOnOff(str("verify-reads")!, options.source("verify-reads")),
     flushPolicy: parseFlushPolicy(str("flush-policy")!, options.source("flush-policy")),
     commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
@@ -469,6 +487,21 @@ function journalConfig(options: Options): ServeConfig["journal"] {
   const bytesMax = options.size("journal-size")!;
   if (bytesMax < 4 * 2 ** 20) throw new UsageError(`Invalid ${options.source("journal-size")}: at least 4M`);
   return { dir: resolve(dir), delayMs, bytesMax, discard: options.flag("journal-discard") };
+}
+
+function cacheDirConfig(options: Options): ServeConfig["cacheDir"] {
+  const dir = options.string("cache-dir");
+  if (dir === undefined) return undefined;
+  if (options.string("verify-reads") === "off") {
+    throw new UsageError(
+      "Invalid options: --cache-dir serves only sectors checked against their CRCs; drop --verify-reads off",
+    );
+  }
+  const sizeBytes = options.size("cache-dir-size")!;
+  if (sizeBytes < 1024 * 1024) {
+    throw new UsageError(`Invalid ${options.source("cache-dir-size")}: at least 1M`);
+  }
+  return { dir: resolve(dir), sizeBytes };
 }
 
 /** Segments are deleted whole: a few per journal, so a full journal frees space in steps. */
@@ -569,6 +602,7 @@ interface Bound {
   metricsServer: MetricsServer | undefined;
   registry: MetricsRegistry;
   store: MeteredStore;
+  diskCache: DiskCache | undefined;
 }
 
 async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
@@ -582,15 +616,30 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
     await listeners.close();
     throw e;
   }
+  let diskCache: DiskCache | undefined;
+  try {
+    diskCache = config.cacheDir === undefined ? undefined : DiskCache.open({
+      ...config.cacheDir,
+      identity: `${config.store.description}, prefix "${config.prefix}"`,
+      log,
+    });
+  } catch (e) {
+    await listeners.close();
+    await metricsServer?.close();
+    throw e;
+  }
+  registerDiskCacheMetrics(registry, diskCache);
   return {
     listeners,
     metricsServer,
     registry,
     store: new MeteredStore(config.store, registry, config.prefix),
+    diskCache,
   };
 }
 
 async function release(bound: Bound): Promise<void> {
+  bound.diskCache?.close();
   await bound.listeners.close();
   await bound.metricsServer?.close();
   await bound.store.close();
@@ -648,6 +697,7 @@ async function serveUntilSignal(
         sealDelayMs: config.sealDelayMs,
         uploadsMax: config.uploadsMax,
         cacheBytesMax: config.cacheBytesMax,
+        ...(bound.diskCache === undefined ? {} : { diskCache: bound.diskCache }),
         verifyReads: config.verifyReads,
         flushPolicy: config.flushPolicy,
         retentionMs: config.retentionMs,
@@ -798,6 +848,7 @@ async function serveUntilSignal(
     );
     return 1;
   }
+  bound.diskCache?.close();
   await store.close();
   await bound.metricsServer?.close();
   if (forced !== undefined) {

@@ -137,10 +137,19 @@ export function renderStatus(url: string, s: readonly Sample[]): string {
         ratio === undefined ? "" : `, hit ratio ${(ratio * 100).toFixed(1)}%`
       }`,
     ],
+    ["Disk cache", diskCache(s)],
     ["Resident memory", bytes(v("lsvd_process_resident_bytes"))],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return [`lsvd at ${url}`, ...rows.map(([k, val]) => `  ${k.padEnd(width)}  ${val}`)].join("\n");
+}
+
+function diskCache(s: readonly Sample[]): string {
+  const held = valueOf(s, "lsvd_disk_cache_bytes");
+  if (held === undefined) return "none (no --cache-dir)";
+  const n = (name: string) => total(s, `lsvd_disk_cache_${name}_total`);
+  return `${bytes(held)} of ${bytes(valueOf(s, "lsvd_disk_cache_capacity_bytes"))}, ${n("hits")} hits, ` +
+    `${n("misses")} misses, ${n("evictions")} evictions, ${n("dropped")} dropped`;
 }
 
 function journal(pending: number | undefined, files: number | undefined): string {

@@ -83,6 +83,16 @@ export function registerDaemonMetrics(
     }),
   );
   registry.counterFrom(
+    "lsvd_cache_hits_total",
+    "Read lookups answered by the memory read cache",
+    stat((v) => v.stats.cacheHits),
+  );
+  registry.counterFrom(
+    "lsvd_cache_misses_total",
+    "Read lookups the memory read cache missed (the store, or the disk cache, answered)",
+    stat((v) => v.stats.cacheMisses),
+  );
+  registry.counterFrom(
     "lsvd_commits_total",
     "Objects sealed for FLUSH/FUA (group commits)",
     stat((v) => v.stats.commits),
@@ -121,5 +131,55 @@ export function registerDaemonMetrics(
     "lsvd_process_resident_bytes",
     "Resident memory of the lsvd process",
     () => Deno.memoryUsage().rss,
+  );
+}
+
+/** What the disk-cache series read (src/cache/disk_cache.ts), structurally. */
+export interface DiskCacheFigures {
+  slots: number;
+  sizeBytes: number;
+  counters: Readonly<
+    { hits: number; misses: number; fills: number; evictions: number; dropped: number; ioErrors: number }
+  >;
+}
+
+/** Registers the `--cache-dir` series; without a disk cache nothing is registered. */
+export function registerDiskCacheMetrics(
+  registry: MetricsRegistry,
+  disk: DiskCacheFigures | undefined,
+): void {
+  if (disk === undefined) return;
+  const c = () => disk.counters;
+  registry.gauge(
+    "lsvd_disk_cache_bytes",
+    "Data bytes held by the --cache-dir disk cache",
+    () => disk.sizeBytes,
+  );
+  registry.gauge(
+    "lsvd_disk_cache_capacity_bytes",
+    "Data bytes the --cache-dir disk cache can hold (its index adds 16 bytes a sector)",
+    () => disk.slots * 4096,
+  );
+  registry.counterFrom("lsvd_disk_cache_hits_total", "Fetches answered by the disk cache", () => c().hits);
+  registry.counterFrom(
+    "lsvd_disk_cache_misses_total",
+    "Fetches the disk cache could not answer (the store did)",
+    () => c().misses,
+  );
+  registry.counterFrom("lsvd_disk_cache_fills_total", "Sectors written into the disk cache", () => c().fills);
+  registry.counterFrom(
+    "lsvd_disk_cache_evictions_total",
+    "Sectors evicted from the disk cache to make room",
+    () => c().evictions,
+  );
+  registry.counterFrom(
+    "lsvd_disk_cache_dropped_total",
+    "Disk-cache sectors that failed their CRC check (damaged, torn or stale) and were dropped",
+    () => c().dropped,
+  );
+  registry.counterFrom(
+    "lsvd_disk_cache_io_errors_total",
+    "Disk-cache reads or writes that failed (a full disk, an I/O error)",
+    () => c().ioErrors,
   );
 }

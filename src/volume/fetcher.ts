@@ -19,6 +19,7 @@ import type { CrcTableLoader } from "./crc_tables.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
 import type { RetryPolicy } from "../store/retry.ts";
+import type { DiskCache } from "../cache/disk_cache.ts";
 
 /** Damage reports remembered so each is logged once; beyond this the oldest is forgotten. */
 const REPORTED_MAX = 1024;
@@ -40,6 +41,8 @@ export interface FetcherOptions {
   /** False only for the benchmark's verification-off comparison: no tables, nothing checked. */
   verify: boolean;
   log: Logger;
+  /** `serve --cache-dir`: verified data is kept there and served from there, behind the read cache. */
+  disk?: DiskCache;
 }
 
 export class Fetcher {
@@ -71,6 +74,21 @@ export class Fetcher {
    * false, so get() gives it the fresh retry and the report.
    */
   readNow(sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
+    const o = this.#o;
+    if (o.store.readNow !== undefined && this.#storeNow(sequence, offsetSectors, dest)) return true;
+    return o.disk !== undefined && this.#diskNow(o.disk, sequence, offsetSectors, dest);
+  }
+
+  /** The disk cache's answer when the object's CRC table is kept (else get() loads it). */
+  #diskNow(disk: DiskCache, sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
+    const table = this.#o.verify ? this.#o.tables.kept(sequence) : null;
+    if (table === undefined || table === null) return false;
+    if (!disk.read(this.#o.keyOf(sequence), sequence, offsetSectors, dest, table)) return false;
+    this.#o.cache.addRange(sequence, offsetSectors, dest);
+    return true;
+  }
+
+  #storeNow(sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
     const o = this.#o;
     // A GET of the same sectors in flight is not joined: reading them again at once costs less.
     if (o.store.readNow === undefined) return false;
@@ -123,10 +141,25 @@ export class Fetcher {
   async #fetch(sequence: number, offsetSectors: number, lengthSectors: number): Promise<Uint8Array> {
     const o = this.#o;
     const key = o.keyOf(sequence);
+    let checkedWith: Uint32Array | null = null; // the table the data passed (kept for the disk cache)
     const crcs: CrcSource | null = o.verify
-      ? { table: (fresh, sizeBytes) => o.tables.table({ sequence, key, sizeBytes }, fresh) }
+      ? {
+        table: async (
+          fresh,
+          sizeBytes,
+        ) => (checkedWith = await o.tables.table({ sequence, key, sizeBytes }, fresh)),
+      }
       : null;
     const knownSize = o.sizes.get(sequence);
+    if (o.disk !== undefined && crcs !== null && knownSize !== undefined) {
+      const body = await this.#fromDisk(
+        o.disk,
+        { sequence, key, sizeBytes: knownSize },
+        offsetSectors,
+        lengthSectors,
+      );
+      if (body !== undefined) return body;
+    }
     let data;
     try {
       data = await readVerified(o.store, o.retry, {
@@ -142,7 +175,29 @@ export class Fetcher {
     }
     if (knownSize === undefined) o.sizes.set(sequence, data.sizeBytes);
     o.cache.addRange(sequence, offsetSectors, data.body);
+    // Only sectors checked against their object's table: the disk cache serves nothing unverified.
+    if (o.disk !== undefined && checkedWith !== null) o.disk.add(key, sequence, offsetSectors, data.body);
     return data.body;
+  }
+
+  /** The range from the disk cache, checked against the object's table (loaded if not kept), or undefined. */
+  async #fromDisk(
+    disk: DiskCache,
+    object: { sequence: number; key: string; sizeBytes: number },
+    offsetSectors: number,
+    lengthSectors: number,
+  ): Promise<Uint8Array | undefined> {
+    let table;
+    try {
+      table = await this.#o.tables.table(object, false);
+    } catch {
+      return undefined; // the store's own read below reports what is wrong
+    }
+    if (table === null) return undefined;
+    const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
+    if (!disk.read(object.key, object.sequence, offsetSectors, body, table)) return undefined;
+    this.#o.cache.addRange(object.sequence, offsetSectors, body);
+    return body;
   }
 
   #report(e: LsvdError): void {

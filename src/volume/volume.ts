@@ -165,6 +165,7 @@ export class Volume implements BlockDevice {
       sizes: objectSizes,
       verify: o.verifyReads,
       log: o.log,
+      ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
     });
     const aheadBytes = Math.min(o.readAheadBytesMax, Math.floor(o.cacheBytesMax / 4));
     const aheadSectors = Math.floor(aheadBytes / SECTOR_BYTES);

@@ -15,6 +15,7 @@ import { normalizePrefix } from "../format/keys.ts";
 import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
 import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../log/lease.ts";
 import type { JournalFiles } from "./journal_files.ts";
+import type { DiskCache } from "../cache/disk_cache.ts";
 
 /** A local write-back journal (docs/design/write-back-journal.md): FLUSH = journal fdatasync. */
 export interface JournalConfig {
@@ -106,13 +107,22 @@ export interface VolumeOptions {
    * (`--abandon-journal`): the acknowledged writes only that journal holds are lost. Default false.
    */
   abandonJournal?: boolean;
+  /** `serve --cache-dir`: a persistent local cache of verified object data behind the read cache
+   *  (src/cache/disk_cache.ts); the caller opens and closes it. */
+  diskCache?: DiskCache;
 }
 
 export type ResolvedVolumeOptions =
   & Required<
     Omit<
       VolumeOptions,
-      "sizeBytes" | "atSequence" | "commitsPerSecondMax" | "gcThresholds" | "leaseHolder" | "journal"
+      | "sizeBytes"
+      | "atSequence"
+      | "commitsPerSecondMax"
+      | "gcThresholds"
+      | "leaseHolder"
+      | "journal"
+      | "diskCache"
     >
   >
   & {
@@ -122,6 +132,7 @@ export type ResolvedVolumeOptions =
     atSequence: number | undefined;
     commitsPerSecondMax: number | undefined;
     journal: JournalConfig | undefined;
+    diskCache: DiskCache | undefined;
   };
 
 export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
@@ -167,6 +178,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     leaseHolder: o.leaseHolder,
     journal: o.journal,
     abandonJournal: o.abandonJournal ?? false,
+    diskCache: o.diskCache,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");

@@ -1,0 +1,381 @@
+/**
+ * @module
+ * A persistent local disk cache of verified object data (`serve --cache-dir DIR --cache-dir-size
+ * SIZE`, docs/design/disk-cache.md). DIR holds four files this module creates:
+ *
+ *   lsvd-cache.lock   the pid of the daemon using DIR (created exclusively; a live pid refuses)
+ *   lsvd-cache.id     which volume the entries belong to (store description + prefix)
+ *   lsvd-cache.data   slots × 4 KiB: one cached data sector per slot
+ *   lsvd-cache.index  slots × 16 bytes: per slot f64 sequence+1 (0 = empty), u32 sector offset in
+ *                     the object, u32 CRC-32 of the object key (a clone's parents live under
+ *                     other prefixes), big-endian
+ *
+ * An entry is only ever looked up by the (object, sector) the current extent map names, and only
+ * served when the sector's CRC-32 equals the one in the object's CURRENT CRC table (the table the
+ * fetcher verifies store reads with). That one check catches a torn or damaged slot, a truncated
+ * file and an entry left from an object number a rollback or takeover reused with other data; a
+ * failing slot is dropped and the caller fetches from the store. Eviction is CLOCK over slots.
+ * Memory: 17 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
+ * the measured cost per GiB). I/O is synchronous: a local disk answers in microseconds, like the
+ * directory store's readNow (docs/design/read-path.md).
+ */
+
+import { crc32 } from "../format/crc32.ts";
+import { SECTOR_BYTES } from "../util/constants.ts";
+import { assert } from "../util/assert.ts";
+import { LsvdError, messageOf } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+
+export const INDEX_RECORD_BYTES = 16;
+/** Bytes one slot costs on disk (data + index record). */
+export const SLOT_DISK_BYTES = SECTOR_BYTES + INDEX_RECORD_BYTES;
+/** Kept out of SIZE for the lock and id files (each well under a sector). */
+const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
+/** Sector offsets in an object stay below this (keys are sequence × 2^22 + offset). */
+const OFFSET_LIMIT = 2 ** 22;
+const SEQUENCE_LIMIT = 2 ** 31;
+const EMPTY = -1;
+const ENCODER = new TextEncoder();
+
+export const LOCK_FILE = "lsvd-cache.lock";
+export const ID_FILE = "lsvd-cache.id";
+export const DATA_FILE = "lsvd-cache.data";
+export const INDEX_FILE = "lsvd-cache.index";
+
+export interface DiskCacheCounters {
+  hits: number;
+  misses: number;
+  /** Sectors written into the cache. */
+  fills: number;
+  evictions: number;
+  /** Slots that failed their CRC check (damage, a torn fill, a reused object number) and were dropped. */
+  dropped: number;
+  /** Writes or reads that failed (a full disk, an I/O error); the slot is dropped. */
+  ioErrors: number;
+}
+
+export class DiskCache {
+  readonly dir: string;
+  readonly slots: number;
+  #data: Deno.FsFile;
+  #index: Deno.FsFile;
+  #lockPath: string;
+  #log: Logger;
+  #keys = new Map<number, number>(); // sequence × 2^22 + offset → slot
+  #slotKey: Float64Array; // the key a slot holds, EMPTY if none
+  #slotKeyCrc: Uint32Array;
+  #referenced: Uint8Array;
+  #free: Int32Array; // a stack of empty slots, used before CLOCK evicts anything
+  #freeCount = 0;
+  #hand = 0;
+  #record = new Uint8Array(INDEX_RECORD_BYTES);
+  #counters: DiskCacheCounters = { hits: 0, misses: 0, fills: 0, evictions: 0, dropped: 0, ioErrors: 0 };
+  #closed = false;
+
+  private constructor(
+    dir: string,
+    slots: number,
+    files: { data: Deno.FsFile; index: Deno.FsFile; lockPath: string },
+    log: Logger,
+  ) {
+    this.dir = dir;
+    this.slots = slots;
+    this.#data = files.data;
+    this.#index = files.index;
+    this.#lockPath = files.lockPath;
+    this.#log = log;
+    this.#slotKey = new Float64Array(slots).fill(EMPTY);
+    this.#slotKeyCrc = new Uint32Array(slots);
+    this.#referenced = new Uint8Array(slots);
+    this.#free = new Int32Array(slots);
+  }
+
+  /**
+   * Opens (or creates) the cache in `dir` for the volume named by `identity`, keeping at most
+   * `sizeBytes` on disk. Throws LsvdError "invalid" with one line when DIR is not usable, is used
+   * by another live daemon, or holds another volume's cache.
+   */
+  static open(o: { dir: string; sizeBytes: number; identity: string; log: Logger }): DiskCache {
+    const slots = Math.floor((o.sizeBytes - SMALL_FILES_BYTES) / SLOT_DISK_BYTES);
+    if (slots < 1) {
+      throw new LsvdError("invalid", `Cannot use --cache-dir-size ${o.sizeBytes}: at least 16 KiB is needed`);
+    }
+    const where = `cache directory "${o.dir}"`;
+    try {
+      Deno.mkdirSync(o.dir, { recursive: true });
+    } catch (e) {
+      throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
+    }
+    const lockPath = `${o.dir}/${LOCK_FILE}`;
+    takeLock(lockPath, where);
+    try {
+      checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
+      const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
+      const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
+      // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
+      if (data.statSync().size > slots * SECTOR_BYTES) data.truncateSync(slots * SECTOR_BYTES);
+      if (index.statSync().size > slots * INDEX_RECORD_BYTES) index.truncateSync(slots * INDEX_RECORD_BYTES);
+      const cache = new DiskCache(o.dir, slots, { data, index, lockPath }, o.log);
+      cache.#load();
+      return cache;
+    } catch (e) {
+      Deno.removeSync(lockPath);
+      if (e instanceof LsvdError) throw e;
+      throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
+    }
+  }
+
+  get counters(): Readonly<DiskCacheCounters> {
+    return this.#counters;
+  }
+
+  /** Sectors held. */
+  get sectors(): number {
+    return this.#keys.size;
+  }
+
+  get sizeBytes(): number {
+    return this.#keys.size * SECTOR_BYTES;
+  }
+
+  /**
+   * Fills dest with sectors [offset, offset + dest.length/4096) of object `sequence` (key `key`)
+   * when every one is held and matches `table` (the object's current CRC table); false otherwise.
+   * A held sector that fails is dropped.
+   */
+  read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table: Uint32Array): boolean {
+    const sectors = dest.length / SECTOR_BYTES;
+    if (this.#closed || offsetSectors + sectors > table.length || sequence >= SEQUENCE_LIMIT) return false;
+    const keyCrc = crc32(ENCODER.encode(key));
+    for (let k = 0; k < sectors; k++) {
+      const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
+      if (slot === undefined) {
+        this.#counters.misses++;
+        return false;
+      }
+      const out = dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
+      if (!this.#readSlot(slot, out)) return false;
+      if (this.#slotKeyCrc[slot] !== keyCrc || crc32(out) !== table[offsetSectors + k]) {
+        this.#counters.dropped++;
+        this.#drop(slot);
+        this.#counters.misses++;
+        return false;
+      }
+      this.#referenced[slot] = 1;
+    }
+    this.#counters.hits++;
+    return true;
+  }
+
+  /** Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK. */
+  add(key: string, sequence: number, offsetSectors: number, body: Uint8Array): void {
+    if (this.#closed || sequence >= SEQUENCE_LIMIT) return;
+    const sectors = body.length / SECTOR_BYTES;
+    assert(Number.isInteger(sectors) && offsetSectors + sectors <= OFFSET_LIMIT, "bad disk cache range");
+    const keyCrc = crc32(ENCODER.encode(key));
+    for (let k = 0; k < sectors; k++) {
+      const key64 = keyOf(sequence, offsetSectors + k);
+      if (this.#keys.has(key64)) continue;
+      const slot = this.#victim();
+      if (
+        !this.#write(
+          slot,
+          body.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES),
+          sequence,
+          offsetSectors + k,
+          keyCrc,
+        )
+      ) {
+        return;
+      }
+      this.#slotKey[slot] = key64;
+      this.#slotKeyCrc[slot] = keyCrc;
+      this.#keys.set(key64, slot);
+      this.#counters.fills++;
+    }
+  }
+
+  /** Closes the files and removes the lock; the entries stay for the next start. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#data.close();
+    this.#index.close();
+    try {
+      Deno.removeSync(this.#lockPath);
+    } catch {
+      // Already gone: nothing to release.
+    }
+  }
+
+  /** Rebuilds the in-memory index from the index file (a later record for a key wins). */
+  #load(): void {
+    const bytes = new Uint8Array(this.slots * INDEX_RECORD_BYTES);
+    this.#index.seekSync(0, Deno.SeekMode.Start);
+    const got = readFully(this.#index, bytes);
+    const dataSlots = Math.floor(this.#data.statSync().size / SECTOR_BYTES);
+    const view = new DataView(bytes.buffer);
+    const usable = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots);
+    for (let slot = 0; slot < usable; slot++) {
+      const at = slot * INDEX_RECORD_BYTES;
+      const sequence = view.getFloat64(at) - 1;
+      const offset = view.getUint32(at + 8);
+      if (!(Number.isSafeInteger(sequence) && sequence >= 0 && sequence < SEQUENCE_LIMIT)) continue;
+      if (offset >= OFFSET_LIMIT) continue;
+      const key = keyOf(sequence, offset);
+      const old = this.#keys.get(key);
+      if (old !== undefined) this.#slotKey[old] = EMPTY;
+      this.#keys.set(key, slot);
+      this.#slotKey[slot] = key;
+      this.#slotKeyCrc[slot] = view.getUint32(at + 12);
+    }
+    for (let slot = this.slots - 1; slot >= 0; slot--) {
+      if (this.#slotKey[slot] === EMPTY) this.#free[this.#freeCount++] = slot;
+    }
+    if (this.#keys.size > 0) {
+      this.#log(`Disk cache "${this.dir}": ${this.#keys.size} sectors kept from the last run.`);
+    }
+  }
+
+  /** A slot to fill: an empty one or the first unreferenced one the hand finds (CLOCK). */
+  #victim(): number {
+    if (this.#freeCount > 0) return this.#free[--this.#freeCount]!;
+    for (let step = 0; step <= 2 * this.slots; step++) {
+      const slot = this.#hand;
+      this.#hand = (this.#hand + 1) % this.slots;
+      if (this.#slotKey[slot] === EMPTY) return slot;
+      if (this.#referenced[slot] === 1) {
+        this.#referenced[slot] = 0;
+        continue;
+      }
+      this.#counters.evictions++;
+      this.#drop(slot, false);
+      return slot;
+    }
+    throw new Error("unreachable: CLOCK found no slot in two turns");
+  }
+
+  /**
+   * Forgets a slot's entry; `reuse` (a bad slot) also clears its index record, so the next start
+   * does not load it again, and puts it on the free stack (an eviction refills it at once).
+   */
+  #drop(slot: number, reuse = true): void {
+    const key = this.#slotKey[slot]!;
+    if (key === EMPTY) return;
+    this.#keys.delete(key);
+    this.#slotKey[slot] = EMPTY;
+    this.#referenced[slot] = 0;
+    if (!reuse) return;
+    this.#free[this.#freeCount++] = slot;
+    try {
+      this.#index.seekSync(slot * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#index, new Uint8Array(INDEX_RECORD_BYTES));
+    } catch (e) {
+      this.#ioError("write", e); // the record stays: it fails its check again next time
+    }
+  }
+
+  #readSlot(slot: number, out: Uint8Array): boolean {
+    try {
+      this.#data.seekSync(slot * SECTOR_BYTES, Deno.SeekMode.Start);
+      if (readFully(this.#data, out) === out.length) return true;
+      this.#counters.dropped++; // the file was truncated under the entry
+    } catch (e) {
+      this.#ioError("read", e);
+    }
+    this.#drop(slot);
+    this.#counters.misses++;
+    return false;
+  }
+
+  /** Data first, then its index record: a crash between them leaves a record whose CRC check fails. */
+  #write(slot: number, sector: Uint8Array, sequence: number, offset: number, keyCrc: number): boolean {
+    const view = new DataView(this.#record.buffer);
+    view.setFloat64(0, sequence + 1);
+    view.setUint32(8, offset);
+    view.setUint32(12, keyCrc);
+    try {
+      this.#data.seekSync(slot * SECTOR_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#data, sector);
+      this.#index.seekSync(slot * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#index, this.#record);
+      return true;
+    } catch (e) {
+      this.#ioError("write", e);
+      this.#free[this.#freeCount++] = slot; // empty again: its record may be torn, its key unset
+      return false;
+    }
+  }
+
+  #ioError(action: string, e: unknown): void {
+    if (this.#counters.ioErrors++ === 0) {
+      this.#log(`Disk cache "${this.dir}": cannot ${action}: ${messageOf(e)} (the store serves instead).`);
+    }
+  }
+}
+
+function keyOf(sequence: number, offsetSectors: number): number {
+  return sequence * OFFSET_LIMIT + offsetSectors;
+}
+
+function readFully(file: Deno.FsFile, out: Uint8Array): number {
+  let got = 0;
+  while (got < out.length) {
+    const n = file.readSync(out.subarray(got));
+    if (n === null || n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function writeFully(file: Deno.FsFile, bytes: Uint8Array): void {
+  let put = 0;
+  while (put < bytes.length) put += file.writeSync(bytes.subarray(put));
+}
+
+/** Creates the lock file exclusively; a stale one (its pid gone) is replaced, a live one refuses. */
+function takeLock(path: string, where: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      Deno.writeTextFileSync(path, `${Deno.pid}\n`, { createNew: true });
+      return;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) {
+        throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
+      }
+    }
+    const pid = Number.parseInt(Deno.readTextFileSync(path).trim(), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && pid !== Deno.pid && processAlive(pid)) {
+      throw new LsvdError("invalid", `Cannot use ${where}: another lsvd daemon (pid ${pid}) uses it`);
+    }
+    Deno.removeSync(path); // ours: an lsvd that did not stop cleanly left it
+  }
+  throw new LsvdError("invalid", `Cannot use ${where}: its lock file keeps coming back`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The first start writes the identity; a later one with another volume is refused. */
+function checkIdentity(path: string, identity: string, where: string): void {
+  let found: string;
+  try {
+    found = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    Deno.writeTextFileSync(path, identity + "\n", { createNew: true });
+    return;
+  }
+  if (found.trim() !== identity) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot use ${where}: it caches another volume (${found.trim()}); give each volume its own directory`,
+    );
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * @module
+ * DiskCache on a real directory: bounded by SIZE, warm across reopen, never serving a sector whose
+ * CRC does not match the object's current table (damage, truncation, a reused object number).
+ */
+
+import assert from "node:assert/strict";
+import { crc32 } from "../format/crc32.ts";
+import { DATA_FILE, DiskCache, ID_FILE, INDEX_FILE, LOCK_FILE, SLOT_DISK_BYTES } from "./disk_cache.ts";
+import { LsvdError } from "../util/errors.ts";
+
+const S = 4096;
+const quiet = () => {};
+
+function sectors(n: number, seed: number): { body: Uint8Array; table: Uint32Array } {
+  const body = new Uint8Array(n * S);
+  for (let i = 0; i < body.length; i += 64) body[i] = (seed * 31 + i / 64) & 0xff;
+  const table = new Uint32Array(n);
+  for (let k = 0; k < n; k++) table[k] = crc32(body.subarray(k * S, (k + 1) * S));
+  return { body, table };
+}
+
+function open(dir: string, sizeBytes = 1024 * 1024, identity = "vol A"): DiskCache {
+  return DiskCache.open({ dir, sizeBytes, identity, log: quiet });
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const e of Deno.readDirSync(dir)) n += Deno.statSync(`${dir}/${e.name}`).size;
+  return n;
+}
+
+Deno.test("DiskCache serves what it kept, also after a reopen (warm start)", () => {
+  const dir = Deno.makeTempDirSync();
+  const { body, table } = sectors(8, 1);
+  let c = open(dir);
+  c.add("v/0000000000000005", 5, 0, body);
+  c.close();
+  c = open(dir);
+  const out = new Uint8Array(8 * S);
+  assert(c.read("v/0000000000000005", 5, 0, out, table));
+  assert.deepEqual(out, body);
+  assert.deepEqual(c.counters.hits, 1);
+  // Room left after a reopen is used before anything is evicted.
+  c.add("v/0000000000000006", 6, 0, sectors(8, 2).body);
+  assert.deepEqual(c.counters.evictions, 0);
+  assert(c.read("v/0000000000000005", 5, 0, out, table));
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) and a damaged one", () => {
+  const dir = Deno.makeTempDirSync();
+  const old = sectors(4, 1);
+  const reused = sectors(4, 2); // the same number written again with other data
+  const c = open(dir);
+  c.add("v/0000000000000007", 7, 0, old.body);
+  const out = new Uint8Array(4 * S);
+  assert.deepEqual(c.read("v/0000000000000007", 7, 0, out, reused.table), false);
+  assert.deepEqual(c.counters.dropped, 1);
+  // A clone's parent object of the same number under another prefix is not this entry either.
+  c.add("v/0000000000000008", 8, 0, old.body);
+  assert.deepEqual(c.read("parent/0000000000000008", 8, 0, out, old.table), false);
+  // A flipped byte in the data file.
+  c.add("v/0000000000000009", 9, 0, old.body);
+  c.close();
+  const f = Deno.openSync(`${dir}/${DATA_FILE}`, { read: true, write: true });
+  const bytes = Deno.readFileSync(`${dir}/${DATA_FILE}`);
+  for (let slot = 0; slot * S < bytes.length; slot++) {
+    f.seekSync(slot * S + 100, Deno.SeekMode.Start);
+    f.writeSync(new Uint8Array([bytes[slot * S + 100]! ^ 0x40]));
+  }
+  f.close();
+  let d = open(dir);
+  const held = d.sectors;
+  assert.deepEqual(d.read("v/0000000000000009", 9, 0, out, old.table), false);
+  assert(d.counters.dropped >= 1);
+  d.close();
+  d = open(dir); // the dropped slot's record was cleared: it is not loaded again
+  assert.equal(d.sectors, held - 1);
+  d.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache.read() treats a truncated data file as a miss", () => {
+  const dir = Deno.makeTempDirSync();
+  const { body, table } = sectors(4, 3);
+  let c = open(dir);
+  c.add("v/1", 1, 0, body);
+  c.close();
+  Deno.truncateSync(`${dir}/${DATA_FILE}`, 2 * S + 10);
+  c = open(dir);
+  const out = new Uint8Array(4 * S);
+  assert.deepEqual(c.read("v/1", 1, 0, out, table), false);
+  assert(c.read("v/1", 1, 0, out.subarray(0, 2 * S), table.subarray(0, 2)));
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache stays within SIZE on disk after a fill of twice SIZE, evicting by CLOCK", () => {
+  const dir = Deno.makeTempDirSync();
+  const sizeBytes = 1024 * 1024;
+  const c = open(dir, sizeBytes);
+  const slots = c.slots;
+  assert.deepEqual(slots, Math.floor((sizeBytes - 2 * S) / SLOT_DISK_BYTES));
+  for (let seq = 1; seq <= 2 * sizeBytes / (16 * S); seq++) c.add(`v/${seq}`, seq, 0, sectors(16, seq).body);
+  assert.deepEqual(c.sectors, slots);
+  assert(c.counters.evictions > 0);
+  assert(dirBytes(dir) <= sizeBytes, `${dirBytes(dir)} > ${sizeBytes}`);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache.open() refuses another volume's directory and one a live daemon uses", () => {
+  const dir = Deno.makeTempDirSync();
+  open(dir, 1024 * 1024, "vol A").close();
+  assert.throws(
+    () => open(dir, 1024 * 1024, "vol B"),
+    (e) => e instanceof LsvdError && /caches another volume/.test(e.message),
+  );
+  assert.deepEqual(Deno.readTextFileSync(`${dir}/${ID_FILE}`), "vol A\n");
+  Deno.writeTextFileSync(`${dir}/${LOCK_FILE}`, "1\n"); // pid 1 is alive
+  assert.throws(
+    () => open(dir),
+    (e) => e instanceof LsvdError && /another lsvd daemon \(pid 1\)/.test(e.message),
+  );
+  Deno.writeTextFileSync(`${dir}/${LOCK_FILE}`, "999999999\n"); // gone: a stale lock is replaced
+  open(dir).close();
+  Deno.statSync(`${dir}/${INDEX_FILE}`);
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache survives a torn index (kill -9 mid-fill) and a full disk without serving a wrong byte", () => {
+  const dir = Deno.makeTempDirSync();
+  const { body, table } = sectors(4, 4);
+  let c = open(dir);
+  c.add("v/2", 2, 0, body);
+  c.close();
+  // A torn record: half of slot 1's record overwritten, as a crash mid-write leaves it.
+  const f = Deno.openSync(`${dir}/${INDEX_FILE}`, { read: true, write: true });
+  f.seekSync(16 + 4, Deno.SeekMode.Start);
+  f.writeSync(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]));
+  f.close();
+  c = open(dir);
+  const out = new Uint8Array(4 * S);
+  assert.equal(c.read("v/2", 2, 0, out, table), false);
+  assert(c.read("v/2", 2, 0, out.subarray(0, S), table.subarray(0, 1)));
+  c.close();
+  // A full disk: every write fails with ENOSPC (/dev/full); nothing is kept, nothing is served.
+  Deno.removeSync(`${dir}/${DATA_FILE}`);
+  Deno.symlinkSync("/dev/full", `${dir}/${DATA_FILE}`);
+  const logged: string[] = [];
+  c = DiskCache.open({ dir, sizeBytes: 1024 * 1024, identity: "vol A", log: (l) => logged.push(l) });
+  c.add("v/3", 3, 0, body);
+  assert.equal(c.counters.ioErrors, 1);
+  assert.equal(c.sectors, 0);
+  assert.equal(c.read("v/3", 3, 0, out, table), false);
+  assert.match(logged.join("\n"), /cannot write: .*\(the store serves instead\)/);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});

@@ -6,6 +6,7 @@
  * what it still reads into its own log and lets the source go (src/volume/flatten.ts).
  */
 
+import { prefixName } from "./info.ts";
 import { normalizePrefix } from "../format/keys.ts";
 import { createClone, finishFlatten } from "../log/clone.ts";
 import { parsePoint, type Point } from "../log/point.ts";
@@ -145,8 +146,8 @@ async function flatten(selection: StoreSelection, retry: RetryPolicy, log: Logge
   }
   await finishFlatten(store, prefix, format, through, retry);
   log(
-    `Flattened the clone ${
-      where(selection)
-    } at object ${through}: it reads nothing of "${link.prefix}" any more.`,
+    `Flattened the clone ${where(selection)} at object ${through}: it reads nothing of ${
+      prefixName(link.prefix)
+    } any more.`,
   );
 }

@@ -173,11 +173,14 @@ export async function collectInfo(
   };
 }
 
+/** How a line names a volume by its prefix (the empty prefix included). */
+export function prefixName(prefix: string): string {
+  return prefix === "" ? "the volume without prefix" : `"${prefix}"`;
+}
+
 function parentText(p: VolumeInfo["parent"]): string {
   if (p === null) return "none (not a clone)";
-  const point = `clone of ${
-    p.prefix === "" ? "the volume without prefix" : `"${p.prefix}"`
-  } at object ${p.sequence} (its objects up to ${p.through})`;
+  const point = `clone of ${prefixName(p.prefix)} at object ${p.sequence} (its objects up to ${p.through})`;
   if (p.flattenedThrough !== undefined) {
     return `${point}; flattened at object ${p.flattenedThrough}, reads nothing of it`;
   }

@@ -27,8 +27,6 @@ const NOT_YET_SPLIT = new Map<string, number>([
   ["src/cli/serve.ts serveUntilSignal", 221],
   ["src/cli/rollback.ts rollbackCommand", 93],
   ["src/attach/attach.ts attachDevice", 78],
-  ["src/volume/volume.ts Volume.constructor", 94],
-  ["src/volume/volume.ts Volume.open", 130],
   ["src/volume/gc_runner.ts GcRunner.#pass", 85],
   ["tests/sim/racing.ts simulateRacing", 206],
   ["tests/sim/simulation.ts simulate", 315],

@@ -11,7 +11,7 @@
 
 import { systemClock } from "../util/clock.ts";
 import { messageOf } from "../util/errors.ts";
-import { holdPin } from "../log/snapshots.ts";
+import { type HeldPin, holdPin } from "../log/snapshots.ts";
 import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
@@ -20,7 +20,7 @@ import { requireConditionalWrites } from "../store/conditional_probe.ts";
 import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { refuseBeforeWriting, Volume } from "../volume/volume.ts";
+import { refuseBeforeWriting, Volume, type VolumeOptions } from "../volume/volume.ts";
 import { DirectoryJournalFiles } from "../volume/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals, waitForRelease } from "./serve_lifecycle.ts";
@@ -614,63 +614,7 @@ async function serveUntilSignal(
   registerDaemonMetrics(registry, () => served.volume);
   let opened: Volume | undefined;
   try {
-    opened = await signals.race((async () => {
-      // Refusals a glance at the prefix settles come before the first write (the directory store's
-      // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
-      if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
-      await refuseBeforeWriting({ ...config, store }, toolRetry(log));
-      if (!config.storeRemote) await store.check?.();
-      await probeStore(store, config.prefix, { readOnly: config.readOnly });
-      const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
-      const writes = !config.readOnly;
-      // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
-      if (writes && config.fencing && config.storeRemote) {
-        await requireConditionalWrites(store, config.prefix);
-      }
-      if (writes && !config.fencing) {
-        log(
-          "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
-        );
-      }
-      signals.phase = "recovering";
-      return await Volume.open({
-        stopRequested: () => signals.requested,
-        store,
-        fencing: config.fencing,
-        leaseMode: config.leaseMode,
-        leaseDurationMs: config.leaseDurationMs,
-        prefix: config.prefix,
-        readOnly: config.readOnly,
-        allowShrink: config.allowShrink,
-        log,
-        objectBytesMax: config.objectBytesMax,
-        dirtyBytesMax: config.dirtyBytesMax,
-        sealDelayMs: config.sealDelayMs,
-        uploadsMax: config.uploadsMax,
-        cacheBytesMax: config.cacheBytesMax,
-        verifyReads: config.verifyReads,
-        flushPolicy: config.flushPolicy,
-        retentionMs: config.retentionMs,
-        gcIntervalMs: config.gcIntervalMs,
-        abandonJournal: config.abandonJournal,
-        ...(config.commitsPerSecondMax === undefined
-          ? {}
-          : { commitsPerSecondMax: config.commitsPerSecondMax }),
-        ...(config.sizeBytes === undefined
-          ? {}
-          : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
-        ...(atSequence === undefined ? {} : { atSequence }),
-        ...(config.journal === undefined ? {} : {
-          journal: {
-            files: new DirectoryJournalFiles(config.journal.dir),
-            delayMs: config.journal.delayMs,
-            bytesMax: config.journal.bytesMax,
-            segmentBytes: journalSegmentBytes(config.journal.bytesMax),
-            discard: config.journal.discard,
-          },
-        }),
-      });
-    })());
+    opened = await signals.race(openServedVolume(config, store, signals, log));
   } catch (e) {
     await release(bound);
     throw e;
@@ -692,24 +636,120 @@ async function serveUntilSignal(
     log("Device has shut down.");
     return 0;
   }
-  // A read-only daemon pins its point: garbage collection in the writer moves no data it reads.
-  const pin = config.readOnly
-    ? await holdPin(store, config.prefix, volume.stats.lastSequence, {
-      clock: systemClock,
-      retry: toolRetry(log),
-      purpose: "serve",
-    }).catch((e) => {
-      log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
-      return undefined;
-    })
-    : undefined;
+  const { ending, forced, stopStartedMs } = await serveVolume(
+    config,
+    { signals, handOver },
+    bound,
+    volume,
+    log,
+  );
+  if (ending.kind === "fenced") {
+    const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
+    await store.close(); // the NBD listeners went with server.stop()
+    await bound.metricsServer?.close();
+    throw withUnstored(error, ending.unstoredBytes, config);
+  }
+  return await closeServed(config, { bound, volume, ending, forced, stopStartedMs }, log);
+}
+
+/** The checks a start makes before recovery, then Volume.open with the served options. */
+async function openServedVolume(
+  config: ServeConfig,
+  store: MeteredStore,
+  signals: ShutdownSignals,
+  log: Logger,
+): Promise<Volume> {
+  // Refusals a glance at the prefix settles come before the first write (the directory store's
+  // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
+  if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
+  await refuseBeforeWriting({ ...config, store }, toolRetry(log));
+  if (!config.storeRemote) await store.check?.();
+  await probeStore(store, config.prefix, { readOnly: config.readOnly });
+  const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
+  const writes = !config.readOnly;
+  // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
+  if (writes && config.fencing && config.storeRemote) {
+    await requireConditionalWrites(store, config.prefix);
+  }
+  if (writes && !config.fencing) {
+    log(
+      "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
+    );
+  }
+  signals.phase = "recovering";
+  return await Volume.open(servedVolumeOptions(config, { store, signals, log, atSequence }));
+}
+
+/** What Volume.open gets from serve's configuration. */
+function servedVolumeOptions(
+  config: ServeConfig,
+  { store, signals, log, atSequence }: {
+    store: ObjectStore;
+    signals: ShutdownSignals;
+    log: Logger;
+    atSequence: number | undefined;
+  },
+): VolumeOptions {
+  return {
+    stopRequested: () => signals.requested,
+    store,
+    fencing: config.fencing,
+    leaseMode: config.leaseMode,
+    leaseDurationMs: config.leaseDurationMs,
+    prefix: config.prefix,
+    readOnly: config.readOnly,
+    allowShrink: config.allowShrink,
+    log,
+    objectBytesMax: config.objectBytesMax,
+    dirtyBytesMax: config.dirtyBytesMax,
+    sealDelayMs: config.sealDelayMs,
+    uploadsMax: config.uploadsMax,
+    cacheBytesMax: config.cacheBytesMax,
+    verifyReads: config.verifyReads,
+    flushPolicy: config.flushPolicy,
+    retentionMs: config.retentionMs,
+    gcIntervalMs: config.gcIntervalMs,
+    abandonJournal: config.abandonJournal,
+    ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
+    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
+    ...(atSequence === undefined ? {} : { atSequence }),
+    ...(config.journal === undefined ? {} : {
+      journal: {
+        files: new DirectoryJournalFiles(config.journal.dir),
+        delayMs: config.journal.delayMs,
+        bytesMax: config.journal.bytesMax,
+        segmentBytes: journalSegmentBytes(config.journal.bytesMax),
+        discard: config.journal.discard,
+      },
+    }),
+  };
+}
+
+/** How a served volume's serving ended, and whether a stop took it from a holder. */
+interface ServingEnd {
+  ending: Ending;
+  forced: Forced | undefined;
+  stopStartedMs: number;
+}
+
+type Forced = { holders: Holder[]; by: "signal" | "deadline" };
+
+/** Serves the opened volume over NBD (and attaches it) until a signal, a hand-over or a fence. */
+async function serveVolume(
+  config: ServeConfig,
+  { signals, handOver }: { signals: ShutdownSignals; handOver: HandOverRequests },
+  bound: Bound,
+  volume: Volume,
+  log: Logger,
+): Promise<ServingEnd> {
+  const pin = await pinServedPoint(config, bound.store, volume, log);
   let attachment: Attachment | undefined;
   const server = await startNbdServer({
     device: volume,
     exportName: config.exportName,
     log,
     listeners: bound.listeners,
-    metrics: registry,
+    metrics: bound.registry,
     tls: config.tls,
     // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
     onClientLeft: () => {
@@ -720,7 +760,7 @@ async function serveUntilSignal(
   if (config.tls.mode !== "off") log(describeTls(config.tls, config.socketPath !== undefined));
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let ending: Ending = { kind: "stop" };
-  let forced: { holders: Holder[]; by: "signal" | "deadline" } | undefined;
+  let forced: Forced | undefined;
   let stopStartedMs = Date.now();
   try {
     attachment = await attachDevice({
@@ -734,15 +774,7 @@ async function serveUntilSignal(
     ending = await whyServingEnds(volume, signals, handOver);
     stopStartedMs = Date.now();
     if (ending.kind === "stop" && attachment !== undefined) {
-      // Never take the volume from under a filesystem: serve until it is released, or forced. A
-      // shutdown deadline leaves at least half of itself to the flush.
-      const outcome = await waitForRelease({
-        release: attachment.release,
-        signals,
-        failed: fencedError(volume),
-        log,
-        ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
-      });
+      const outcome = await waitForHolders(config, signals, volume, attachment, log);
       if (outcome.kind === "failed") ending = fencedEnding(volume, outcome.error);
       if (outcome.kind === "forced") {
         forced = outcome;
@@ -763,12 +795,54 @@ async function serveUntilSignal(
     if (ending.kind === "fenced") volume.abandon();
     else log("Flushing remaining writes to object storage.");
   }
-  if (ending.kind === "fenced") {
-    const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
-    await store.close(); // the NBD listeners went with server.stop()
-    await bound.metricsServer?.close();
-    throw withUnstored(error, ending.unstoredBytes, config);
-  }
+  return { ending, forced, stopStartedMs };
+}
+
+/**
+ * Never take the volume from under a filesystem: serve until it is released, or forced. A shutdown
+ * deadline leaves at least half of itself to the flush.
+ */
+function waitForHolders(
+  config: ServeConfig,
+  signals: ShutdownSignals,
+  volume: Volume,
+  attachment: Attachment,
+  log: Logger,
+): ReturnType<typeof waitForRelease> {
+  return waitForRelease({
+    release: attachment.release,
+    signals,
+    failed: fencedError(volume),
+    log,
+    ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
+  });
+}
+
+/** A read-only daemon pins its point: garbage collection in the writer moves no data it reads. */
+async function pinServedPoint(
+  config: ServeConfig,
+  store: ObjectStore,
+  volume: Volume,
+  log: Logger,
+): Promise<HeldPin | undefined> {
+  if (!config.readOnly) return undefined;
+  return await holdPin(store, config.prefix, volume.stats.lastSequence, {
+    clock: systemClock,
+    retry: toolRetry(log),
+    purpose: "serve",
+  }).catch((e) => {
+    log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
+    return undefined;
+  });
+}
+
+/** Closes a volume whose serving ended by a stop or a hand-over, within the shutdown deadline; the exit code. */
+async function closeServed(
+  config: ServeConfig,
+  { bound, volume, ending, forced, stopStartedMs }: ServingEnd & { bound: Bound; volume: Volume },
+  log: Logger,
+): Promise<number> {
+  const store = bound.store;
   const flushDeadlineMs = config.shutdownTimeoutMs === undefined
     ? undefined
     : Math.max(0, stopStartedMs + config.shutdownTimeoutMs - Date.now());

@@ -24,7 +24,6 @@ const NOT_YET_SPLIT = new Map<string, number>([
   ["src/metrics/daemon_metrics.ts registerDaemonMetrics", 91],
   ["src/cli/serve.ts serveOptions", 236],
   ["src/cli/serve.ts buildServeConfig", 82],
-  ["src/cli/serve.ts serveUntilSignal", 221],
   ["src/cli/rollback.ts rollbackCommand", 93],
   ["src/attach/attach.ts attachDevice", 78],
   ["src/volume/gc_runner.ts GcRunner.#pass", 85],

@@ -21,7 +21,7 @@ import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { refuseBeforeWriting, Volume, type VolumeOptions } from "../volume/volume.ts";
-import { DirectoryJournalFiles } from "../volume/journal_files.ts";
+import { DirectoryJournalFiles } from "../journal/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals, waitForRelease } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";

@@ -22,7 +22,7 @@ import { peekVolume, recordedSizeBytes } from "../log/recorded_size.ts";
 import { type ExtentMap } from "../map/extent_map.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { checkJournalVolume, type ScannedJournal } from "./journal_replay.ts";
+import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";

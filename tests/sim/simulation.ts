@@ -25,7 +25,7 @@ import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
-import { MemoryJournalFiles } from "../../src/volume/journal_files_memory.ts";
+import { MemoryJournalFiles } from "../../src/journal/journal_files_memory.ts";
 import { cloneLife } from "./clones.ts";
 
 const SECTOR = 4096;

@@ -18,7 +18,6 @@ const LIMIT = 70;
 
 /** Over the limit when the check came: `file name` → its length then. Split them; never add to this. */
 const NOT_YET_SPLIT = new Map<string, number>([
-  ["src/log/lease.ts acquireLease", 92],
   ["src/metrics/daemon_metrics.ts registerDaemonMetrics", 91],
   ["src/cli/serve.ts serveOptions", 236],
   ["src/cli/serve.ts buildServeConfig", 82],

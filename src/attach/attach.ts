@@ -129,35 +129,49 @@ async function onPath(command: string): Promise<boolean> {
 
 /** Attaches what the options ask for; undefined when they ask for nothing. */
 export async function attachDevice(options: AttachOptions): Promise<Attachment | undefined> {
-  const { devicePath, fusePath, log } = options;
+  const { devicePath, fusePath } = options;
   if (devicePath === undefined && fusePath === undefined) return undefined;
   if (options.socketPath === undefined) {
     throw new AttachError("Cannot attach: --device and --fuse need the unix socket (--socket)");
   }
   const socketPath = options.socketPath;
-  if (fusePath !== undefined) {
-    const fuse: FuseExport = await wrap(() =>
-      startFuseExport({
-        path: fusePath,
-        socketPath,
-        exportName: options.exportName,
-        readOnly: options.readOnly,
-        log,
-      })
-    );
-    log(`The volume is the file ${fuse.filePath}.`);
-    const stop = () => logFailure(log, "stop nbdfuse", () => fuse.stop());
-    return {
-      release: () => holdersOrNone(log, () => findHolders(fuse.filePath)),
-      forceRelease: (holders) => syncHolders(holders, log),
-      detach: stop,
-      handOver: stop,
-      reconnect: () => {},
-    };
-  }
+  if (fusePath !== undefined) return await attachFuse(options, fusePath, socketPath);
+  return await attachKernel(options, devicePath!, socketPath);
+}
+
+/** --fuse: the volume as a file through nbdfuse. */
+async function attachFuse(options: AttachOptions, fusePath: string, socketPath: string): Promise<Attachment> {
+  const log = options.log;
+  const fuse: FuseExport = await wrap(() =>
+    startFuseExport({
+      path: fusePath,
+      socketPath,
+      exportName: options.exportName,
+      readOnly: options.readOnly,
+      log,
+    })
+  );
+  log(`The volume is the file ${fuse.filePath}.`);
+  const stop = () => logFailure(log, "stop nbdfuse", () => fuse.stop());
+  return {
+    release: () => holdersOrNone(log, () => findHolders(fuse.filePath)),
+    forceRelease: (holders) => syncHolders(holders, log),
+    detach: stop,
+    handOver: stop,
+    reconnect: () => {},
+  };
+}
+
+/** --device (and --mount): the kernel NBD client on the unix socket, resumed when it outlived a daemon. */
+async function attachKernel(
+  options: AttachOptions,
+  devicePath: string,
+  socketPath: string,
+): Promise<Attachment> {
+  const log = options.log;
   const kernel: KernelAttachment = await wrap(() =>
     attachKernelDevice({
-      devicePath: devicePath!,
+      devicePath: devicePath,
       socketPath,
       exportName: options.exportName,
       log,
@@ -170,12 +184,12 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
     })
   );
   const mountPath = options.mountPath;
-  if (mountPath !== undefined && kernel.resumed && keepsMount(devicePath!, mountPath, log)) {
+  if (mountPath !== undefined && kernel.resumed && keepsMount(devicePath, mountPath, log)) {
     // The filesystem never went away: the kernel held its requests while no daemon served them.
   } else if (mountPath !== undefined) {
     try {
       await wrap(() =>
-        mountDevice({ devicePath: devicePath!, mountPoint: mountPath, log, readOnly: options.readOnly })
+        mountDevice({ devicePath: devicePath, mountPoint: mountPath, log, readOnly: options.readOnly })
       );
     } catch (e) {
       await kernel.detach().catch(() => {});
@@ -187,16 +201,16 @@ export async function attachDevice(options: AttachOptions): Promise<Attachment |
     release: () =>
       holdersOrNone(log, async () => {
         // Every mount of the device, not only --mount's: a plain umount loses nothing.
-        const busy = await unmountIdle(devicePath!, tried ? undefined : log);
+        const busy = await unmountIdle(devicePath, tried ? undefined : log);
         tried = true;
-        return await findHolders(devicePath!, { ownMounts: busy });
+        return await findHolders(devicePath, { ownMounts: busy });
       }),
     async forceRelease(holders) {
       await syncHolders(holders, log);
-      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log, attempts: 1 }));
+      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath, { log, attempts: 1 }));
     },
     async detach() {
-      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath!, { log }));
+      await logFailure(log, `unmount ${devicePath}`, () => unmountDevice(devicePath, { log }));
       await logFailure(log, `disconnect ${devicePath}`, () => kernel.detach());
     },
     handOver() {

@@ -7,8 +7,8 @@
 
 import { join, resolve } from "node:path";
 import { LsvdError } from "../util/errors.ts";
-import { DirectoryJournalFiles } from "../volume/journal_files.ts";
-import { scanJournal } from "../volume/journal_replay.ts";
+import { DirectoryJournalFiles } from "../journal/journal_files.ts";
+import { scanJournal } from "../journal/journal_replay.ts";
 import { helpText, UsageError, wantsHelp } from "./options.ts";
 
 export async function journalCommand(args: string[]): Promise<number> {

@@ -14,7 +14,7 @@ import { archiveKey, logKey } from "../format/keys.ts";
 import { occupySlots } from "../log/fence.ts";
 import { claimEpoch, currentHolder, readLease } from "../log/lease.ts";
 import { readObjectSummary } from "../log/object_reader.ts";
-import { parsePoint, resolvePoint } from "../log/point.ts";
+import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
 import { rollbackLog } from "../log/rollback.ts";
 import { isStale, readSnapshots } from "../log/snapshots.ts";
 import type { LogState } from "../log/log_state.ts";
@@ -121,10 +121,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
     options: OPTIONS,
   });
   if (parsed.help) return 0;
-  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const to = parsed.values.to as string | undefined;
-  if (to === undefined) throw new UsageError("Missing --to POINT: an object number or an RFC 3339 time");
-  const point = parsePoint(to, "--to");
+  const point = pointArgument(parsed);
   const dryRun = parsed.values["dry-run"] === true;
   const retry = toolRetry(log);
   const { selection } = parsed;
@@ -133,24 +130,11 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   const resolved = await resolvePoint(store, state, point, retry);
   await refuseLaterSnapshots(store, state, resolved.sequence, retry);
   const id = `rollback-${Date.now().toString(36)}`;
-  const plan = () => ({
-    objects: state.objects.filter((o) => o.sequence > resolved.sequence),
-    checkpoints: state.checkpoints.filter((c) => c.sequence > resolved.sequence),
-  });
+  const plan = () => rollbackPlan(state, resolved.sequence); // of the latest listing
   if (dryRun) {
-    const { objects, checkpoints } = plan();
-    for (const o of objects) console.log(`would move ${o.key} to ${archiveKey(prefix, id, o.sequence)}`);
-    for (const c of checkpoints) console.log(`would delete checkpoint ${c.key}`);
-    log(
-      `Dry run: rolling back to ${resolved.description} would move ${objects.length} objects and drop ${checkpoints.length} checkpoints; nothing was changed.`,
-    );
-    const journal = (await withRetries(retry, () => readLease(store, prefix)))?.lease.journal;
-    if (journal !== undefined && parsed.values["abandon-journal"] !== true) {
-      log(
-        `The lease names journal ${journal.dir} on host ${journal.host}, which may hold acknowledged writes not yet ` +
-          "stored: the rollback itself is refused without --abandon-journal (replay it first with 'lsvd serve --journal').",
-      );
-    }
+    await describeDryRun(selection, { plan: plan(), id, to: resolved.description, retry, log }, {
+      abandonJournal: parsed.values["abandon-journal"] === true,
+    });
     return 0;
   }
   const lease = await takeToolLease(selection, retry, log, 1, {
@@ -177,16 +161,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
       });
       for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
       if (done.rescuedSectors > 0) firstFree++;
-      const rescued = done.rescuedSectors === 0
-        ? ""
-        : `, rescued ${done.rescuedSectors * 4096} bytes garbage collection had moved into object ${
-          resolved.sequence + 1
-        }`;
-      log(
-        `Rolled back ${
-          where(selection)
-        } to ${resolved.description}: moved ${done.moved} objects under ${prefix}archive/${id}/${rescued}, dropped ${checkpoints.length} checkpoints.`,
-      );
+      log(rolledBackLine(selection, { done, id, resolved, checkpoints: checkpoints.length }));
     }
     lease.check();
     await fenceAfterPoint(store, prefix, {
@@ -205,6 +180,70 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
     await lease.release().catch(() => lease.abandon());
     throw e;
   }
+}
+
+/** The objects a rollback to `point` moves and the checkpoints it drops. */
+function rollbackPlan(state: LogState, point: number) {
+  return {
+    objects: state.objects.filter((o) => o.sequence > point),
+    checkpoints: state.checkpoints.filter((c) => c.sequence > point),
+  };
+}
+
+/** The --to point (and no positional argument). */
+function pointArgument(parsed: { positionals: string[]; values: Record<string, unknown> }): Point {
+  if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
+  const to = parsed.values.to as string | undefined;
+  if (to === undefined) throw new UsageError("Missing --to POINT: an object number or an RFC 3339 time");
+  return parsePoint(to, "--to");
+}
+
+/** What a dry run prints: each move and drop, the totals, and a journal the lease names. */
+async function describeDryRun(
+  { store, prefix }: { store: ObjectStore; prefix: string },
+  d: {
+    plan: { objects: readonly { key: string; sequence: number }[]; checkpoints: readonly { key: string }[] };
+    id: string;
+    to: string;
+    retry: RetryPolicy;
+    log: Logger;
+  },
+  { abandonJournal }: { abandonJournal: boolean },
+): Promise<void> {
+  const { objects, checkpoints } = d.plan;
+  const log = d.log;
+  for (const o of objects) console.log(`would move ${o.key} to ${archiveKey(prefix, d.id, o.sequence)}`);
+  for (const c of checkpoints) console.log(`would delete checkpoint ${c.key}`);
+  log(
+    `Dry run: rolling back to ${d.to} would move ${objects.length} objects and drop ${checkpoints.length} checkpoints; nothing was changed.`,
+  );
+  const journal = (await withRetries(d.retry, () => readLease(store, prefix)))?.lease.journal;
+  if (journal !== undefined && !abandonJournal) {
+    log(
+      `The lease names journal ${journal.dir} on host ${journal.host}, which may hold acknowledged writes not yet ` +
+        "stored: the rollback itself is refused without --abandon-journal (replay it first with 'lsvd serve --journal').",
+    );
+  }
+}
+
+/** The line a done rollback prints. */
+function rolledBackLine(
+  selection: Parameters<typeof where>[0],
+  r: {
+    done: { moved: number; rescuedSectors: number };
+    id: string;
+    resolved: { sequence: number; description: string };
+    checkpoints: number;
+  },
+): string {
+  const rescued = r.done.rescuedSectors === 0
+    ? ""
+    : `, rescued ${r.done.rescuedSectors * 4096} bytes garbage collection had moved into object ${
+      r.resolved.sequence + 1
+    }`;
+  return `Rolled back ${
+    where(selection)
+  } to ${r.resolved.description}: moved ${r.done.moved} objects under ${selection.prefix}archive/${r.id}/${rescued}, dropped ${r.checkpoints} checkpoints.`;
 }
 
 /** A snapshot after the point would name a number new writes reuse: it must be deleted first. */

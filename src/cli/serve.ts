@@ -11,7 +11,7 @@
 
 import { systemClock } from "../util/clock.ts";
 import { messageOf } from "../util/errors.ts";
-import { holdPin } from "../log/snapshots.ts";
+import { type HeldPin, holdPin } from "../log/snapshots.ts";
 import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
@@ -20,8 +20,8 @@ import { requireConditionalWrites } from "../store/conditional_probe.ts";
 import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { refuseBeforeWriting, Volume } from "../volume/volume.ts";
-import { DirectoryJournalFiles } from "../volume/journal_files.ts";
+import { refuseBeforeWriting, Volume, type VolumeOptions } from "../volume/volume.ts";
+import { DirectoryJournalFiles } from "../journal/journal_files.ts";
 import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals, waitForRelease } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";
@@ -50,7 +50,7 @@ import {
   UsageError,
   wantsHelp,
 } from "./options.ts";
-import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS } from "./store_options.ts";
+import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
 import type { TlsPolicy } from "../nbd/tls.ts";
@@ -155,42 +155,7 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       help: "Serve Prometheus metrics at http://HOST:PORT/metrics (read by 'lsvd status')",
       placeholder: "HOST:PORT",
     },
-    device: {
-      type: "string",
-      group: "kernel",
-      help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0",
-      placeholder: "DEV",
-    },
-    mount: {
-      type: "string",
-      group: "kernel",
-      help: "Mount the device here (mkfs.ext4 first if empty; grow if it grew); implies --device /dev/nbd0",
-      env: ["FLY_LSVD_MOUNT_POINT"],
-      placeholder: "PATH",
-    },
-    "dead-timeout": {
-      type: "string",
-      group: "kernel",
-      help: "While no lsvd serves the device (a crash, a restart, an upgrade) the kernel holds its I/O " +
-        "this long for the next lsvd to resume it, then fails it with EIO",
-      default: String(DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS),
-      placeholder: "SECONDS",
-    },
-    "io-timeout": {
-      type: "string",
-      group: "kernel",
-      help: "The kernel re-sends a request unanswered this long on another connection (requests in " +
-        "flight when lsvd died wait this long for the next one)",
-      default: String(DEFAULT_REQUEST_TIMEOUT_SECONDS),
-      placeholder: "SECONDS",
-    },
-    fuse: {
-      type: "string",
-      group: "kernel",
-      help: "Without kernel nbd: expose the volume as a file through nbdfuse, at DIR/nbd or DIR/FILE " +
-        "(then losetup and mount it: README)",
-      placeholder: "DIR[/FILE]",
-    },
+    ...ATTACH_OPTIONS,
     "object-size": {
       type: "string",
       group: "tuning",
@@ -263,42 +228,7 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       default: "group",
       placeholder: "group|each",
     },
-    journal: {
-      type: "string",
-      group: "durability",
-      help: "Acknowledge FLUSH once writes are fdatasync'd to a local journal in DIR, uploading in the " +
-        "background: a FLUSH then survives an lsvd or machine crash only while DIR's disk survives " +
-        "(docs/design/write-back-journal.md)",
-      placeholder: "DIR",
-    },
-    "journal-delay": {
-      type: "string",
-      group: "durability",
-      help: "With --journal: seal a partly filled object this long after its first write (the window a " +
-        "lost disk can lose, plus upload time; at most 3600 / delay PUTs an hour from the timer)",
-      default: "2s",
-      placeholder: "DURATION",
-    },
-    "journal-size": {
-      type: "string",
-      group: "durability",
-      help: "With --journal: journal bytes on disk before writes wait for uploads",
-      default: "1G",
-      placeholder: "SIZE",
-    },
-    "journal-discard": {
-      type: "boolean",
-      commandLineOnly: true,
-      group: "durability",
-      help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
-    },
-    "abandon-journal": {
-      type: "boolean",
-      commandLineOnly: true,
-      group: "durability",
-      help: "Start although the volume's lease names a write-back journal this start does not use (another " +
-        "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",
-    },
+    ...JOURNAL_OPTIONS,
     "puts-per-second": {
       type: "string",
       group: "tuning",
@@ -307,6 +237,86 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     },
   };
 }
+
+/** Kernel device, filesystem and nbdfuse options (a part of serveOptions, in its order). */
+const ATTACH_OPTIONS: OptionSpecs = {
+  device: {
+    type: "string",
+    group: "kernel",
+    help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0",
+    placeholder: "DEV",
+  },
+  mount: {
+    type: "string",
+    group: "kernel",
+    help: "Mount the device here (mkfs.ext4 first if empty; grow if it grew); implies --device /dev/nbd0",
+    env: ["FLY_LSVD_MOUNT_POINT"],
+    placeholder: "PATH",
+  },
+  "dead-timeout": {
+    type: "string",
+    group: "kernel",
+    help: "While no lsvd serves the device (a crash, a restart, an upgrade) the kernel holds its I/O " +
+      "this long for the next lsvd to resume it, then fails it with EIO",
+    default: String(DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS),
+    placeholder: "SECONDS",
+  },
+  "io-timeout": {
+    type: "string",
+    group: "kernel",
+    help: "The kernel re-sends a request unanswered this long on another connection (requests in " +
+      "flight when lsvd died wait this long for the next one)",
+    default: String(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+    placeholder: "SECONDS",
+  },
+  fuse: {
+    type: "string",
+    group: "kernel",
+    help: "Without kernel nbd: expose the volume as a file through nbdfuse, at DIR/nbd or DIR/FILE " +
+      "(then losetup and mount it: README)",
+    placeholder: "DIR[/FILE]",
+  },
+};
+
+/** The write-back journal's options (a part of serveOptions, in its order). */
+const JOURNAL_OPTIONS: OptionSpecs = {
+  journal: {
+    type: "string",
+    group: "durability",
+    help: "Acknowledge FLUSH once writes are fdatasync'd to a local journal in DIR, uploading in the " +
+      "background: a FLUSH then survives an lsvd or machine crash only while DIR's disk survives " +
+      "(docs/design/write-back-journal.md)",
+    placeholder: "DIR",
+  },
+  "journal-delay": {
+    type: "string",
+    group: "durability",
+    help: "With --journal: seal a partly filled object this long after its first write (the window a " +
+      "lost disk can lose, plus upload time; at most 3600 / delay PUTs an hour from the timer)",
+    default: "2s",
+    placeholder: "DURATION",
+  },
+  "journal-size": {
+    type: "string",
+    group: "durability",
+    help: "With --journal: journal bytes on disk before writes wait for uploads",
+    default: "1G",
+    placeholder: "SIZE",
+  },
+  "journal-discard": {
+    type: "boolean",
+    commandLineOnly: true,
+    group: "durability",
+    help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
+  },
+  "abandon-journal": {
+    type: "boolean",
+    commandLineOnly: true,
+    group: "durability",
+    help: "Start although the volume's lease names a write-back journal this start does not use (another " +
+      "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",
+  },
+};
 
 const DEFAULT_DEVICE = "/dev/nbd0";
 /** How long a --takeover waits for a live holder on this host to store its writes and hand over. */
@@ -391,27 +401,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     : parseListen(str("listen")!, options.source("listen"));
   const socketPath = str("socket") ?? (listen === undefined ? "lsvd.sock" : undefined);
   const sizeBytes = options.size("size");
-  if (sizeBytes !== undefined && sizeBytes % 4096 !== 0) {
-    throw new UsageError(`Invalid ${options.source("size")}: ${sizeBytes} bytes is not a multiple of 4096`);
-  }
-  if (str("mount") !== undefined && str("fuse") !== undefined) {
-    throw new UsageError(
-      `Invalid options: ${
-        options.source("mount")
-      } works with the kernel device; with --fuse, use losetup and mount`,
-    );
-  }
-  if (str("device") !== undefined && str("fuse") !== undefined) {
-    throw new UsageError("Invalid options: give either --device or --fuse, not both");
-  }
-  if (options.flag("abandon-journal") && options.flag("read-only")) {
-    throw new UsageError(
-      "Invalid options: --abandon-journal is for a start that writes; not with --read-only",
-    );
-  }
-  if (options.flag("takeover") && options.flag("standby")) {
-    throw new UsageError("Invalid options: give either --takeover or --standby, not both");
-  }
+  refuseContradictions(options, sizeBytes);
   const selection = buildStore(options);
   const at = servePoint(options);
   return {
@@ -445,13 +435,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
     mountPath: str("mount"),
     fusePath: str("fuse"),
-    backend: [
-      `lsvd ${selection.identity}`,
-      `prefix=${selection.prefix}`,
-      `export=${str("export")!}`,
-      ...(options.flag("read-only") ? ["ro"] : []),
-      ...(at === undefined ? [] : [`at=${at.text}`]),
-    ].join(" "),
+    backend: backendIdentifier(selection, options, at),
     deadTimeoutSeconds: options.integer("dead-timeout", 1, 86400)!,
     ioTimeoutSeconds: options.integer("io-timeout", 1, 86400)!,
     objectBytesMax: options.size("object-size")!,
@@ -466,6 +450,43 @@ export function buildServeConfig(options: Options): ServeConfig {
     journal: journalConfig(options),
     abandonJournal: options.flag("abandon-journal"),
   };
+}
+
+/** Option combinations no serve can take, each refused in one line naming the options. */
+function refuseContradictions(options: Options, sizeBytes: number | undefined): void {
+  const str = (k: string) => options.string(k);
+  if (sizeBytes !== undefined && sizeBytes % 4096 !== 0) {
+    throw new UsageError(`Invalid ${options.source("size")}: ${sizeBytes} bytes is not a multiple of 4096`);
+  }
+  if (str("mount") !== undefined && str("fuse") !== undefined) {
+    throw new UsageError(
+      `Invalid options: ${
+        options.source("mount")
+      } works with the kernel device; with --fuse, use losetup and mount`,
+    );
+  }
+  if (str("device") !== undefined && str("fuse") !== undefined) {
+    throw new UsageError("Invalid options: give either --device or --fuse, not both");
+  }
+  if (options.flag("abandon-journal") && options.flag("read-only")) {
+    throw new UsageError(
+      "Invalid options: --abandon-journal is for a start that writes; not with --read-only",
+    );
+  }
+  if (options.flag("takeover") && options.flag("standby")) {
+    throw new UsageError("Invalid options: give either --takeover or --standby, not both");
+  }
+}
+
+/** Names the volume on a kernel device (stable across restarts and versions: resume checks it). */
+function backendIdentifier(selection: StoreSelection, options: Options, at: Point | undefined): string {
+  return [
+    `lsvd ${selection.identity}`,
+    `prefix=${selection.prefix}`,
+    `export=${options.string("export")!}`,
+    ...(options.flag("read-only") ? ["ro"] : []),
+    ...(at === undefined ? [] : [`at=${at.text}`]),
+  ].join(" ");
 }
 
 /** --journal and its companions; refused with --read-only, and the others without --journal. */
@@ -663,64 +684,7 @@ async function serveUntilSignal(
   registerDaemonMetrics(registry, () => served.volume);
   let opened: Volume | undefined;
   try {
-    opened = await signals.race((async () => {
-      // Refusals a glance at the prefix settles come before the first write (the directory store's
-      // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
-      if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
-      await refuseBeforeWriting({ ...config, store }, toolRetry(log));
-      if (!config.storeRemote) await store.check?.();
-      await probeStore(store, config.prefix, { readOnly: config.readOnly });
-      const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
-      const writes = !config.readOnly;
-      // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
-      if (writes && config.fencing && config.storeRemote) {
-        await requireConditionalWrites(store, config.prefix);
-      }
-      if (writes && !config.fencing) {
-        log(
-          "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
-        );
-      }
-      signals.phase = "recovering";
-      return await Volume.open({
-        stopRequested: () => signals.requested,
-        store,
-        fencing: config.fencing,
-        leaseMode: config.leaseMode,
-        leaseDurationMs: config.leaseDurationMs,
-        prefix: config.prefix,
-        readOnly: config.readOnly,
-        allowShrink: config.allowShrink,
-        log,
-        objectBytesMax: config.objectBytesMax,
-        dirtyBytesMax: config.dirtyBytesMax,
-        sealDelayMs: config.sealDelayMs,
-        uploadsMax: config.uploadsMax,
-        cacheBytesMax: config.cacheBytesMax,
-        ...(bound.diskCache === undefined ? {} : { diskCache: bound.diskCache }),
-        verifyReads: config.verifyReads,
-        flushPolicy: config.flushPolicy,
-        retentionMs: config.retentionMs,
-        gcIntervalMs: config.gcIntervalMs,
-        abandonJournal: config.abandonJournal,
-        ...(config.commitsPerSecondMax === undefined
-          ? {}
-          : { commitsPerSecondMax: config.commitsPerSecondMax }),
-        ...(config.sizeBytes === undefined
-          ? {}
-          : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
-        ...(atSequence === undefined ? {} : { atSequence }),
-        ...(config.journal === undefined ? {} : {
-          journal: {
-            files: new DirectoryJournalFiles(config.journal.dir),
-            delayMs: config.journal.delayMs,
-            bytesMax: config.journal.bytesMax,
-            segmentBytes: journalSegmentBytes(config.journal.bytesMax),
-            discard: config.journal.discard,
-          },
-        }),
-      });
-    })());
+    opened = await signals.race(openServedVolume(config, bound, signals, log));
   } catch (e) {
     await release(bound);
     throw e;
@@ -742,24 +706,123 @@ async function serveUntilSignal(
     log("Device has shut down.");
     return 0;
   }
-  // A read-only daemon pins its point: garbage collection in the writer moves no data it reads.
-  const pin = config.readOnly
-    ? await holdPin(store, config.prefix, volume.stats.lastSequence, {
-      clock: systemClock,
-      retry: toolRetry(log),
-      purpose: "serve",
-    }).catch((e) => {
-      log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
-      return undefined;
-    })
-    : undefined;
+  const { ending, forced, stopStartedMs } = await serveVolume(
+    config,
+    { signals, handOver },
+    bound,
+    volume,
+    log,
+  );
+  if (ending.kind === "fenced") {
+    const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
+    await store.close(); // the NBD listeners went with server.stop()
+    await bound.metricsServer?.close();
+    throw withUnstored(error, ending.unstoredBytes, config);
+  }
+  return await closeServed(config, { bound, volume, ending, forced, stopStartedMs }, log);
+}
+
+/** The checks a start makes before recovery, then Volume.open with the served options. */
+async function openServedVolume(
+  config: ServeConfig,
+  bound: Bound,
+  signals: ShutdownSignals,
+  log: Logger,
+): Promise<Volume> {
+  const { store, diskCache } = bound;
+  // Refusals a glance at the prefix settles come before the first write (the directory store's
+  // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
+  if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
+  await refuseBeforeWriting({ ...config, store }, toolRetry(log));
+  if (!config.storeRemote) await store.check?.();
+  await probeStore(store, config.prefix, { readOnly: config.readOnly });
+  const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
+  const writes = !config.readOnly;
+  // A local directory implements both conditions itself (flock and link); a bucket may ignore them.
+  if (writes && config.fencing && config.storeRemote) {
+    await requireConditionalWrites(store, config.prefix);
+  }
+  if (writes && !config.fencing) {
+    log(
+      "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
+    );
+  }
+  signals.phase = "recovering";
+  return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence }));
+}
+
+/** What Volume.open gets from serve's configuration. */
+function servedVolumeOptions(
+  config: ServeConfig,
+  { store, diskCache, signals, log, atSequence }: {
+    store: ObjectStore;
+    diskCache: DiskCache | undefined;
+    signals: ShutdownSignals;
+    log: Logger;
+    atSequence: number | undefined;
+  },
+): VolumeOptions {
+  return {
+    stopRequested: () => signals.requested,
+    store,
+    fencing: config.fencing,
+    leaseMode: config.leaseMode,
+    leaseDurationMs: config.leaseDurationMs,
+    prefix: config.prefix,
+    readOnly: config.readOnly,
+    allowShrink: config.allowShrink,
+    log,
+    objectBytesMax: config.objectBytesMax,
+    dirtyBytesMax: config.dirtyBytesMax,
+    sealDelayMs: config.sealDelayMs,
+    uploadsMax: config.uploadsMax,
+    cacheBytesMax: config.cacheBytesMax,
+    ...(diskCache === undefined ? {} : { diskCache }),
+    verifyReads: config.verifyReads,
+    flushPolicy: config.flushPolicy,
+    retentionMs: config.retentionMs,
+    gcIntervalMs: config.gcIntervalMs,
+    abandonJournal: config.abandonJournal,
+    ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
+    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
+    ...(atSequence === undefined ? {} : { atSequence }),
+    ...(config.journal === undefined ? {} : {
+      journal: {
+        files: new DirectoryJournalFiles(config.journal.dir),
+        delayMs: config.journal.delayMs,
+        bytesMax: config.journal.bytesMax,
+        segmentBytes: journalSegmentBytes(config.journal.bytesMax),
+        discard: config.journal.discard,
+      },
+    }),
+  };
+}
+
+/** How a served volume's serving ended, and whether a stop took it from a holder. */
+interface ServingEnd {
+  ending: Ending;
+  forced: Forced | undefined;
+  stopStartedMs: number;
+}
+
+type Forced = { holders: Holder[]; by: "signal" | "deadline" };
+
+/** Serves the opened volume over NBD (and attaches it) until a signal, a hand-over or a fence. */
+async function serveVolume(
+  config: ServeConfig,
+  { signals, handOver }: { signals: ShutdownSignals; handOver: HandOverRequests },
+  bound: Bound,
+  volume: Volume,
+  log: Logger,
+): Promise<ServingEnd> {
+  const pin = await pinServedPoint(config, bound.store, volume, log);
   let attachment: Attachment | undefined;
   const server = await startNbdServer({
     device: volume,
     exportName: config.exportName,
     log,
     listeners: bound.listeners,
-    metrics: registry,
+    metrics: bound.registry,
     tls: config.tls,
     // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
     onClientLeft: () => {
@@ -770,7 +833,7 @@ async function serveUntilSignal(
   if (config.tls.mode !== "off") log(describeTls(config.tls, config.socketPath !== undefined));
   if (bound.metricsServer !== undefined) log(`Serving metrics at ${bound.metricsServer.url}.`);
   let ending: Ending = { kind: "stop" };
-  let forced: { holders: Holder[]; by: "signal" | "deadline" } | undefined;
+  let forced: Forced | undefined;
   let stopStartedMs = Date.now();
   try {
     attachment = await attachDevice({
@@ -784,15 +847,7 @@ async function serveUntilSignal(
     ending = await whyServingEnds(volume, signals, handOver);
     stopStartedMs = Date.now();
     if (ending.kind === "stop" && attachment !== undefined) {
-      // Never take the volume from under a filesystem: serve until it is released, or forced. A
-      // shutdown deadline leaves at least half of itself to the flush.
-      const outcome = await waitForRelease({
-        release: attachment.release,
-        signals,
-        failed: fencedError(volume),
-        log,
-        ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
-      });
+      const outcome = await waitForHolders(config, signals, volume, attachment, log);
       if (outcome.kind === "failed") ending = fencedEnding(volume, outcome.error);
       if (outcome.kind === "forced") {
         forced = outcome;
@@ -813,12 +868,54 @@ async function serveUntilSignal(
     if (ending.kind === "fenced") volume.abandon();
     else log("Flushing remaining writes to object storage.");
   }
-  if (ending.kind === "fenced") {
-    const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
-    await store.close(); // the NBD listeners went with server.stop()
-    await bound.metricsServer?.close();
-    throw withUnstored(error, ending.unstoredBytes, config);
-  }
+  return { ending, forced, stopStartedMs };
+}
+
+/**
+ * Never take the volume from under a filesystem: serve until it is released, or forced. A shutdown
+ * deadline leaves at least half of itself to the flush.
+ */
+function waitForHolders(
+  config: ServeConfig,
+  signals: ShutdownSignals,
+  volume: Volume,
+  attachment: Attachment,
+  log: Logger,
+): ReturnType<typeof waitForRelease> {
+  return waitForRelease({
+    release: attachment.release,
+    signals,
+    failed: fencedError(volume),
+    log,
+    ...(config.shutdownTimeoutMs === undefined ? {} : { deadlineMs: config.shutdownTimeoutMs / 2 }),
+  });
+}
+
+/** A read-only daemon pins its point: garbage collection in the writer moves no data it reads. */
+async function pinServedPoint(
+  config: ServeConfig,
+  store: ObjectStore,
+  volume: Volume,
+  log: Logger,
+): Promise<HeldPin | undefined> {
+  if (!config.readOnly) return undefined;
+  return await holdPin(store, config.prefix, volume.stats.lastSequence, {
+    clock: systemClock,
+    retry: toolRetry(log),
+    purpose: "serve",
+  }).catch((e) => {
+    log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
+    return undefined;
+  });
+}
+
+/** Closes a volume whose serving ended by a stop or a hand-over, within the shutdown deadline; the exit code. */
+async function closeServed(
+  config: ServeConfig,
+  { bound, volume, ending, forced, stopStartedMs }: ServingEnd & { bound: Bound; volume: Volume },
+  log: Logger,
+): Promise<number> {
+  const store = bound.store;
   const flushDeadlineMs = config.shutdownTimeoutMs === undefined
     ? undefined
     : Math.max(0, stopStartedMs + config.shutdownTimeoutMs - Date.now());

@@ -237,42 +237,13 @@ export async function acquireLease(
   const durationMs = options.durationMs ?? LEASE_DURATION_MS_DEFAULT;
   let claimed: number | undefined;
   for (;;) {
-    let current = await withRetries(options.retry, () => readLease(store, prefix));
+    const read = await withRetries(options.retry, () => readLease(store, prefix));
+    const found = read === undefined || read.lease.released
+      ? { current: read, taking: undefined }
+      : await mayTake(store, prefix, read, { mode, holder, processes, options });
+    if (found === undefined) continue; // deleted or changed hands: look again
     /** The line to print once the lease is ours: whose it was and why we could take it. */
-    let taking: string | undefined;
-    if (current !== undefined && !current.lease.released) {
-      const lease = current.lease;
-      const wallNowMs = options.clock.wallMs();
-      const state = holderState(lease.holder, processes);
-      if (leaseLapsed(lease, wallNowMs)) {
-        taking = `Taking the volume over from ${describeLease(lease, wallNowMs)}; fencing its uploads.`;
-      } else if (state.gone) {
-        taking = `Took over the lease of pid ${lease.holder.pid} on this host, ${
-          goneText(lease.holder, state)
-        }; fencing its uploads.`;
-      } else if (mode === "refuse") {
-        throw new LsvdError(
-          "fenced",
-          `Cannot open the volume for writing: it is held by ${describeLease(lease, wallNowMs)}; ` +
-            "stop that daemon, or pass --takeover to fence it, or --standby to wait for it",
-        );
-      } else if (mode === "takeover") {
-        checkJournal(current.lease, holder, options);
-        taking = `Taking the volume over from ${
-          describeLease(lease, wallNowMs)
-        } (--takeover); fencing its uploads.`;
-      } else {
-        checkJournal(current.lease, holder, options); // before waiting, not only after
-        const lapsed = await waitForLapse(store, prefix, current, options);
-        if (lapsed === undefined) continue; // deleted or changed hands: look again
-        current = lapsed;
-        taking = current.lease.released
-          ? undefined
-          : `Taking the volume over from ${
-            describeLease(current.lease, options.clock.wallMs())
-          }, which stopped renewing it (--standby); fencing its uploads.`;
-      }
-    }
+    const { current, taking } = found;
     checkJournal(current?.lease, holder, options);
     // An epoch claimed in an earlier round (the lease changed under us) is ours: keep it if still newest.
     if (claimed === undefined || claimed <= (current?.lease.epoch ?? 0)) {
@@ -316,6 +287,66 @@ export async function acquireLease(
       if (!isStoreError(e, "PreconditionFailed")) throw e;
       options.log("The lease changed while taking it; reading it again.");
     }
+  }
+}
+
+/**
+ * A lease someone holds: whether we may take it (lapsed, its holder proven gone, --takeover, or
+ * --standby once it lapses) and the line saying why; refused in one line otherwise. Undefined when
+ * it was deleted or changed hands while we stood by: look again.
+ */
+async function mayTake(
+  store: ObjectStore,
+  prefix: string,
+  current: StoredLease,
+  { mode, holder, processes, options }: {
+    mode: LeaseMode;
+    holder: LeaseHolder;
+    processes: ProcessTable;
+    options: AcquireOptions;
+  },
+): Promise<{ current: StoredLease; taking: string | undefined } | undefined> {
+  const lease = current.lease;
+  const wallNowMs = options.clock.wallMs();
+  const state = holderState(lease.holder, processes);
+  if (leaseLapsed(lease, wallNowMs)) {
+    return {
+      current,
+      taking: `Taking the volume over from ${describeLease(lease, wallNowMs)}; fencing its uploads.`,
+    };
+  } else if (state.gone) {
+    return {
+      current,
+      taking: `Took over the lease of pid ${lease.holder.pid} on this host, ${
+        goneText(lease.holder, state)
+      }; fencing its uploads.`,
+    };
+  } else if (mode === "refuse") {
+    throw new LsvdError(
+      "fenced",
+      `Cannot open the volume for writing: it is held by ${describeLease(lease, wallNowMs)}; ` +
+        "stop that daemon, or pass --takeover to fence it, or --standby to wait for it",
+    );
+  } else if (mode === "takeover") {
+    checkJournal(current.lease, holder, options);
+    return {
+      current,
+      taking: `Taking the volume over from ${
+        describeLease(lease, wallNowMs)
+      } (--takeover); fencing its uploads.`,
+    };
+  } else {
+    checkJournal(current.lease, holder, options); // before waiting, not only after
+    const lapsed = await waitForLapse(store, prefix, current, options);
+    if (lapsed === undefined) return undefined; // deleted or changed hands: look again
+    return {
+      current: lapsed,
+      taking: lapsed.lease.released
+        ? undefined
+        : `Taking the volume over from ${
+          describeLease(lapsed.lease, options.clock.wallMs())
+        }, which stopped renewing it (--standby); fencing its uploads.`,
+    };
   }
 }
 

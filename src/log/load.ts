@@ -95,14 +95,7 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
     options.log,
   );
   if (base === undefined && state.format?.parent !== undefined) await startFromParent(store, loaded, options);
-  if (base !== undefined) {
-    loaded.map = ExtentMap.fromArray(base.extents);
-    loaded.lastSequence = base.sequence;
-    loaded.volumeSizeBytes = base.volumeSizeBytes;
-    loaded.writerEpoch = Math.max(loaded.writerEpoch, base.writerEpoch);
-    loaded.checkpointSequence = base.sequence;
-    loaded.lastObjectCrc32 = base.objectCrc32;
-  }
+  if (base !== undefined) startFromCheckpoint(loaded, base);
   const replay = log.filter((o) => o.sequence > loaded.lastSequence && o.sequence <= end);
   // Epochs never decrease along a log; the first object that breaks this is a zombie.
   let epochFloor = 0;
@@ -142,6 +135,19 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   if (end < state.endSequence) await applyLaterCopies(store, loaded, end, options);
   loaded.lastSequence = Math.max(loaded.lastSequence, end);
   return loaded;
+}
+
+/** The load starts from a checkpoint: its map, sequence, size, epoch and object CRC. */
+function startFromCheckpoint(
+  loaded: LoadedLog,
+  base: NonNullable<Awaited<ReturnType<typeof loadCheckpoint>>>,
+): void {
+  loaded.map = ExtentMap.fromArray(base.extents);
+  loaded.lastSequence = base.sequence;
+  loaded.volumeSizeBytes = base.volumeSizeBytes;
+  loaded.writerEpoch = Math.max(loaded.writerEpoch, base.writerEpoch);
+  loaded.checkpointSequence = base.sequence;
+  loaded.lastObjectCrc32 = base.objectCrc32;
 }
 
 /** Refuses what no load may serve, before anything is read; returns the point to load. */

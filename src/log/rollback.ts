@@ -185,6 +185,48 @@ async function finish(
   return { moved: after.length, rescuedSectors };
 }
 
+/** A rescue's pieces split at their copies' entry boundaries: each takes the origin of the entry it lies in. */
+function splitAtEntries(
+  pieces: readonly {
+    addressSector: number;
+    sequence: number;
+    offsetSectors: number;
+    lengthSectors: number;
+  }[],
+  summaries: ReadonlyMap<number, ObjectSummary>,
+): RescuePiece[] {
+  const split: RescuePiece[] = [];
+  for (const p of pieces) {
+    const s = summaries.get(p.sequence)!;
+    let entryStart = 0;
+    s.entries.forEach((entry: Extent, i) => {
+      const entryEnd = entryStart + entry.lengthBytes / SECTOR_BYTES;
+      const from = Math.max(entryStart, p.offsetSectors),
+        to = Math.min(entryEnd, p.offsetSectors + p.lengthSectors);
+      if (from < to) {
+        split.push({
+          addressSector: p.addressSector + from - p.offsetSectors,
+          lengthSectors: to - from,
+          sequence: p.sequence,
+          offsetSectors: from,
+          origin: s.trailer?.origins?.[i] ?? p.sequence,
+        });
+      }
+      entryStart = entryEnd;
+    });
+  }
+  return split;
+}
+
+/** A piece of a rescue: sectors of one copy's entry, with that entry's origin. */
+interface RescuePiece {
+  addressSector: number;
+  lengthSectors: number;
+  sequence: number;
+  offsetSectors: number;
+  origin: number;
+}
+
 /**
  * The object P+1 holding every sector the map at P reads from a copy after P (with its origin), or
  * undefined when the point needs nothing from them. Each sector is checked against its copy's CRCs.
@@ -214,33 +256,7 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
     const object = state.objects.find((x) => x.sequence === seq)!;
     summaries.set(seq, { ...(await withRetries(o.retry, () => readObjectSummary(store, object))), object });
   }
-  // Split at the copies' entry boundaries: each piece takes the origin of the entry it lies in.
-  const split: {
-    addressSector: number;
-    lengthSectors: number;
-    sequence: number;
-    offsetSectors: number;
-    origin: number;
-  }[] = [];
-  for (const p of pieces) {
-    const s = summaries.get(p.sequence)!;
-    let entryStart = 0;
-    s.entries.forEach((entry: Extent, i) => {
-      const entryEnd = entryStart + entry.lengthBytes / SECTOR_BYTES;
-      const from = Math.max(entryStart, p.offsetSectors),
-        to = Math.min(entryEnd, p.offsetSectors + p.lengthSectors);
-      if (from < to) {
-        split.push({
-          addressSector: p.addressSector + from - p.offsetSectors,
-          lengthSectors: to - from,
-          sequence: p.sequence,
-          offsetSectors: from,
-          origin: s.trailer?.origins?.[i] ?? p.sequence,
-        });
-      }
-      entryStart = entryEnd;
-    });
-  }
+  const split = splitAtEntries(pieces, summaries);
   if (split.length > RESCUE_ENTRIES_MAX) {
     throw new LsvdError(
       "invalid",

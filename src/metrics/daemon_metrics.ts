@@ -36,7 +36,7 @@ export function registerDaemonMetrics(
   registry: MetricsRegistry,
   volume: () => VolumeFigures | undefined,
 ): void {
-  const stat = (read: (v: VolumeFigures) => number | undefined) => () => {
+  const stat: Stat = (read) => () => {
     const v = volume();
     return v === undefined ? undefined : read(v);
   };
@@ -48,6 +48,20 @@ export function registerDaemonMetrics(
   );
   registry.gauge("lsvd_map_bytes", "Memory held by the extent map", stat((v) => v.stats.mapBytes));
   registry.gauge("lsvd_map_extents", "Extents in the extent map", stat((v) => v.stats.extents));
+  registerReadMetrics(registry, stat);
+  registerWriteMetrics(registry, stat);
+  registry.gauge(
+    "lsvd_process_resident_bytes",
+    "Resident memory of the lsvd process",
+    () => Deno.memoryUsage().rss,
+  );
+}
+
+/** Reads one figure of the open volume, undefined before it is open. */
+type Stat = (read: (v: VolumeFigures) => number | undefined) => () => number | undefined;
+
+/** The read cache, CRC tables, damaged reads and the log's position. */
+function registerReadMetrics(registry: MetricsRegistry, stat: Stat): void {
   registry.gauge(
     "lsvd_cache_bytes",
     "Bytes held by the read cache and the sector-CRC tables (both within --cache-size)",
@@ -92,6 +106,10 @@ export function registerDaemonMetrics(
     "Read lookups the memory read cache missed (the store, or the disk cache, answered)",
     stat((v) => v.stats.cacheMisses),
   );
+}
+
+/** Commits, garbage collection and the write-back journal. */
+function registerWriteMetrics(registry: MetricsRegistry, stat: Stat): void {
   registry.counterFrom(
     "lsvd_commits_total",
     "Objects sealed for FLUSH/FUA (group commits)",
@@ -126,11 +144,6 @@ export function registerDaemonMetrics(
     "lsvd_journal_syncs_total",
     "fdatasync calls of the write-back journal (FLUSHes share them)",
     stat((v) => v.stats.journalSyncs),
-  );
-  registry.gauge(
-    "lsvd_process_resident_bytes",
-    "Resident memory of the lsvd process",
-    () => Deno.memoryUsage().rss,
   );
 }
 

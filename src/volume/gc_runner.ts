@@ -132,16 +132,7 @@ export class GcRunner {
     const o = this.#o;
     const state = await listLogState(o.store, o.prefix, o.retry);
     const record = state.collectedRecord;
-    const result: GcPassResult = {
-      pass: undefined,
-      retainedFrom: 0,
-      planned: [],
-      deletedObjects: 0,
-      deletedBytes: 0,
-      copiedObjects: 0,
-      copiedBytes: 0,
-      kept: 0,
-    };
+    const result = emptyPassResult();
     const wallNowMs = o.clock.wallMs();
     const round = await planGcRound(o.store, state, {
       head: o.head,
@@ -187,10 +178,31 @@ export class GcRunner {
     }
     result.pass = next.pass;
     this.#unrecorded = [];
-    const fresh = await this.#freshSnapshots(
-      [...honored, ...points.filter((s) => s.clone !== undefined)],
-      pmin,
+    const kept = [...honored, ...points.filter((s) => s.clone !== undefined)];
+    if (await this.#snapshotAppeared(next, record, { honored, kept })) return result;
+    if (this.#halted()) return result;
+    await this.#delete(doomed, state, next.pass, result);
+    this.#counters.passes++;
+    o.log(
+      `Garbage collection pass ${next.pass}: deleted ${result.deletedObjects} objects ` +
+        `(${mib(result.deletedBytes)} MiB), copied ${mib(result.copiedBytes)} MiB of live data into ` +
+        `${result.copiedObjects} objects, kept ${result.kept} still needed; points from object ${pmin} on are kept.`,
     );
+    return result;
+  }
+
+  /**
+   * After our record: a snapshot created between our listing and our record, while the record before
+   * ours still kept its point. Then that promise is kept (nothing was deleted yet): a further record
+   * keeps it and this pass deletes nothing (true).
+   */
+  async #snapshotAppeared(
+    next: CollectedRecord,
+    record: CollectedRecord | undefined,
+    { honored, kept }: { honored: readonly SnapshotRecord[]; kept: SnapshotRecord[] },
+  ): Promise<boolean> {
+    const o = this.#o;
+    const fresh = await this.#freshSnapshots(kept, next.retainedFromSequence);
     if (fresh.length > 0) {
       // A snapshot was created between our listing and our record, while the record before ours
       // still kept its point: keep that promise (nothing was deleted yet) and delete nothing now.
@@ -201,17 +213,9 @@ export class GcRunner {
         retainedFromSequence: record?.retainedFromSequence ?? 0,
         snapshots: [...honored, ...fresh].map((s) => ({ name: s.name, sequence: s.sequence })),
       }, o.retry);
-      return result;
+      return true;
     }
-    if (this.#halted()) return result;
-    await this.#delete(doomed, state, next.pass, result);
-    this.#counters.passes++;
-    o.log(
-      `Garbage collection pass ${next.pass}: deleted ${result.deletedObjects} objects ` +
-        `(${mib(result.deletedBytes)} MiB), copied ${mib(result.copiedBytes)} MiB of live data into ` +
-        `${result.copiedObjects} objects, kept ${result.kept} still needed; points from object ${pmin} on are kept.`,
-    );
-    return result;
+    return false;
   }
 
   /** The daemon's sources of a round: seal times and maps kept between passes. */
@@ -445,4 +449,18 @@ export class GcRunner {
 
 function mib(bytes: number): string {
   return (bytes / (1024 * 1024)).toFixed(1);
+}
+
+/** A pass's result before it has done anything. */
+function emptyPassResult(): GcPassResult {
+  return {
+    pass: undefined,
+    retainedFrom: 0,
+    planned: [],
+    deletedObjects: 0,
+    deletedBytes: 0,
+    copiedObjects: 0,
+    copiedBytes: 0,
+    kept: 0,
+  };
 }

@@ -13,7 +13,7 @@
  */
 
 import type { Logger } from "../util/log.ts";
-import { Journal } from "./journal.ts";
+import { Journal } from "../journal/journal.ts";
 import {
   checkJournalOwner,
   emptyJournal,
@@ -22,7 +22,7 @@ import {
   replayRecords,
   scanJournal,
   type ScannedJournal,
-} from "./journal_replay.ts";
+} from "../journal/journal_replay.ts";
 import type { LogWriter } from "./log_writer.ts";
 import type { JournalConfig } from "./volume_options.ts";
 

@@ -3,11 +3,11 @@ import { MemoryStore } from "../store/memory.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { seededRandom } from "../util/random.ts";
-import { decodeRecord, encodeRecord, RECORD_HEADER_BYTES } from "./journal_codec.ts";
-import { segmentName } from "./journal_files.ts";
-import { MemoryJournalFiles } from "./journal_files_memory.ts";
-import { Journal, type JournalTarget } from "./journal.ts";
-import { scanJournal } from "./journal_replay.ts";
+import { decodeRecord, encodeRecord, RECORD_HEADER_BYTES } from "../journal/journal_codec.ts";
+import { segmentName } from "../journal/journal_files.ts";
+import { MemoryJournalFiles } from "../journal/journal_files_memory.ts";
+import { Journal, type JournalTarget } from "../journal/journal.ts";
+import { scanJournal } from "../journal/journal_replay.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 
 const MiB = 1024 * 1024;

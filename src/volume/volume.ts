@@ -1,7 +1,7 @@
 /**
  * @module
- * The volume: a disk whose every byte lives in a log of objects. This module opens one (list →
- * load → repair → size) and joins the parts that serve it:
+ * The volume: a disk whose every byte lives in a log of objects. This module joins the parts that
+ * serve it, built from what open_volume.ts opened (lease → load → fence → journal → repair → size):
  *
  *   write / trim / flush ─► LogWriter (open object, seal, uploads, durability, checkpoints)
  *   read                 ─► ReadPath (open object, in-flight bodies, cache, Fetcher GETs)
@@ -13,24 +13,12 @@
 
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
-import { LsvdError, messageOf } from "../util/errors.ts";
-import {
-  type AcquiredLease,
-  acquireLease,
-  claimEpoch,
-  fencedError,
-  type LeaseHolder,
-  LeaseKeeper,
-} from "../log/lease.ts";
-import { closeWindow, readWriterEpoch } from "../log/fence.ts";
-import { logKey } from "../format/keys.ts";
-import type { LogState } from "../log/log_state.ts";
+import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
+import { isStoreError } from "../store/store.ts";
+import type { LeaseHolder, LeaseKeeper } from "../log/lease.ts";
 import type { RetryPolicy } from "../store/retry.ts";
-import { Progress, stderrTerminal } from "../util/progress.ts";
-import { listLogState, volumeExists } from "../log/log_state.ts";
-import { type LoadedLog, loadLog } from "../log/load.ts";
-import { repairLog } from "../log/repair.ts";
-import { peekVolume, recordedSizeBytes } from "../log/recorded_size.ts";
+import { volumeExists } from "../log/log_state.ts";
+import type { LoadedLog } from "../log/load.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
@@ -43,15 +31,14 @@ import { ObjectSizes } from "./object_sizes.ts";
 import { CLOSE_CHECKPOINT_MS, LogWriter } from "./log_writer.ts";
 import { type GcPassResult, GcRunner } from "./gc_runner.ts";
 import { type Timer, withinMs } from "../util/clock.ts";
-import { isLsvdError } from "../util/errors.ts";
-import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { ReadAhead } from "./read_ahead.ts";
 import { ReadCache } from "./read_cache.ts";
 import { ReadPath } from "./read_path.ts";
-import type { Journal } from "./journal.ts";
-import { checkJournalVolume, type ScannedJournal } from "./journal_replay.ts";
-import { adoptJournal, prepareJournal, startJournal } from "./journal_start.ts";
+import type { Journal } from "../journal/journal.ts";
+import type { ScannedJournal } from "../journal/journal_replay.ts";
+import { startJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
+import { type OpenedVolume, openVolumeLog } from "./open_volume.ts";
 import {
   type ResolvedVolumeOptions,
   resolveVolumeOptions,
@@ -61,6 +48,7 @@ import {
 
 export type { FlushPolicy, VolumeOptions } from "./volume_options.ts";
 export { VOLUME_BYTES_MAX };
+export { refuseBeforeWriting } from "./open_volume.ts";
 
 /** How long a shutdown that stored every write tries to release the lease when the store does not answer. */
 export const SHUTDOWN_OPTIONAL_MS = CLOSE_CHECKPOINT_MS;
@@ -88,14 +76,10 @@ export class Volume implements BlockDevice {
   #journalReplayed = 0;
   #mayAcknowledge: () => boolean = () => true;
 
-  private constructor(
-    o: ResolvedVolumeOptions,
-    loaded: LoadedLog,
-    sizeBytes: number,
-    writer: { epoch: number; keeper: LeaseKeeper | undefined },
-  ) {
+  private constructor(opened: OpenedVolume) {
+    const { o, loaded, sizeBytes } = opened;
     this.#failed = new Promise((resolve) => (this.#reportFailure = resolve));
-    this.#keeper = writer.keeper;
+    this.#keeper = opened.keeper;
     this.#o = o;
     this.readOnly = o.readOnly;
     this.#map = loaded.map;
@@ -107,76 +91,64 @@ export class Volume implements BlockDevice {
     const tableBytesMax = o.verifyReads ? Math.floor(o.cacheBytesMax / 16) : 0;
     this.#tables = new CrcTables(tableBytesMax);
     this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
-    const objectSizes = new ObjectSizes();
-    for (const obj of loaded.state.objects.slice(0, loaded.state.gapFreeCount)) {
-      objectSizes.set(obj.sequence, obj.sizeBytes);
-    }
-    for (const [sequence, sizeBytes] of loaded.lineage.sizes) objectSizes.set(sequence, sizeBytes);
-    this.#objectSizes = objectSizes;
+    this.#objectSizes = objectSizesOf(loaded);
+    const keeper = opened.keeper;
     this.#mayAcknowledge = () => {
-      const keeper = writer.keeper;
       if (keeper === undefined || keeper.isValid()) return true;
       keeper.renewSoon();
       return false;
     };
-    if (!o.readOnly) {
-      this.#writer = new LogWriter(o, loaded.map, this.#cache, {
-        lastSequence: loaded.lastSequence,
-        writerEpoch: writer.epoch,
-        sizeBytes,
-        checkpointedThrough: loaded.checkpointSequence,
-        lastObjectCrc32: loaded.lastObjectCrc32,
-        objectSizes,
-        mayAcknowledge: this.#mayAcknowledge,
-        onFail: (e) => {
-          this.#journal?.fail(e);
-          this.#reportFailure(e);
-        },
-      });
-    }
+    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
     // Reads wait out an outage too; closing the volume ends the wait.
     const retry = volumeRetry(
       o,
       () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
     );
-    if (this.#writer !== undefined) {
-      this.#gc = new GcRunner({
-        store: o.store,
-        prefix: o.prefix,
-        clock: o.clock,
-        log: o.log,
-        retry,
-        writer: this.#writer,
-        head: loaded.map,
-        retentionMs: o.retentionMs,
-        thresholds: o.gcThresholds,
-        concurrency: 4,
-        objectBytesMax: o.objectBytesMax,
-        // Only the lease holder deletes: a pass checks the lease right before its record and deletes.
-        mayDelete: () => writer.keeper === undefined || writer.keeper.isValid(),
-      });
-    }
-    const fetcher = this.#fetcher = new Fetcher({
+    if (this.#writer !== undefined) this.#gc = buildGc(o, retry, this.#writer, loaded.map, keeper);
+    this.#fetcher = new Fetcher({
       store: o.store,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
       retry,
       cache: this.#cache,
       tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
-      sizes: objectSizes,
+      sizes: this.#objectSizes,
       verify: o.verifyReads,
       log: o.log,
       ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
     });
+    this.#reads = this.#buildReadPath(loaded.map);
+  }
+
+  /** The writer: seals, uploads and checkpoints; its failure fails the journal and whenFailed(). */
+  #buildWriter(loaded: LoadedLog, epoch: number): LogWriter {
+    return new LogWriter(this.#o, loaded.map, this.#cache, {
+      lastSequence: loaded.lastSequence,
+      writerEpoch: epoch,
+      sizeBytes: this.#sizeBytes,
+      checkpointedThrough: loaded.checkpointSequence,
+      lastObjectCrc32: loaded.lastObjectCrc32,
+      objectSizes: this.#objectSizes,
+      mayAcknowledge: this.#mayAcknowledge,
+      onFail: (e) => {
+        this.#journal?.fail(e);
+        this.#reportFailure(e);
+      },
+    });
+  }
+
+  /** The read path: open object, in-flight bodies, cache, read-ahead, Fetcher GETs. */
+  #buildReadPath(map: ExtentMap): ReadPath {
+    const o = this.#o;
     const aheadBytes = Math.min(o.readAheadBytesMax, Math.floor(o.cacheBytesMax / 4));
     const aheadSectors = Math.floor(aheadBytes / SECTOR_BYTES);
     const readAhead = new ReadAhead({
       windowMinSectors: Math.min(aheadSectors, 256),
       windowMaxSectors: aheadSectors,
     });
-    this.#reads = new ReadPath({
-      map: loaded.map,
+    return new ReadPath({
+      map,
       cache: this.#cache,
-      fetcher,
+      fetcher: this.#fetcher,
       readAhead,
       open: () => this.#writer?.open,
       inflightBody: (sequence) => this.#writer?.inflightBody(sequence),
@@ -185,139 +157,42 @@ export class Volume implements BlockDevice {
   }
 
   /**
-   * Recovers the volume from the store; throws LsvdError with a user-facing message. A writer first
-   * takes the lease and, unless the previous writer released it cleanly, fences that writer
-   * (docs/design/fencing.md) before it replays or archives anything.
+   * Recovers the volume from the store (open_volume.ts: lease, load, fence, journal, repair, size);
+   * throws LsvdError with a user-facing message.
    */
   static async open(options: VolumeOptions): Promise<Volume> {
-    const o = resolveVolumeOptions(options);
-    const stopped = () =>
-      o.stopRequested()
-        ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop")
-        : undefined;
-    const retry = volumeRetry(o, stopped);
-    if (!o.readOnly && o.sizeBytes !== undefined && !o.allowShrink) {
-      // Before the lease: a refused shrink leaves the bucket exactly as it found it.
-      const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
-      if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
-    }
-    // Before the lease: a writer without --size on a prefix without a log writes nothing.
-    if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
-    // Before the store is touched: a journal in use or damaged leaves the bucket as it was.
-    const scanned = o.journal === undefined ? undefined : await prepareJournal(o.journal, o.log);
-    if (scanned !== undefined) {
-      try {
-        // Before its id goes into this volume's lease: another volume's journal is refused first.
-        checkJournalVolume(o.journal!.files, scanned, {
-          store: o.store.description,
-          prefix: o.prefix,
-          volumeCreatedAt: undefined,
-        });
-      } catch (e) {
-        await o.journal!.files.unlock();
-        throw e;
-      }
-    }
-    const acquired = !o.readOnly && o.fencing
-      ? await acquireLease(o.store, o.prefix, {
-        clock: o.clock,
-        log: o.log,
-        retry,
-        mode: o.leaseMode,
-        durationMs: o.leaseDurationMs,
-        windowObjects: o.uploadsMax,
-        ...(o.leaseHolder === undefined ? {} : { holder: o.leaseHolder }),
-        // Recorded before anything is acknowledged from the journal, so there is no moment when
-        // acknowledged writes exist only there and the bucket does not say so.
-        ...(scanned === undefined ? {} : { journal: { dir: o.journal!.files.description, id: scanned.id } }),
-        abandonJournal: o.abandonJournal,
-      }).catch(async (e) => {
-        await o.journal?.files.unlock();
-        throw e;
-      })
-      : undefined;
+    const opened = await openVolumeLog(resolveVolumeOptions(options));
     let volume: Volume | undefined;
-    const keeper = acquired === undefined ? undefined : new LeaseKeeper(o.store, o.prefix, acquired, {
-      clock: o.clock,
-      log: o.log,
-      onLost: (e) => volume !== undefined && volume.#leaseLost(e),
-      onRenewed: () => volume !== undefined && volume.#leaseRenewed(),
-    });
-    let wroteLog = false; // from the fence on, giving the lease back must not skip the next fence
     try {
-      o.log(`Starting recovery from ${o.store.description}.`);
-      let { state, loaded } = await loadVolume(o, retry, stopped);
-      if (o.readOnly && !volumeExists(state)) throw noVolume(o);
-      let epoch = loaded.writerEpoch + 1;
-      // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
-      const wantedBytes = checkSize(o, loaded);
-      let found = o.journal === undefined ? undefined : await logEnd(o, retry, loaded);
-      if (acquired !== undefined && keeper !== undefined) {
-        const sizeBytes = loaded.volumeSizeBytes ?? wantedBytes; // fence objects keep the recorded size
-        wroteLog = true;
-        const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
-        epoch = taken.epoch;
-        if (taken.fenced) ({ state, loaded } = await loadVolume(o, retry, stopped));
-        if (
-          found !== undefined && taken.leftSequence !== undefined && taken.leftSequence !== found.lastSequence
-        ) {
-          found = { lastSequence: taken.leftSequence, lastEpoch: taken.leftEpoch! };
-        }
-        await checkNoNewerWriter(o, retry, loaded, epoch);
-        if (keeper.lost !== undefined) throw keeper.lost;
-      }
-      if (o.journal !== undefined && scanned !== undefined && found !== undefined) {
-        await adoptJournal(o.journal, scanned, {
-          ...found,
-          store: o.store.description,
-          prefix: o.prefix,
-          volumeCreatedAt: state.format?.createdAt,
-          writerEpoch: epoch,
-        });
-      }
-      if (o.readOnly) {
-        const first = loaded.beyond[0];
-        if (first !== undefined && o.atSequence === undefined) {
-          o.log(
-            `Ignoring ${loaded.beyond.length} objects after the recovery point (read-only, left in place; first is "${first.key}").`,
-          );
-        }
-      }
-      const sizeBytes = checkSize(o, loaded); // again: the fence may have accepted more of the log
-      if (!o.readOnly) {
-        // Repair deletes without conditions: only while the lease is provably still ours.
-        if (keeper !== undefined && loaded.beyond.length > 0) await keeper.confirm();
-        await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
-      }
-      const fromCheckpoint = loaded.checkpointSequence === 0
-        ? ""
-        : ` after checkpoint ${loaded.checkpointSequence}`;
-      o.log(`Recovery complete (processed ${loaded.replayed} objects${fromCheckpoint}).`);
-      volume = new Volume(o, loaded, sizeBytes, { epoch, keeper });
-      if (keeper?.lost !== undefined) throw keeper.lost;
-      if (!o.readOnly) {
-        await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
-        const recorded = loaded.volumeSizeBytes;
-        if (sizeBytes !== recorded || !volumeExists(state)) {
-          o.log(
-            recorded === undefined
-              ? `Creating a volume of ${sizeBytes} bytes.`
-              : `Resizing the volume from ${recorded} to ${sizeBytes} bytes.`,
-          );
-          await volume.#writer!.recordSize(sizeBytes);
-        }
-        if (o.journal !== undefined) await volume.#startJournal(scanned!);
-        volume.#scheduleGc();
-      }
+      volume = new Volume(opened);
+      const built = volume;
+      opened.leaseEvents.onLost = (e) => built.#leaseLost(e);
+      opened.leaseEvents.onRenewed = () => built.#leaseRenewed();
+      if (opened.keeper?.lost !== undefined) throw opened.keeper.lost;
+      if (!opened.o.readOnly) await volume.#startWriting(opened);
       return volume;
     } catch (e) {
       volume?.abandon();
-      await o.journal?.files.unlock();
-      if (keeper !== undefined) {
-        await (wroteLog ? keeper.lapse() : keeper.release()).catch(() => keeper.stop());
-      }
+      await opened.giveBack();
       throw e;
     }
+  }
+
+  /** A writer's last steps: the format record, the size if new or changed, the journal, GC. */
+  async #startWriting(opened: OpenedVolume): Promise<void> {
+    const { o, retry, state, loaded, sizeBytes } = opened;
+    await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
+    const recorded = loaded.volumeSizeBytes;
+    if (sizeBytes !== recorded || !volumeExists(state)) {
+      o.log(
+        recorded === undefined
+          ? `Creating a volume of ${sizeBytes} bytes.`
+          : `Resizing the volume from ${recorded} to ${sizeBytes} bytes.`,
+      );
+      await this.#writer!.recordSize(sizeBytes);
+    }
+    if (o.journal !== undefined) await this.#startJournal(opened.scanned!);
+    this.#scheduleGc();
   }
 
   async #startJournal(scanned: ScannedJournal): Promise<void> {
@@ -598,201 +473,36 @@ export class Volume implements BlockDevice {
   }
 }
 
-/** Lists and loads the log (never modifying it), with a progress line for long replays. */
-async function loadVolume(
+/** The sizes of the objects a read may need: the loaded log's gap-free part and the lineage's. */
+function objectSizesOf(loaded: LoadedLog): ObjectSizes {
+  const objectSizes = new ObjectSizes();
+  for (const obj of loaded.state.objects.slice(0, loaded.state.gapFreeCount)) {
+    objectSizes.set(obj.sequence, obj.sizeBytes);
+  }
+  for (const [sequence, sizeBytes] of loaded.lineage.sizes) objectSizes.set(sequence, sizeBytes);
+  return objectSizes;
+}
+
+/** The GC runner; only the lease holder deletes: a pass checks the lease right before its record and deletes. */
+function buildGc(
   o: ResolvedVolumeOptions,
   retry: RetryPolicy,
-  stopped: () => LsvdError | undefined,
-): Promise<{ state: LogState; loaded: LoadedLog }> {
-  const state = await listLogState(o.store, o.prefix, retry);
-  const progress = new Progress({
-    what: "Replaying the log",
-    unit: "objects",
-    total: 0,
+  writer: LogWriter,
+  head: ExtentMap,
+  keeper: LeaseKeeper | undefined,
+): GcRunner {
+  return new GcRunner({
+    store: o.store,
+    prefix: o.prefix,
     clock: o.clock,
     log: o.log,
-    terminal: stderrTerminal(),
-  });
-  const loaded = await loadLog(o.store, state, {
-    concurrency: o.recoveryConcurrency,
     retry,
-    log: o.log,
-    onProgress: (done, total) => {
-      if (done === 1) progress.setTotal(total);
-      progress.update(done);
-      const stop = stopped();
-      if (stop !== undefined) throw stop;
-    },
-    ...(o.atSequence === undefined ? {} : { atSequence: o.atSequence }),
+    writer,
+    head,
+    retentionMs: o.retentionMs,
+    thresholds: o.gcThresholds,
+    concurrency: 4,
+    objectBytesMax: o.objectBytesMax,
+    mayDelete: () => keeper === undefined || keeper.isValid(),
   });
-  progress.finish();
-  return { state, loaded };
-}
-
-/**
- * After taking the lease: makes our epoch higher than every epoch in the log (logs written before
- * epoch keys existed) and, unless the previous writer released the lease, closes its upload window.
- * Returns our epoch and whether the log changed (then it is loaded again).
- */
-async function takeOver(
-  o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
-  t: { acquired: AcquiredLease; keeper: LeaseKeeper; loaded: LoadedLog; sizeBytes: number },
-): Promise<{ epoch: number; fenced: boolean; leftSequence?: number; leftEpoch?: number }> {
-  const { acquired, keeper, loaded } = t;
-  const last = loaded.lastSequence;
-  const lastEpoch = await lastEpochOf(o, retry, loaded);
-  let epoch = acquired.stored.lease.epoch;
-  if (lastEpoch >= epoch) {
-    epoch = await claimEpoch(o.store, o.prefix, {
-      atLeast: lastEpoch,
-      holder: acquired.stored.lease.holder,
-      retry,
-    });
-  }
-  const previous = acquired.previous;
-  const fence = previous === undefined ? loaded.state.objects.length > 0 : !previous.released;
-  let left: { leftSequence: number; leftEpoch: number } | undefined;
-  if (fence) {
-    const closed = await closeWindow(o.store, {
-      prefix: o.prefix,
-      epoch,
-      afterSequence: last,
-      afterEpoch: lastEpoch,
-      windowObjects: Math.max(1, acquired.stored.lease.windowObjects),
-      volumeSizeBytes: t.sizeBytes,
-      sealTimeMs: o.clock.wallMs(),
-      recoveryId: o.recoveryId,
-      retry,
-      log: o.log,
-    });
-    left = { leftSequence: closed.fenceSequence - 1, leftEpoch: closed.leftEpoch };
-  }
-  if (fence || epoch !== acquired.stored.lease.epoch) {
-    await keeper.update({ epoch, windowObjects: o.uploadsMax });
-  }
-  return { epoch, fenced: fence, ...left };
-}
-
-/** The loaded log's last object and its epoch (what a journal's owner check compares). */
-async function logEnd(
-  o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
-  loaded: LoadedLog,
-): Promise<{ lastSequence: number; lastEpoch: number }> {
-  return { lastSequence: loaded.lastSequence, lastEpoch: await lastEpochOf(o, retry, loaded) };
-}
-
-/** The writer epoch of the loaded log's last object (logs never lower it along the way). */
-async function lastEpochOf(o: ResolvedVolumeOptions, retry: RetryPolicy, loaded: LoadedLog): Promise<number> {
-  const last = loaded.lastSequence;
-  // A clone that wrote nothing yet has no object of its own: its epochs start afresh.
-  if (last === 0 || last <= loaded.lineage.through) return 0;
-  return loaded.lastTrailer?.writerEpoch ??
-    await epochOrZero(o, retry, { key: logKey(o.prefix, last), sequence: last });
-}
-
-/** An object's writer epoch; 0 when its trailer is damaged (that fails its reads later, not the start). */
-function epochOrZero(
-  o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
-  object: { key: string; sequence: number },
-): Promise<number> {
-  return withRetries(retry, () => readWriterEpoch(o.store, object.key, object.sequence)).catch((e) => {
-    if (isLsvdError(e, "data") || isStoreError(e, "NotFound")) return 0;
-    throw e;
-  });
-}
-
-/**
- * Before a writer writes or archives anything: the log it loaded must hold no object of a newer
- * writer. One that fenced us while we were still starting may have placed objects past our fence
- * (our uploads would then land after its objects) or after a gap we would archive.
- */
-async function checkNoNewerWriter(
-  o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
-  loaded: LoadedLog,
-  epoch: number,
-): Promise<void> {
-  const found = [await lastEpochOf(o, retry, loaded)];
-  for (const b of loaded.beyond) found.push(await epochOrZero(o, retry, b));
-  const newest = Math.max(...found);
-  if (newest > epoch) {
-    throw fencedError(
-      `Cannot open the volume for writing: the log holds objects of writer epoch ${newest}, newer than ours (${epoch}); ` +
-        "another writer took the volume over while this one was starting",
-    );
-  }
-}
-
-/**
- * The size to serve: the recorded one, or a new/grown one. Shrinking needs allowShrink (a filesystem
- * may still claim the space where nothing is written yet) and never goes below written data.
- */
-function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
-  const recorded = loaded.volumeSizeBytes;
-  const wanted = o.readOnly ? recorded ?? o.sizeBytes : o.sizeBytes ?? recorded;
-  if (wanted === undefined) throw noRecordedSize();
-  if (!o.readOnly && recorded !== undefined && wanted < recorded) {
-    if (!o.allowShrink) throw shrinkRefused(o, recorded, wanted);
-    const end = mappedEndBytes(loaded.map);
-    if (end > wanted) {
-      throw new LsvdError(
-        "invalid",
-        `Cannot shrink the volume from ${recorded} to ${wanted} bytes: data is written up to byte ${end}`,
-      );
-    }
-  }
-  return wanted;
-}
-
-/**
- * The refusals a glance at the prefix settles (peekVolume), made before anything is written (the
- * start-up probes, the lease, an epoch), so a start that cannot succeed leaves the store as it was:
- * read-only on a prefix without a volume, and a writer without a size on a prefix without a log.
- */
-export async function refuseBeforeWriting(
-  o: { store: ObjectStore; prefix: string; readOnly: boolean; sizeBytes?: number | undefined },
-  retry: RetryPolicy,
-): Promise<void> {
-  if (!o.readOnly && o.sizeBytes !== undefined) return;
-  const peek = await peekVolume(o.store, o.prefix, retry);
-  if (o.readOnly && !peek.exists) throw noVolume(o);
-  if (!o.readOnly && !peek.hasLog) throw noRecordedSize();
-}
-
-function noVolume(o: { store: ObjectStore; prefix: string }): LsvdError {
-  return new LsvdError(
-    "invalid",
-    `Cannot open the volume: ${o.store.description} holds no volume under prefix "${o.prefix}"`,
-  );
-}
-
-function noRecordedSize(): LsvdError {
-  return new LsvdError(
-    "invalid",
-    "Cannot open the volume: it has no recorded size yet; give --size the first time",
-  );
-}
-
-function shrinkRefused(o: ResolvedVolumeOptions, recorded: number, wanted: number): LsvdError {
-  const where = `${o.prefix === "" ? "" : `prefix ${o.prefix} of `}${o.store.description}`;
-  const source = o.sizeSource;
-  // A size from the environment is easy to forget: an env file written once keeps pinning it.
-  const fromEnvironment = source.startsWith("--")
-    ? ""
-    : `; the size comes from the environment variable ${source} (an env file, e.g. from lsvd setup): ` +
-      "remove it there to serve the recorded size";
-  return new LsvdError(
-    "invalid",
-    `Cannot shrink the volume in ${where} from ${recorded} to ${wanted} bytes (${source}) without --allow-shrink: ` +
-      `a filesystem on it may still use the space${fromEnvironment}`,
-  );
-}
-
-function mappedEndBytes(map: ExtentMap): number {
-  let end = 0;
-  for (const e of map.entries()) end = Math.max(end, (e.startSector + e.lengthSectors) * SECTOR_BYTES);
-  return end;
 }

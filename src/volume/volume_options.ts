@@ -14,7 +14,7 @@ import { type Logger, stderrLogger } from "../util/log.ts";
 import { normalizePrefix } from "../format/keys.ts";
 import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
 import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../log/lease.ts";
-import type { JournalFiles } from "./journal_files.ts";
+import type { JournalFiles } from "../journal/journal_files.ts";
 import type { DiskCache } from "../cache/disk_cache.ts";
 
 /** A local write-back journal (docs/design/write-back-journal.md): FLUSH = journal fdatasync. */

@@ -134,182 +134,249 @@ export interface RacingResult {
   acknowledgedFlushes: number;
 }
 
+/** The state of one seeded race, shared by its steps. */
+interface Race {
+  seed: number;
+  rand: () => number;
+  sectors: number;
+  ctx: string;
+  clock: ManualClock;
+  base: MemoryStore;
+  result: RacingResult;
+  /** Per sector, writes in global issue order. */
+  history: { id: number; issue: number }[][];
+  /** Per sector, the newest issue known durable. */
+  durable: number[];
+  issues: number;
+  nextId: number;
+  writers: Writer[];
+}
+
 /** Runs one seeded race; throws an AssertionError naming the seed on any violation. */
 export async function simulateRacing(options: RacingOptions): Promise<RacingResult> {
-  const { seed } = options;
-  const rand = seededRandom(seed ^ 0x5eed);
-  const sectors = options.sectors ?? 32;
+  const race = newRace(options);
   const steps = options.steps ?? 250;
-  const ctx = `racing seed ${seed}`;
-  const clock = new ManualClock();
-  const base = new MemoryStore({
-    seed,
-    clock,
-    errorRate: 0.03,
-    landedErrorRate: 0.3,
-    latencyMs: { min: 1, max: 40 },
-  });
-  const result: RacingResult = {
-    writers: 0,
-    takeovers: 0,
-    standbys: 0,
-    pauses: 0,
-    crashes: 0,
-    fencedWriters: 0,
-    acknowledgedFlushes: 0,
-  };
-  // Per sector, writes in global issue order, and the newest issue known durable.
-  const history: { id: number; issue: number }[][] = Array.from({ length: sectors }, () => [{
-    id: 0,
-    issue: -1,
-  }]);
-  const durable = new Array<number>(sectors).fill(-1);
-  let issues = 0;
-  let nextId = 1;
-  const writers: Writer[] = [];
-
-  const start = (mode: LeaseMode): Writer => {
-    const name = `w${writers.length + 1}`;
-    const store = new PausableStore(base.reopen());
-    const w: Writer = {
-      name,
-      store,
-      volume: undefined,
-      opening: Promise.resolve(),
-      gone: false,
-      acked: new Array(sectors).fill(-1),
-      fenced: false,
-    };
-    w.opening = Volume.open({
-      store,
-      clock,
-      log: Deno.env.get("LSVD_SIM_LOG") ? (l) => console.log(`${name} t=${clock.nowMs()}: ${l}`) : () => {},
-      sizeBytes: sectors * SECTOR,
-      objectBytesMax: 4 * SECTOR,
-      dirtyBytesMax: 16 * SECTOR,
-      sealDelayMs: 20,
-      uploadsMax: WINDOW,
-      uploadAttemptsMax: 1000,
-      cacheBytesMax: 0,
-      recoveryId: `${name}-s${seed}`,
-      checkpointEveryObjects: [0, 5][seed % 2]!,
-      flushPolicy: seed % 3 === 1 ? "each" : "group",
-      leaseMode: mode,
-      leaseDurationMs: LEASE_MS,
-      leaseHolder: { host: `host-${name}`, pid: 100 + writers.length, nonce: `${name}-${seed}` },
-    }).then((v) => {
-      w.volume = v;
-      v.whenFailed().then((e) => {
-        w.gone = true;
-        if (isLsvdError(e, "fenced")) w.fenced = true;
-      });
-    }, (e) => {
-      w.gone = true; // refused, fenced while starting, or its handle crashed
-      if (isLsvdError(e, "fenced")) w.fenced = true;
-    });
-    writers.push(w);
-    result.writers++;
-    return w;
-  };
-
-  const live = () => writers.filter((w) => w.volume !== undefined && !w.gone && !w.store.inner.crashed);
-  const pick = <T>(xs: T[]): T | undefined =>
-    xs.length === 0 ? undefined : xs[Math.floor(rand() * xs.length)];
-  const run = async (ms: number, stepMs = 10) => {
-    for (let t = 0; t < ms; t += stepMs) {
-      clock.advance(stepMs);
-      await settle();
-    }
-  };
-
-  start("refuse");
-  await run(300);
+  startWriter(race, "refuse");
+  await runClock(race, 300);
   for (let step = 0; step < steps; step++) {
-    const r = rand();
-    const w = pick(live());
-    if (r < 0.45 && w !== undefined) {
-      const count = 1 + Math.floor(rand() * 3);
-      const first = Math.floor(rand() * (sectors - count + 1));
-      const id = nextId++;
-      const data = new Uint8Array(count * SECTOR);
-      for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
-      const issue = issues++;
-      for (let s = first; s < first + count; s++) history[s]!.push({ id, issue });
-      const fua = rand() < 0.1;
-      w.volume!.write(first * SECTOR, data, { fua }).then(() => {
-        for (let s = first; s < first + count; s++) {
-          w.acked[s] = Math.max(w.acked[s]!, issue);
-          if (fua) durable[s] = Math.max(durable[s]!, issue);
-        }
-      }, () => {});
-    } else if (r < 0.6 && w !== undefined) {
-      const snapshot = [...w.acked];
-      w.volume!.flush().then(() => {
-        result.acknowledgedFlushes++;
-        for (let s = 0; s < sectors; s++) durable[s] = Math.max(durable[s]!, snapshot[s]!);
-      }, () => {});
-    } else if (r < 0.85) {
-      await run(Math.floor(rand() * 60));
-    } else if (r < 0.9) { // pause a writer (maybe while it is still opening), or resume one
-      const paused = writers.filter((x) => x.store.paused);
-      if (paused.length > 0 && rand() < 0.6) {
-        pick(paused)!.store.resume();
-      } else {
-        const target = pick(writers.filter((x) => !x.gone && !x.store.paused));
-        if (target !== undefined) {
-          target.store.pause();
-          result.pauses++;
-        }
-      }
-    } else if (r < 0.96) { // another process starts on the volume
-      if (writers.length < 3 || (writers.length < 5 && live().length === 0)) {
-        const mode: LeaseMode = rand() < 0.5 ? "takeover" : "standby";
-        if (mode === "takeover") result.takeovers++;
-        else result.standbys++;
-        start(mode);
-      }
-    } else if (r < 0.98) { // a writer's process dies
-      const target = pick(writers.filter((x) => !x.store.inner.crashed && !x.store.paused));
-      if (target !== undefined) {
-        result.crashes++;
-        target.store.inner.crash({ keepUnacknowledgedProbability: rand() });
-        target.volume?.abandon();
-        target.gone = true;
-      }
-    }
+    // Only a clock run is awaited: every other step starts an operation and goes on at once.
+    const running = raceStep(race);
+    if (running !== undefined) await running;
     await settle();
   }
+  await playOut(race);
+  const check = checkStore(race);
+  await checkNoFork(race, check);
+  await checkFlushesKept(race, check);
+  return race.result;
+}
 
-  // Let everything play out: paused writers resume and land their late uploads, then see they were fenced.
-  for (const w of writers) w.store.resume();
-  await run(4 * LEASE_MS, 50);
-  for (const w of writers) {
+/** A seed's store, history and counters; no writer yet. */
+function newRace(options: RacingOptions): Race {
+  const { seed } = options;
+  const sectors = options.sectors ?? 32;
+  const clock = new ManualClock();
+  return {
+    seed,
+    rand: seededRandom(seed ^ 0x5eed),
+    sectors,
+    ctx: `racing seed ${seed}`,
+    clock,
+    base: new MemoryStore({
+      seed,
+      clock,
+      errorRate: 0.03,
+      landedErrorRate: 0.3,
+      latencyMs: { min: 1, max: 40 },
+    }),
+    result: {
+      writers: 0,
+      takeovers: 0,
+      standbys: 0,
+      pauses: 0,
+      crashes: 0,
+      fencedWriters: 0,
+      acknowledgedFlushes: 0,
+    },
+    history: Array.from({ length: sectors }, () => [{ id: 0, issue: -1 }]),
+    durable: new Array<number>(sectors).fill(-1),
+    issues: 0,
+    nextId: 1,
+    writers: [],
+  };
+}
+
+/** Another process opens the volume with its own handle on the store (not awaited). */
+function startWriter(race: Race, mode: LeaseMode): Writer {
+  const { writers, clock, sectors, seed } = race;
+  const name = `w${writers.length + 1}`;
+  const store = new PausableStore(race.base.reopen());
+  const w: Writer = {
+    name,
+    store,
+    volume: undefined,
+    opening: Promise.resolve(),
+    gone: false,
+    acked: new Array(sectors).fill(-1),
+    fenced: false,
+  };
+  w.opening = Volume.open({
+    store,
+    clock,
+    log: Deno.env.get("LSVD_SIM_LOG") ? (l) => console.log(`${name} t=${clock.nowMs()}: ${l}`) : () => {},
+    sizeBytes: sectors * SECTOR,
+    objectBytesMax: 4 * SECTOR,
+    dirtyBytesMax: 16 * SECTOR,
+    sealDelayMs: 20,
+    uploadsMax: WINDOW,
+    uploadAttemptsMax: 1000,
+    cacheBytesMax: 0,
+    recoveryId: `${name}-s${seed}`,
+    checkpointEveryObjects: [0, 5][seed % 2]!,
+    flushPolicy: seed % 3 === 1 ? "each" : "group",
+    leaseMode: mode,
+    leaseDurationMs: LEASE_MS,
+    leaseHolder: { host: `host-${name}`, pid: 100 + writers.length, nonce: `${name}-${seed}` },
+  }).then((v) => {
+    w.volume = v;
+    v.whenFailed().then((e) => {
+      w.gone = true;
+      if (isLsvdError(e, "fenced")) w.fenced = true;
+    });
+  }, (e) => {
+    w.gone = true; // refused, fenced while starting, or its handle crashed
+    if (isLsvdError(e, "fenced")) w.fenced = true;
+  });
+  writers.push(w);
+  race.result.writers++;
+  return w;
+}
+
+/** Writers that opened and neither failed nor crashed. */
+function live(race: Race): Writer[] {
+  return race.writers.filter((w) => w.volume !== undefined && !w.gone && !w.store.inner.crashed);
+}
+
+function pick<T>(race: Race, xs: T[]): T | undefined {
+  return xs.length === 0 ? undefined : xs[Math.floor(race.rand() * xs.length)];
+}
+
+/** Moves the clock on by `ms` in steps, letting everything run at each. */
+async function runClock(race: Race, ms: number, stepMs = 10): Promise<void> {
+  for (let t = 0; t < ms; t += stepMs) {
+    race.clock.advance(stepMs);
+    await settle();
+  }
+}
+
+/** One random step; a clock run is returned to be awaited. */
+function raceStep(race: Race): Promise<void> | undefined {
+  const { rand, result, writers } = race;
+  const r = rand();
+  const w = pick(race, live(race));
+  if (r < 0.45 && w !== undefined) writeStep(race, w);
+  else if (r < 0.6 && w !== undefined) {
+    const snapshot = [...w.acked];
+    w.volume!.flush().then(() => {
+      result.acknowledgedFlushes++;
+      for (let s = 0; s < race.sectors; s++) race.durable[s] = Math.max(race.durable[s]!, snapshot[s]!);
+    }, () => {});
+  } else if (r < 0.85) return runClock(race, Math.floor(rand() * 60));
+  else if (r < 0.9) pauseOrResume(race);
+  else if (r < 0.96) { // another process starts on the volume
+    if (writers.length < 3 || (writers.length < 5 && live(race).length === 0)) {
+      const mode: LeaseMode = rand() < 0.5 ? "takeover" : "standby";
+      if (mode === "takeover") result.takeovers++;
+      else result.standbys++;
+      startWriter(race, mode);
+    }
+  } else if (r < 0.98) { // a writer's process dies
+    const target = pick(race, writers.filter((x) => !x.store.inner.crashed && !x.store.paused));
+    if (target !== undefined) {
+      result.crashes++;
+      target.store.inner.crash({ keepUnacknowledgedProbability: rand() });
+      target.volume?.abandon();
+      target.gone = true;
+    }
+  }
+  return undefined;
+}
+
+/** A write (FUA one time in ten) by writer w, recorded in the history in issue order. */
+function writeStep(race: Race, w: Writer): void {
+  const { rand, sectors } = race;
+  const count = 1 + Math.floor(rand() * 3);
+  const first = Math.floor(rand() * (sectors - count + 1));
+  const id = race.nextId++;
+  const data = new Uint8Array(count * SECTOR);
+  for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
+  const issue = race.issues++;
+  for (let s = first; s < first + count; s++) race.history[s]!.push({ id, issue });
+  const fua = rand() < 0.1;
+  w.volume!.write(first * SECTOR, data, { fua }).then(() => {
+    for (let s = first; s < first + count; s++) {
+      w.acked[s] = Math.max(w.acked[s]!, issue);
+      if (fua) race.durable[s] = Math.max(race.durable[s]!, issue);
+    }
+  }, () => {});
+}
+
+/** Pauses a writer (maybe while it is still opening), or resumes one. */
+function pauseOrResume(race: Race): void {
+  const paused = race.writers.filter((x) => x.store.paused);
+  if (paused.length > 0 && race.rand() < 0.6) {
+    pick(race, paused)!.store.resume();
+  } else {
+    const target = pick(race, race.writers.filter((x) => !x.gone && !x.store.paused));
+    if (target !== undefined) {
+      target.store.pause();
+      race.result.pauses++;
+    }
+  }
+}
+
+/** Let everything play out: paused writers resume and land their late uploads, then see they were fenced. */
+async function playOut(race: Race): Promise<void> {
+  for (const w of race.writers) w.store.resume();
+  await runClock(race, 4 * LEASE_MS, 50);
+  for (const w of race.writers) {
     // A standby still waiting behind a live holder is left waiting: the clock no longer moves.
-    if (w.fenced) result.fencedWriters++;
+    if (w.fenced) race.result.fencedWriters++;
     w.volume?.abandon();
   }
   await settle();
+}
 
-  // No fork: along the gap-free log, once an object of a writer that finished opening (so finished
-  // its fence) appears, no object of an older writer follows. A writer stopped in the middle of its
-  // fence leaves a window the next writer closes; its fence objects set no floor.
+/** The store as a fresh process sees it, without faults. */
+function checkStore(race: Race): MemoryStore {
+  return race.base.reopen({ errorRate: 0, landedErrorRate: 0, latencyMs: { min: 0, max: 0 } });
+}
+
+/**
+ * No fork: along the gap-free log, once an object of a writer that finished opening (so finished
+ * its fence) appears, no object of an older writer follows. A writer stopped in the middle of its
+ * fence leaves a window the next writer closes; its fence objects set no floor.
+ */
+async function checkNoFork(race: Race, check: MemoryStore): Promise<void> {
   const completed = new Set(
-    writers.flatMap((w) => w.volume === undefined ? [] : [w.volume.stats.writerEpoch]),
+    race.writers.flatMap((w) => w.volume === undefined ? [] : [w.volume.stats.writerEpoch]),
   );
-  const check = base.reopen({ errorRate: 0, landedErrorRate: 0, latencyMs: { min: 0, max: 0 } });
-  const retry = { clock, attemptsMax: 1 };
+  const retry = { clock: race.clock, attemptsMax: 1 };
   const state = await listLogState(check, "", retry);
   let floor = 0;
   for (const o of state.objects.slice(0, state.gapFreeCount)) {
     const epoch = (await readObjectSummary(check, o)).trailer?.writerEpoch ?? 0;
     assert(
       epoch >= floor,
-      `${ctx}: object ${o.sequence} has epoch ${epoch} after the fence of epoch ${floor}: a fenced writer's object lies after the fence`,
+      `${race.ctx}: object ${o.sequence} has epoch ${epoch} after the fence of epoch ${floor}: a fenced writer's object lies after the fence`,
     );
     if (completed.has(epoch)) floor = epoch;
   }
+}
 
-  // Every acknowledged flush is in the disk a fresh writer recovers.
+/** Every acknowledged flush is in the disk a fresh writer recovers. */
+async function checkFlushesKept(race: Race, check: MemoryStore): Promise<void> {
+  const { clock, sectors, ctx } = race;
   const opening = Volume.open({
     store: check,
     clock,
@@ -317,7 +384,7 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
     sizeBytes: sectors * SECTOR,
     leaseMode: "takeover",
     leaseDurationMs: LEASE_MS,
-    leaseHolder: { host: "host-verifier", pid: 1, nonce: `v-${seed}` },
+    leaseHolder: { host: "host-verifier", pid: 1, nonce: `v-${race.seed}` },
   });
   let opened = false;
   opening.then(() => (opened = true), () => (opened = true));
@@ -329,9 +396,9 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
   const disk = await readAll(volume, sectors, clock, ctx);
   for (let s = 0; s < sectors; s++) {
     const id = decodeSector(disk.subarray(s * SECTOR), s, ctx);
-    const h = history[s]!;
+    const h = race.history[s]!;
     let from = 0;
-    for (let i = 0; i < h.length; i++) if (h[i]!.issue <= durable[s]!) from = i;
+    for (let i = 0; i < h.length; i++) if (h[i]!.issue <= race.durable[s]!) from = i;
     const allowed = h.slice(from).map((x) => x.id);
     assert(
       allowed.includes(id),
@@ -339,5 +406,4 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
     );
   }
   volume.abandon();
-  return result;
 }

@@ -25,7 +25,7 @@ import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
-import { MemoryJournalFiles } from "../../src/volume/journal_files_memory.ts";
+import { MemoryJournalFiles } from "../../src/journal/journal_files_memory.ts";
 import { cloneLife } from "./clones.ts";
 
 const SECTOR = 4096;
@@ -212,258 +212,355 @@ async function openVolume(
   return volume;
 }
 
+/** What one seeded run counts. */
+export interface SimulationResult {
+  objects: number;
+  crashes: number;
+  denseRegions: number;
+  damagedReads: number;
+  gcDeleted: number;
+  gcCopied: number;
+  rollbacks: number;
+  rescues: number;
+  journalReplays: number;
+  clones: number;
+}
+
+/** The state of one seeded run, shared by its steps; `volume` and `store` change at crashes. */
+interface Sim {
+  options: SimulationOptions;
+  seed: number;
+  rand: () => number;
+  /** Every tenth seed runs a disk larger than one 1 MiB region, long enough to make regions dense. */
+  large: boolean;
+  sectors: number;
+  clock: ManualClock;
+  store: MemoryStore;
+  model: Model;
+  shadow: Shadow;
+  /** GC passes, snapshots, rollbacks and checks of every kept point run in this seed. */
+  lifecycle: boolean;
+  pendingSnapshots: Set<Promise<unknown>>;
+  snapshots: { name: string; sequence: number }[];
+  journal: MemoryJournalFiles | undefined;
+  volume: Volume;
+  nextId: number;
+  readFailure: unknown;
+  counts: Omit<SimulationResult, "objects">;
+}
+
 /** Runs one seeded simulation; throws an AssertionError naming the seed on any violation. */
-export async function simulate(
-  options: SimulationOptions,
-): Promise<
-  {
-    objects: number;
-    crashes: number;
-    denseRegions: number;
-    damagedReads: number;
-    gcDeleted: number;
-    gcCopied: number;
-    rollbacks: number;
-    rescues: number;
-    journalReplays: number;
-    clones: number;
+export async function simulate(options: SimulationOptions): Promise<SimulationResult> {
+  const sim = await startSim(options);
+  const steps = options.steps ?? (sim.large ? 1200 : 300);
+  for (let step = 0; step < steps; step++) {
+    // Only rollbacks and crashes are awaited: every other step starts an operation and goes on at once.
+    const restart = simStep(sim, step);
+    if (restart !== undefined) await restart;
+    await settle();
+    if (sim.readFailure !== undefined) throw sim.readFailure;
+    if (step % 50 === 0) {
+      sim.counts.denseRegions = Math.max(sim.counts.denseRegions, sim.volume.stats.denseRegions);
+    }
   }
-> {
+  await closeAndCheck(sim);
+  sim.counts.denseRegions = Math.max(sim.counts.denseRegions, sim.volume.stats.denseRegions);
+  await cloneStep(sim);
+  await pump(sim.volume.close(), sim.clock);
+  return { objects: sim.store.keys().length, ...sim.counts };
+}
+
+/** A seed's store, model, shadow and first volume. */
+async function startSim(options: SimulationOptions): Promise<Sim> {
   const { seed } = options;
   const rand = seededRandom(seed);
-  // Every tenth seed runs a disk larger than one 1 MiB region, long enough to make regions dense.
   const large = seed % 10 === 0;
   const sectors = options.sectors ?? (large ? 320 : 64);
-  const steps = options.steps ?? (large ? 1200 : 300);
   const clock = new ManualClock();
-  let store = new MemoryStore({
+  const store = new MemoryStore({
     seed,
     clock,
     errorRate: 0.05,
     landedErrorRate: 0.3,
     latencyMs: { min: 1, max: 30 },
   });
-  const model = new Model(sectors);
-  const shadow = new Shadow();
   // Odd seeds (or all, LSVD_SIM_LIFECYCLE=all) add GC passes, snapshots, rollbacks and checks of
   // every kept point: about three times the cost of a plain seed, so even seeds keep the plain mix.
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
-  let gcDeleted = 0, gcCopied = 0, rollbacks = 0, rescues = 0, journalReplays = 0;
-  const pendingSnapshots = new Set<Promise<unknown>>();
-  const snapshots: { name: string; sequence: number }[] = [];
-  let journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
-  let volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
-  let nextId = 1;
-  let crashes = 0;
-  const ctx = () => `seed ${seed}`;
-  let readFailure: unknown;
-  let denseRegionsMax = 0;
-  let damagedReads = 0;
+  const journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
+  const volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
+  return {
+    options,
+    seed,
+    rand,
+    large,
+    sectors,
+    clock,
+    store,
+    model: new Model(sectors),
+    shadow: new Shadow(),
+    lifecycle,
+    pendingSnapshots: new Set(),
+    snapshots: [],
+    journal,
+    volume,
+    nextId: 1,
+    readFailure: undefined,
+    counts: {
+      crashes: 0,
+      denseRegions: 0,
+      damagedReads: 0,
+      gcDeleted: 0,
+      gcCopied: 0,
+      rollbacks: 0,
+      rescues: 0,
+      journalReplays: 0,
+      clones: 0,
+    },
+  };
+}
+
+/**
+ * One random step: an operation started (not awaited), a clock advance, or a rollback or crash (the
+ * promise to await).
+ */
+function simStep(sim: Sim, step: number): Promise<void> | undefined {
+  const { rand, options } = sim;
+  const r = rand();
+  // Large seeds trim rarely, so fragmentation builds up until map regions turn dense.
+  if (r < (sim.large ? 0.54 : 0.45)) writeStep(sim, step);
+  else if (r < 0.55) zeroStep(sim, step); // trims and write-zeroes
+  else if (r < 0.67) {
+    const snap = sim.model.snapshot();
+    if (options.traceSector !== undefined) {
+      console.log(`step ${step} flush (seq ${sim.volume.stats.lastSequence})`);
+    }
+    sim.volume.flush().then(() => sim.model.makeDurable(snap), () => {});
+  } else if (r < 0.77) readStep(sim, step);
+  else if (sim.lifecycle && r < 0.80) lifecycleStep(sim, step);
+  else if (r < 0.985) sim.clock.advance(Math.floor(rand() * 25));
+  else if (sim.counts.crashes < (options.crashes ?? 3) && sim.lifecycle && rand() < 0.35) {
+    return rollbackStep(sim, step);
+  } else if (sim.counts.crashes < (options.crashes ?? 3)) return crashStep(sim, step);
+  return undefined;
+}
+
+/** Whether the traced sector (debugging) is in [first, first + count). */
+function traces(sim: Sim, first: number, count: number): boolean {
+  const t = sim.options.traceSector;
+  return t !== undefined && t >= first && t < first + count;
+}
+
+/** A write (FUA one time in ten) of sectors that name it. */
+function writeStep(sim: Sim, step: number): void {
+  const { rand, sectors, model } = sim;
+  const count = 1 + Math.floor(rand() * Math.min(sim.large ? 2 : 6, sectors));
+  const first = Math.floor(rand() * (sectors - count + 1));
+  const id = sim.nextId++;
+  const data = new Uint8Array(count * SECTOR);
+  for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
+  const fua = rand() < 0.1;
+  const issue = model.issue(first, count, id);
+  const traced = traces(sim, first, count);
+  if (traced) {
+    console.log(
+      `step ${step} t=${sim.clock.nowMs()} write ${id} [${first},+${count}) issue ${issue} fua ${fua}`,
+    );
+  }
+  sim.volume.write(first * SECTOR, data, { fua }).then(() => {
+    if (traced) console.log(`  ack write ${id} t=${sim.clock.nowMs()} seq ${sim.volume.stats.lastSequence}`);
+    model.ack(first, count, issue);
+    if (fua) {
+      const snap = new Array(sectors).fill(-1);
+      for (let s = first; s < first + count; s++) snap[s] = issue;
+      model.makeDurable(snap);
+    }
+  }, () => {});
+  data.fill(0xee); // the caller may reuse its buffer at once
+}
+
+/** A trim or a write-zeroes. */
+function zeroStep(sim: Sim, step: number): void {
+  const { rand, sectors } = sim;
+  const count = 1 + Math.floor(rand() * sectors / 2);
+  const first = Math.floor(rand() * (sectors - count + 1));
+  const issue = sim.model.issue(first, count, 0);
+  if (traces(sim, first, count)) {
+    console.log(`step ${step} t=${sim.clock.nowMs()} zero [${first},+${count}) issue ${issue}`);
+  }
+  const op = rand() < 0.5
+    ? sim.volume.trim(first * SECTOR, count * SECTOR)
+    : sim.volume.writeZeroes(first * SECTOR, count * SECTOR);
+  op.then(() => sim.model.ack(first, count, issue), () => {});
+}
+
+/** A read: every sector must hold a write the model allows, or the read fails as damage or a crash. */
+function readStep(sim: Sim, step: number): void {
+  const { rand, sectors, model } = sim;
+  const ctx = `seed ${sim.seed}`;
   const checkRead = (fn: () => void) => {
     try {
       fn();
     } catch (e) {
-      readFailure ??= e;
+      sim.readFailure ??= e;
     }
   };
-
-  for (let step = 0; step < steps; step++) {
-    const r = rand();
-    // Large seeds trim rarely, so fragmentation builds up until map regions turn dense.
-    if (r < (large ? 0.54 : 0.45)) {
-      const count = 1 + Math.floor(rand() * Math.min(large ? 2 : 6, sectors));
-      const first = Math.floor(rand() * (sectors - count + 1));
-      const id = nextId++;
-      const data = new Uint8Array(count * SECTOR);
-      for (let k = 0; k < count; k++) data.set(sectorBytes(id, first + k), k * SECTOR);
-      const fua = rand() < 0.1;
-      const issue = model.issue(first, count, id);
-      const traced = options.traceSector !== undefined && options.traceSector >= first &&
-        options.traceSector < first + count;
-      if (traced) {
-        console.log(
-          `step ${step} t=${clock.nowMs()} write ${id} [${first},+${count}) issue ${issue} fua ${fua}`,
+  const count = 1 + Math.floor(rand() * 8);
+  const first = Math.floor(rand() * (sectors - count + 1));
+  const floor = model.acked.slice(first, first + count);
+  const dest = new Uint8Array(count * SECTOR);
+  sim.volume.read(first * SECTOR, dest).then(() =>
+    checkRead(() => {
+      for (let k = 0; k < count; k++) {
+        const id = decodeSector(dest.subarray(k * SECTOR), first + k, `${ctx} read at step ${step}`);
+        const ok = model.allowed(first + k, floor[k]!);
+        assert(
+          ok.has(id),
+          `${ctx}: read at step ${step} saw write ${id} at sector ${first + k}, allowed ${[...ok]}`,
         );
       }
-      volume.write(first * SECTOR, data, { fua }).then(() => {
-        if (traced) console.log(`  ack write ${id} t=${clock.nowMs()} seq ${volume.stats.lastSequence}`);
-        model.ack(first, count, issue);
-        if (fua) {
-          const snap = new Array(sectors).fill(-1);
-          for (let s = first; s < first + count; s++) snap[s] = issue;
-          model.makeDurable(snap);
-        }
-      }, () => {});
-      data.fill(0xee); // the caller may reuse its buffer at once
-    } else if (r < 0.55) { // trims and write-zeroes
-      const count = 1 + Math.floor(rand() * sectors / 2);
-      const first = Math.floor(rand() * (sectors - count + 1));
-      const issue = model.issue(first, count, 0);
-      const traced = options.traceSector !== undefined && options.traceSector >= first &&
-        options.traceSector < first + count;
-      if (traced) console.log(`step ${step} t=${clock.nowMs()} zero [${first},+${count}) issue ${issue}`);
-      const op = rand() < 0.5
-        ? volume.trim(first * SECTOR, count * SECTOR)
-        : volume.writeZeroes(first * SECTOR, count * SECTOR);
-      op.then(() => model.ack(first, count, issue), () => {});
-    } else if (r < 0.67) {
-      const snap = model.snapshot();
-      if (options.traceSector !== undefined) {
-        console.log(`step ${step} flush (seq ${volume.stats.lastSequence})`);
-      }
-      volume.flush().then(() => model.makeDurable(snap), () => {});
-    } else if (r < 0.77) {
-      const count = 1 + Math.floor(rand() * 8);
-      const first = Math.floor(rand() * (sectors - count + 1));
-      const floor = model.acked.slice(first, first + count);
-      const dest = new Uint8Array(count * SECTOR);
-      volume.read(first * SECTOR, dest).then(() =>
-        checkRead(() => {
-          for (let k = 0; k < count; k++) {
-            const id = decodeSector(dest.subarray(k * SECTOR), first + k, `${ctx()} read at step ${step}`);
-            const ok = model.allowed(first + k, floor[k]!);
-            assert(
-              ok.has(id),
-              `${ctx()}: read at step ${step} saw write ${id} at sector ${first + k}, allowed ${[...ok]}`,
-            );
-          }
-        }), (e) =>
-        checkRead(() => {
-          // Damage fails a read as "data"; a crash fails reads in flight as "unavailable" (the store
-          // went away) or "closed" (the abandoned volume stops retrying).
-          assert(
-            isLsvdError(e, "data") || isLsvdError(e, "unavailable") || isLsvdError(e, "closed"),
-            `${ctx()}: read at step ${step}: ${e}`,
-          );
-          if (isLsvdError(e, "data")) damagedReads++;
-        }));
-    } else if (lifecycle && r < 0.80) {
-      // Garbage collection, snapshots: what a pass may delete is captured first (the oracle).
-      const g = rand();
-      if (g < 0.6) {
-        shadow.capture(store);
-        if (Deno.env.get("LSVD_SIM_LOG")) console.log(`t=${clock.nowMs()} gc start`);
-        volume.collectGarbage().then((x) => {
-          gcDeleted += x.deletedObjects;
-          gcCopied += x.copiedObjects;
-          if (Deno.env.get("LSVD_SIM_LOG")) console.log(`t=${clock.nowMs()} gc ${JSON.stringify(x)}`);
-        }, (e) => {
-          if (Deno.env.get("LSVD_SIM_LOG")) console.log(`t=${clock.nowMs()} gc failed ${e}`);
-        });
-      } else if (g < 0.85 || snapshots.length === 0) {
-        const from = promisedFrom(store), to = volume.stats.durableThrough;
-        if (to >= from) {
-          const sequence = from + Math.floor(rand() * (to - from + 1));
-          const name = `s${step}`;
-          const creating = createSnapshot(store, "", {
-            version: 1,
-            name,
-            sequence,
-            createdMs: clock.wallMs(),
-          }, {
-            clock,
-            attemptsMax: 1000,
-          }).then(() => {
-            if (Deno.env.get("LSVD_SIM_LOG")) {
-              console.log(`t=${clock.nowMs()} snapshot ${name} at ${sequence}`);
-            }
-            snapshots.push({ name, sequence });
-          }, () => {});
-          pendingSnapshots.add(creating);
-          creating.finally(() => pendingSnapshots.delete(creating));
-        }
-      } else {
-        const [gone] = snapshots.splice(Math.floor(rand() * snapshots.length), 1);
-        deleteSnapshot(store, "", gone!.name, { clock, attemptsMax: 1000 }).catch(() => {});
-      }
-    } else if (r < 0.985) {
-      clock.advance(Math.floor(rand() * 25));
-    } else if (crashes < (options.crashes ?? 3) && lifecycle && rand() < 0.35) {
-      // A rollback (as `lsvd rollback` does it) to a random kept point: the daemon stops cleanly,
-      // objects after the point move under archive/, and the disk must be exactly that point.
-      crashes++;
-      // Snapshots being created settle first (the tool refuses while one is after its point).
-      await pump(Promise.allSettled([...pendingSnapshots]), clock);
-      await pump(volume.close(), clock);
-      model.makeDurable(model.snapshot());
-      store = store.reopen({ errorRate: 0 });
-      store.setFaults({ corruptReadRate: 0 }); // the tool's own reads are not what is tested here
-      shadow.capture(store);
-      const retry = { clock, attemptsMax: 1000 };
-      const state = await pump(listLogState(store, "", retry), clock);
-      const from = promisedFrom(store);
-      const point = from + Math.floor(rand() * (state.endSequence - from + 1));
-      let refused = false;
-      for (const gone of snapshots.filter((x) => x.sequence > point)) {
-        await pump(deleteSnapshot(store, "", gone.name, retry), clock);
-      }
-      snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
-      await pump(
-        rollbackLog(store, state, point, {
-          retry,
-          log: () => {},
-          archiveId: `rb${step}`,
-          writerEpoch: 1_000_000 + step,
-          wallNowMs: clock.wallMs(),
-        }),
-        clock,
-      ).then((r) => {
-        if (r.rescuedSectors > 0) rescues++;
-      }, (e) => {
-        // Refused only when GC deleted objects after the point (a snapshot older than the window).
-        assert(isLsvdError(e, "invalid"), `${ctx()}: rollback to ${point}: ${e}`);
-        refused = true;
-      });
-      for (const c of state.checkpoints.filter((c) => c.sequence > point)) {
-        if (!refused) await pump(store.delete(c.key), clock);
-      }
-      const expected = refused ? undefined : shadow.stateAt(point, sectors);
-      if (!refused) shadow.dropAfter(point);
-      volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
-      const context = `${ctx()} after rollback to ${point} at step ${step}`;
-      if (expected !== undefined) {
-        assertSameDisk(await readAll(volume, sectors, clock, context), expected, context);
-      }
-      await checkRecovered(volume, model, sectors, clock, context, expected !== undefined);
-      rollbacks += refused ? 0 : 1;
-      await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {
-        clock,
-        sectors,
-        seed,
-        rand,
-        context,
-        lifecycle,
-        gc: () =>
-          volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
-      });
-    } else if (crashes < (options.crashes ?? 3)) {
-      crashes++;
-      store.crash({ keepUnacknowledgedProbability: rand() });
-      volume.abandon();
-      journal = journal?.crash(rand);
-      await settle();
-      store = store.reopen({ errorRate: 0.05 });
-      volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
-      if (volume.stats.journalReplayedRecords > 0) journalReplays++;
-      await checkRecovered(volume, model, sectors, clock, `${ctx()} after crash ${crashes} at step ${step}`);
-      shadow.dropAfter(volume.stats.lastSequence);
-      await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {
-        clock,
-        sectors,
-        seed,
-        rand,
-        context: `${ctx()} after crash ${crashes} at step ${step}`,
-        lifecycle,
-        gc: () =>
-          volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
-      });
-    }
-    await settle();
-    if (readFailure !== undefined) throw readFailure;
-    if (step % 50 === 0) denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
+    }), (e) =>
+    checkRead(() => {
+      // Damage fails a read as "data"; a crash fails reads in flight as "unavailable" (the store
+      // went away) or "closed" (the abandoned volume stops retrying).
+      assert(
+        isLsvdError(e, "data") || isLsvdError(e, "unavailable") || isLsvdError(e, "closed"),
+        `${ctx}: read at step ${step}: ${e}`,
+      );
+      if (isLsvdError(e, "data")) sim.counts.damagedReads++;
+    }));
+}
+
+/** A GC pass of the served volume, adding to the counts. */
+function collect(sim: Sim): Promise<unknown> {
+  return sim.volume.collectGarbage().then((x) => (
+    sim.counts.gcDeleted += x.deletedObjects, sim.counts.gcCopied += x.copiedObjects
+  ));
+}
+
+/** Garbage collection, snapshots: what a pass may delete is captured first (the oracle). */
+function lifecycleStep(sim: Sim, step: number): void {
+  const { rand, clock, store, snapshots } = sim;
+  const log = Deno.env.get("LSVD_SIM_LOG");
+  const g = rand();
+  if (g < 0.6) {
+    sim.shadow.capture(store);
+    if (log) console.log(`t=${clock.nowMs()} gc start`);
+    sim.volume.collectGarbage().then((x) => {
+      sim.counts.gcDeleted += x.deletedObjects;
+      sim.counts.gcCopied += x.copiedObjects;
+      if (log) console.log(`t=${clock.nowMs()} gc ${JSON.stringify(x)}`);
+    }, (e) => {
+      if (log) console.log(`t=${clock.nowMs()} gc failed ${e}`);
+    });
+  } else if (g < 0.85 || snapshots.length === 0) {
+    const from = promisedFrom(store), to = sim.volume.stats.durableThrough;
+    if (to < from) return;
+    const sequence = from + Math.floor(rand() * (to - from + 1));
+    const name = `s${step}`;
+    const creating = createSnapshot(store, "", { version: 1, name, sequence, createdMs: clock.wallMs() }, {
+      clock,
+      attemptsMax: 1000,
+    }).then(() => {
+      if (log) console.log(`t=${clock.nowMs()} snapshot ${name} at ${sequence}`);
+      snapshots.push({ name, sequence });
+    }, () => {});
+    sim.pendingSnapshots.add(creating);
+    creating.finally(() => sim.pendingSnapshots.delete(creating));
+  } else {
+    const [gone] = snapshots.splice(Math.floor(rand() * snapshots.length), 1);
+    deleteSnapshot(store, "", gone!.name, { clock, attemptsMax: 1000 }).catch(() => {});
   }
-  // Final: a clean close must make everything acknowledged durable.
-  const closing = volume.close();
+}
+
+/** Every kept point still reads as the shadow says (checkRetained). */
+async function checkKeptPoints(sim: Sim, context: string): Promise<void> {
+  await checkRetained(sim.store, sim.shadow, sim.snapshots, sim.volume.stats.lastSequence, {
+    clock: sim.clock,
+    sectors: sim.sectors,
+    seed: sim.seed,
+    rand: sim.rand,
+    context,
+    lifecycle: sim.lifecycle,
+    gc: () => collect(sim),
+  });
+}
+
+/**
+ * A rollback (as `lsvd rollback` does it) to a random kept point: the daemon stops cleanly, objects
+ * after the point move under archive/, and the disk must be exactly that point.
+ */
+async function rollbackStep(sim: Sim, step: number): Promise<void> {
+  const { rand, clock, model, shadow, snapshots, sectors } = sim;
+  sim.counts.crashes++;
+  // Snapshots being created settle first (the tool refuses while one is after its point).
+  await pump(Promise.allSettled([...sim.pendingSnapshots]), clock);
+  await pump(sim.volume.close(), clock);
+  model.makeDurable(model.snapshot());
+  const store = sim.store = sim.store.reopen({ errorRate: 0 });
+  store.setFaults({ corruptReadRate: 0 }); // the tool's own reads are not what is tested here
+  shadow.capture(store);
+  const retry = { clock, attemptsMax: 1000 };
+  const state = await pump(listLogState(store, "", retry), clock);
+  const from = promisedFrom(store);
+  const point = from + Math.floor(rand() * (state.endSequence - from + 1));
+  let refused = false;
+  for (const gone of snapshots.filter((x) => x.sequence > point)) {
+    await pump(deleteSnapshot(store, "", gone.name, retry), clock);
+  }
+  snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
+  await pump(
+    rollbackLog(store, state, point, {
+      retry,
+      log: () => {},
+      archiveId: `rb${step}`,
+      writerEpoch: 1_000_000 + step,
+      wallNowMs: clock.wallMs(),
+    }),
+    clock,
+  ).then((r) => {
+    if (r.rescuedSectors > 0) sim.counts.rescues++;
+  }, (e) => {
+    // Refused only when GC deleted objects after the point (a snapshot older than the window).
+    assert(isLsvdError(e, "invalid"), `seed ${sim.seed}: rollback to ${point}: ${e}`);
+    refused = true;
+  });
+  for (const c of state.checkpoints.filter((c) => c.sequence > point)) {
+    if (!refused) await pump(store.delete(c.key), clock);
+  }
+  const expected = refused ? undefined : shadow.stateAt(point, sectors);
+  if (!refused) shadow.dropAfter(point);
+  sim.volume = await openVolume(store, clock, sectors * SECTOR, sim.seed, undefined, sim.journal);
+  const context = `seed ${sim.seed} after rollback to ${point} at step ${step}`;
+  if (expected !== undefined) {
+    assertSameDisk(await readAll(sim.volume, sectors, clock, context), expected, context);
+  }
+  await checkRecovered(sim.volume, model, sectors, clock, context, expected !== undefined);
+  sim.counts.rollbacks += refused ? 0 : 1;
+  await checkKeptPoints(sim, context);
+}
+
+/** A crash: the store keeps some unacknowledged writes, the journal is cut back; a fresh volume recovers. */
+async function crashStep(sim: Sim, step: number): Promise<void> {
+  const { rand } = sim;
+  const crashes = ++sim.counts.crashes;
+  sim.store.crash({ keepUnacknowledgedProbability: rand() });
+  sim.volume.abandon();
+  sim.journal = sim.journal?.crash(rand);
+  await settle();
+  sim.store = sim.store.reopen({ errorRate: 0.05 });
+  sim.volume = await openVolume(sim.store, sim.clock, sim.sectors * SECTOR, sim.seed, undefined, sim.journal);
+  if (sim.volume.stats.journalReplayedRecords > 0) sim.counts.journalReplays++;
+  const context = `seed ${sim.seed} after crash ${crashes} at step ${step}`;
+  await checkRecovered(sim.volume, sim.model, sim.sectors, sim.clock, context);
+  sim.shadow.dropAfter(sim.volume.stats.lastSequence);
+  await checkKeptPoints(sim, context);
+}
+
+/** Final: a clean close must make everything acknowledged durable (and leave the journal empty). */
+async function closeAndCheck(sim: Sim): Promise<void> {
+  const { clock } = sim;
+  const closing = sim.volume.close();
   let closed = false;
   closing.then(() => (closed = true), () => (closed = true));
   for (let i = 0; i < 10_000 && !closed; i++) {
@@ -471,62 +568,42 @@ export async function simulate(
     await settle();
   }
   await closing;
-  model.makeDurable(model.snapshot());
-  store = store.reopen({ errorRate: 0 });
-  if (journal !== undefined) {
-    assert.equal(journal.totalBytes, 0, `${ctx()}: a clean close leaves the journal empty`);
+  sim.model.makeDurable(sim.model.snapshot());
+  sim.store = sim.store.reopen({ errorRate: 0 });
+  if (sim.journal !== undefined) {
+    assert.equal(sim.journal.totalBytes, 0, `seed ${sim.seed}: a clean close leaves the journal empty`);
   }
-  volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
-  await checkRecovered(volume, model, sectors, clock, `${ctx()} after clean close`);
-  shadow.dropAfter(volume.stats.lastSequence);
-  await checkRetained(store, shadow, snapshots, volume.stats.lastSequence, {
+  sim.volume = await openVolume(sim.store, clock, sim.sectors * SECTOR, sim.seed, undefined, sim.journal);
+  const context = `seed ${sim.seed} after clean close`;
+  await checkRecovered(sim.volume, sim.model, sim.sectors, clock, context);
+  sim.shadow.dropAfter(sim.volume.stats.lastSequence);
+  await checkKeptPoints(sim, context);
+}
+
+/** A clone of a kept point lives (writes, a crash, a source GC pass, flatten) while the source stays open. */
+async function cloneStep(sim: Sim): Promise<void> {
+  const { rand, clock, sectors, seed } = sim;
+  let cleanDepth = 0;
+  const end = sim.volume.stats.lastSequence, from = promisedFrom(sim.store);
+  if (!sim.lifecycle || end < from) return;
+  await cloneLife({
+    store: sim.store,
+    shadow: sim.shadow,
     clock,
     sectors,
-    seed,
+    point: from + Math.floor(rand() * (end - from + 1)),
     rand,
-    context: `${ctx()} after clean close`,
-    lifecycle,
-    gc: () =>
-      volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
-  });
-  denseRegionsMax = Math.max(denseRegionsMax, volume.stats.denseRegions);
-  let clones = 0, cleanDepth = 0;
-  const end = volume.stats.lastSequence, from = promisedFrom(store);
-  if (lifecycle && end >= from) {
-    // A clone of a kept point lives (writes, a crash, a source GC pass, flatten) while the source stays open.
-    await cloneLife({
-      store,
-      shadow,
-      clock,
-      sectors,
-      point: from + Math.floor(rand() * (end - from + 1)),
-      rand,
-      context: ctx(),
-      pump: (p) => pump(p, clock),
-      readAll: (v, context) => readAll(v, sectors, clock, context),
-      gc: () =>
-        volume.collectGarbage().then((x) => (gcDeleted += x.deletedObjects, gcCopied += x.copiedObjects)),
-      sectorBytes,
-      cleanReads: (clean) => {
-        cleanDepth += clean ? 1 : -1;
-        store.setFaults({ corruptReadRate: cleanDepth > 0 ? 0 : corruptReadRate(seed) });
-      },
-    }, "clone");
-    clones++;
-  }
-  await pump(volume.close(), clock);
-  return {
-    objects: store.keys().length,
-    crashes,
-    denseRegions: denseRegionsMax,
-    damagedReads,
-    gcDeleted,
-    gcCopied,
-    rollbacks,
-    rescues,
-    journalReplays,
-    clones,
-  };
+    context: `seed ${seed}`,
+    pump: (p) => pump(p, clock),
+    readAll: (v, context) => readAll(v, sectors, clock, context),
+    gc: () => collect(sim),
+    sectorBytes,
+    cleanReads: (clean) => {
+      cleanDepth += clean ? 1 : -1;
+      sim.store.setFaults({ corruptReadRate: cleanDepth > 0 ? 0 : corruptReadRate(seed) });
+    },
+  }, "clone");
+  sim.counts.clones++;
 }
 
 /** Runs the clock until p settles. */

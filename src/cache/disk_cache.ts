@@ -3,7 +3,8 @@
  * A persistent local disk cache of verified object data (`serve --cache-dir DIR --cache-dir-size
  * SIZE`, docs/design/disk-cache.md). DIR holds four files this module creates:
  *
- *   lsvd-cache.lock   the pid of the daemon using DIR (created exclusively; a live pid refuses)
+ *   lsvd-cache.lock   the daemon using DIR, as a lease names its holder (created exclusively; one
+ *                     this machine cannot prove gone refuses)
  *   lsvd-cache.id     which volume the entries belong to (store description + prefix)
  *   lsvd-cache.data   slots × 4 KiB: one cached data sector per slot
  *   lsvd-cache.index  slots × 16 bytes: per slot f64 sequence+1 (0 = empty), u32 sector offset in
@@ -20,6 +21,7 @@
  * directory store's readNow (docs/design/read-path.md).
  */
 
+import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import { crc32 } from "../format/crc32.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
@@ -333,32 +335,43 @@ function writeFully(file: Deno.FsFile, bytes: Uint8Array): void {
   while (put < bytes.length) put += file.writeSync(bytes.subarray(put));
 }
 
-/** Creates the lock file exclusively; a stale one (its pid gone) is replaced, a live one refuses. */
+/**
+ * Creates the lock file exclusively, naming this process as a lease names its holder (host, boot,
+ * pid namespace, pid, start time). One left by a process this machine proves gone (exited, a zombie,
+ * or its pid now another process: lease_holder.ts) is replaced; any other refuses.
+ */
 function takeLock(path: string, where: string): void {
+  const machine = localProcesses();
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      Deno.writeTextFileSync(path, `${Deno.pid}\n`, { createNew: true });
+      Deno.writeTextFileSync(path, `${JSON.stringify(currentHolder(machine))}\n`, { createNew: true });
       return;
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) {
         throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
       }
     }
-    const pid = Number.parseInt(Deno.readTextFileSync(path).trim(), 10);
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== Deno.pid && processAlive(pid)) {
-      throw new LsvdError("invalid", `Cannot use ${where}: another lsvd daemon (pid ${pid}) uses it`);
+    const holder = lockHolder(Deno.readTextFileSync(path), machine.host);
+    if (holder !== undefined && holder.pid !== Deno.pid && !holderState(holder, machine).gone) {
+      throw new LsvdError(
+        "invalid",
+        `Cannot use ${where}: another lsvd daemon (host ${holder.host} pid ${holder.pid}) uses it`,
+      );
     }
     Deno.removeSync(path); // ours: an lsvd that did not stop cleanly left it
   }
   throw new LsvdError("invalid", `Cannot use ${where}: its lock file keeps coming back`);
 }
 
-function processAlive(pid: number): boolean {
+/** The holder a lock file names: JSON, or a bare pid (written by this host's earlier lsvd). */
+function lockHolder(text: string, host: string): LeaseHolder | undefined {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return { host, pid: Number(trimmed), nonce: "" };
   try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
+    const h = JSON.parse(trimmed) as Partial<LeaseHolder>;
+    return typeof h.host === "string" && Number.isSafeInteger(h.pid) ? h as LeaseHolder : undefined;
   } catch {
-    return false;
+    return undefined; // torn by a crash mid-write: nobody can hold it
   }
 }
 

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { crc32 } from "../format/crc32.ts";
 import { DATA_FILE, DiskCache, ID_FILE, INDEX_FILE, LOCK_FILE, SLOT_DISK_BYTES } from "./disk_cache.ts";
 import { LsvdError } from "../util/errors.ts";
+import { currentHolder, localProcesses } from "../log/lease_holder.ts";
 
 const S = 4096;
 const quiet = () => {};
@@ -111,7 +112,7 @@ Deno.test("DiskCache stays within SIZE on disk after a fill of twice SIZE, evict
   Deno.removeSync(dir, { recursive: true });
 });
 
-Deno.test("DiskCache.open() refuses another volume's directory and one a live daemon uses", () => {
+Deno.test("DiskCache.open() refuses another volume's directory and one a live daemon uses", async () => {
   const dir = Deno.makeTempDirSync();
   open(dir, 1024 * 1024, "vol A").close();
   assert.throws(
@@ -122,11 +123,30 @@ Deno.test("DiskCache.open() refuses another volume's directory and one a live da
   Deno.writeTextFileSync(`${dir}/${LOCK_FILE}`, "1\n"); // pid 1 is alive
   assert.throws(
     () => open(dir),
-    (e) => e instanceof LsvdError && /another lsvd daemon \(pid 1\)/.test(e.message),
+    (e) => e instanceof LsvdError && /another lsvd daemon \(host \S+ pid 1\)/.test(e.message),
   );
   Deno.writeTextFileSync(`${dir}/${LOCK_FILE}`, "999999999\n"); // gone: a stale lock is replaced
   open(dir).close();
   Deno.statSync(`${dir}/${INDEX_FILE}`);
+  // A live process named with its start time refuses; the same pid with another start time is a
+  // reused pid (the daemon that wrote the lock is gone) and the lock is replaced.
+  const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    const live = currentHolder();
+    const stat = localProcesses().stat(sleeper.pid)!;
+    const lock = (startTime: number) =>
+      Deno.writeTextFileSync(
+        `${dir}/${LOCK_FILE}`,
+        JSON.stringify({ ...live, pid: sleeper.pid, startTime }) + "\n",
+      );
+    lock(stat.startTime);
+    assert.throws(() => open(dir), new RegExp(`another lsvd daemon \\(host \\S+ pid ${sleeper.pid}\\)`));
+    lock(stat.startTime + 1);
+    open(dir).close();
+  } finally {
+    sleeper.kill();
+    await sleeper.status;
+  }
   Deno.removeSync(dir, { recursive: true });
 });
 

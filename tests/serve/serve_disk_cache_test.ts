@@ -85,7 +85,7 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     assert.equal(refused.code, 1);
     assert.match(
       refused.log,
-      /^lsvd: Cannot use cache directory ".*": another lsvd daemon \(pid \d+\) uses it$/m,
+      /^lsvd: Cannot use cache directory ".*": another lsvd daemon \(host \S+ pid \d+\) uses it$/m,
     );
     assert.equal((await d.stop()).code, 0);
 

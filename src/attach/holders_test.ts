@@ -6,26 +6,10 @@
  */
 
 import assert from "node:assert/strict";
+import { canUseLoopDevices, run } from "../../tests/support/loop_devices.ts";
 import { findHolders, parseMountinfo } from "./holders.ts";
 
-const isRoot = Deno.uid() === 0;
-const hasTools = ["losetup", "mkfs.ext4", "mount", "unshare"].every((tool) =>
-  new Deno.Command("sh", { args: ["-c", `command -v ${tool}`] }).outputSync().success
-);
-const canLoop = isRoot && hasTools && (() => {
-  try {
-    Deno.statSync("/dev/loop-control");
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-async function run(command: string, args: string[]): Promise<string> {
-  const output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
-  assert.ok(output.success, `${command} ${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
-  return new TextDecoder().decode(output.stdout).trim();
-}
+const canLoop = canUseLoopDevices(["losetup", "mkfs.ext4", "mount", "unshare"]);
 
 /** Ends a holding() script: say so, then keep what the shell opened until killed. */
 const HOLD = "echo ready; exec sleep 60";

@@ -136,7 +136,7 @@ export function findMounts(
   mountinfo = Deno.readTextFileSync("/proc/self/mountinfo"),
 ): MountEntry[] {
   const rdev = Deno.statSync(devicePath).rdev;
-  const wanted = rdev === null ? undefined : `${major(rdev)}:${minor(rdev)}`;
+  const wanted = rdev === null ? undefined : majorMinor(rdev);
   const mounts: MountEntry[] = [];
   for (const line of mountinfo.split("\n")) {
     const fields = line.split(" ");
@@ -258,15 +258,15 @@ async function runCommand(command: string, args: string[]): Promise<CommandResul
   return { success: output.success, missing: false, code: output.code, stdout, stderr, message };
 }
 
-function major(rdev: number): number {
-  return Number(((BigInt(rdev) >> 8n) & 0xfffn) | ((BigInt(rdev) >> 32n) & ~0xfffn));
-}
-
-function minor(rdev: number): number {
-  return Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >> 12n) & ~0xffn));
+/** A device number as mountinfo and sysfs write it ("major:minor"), from stat's rdev. */
+export function majorMinor(rdev: number): string {
+  const dev = BigInt(rdev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
 }
 
 /** mountinfo escapes space, tab, newline and backslash as octal. */
-function unescapeMountField(field: string): string {
+export function unescapeMountField(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
 }

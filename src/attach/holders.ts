@@ -8,6 +8,8 @@
  * Only /proc and /sys are read; nothing here changes anything.
  */
 
+import { majorMinor, unescapeMountField } from "./filesystem.ts";
+
 /** One user of the volume, said so that an operator knows what to do about it. */
 export interface Holder {
   /** "/dev/loop3 (mounted on /mnt/x)", "pid 42 (qemu-system-x86) has /srv/fuse/nbd open". */
@@ -266,20 +268,9 @@ export function parseMountinfo(text: string): { numbers: string; mountPoint: str
   for (const line of text.split("\n")) {
     const fields = line.split(" ");
     if (fields.length < 5 || !/^\d+:\d+$/.test(fields[2]!)) continue;
-    mounts.push({ numbers: fields[2]!, mountPoint: unescapeOctal(fields[4]!) });
+    mounts.push({ numbers: fields[2]!, mountPoint: unescapeMountField(fields[4]!) });
   }
   return mounts;
-}
-
-function unescapeOctal(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-}
-
-export function majorMinor(rdev: number): string {
-  const dev = BigInt(rdev);
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  return `${major}:${minor}`;
 }
 
 async function readText(path: string): Promise<string | undefined> {

@@ -28,6 +28,7 @@ import { readFormatRecord } from "../src/log/format_record.ts";
 import { listLogState } from "../src/log/log_state.ts";
 import { systemClock } from "../src/util/clock.ts";
 import { forEachBounded } from "../src/util/ordered.ts";
+import { countingStore } from "../tests/support/counting_store.ts";
 
 const MiB = 2 ** 20;
 const SCALES = {
@@ -36,22 +37,6 @@ const SCALES = {
   full: { objects: [256, 1024, 4096], flattenMiB: 256 },
 };
 const retry = { clock: systemClock, attemptsMax: 3 };
-
-/** Counts calls by method name; everything else passes through. */
-function counting(inner: ObjectStore): { store: ObjectStore; counts: Map<string, number> } {
-  const counts = new Map<string, number>();
-  const store = new Proxy(inner, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        counts.set(String(prop), (counts.get(String(prop)) ?? 0) + 1);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
-  return { store, counts };
-}
 
 /** A source of `objects` log objects: one 4 KiB write and a FLUSH each. */
 async function buildSource(store: ObjectStore, prefix: string, objects: number): Promise<void> {
@@ -71,7 +56,7 @@ function median(xs: number[]): number {
 }
 
 async function cloneCost(dir: string, objects: number): Promise<string> {
-  const { store, counts } = counting(new DirectoryStore(dir));
+  const { store, counts } = countingStore(new DirectoryStore(dir));
   const source = `src${objects}/`;
   await buildSource(store, source, objects);
   const times: number[] = [];

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { countingStore } from "../../tests/support/counting_store.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { ManualClock } from "../util/clock.ts";
 import { silentLogger } from "../util/log.ts";
@@ -290,17 +291,7 @@ for (const inWindow of [false, true]) {
 
 Deno.test("createClone() makes the same requests for a source of 40 objects and of 1,100", async () => {
   const { store, retry, open } = setup();
-  const counts = new Map<string, number>();
-  const counted = new Proxy(store, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        counts.set(String(prop), (counts.get(String(prop)) ?? 0) + 1);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
+  const { store: counted, counts } = countingStore(store);
   const requests: string[] = [];
   for (const objects of [40, 1100]) {
     const v = await open(`s${objects}/`, { sizeBytes: SECTORS * SECTOR, checkpointEveryObjects: 1000 });

@@ -747,8 +747,22 @@ async function openServedVolume(
       "Writing without fencing (--no-fencing): a second daemon on this volume can lose acknowledged writes.",
     );
   }
+  if (writes && writesThrough(config)) {
+    log(
+      `Acknowledging each write to ${config.devicePath} once it is stored (a mount that outlives a crash ` +
+        "of lsvd must lose no acknowledged write); --journal DIR acknowledges from a local journal, faster.",
+    );
+  }
   signals.phase = "recovering";
   return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence }));
+}
+
+/**
+ * A kernel device without a journal: the kernel keeps the device (and its mount) across a crash of
+ * the daemon and never re-sends a write it saw acknowledged, so one must be stored before it is.
+ */
+function writesThrough(config: ServeConfig): boolean {
+  return config.devicePath !== undefined && config.journal === undefined && !config.readOnly;
 }
 
 /** What Volume.open gets from serve's configuration. */
@@ -783,6 +797,7 @@ function servedVolumeOptions(
     retentionMs: config.retentionMs,
     gcIntervalMs: config.gcIntervalMs,
     abandonJournal: config.abandonJournal,
+    writeThrough: writesThrough(config),
     ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
     ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
     ...(atSequence === undefined ? {} : { atSequence }),

@@ -88,6 +88,8 @@ export class Journal {
   #syncWanted = 0;
   #syncWaiters: Waiter[] = [];
   #leaseWaiters: Waiter[] = [];
+  /** Writes whose records are not yet in the file (write() resolves once they are). */
+  #fileWaiters: Waiter[] = [];
   #spaceWaiters: { bytes: number; resolve: () => void }[] = [];
   #writersWaiting = 0; // writers between deciding to wait and appending (later writes queue behind)
   #reservedBytes = 0; // granted to woken writers that have not appended yet
@@ -141,6 +143,7 @@ export class Journal {
     const position = this.#append("write", offsetBytes, data.length, data);
     await this.#o.target.write(offsetBytes, data);
     this.#applied(position);
+    await this.#inFile(position);
   }
 
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
@@ -152,6 +155,32 @@ export class Journal {
     const position = this.#append("zero", offsetBytes, lengthBytes, new Uint8Array(0));
     await this.#o.target.writeZeroes(offsetBytes, lengthBytes);
     this.#applied(position);
+    await this.#inFile(position);
+  }
+
+  /**
+   * Resolves once the records up to `position` are written to the journal file (not yet synced): a
+   * write is acknowledged only then, so a daemon killed at any moment leaves every write it
+   * acknowledged in the file for the next start to replay (the kernel keeps a mounted filesystem
+   * across that restart and never re-sends an acknowledged write). A power loss may still take
+   * what no FLUSH synced, as with any disk's write cache.
+   */
+  #inFile(position: number): Promise<void> {
+    const failure = this.#failure ?? this.#o.target.failure;
+    if (failure) return Promise.reject(failure);
+    if (this.#written >= position) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#fileWaiters.push({ position, resolve, reject }));
+  }
+
+  /** Acknowledges the writes whose records are now in the file. */
+  #wakeWritten(): void {
+    if (this.#fileWaiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#fileWaiters) {
+      if (w.position <= this.#written) w.resolve();
+      else still.push(w);
+    }
+    this.#fileWaiters = still;
   }
 
   /** Resolves once every record appended before it is synced and the lease allows acknowledging. */
@@ -179,7 +208,8 @@ export class Journal {
   fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
-    for (const w of [...this.#syncWaiters, ...this.#leaseWaiters]) w.reject(error);
+    for (const w of [...this.#syncWaiters, ...this.#leaseWaiters, ...this.#fileWaiters]) w.reject(error);
+    this.#fileWaiters = [];
     this.#syncWaiters = [];
     this.#leaseWaiters = [];
     for (const w of this.#spaceWaiters) {
@@ -317,6 +347,7 @@ export class Journal {
         }
         await files.append(segment.name, concat(batch.slice(i, j).map((p) => p.bytes)));
         this.#written = batch[j - 1]!.endPosition;
+        this.#wakeWritten();
         this.#wakeSpace();
         i = j;
       }
@@ -346,7 +377,7 @@ export class Journal {
       }`,
       { cause: e },
     );
-    this.#o.log(`${error.message}. FLUSHes fail from now on.`);
+    this.#o.log(`${error.message}. Writes and FLUSHes fail from now on.`);
     this.fail(error);
   }
 

@@ -298,12 +298,16 @@ Deno.test("Journal.flush() holds an acknowledgement while the lease is not valid
   await flushed;
 });
 
-Deno.test("Journal fails FLUSHes with kind unavailable when the journal file cannot be written", async () => {
+Deno.test("Journal fails writes and FLUSHes with kind unavailable when the journal file cannot be written", async () => {
   const files = new MemoryJournalFiles("/broken");
   files.append = () => Promise.reject(new Error("No space left on device"));
   const lines: string[] = [];
   const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16, log: (l) => lines.push(l) });
-  await journal.write(0, sector(1));
+  await assert.rejects(
+    journal.write(0, sector(1)),
+    /Cannot write the journal/,
+    "acknowledged, never written",
+  );
   await assert.rejects(
     journal.flush(),
     (e) =>
@@ -312,7 +316,7 @@ Deno.test("Journal fails FLUSHes with kind unavailable when the journal file can
   );
   await assert.rejects(journal.write(4096, sector(2)), /Cannot write the journal/);
   assert.deepEqual(lines, [
-    "Cannot write the journal in /broken: No space left on device. FLUSHes fail from now on.",
+    "Cannot write the journal in /broken: No space left on device. Writes and FLUSHes fail from now on.",
   ]);
 });
 
@@ -329,9 +333,35 @@ Deno.test("Journal keeps at most a segment of records waiting for a slow local d
   let done = 0;
   const writes = Array.from({ length: 8 }, (_, i) => journal.write(i * 4096, sector(1)).then(() => done++));
   await settle();
-  assert.equal(done, 4, "the fifth write waits while four records are queued for the disk");
+  assert.equal(
+    journal.counters.records,
+    4,
+    "the fifth write waits while four records are queued for the disk",
+  );
+  assert.equal(done, 0, "no write is acknowledged before its record is in the journal file");
   release();
   await Promise.all(writes);
   await journal.flush();
   assert.equal((await scanJournal(files)).records, 8);
+});
+
+Deno.test("Journal acknowledges a write only once its record is in the file, so a killed daemon's next start replays it", async () => {
+  const files = new MemoryJournalFiles();
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const append = files.append.bind(files);
+  files.append = async (name, bytes) => {
+    await gate;
+    return append(name, bytes);
+  };
+  const journal = journalOn(files, new FakeTarget());
+  let acknowledged = false;
+  const write = journal.write(0, sector(7)).then(() => acknowledged = true);
+  await settle();
+  assert.equal(acknowledged, false, "acknowledged while the record was only in memory");
+  release();
+  await write;
+  // A process killed now (no FLUSH, no sync) leaves the written bytes in the file: the page cache
+  // outlives the process. The next start finds the record.
+  assert.equal((await scanJournal(files)).records, 1);
 });

@@ -52,6 +52,8 @@ export { refuseBeforeWriting } from "./open_volume.ts";
 
 /** How long a shutdown that stored every write tries to release the lease when the store does not answer. */
 export const SHUTDOWN_OPTIONAL_MS = CLOSE_CHECKPOINT_MS;
+/** The options of every write under writeThrough. */
+const WRITE_THROUGH: WriteOptions = Object.freeze({ fua: true });
 
 export class Volume implements BlockDevice {
   readonly readOnly: boolean;
@@ -271,7 +273,7 @@ export class Volume implements BlockDevice {
   write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.#checkRange(offsetBytes, data.length);
     const writer = this.#writable();
-    if (this.#journal === undefined) return writer.write(offsetBytes, data, options);
+    if (this.#journal === undefined) return writer.write(offsetBytes, data, this.#writeOptions(options));
     const written = this.#journal.write(offsetBytes, data);
     return options?.fua ? written.then(() => this.flush()) : written;
   }
@@ -280,13 +282,20 @@ export class Volume implements BlockDevice {
   startWrite(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> | undefined {
     if (this.#journal !== undefined) return this.write(offsetBytes, data, options);
     this.#checkRange(offsetBytes, data.length);
-    return this.#writable().startWrite(offsetBytes, data, options);
+    return this.#writable().startWrite(offsetBytes, data, this.#writeOptions(options));
+  }
+
+  /** Without a journal, writeThrough makes every write FUA: acknowledged once stored. */
+  #writeOptions(options: WriteOptions | undefined): WriteOptions | undefined {
+    return this.#o.writeThrough ? WRITE_THROUGH : options;
   }
 
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     this.#checkRange(offsetBytes, lengthBytes);
     const writer = this.#writable();
-    if (this.#journal === undefined) return writer.writeZeroes(offsetBytes, lengthBytes, options);
+    if (this.#journal === undefined) {
+      return writer.writeZeroes(offsetBytes, lengthBytes, this.#writeOptions(options));
+    }
     const written = this.#journal.writeZeroes(offsetBytes, lengthBytes);
     return options?.fua ? written.then(() => this.flush()) : written;
   }

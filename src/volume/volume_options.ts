@@ -107,6 +107,13 @@ export interface VolumeOptions {
    * (`--abandon-journal`): the acknowledged writes only that journal holds are lost. Default false.
    */
   abandonJournal?: boolean;
+  /**
+   * Acknowledge a write only once it is stored (as if every write carried FUA), for a kernel device
+   * served without a journal: a filesystem that stays mounted across a daemon crash cannot lose a
+   * write it saw acknowledged (docs/design/surviving-restarts.md). Ignored with a journal, which
+   * acknowledges a write once its record is in the journal file. Default false.
+   */
+  writeThrough?: boolean;
   /** `serve --cache-dir`: a persistent local cache of verified object data behind the read cache
    *  (src/cache/disk_cache.ts); the caller opens and closes it. */
   diskCache?: DiskCache;
@@ -178,6 +185,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     leaseHolder: o.leaseHolder,
     journal: o.journal,
     abandonJournal: o.abandonJournal ?? false,
+    writeThrough: o.writeThrough ?? false,
     diskCache: o.diskCache,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {

@@ -23,6 +23,7 @@ import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { encodeRecord, recordBytes, type RecordKind } from "./journal_codec.ts";
 import { type JournalFiles, segmentName } from "./journal_files.ts";
+import { FifoBudget } from "../util/fifo_budget.ts";
 
 /** Records appended but not yet written to the file, at most (memory beyond the dirty buffer). */
 const UNWRITTEN_BYTES_MAX = 32 * 2 ** 20;
@@ -90,10 +91,8 @@ export class Journal {
   #leaseWaiters: Waiter[] = [];
   /** Writes whose records are not yet in the file (write() resolves once they are). */
   #fileWaiters: Waiter[] = [];
-  #spaceWaiters: { bytes: number; resolve: () => void }[] = [];
-  #writersWaiting = 0; // writers between deciding to wait and appending (later writes queue behind)
-  #reservedBytes = 0; // granted to woken writers that have not appended yet
-  #drainWaiters: (() => void)[] = [];
+  /** Disk and memory bytes (fitsOnDisk, fitsInMemory): the one FIFO budget the writer uses too. */
+  #space: FifoBudget;
   #unwrittenBytesMax: number;
   #marks: { position: number; sequence: number }[] = [];
   #reclaiming: Promise<void> = Promise.resolve();
@@ -106,6 +105,9 @@ export class Journal {
     this.#o = o;
     this.#nextRecord = o.firstRecord;
     this.#unwrittenBytesMax = Math.min(o.segmentBytes, UNWRITTEN_BYTES_MAX);
+    this.#space = new FifoBudget((bytes, reserved) =>
+      this.#fitsOnDisk(bytes, reserved) && this.#fitsInMemory(bytes, reserved)
+    );
   }
 
   /** Journal bytes whose writes are not yet durable in the store. */
@@ -212,11 +214,7 @@ export class Journal {
     this.#fileWaiters = [];
     this.#syncWaiters = [];
     this.#leaseWaiters = [];
-    for (const w of this.#spaceWaiters) {
-      this.#reservedBytes += w.bytes;
-      w.resolve();
-    }
-    this.#spaceWaiters = [];
+    this.#space.wake(true);
   }
 
   #acknowledge(w: Waiter): void {
@@ -228,61 +226,45 @@ export class Journal {
 
   #hasRoom(bytes: number): boolean {
     if (this.#failure) throw this.#failure;
-    return this.#writersWaiting === 0 && this.#fits(bytes);
+    return this.#space.hasRoom(bytes);
   }
 
-  #fits(bytes: number): boolean {
-    return this.#fitsOnDisk(bytes) && this.#fitsInMemory(bytes);
-  }
-
-  #fitsOnDisk(bytes: number): boolean {
-    const used = this.liveBytes + this.#reservedBytes;
+  /** A record fits on disk under bytesMax (an empty journal takes any one record). */
+  #fitsOnDisk(bytes: number, reserved: number): boolean {
+    const used = this.liveBytes + reserved;
     return used === 0 || used + bytes <= this.#o.bytesMax;
   }
 
   /** Records not yet written to the file stay under a bound (the local disk is normally faster). */
-  #fitsInMemory(bytes: number): boolean {
-    const queued = this.#appended - this.#written + this.#reservedBytes;
+  #fitsInMemory(bytes: number, reserved: number): boolean {
+    const queued = this.#appended - this.#written + reserved;
     return queued === 0 || queued + bytes <= this.#unwrittenBytesMax;
   }
 
   /** Waits, first come first served, until the journal has room; seals so uploads make some. */
   async #reserve(bytes: number): Promise<void> {
-    this.#writersWaiting++;
-    if (!this.#fitsOnDisk(bytes)) {
+    if (!this.#fitsOnDisk(bytes, this.#space.reservedBytes)) {
       this.#closeCurrentSegment();
       this.#o.target.sealNow();
     }
-    await new Promise<void>((resolve) => this.#spaceWaiters.push({ bytes, resolve }));
-  }
-
-  /** Resolves once no write waits for journal space (all are in the writer): before closing it. */
-  drained(): Promise<void> {
-    if (this.#writersWaiting === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    await this.#space.reserve(bytes);
   }
 
   /** A writer that waited appends now (same synchronous step as its append) or gives up. */
   #granted(bytes: number): void {
-    this.#writersWaiting--;
-    this.#reservedBytes -= bytes;
-    if (this.#writersWaiting === 0) {
-      const drained = this.#drainWaiters;
-      this.#drainWaiters = [];
-      queueMicrotask(() => drained.forEach((resolve) => resolve())); // after our append below
-    }
-    if (this.#failure) throw this.#failure;
+    const failed = this.#failure !== undefined;
+    this.#space.granted(bytes, !failed);
+    if (failed) throw this.#failure;
+  }
+
+  /** Resolves once no write waits for journal space (all are in the writer): before closing it. */
+  drained(): Promise<void> {
+    return this.#space.drained();
   }
 
   /** Grants waiting writers their bytes in arrival order while they fit. */
   #wakeSpace(): void {
-    for (;;) {
-      const head = this.#spaceWaiters[0];
-      if (head === undefined || !this.#fits(head.bytes)) return;
-      this.#spaceWaiters.shift();
-      this.#reservedBytes += head.bytes;
-      head.resolve();
-    }
+    this.#space.wake(false);
   }
 
   /** Numbers and encodes a record and queues it for the file; returns its end position. */

@@ -23,7 +23,7 @@ import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
 import { putLogObject } from "../log/object_writer.ts";
 import type { WriteOptions } from "./block_device.ts";
-import { DirtyBudget } from "./dirty_budget.ts";
+import { FifoBudget } from "../util/fifo_budget.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
@@ -71,7 +71,7 @@ export class LogWriter {
   #cache: ReadCache;
   #objectSizes: ObjectSizes;
   #open: OpenObject;
-  #budget: DirtyBudget;
+  #budget: FifoBudget;
   #sizeBytes: number;
   #writerEpoch: number;
   #lastSequence: number;
@@ -109,7 +109,7 @@ export class LogWriter {
     this.#cache = cache;
     this.#objectSizes = start.objectSizes;
     this.#open = new OpenObject(o.objectBytesMax);
-    this.#budget = new DirtyBudget(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
+    this.#budget = FifoBudget.bytes(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
     this.#sizeBytes = start.sizeBytes;
     this.#writerEpoch = start.writerEpoch;
     this.#lastSequence = start.lastSequence;

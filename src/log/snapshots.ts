@@ -160,11 +160,20 @@ export async function deleteSnapshot(store: ObjectStore, prefix: string, name: s
     ) {
       throw new LsvdError(
         "invalid",
-        `Cannot delete snapshot "${name}": the clone under "${clonePrefix}" reads through it; run 'lsvd flatten --prefix ${clonePrefix}' first`,
+        `Cannot delete snapshot "${name}": the clone under ${
+          cloneNamed(record.clone).where
+        } reads through it; run '${cloneNamed(record.clone).flatten}' first`,
       );
     }
   }
   await withRetries(retry, () => store.delete(key));
+}
+
+/** How messages name a pinned clone, and the command that releases its pin. */
+export function cloneNamed(c: ClonePinned): { where: string; flatten: string } {
+  const bucket = c.bucket === undefined ? "" : ` in bucket "${c.bucket}"`;
+  const bucketArg = c.bucket === undefined ? "" : `--bucket ${c.bucket} `;
+  return { where: `"${c.prefix}"${bucket}`, flatten: `lsvd flatten ${bucketArg}--prefix ${c.prefix}` };
 }
 
 /** The newest parent number any clone of this volume reads (0: none); such objects never move. */

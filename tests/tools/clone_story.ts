@@ -252,7 +252,13 @@ export async function runCrossBucketStory(
     (await lsvdOk(t, ["info", ...args(t, "xsrc")])).out,
     new RegExp(`^Clones: +"xsrc/" in bucket "${bucket2}" at object \\d+ \\(pin ${pin}\\)$`, "m"),
   );
-  assertOneLine(await lsvd(t, ["snapshot", "delete", pin, ...args(t, "xsrc")]), /reads through it/);
+  assertOneLine(
+    await lsvd(t, ["snapshot", "delete", pin, ...args(t, "xsrc")]),
+    new RegExp(
+      `"xsrc/" in bucket "${bucket2}" reads through it; run 'lsvd flatten --bucket ${bucket2} --prefix xsrc/'`,
+    ),
+  );
+  assertOneLine(await lsvd(t, ["rollback", "--to", "1", ...args(t, "xsrc")]), /in bucket "lsvd-test-2"/);
 
   // The source overwrites everything and collects with a short window; the clone still reads right.
   await session(t, "xsrc", async (d) => {

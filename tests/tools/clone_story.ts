@@ -270,11 +270,24 @@ export async function runCrossBucketStory(
   }, ["--retention", "1s", "--gc-interval", "300ms"]);
   assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
 
+  // clone --to-bucket --flatten: an independent copy in the other bucket at once.
+  const copied = await lsvdOk(t, [
+    "clone",
+    ...args(t, "xsrc"),
+    "--to-prefix",
+    "flat",
+    "--to-bucket",
+    bucket2,
+    "--flatten",
+  ]);
+  assert.match(copied.err, /Flattened the clone/);
+
   // Flatten releases the pin in the source's bucket; then the source's data can go.
   assert.match((await lsvdOk(t2, ["flatten", ...args(t2, "xsrc")])).err, /reads nothing of "xsrc\/"/);
   assert.equal((await lsvdOk(t, ["snapshot", "list", ...args(t, "xsrc")])).out, "");
   for (const k of await allKeys(t.store, "xsrc/")) await t.store.delete(k);
   assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
+  assert.equal(await readSha(t2, "flat"), await sha256Hex(new Uint8Array(BYTES).fill(0x72)));
   assertOneLine(
     await lsvd(t, ["clone", ...args(t2, "xsrc"), "--to-prefix", "y", "--to-bucket", "no-such-bucket"]),
     /no-such-bucket/,

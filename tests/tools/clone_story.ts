@@ -245,6 +245,15 @@ export async function runCrossBucketStory(
   assert.equal(await readSha(t, "xsrc"), await sha256Hex(patterned(base, 0x63, 4, 1)));
   assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
 
+  const image = join(t.dir, "xsrc-clone.img");
+  await lsvdOk(t2, ["export", ...args(t2, "xsrc"), image]);
+  assert.equal(
+    await sha256Hex(await Deno.readFile(image)),
+    await sha256Hex(cloneImage),
+    "export reads the other bucket",
+  );
+  await Deno.remove(image);
+  assert.match((await lsvdOk(t2, ["verify", ...args(t2, "xsrc")])).err, /are good/);
   const info = JSON.parse((await lsvdOk(t2, ["info", "--json", ...args(t2, "xsrc")])).out);
   assert.equal(info.parent.bucket, t.storeArgs[t.storeArgs.indexOf("--bucket") + 1]);
   assert.ok(info.parent.readsBytes >= 6 * MiB);

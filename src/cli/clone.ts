@@ -20,12 +20,19 @@ import { UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 import type { StoreSelection } from "./store_options.ts";
 import type { RetryPolicy } from "../store/retry.ts";
+import type { ObjectStore } from "../store/store.ts";
 
 const CLONE_OPTIONS = {
   "to-prefix": {
     type: "string" as const,
-    help: "Where the clone lives (a new prefix of the same store; required)",
+    help: "Where the clone lives (a new prefix of the source's bucket, or of --to-bucket; required)",
     placeholder: "DST",
+  },
+  "to-bucket": {
+    type: "string" as const,
+    help:
+      "Put the clone in this other bucket of the same S3 store (it reads the source with the same credentials)",
+    placeholder: "NAME",
   },
   snapshot: { type: "string" as const, help: "Branch at this snapshot of the source", placeholder: "NAME" },
   at: {
@@ -47,7 +54,8 @@ const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a p
 export async function cloneCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {
     command: "clone",
-    usage: "--prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST [--flatten] [options]",
+    usage:
+      "--prefix SRC [--snapshot NAME | --at POINT] --to-prefix DST [--to-bucket NAME] [--flatten] [options]",
     summary: CLONE_SUMMARY,
     options: CLONE_OPTIONS,
   });
@@ -67,19 +75,41 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
   const { selection } = parsed;
   if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
   const target = normalizePrefix(to);
+  const targetStore = await otherBucket(selection, parsed.values["to-bucket"] as string | undefined);
   const made = await createClone(selection.store, {
     source: selection.prefix,
     target,
+    ...(targetStore === undefined ? {} : { targetStore }),
     point,
     retry,
     wallNowMs: systemClock.wallMs(),
   });
+  const clone = { ...selection, store: targetStore ?? selection.store, prefix: target };
   log(
-    `Cloned ${made.resolved.description} ${where(selection)} to prefix "${target}" ` +
+    `Cloned ${made.resolved.description} ${where(selection)} to prefix "${target}"` +
+      `${targetStore === undefined ? "" : ` in ${targetStore.description}`} ` +
       `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
   );
-  if (parsed.values.flatten === true) await flatten({ ...selection, prefix: target }, retry, log);
+  if (parsed.values.flatten === true) await flatten(clone, retry, log);
   return 0;
+}
+
+/** `--to-bucket NAME`: that bucket of the same S3 store, checked; undefined for the source's own. */
+async function otherBucket(
+  selection: StoreSelection,
+  name: string | undefined,
+): Promise<ObjectStore | undefined> {
+  if (name === undefined || name === selection.store.bucket) return undefined;
+  if (name === "") throw new UsageError("--to-bucket needs a bucket name");
+  if (selection.store.inBucket === undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone into bucket "${name}": ${selection.store.description} has no buckets; give --to-prefix alone`,
+    );
+  }
+  const store = selection.store.inBucket(name);
+  await store.check?.(); // a missing bucket or one these credentials cannot use is one line
+  return store;
 }
 
 const FLATTEN_SUMMARY =

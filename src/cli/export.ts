@@ -166,7 +166,7 @@ async function exportVolume(
   await o.target.prepare(sizeBytes, log);
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
-  const reader = new ObjectReader(store, state, retry, loaded.lineage);
+  const reader = new ObjectReader(loaded.lineage.readStore(store), state, retry, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
   const progress = new Progress({
     what: "Exporting",

@@ -70,7 +70,7 @@ export interface VolumeInfo {
   /** A clone's parent: where, the point, and the bytes the disk still reads from it (null: not a clone). */
   parent: (ParentLink & { readsBytes: number }) | null;
   /** Clones that read this volume (their pins), ascending by point. */
-  clones: { prefix: string; sequence: number; through: number; pin: string }[];
+  clones: { prefix: string; bucket?: string; sequence: number; through: number; pin: string }[];
 }
 
 export interface LeaseInfo {
@@ -166,9 +166,13 @@ export async function collectInfo(
       ? null
       : { ...state.format.parent, readsBytes: loaded.lineage.bytesFromAncestors(loaded.map) },
     clones: (await readSnapshots(store, state, options.retry)).flatMap((p) =>
-      p.clone === undefined
-        ? []
-        : [{ prefix: p.clone.prefix, sequence: p.sequence, through: p.clone.through, pin: p.name }]
+      p.clone === undefined ? [] : [{
+        prefix: p.clone.prefix,
+        ...(p.clone.bucket === undefined ? {} : { bucket: p.clone.bucket }),
+        sequence: p.sequence,
+        through: p.clone.through,
+        pin: p.name,
+      }]
     ),
   };
 }
@@ -180,7 +184,10 @@ export function prefixName(prefix: string): string {
 
 function parentText(p: VolumeInfo["parent"]): string {
   if (p === null) return "none (not a clone)";
-  const point = `clone of ${prefixName(p.prefix)} at object ${p.sequence} (its objects up to ${p.through})`;
+  const bucket = p.bucket === undefined ? "" : ` in bucket "${p.bucket}"`;
+  const point = `clone of ${
+    prefixName(p.prefix)
+  }${bucket} at object ${p.sequence} (its objects up to ${p.through})`;
   if (p.flattenedThrough !== undefined) {
     return `${point}; flattened at object ${p.flattenedThrough}, reads nothing of it`;
   }
@@ -189,7 +196,11 @@ function parentText(p: VolumeInfo["parent"]): string {
 
 function clonesText(c: VolumeInfo["clones"]): string {
   if (c.length === 0) return "none";
-  return c.map((x) => `"${x.prefix}" at object ${x.sequence} (pin ${x.pin})`).join(", ");
+  return c.map((x) =>
+    `"${x.prefix}"${
+      x.bucket === undefined ? "" : ` in bucket "${x.bucket}"`
+    } at object ${x.sequence} (pin ${x.pin})`
+  ).join(", ");
 }
 
 export function leaseInfo(lease: Lease, wallNowMs: number): LeaseInfo {

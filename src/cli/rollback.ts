@@ -16,7 +16,7 @@ import { claimEpoch, currentHolder, readLease } from "../log/lease.ts";
 import { readObjectSummary } from "../log/object_reader.ts";
 import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
 import { rollbackLog } from "../log/rollback.ts";
-import { isStale, readSnapshots } from "../log/snapshots.ts";
+import { cloneNamed, isStale, readSnapshots } from "../log/snapshots.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
@@ -256,8 +256,10 @@ async function refuseLaterSnapshots(store: ObjectStore, state: LogState, point: 
   if (first.clone !== undefined) {
     throw new LsvdError(
       "invalid",
-      `Cannot roll back to object ${point}: the clone under "${first.clone.prefix}" reads this volume at object ${first.sequence}; ` +
-        `run 'lsvd flatten --prefix ${first.clone.prefix}' first`,
+      `Cannot roll back to object ${point}: the clone under ${
+        cloneNamed(first.clone).where
+      } reads this volume at object ${first.sequence}; ` +
+        `run '${cloneNamed(first.clone).flatten}' first`,
     );
   }
   throw new LsvdError(

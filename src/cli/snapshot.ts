@@ -73,7 +73,9 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
         const pin = s.expiresMs === undefined ? "" : isStale(s, now) ? "  (stale pin)" : "  (pin)";
         const kind = s.clone === undefined
           ? pin
-          : `  (clone "${s.clone.prefix}" reads objects up to ${s.clone.through})`;
+          : `  (clone "${s.clone.prefix}"${
+            s.clone.bucket === undefined ? "" : ` in bucket "${s.clone.bucket}"`
+          } reads objects up to ${s.clone.through})`;
         console.log(`${s.name}\tobject ${s.sequence}\tcreated ${new Date(s.createdMs).toISOString()}${kind}`);
       }
       return 0;

@@ -19,6 +19,7 @@ import { crc32 } from "../format/crc32.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { LsvdError } from "../util/errors.ts";
+import { assert } from "../util/assert.ts";
 import {
   checkFormatRecord,
   createCloneRecord,
@@ -27,13 +28,15 @@ import {
   type ParentLink,
 } from "./format_record.ts";
 import { listCheckpoints, listLogState, type LogState, volumeExists } from "./log_state.ts";
-import { pointFloor } from "./parent.ts";
+import { bucketStore, pointFloor } from "./parent.ts";
 import { type Point, type ResolvedPoint, resolvePoint } from "./point.ts";
 import { CLONE_PIN_VERSION, createSnapshot } from "./snapshots.ts";
 
 export interface CloneOptions {
   source: string;
   target: string;
+  /** Where the clone goes when not in the source's bucket: another bucket of the same store (inBucket). */
+  targetStore?: ObjectStore;
   /** The point to branch at (default: the source's newest object). */
   point: Point | undefined;
   retry: RetryPolicy;
@@ -45,24 +48,31 @@ export interface MadeClone {
   resolved: ResolvedPoint;
 }
 
-/** The pin's name in the source: one per target prefix, readable in `snapshot list`. */
-export function pinNameFor(target: string): string {
-  const slug = target.replace(/\/+$/, "").replace(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "");
+/**
+ * The pin's name in the source: one per target prefix (and bucket, for a clone in another one:
+ * `clone-BUCKET_PREFIX`), readable in `snapshot list`.
+ */
+export function pinNameFor(target: string, bucket?: string): string {
+  const where = bucket === undefined ? target : `${bucket}/${target}`;
+  const slug = where.replace(/\/+$/, "").replace(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "");
   const short = slug.length <= 100
     ? slug
-    : `${slug.slice(0, 90)}-${crc32(new TextEncoder().encode(target)).toString(16)}`;
+    : `${slug.slice(0, 90)}-${crc32(new TextEncoder().encode(where)).toString(16)}`;
   return `clone-${short === "" ? "root" : short}`;
 }
 
 export async function createClone(store: ObjectStore, o: CloneOptions): Promise<MadeClone> {
-  if (o.source === o.target) {
+  const targetStore = o.targetStore ?? store;
+  const elsewhere = targetStore !== store;
+  if (o.source === o.target && !elsewhere) {
     throw new LsvdError("invalid", "Cannot clone a volume onto itself: give another --to-prefix");
   }
+  assert(!elsewhere || (store.bucket !== undefined && targetStore.bucket !== undefined), "buckets are named");
   // A time is resolved by a search over the whole log; any other point needs only its end.
   const objectsAfter = o.point?.kind === "time" ? 0 : await checkpointedThrough(store, o.source, o.retry);
   const [source, target] = await Promise.all([
     listLogState(store, o.source, o.retry, { objectsAfter }),
-    listLogState(store, o.target, o.retry),
+    listLogState(targetStore, o.target, o.retry),
   ]);
   checkSource(source);
   if (volumeExists(target) || target.epochs.length > 0 || target.snapshots.length > 0) {
@@ -85,9 +95,15 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     prefix: o.source,
     sequence: resolved.sequence,
     through: source.endSequence,
-    pin: pinNameFor(o.target),
+    pin: pinNameFor(o.target, elsewhere ? targetStore.bucket : undefined),
+    ...(elsewhere ? { bucket: store.bucket! } : {}),
   };
-  const after = await pinInSource(store, o, link, source);
+  const after = await pinInSource(
+    store,
+    { ...o, targetBucket: elsewhere ? targetStore.bucket : undefined },
+    link,
+    source,
+  );
   // A GC pass that planned before the pin existed may have moved what the point reads above
   // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
   if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
@@ -97,7 +113,7 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
       `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
     );
   }
-  if (!(await withRetries(o.retry, () => createCloneRecord(store, o.target, link, o.wallNowMs)))) {
+  if (!(await withRetries(o.retry, () => createCloneRecord(targetStore, o.target, link, o.wallNowMs)))) {
     await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
     throw new LsvdError(
       "invalid",
@@ -110,7 +126,7 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
 /** The clone's pin in the source (create-only, checked as any snapshot); the source as listed after it. */
 function pinInSource(
   store: ObjectStore,
-  o: CloneOptions,
+  o: CloneOptions & { targetBucket: string | undefined },
   link: ParentLink,
   source: LogState,
 ): Promise<LogState> {
@@ -122,7 +138,11 @@ function pinInSource(
       name: link.pin,
       sequence: link.sequence,
       createdMs: o.wallNowMs,
-      clone: { prefix: o.target, through: link.through },
+      clone: {
+        prefix: o.target,
+        through: link.through,
+        ...(o.targetBucket === undefined ? {} : { bucket: o.targetBucket }),
+      },
     },
     o.retry,
     source,
@@ -187,8 +207,13 @@ export async function finishFlatten(
   if (link.flattenedThrough === undefined) {
     await withRetries(retry, () => markFlattened(store, prefix, format, flattenedThrough!));
   }
+  const parentStore = bucketStore(
+    store,
+    link.bucket,
+    `release the pin of the clone under "${prefix}": its parent`,
+  );
   try {
-    await withRetries(retry, () => store.delete(snapshotKey(link.prefix, link.pin)));
+    await withRetries(retry, () => parentStore.delete(snapshotKey(link.prefix, link.pin)));
   } catch (e) {
     if (!isStoreError(e, "NotFound")) throw e;
   }

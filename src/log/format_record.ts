@@ -36,9 +36,12 @@ export const KNOWN_FEATURES: readonly string[] = ["clone"];
  * from through + 1, so every number up to it is the parent's), and the pin (a snapshot key of the
  * parent) that keeps those objects. `flattenedThrough` is set once `lsvd flatten` has copied
  * everything the clone read from the parent: from then on the clone reads nothing of it.
+ * `bucket` names the parent's bucket when it is not the clone's own (`lsvd clone --to-bucket`):
+ * another bucket of the same store, reached with the same endpoint and credentials.
  */
 export interface ParentLink {
   prefix: string;
+  bucket?: string;
   sequence: number;
   through: number;
   pin: string;
@@ -102,10 +105,12 @@ function checkParentLink(value: unknown, key: string): ParentLink {
   const whole = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
   const ok = typeof p === "object" && p !== null && typeof p.prefix === "string" && whole(p.sequence) &&
     whole(p.through) && p.sequence <= p.through && typeof p.pin === "string" &&
-    (p.flattenedThrough === undefined || whole(p.flattenedThrough));
+    (p.flattenedThrough === undefined || whole(p.flattenedThrough)) &&
+    (p.bucket === undefined || (typeof p.bucket === "string" && p.bucket !== ""));
   if (!ok) throw new LsvdError("data", `Cannot read the format record "${key}": its "parent" is malformed`);
   const link: ParentLink = { prefix: p.prefix, sequence: p.sequence, through: p.through, pin: p.pin };
   if (p.flattenedThrough !== undefined) link.flattenedThrough = p.flattenedThrough;
+  if (p.bucket !== undefined) link.bucket = p.bucket;
   return link;
 }
 

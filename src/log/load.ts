@@ -18,7 +18,7 @@ import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";
 import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
-import { type Lineage, pointFloor, readLineage } from "./parent.ts";
+import { bucketStore, type Lineage, pointFloor, readLineage } from "./parent.ts";
 import { type CollectedRecord, inRanges } from "./collected.ts";
 import { readObjectSummary } from "./object_reader.ts";
 
@@ -191,9 +191,14 @@ async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: L
   const link = loaded.state.format!.parent!;
   loaded.lastSequence = link.through;
   if (link.flattenedThrough !== undefined) return;
-  const state = await listLogState(store, link.prefix, options.retry);
+  const parentStore = bucketStore(
+    store,
+    link.bucket,
+    `load the clone under "${loaded.state.prefix}": its parent`,
+  );
+  const state = await listLogState(parentStore, link.prefix, options.retry);
   const { onProgress: _, ...rest } = options;
-  const parent = await loadLog(store, state, {
+  const parent = await loadLog(parentStore, state, {
     ...rest,
     atSequence: link.sequence,
     pinningOnly: false,

@@ -6,6 +6,8 @@
  * down a chain, an ancestor's), every number above it the clone's. A `Lineage` is that rule as
  * bands — `[{prefix, through}]` ascending, then the volume's own prefix — read from the format
  * records up the chain (one small GET per ancestor), so resolving a key costs no request.
+ * A parent may live in another bucket of the same store (`lsvd clone --to-bucket`): its band then
+ * names that bucket's store, and `readStore()` routes reads of its objects there.
  */
 
 import { logKey } from "../format/keys.ts";
@@ -15,11 +17,13 @@ import { LsvdError } from "../util/errors.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../format/object.ts";
 import { type FormatRecord, type ParentLink, readFormatRecord } from "./format_record.ts";
+import { LineageStore } from "./lineage_store.ts";
 
-/** Objects numbered up to `through` (above the previous band's) live under `prefix`. */
+/** Objects numbered up to `through` (above the previous band's) live under `prefix` of `store`. */
 export interface Band {
   prefix: string;
   through: number;
+  store: ObjectStore;
 }
 
 /** Chains deeper than this are refused (a loop of links would otherwise never end). */
@@ -48,6 +52,14 @@ export class Lineage {
     return logKey(this.own, sequence);
   }
 
+  /**
+   * The store to read the chain's objects through: `own` itself, unless an ancestor lives in
+   * another bucket; then a store that sends reads of that ancestor's objects to its bucket.
+   */
+  readStore(own: ObjectStore): ObjectStore {
+    return this.bands.every((b) => b.store === own) ? own : new LineageStore(own, this.bands);
+  }
+
   /** Bytes of the map's data still read from ancestors' objects. */
   bytesFromAncestors(map: ExtentMap): number {
     if (this.bands.length === 0) return 0;
@@ -70,6 +82,18 @@ export function pointFloor(format: FormatRecord | undefined): number {
   return link.flattenedThrough ?? link.through;
 }
 
+/** The store holding `bucket` (undefined: the same bucket as `store`); one line when it cannot. */
+export function bucketStore(store: ObjectStore, bucket: string | undefined, what: string): ObjectStore {
+  if (bucket === undefined || bucket === store.bucket) return store;
+  if (store.inBucket === undefined) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot ${what}: it is in bucket "${bucket}", and ${store.description} has no other buckets`,
+    );
+  }
+  return store.inBucket(bucket);
+}
+
 /** The bands of a volume whose format record is `format`: one format-record GET per ancestor. */
 export async function readLineage(
   store: ObjectStore,
@@ -79,6 +103,7 @@ export async function readLineage(
 ): Promise<Lineage> {
   const bands: Band[] = [];
   let link = activeLink(format);
+  let at = store;
   while (link !== undefined) {
     if (bands.length >= CHAIN_DEPTH_MAX) {
       throw new LsvdError(
@@ -86,9 +111,11 @@ export async function readLineage(
         `Cannot open the clone under "${prefix}": its chain of parents is too deep`,
       );
     }
-    bands.unshift({ prefix: link.prefix, through: link.through });
-    const parent = link.prefix;
-    const record = await withRetries(retry, () => readFormatRecord(store, parent));
+    // A link without a bucket names the bucket of the record that holds it.
+    at = bucketStore(at, link.bucket, `open the clone under "${prefix}": its parent`);
+    bands.unshift({ prefix: link.prefix, through: link.through, store: at });
+    const parent = link.prefix, parentStore = at;
+    const record = await withRetries(retry, () => readFormatRecord(parentStore, parent));
     if (record === undefined) {
       throw new LsvdError(
         "data",

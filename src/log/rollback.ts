@@ -26,7 +26,7 @@ import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 import { putLogObject } from "./object_writer.ts";
 import { readVerified } from "./verified_read.ts";
 import { archiveObjects } from "./repair.ts";
-import { readSnapshots } from "./snapshots.ts";
+import { cloneNamed, readSnapshots } from "./snapshots.ts";
 import { pointFloor } from "./parent.ts";
 
 export interface RollbackOptions {
@@ -55,7 +55,11 @@ async function checkNoCloneAfter(store: ObjectStore, state: LogState, point: num
     if (s.clone === undefined || s.clone.through <= point) continue;
     throw new LsvdError(
       "invalid",
-      `Cannot roll back to object ${point}: the clone under "${s.clone.prefix}" reads this volume's objects up to ${s.clone.through} (pin "${s.name}"); run 'lsvd flatten --prefix ${s.clone.prefix}' first`,
+      `Cannot roll back to object ${point}: the clone under ${
+        cloneNamed(s.clone).where
+      } reads this volume's objects up to ${s.clone.through} (pin "${s.name}"); run '${
+        cloneNamed(s.clone).flatten
+      }' first`,
     );
   }
 }

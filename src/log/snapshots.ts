@@ -16,6 +16,7 @@ import { isSnapshotName, snapshotKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { readFormatRecord } from "./format_record.ts";
+import { bucketStore } from "./parent.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
@@ -31,6 +32,8 @@ export const CLONE_PIN_VERSION = 2;
 /** What a clone's pin says about the clone: where it lives and the parent numbers it reads. */
 export interface ClonePinned {
   prefix: string;
+  /** The clone's bucket when it is not this volume's (`lsvd clone --to-bucket`). */
+  bucket?: string;
   /** The parent's last object when the clone was made: objects up to it are never moved. */
   through: number;
 }
@@ -58,7 +61,9 @@ export function checkSnapshot(value: unknown, key: string): SnapshotRecord {
   const cloneOk = s?.version === SNAPSHOT_VERSION
     ? clone === undefined
     : s?.version === CLONE_PIN_VERSION && typeof clone === "object" && clone !== null &&
-      typeof clone.prefix === "string" && Number.isSafeInteger(clone.through) && clone.through >= s.sequence;
+      typeof clone.prefix === "string" && Number.isSafeInteger(clone.through) &&
+      clone.through >= s.sequence &&
+      (clone.bucket === undefined || typeof clone.bucket === "string");
   const ok = typeof s === "object" && s !== null && cloneOk &&
     typeof s.name === "string" && Number.isSafeInteger(s.sequence) && s.sequence >= 1 &&
     (s.expiresMs === undefined || Number.isFinite(s.expiresMs));
@@ -148,17 +153,27 @@ export async function deleteSnapshot(store: ObjectStore, prefix: string, name: s
   });
   if (record?.clone !== undefined) {
     const clonePrefix = record.clone.prefix;
-    const link = (await withRetries(retry, () => readFormatRecord(store, clonePrefix)))?.parent;
+    const cloneStore = bucketStore(store, record.clone.bucket, `delete snapshot "${name}": its clone`);
+    const link = (await withRetries(retry, () => readFormatRecord(cloneStore, clonePrefix)))?.parent;
     if (
       link !== undefined && link.prefix === prefix && link.pin === name && link.flattenedThrough === undefined
     ) {
       throw new LsvdError(
         "invalid",
-        `Cannot delete snapshot "${name}": the clone under "${clonePrefix}" reads through it; run 'lsvd flatten --prefix ${clonePrefix}' first`,
+        `Cannot delete snapshot "${name}": the clone under ${
+          cloneNamed(record.clone).where
+        } reads through it; run '${cloneNamed(record.clone).flatten}' first`,
       );
     }
   }
   await withRetries(retry, () => store.delete(key));
+}
+
+/** How messages name a pinned clone, and the command that releases its pin. */
+export function cloneNamed(c: ClonePinned): { where: string; flatten: string } {
+  const bucket = c.bucket === undefined ? "" : ` in bucket "${c.bucket}"`;
+  const bucketArg = c.bucket === undefined ? "" : `--bucket ${c.bucket} `;
+  return { where: `"${c.prefix}"${bucket}`, flatten: `lsvd flatten ${bucketArg}--prefix ${c.prefix}` };
 }
 
 /** The newest parent number any clone of this volume reads (0: none); such objects never move. */

@@ -162,7 +162,7 @@ export class DirectoryStore implements ObjectStore {
       keys: [],
     };
     try {
-      await this.#walk(walk, "");
+      await this.#walk(walk, walkBase(options.prefix));
     } catch (error) {
       throw this.#ioError(`list keys under "${options.prefix}" in`, error);
     }
@@ -350,16 +350,13 @@ export class DirectoryStore implements ObjectStore {
    * Returns true once enough keys are collected.
    */
   async #walk(walk: ListWalk, directoryKey: string): Promise<boolean> {
-    const entries = await this.#sortedEntries(directoryKey);
+    // Entries that cannot hold a wanted key are dropped before sorting: a page after a key of a
+    // large directory (the log objects after a checkpoint) sorts only what follows it.
+    const entries = await this.#sortedEntries(directoryKey, (e) => mayHoldWanted(walk, e));
     for (const { sortKey, isDirectory } of entries) {
       if (isDirectory) {
-        if (!sortKey.startsWith(walk.prefix) && !walk.prefix.startsWith(sortKey)) continue;
-        const after = walk.startAfter;
-        if (after !== undefined && compareKeys(sortKey, after) < 0 && !after.startsWith(sortKey)) continue;
         if (await this.#walk(walk, sortKey)) return true;
       } else {
-        if (!sortKey.startsWith(walk.prefix)) continue;
-        if (walk.startAfter !== undefined && compareKeys(sortKey, walk.startAfter) <= 0) continue;
         walk.keys.push(sortKey);
         if (walk.keys.length >= walk.wanted) return true;
       }
@@ -367,8 +364,11 @@ export class DirectoryStore implements ObjectStore {
     return false;
   }
 
-  async #sortedEntries(directoryKey: string): Promise<{ sortKey: string; isDirectory: boolean }[]> {
-    const entries: { sortKey: string; isDirectory: boolean }[] = [];
+  async #sortedEntries(
+    directoryKey: string,
+    keep: (e: WalkEntry) => boolean,
+  ): Promise<WalkEntry[]> {
+    const entries: WalkEntry[] = [];
     try {
       for await (const entry of Deno.readDir(`${this.rootPath}/${directoryKey}`)) {
         if (directoryKey === "" && entry.name === TEMP_DIRECTORY) continue;
@@ -376,13 +376,13 @@ export class DirectoryStore implements ObjectStore {
         else if (entry.isFile) entries.push({ sortKey: `${directoryKey}${entry.name}`, isDirectory: false });
       }
     } catch (error) {
-      if (directoryKey === "" && (await Deno.stat(this.rootPath).then((i) => !i.isDirectory, () => false))) {
+      if (await Deno.stat(this.rootPath).then((i) => !i.isDirectory, () => false)) {
         throw new StoreError("Fatal", `Cannot use ${this.description}: ${this.rootPath} is not a directory`);
       }
       if (isMissing(error)) return []; // no root yet, or removed by a concurrent delete
       throw error;
     }
-    return entries.sort((a, b) => compareKeys(a.sortKey, b.sortKey));
+    return entries.filter(keep).sort((a, b) => compareKeys(a.sortKey, b.sortKey));
   }
 
   async #sizes(keys: string[]): Promise<ListedObject[]> {
@@ -442,6 +442,32 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Deno's own errors, or node:fs ones (the read path) carrying an errno code. */
+interface WalkEntry {
+  sortKey: string;
+  isDirectory: boolean;
+}
+
+/** Whether a directory entry is a wanted key, or a directory that may hold one (in key order). */
+function mayHoldWanted(walk: ListWalk, e: WalkEntry): boolean {
+  const after = walk.startAfter;
+  if (e.isDirectory) {
+    if (!e.sortKey.startsWith(walk.prefix) && !walk.prefix.startsWith(e.sortKey)) return false;
+    return after === undefined || compareKeys(e.sortKey, after) >= 0 || after.startsWith(e.sortKey);
+  }
+  return e.sortKey.startsWith(walk.prefix) && (after === undefined || compareKeys(e.sortKey, after) > 0);
+}
+
+/**
+ * Where a listing's walk starts: every key under `prefix` is a file below the directory its last
+ * "/" ends (a key is a relative path), so the directories above it need not be read. A volume's
+ * keys beside its log (`vol/snapshot/`, `vol/epoch/`, ...) are then listed without reading the
+ * volume's directory of log objects, whose size grows with the log. The temp folder is never listed.
+ */
+function walkBase(prefix: string): string {
+  const base = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+  return base === `${TEMP_DIRECTORY}/` || base.startsWith(`${TEMP_DIRECTORY}/`) ? "" : base;
+}
+
 function isMissing(error: unknown): boolean {
   if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) return true;
   const code = (error as { code?: unknown } | null)?.code;

@@ -20,13 +20,27 @@ import type {
 
 export class LazyS3Store implements ObjectStore {
   readonly description: string;
+  readonly bucket: string;
   readonly #options: S3StoreOptions;
   #store: Promise<ObjectStore> | undefined;
+  #siblings = new Map<string, LazyS3Store>();
 
   constructor(options: S3StoreOptions) {
     checkS3StoreOptions(options);
     this.#options = options;
+    this.bucket = options.bucket;
     this.description = `the ${options.bucket} bucket`;
+  }
+
+  /** The same endpoint, credentials and settings on another bucket (its SDK loaded on first use too). */
+  inBucket(bucket: string): ObjectStore {
+    if (bucket === this.bucket) return this;
+    let sibling = this.#siblings.get(bucket);
+    if (sibling === undefined) {
+      sibling = new LazyS3Store({ ...this.#options, bucket });
+      this.#siblings.set(bucket, sibling);
+    }
+    return sibling;
   }
 
   #loaded(): Promise<ObjectStore> {
@@ -62,6 +76,7 @@ export class LazyS3Store implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    for (const sibling of this.#siblings.values()) await sibling.close();
     // Never loads the SDK only to close it.
     if (this.#store !== undefined) await (await this.#store).close();
   }

@@ -26,6 +26,8 @@ const OPERATIONS: readonly Operation[] = ["put", "get", "head", "list", "delete"
 export class MeteredStore implements ObjectStore {
   readonly description: string;
   readonly check?: () => Promise<void>;
+  readonly bucket?: string;
+  readonly inBucket?: (bucket: string) => ObjectStore;
   #inner: ObjectStore;
   #metrics: MetricsRegistry;
   #prefix: string;
@@ -42,6 +44,11 @@ export class MeteredStore implements ObjectStore {
     this.#prefix = prefix;
     this.description = inner.description;
     if (inner.check !== undefined) this.check = () => inner.check!();
+    if (inner.bucket !== undefined) this.bucket = inner.bucket;
+    if (inner.inBucket !== undefined) {
+      // A parent in another bucket: its requests count in the same series.
+      this.inBucket = (bucket) => new MeteredStore(inner.inBucket!(bucket), metrics, prefix);
+    }
     const requests = (op: Operation) =>
       metrics.counter("lsvd_store_requests_total", "Object store calls made by lsvd, by operation", { op });
     this.#requests = Object.fromEntries(OPERATIONS.map((op) => [op, requests(op)])) as Record<

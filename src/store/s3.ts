@@ -99,9 +99,12 @@ export class S3Store implements ObjectStore {
   #deadline: DeadlineOptions;
   #slots: Semaphore;
   #agents: http.Agent[];
+  #options: S3StoreOptions;
+  #siblings = new Map<string, S3Store>();
 
   constructor(options: S3StoreOptions) {
     checkS3StoreOptions(options);
+    this.#options = options;
     this.bucket = options.bucket;
     this.description = `the ${options.bucket} bucket`;
     this.#endpoint = options.endpoint ?? "the AWS S3 endpoint";
@@ -266,9 +269,20 @@ export class S3Store implements ObjectStore {
     });
   }
 
-  close(): Promise<void> {
+  /** The same endpoint, credentials and settings on another bucket; closed with this store. */
+  inBucket(bucket: string): ObjectStore {
+    if (bucket === this.bucket) return this;
+    let sibling = this.#siblings.get(bucket);
+    if (sibling === undefined) {
+      sibling = new S3Store({ ...this.#options, bucket });
+      this.#siblings.set(bucket, sibling);
+    }
+    return sibling;
+  }
+
+  async close(): Promise<void> {
+    for (const sibling of this.#siblings.values()) await sibling.close();
     this.#client.destroy();
-    return Promise.resolve();
   }
 
   /**

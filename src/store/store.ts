@@ -144,8 +144,16 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Server-side copy; NotFound when the source is missing. */
   copy(sourceKey: string, destinationKey: string, options?: PutOptions): Promise<void>;
-  /** Releases connections and timers. */
+  /** Releases connections and timers (and those of every store inBucket() made). */
   close(): Promise<void>;
+  /** The bucket's name, for a store that is one bucket. */
+  readonly bucket?: string;
+  /**
+   * Optional: another bucket of the same store (same endpoint, credentials and settings), made
+   * once per name and closed with this store. What a clone in one bucket reads its parent in
+   * another through (docs/FORMAT.md "Clones"); a store without it has one namespace only.
+   */
+  inBucket?(bucket: string): ObjectStore;
   /**
    * Optional start-up probe: verifies the store is reachable and usable (bucket exists,
    * credentials work) and throws a Fatal StoreError with one clear sentence otherwise.

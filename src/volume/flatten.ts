@@ -22,8 +22,8 @@ import type { LogWriter } from "./log_writer.ts";
 const PIECES_PER_COPY_MAX = 512;
 /** Copies uploading at once before the next is read. */
 const COPIES_IN_FLIGHT = 2;
-/** Ranged GETs in flight while a copy is read. */
-const READS_IN_FLIGHT = 4;
+/** Ranged GETs in flight (across copies: the next copy's pieces are read while one is sealed). */
+const READS_IN_FLIGHT = 8;
 
 export interface FlattenParts {
   map: ExtentMap;
@@ -62,11 +62,8 @@ export function parentPieces(
   return out;
 }
 
-/** Copies what the map reads from parents into the writer's log; returns bytes and objects written. */
-export async function copyFromParents(p: FlattenParts): Promise<{ copiedBytes: number; objects: number }> {
-  const maxSectors = Math.max(1, Math.floor(p.objectBytesMax / SECTOR_BYTES));
-  const pieces = parentPieces(p.map, p.through, p.sizeSectors, maxSectors);
-  const totalBytes = pieces.reduce((n, x) => n + x.lengthSectors * SECTOR_BYTES, 0);
+/** Pieces in address order, cut into groups of at most one object's sectors (and header entries). */
+function groupPieces(pieces: Planned[], maxSectors: number): Planned[][] {
   const groups: Planned[][] = [];
   let group: Planned[] = [], groupSectors = 0;
   for (const x of pieces) {
@@ -81,24 +78,41 @@ export async function copyFromParents(p: FlattenParts): Promise<{ copiedBytes: n
     groupSectors += x.lengthSectors;
   }
   if (group.length > 0) groups.push(group);
+  return groups;
+}
+
+/**
+ * Copies what the map reads from parents into the writer's log; returns bytes and objects written.
+ * The reads run ahead across copy boundaries (READS_IN_FLIGHT pieces, consumed in order), so on a
+ * store with a round trip per GET the next copy's pieces are on their way while one is sealed.
+ */
+export async function copyFromParents(p: FlattenParts): Promise<{ copiedBytes: number; objects: number }> {
+  const maxSectors = Math.max(1, Math.floor(p.objectBytesMax / SECTOR_BYTES));
+  const pieces = parentPieces(p.map, p.through, p.sizeSectors, maxSectors);
+  const totalBytes = pieces.reduce((n, x) => n + x.lengthSectors * SECTOR_BYTES, 0);
+  const stream = groupPieces(pieces, maxSectors).flatMap((g) =>
+    g.map((x, k) => ({ x, ends: k === g.length - 1 }))
+  );
   let doneBytes = 0, objects = 0;
+  let batch: CopyPiece[] = [];
   const sealed: number[] = [];
-  for (const g of groups) {
-    const batch: CopyPiece[] = [];
-    await readInOrder(
-      g,
-      READS_IN_FLIGHT,
-      (x) => p.fetcher.get(x.sourceSequence, x.sourceOffsetSectors, x.lengthSectors),
-      (x, data) => void batch.push({ ...x, data }),
-    );
-    const copy = p.writer.appendCopy(batch);
-    doneBytes += g.reduce((n, x) => n + x.lengthSectors * SECTOR_BYTES, 0);
-    p.onProgress?.(doneBytes, totalBytes);
-    if (copy === undefined) continue;
-    objects++;
-    sealed.push(copy.sequence);
-    if (sealed.length > COPIES_IN_FLIGHT) await p.writer.durable(sealed.shift()!);
-  }
+  await readInOrder(
+    stream,
+    READS_IN_FLIGHT,
+    ({ x }) => p.fetcher.get(x.sourceSequence, x.sourceOffsetSectors, x.lengthSectors),
+    async ({ x, ends }, data) => {
+      batch.push({ ...x, data });
+      doneBytes += x.lengthSectors * SECTOR_BYTES;
+      if (!ends) return;
+      const copy = p.writer.appendCopy(batch);
+      batch = [];
+      p.onProgress?.(doneBytes, totalBytes);
+      if (copy === undefined) return;
+      objects++;
+      sealed.push(copy.sequence);
+      if (sealed.length > COPIES_IN_FLIGHT) await p.writer.durable(sealed.shift()!);
+    },
+  );
   if (sealed.length > 0) await p.writer.durable(sealed.at(-1)!);
   return { copiedBytes: doneBytes, objects };
 }

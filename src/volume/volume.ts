@@ -107,12 +107,13 @@ export class Volume implements BlockDevice {
       () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
     );
     if (this.#writer !== undefined) this.#gc = buildGc(o, retry, this.#writer, loaded.map, keeper);
+    const reads = loaded.lineage.readStore(o.store); // a parent in another bucket: src/log/lineage_store.ts
     this.#fetcher = new Fetcher({
-      store: o.store,
+      store: reads,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
       retry,
       cache: this.#cache,
-      tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
+      tables: new CrcTableLoader({ store: reads, retry, tables: this.#tables }),
       sizes: this.#objectSizes,
       verify: o.verifyReads,
       log: o.log,

@@ -63,6 +63,28 @@ Deno.test("DirectoryStore.list() never shows temp files and delete() prunes empt
     assert.deepEqual(await tree(root), [".lsvd-tmp/", ".lsvd-tmp/leftover-from-a-crash"]);
   }));
 
+Deno.test("DirectoryStore.list() under a prefix with directories starts below them and keeps every answer", () =>
+  withStore(async (store, root) => {
+    await Deno.mkdir(`${root}/.lsvd-tmp`, { recursive: true });
+    await Deno.writeTextFile(`${root}/.lsvd-tmp/leftover`, "partial");
+    for (const k of ["v/0001", "v/0002", "v/snapshot/s1", "v/snapshot/s2", "v/snapshotx", "w/snapshot/t"]) {
+      await store.put(k, body(k));
+    }
+    const keys = async (prefix: string, startAfter?: string) =>
+      (await store.list({ prefix, ...(startAfter === undefined ? {} : { startAfter }) })).objects.map((o) =>
+        o.key
+      );
+    assert.deepEqual(await keys("v/snapshot/"), ["v/snapshot/s1", "v/snapshot/s2"]);
+    assert.deepEqual(await keys("v/snapshot/", "v/snapshot/s1"), ["v/snapshot/s2"]);
+    assert.deepEqual(await keys("v/snap"), ["v/snapshot/s1", "v/snapshot/s2", "v/snapshotx"]);
+    assert.deepEqual(await keys("v/0", "v/0001"), ["v/0002"]);
+    assert.deepEqual(await keys("v/0001/"), [], "a file where the prefix names a directory");
+    assert.deepEqual(await keys("x/y/"), [], "a directory that does not exist");
+    assert.deepEqual(await keys(".lsvd-tmp/"), [], "the temp folder is never listed");
+    const file = `${root}/v/0001`;
+    await assert.rejects(new DirectoryStore(file).list({ prefix: "a/b/" }), (e) => isStoreError(e, "Fatal"));
+  }));
+
 Deno.test("DirectoryStore.get() sees files written by other tools", () =>
   withStore(async (store, root) => {
     await Deno.mkdir(`${root}/copied/in`, { recursive: true });

@@ -172,6 +172,12 @@ export async function runCloneStory(t: ToolboxTarget): Promise<void> {
   assertOneLine(await lsvd(t, ["rollback", "--to", "1", ...args(t, "c3")]), /branch point/);
   assertOneLine(await lsvd(t, ["flatten", ...args(t, "c1")]), /snapshot "clone-c2"/);
   assertOneLine(await lsvd(t, ["clone", ...args(t, "src"), "--to-prefix", "c2"]), /already holds a volume/);
+  if (t.storeArgs[0] === "--dir") {
+    assertOneLine(
+      await lsvd(t, ["clone", ...args(t, "src"), "--to-prefix", "c9", "--to-bucket", "b"]),
+      /has no buckets; give --to-prefix alone/,
+    );
+  }
 
   // The source overwrites everything and collects with a short window; clones still read right.
   await session(t, "src", async (d) => {
@@ -207,4 +213,92 @@ export async function runCloneStory(t: ToolboxTarget): Promise<void> {
   assert.equal(flat.parent.readsBytes, 0);
   const again = await lsvdOk(t, ["flatten", ...args(t, "c1")]);
   assert.match(again.err, /was flattened at object \d+/);
+}
+
+/**
+ * A clone in another bucket of the same S3 store (`--to-bucket`), under the same prefix as its
+ * source: it reads the source from the source's bucket, writes its own, survives the source's GC,
+ * and after flatten reads right with the source's data deleted. `t2` is the second bucket.
+ */
+export async function runCrossBucketStory(
+  t: ToolboxTarget,
+  t2: ToolboxTarget,
+  bucket2: string,
+): Promise<void> {
+  const size = ["--size", String(BYTES)];
+  await session(t, "xsrc", (d) => fill(d, t, 0x61, 0, 8), size);
+  const before = [new Set(await allKeys(t.store, "")), new Set(await allKeys(t2.store, ""))];
+  const made = await lsvdOk(t, ["clone", ...args(t, "xsrc"), "--to-prefix", "xsrc", "--to-bucket", bucket2]);
+  assert.match(made.err, new RegExp(`to prefix "xsrc/" in the ${bucket2} bucket`));
+  const pin = `clone-${bucket2}_xsrc`;
+  assert.deepEqual((await allKeys(t.store, "")).filter((k) => !before[0]!.has(k)), [`xsrc/snapshot/${pin}`]);
+  assert.deepEqual((await allKeys(t2.store, "")).filter((k) => !before[1]!.has(k)), ["xsrc/format.json"]);
+
+  // Each writes; each sees only its own writes.
+  const base = new Uint8Array(BYTES).fill(0x61, 0, 8 * MiB);
+  const cloneImage = patterned(base, 0x62, 1, 2);
+  await session(t2, "xsrc", async (d) => {
+    await fill(d, t2, 0x62, 1, 2);
+    assert.equal(await diskSha(t2), await sha256Hex(cloneImage));
+  });
+  await session(t, "xsrc", (d) => fill(d, t, 0x63, 4, 1));
+  assert.equal(await readSha(t, "xsrc"), await sha256Hex(patterned(base, 0x63, 4, 1)));
+  assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
+
+  const image = join(t.dir, "xsrc-clone.img");
+  await lsvdOk(t2, ["export", ...args(t2, "xsrc"), image]);
+  assert.equal(
+    await sha256Hex(await Deno.readFile(image)),
+    await sha256Hex(cloneImage),
+    "export reads the other bucket",
+  );
+  await Deno.remove(image);
+  assert.match((await lsvdOk(t2, ["verify", ...args(t2, "xsrc")])).err, /are good/);
+  const info = JSON.parse((await lsvdOk(t2, ["info", "--json", ...args(t2, "xsrc")])).out);
+  assert.equal(info.parent.bucket, t.storeArgs[t.storeArgs.indexOf("--bucket") + 1]);
+  assert.ok(info.parent.readsBytes >= 6 * MiB);
+  assert.match(
+    (await lsvdOk(t, ["info", ...args(t, "xsrc")])).out,
+    new RegExp(`^Clones: +"xsrc/" in bucket "${bucket2}" at object \\d+ \\(pin ${pin}\\)$`, "m"),
+  );
+  assertOneLine(
+    await lsvd(t, ["snapshot", "delete", pin, ...args(t, "xsrc")]),
+    new RegExp(
+      `"xsrc/" in bucket "${bucket2}" reads through it; run 'lsvd flatten --bucket ${bucket2} --prefix xsrc/'`,
+    ),
+  );
+  assertOneLine(await lsvd(t, ["rollback", "--to", "1", ...args(t, "xsrc")]), /in bucket "lsvd-test-2"/);
+
+  // The source overwrites everything and collects with a short window; the clone still reads right.
+  await session(t, "xsrc", async (d) => {
+    for (const p of [0x71, 0x72]) {
+      await fill(d, t, p, 0, 8);
+      await new Promise((r) => setTimeout(r, 1200));
+    }
+    await d.waitForLine(/Garbage collection pass \d+: deleted [1-9]/, 20_000);
+  }, ["--retention", "1s", "--gc-interval", "300ms"]);
+  assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
+
+  // clone --to-bucket --flatten: an independent copy in the other bucket at once.
+  const copied = await lsvdOk(t, [
+    "clone",
+    ...args(t, "xsrc"),
+    "--to-prefix",
+    "flat",
+    "--to-bucket",
+    bucket2,
+    "--flatten",
+  ]);
+  assert.match(copied.err, /Flattened the clone/);
+
+  // Flatten releases the pin in the source's bucket; then the source's data can go.
+  assert.match((await lsvdOk(t2, ["flatten", ...args(t2, "xsrc")])).err, /reads nothing of "xsrc\/"/);
+  assert.equal((await lsvdOk(t, ["snapshot", "list", ...args(t, "xsrc")])).out, "");
+  for (const k of await allKeys(t.store, "xsrc/")) await t.store.delete(k);
+  assert.equal(await readSha(t2, "xsrc"), await sha256Hex(cloneImage));
+  assert.equal(await readSha(t2, "flat"), await sha256Hex(new Uint8Array(BYTES).fill(0x72)));
+  assertOneLine(
+    await lsvd(t, ["clone", ...args(t2, "xsrc"), "--to-prefix", "y", "--to-bucket", "no-such-bucket"]),
+    /no-such-bucket/,
+  );
 }

@@ -7,7 +7,7 @@
 import { scratch } from "../support/daemon.ts";
 import { rgwTarget, startRgw } from "../support/rgw.ts";
 import { runToolboxStory, storeErrors, type ToolboxTarget } from "./toolbox.ts";
-import { runCloneStory } from "./clone_story.ts";
+import { runCloneStory, runCrossBucketStory } from "./clone_story.ts";
 
 Deno.test({
   name: "lsvd info, verify, export, import, rollback on Ceph RGW",
@@ -20,6 +20,15 @@ Deno.test({
     try {
       await runToolboxStory(ctx, t);
       await ctx.step("clones: clone, write both, GC the source, flatten, delete it", () => runCloneStory(t));
+      await ctx.step("a clone in another bucket (--to-bucket) reads its source there", async () => {
+        await rgw.createBucket("lsvd-test-2");
+        const t2 = rgwTarget({ ...rgw, bucket: "lsvd-test-2" }, s.dir);
+        try {
+          await runCrossBucketStory(t, t2, "lsvd-test-2");
+        } finally {
+          await t2.store.close();
+        }
+      });
       await ctx.step(
         "an unreachable store and a missing bucket are one line each",
         () => storeErrors(t, rgw.endpoint),

@@ -87,7 +87,8 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     standby: {
       type: "boolean",
       group: "volume",
-      help: "Wait while another daemon holds the volume; take it over once that daemon's lease lapses",
+      help:
+        "Wait while another daemon holds the volume, following its log; take it over once that daemon's lease lapses",
     },
     "lease-duration-ms": {
       type: "string",

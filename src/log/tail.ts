@@ -15,6 +15,9 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { readInOrder } from "../util/ordered.ts";
 import type { LoggedObject } from "./log_state.ts";
+import type { LoadedLog } from "./load.ts";
+import { applyObject } from "./apply.ts";
+import { assert } from "../util/assert.ts";
 import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 
 /** Where a follower stands: its newest applied object (0: none of this prefix's own yet). */
@@ -37,6 +40,8 @@ export interface TailStep {
   gapAt: number | undefined;
   /** Set when the position no longer holds and the follower must load the log again: why. */
   reload: string | undefined;
+  /** Objects listed after the last of `objects` (after a gap, or beyond objectsMax). */
+  beyond: LoggedObject[];
 }
 
 export interface TailOptions {
@@ -60,6 +65,7 @@ export async function tailLog(
     listedThrough: listed.at(-1)?.sequence ?? at.sequence,
     gapAt: undefined,
     reload: undefined,
+    beyond: [],
   };
   if (at.own && listed[0]?.sequence !== at.sequence) {
     step.reload =
@@ -96,7 +102,51 @@ export async function tailLog(
       step.reload = `object ${at.sequence} was replaced (the volume was rolled back)`;
     }
   }
+  const last = step.objects.at(-1)?.object.sequence ?? at.sequence;
+  step.beyond = listed.filter((x) => x.sequence > last);
   return step;
+}
+
+/**
+ * Extends a loaded log by a tail step's objects, as loadLog would have applied them (the same
+ * applyObject, the same bookkeeping): a warm standby's log stays what a load now would give.
+ */
+export function advanceLoaded(loaded: LoadedLog, step: TailStep): void {
+  const state = loaded.state;
+  for (const { object, summary } of step.objects) {
+    assert(object.sequence === loaded.lastSequence + 1, "a followed object out of order");
+    applyObject(loaded.map, object.sequence, {
+      entries: summary.entries,
+      zeroRanges: summary.zeroRanges,
+      origins: summary.trailer?.origins,
+    });
+    loaded.lastSequence = object.sequence;
+    loaded.lastTrailer = summary.trailer;
+    loaded.lastObjectCrc32 = summary.trailer?.crc32 ?? 0;
+    if (summary.trailer !== undefined) {
+      loaded.volumeSizeBytes = summary.trailer.volumeSizeBytes;
+      loaded.writerEpoch = Math.max(loaded.writerEpoch, summary.trailer.writerEpoch);
+    }
+    loaded.replayed++;
+    // The listing as it would read now: the gap-free log grows by one, what followed is re-listed.
+    state.objects = [...state.objects.slice(0, state.gapFreeCount), object];
+    state.gapFreeCount = state.objects.length;
+    state.endSequence = object.sequence;
+  }
+  state.objects = [...state.objects.slice(0, state.gapFreeCount), ...step.beyond];
+  loaded.beyond = step.beyond;
+}
+
+/** Where a loaded log leaves a follower. */
+export function positionOf(loaded: LoadedLog): TailPosition {
+  const own = loaded.lastSequence > loaded.lineage.through &&
+    loaded.state.objects.some((x) => x.sequence === loaded.lastSequence);
+  return {
+    sequence: loaded.lastSequence,
+    epoch: loaded.lastTrailer?.writerEpoch ?? 0,
+    crc32: loaded.lastObjectCrc32,
+    own,
+  };
 }
 
 /** The log objects from `at` on (at itself included when it is this prefix's), ascending. */

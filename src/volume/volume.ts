@@ -20,7 +20,7 @@ import type { RetryPolicy } from "../store/retry.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
 import { applyObject } from "../log/apply.ts";
-import type { TailPosition, TailStep } from "../log/tail.ts";
+import { positionOf, type TailPosition, type TailStep } from "../log/tail.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
@@ -598,18 +598,6 @@ function buildGc(
     objectBytesMax: o.objectBytesMax,
     mayDelete: () => keeper === undefined || keeper.isValid(),
   });
-}
-
-/** Where a loaded log leaves a follower. */
-function positionOf(loaded: LoadedLog): TailPosition {
-  const own = loaded.lastSequence > loaded.lineage.through &&
-    loaded.state.objects.some((x) => x.sequence === loaded.lastSequence);
-  return {
-    sequence: loaded.lastSequence,
-    epoch: loaded.lastTrailer?.writerEpoch ?? 0,
-    crc32: loaded.lastObjectCrc32,
-    own,
-  };
 }
 
 /** The message of a read failure caused by a deleted object (store NotFound), else undefined. */

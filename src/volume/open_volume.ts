@@ -200,7 +200,10 @@ async function recover(
     const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
     epoch = taken.epoch;
     if (taken.fenced || warm !== undefined) {
-      ({ state, loaded } = await warm?.catchUp() ?? await loadVolume(o, retry, r.stopped));
+      // What the fence accepted and its fence objects, read like a follower's next poll instead of
+      // a second load from the checkpoint (which doubled a cold takeover's reads).
+      const log = warm ?? WarmLog.afterLease(o, retry, { state, loaded });
+      ({ state, loaded } = await log.catchUp() ?? await loadVolume(o, retry, r.stopped));
     }
     if (
       found !== undefined && taken.leftSequence !== undefined && taken.leftSequence !== found.lastSequence

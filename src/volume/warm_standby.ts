@@ -32,6 +32,8 @@ export class WarmLog {
   /** Why the followed log can no longer be trusted (then the cold load is used). */
   #stale: string | undefined;
   #followed = 0;
+  /** A standby's log (followed while it waited), not one loaded after the lease. */
+  #warm = false;
 
   private constructor(
     o: ResolvedVolumeOptions,
@@ -44,6 +46,18 @@ export class WarmLog {
     this.#loaded = log.loaded;
   }
 
+  /**
+   * A log a writer loaded after taking the lease, followed only across its own fence (no pin: the
+   * old writer can no longer delete anything). What a cold takeover catches up with.
+   */
+  static afterLease(
+    o: ResolvedVolumeOptions,
+    retry: RetryPolicy,
+    log: { state: LogState; loaded: LoadedLog },
+  ) {
+    return new WarmLog(o, retry, log);
+  }
+
   /** Wraps a log loaded (read-only) before the lease, and pins its point. */
   static async start(
     o: ResolvedVolumeOptions,
@@ -51,6 +65,7 @@ export class WarmLog {
     log: { state: LogState; loaded: LoadedLog },
   ): Promise<WarmLog> {
     const warm = new WarmLog(o, retry, log);
+    warm.#warm = true;
     await warm.#writePin().catch((e) => {
       if (!isLsvdError(e) && !isStoreError(e)) throw e;
       warm.#stale = `its follower pin could not be written: ${messageOf(e)}`;
@@ -125,12 +140,15 @@ export class WarmLog {
       } else break;
     }
     if (this.#stale !== undefined) {
-      this.#o.log(`Loading the log again (the standby's followed log cannot be used: ${this.#stale}).`);
+      const whose = this.#warm ? "the standby's followed log" : "the log loaded before the fence";
+      this.#o.log(`Loading the log again (${whose} cannot be used: ${this.#stale}).`);
       return undefined;
     }
-    this.#o.log(
-      `Taking over warm: followed ${this.#followed} objects while standing by, up to object ${this.#loaded.lastSequence}.`,
-    );
+    if (this.#warm) {
+      this.#o.log(
+        `Taking over warm: followed ${this.#followed} objects while standing by, up to object ${this.#loaded.lastSequence}.`,
+      );
+    }
     return { state: this.#state, loaded: this.#loaded };
   }
 

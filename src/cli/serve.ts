@@ -1093,6 +1093,12 @@ function followConfig(options: Options, at: Point | undefined): ServeConfig["fol
   if (at !== undefined) {
     throw new UsageError("Invalid options: --follow serves the newest state; not with --at or --snapshot");
   }
+  if (options.string("mount") !== undefined || options.string("fuse") !== undefined) {
+    throw new UsageError(
+      "Invalid options: a mounted filesystem cannot follow a disk that changes under it; serve --follow " +
+        "to raw-block readers, or mount a fixed point (--read-only --at POINT or --snapshot NAME)",
+    );
+  }
   const intervalMs = parseDurationMs(options.string("follow-interval")!, options.source("follow-interval"));
   if (intervalMs < 10) {
     throw new UsageError(`Invalid options: ${options.source("follow-interval")} must be at least 10ms`);

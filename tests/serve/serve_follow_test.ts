@@ -184,7 +184,7 @@ Deno.test("lsvd serve --read-only --follow serves prefixes of a writer's log und
   }
 });
 
-Deno.test("lsvd serve --follow is refused without --read-only, and with --at, in one line", async () => {
+Deno.test("lsvd serve --follow is refused without --read-only, with --at, and with --mount, in one line", async () => {
   const s = await scratch();
   try {
     const alone = await Daemon.spawn({ args: ["--dir", s.store, "--follow", "--socket", s.socket] })
@@ -201,6 +201,23 @@ Deno.test("lsvd serve --follow is refused without --read-only, and with --at, in
     assert.match(
       at.log,
       /^lsvd: Invalid options: --follow serves the newest state; not with --at or --snapshot/m,
+    );
+    const mount = await Daemon.spawn({
+      args: [
+        "--dir",
+        s.store,
+        "--read-only",
+        "--follow",
+        "--mount",
+        join(s.dir, "mnt"),
+        "--socket",
+        s.socket,
+      ],
+    }).finished();
+    assert.equal(mount.code, 1, mount.log);
+    assert.match(
+      mount.log,
+      /^lsvd: Invalid options: a mounted filesystem cannot follow a disk that changes under it/m,
     );
   } finally {
     await s.remove();

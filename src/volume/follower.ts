@@ -71,6 +71,7 @@ export class Follower {
   /** Bumped by every reload: a poll that started before one throws its step away. */
   #generation = 0;
   #stopped = false;
+  #failing = false;
   #gap: { at: number; sinceMs: number } | undefined;
   #caughtUpWallMs: number;
   #stats = { behindObjects: 0, polls: 0, reloads: 0, failedPolls: 0 };
@@ -128,15 +129,25 @@ export class Follower {
     this.#timer = this.#o.clock.setTimer(delayMs, () => {
       this.#timer = undefined;
       this.#polling = this.poll()
-        .then((more) => this.#schedule(more ? 0 : this.#o.intervalMs))
+        .then((more) => {
+          if (this.#failing) {
+            this.#o.log(`Following the log again from object ${this.#v.followPosition.sequence}.`);
+          }
+          this.#failing = false;
+          this.#schedule(more ? 0 : this.#o.intervalMs);
+        })
         .catch((e) => {
           if (!isLsvdError(e) && !isStoreError(e)) throw e;
           this.#stats.failedPolls++;
-          this.#o.log(
-            `Following the log failed: ${
-              messageOf(e)
-            }; serving object ${this.#v.followPosition.sequence} meanwhile.`,
-          );
+          // One line when following stops working (a store outage), one when it works again.
+          if (!this.#failing) {
+            this.#o.log(
+              `Following the log failed: ${
+                messageOf(e)
+              }; serving object ${this.#v.followPosition.sequence} meanwhile, retrying every poll.`,
+            );
+          }
+          this.#failing = true;
           this.#schedule(this.#o.intervalMs);
         });
     });

@@ -293,13 +293,17 @@ function checkAcknowledged(disk: Uint8Array, acknowledged: number): void {
   }
 }
 
-Deno.test("lsvd serve --standby follows the log while it waits: after kill -9 of the writer it takes over warm within the lease + 2 s, losing no acknowledged FLUSH", async () => {
-  const s = await scratch();
+/**
+ * A writer under a FLUSHing client and a `--standby`; the writer is killed (kill -9) or frozen
+ * (SIGSTOP, resumed once the standby serves: it must then exit fenced). The standby takes over warm
+ * and answers a write within the lease + 2 s; every round the client saw acknowledged is on its disk.
+ */
+async function standbyFailover(s: Setup, how: "kill" | "stop"): Promise<void> {
+  const env = s.env === undefined ? {} : { env: s.env };
   const leaseMs = 2000;
-  const writerSocket = join(s.dir, "w.sock"), standbySocket = join(s.dir, "s.sock");
+  const writerSocket = join(s.dir, `w-${how}.sock`), standbySocket = join(s.dir, `s-${how}.sock`);
   const common = [
-    "--dir",
-    s.store,
+    ...s.store,
     "--seal-delay-ms",
     "20",
     "--object-size",
@@ -308,18 +312,16 @@ Deno.test("lsvd serve --standby follows the log while it waits: after kill -9 of
     `${leaseMs}`,
   ];
   const writer = await Daemon.start({
+    ...env,
     args: [...common, "--size", `${BLOCKS * BLOCK}`, "--socket", writerSocket],
   });
   const client = startClient(writerSocket);
-  const standby = Daemon.spawn({ args: [...common, "--standby", "--socket", standbySocket] });
+  const standby = Daemon.spawn({ ...env, args: [...common, "--standby", "--socket", standbySocket] });
   try {
     await standby.waitForLine(/Standing by: the volume is held by/, 60_000);
     await client.waitForRounds(client.acknowledged() + 100); // the standby follows meanwhile
-    writer.kill();
-    const killedMs = Date.now();
-    await writer.exited;
-    await client.stop();
-    const acknowledged = client.acknowledged();
+    writer.child.kill(how === "kill" ? "SIGKILL" : "SIGSTOP");
+    const stoppedMs = Date.now();
     await standby.waitForLine(/Device is now operational\./, 30_000);
     await runClientOk(SYSTEM_PYTHON, [
       "-c",
@@ -327,25 +329,67 @@ Deno.test("lsvd serve --standby follows the log while it waits: after kill -9 of
         (BLOCKS - 1) * BLOCK
       }); h.flush()`,
     ]);
-    const failoverMs = Date.now() - killedMs;
+    const failoverMs = Date.now() - stoppedMs;
+    if (how === "stop") writer.child.kill("SIGCONT");
+    const old = await writer.finished(30_000);
+    if (how === "stop") {
+      assert.equal(old.code, 1, `the frozen writer was not fenced once resumed\n${old.log}`);
+    }
+    await client.stop();
+    const acknowledged = client.acknowledged();
     assert.match(standby.log, /Taking over warm: followed [1-9]\d* objects while standing by/, standby.log);
     assert(!/Loading the log again/.test(standby.log), standby.log);
     assert(
       failoverMs <= leaseMs + 2000,
       `failover took ${failoverMs} ms (lease ${leaseMs} ms)\n${standby.log}`,
     );
-    checkAcknowledged(await image(standbySocket, join(s.dir, "s.bin")), acknowledged);
-    assert(
-      !/follow-/.test((await runLsvdOk(["snapshot", "list", "--dir", s.store])).out),
-      "the standby's pin stayed",
-    );
+    checkAcknowledged(await image(standbySocket, join(s.dir, `s-${how}.bin`)), acknowledged);
+    const pins = (await runLsvdOk(["snapshot", "list", ...s.store], env)).out;
+    assert(!/follow-/.test(pins), "the standby's pin stayed");
     console.log(
-      `warm failover after kill -9: ${failoverMs} ms (lease ${leaseMs} ms), ${acknowledged} rounds acknowledged`,
+      `warm failover after ${how === "kill" ? "kill -9" : "SIGSTOP"}: ${failoverMs} ms (lease ${leaseMs} ms)`,
     );
   } finally {
+    try {
+      writer.child.kill("SIGCONT"); // never leave a frozen daemon behind
+    } catch {
+      // it exited
+    }
     await client.stop().catch(() => {});
     writer.kill();
     await standby.stop();
+  }
+}
+
+Deno.test("lsvd serve --standby follows the log while it waits: after kill -9 or SIGSTOP of the writer it takes over warm within the lease + 2 s on the directory store, losing no acknowledged FLUSH", async () => {
+  const s = await scratch();
+  try {
+    await standbyFailover({ store: ["--dir", s.store], dir: s.dir }, "kill");
+    await standbyFailover({ store: ["--dir", join(s.dir, "store2")], dir: s.dir }, "stop");
+  } finally {
     await s.remove();
   }
+});
+
+Deno.test({
+  name:
+    "lsvd serve --standby on Ceph RGW: after kill -9 or SIGSTOP of the writer it takes over warm within the lease + 2 s, losing no acknowledged FLUSH",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const t = await scratch();
+    const rgw = await startRgw();
+    try {
+      const on = (prefix: string) => ({
+        store: ["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", prefix],
+        env: rgwEnv(rgw),
+        dir: t.dir,
+      });
+      await standbyFailover(on("standby-kill"), "kill");
+      await standbyFailover(on("standby-stop"), "stop");
+    } finally {
+      await rgw.stop();
+      await t.remove();
+    }
+  },
 });

@@ -11,7 +11,7 @@
 
 import { systemClock } from "../util/clock.ts";
 import { messageOf } from "../util/errors.ts";
-import { type HeldPin, holdPin } from "../log/snapshots.ts";
+import { holdPin } from "../log/snapshots.ts";
 import { resolve } from "node:path";
 import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
@@ -37,7 +37,12 @@ import {
 import { askHolderToHandOver, HandOverRequests } from "./hand_over.ts";
 import { MetricsRegistry } from "../metrics/registry.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/http.ts";
-import { registerDaemonMetrics, registerDiskCacheMetrics } from "../metrics/daemon_metrics.ts";
+import {
+  registerDaemonMetrics,
+  registerDiskCacheMetrics,
+  registerFollowMetrics,
+} from "../metrics/daemon_metrics.ts";
+import { Follower } from "../volume/follower.ts";
 import { DiskCache } from "../cache/disk_cache.ts";
 import { availableMemoryBytes, type TuningDefaults, tuningDefaults } from "./memory_defaults.ts";
 import {
@@ -82,7 +87,8 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
     standby: {
       type: "boolean",
       group: "volume",
-      help: "Wait while another daemon holds the volume; take it over once that daemon's lease lapses",
+      help:
+        "Wait while another daemon holds the volume, following its log; take it over once that daemon's lease lapses",
     },
     "lease-duration-ms": {
       type: "string",
@@ -101,6 +107,19 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       type: "boolean",
       group: "volume",
       help: "Serve read-only; the volume must exist; recovery archives nothing",
+    },
+    follow: {
+      type: "boolean",
+      group: "volume",
+      help: "With --read-only: follow the log another daemon writes, serving its newest durable state " +
+        "(for raw-block readers, exports, backups: a mounted filesystem cannot follow a changing disk)",
+    },
+    "follow-interval": {
+      type: "string",
+      group: "volume",
+      help: "With --follow: how often to look for new objects (one LIST each time)",
+      default: "1s",
+      placeholder: "DURATION",
     },
     at: {
       type: "string",
@@ -362,6 +381,8 @@ export interface ServeConfig {
   sizeSource: string;
   allowShrink: boolean;
   readOnly: boolean;
+  /** --follow: poll the log this often and apply what the writer stored (read-only). */
+  follow: { intervalMs: number } | undefined;
   /** --at or --snapshot: serve this past point (read-only). */
   at: Point | undefined;
   retentionMs: number;
@@ -419,6 +440,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     sizeSource: options.source("size"),
     allowShrink: options.flag("allow-shrink"),
     readOnly: options.flag("read-only"),
+    follow: followConfig(options, at),
     at,
     retentionMs: parseDurationMs(str("retention")!, options.source("retention")),
     gcIntervalMs: str("gc-interval") === "off"
@@ -830,7 +852,7 @@ async function serveVolume(
   volume: Volume,
   log: Logger,
 ): Promise<ServingEnd> {
-  const pin = await pinServedPoint(config, bound.store, volume, log);
+  const pin = await pinServedPoint(config, bound, volume, log);
   let attachment: Attachment | undefined;
   const server = await startNbdServer({
     device: volume,
@@ -906,14 +928,35 @@ function waitForHolders(
   });
 }
 
-/** A read-only daemon pins its point: garbage collection in the writer moves no data it reads. */
+/**
+ * A read-only daemon pins its point: garbage collection in the writer moves no data it reads. A
+ * follower's pin moves with it (src/volume/follower.ts).
+ */
 async function pinServedPoint(
   config: ServeConfig,
-  store: ObjectStore,
+  bound: Bound,
   volume: Volume,
   log: Logger,
-): Promise<HeldPin | undefined> {
+): Promise<{ release(): Promise<void> } | undefined> {
+  const store = bound.store;
   if (!config.readOnly) return undefined;
+  if (config.follow !== undefined) {
+    const follower = new Follower(volume, {
+      store,
+      prefix: config.prefix,
+      clock: systemClock,
+      log,
+      retry: toolRetry(log),
+      intervalMs: config.follow.intervalMs,
+    });
+    registerFollowMetrics(bound.registry, () => follower.stats);
+    await follower.start();
+    log(
+      `Following the log from object ${volume.followPosition.sequence}, every ${config.follow.intervalMs} ms` +
+        (follower.pinName === undefined ? "." : ` (pin "${follower.pinName}").`),
+    );
+    return { release: () => follower.stop() };
+  }
   return await holdPin(store, config.prefix, volume.stats.lastSequence, {
     clock: systemClock,
     retry: toolRetry(log),
@@ -1032,6 +1075,35 @@ function withUnstored(error: Error, unstoredBytes: number, config: ServeConfig):
     ? "nothing acknowledged was left unstored"
     : `fenced mid-write: ${unstoredBytes} bytes of acknowledged writes were not stored`;
   return new LsvdError("fenced", `${error.message} (${fate})${device}`, { cause: error });
+}
+
+/** --follow and --follow-interval: only read-only, and not with a past point. */
+function followConfig(options: Options, at: Point | undefined): ServeConfig["follow"] {
+  if (!options.flag("follow")) {
+    if (options.isSet("follow-interval")) {
+      throw new UsageError(`Invalid options: ${options.source("follow-interval")} needs --follow`);
+    }
+    return undefined;
+  }
+  if (!options.flag("read-only")) {
+    throw new UsageError(
+      "Invalid options: --follow serves another daemon's writes and needs --read-only (a writer waiting to take over: --standby)",
+    );
+  }
+  if (at !== undefined) {
+    throw new UsageError("Invalid options: --follow serves the newest state; not with --at or --snapshot");
+  }
+  if (options.string("mount") !== undefined || options.string("fuse") !== undefined) {
+    throw new UsageError(
+      "Invalid options: a mounted filesystem cannot follow a disk that changes under it; serve --follow " +
+        "to raw-block readers, or mount a fixed point (--read-only --at POINT or --snapshot NAME)",
+    );
+  }
+  const intervalMs = parseDurationMs(options.string("follow-interval")!, options.source("follow-interval"));
+  if (intervalMs < 10) {
+    throw new UsageError(`Invalid options: ${options.source("follow-interval")} must be at least 10ms`);
+  }
+  return { intervalMs };
 }
 
 function servePoint(options: Options): Point | undefined {

@@ -135,6 +135,18 @@ export function parseSnapshotKey(prefix: string, key: string): string | undefine
   return isSnapshotName(name) ? name : undefined;
 }
 
+/**
+ * A follower's reader pin (`serve --read-only --follow`, `--standby`): a snapshot key named
+ * `follow-<id>`, one per running follower (id: random, fresh at each start), renewed while it runs.
+ * The name is for people (`lsvd snapshot list`); what makes it a follower pin is the record's
+ * `follower` field (src/log/snapshots.ts).
+ */
+export function followerPinName(id: string): string {
+  const name = `follow-${id}`;
+  if (!isSnapshotName(name)) assertFail(`bad follower id ${id}`);
+  return name;
+}
+
 /** Store probe written and deleted at start to prove the store stores, reads and deletes. */
 export function probeKey(prefix: string, nonce: string): string {
   return `${prefix}probe/${nonce}`;

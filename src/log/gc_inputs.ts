@@ -72,10 +72,15 @@ export async function planGcRound(
   const oldest = Math.max(await retentionPoint(unknown, cutoffMs, o.sources.sealTimeOf), o.knownOldThrough);
   // A flattened clone has no points before its flatten: the window never starts below it.
   const floor = oldest === 0 ? 0 : pointFloor(state.format);
-  const pmin = Math.max(oldest, state.collectedRecord?.retainedFromSequence ?? 0, floor);
-  if (pmin === 0) return { present, pmin, points: [], retained: [], plan: [] };
-  const pminMap = await o.sources.mapAt(pmin, present);
+  const kept = state.collectedRecord?.retainedFromSequence ?? 0;
+  const windowStart = Math.max(oldest, kept, floor);
+  if (windowStart === 0) return { present, pmin: 0, points: [], retained: [], plan: [] };
   const points = (await readSnapshots(store, state, o.retry)).filter((s) => !isStale(s, o.wallNowMs));
+  // A live follower reads its pin's point or any later one: every point from it on stays exact
+  // (never below what a record or an earlier pass kept: docs/design/followers.md).
+  const followedFrom = Math.min(...points.filter((s) => s.follower === true).map((s) => s.sequence));
+  const pmin = Math.max(Math.min(windowStart, followedFrom), kept, floor, o.knownOldThrough);
+  const pminMap = await o.sources.mapAt(pmin, present);
   const retained: RetainedMap[] = [{ sequence: pmin, map: pminMap }];
   for (const s of points) {
     // A clone's pin is kept whatever its age: the clone reads its objects by number, copies aside.

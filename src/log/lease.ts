@@ -92,6 +92,8 @@ export interface AcquireOptions {
   holder?: LeaseHolder;
   /** Standby: how often to read the lease; default a tenth of its duration. */
   pollMs?: number;
+  /** Standby: called before each look at the lease while waiting (a warm standby follows the log). */
+  whileWaiting?: () => Promise<void>;
   /**
    * This machine's processes, to prove a holder on it gone (src/log/lease_holder.ts); default
    * /proc. A holder proved gone is replaced without --takeover (and still fenced).
@@ -393,6 +395,7 @@ async function waitForLapse(
   let etag = seen.etag;
   for (;;) {
     await options.clock.sleep(pollMs);
+    await options.whileWaiting?.();
     const now = await withRetries(options.retry, () => readLease(store, prefix));
     if (now === undefined) return undefined;
     if (now.etag !== etag) {

@@ -12,7 +12,7 @@
  * before deleting. Whichever comes second sees the other (docs/design/gc-and-retention.md).
  */
 
-import { isSnapshotName, snapshotKey } from "../format/keys.ts";
+import { followerPinName, isSnapshotName, snapshotKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { readFormatRecord } from "./format_record.ts";
@@ -48,6 +48,11 @@ export interface SnapshotRecord {
   expiresMs?: number;
   /** A clone's pin (version 2): kept until the clone is flattened. */
   clone?: ClonePinned;
+  /**
+   * A follower's pin (with `expiresMs`): the follower reads this point or any later one, so
+   * garbage collection keeps every point from it to the head exact (docs/design/followers.md).
+   */
+  follower?: true;
 }
 
 export function encodeSnapshot(s: SnapshotRecord): Uint8Array {
@@ -66,7 +71,8 @@ export function checkSnapshot(value: unknown, key: string): SnapshotRecord {
       (clone.bucket === undefined || typeof clone.bucket === "string");
   const ok = typeof s === "object" && s !== null && cloneOk &&
     typeof s.name === "string" && Number.isSafeInteger(s.sequence) && s.sequence >= 1 &&
-    (s.expiresMs === undefined || Number.isFinite(s.expiresMs));
+    (s.expiresMs === undefined || Number.isFinite(s.expiresMs)) &&
+    (s.follower === undefined || (s.follower === true && s.expiresMs !== undefined));
   if (!ok) {
     throw new LsvdError("data", `Cannot read snapshot "${key}": it is not a version-1 or -2 snapshot record`);
   }
@@ -253,6 +259,73 @@ export async function holdPin(
     name,
     release: async () => {
       timer?.cancel();
+      await withRetries(options.retry, () => store.delete(snapshotKey(prefix, name))).catch(() => {});
+    },
+  };
+}
+
+/** A follower's pin lives this long unless renewed (docs/design/followers.md). */
+export const FOLLOWER_PIN_TTL_MS = 5 * 60_000;
+
+/** True for a follower's pin that is still live at wallNowMs. */
+export function isLiveFollowerPin(s: SnapshotRecord, wallNowMs: number): boolean {
+  return s.follower === true && !isStale(s, wallNowMs);
+}
+
+export interface FollowerPin {
+  name: string;
+  /** The point the pin holds now. */
+  readonly sequence: number;
+  /** Wall time (ms) of the last write of the pin that the store confirmed. */
+  readonly writtenMs: number;
+  /**
+   * Rewrites the pin at `sequence` (never lower than the follower's oldest point in use) with a
+   * fresh expiry. A failure is the caller's to report; the old record stays until it expires.
+   */
+  write(sequence: number): Promise<void>;
+  /** Deletes the pin (best effort: a stale pin is ignored anyway). */
+  release(): Promise<void>;
+}
+
+/**
+ * Creates a follower's pin at `sequence` (refused, like a snapshot, when GC no longer keeps that
+ * point). The follower renews it itself, each time at the point it has reached, so the pin never
+ * holds back garbage collection further than the follower lags.
+ */
+export async function holdFollowerPin(
+  store: ObjectStore,
+  prefix: string,
+  sequence: number,
+  options: { clock: Clock; retry: RetryPolicy; id: string; ttlMs?: number },
+): Promise<FollowerPin> {
+  const name = followerPinName(options.id);
+  const ttlMs = options.ttlMs ?? FOLLOWER_PIN_TTL_MS;
+  const record = (at: number): SnapshotRecord => ({
+    version: SNAPSHOT_VERSION,
+    name,
+    sequence: at,
+    createdMs: options.clock.wallMs(),
+    expiresMs: options.clock.wallMs() + ttlMs,
+    follower: true,
+  });
+  const first = record(sequence);
+  await createSnapshot(store, prefix, first, options.retry);
+  const pin = { name, sequence, writtenMs: first.createdMs };
+  return {
+    name,
+    get sequence() {
+      return pin.sequence;
+    },
+    get writtenMs() {
+      return pin.writtenMs;
+    },
+    write: async (at: number) => {
+      const next = record(at);
+      await withRetries(options.retry, () => store.put(snapshotKey(prefix, name), encodeSnapshot(next)));
+      pin.sequence = at;
+      pin.writtenMs = next.createdMs;
+    },
+    release: async () => {
       await withRetries(options.retry, () => store.delete(snapshotKey(prefix, name))).catch(() => {});
     },
   };

@@ -196,3 +196,43 @@ export function registerDiskCacheMetrics(
     () => c().ioErrors,
   );
 }
+
+/** What the follower gauges read (src/volume/follower.ts `Follower.stats`). */
+export interface FollowFigures {
+  appliedSequence: number;
+  behindObjects: number;
+  behindSeconds: number;
+  polls: number;
+  reloads: number;
+  failedPolls: number;
+}
+
+/** Gauges of `serve --read-only --follow`: how far the follower is behind the writer's durable log. */
+export function registerFollowMetrics(registry: MetricsRegistry, follow: () => FollowFigures): void {
+  registry.gauge(
+    "lsvd_follow_applied_sequence",
+    "The newest log object this follower applied",
+    () => follow().appliedSequence,
+  );
+  registry.gauge(
+    "lsvd_follow_behind_objects",
+    "Log objects the last poll listed beyond the newest applied one (after a gap, or still to read)",
+    () => follow().behindObjects,
+  );
+  registry.gauge(
+    "lsvd_follow_behind_seconds",
+    "Every object the writer had stored without a gap this many seconds ago is applied",
+    () => follow().behindSeconds,
+  );
+  registry.counterFrom("lsvd_follow_polls_total", "Polls of the log (one LIST each)", () => follow().polls);
+  registry.counterFrom(
+    "lsvd_follow_reloads_total",
+    "Times the follower loaded the log anew (rollback, deleted object, lapsed pin)",
+    () => follow().reloads,
+  );
+  registry.counterFrom(
+    "lsvd_follow_failed_polls_total",
+    "Polls that failed (the store did not answer); the last state is served meanwhile",
+    () => follow().failedPolls,
+  );
+}

@@ -36,7 +36,7 @@ import { activeLink } from "../log/parent.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
-import { readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
+import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
@@ -146,6 +146,7 @@ export class GcRunner {
       sources: this.#sources(state),
     });
     const { present, pmin, points, retained, plan } = round;
+    this.#listedPoints = points;
     result.retainedFrom = pmin;
     result.planned = plan.map((c) => c.object.sequence);
     if (pmin === 0) return result;
@@ -328,6 +329,8 @@ export class GcRunner {
   }
 
   #planned: Map<number, Planned> | undefined;
+  /** The live snapshots and pins this pass planned with. */
+  #listedPoints: readonly SnapshotRecord[] = [];
 
   /** A candidate's summary and the pieces of it the head still maps (with their data). */
   async #read(candidate: Candidate): Promise<Planned> {
@@ -418,10 +421,13 @@ export class GcRunner {
       o.retry,
     );
     const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
+    const listed = new Set(this.#listedPoints.map((s) => s.name));
     // A clone pin made meanwhile counts at any point: the copies this pass made may be what its
-    // point would read, and their sources must stay (src/log/parent.ts).
+    // point would read, and their sources must stay (src/log/parent.ts). So does a new follower's
+    // pin: its map was loaded before this pass's copies (one that only advanced is not new).
     return now.filter((s) =>
-      (s.sequence < pmin || s.clone !== undefined) && !known.has(`${s.name}@${s.sequence}`)
+      (s.follower === true && !isStale(s, o.clock.wallMs()) && !listed.has(s.name)) ||
+      ((s.sequence < pmin || s.clone !== undefined) && !known.has(`${s.name}@${s.sequence}`))
     );
   }
 

@@ -25,6 +25,7 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
+import { WarmLog } from "./warm_standby.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** A scanned journal with its id (what prepareJournal returns). */
@@ -62,7 +63,11 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const retry = volumeRetry(o, stopped);
   await checkBeforeLease(o, retry);
   const scanned = await scanJournal(o);
-  const acquired = await takeLease(o, retry, scanned);
+  const warm = await warmStandby(o, retry, stopped);
+  const acquired = await takeLease(o, retry, scanned, warm).catch(async (e) => {
+    await warm?.release();
+    throw e;
+  });
   const leaseEvents: LeaseEvents = {};
   const keeper = acquired === undefined ? undefined : new LeaseKeeper(o.store, o.prefix, acquired, {
     clock: o.clock,
@@ -76,11 +81,13 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   };
   const progress = { wroteLog: false }; // from the fence on, giving the lease back must not skip the next fence
   try {
-    const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress });
+    const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress, warm });
     return { ...opened, o, retry, keeper, leaseEvents, scanned, giveBack: () => giveBack(progress.wroteLog) };
   } catch (e) {
     await giveBack(progress.wroteLog);
     throw e;
+  } finally {
+    await warm?.release();
   }
 }
 
@@ -113,11 +120,26 @@ async function scanJournal(o: ResolvedVolumeOptions): Promise<PreparedJournal | 
   return scanned;
 }
 
+/**
+ * A standby (without a journal) loads the log before it waits and follows it while it does, so the
+ * takeover starts warm (src/volume/warm_standby.ts). Loading never modifies the bucket.
+ */
+async function warmStandby(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+  stopped: () => LsvdError | undefined,
+): Promise<WarmLog | undefined> {
+  if (o.readOnly || !o.fencing || o.leaseMode !== "standby" || o.journal !== undefined) return undefined;
+  o.log(`Loading the log to follow it while standing by (${o.store.description}).`);
+  return await WarmLog.start(o, retry, await loadVolume(o, retry, stopped));
+}
+
 /** A writer with fencing takes the lease, naming the journal it adopts; the journal lock goes back if it fails. */
 async function takeLease(
   o: ResolvedVolumeOptions,
   retry: RetryPolicy,
   scanned: PreparedJournal | undefined,
+  warm: WarmLog | undefined,
 ): Promise<AcquiredLease | undefined> {
   if (o.readOnly || !o.fencing) return undefined;
   return await acquireLease(o.store, o.prefix, {
@@ -132,6 +154,7 @@ async function takeLease(
     // acknowledged writes exist only there and the bucket does not say so.
     ...(scanned === undefined ? {} : { journal: { dir: o.journal!.files.description, id: scanned.id } }),
     abandonJournal: o.abandonJournal,
+    ...(warm === undefined ? {} : { whileWaiting: () => warm.follow() }),
   }).catch(async (e) => {
     await o.journal?.files.unlock();
     throw e;
@@ -146,6 +169,8 @@ interface RecoverInputs {
   acquired: AcquiredLease | undefined;
   keeper: LeaseKeeper | undefined;
   progress: { wroteLog: boolean };
+  /** A standby's log, followed while it waited (used unless it cannot be trusted). */
+  warm: WarmLog | undefined;
 }
 
 /** Load → fence/take over → adopt the journal → repair; returns the loaded log, its size and our epoch. */
@@ -155,7 +180,15 @@ async function recover(
 ): Promise<{ state: LogState; loaded: LoadedLog; sizeBytes: number; epoch: number }> {
   const { retry, acquired, keeper } = r;
   o.log(`Starting recovery from ${o.store.description}.`);
-  let { state, loaded } = await loadVolume(o, retry, r.stopped);
+  // A warm standby's followed log is what a load now would give, up to its last poll; the fence
+  // walks from its end, and catchUp applies the rest.
+  await r.warm?.drain();
+  const followed = r.warm?.current;
+  const warm = followed === undefined ? undefined : r.warm;
+  if (r.warm !== undefined && warm === undefined) {
+    o.log(`Loading the log again (the standby's followed log cannot be used: ${r.warm.staleReason}).`);
+  }
+  let { state, loaded } = followed ?? await loadVolume(o, retry, r.stopped);
   if (o.readOnly && !volumeExists(state)) throw noVolume(o);
   let epoch = loaded.writerEpoch + 1;
   // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
@@ -166,7 +199,12 @@ async function recover(
     r.progress.wroteLog = true;
     const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
     epoch = taken.epoch;
-    if (taken.fenced) ({ state, loaded } = await loadVolume(o, retry, r.stopped));
+    if (taken.fenced || warm !== undefined) {
+      // What the fence accepted and its fence objects, read like a follower's next poll instead of
+      // a second load from the checkpoint (which doubled a cold takeover's reads).
+      const log = warm ?? WarmLog.afterLease(o, retry, { state, loaded });
+      ({ state, loaded } = await log.catchUp() ?? await loadVolume(o, retry, r.stopped));
+    }
     if (
       found !== undefined && taken.leftSequence !== undefined && taken.leftSequence !== found.lastSequence
     ) {

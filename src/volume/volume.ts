@@ -17,8 +17,10 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { isStoreError } from "../store/store.ts";
 import type { LeaseHolder, LeaseKeeper } from "../log/lease.ts";
 import type { RetryPolicy } from "../store/retry.ts";
-import { volumeExists } from "../log/log_state.ts";
-import type { LoadedLog } from "../log/load.ts";
+import { listLogState, volumeExists } from "../log/log_state.ts";
+import { type LoadedLog, loadLog } from "../log/load.ts";
+import { applyObject } from "../log/apply.ts";
+import { positionOf, type TailPosition, type TailStep } from "../log/tail.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
@@ -58,17 +60,22 @@ const WRITE_THROUGH: WriteOptions = Object.freeze({ fua: true });
 export class Volume implements BlockDevice {
   readonly readOnly: boolean;
   #o: ResolvedVolumeOptions;
-  #map: ExtentMap;
-  #lineage: Lineage;
+  #map!: ExtentMap;
+  #lineage!: Lineage;
   #sizeBytes: number;
   #writer: LogWriter | undefined;
-  #cache: ReadCache;
-  #tables: CrcTables;
-  #fetcher: Fetcher;
-  #objectSizes: ObjectSizes;
-  #reads: ReadPath;
+  #cache!: ReadCache;
+  #tables!: CrcTables;
+  #fetcher!: Fetcher;
+  #objectSizes!: ObjectSizes;
+  #reads!: ReadPath;
+  #readRetry: RetryPolicy;
   #closed = false;
-  #lastSequence: number;
+  #lastSequence!: number;
+  /** Read-only: where following the log stands (src/log/tail.ts). */
+  #followed: TailPosition;
+  /** Read-only followers: loads the log anew when a read finds its object deleted. */
+  #onGone: ((why: string) => Promise<void>) | undefined;
   #gc: GcRunner | undefined;
   #gcTimer: Timer | undefined;
   #keeper: LeaseKeeper | undefined;
@@ -84,9 +91,32 @@ export class Volume implements BlockDevice {
     this.#keeper = opened.keeper;
     this.#o = o;
     this.readOnly = o.readOnly;
+    this.#sizeBytes = sizeBytes;
+    const keeper = opened.keeper;
+    this.#mayAcknowledge = () => {
+      if (keeper === undefined || keeper.isValid()) return true;
+      keeper.renewSoon();
+      return false;
+    };
+    // Reads wait out an outage too; closing the volume ends the wait.
+    this.#readRetry = volumeRetry(
+      o,
+      () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
+    );
+    this.#followed = positionOf(loaded);
+    this.#buildReadSide(loaded);
+    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
+    if (this.#writer !== undefined) this.#gc = buildGc(o, this.#readRetry, this.#writer, loaded.map, keeper);
+  }
+
+  /**
+   * The map, object sizes, cache, CRC tables, fetcher and read path of `loaded`. Built again when a
+   * follower loads the log anew (a rollback may have given numbers new bytes: nothing cached stays).
+   */
+  #buildReadSide(loaded: LoadedLog): void {
+    const o = this.#o;
     this.#map = loaded.map;
     this.#lineage = loaded.lineage;
-    this.#sizeBytes = sizeBytes;
     this.#lastSequence = loaded.lastSequence;
     // CRC tables take up to a sixteenth of the cache limit: a 4 MiB object's is 4 KiB, so that
     // keeps the tables of 64 times more data than the cache itself holds.
@@ -94,26 +124,13 @@ export class Volume implements BlockDevice {
     this.#tables = new CrcTables(tableBytesMax);
     this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
     this.#objectSizes = objectSizesOf(loaded);
-    const keeper = opened.keeper;
-    this.#mayAcknowledge = () => {
-      if (keeper === undefined || keeper.isValid()) return true;
-      keeper.renewSoon();
-      return false;
-    };
-    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
-    // Reads wait out an outage too; closing the volume ends the wait.
-    const retry = volumeRetry(
-      o,
-      () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
-    );
-    if (this.#writer !== undefined) this.#gc = buildGc(o, retry, this.#writer, loaded.map, keeper);
     const reads = loaded.lineage.readStore(o.store); // a parent in another bucket: src/log/lineage_store.ts
     this.#fetcher = new Fetcher({
       store: reads,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
-      retry,
+      retry: this.#readRetry,
       cache: this.#cache,
-      tables: new CrcTableLoader({ store: reads, retry, tables: this.#tables }),
+      tables: new CrcTableLoader({ store: reads, retry: this.#readRetry, tables: this.#tables }),
       sizes: this.#objectSizes,
       verify: o.verifyReads,
       log: o.log,
@@ -220,6 +237,62 @@ export class Volume implements BlockDevice {
   #leaseRenewed(): void {
     this.#writer?.leaseRenewed();
     this.#journal?.leaseRenewed();
+  }
+
+  /** Read-only: the newest object applied, with its epoch and CRC (what the next poll lists from). */
+  get followPosition(): TailPosition {
+    return { ...this.#followed };
+  }
+
+  /**
+   * Read-only followers: applies new objects of the log (a tail step, in order, gap-free) with the
+   * rule recovery uses, in one synchronous run, so a read sees the state before or after them and
+   * never one in between. Returns the number applied.
+   */
+  applyFollowed(objects: TailStep["objects"]): number {
+    assert(this.readOnly, "following needs a read-only volume");
+    for (const { object, summary } of objects) {
+      assert(object.sequence === this.#followed.sequence + 1, "a followed object out of order");
+      this.#objectSizes.set(object.sequence, object.sizeBytes);
+      applyObject(this.#map, object.sequence, {
+        entries: summary.entries,
+        zeroRanges: summary.zeroRanges,
+        origins: summary.trailer?.origins,
+      });
+      const epoch = summary.trailer?.writerEpoch ?? this.#followed.epoch;
+      this.#followed = { sequence: object.sequence, epoch, crc32: summary.trailer?.crc32 ?? 0, own: true };
+      this.#lastSequence = object.sequence;
+      const size = summary.trailer?.volumeSizeBytes;
+      if (size !== undefined && size !== this.#sizeBytes && size !== this.#seenSizeBytes) {
+        this.#seenSizeBytes = size;
+        this.#o.log(
+          `The writer resized the volume to ${size} bytes; this daemon keeps serving ${this.#sizeBytes} ` +
+            "(an NBD export's size is fixed per connection: restart it to serve the new size).",
+        );
+      }
+    }
+    return objects.length;
+  }
+
+  #seenSizeBytes: number | undefined;
+
+  /** Read-only followers: loads the log anew (a rollback, a lapsed pin); nothing cached is kept. */
+  async reloadFollowed(): Promise<void> {
+    assert(this.readOnly, "following needs a read-only volume");
+    const o = this.#o;
+    const state = await listLogState(o.store, o.prefix, this.#readRetry);
+    const loaded = await loadLog(o.store, state, {
+      concurrency: o.recoveryConcurrency,
+      retry: this.#readRetry,
+      log: o.log,
+    });
+    this.#followed = positionOf(loaded);
+    this.#buildReadSide(loaded);
+  }
+
+  /** Read-only followers: what a read that finds its object deleted awaits before it is retried once. */
+  set onObjectGone(handler: ((why: string) => Promise<void>) | undefined) {
+    this.#onGone = handler;
   }
 
   /**
@@ -431,7 +504,18 @@ export class Volume implements BlockDevice {
     if (failure !== undefined && (this.#closed || this.#writer!.closed || isLsvdError(failure, "fenced"))) {
       return Promise.reject(failure);
     }
-    return this.#reads.start(offsetBytes, dest);
+    const started = this.#reads.start(offsetBytes, dest);
+    const onGone = this.#onGone;
+    if (started === undefined || onGone === undefined) return started;
+    // A follower's map may name an object garbage collection deleted (its pin lapsed, or a read
+    // outlived the point its pin held): load the log anew and read again, never serve zeros or EIO.
+    return started.catch(async (e) => {
+      const gone = goneObject(e);
+      if (gone === undefined) throw e;
+      await onGone(gone);
+      const again = this.#reads.start(offsetBytes, dest);
+      if (again !== undefined) await again;
+    });
   }
 
   blockStatus(offsetBytes: number, lengthBytes: number): AllocationExtent[] {
@@ -515,4 +599,12 @@ function buildGc(
     objectBytesMax: o.objectBytesMax,
     mayDelete: () => keeper === undefined || keeper.isValid(),
   });
+}
+
+/** The message of a read failure caused by a deleted object (store NotFound), else undefined. */
+function goneObject(e: unknown): string | undefined {
+  for (let c: unknown = e; c instanceof Error; c = c.cause) {
+    if (isStoreError(c, "NotFound")) return messageOf(e);
+  }
+  return undefined;
 }

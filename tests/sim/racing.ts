@@ -11,7 +11,10 @@
  *   - the log is never forked: along the gap-free log, writer epochs never decrease, so no object
  *     of a fenced writer lies after the fence (a fresh load never stops at a zombie);
  *   - a fresh writer recovers a disk where every sector holds the newest write any writer saw
- *     acknowledged by a completed FLUSH (or FUA), or a write issued after it.
+ *     acknowledged by a completed FLUSH (or FUA), or a write issued after it;
+ *   - a follower (`serve --read-only --follow`, its own pausable handle, polled at random steps)
+ *     served at each point P it reached exactly the disk the surviving log has at P (never a state
+ *     with a zombie or an object later archived), and catches up with the log's end after the run.
  */
 
 import assert from "node:assert/strict";
@@ -30,6 +33,7 @@ import { ManualClock } from "../../src/util/clock.ts";
 import { isLsvdError } from "../../src/util/errors.ts";
 import { seededRandom } from "../../src/util/random.ts";
 import { Volume } from "../../src/volume/volume.ts";
+import { Follower } from "../../src/volume/follower.ts";
 import type { LeaseMode } from "../../src/log/lease.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { readObjectSummary } from "../../src/log/object_reader.ts";
@@ -132,6 +136,8 @@ export interface RacingResult {
   crashes: number;
   fencedWriters: number;
   acknowledgedFlushes: number;
+  /** Follower images taken at a point and checked against the surviving log at that point. */
+  followedPoints: number;
 }
 
 /** The state of one seeded race, shared by its steps. */
@@ -150,6 +156,17 @@ interface Race {
   issues: number;
   nextId: number;
   writers: Writer[];
+  follower: Followed;
+}
+
+/** The follower process: its volume once open, and the images it served at each point. */
+interface Followed {
+  store: PausableStore | undefined;
+  volume: Volume | undefined;
+  follower: Follower | undefined;
+  /** A poll, an open or a read is under way (one at a time: an image is one moment). */
+  busy: boolean;
+  images: { point: number; disk: Uint8Array }[];
 }
 
 /** Runs one seeded race; throws an AssertionError naming the seed on any violation. */
@@ -167,6 +184,7 @@ export async function simulateRacing(options: RacingOptions): Promise<RacingResu
   await playOut(race);
   const check = checkStore(race);
   await checkNoFork(race, check);
+  await checkFollowed(race, check);
   await checkFlushesKept(race, check);
   return race.result;
 }
@@ -197,12 +215,14 @@ function newRace(options: RacingOptions): Race {
       crashes: 0,
       fencedWriters: 0,
       acknowledgedFlushes: 0,
+      followedPoints: 0,
     },
     history: Array.from({ length: sectors }, () => [{ id: 0, issue: -1 }]),
     durable: new Array<number>(sectors).fill(-1),
     issues: 0,
     nextId: 1,
     writers: [],
+    follower: { store: undefined, volume: undefined, follower: undefined, busy: false, images: [] },
   };
 }
 
@@ -281,7 +301,8 @@ function raceStep(race: Race): Promise<void> | undefined {
       result.acknowledgedFlushes++;
       for (let s = 0; s < race.sectors; s++) race.durable[s] = Math.max(race.durable[s]!, snapshot[s]!);
     }, () => {});
-  } else if (r < 0.85) return runClock(race, Math.floor(rand() * 60));
+  } else if (r < 0.83) return runClock(race, Math.floor(rand() * 60));
+  else if (r < 0.85) followStep(race);
   else if (r < 0.9) pauseOrResume(race);
   else if (r < 0.96) { // another process starts on the volume
     if (writers.length < 3 || (writers.length < 5 && live(race).length === 0)) {
@@ -338,6 +359,7 @@ function pauseOrResume(race: Race): void {
 /** Let everything play out: paused writers resume and land their late uploads, then see they were fenced. */
 async function playOut(race: Race): Promise<void> {
   for (const w of race.writers) w.store.resume();
+  race.follower.store?.resume();
   await runClock(race, 4 * LEASE_MS, 50);
   for (const w of race.writers) {
     // A standby still waiting behind a live holder is left waiting: the clock no longer moves.
@@ -406,4 +428,122 @@ async function checkFlushesKept(race: Race, check: MemoryStore): Promise<void> {
     );
   }
   volume.abandon();
+}
+
+/**
+ * The follower's step: opens it once there is a volume, pauses or resumes its process, or polls and
+ * then reads its whole disk, kept with the point it shows. Never awaited: the race's clock runs it.
+ */
+function followStep(race: Race): void {
+  const f = race.follower;
+  if (f.busy) return;
+  if (f.store !== undefined && race.rand() < 0.2) {
+    if (f.store.paused) f.store.resume();
+    else f.store.pause();
+    return;
+  }
+  f.busy = true;
+  const work = f.follower === undefined ? openFollower(race) : pollAndRead(race);
+  work.finally(() => (f.busy = false));
+}
+
+async function openFollower(race: Race): Promise<void> {
+  const f = race.follower;
+  const store = f.store ?? new PausableStore(race.base.reopen());
+  f.store = store;
+  const volume = await Volume.open({
+    store,
+    clock: race.clock,
+    log: () => {},
+    readOnly: true,
+    cacheBytesMax: 0,
+  })
+    .catch(() => undefined); // no volume yet, or its handle failed: try again at a later step
+  if (volume === undefined) return;
+  const retry = { clock: race.clock, attemptsMax: 1000 };
+  const follower = new Follower(volume, {
+    store,
+    prefix: "",
+    clock: race.clock,
+    log: () => {},
+    retry,
+    intervalMs: 1e9,
+  });
+  await follower.start();
+  f.volume = volume;
+  f.follower = follower;
+}
+
+/** One poll, then the whole disk read at the point it reached (dropped when a reload moved it). */
+async function pollAndRead(race: Race): Promise<void> {
+  const f = race.follower;
+  try {
+    await f.follower!.poll();
+    const point = f.volume!.followPosition.sequence;
+    const disk = new Uint8Array(race.sectors * SECTOR);
+    await f.volume!.read(0, disk);
+    if (f.volume!.followPosition.sequence === point) f.images.push({ point, disk });
+  } catch (e) {
+    if (!isLsvdError(e) && !(e instanceof Error && e.name === "StoreError")) throw e;
+  }
+}
+
+/**
+ * After the run: the follower catches up with the log's end (as a fresh read-only load sees it), and
+ * every image it served equals the surviving log's disk at its point (a sample of them).
+ */
+async function checkFollowed(race: Race, check: MemoryStore): Promise<void> {
+  const f = race.follower;
+  if (f.follower === undefined) return;
+  while (f.busy) await runClock(race, 50);
+  const end = await openAt(race, check, undefined);
+  const endPoint = end.stats.lastSequence;
+  end.abandon();
+  for (let i = 0; i < 50 && f.volume!.followPosition.sequence < endPoint; i++) {
+    f.busy = true;
+    const done = pollAndRead(race).finally(() => (f.busy = false));
+    while (f.busy) await runClock(race, 50);
+    await done;
+  }
+  assert.equal(f.volume!.followPosition.sequence, endPoint, `${race.ctx}: the follower did not catch up`);
+  const sample = f.images.filter((_, i) => i === f.images.length - 1 || race.rand() < 4 / f.images.length);
+  for (const { point, disk } of sample) {
+    const past = await openAt(race, check, point);
+    const want = await readAll(past, race.sectors, race.clock, race.ctx);
+    past.abandon();
+    const at = disk.findIndex((b, i) => b !== want[i]);
+    assert.equal(
+      at,
+      -1,
+      `${race.ctx}: the follower served at object ${point} a disk the surviving log never had`,
+    );
+    race.result.followedPoints++;
+  }
+  await withClock(race, f.follower.stop());
+  f.volume!.abandon();
+}
+
+/** Awaits `p` while the clock runs (its store calls sleep on it). */
+async function withClock<T>(race: Race, p: Promise<T>): Promise<T> {
+  let done = false;
+  p.then(() => (done = true), () => (done = true));
+  for (let i = 0; i < 10_000 && !done; i++) {
+    race.clock.advance(10);
+    await settle();
+  }
+  return await p;
+}
+
+/** The surviving log read-only at `point` (undefined: its end), on the fault-free handle. */
+function openAt(race: Race, check: MemoryStore, point: number | undefined): Promise<Volume> {
+  return withClock(
+    race,
+    Volume.open({
+      store: check,
+      clock: race.clock,
+      log: () => {},
+      readOnly: true,
+      ...(point === undefined ? {} : { atSequence: point }),
+    }),
+  );
 }

@@ -3,7 +3,7 @@ import { simulateRacing } from "./racing.ts";
 const SEEDS = Number(Deno.env.get("LSVD_RACE_SEEDS") ?? 2000);
 const FIRST = Number(Deno.env.get("LSVD_RACE_SEED") ?? 1);
 
-Deno.test(`simulateRacing() loses no acknowledged flush and forks no log with racing writers (${SEEDS} seeds from ${FIRST})`, async () => {
+Deno.test(`simulateRacing() loses no acknowledged flush, forks no log, and its follower serves only surviving points, with racing writers (${SEEDS} seeds from ${FIRST})`, async () => {
   const totals = {
     writers: 0,
     takeovers: 0,
@@ -12,6 +12,7 @@ Deno.test(`simulateRacing() loses no acknowledged flush and forks no log with ra
     crashes: 0,
     fencedWriters: 0,
     acknowledgedFlushes: 0,
+    followedPoints: 0,
   };
   for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
     try {

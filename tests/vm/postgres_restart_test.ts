@@ -82,7 +82,8 @@ for f in $S/s*.log $S/pg.log; do echo "----- $f"; tail -20 $f; done
 type Results = Record<string, any>;
 
 Deno.test({
-  name: "Postgres on a mounted /dev/nbd0 runs pgbench through two SIGKILL restarts and a --takeover upgrade " +
+  name:
+    "Postgres on a mounted /dev/nbd0 runs pgbench through two SIGKILL restarts and a --takeover upgrade " +
     "of lsvd without a client error; amcheck, balances and e2fsck clean (VM)",
   ignore: vmUnavailableReason() !== undefined || postgresMissing() !== undefined,
   sanitizeResources: false,

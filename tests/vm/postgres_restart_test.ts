@@ -49,8 +49,8 @@ set -- --dir $S/store --socket /run/pg.sock --device /dev/nbd0 --mount /mnt/pg -
 start s0 "$@" --size 512M
 mkdir -p /mnt/pg/data /run/pg; chown postgres /mnt/pg/data /run/pg
 runuser -u postgres -- $PG/initdb -D /mnt/pg/data --data-checksums -A trust >/dev/null || exit 92
-runuser -u postgres -- $PG/pg_ctl -D /mnt/pg/data -l $S/pg.log -w -t 300 \\
-  -o "-k /run/pg -c listen_addresses='' -c shared_buffers=32MB -c fsync=on" start >/dev/null || { cat $S/pg.log; exit 93; }
+runuser -u postgres -- $PG/pg_ctl -D /mnt/pg/data -l /run/pg/pg.log -w -t 300 \\
+  -o "-k /run/pg -c listen_addresses='' -c shared_buffers=32MB -c fsync=on" start >/dev/null || { cat /run/pg/pg.log; exit 93; }
 runuser -u postgres -- $PG/pgbench -h /run/pg -i -s 2 -q postgres >/dev/null 2>&1 || exit 94
 before=$(pgsql "select count(*) from pgbench_history")
 runuser -u postgres -- $PG/pgbench -h /run/pg -c 4 -T 75 -n postgres > $S/pgbench.txt 2>&1 &
@@ -74,7 +74,7 @@ mount /dev/nbd0 /mnt/pg
 kill -TERM $pid; wait $pid; result exit $?
 result kernelErrors "$(dmesg | grep -E 'I/O error.*nbd0|EXT4-fs error \\(device nbd0\\)|EXT4-fs \\(nbd0\\).*read-only' | wc -l)"
 dmesg | grep -E 'nbd0|EXT4' | tail -20
-for f in $S/s*.log $S/pg.log; do echo "----- $f"; tail -20 $f; done
+for f in $S/s*.log /run/pg/pg.log; do echo "----- $f"; tail -20 $f; done
 `;
 }
 

@@ -20,7 +20,7 @@ import { checkFormatRecord } from "./format_record.ts";
 import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
 import { bucketStore, type Lineage, pointFloor, readLineage } from "./parent.ts";
 import { type CollectedRecord, inRanges } from "./collected.ts";
-import { readObjectSummary } from "./object_reader.ts";
+import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 
 export interface LoadOptions {
   /** Replay only objects 1..atSequence (a past state); default: the whole gap-free log. */
@@ -113,19 +113,7 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
       return;
     }
     epochFloor = epoch;
-    applyObject(loaded.map, o.sequence, {
-      entries: s.entries,
-      zeroRanges: s.zeroRanges,
-      origins: s.trailer?.origins,
-    });
-    loaded.lastSequence = o.sequence;
-    loaded.lastTrailer = s.trailer;
-    loaded.lastObjectCrc32 = s.trailer?.crc32 ?? 0;
-    if (s.trailer !== undefined) {
-      loaded.volumeSizeBytes = s.trailer.volumeSizeBytes;
-      loaded.writerEpoch = Math.max(loaded.writerEpoch, s.trailer.writerEpoch);
-    }
-    loaded.replayed++;
+    applyToLoaded(loaded, o.sequence, s);
     options.onProgress?.(i + 1, replay.length);
   });
   if (zombieAt !== undefined) {
@@ -245,6 +233,27 @@ async function applyLaterCopies(store: ObjectStore, loaded: LoadedLog, point: nu
     }, point);
     loaded.replayed++;
   });
+}
+
+/**
+ * Applies the next object of the log to a loaded log: the map (applyObject, the one rule) and the
+ * bookkeeping a load keeps (last object, its trailer and CRC, size, epoch). Loading and a follower's
+ * tail both go through here, so a followed log is what a load would give.
+ */
+export function applyToLoaded(loaded: LoadedLog, sequence: number, s: ObjectSummary): void {
+  applyObject(loaded.map, sequence, {
+    entries: s.entries,
+    zeroRanges: s.zeroRanges,
+    origins: s.trailer?.origins,
+  });
+  loaded.lastSequence = sequence;
+  loaded.lastTrailer = s.trailer;
+  loaded.lastObjectCrc32 = s.trailer?.crc32 ?? 0;
+  if (s.trailer !== undefined) {
+    loaded.volumeSizeBytes = s.trailer.volumeSizeBytes;
+    loaded.writerEpoch = Math.max(loaded.writerEpoch, s.trailer.writerEpoch);
+  }
+  loaded.replayed++;
 }
 
 function readChecked(store: ObjectStore, o: LoggedObject, options: LoadOptions) {

@@ -15,8 +15,7 @@ import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { readInOrder } from "../util/ordered.ts";
 import type { LoggedObject } from "./log_state.ts";
-import type { LoadedLog } from "./load.ts";
-import { applyObject } from "./apply.ts";
+import { applyToLoaded, type LoadedLog } from "./load.ts";
 import { assert } from "../util/assert.ts";
 import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 
@@ -115,19 +114,7 @@ export function advanceLoaded(loaded: LoadedLog, step: TailStep): void {
   const state = loaded.state;
   for (const { object, summary } of step.objects) {
     assert(object.sequence === loaded.lastSequence + 1, "a followed object out of order");
-    applyObject(loaded.map, object.sequence, {
-      entries: summary.entries,
-      zeroRanges: summary.zeroRanges,
-      origins: summary.trailer?.origins,
-    });
-    loaded.lastSequence = object.sequence;
-    loaded.lastTrailer = summary.trailer;
-    loaded.lastObjectCrc32 = summary.trailer?.crc32 ?? 0;
-    if (summary.trailer !== undefined) {
-      loaded.volumeSizeBytes = summary.trailer.volumeSizeBytes;
-      loaded.writerEpoch = Math.max(loaded.writerEpoch, summary.trailer.writerEpoch);
-    }
-    loaded.replayed++;
+    applyToLoaded(loaded, object.sequence, summary);
     // The listing as it would read now: the gap-free log grows by one, what followed is re-listed.
     state.objects = [...state.objects.slice(0, state.gapFreeCount), object];
     state.gapFreeCount = state.objects.length;

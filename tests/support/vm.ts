@@ -288,3 +288,26 @@ function exists(path: string): boolean {
 export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'"'"'`)}'`;
 }
+
+/**
+ * The guest shell prelude the lsvd VM tests share: `result NAME JSON` prints a RESULT line the host
+ * parses; `start NAME ARGS...` runs `lsvd serve ARGS` in the background (log $S/NAME.log, pid in
+ * $pid) and returns once it is operational, or exits 90/91. Needs $S set to the shared directory.
+ */
+export function guestLsvdPrelude(mainPath: string): string {
+  const lsvd = `${shellQuote(Deno.execPath())} run -A --cached-only ${shellQuote(mainPath)}`;
+  return `result() { echo "RESULT {\\"name\\":\\"$1\\",\\"value\\":$2}"; }
+start() {
+  name=$1; shift
+  ${lsvd} serve "$@" >"$S/$name.log" 2>&1 &
+  pid=$!
+  i=0
+  until grep -q "Device is now operational." "$S/$name.log"; do
+    if ! kill -0 $pid 2>/dev/null; then echo "lsvd ($name) exited before it was operational:"; cat "$S/$name.log"; exit 90; fi
+    i=$((i + 1))
+    if [ $i -gt 3000 ]; then echo "lsvd ($name) not operational in 300 s:"; cat "$S/$name.log"; kill -9 $pid; exit 91; fi
+    sleep 0.1
+  done
+}
+`;
+}

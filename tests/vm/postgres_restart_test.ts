@@ -9,7 +9,7 @@
  * host's root): the test is skipped when they are missing.
  */
 
-import { runInVm, shellQuote, VmError, vmUnavailableReason } from "../support/vm.ts";
+import { guestLsvdPrelude, runInVm, shellQuote, VmError, vmUnavailableReason } from "../support/vm.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const REPO = new URL("../..", import.meta.url).pathname;
@@ -27,24 +27,11 @@ function postgresMissing(): string | undefined {
 
 function guestScript(sharedDir: string): string {
   const q = shellQuote;
-  const lsvd = `${q(Deno.execPath())} run -A --cached-only ${q(MAIN)}`;
   return `set -u
-result() { echo "RESULT {\\"name\\":\\"$1\\",\\"value\\":$2}"; }
 cd ${q(REPO)}
 S=${q(sharedDir)}
 PG=${PG_BIN}
-start() {
-  name=$1; shift
-  ${lsvd} serve "$@" >"$S/$name.log" 2>&1 &
-  pid=$!
-  i=0
-  until grep -q "Device is now operational." "$S/$name.log"; do
-    if ! kill -0 $pid 2>/dev/null; then echo "lsvd ($name) exited before it was operational:"; cat "$S/$name.log"; exit 90; fi
-    i=$((i + 1)); [ $i -gt 3000 ] && { cat "$S/$name.log"; exit 91; }
-    sleep 0.1
-  done
-}
-pgsql() { runuser -u postgres -- $PG/psql -h /run/pg -d postgres -Atc "$1"; }
+${guestLsvdPrelude(MAIN)}pgsql() { runuser -u postgres -- $PG/psql -h /run/pg -d postgres -Atc "$1"; }
 set -- --dir $S/store --socket /run/pg.sock --device /dev/nbd0 --mount /mnt/pg --dead-timeout 600 --io-timeout ${IO_TIMEOUT_S}
 start s0 "$@" --size 512M
 mkdir -p /mnt/pg/data /run/pg; chown postgres /mnt/pg/data /run/pg

@@ -15,7 +15,7 @@
  */
 
 import assert from "node:assert/strict";
-import { runInVm, shellQuote, VmError, vmUnavailableReason } from "../support/vm.ts";
+import { guestLsvdPrelude, runInVm, shellQuote, VmError, vmUnavailableReason } from "../support/vm.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const REPO = new URL("../..", import.meta.url).pathname;
@@ -45,23 +45,11 @@ function guestScript(sharedDir: string): string {
   const lsvd = `${q(Deno.execPath())} run -A --cached-only ${q(MAIN)}`;
   const S = q(sharedDir);
   return `set -u
-result() { echo "RESULT {\\"name\\":\\"$1\\",\\"value\\":$2}"; }
 cd ${q(REPO)}
 S=${S}
-# start NAME ARGS...: lsvd serve in the background (log $S/NAME.log), pid in $pid, once operational.
-start() {
-  name=$1; shift
-  ${lsvd} serve "$@" >"$S/$name.log" 2>&1 &
-  pid=$!
-  i=0
-  until grep -q "Device is now operational." "$S/$name.log"; do
-    if ! kill -0 $pid 2>/dev/null; then echo "lsvd ($name) exited before it was operational:"; cat "$S/$name.log"; exit 90; fi
-    i=$((i + 1))
-    if [ $i -gt 3000 ]; then echo "lsvd ($name) not operational in 300 s:"; cat "$S/$name.log"; kill -9 $pid; exit 91; fi
-    sleep 0.1
-  done
-}
-# writer DIR RUN: 64 KiB random files, each fsync'd, then its checksum recorded (off the device).
+${
+    guestLsvdPrelude(MAIN)
+  }# writer DIR RUN: 64 KiB random files, each fsync'd, then its checksum recorded (off the device).
 writer() {
   n=0
   while [ ! -e /run/stop-$2 ]; do

@@ -86,6 +86,8 @@ export interface MemoryStoreStats {
 interface Bucket {
   objects: Map<string, Uint8Array>;
   handlesOpened: number;
+  /** Told of each object a DELETE through any handle is about to remove (the simulation's oracle). */
+  beforeDelete?: (key: string, body: Uint8Array) => void;
 }
 
 interface Pending {
@@ -209,6 +211,11 @@ export class MemoryStore implements ObjectStore {
   }
 
   /** A copy of the bytes stored under key, or undefined (test inspection). */
+  /** Calls `observer` with each object a DELETE (through this or any reopened handle) removes. */
+  observeDeletes(observer: (key: string, body: Uint8Array) => void): void {
+    this.#bucket.beforeDelete = observer;
+  }
+
   rawGet(key: string): Uint8Array | undefined {
     return this.#bucket.objects.get(key)?.slice();
   }
@@ -288,7 +295,11 @@ export class MemoryStore implements ObjectStore {
       action: "delete",
       key,
       isWrite: true,
-      apply: () => void this.#bucket.objects.delete(key),
+      apply: () => {
+        const body = this.#bucket.objects.get(key);
+        if (body !== undefined) this.#bucket.beforeDelete?.(key, body);
+        this.#bucket.objects.delete(key);
+      },
     });
   }
 

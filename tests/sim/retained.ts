@@ -26,6 +26,16 @@ export class Shadow {
     }
   }
 
+  /**
+   * Captures, from now on, each log object a DELETE removes, as capture() would have just before it:
+   * a GC pass may delete an object that landed after the last capture (it was uploading then).
+   */
+  watch(store: MemoryStore): void {
+    store.observeDeletes((key, body) => {
+      if (LOG_KEY.test(key)) this.#objects.set(parseInt(key, 16), body.slice());
+    });
+  }
+
   /** After recovery archived the objects past `sequence`: they are no longer the log. */
   dropAfter(sequence: number): void {
     for (const s of [...this.#objects.keys()]) if (s > sequence) this.#objects.delete(s);

@@ -289,6 +289,8 @@ async function startSim(options: SimulationOptions): Promise<Sim> {
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
   const journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
   const volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
+  const shadow = new Shadow();
+  shadow.watch(store);
   return {
     options,
     seed,
@@ -298,7 +300,7 @@ async function startSim(options: SimulationOptions): Promise<Sim> {
     clock,
     store,
     model: new Model(sectors),
-    shadow: new Shadow(),
+    shadow,
     lifecycle,
     pendingSnapshots: new Set(),
     snapshots: [],

@@ -122,5 +122,5 @@ export class CrcTableLoader {
 }
 
 function costOf(table: CrcTable): number {
-  return TABLE_OVERHEAD_BYTES + (table?.byteLength ?? 0);
+  return TABLE_OVERHEAD_BYTES + (table?.byteLength ?? 0) + (table?.seal?.tags.byteLength ?? 0);
 }

@@ -25,6 +25,8 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { resolveEncryption } from "../log/volume_encryption.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** A scanned journal with its id (what prepareJournal returns). */
@@ -47,6 +49,8 @@ export interface OpenedVolume {
   keeper: LeaseKeeper | undefined;
   leaseEvents: LeaseEvents;
   scanned: ScannedJournal | undefined;
+  /** An encrypted volume's data key (undefined for a plain volume). */
+  cipher: SectorCipher | undefined;
   /** Gives the lease and the journal lock back after a later step failed (the log was written). */
   giveBack(): Promise<void>;
 }
@@ -60,7 +64,7 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const stopped = () =>
     o.stopRequested() ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop") : undefined;
   const retry = volumeRetry(o, stopped);
-  await checkBeforeLease(o, retry);
+  const cipher = await checkBeforeLease(o, retry);
   const scanned = await scanJournal(o);
   const acquired = await takeLease(o, retry, scanned);
   const leaseEvents: LeaseEvents = {};
@@ -77,21 +81,35 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const progress = { wroteLog: false }; // from the fence on, giving the lease back must not skip the next fence
   try {
     const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress });
-    return { ...opened, o, retry, keeper, leaseEvents, scanned, giveBack: () => giveBack(progress.wroteLog) };
+    const giveBackNow = () => giveBack(progress.wroteLog);
+    return { ...opened, o, retry, keeper, leaseEvents, scanned, cipher, giveBack: giveBackNow };
   } catch (e) {
     await giveBack(progress.wroteLog);
     throw e;
   }
 }
 
-/** Refusals made before the lease: a refused shrink or a start that cannot succeed leaves the bucket as it was. */
-async function checkBeforeLease(o: ResolvedVolumeOptions, retry: RetryPolicy): Promise<void> {
+/**
+ * Refusals made before the lease: a refused shrink, a start that cannot succeed, or a missing or
+ * wrong encryption key leaves the bucket as it was. Returns the volume's data key (a new encrypted
+ * volume's format record is written here, before anything else).
+ */
+async function checkBeforeLease(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+): Promise<SectorCipher | undefined> {
   if (!o.readOnly && o.sizeBytes !== undefined && !o.allowShrink) {
     const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
     if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
   }
   // A writer without --size on a prefix without a log writes nothing.
   if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
+  return await resolveEncryption(o.store, o.prefix, {
+    secret: o.encryptionKey,
+    create: !o.readOnly && o.sizeBytes !== undefined,
+    retry,
+    nowMs: o.clock.wallMs(),
+  });
 }
 
 /** Before the store is touched: a journal in use or damaged, or another volume's, leaves the bucket as it was. */

@@ -20,6 +20,7 @@ import type { RetryPolicy } from "../store/retry.ts";
 import { volumeExists } from "../log/log_state.ts";
 import type { LoadedLog } from "../log/load.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { copyFromParents } from "./flatten.ts";
@@ -90,7 +91,9 @@ export class Volume implements BlockDevice {
     this.#lastSequence = loaded.lastSequence;
     // CRC tables take up to a sixteenth of the cache limit: a 4 MiB object's is 4 KiB, so that
     // keeps the tables of 64 times more data than the cache itself holds.
-    const tableBytesMax = o.verifyReads ? Math.floor(o.cacheBytesMax / 16) : 0;
+    // An encrypted volume always verifies: its tags come with the CRC tables.
+    const verify = o.verifyReads || opened.cipher !== undefined;
+    const tableBytesMax = verify ? Math.floor(o.cacheBytesMax / 16) : 0;
     this.#tables = new CrcTables(tableBytesMax);
     this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
     this.#objectSizes = objectSizesOf(loaded);
@@ -100,13 +103,15 @@ export class Volume implements BlockDevice {
       keeper.renewSoon();
       return false;
     };
-    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
+    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch, opened.cipher);
     // Reads wait out an outage too; closing the volume ends the wait.
     const retry = volumeRetry(
       o,
       () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
     );
-    if (this.#writer !== undefined) this.#gc = buildGc(o, retry, this.#writer, loaded.map, keeper);
+    if (this.#writer !== undefined) {
+      this.#gc = buildGc(o, retry, this.#writer, loaded.map, { keeper, cipher: opened.cipher });
+    }
     this.#fetcher = new Fetcher({
       store: o.store,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
@@ -114,15 +119,16 @@ export class Volume implements BlockDevice {
       cache: this.#cache,
       tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
       sizes: this.#objectSizes,
-      verify: o.verifyReads,
+      verify,
       log: o.log,
       ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
+      ...(opened.cipher === undefined ? {} : { cipher: opened.cipher }),
     });
     this.#reads = this.#buildReadPath(loaded.map);
   }
 
   /** The writer: seals, uploads and checkpoints; its failure fails the journal and whenFailed(). */
-  #buildWriter(loaded: LoadedLog, epoch: number): LogWriter {
+  #buildWriter(loaded: LoadedLog, epoch: number, cipher: SectorCipher | undefined): LogWriter {
     return new LogWriter(this.#o, loaded.map, this.#cache, {
       lastSequence: loaded.lastSequence,
       writerEpoch: epoch,
@@ -131,6 +137,7 @@ export class Volume implements BlockDevice {
       lastObjectCrc32: loaded.lastObjectCrc32,
       objectSizes: this.#objectSizes,
       mayAcknowledge: this.#mayAcknowledge,
+      cipher,
       onFail: (e) => {
         this.#journal?.fail(e);
         this.#reportFailure(e);
@@ -498,7 +505,7 @@ function buildGc(
   retry: RetryPolicy,
   writer: LogWriter,
   head: ExtentMap,
-  keeper: LeaseKeeper | undefined,
+  { keeper, cipher }: { keeper: LeaseKeeper | undefined; cipher: SectorCipher | undefined },
 ): GcRunner {
   return new GcRunner({
     store: o.store,
@@ -513,5 +520,6 @@ function buildGc(
     concurrency: 4,
     objectBytesMax: o.objectBytesMax,
     mayDelete: () => keeper === undefined || keeper.isValid(),
+    cipher,
   });
 }

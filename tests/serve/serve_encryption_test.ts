@@ -1,0 +1,256 @@
+/**
+ * @module
+ * Encryption at rest through the real daemon and real NBD clients (docs/design/encryption.md), on
+ * the directory store: a volume created with a key stores no plaintext and reads back after a
+ * restart; without the key, with the wrong one, and a plain volume with a key are each refused in
+ * one line before the bucket changes; a sector changed in the bucket (its CRCs made to match) is
+ * EIO named in the log; the key shows in no log, format record, metrics or command line; and a
+ * rollback that makes the same object numbers be written again never repeats a nonce.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon, scratch, unixUri } from "../support/daemon.ts";
+import { runClient, runClientOk } from "../support/clients.ts";
+import { runLsvdOk } from "../support/lsvd_cli.ts";
+import { DirectoryStore } from "../../src/store/directory.ts";
+import { listAll, type ObjectStore } from "../../src/store/store.ts";
+import { parseLogKey } from "../../src/format/keys.ts";
+import {
+  claimedTrailerBytes,
+  dataBytesOf,
+  decodeHeader,
+  decodeTrailer,
+  FLAG_ENCRYPTED,
+  HEADER_BYTES,
+  SECTOR_BYTES,
+} from "../../src/format/object.ts";
+import { crc32 } from "../../src/format/crc32.ts";
+import { freePort } from "../support/ports.ts";
+
+/** A key file of 64 hex characters: the same bytes LSVD_ENCRYPTION_KEY gives as text. */
+async function writeKey(path: string): Promise<string> {
+  const text = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+  await Deno.chmod(path, 0o600);
+  return text;
+}
+
+/** Every key under the store directory with its bytes, to prove a refused start changed nothing. */
+async function snapshotOf(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const p = join(d, e.name);
+      if (e.name === ".lsvd-tmp") continue;
+      if (e.isDirectory) await walk(p);
+      else out.set(p, new TextDecoder("latin1").decode(await Deno.readFile(p)));
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+async function logObjects(store: ObjectStore, prefix: string): Promise<Map<number, Uint8Array>> {
+  const out = new Map<number, Uint8Array>();
+  for await (const o of listAll(store, { prefix })) {
+    const n = parseLogKey(prefix, o.key);
+    if (n !== undefined) out.set(n, (await store.get(o.key)).body);
+  }
+  return out;
+}
+
+/** The nonces (epoch:sequence:index) of an encrypted object's data sectors, from its trailer. */
+function noncesOf(object: Uint8Array): string[] {
+  const dataBytes = dataBytesOf(decodeHeader(object));
+  const trailer = decodeTrailer(object.subarray(HEADER_BYTES + dataBytes));
+  if (dataBytes === 0) return [];
+  assert((trailer.flags & FLAG_ENCRYPTED) !== 0, "a data object of an encrypted volume is encrypted");
+  return Array.from(
+    { length: dataBytes / SECTOR_BYTES },
+    (_, k) => `${trailer.writerEpoch}:${trailer.sequence}:${k}`,
+  );
+}
+
+/** True when `bytes` holds a run of 512 bytes all equal to `value` (a written pattern in the clear). */
+function holdsRun(bytes: Uint8Array, value: number): boolean {
+  let run = 0;
+  for (const b of bytes) {
+    run = b === value ? run + 1 : 0;
+    if (run >= 512) return true;
+  }
+  return false;
+}
+
+/** Changes one byte of data sector `sector` and makes its CRC and the object's CRC match again. */
+function tamper(object: Uint8Array, sector: number): Uint8Array {
+  const out = object.slice();
+  const at = HEADER_BYTES + sector * SECTOR_BYTES + 100;
+  out[at]! ^= 0xff;
+  const dataBytes = dataBytesOf(decodeHeader(out));
+  const trailerAt = HEADER_BYTES + dataBytes;
+  const t = decodeTrailer(out.subarray(trailerAt));
+  const v = new DataView(out.buffer);
+  const crcsAt = trailerAt + 64 + 16 * t.zeroRanges.length + 8 * (t.origins?.length ?? 0);
+  const from = HEADER_BYTES + sector * SECTOR_BYTES;
+  v.setUint32(crcsAt + 4 * sector, crc32(out.subarray(from, from + SECTOR_BYTES)));
+  const crcAt = out.length - 8;
+  v.setUint32(crcAt, crc32(out.subarray(0, crcAt)));
+  assert.equal(claimedTrailerBytes(out), out.length - trailerAt);
+  return out;
+}
+
+Deno.test("serve --encryption-key-file: encrypted at rest, refused without or with the wrong key, tampering is EIO, the key never shows", async () => {
+  const t = await scratch();
+  const store = new DirectoryStore(t.store);
+  try {
+    const keyFile = join(t.dir, "volume.key");
+    const keyText = await writeKey(keyFile);
+    const otherKey = join(t.dir, "other.key");
+    await writeKey(otherKey);
+    const uri = unixUri(t.socket);
+    const base = ["--dir", t.store, "--prefix", "enc", "--socket", t.socket];
+    const metrics = `127.0.0.1:${freePort()}`;
+
+    let d = await Daemon.start({ args: [...base, "--size", "16M", "--encryption-key-file", keyFile] });
+    await runClientOk("qemu-io", [
+      "-f",
+      "raw",
+      uri,
+      "-c",
+      "write -P 0x5a 0 1M",
+      "-c",
+      "write -P 0xa5 4M 64k",
+    ]);
+    assert.equal((await d.stop()).code, 0);
+    const format = await Deno.readTextFile(join(t.store, "enc", "format.json"));
+    const record = JSON.parse(format);
+    assert.deepEqual(record.requires, ["encrypted"]);
+    assert.equal(record.encryption.algorithm, "AES-256-GCM");
+    assert.match(record.encryption.fingerprint, /^[0-9a-f]{32}$/);
+    assert(!format.includes(keyText), "the key is not in the format record");
+    const objects = await logObjects(store, "enc/");
+    for (const [n, bytes] of objects) {
+      assert(
+        !holdsRun(bytes.subarray(HEADER_BYTES), 0x5a) && !holdsRun(bytes, 0xa5),
+        `object ${n} holds plaintext`,
+      );
+    }
+
+    // Refusals: one line, exit 1, nothing in the bucket changed (not even the lease).
+    const before = await snapshotOf(t.store);
+    for (
+      const [extra, pattern] of [
+        [[], /^lsvd: Cannot open the volume at "enc\/format\.json": it is encrypted; give its key/m],
+        [
+          ["--encryption-key-file", otherKey],
+          /^lsvd: Cannot open the volume at .*: the key from the file .* is not its key/m,
+        ],
+      ] as [string[], RegExp][]
+    ) {
+      const r = await Daemon.spawn({ args: [...base, ...extra] }).finished();
+      assert.equal(r.code, 1, r.log);
+      assert.match(r.log, pattern);
+      assert(!r.log.includes("    at "), r.log);
+    }
+    assert.deepEqual(await snapshotOf(t.store), before, "a refused start leaves the bucket as it was");
+
+    // The key itself from the environment; it shows nowhere a user or another process looks.
+    d = await Daemon.start({
+      args: [...base, "--metrics", metrics],
+      env: { ...Deno.env.toObject(), LSVD_ENCRYPTION_KEY: keyText },
+    });
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 1M", "-c", "read -P 0xa5 4M 64k"]);
+    const cmdline = await Deno.readTextFile(`/proc/${d.child.pid}/cmdline`);
+    const exposition = await (await fetch(`http://${metrics}/metrics`)).text();
+    assert.equal((await d.stop()).code, 0);
+    const info = await runLsvdOk(["info", "--dir", t.store, "--prefix", "enc"]);
+    for (
+      const [where, text] of [["cmdline", cmdline], ["metrics", exposition], ["log", d.log], [
+        "info",
+        info.out + info.err,
+      ]]
+    ) {
+      assert(!text!.includes(keyText) && !text!.includes(keyText.slice(0, 16)), `the key shows in ${where}`);
+    }
+
+    // A sector changed in the bucket, its CRCs fixed so only authentication can catch it.
+    const victim = [...objects].find(([, b]) => dataBytesOf(decodeHeader(b)) > 0)!;
+    await store.put(`enc/${victim[0].toString(16).padStart(16, "0")}`, tamper(victim[1], 3));
+    d = await Daemon.start({ args: [...base, "--encryption-key-file", keyFile] });
+    const bad = await runClient("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 1M"]);
+    assert.match(bad.stdout + bad.stderr, /Input\/output error/);
+    const ok = await runClient("qemu-io", ["-f", "raw", uri, "-c", "read -P 0xa5 4M 64k"]);
+    assert.equal(ok.code, 0, "other sectors still read");
+    const stopped = await d.stop();
+    assert.match(stopped.log, /Cannot read object ".*": bytes \d+-\d+ \(data sector 3\) fail authentication/);
+
+    // A plain volume opened with a key is refused too.
+    const plain = ["--dir", t.store, "--prefix", "plain", "--socket", t.socket];
+    d = await Daemon.start({ args: [...plain, "--size", "8M"] });
+    assert.equal((await d.stop()).code, 0);
+    const r = await Daemon.spawn({ args: [...plain, "--encryption-key-file", keyFile] }).finished();
+    assert.equal(r.code, 1, r.log);
+    assert.match(
+      r.log,
+      /^lsvd: Cannot open the volume at "plain\/format\.json" with an encryption key: it is not encrypted/m,
+    );
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("an encrypted volume rolled back and written again never repeats a nonce", async () => {
+  const t = await scratch();
+  const store = new DirectoryStore(t.store);
+  try {
+    const keyFile = join(t.dir, "volume.key");
+    await writeKey(keyFile);
+    const uri = unixUri(t.socket);
+    const args = ["--dir", t.store, "--prefix", "rb", "--socket", t.socket, "--encryption-key-file", keyFile];
+    let d = await Daemon.start({ args: [...args, "--size", "16M"] });
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x11 0 256k"]);
+    assert.equal((await d.stop()).code, 0);
+    const point = Math.max(...(await logObjects(store, "rb/")).keys());
+
+    const writeSame = async () => {
+      d = await Daemon.start({ args });
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x22 1M 512k", "-c", "flush"]);
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x33 2M 512k"]);
+      assert.equal((await d.stop()).code, 0);
+      const all = await logObjects(store, "rb/");
+      return new Map([...all].filter(([n]) => n > point));
+    };
+    const first = await writeSame();
+    await runLsvdOk(["rollback", "--dir", t.store, "--prefix", "rb", "--to", String(point)]);
+    const second = await writeSame();
+
+    const rewritten = [...second.keys()].filter((n) => first.has(n));
+    const withData = rewritten.filter((n) => noncesOf(second.get(n)!).length > 0);
+    assert(withData.length >= 1, `numbers written twice with data: ${rewritten.join(", ")}`);
+    const used = new Set([...first.values()].flatMap(noncesOf));
+    for (const n of withData) {
+      for (const nonce of noncesOf(second.get(n)!)) assert(!used.has(nonce), `nonce ${nonce} used twice`);
+      assert.notDeepEqual(
+        second.get(n)!.subarray(HEADER_BYTES, HEADER_BYTES + SECTOR_BYTES),
+        first.get(n)!.subarray(HEADER_BYTES, HEADER_BYTES + SECTOR_BYTES),
+        `object ${n}: the same plaintext at the same number gives other ciphertext`,
+      );
+    }
+    d = await Daemon.start({ args });
+    await runClientOk("qemu-io", [
+      "-f",
+      "raw",
+      uri,
+      "-c",
+      "read -P 0x11 0 256k",
+      "-c",
+      "read -P 0x22 1M 512k",
+    ]);
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -222,7 +222,7 @@ export class Fetcher {
    */
   #openInto(key: string, offsetSectors: number, table: CrcTable, data: Uint8Array): boolean {
     const cipher = this.#o.cipher;
-    if (cipher === undefined) return true;
+    if (cipher === undefined) return table?.seal === undefined; // sealed bytes never go out as data
     try {
       data.set(openSectors(cipher, { key, offsetSectors, table }, data));
       return true;

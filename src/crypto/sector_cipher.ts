@@ -20,6 +20,9 @@ export const SALT_BYTES = 16;
 export const SECRET_BYTES_MIN = 32;
 const TAG_BYTES = 16;
 const DATA_KEY_INFO = "lsvd data key v1";
+const JOURNAL_KEY_INFO = "lsvd journal key v1";
+/** What sealing adds to a journal record's data: a random 12-byte nonce and the 16-byte tag. */
+export const RECORD_SEAL_BYTES = 28;
 const FINGERPRINT_INFO = "lsvd key fingerprint v1";
 const EPOCH_LIMIT = 2 ** 32;
 const SEQUENCE_LIMIT = 2 ** 40;
@@ -41,8 +44,9 @@ export class VolumeSecret {
   derive(salt: Uint8Array): { cipher: SectorCipher; fingerprint: string } {
     assert(salt.length === SALT_BYTES, "bad salt length");
     const dataKey = new Uint8Array(hkdfSync("sha256", this.#bytes, salt, DATA_KEY_INFO, 32));
+    const journalKey = new Uint8Array(hkdfSync("sha256", this.#bytes, salt, JOURNAL_KEY_INFO, 32));
     const fingerprint = new Uint8Array(hkdfSync("sha256", this.#bytes, salt, FINGERPRINT_INFO, 16));
-    return { cipher: new SectorCipher(dataKey), fingerprint: toHex(fingerprint) };
+    return { cipher: new SectorCipher(dataKey, journalKey), fingerprint: toHex(fingerprint) };
   }
 
   toJSON(): string {
@@ -54,14 +58,47 @@ export class VolumeSecret {
   }
 }
 
-/** A volume's data key: seals and opens sectors. */
+/**
+ * A volume's keys: the data key seals and opens sectors of log objects; the journal key seals
+ * write-back journal records (local, so random nonces: a record has no epoch and sequence, and a
+ * journal's record numbers start again when it is emptied).
+ */
 export class SectorCipher {
   #key: Uint8Array;
+  #journalKey: Uint8Array;
   #nonce = new Uint8Array(12);
 
-  constructor(dataKey: Uint8Array) {
-    assert(dataKey.length === 32);
+  constructor(dataKey: Uint8Array, journalKey: Uint8Array) {
+    assert(dataKey.length === 32 && journalKey.length === 32);
     this.#key = dataKey;
+    this.#journalKey = journalKey;
+  }
+
+  /** A journal record's data sealed: nonce ‖ tag ‖ ciphertext, bound to `header` (its fields). */
+  sealRecord(header: Uint8Array, plain: Uint8Array): Uint8Array {
+    const out = new Uint8Array(RECORD_SEAL_BYTES + plain.length);
+    const nonce = crypto.getRandomValues(out.subarray(0, 12));
+    const c = createCipheriv("aes-256-gcm", this.#journalKey, nonce);
+    c.setAAD(header);
+    out.set(c.update(plain), RECORD_SEAL_BYTES);
+    c.final();
+    out.set(c.getAuthTag(), 12);
+    return out;
+  }
+
+  /** The plaintext of sealRecord's output, or undefined when it does not authenticate. */
+  openRecord(header: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
+    if (sealed.length < RECORD_SEAL_BYTES) return undefined;
+    const d = createDecipheriv("aes-256-gcm", this.#journalKey, sealed.subarray(0, 12));
+    d.setAAD(header);
+    d.setAuthTag(sealed.subarray(12, RECORD_SEAL_BYTES));
+    const plain = d.update(sealed.subarray(RECORD_SEAL_BYTES));
+    try {
+      d.final();
+    } catch {
+      return undefined;
+    }
+    return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
   }
 
   /**

@@ -78,11 +78,14 @@ export class Volume implements BlockDevice {
   #journal: Journal | undefined;
   #journalReplayed = 0;
   #mayAcknowledge: () => boolean = () => true;
+  /** An encrypted volume's keys (undefined for a plain volume). */
+  #cipher: SectorCipher | undefined;
 
   private constructor(opened: OpenedVolume) {
     const { o, loaded, sizeBytes } = opened;
     this.#failed = new Promise((resolve) => (this.#reportFailure = resolve));
     this.#keeper = opened.keeper;
+    this.#cipher = opened.cipher;
     this.#o = o;
     this.readOnly = o.readOnly;
     this.#map = loaded.map;
@@ -213,6 +216,7 @@ export class Volume implements BlockDevice {
         sizeBytes: this.#sizeBytes,
         mayAcknowledge: this.#mayAcknowledge,
         log: this.#o.log,
+        sealer: this.#cipher,
       },
     ));
   }

@@ -323,3 +323,37 @@ Deno.test("an encrypted volume's tools: GC copies, snapshot, export and verify",
     await t.remove();
   }
 });
+
+Deno.test("serve --journal on an encrypted volume: segments hold no plaintext, replay needs the key and decrypts", async () => {
+  const t = await scratch();
+  try {
+    const keyFile = join(t.dir, "volume.key");
+    await writeKey(keyFile);
+    const journal = join(t.dir, "journal");
+    const uri = unixUri(t.socket);
+    const args = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+    const key = ["--encryption-key-file", keyFile];
+    const d = await Daemon.start({ args: [...args, ...key, "--size", "16M"] });
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x77 0 256k", "-c", "flush"]);
+    d.kill(); // nothing uploaded: the writes are only in the journal
+    await d.exited;
+    let segments = 0;
+    for await (const e of Deno.readDir(journal)) {
+      if (!e.isFile || e.name === "id" || e.name.endsWith(".json") || e.name === "lock") continue;
+      const bytes = await Deno.readFile(join(journal, e.name));
+      segments += bytes.length > 0 ? 1 : 0;
+      assert(!holdsRun(bytes, 0x77), `journal file ${e.name} holds plaintext`);
+    }
+    assert(segments >= 1, "the journal holds the writes");
+
+    const refused = await Daemon.spawn({ args }).finished();
+    assert.equal(refused.code, 1, refused.log);
+    assert.match(refused.log, /^lsvd: Cannot open the volume at "format\.json": it is encrypted/m);
+    const again = await Daemon.start({ args: [...args, ...key] });
+    assert.match(again.log, /Replaying \d+ records \(\d+ bytes\) from journal/);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x77 0 256k"]);
+    assert.equal((await again.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Daemon, scratch, unixUri } from "../support/daemon.ts";
+import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk } from "../support/clients.ts";
 import { runLsvd, runLsvdOk } from "../support/lsvd_cli.ts";
 import { DirectoryStore } from "../../src/store/directory.ts";
@@ -27,6 +27,7 @@ import {
 } from "../../src/format/object.ts";
 import { crc32 } from "../../src/format/crc32.ts";
 import { freePort } from "../support/ports.ts";
+import { createDecipheriv, hkdfSync } from "node:crypto";
 
 /** A key file of 64 hex characters: the same bytes LSVD_ENCRYPTION_KEY gives as text. */
 async function writeKey(path: string): Promise<string> {
@@ -83,6 +84,51 @@ function holdsRun(bytes: Uint8Array, value: number): boolean {
   return false;
 }
 
+/**
+ * docs/FORMAT.md "Encrypted volumes" followed with node:crypto alone (not lsvd's code): the disk's
+ * first 4 KiB, decrypted from the objects in key order.
+ */
+function readByFormatRules(
+  objects: Map<number, Uint8Array>,
+  secretText: string,
+  saltHex: string,
+): Uint8Array {
+  const secret = new TextEncoder().encode(secretText);
+  const salt = Uint8Array.from(saltHex.match(/../g)!, (h) => parseInt(h, 16));
+  const key = new Uint8Array(hkdfSync("sha256", secret, salt, "lsvd data key v1", 32));
+  let sector = new Uint8Array(SECTOR_BYTES);
+  for (const n of [...objects.keys()].sort((a, b) => a - b)) {
+    const object = objects.get(n)!;
+    const v = new DataView(object.buffer, object.byteOffset);
+    const claimed = v.getUint32(object.length - 4);
+    const t = object.length - claimed; // the trailer: sequence at +32, epoch at +40, sectors at +24
+    const sectors = v.getUint32(t + 24);
+    let offset = 0;
+    for (let i = 0; i < 1024 && v.getUint32(i * 12 + 8) !== 0; i++) {
+      const address = v.getUint32(i * 12) * 2 ** 32 + v.getUint32(i * 12 + 4);
+      const length = v.getUint32(i * 12 + 8);
+      if (address === 0) {
+        const nonce = new Uint8Array(12);
+        const nv = new DataView(nonce.buffer);
+        nv.setUint32(0, v.getUint32(t + 44)); // epoch (< 2^32)
+        nv.setUint8(4, v.getUint32(t + 32) & 0xff); // sequence bits 39..32
+        nv.setUint32(5, v.getUint32(t + 36)); // sequence bits 31..0
+        nv.setUint8(9, 0);
+        nv.setUint16(10, offset / SECTOR_BYTES);
+        const zeroCount = v.getUint32(t + 16), originCount = v.getUint32(t + 20);
+        const tagAt = t + 64 + 16 * zeroCount + 8 * originCount + 4 * sectors + 16 * (offset / SECTOR_BYTES);
+        const d = createDecipheriv("aes-256-gcm", key, nonce);
+        d.setAuthTag(object.subarray(tagAt, tagAt + 16));
+        const from = HEADER_BYTES + offset;
+        sector = new Uint8Array(d.update(object.subarray(from, from + SECTOR_BYTES)));
+        d.final();
+      }
+      offset += length;
+    }
+  }
+  return sector;
+}
+
 /** Changes one byte of data sector `sector` and makes its CRC and the object's CRC match again. */
 function tamper(object: Uint8Array, sector: number): Uint8Array {
   const out = object.slice();
@@ -131,6 +177,7 @@ Deno.test("serve --encryption-key-file: encrypted at rest, refused without or wi
     assert.match(record.encryption.fingerprint, /^[0-9a-f]{32}$/);
     assert(!format.includes(keyText), "the key is not in the format record");
     const objects = await logObjects(store, "enc/");
+    assert.equal(readByFormatRules(objects, keyText, record.encryption.salt)[0], 0x5a);
     for (const [n, bytes] of objects) {
       assert(
         !holdsRun(bytes.subarray(HEADER_BYTES), 0x5a) && !holdsRun(bytes, 0xa5),
@@ -353,6 +400,36 @@ Deno.test("serve --journal on an encrypted volume: segments hold no plaintext, r
     assert.match(again.log, /Replaying \d+ records \(\d+ bytes\) from journal/);
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x77 0 256k"]);
     assert.equal((await again.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("the README's encryption recipe works as printed", async () => {
+  const t = await scratch();
+  const bin = join(t.dir, "bin");
+  await Deno.mkdir(bin);
+  await Deno.writeTextFile(
+    join(bin, "lsvd"),
+    `#!/bin/sh\nexec "${Deno.execPath()}" run -A "${join(ROOT, "main.ts")}" "$@"\n`,
+    { mode: 0o755 },
+  );
+  try {
+    const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+    const at = readme.indexOf("<!-- recipe: encryption ");
+    assert(at >= 0, "README has no encryption recipe");
+    const script = /```sh\n([\s\S]*?)```/.exec(readme.slice(at))![1]!;
+    const r = await runClient("bash", [
+      "-e",
+      "-c",
+      `trap '[ -n "$LSVD_PID" ] && kill $LSVD_PID 2>/dev/null; true' ERR\n${script}`,
+    ], { cwd: t.dir, timeoutMs: 120_000, env: { PATH: `${bin}:${Deno.env.get("PATH")}` } });
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /^refused without the key$/m);
+    assert.match(r.stderr, /^lsvd: Cannot open the volume at "format\.json": it is encrypted/m);
+    const disk = await Deno.readFile(join(t.dir, "disk.img"));
+    assert.equal(disk.length, 1 << 30);
+    assert(disk.subarray(0, 1 << 20).every((b) => b === 0x5a), "the exported image holds what was written");
   } finally {
     await t.remove();
   }

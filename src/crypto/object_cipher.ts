@@ -30,8 +30,16 @@ import { assert } from "../util/assert.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { SectorCipher } from "./sector_cipher.ts";
 
-/** The object as stored on an encrypted volume: a new buffer; `plain` is left as it is. */
-export function encryptObject(cipher: SectorCipher, plain: Uint8Array): Uint8Array {
+/** Bytes encryptObject() makes of a plaintext object of `plainBytes` with `sectors` data sectors. */
+export function encryptedBytesOf(plainBytes: number, sectors: number): number {
+  return plainBytes + sectors * SECTOR_TAG_BYTES;
+}
+
+/**
+ * The object as stored on an encrypted volume, in `into` when it is large enough (every byte of the
+ * result is written) or in a new buffer; `plain` is left as it is.
+ */
+export function encryptObject(cipher: SectorCipher, plain: Uint8Array, into?: Uint8Array): Uint8Array {
   const entries = decodeHeader(plain);
   const dataBytes = dataBytesOf(entries);
   const dataEnd = HEADER_BYTES + dataBytes;
@@ -50,7 +58,9 @@ export function encryptObject(cipher: SectorCipher, plain: Uint8Array): Uint8Arr
     sectors,
     encrypted: true,
   });
-  const out = new Uint8Array(dataEnd + trailerBytes);
+  const size = dataEnd + trailerBytes;
+  assert(size === encryptedBytesOf(plain.length, sectors), "tags are the only bytes added");
+  const out = into !== undefined && into.length >= size ? into.subarray(0, size) : new Uint8Array(size);
   out.set(plain.subarray(0, HEADER_BYTES));
   const crcsAt = dataEnd + TRAILER_FIXED_BYTES - 8 + t.zeroRanges.length * ZERO_RANGE_BYTES +
     origins * ORIGIN_BYTES;
@@ -75,11 +85,13 @@ export function encryptObject(cipher: SectorCipher, plain: Uint8Array): Uint8Arr
  * Data sectors [offsetSectors, …) of object `key`, read and checked against `table` (the object's
  * CRCs), decrypted into a new buffer. Fails with LsvdError "data" naming the object and bytes when
  * the object is not encrypted (it cannot be lsvd's with this key) or a sector's tag does not verify.
+ * `out` may be `sealed` itself (decrypted in place); after a failure it holds anything.
  */
 export function openSectors(
   cipher: SectorCipher,
   read: { key: string; offsetSectors: number; table: SectorCrcs | null },
   sealed: Uint8Array,
+  out: Uint8Array = new Uint8Array(sealed.length),
 ): Uint8Array {
   const seal = read.table?.seal;
   if (seal === undefined) {
@@ -88,7 +100,6 @@ export function openSectors(
       `Cannot read object "${read.key}": it is not encrypted but the volume is; it was not written by lsvd with this volume's key`,
     );
   }
-  const out = new Uint8Array(sealed.length);
   const at = { writerEpoch: seal.writerEpoch, sequence: seal.sequence, firstIndex: read.offsetSectors };
   const bad = cipher.open(at, sealed, seal.tags, out);
   if (bad === -1) return out;

@@ -8,7 +8,8 @@
  * bytes no property, JSON or inspection shows.
  */
 
-import { createCipheriv, createDecipheriv, hkdfSync } from "node:crypto";
+import { hkdfSync } from "node:crypto";
+import { type AesGcm, aesGcm } from "./aes_gcm.ts";
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 
@@ -64,41 +65,47 @@ export class VolumeSecret {
  * journal's record numbers start again when it is emptied).
  */
 export class SectorCipher {
-  #key: Uint8Array;
-  #journalKey: Uint8Array;
+  #data: AesGcm;
+  #journal: AesGcm;
   #nonce = new Uint8Array(12);
 
-  constructor(dataKey: Uint8Array, journalKey: Uint8Array) {
+  constructor(dataKey: Uint8Array, journalKey: Uint8Array, prefer: "openssl" | "node" = "openssl") {
     assert(dataKey.length === 32 && journalKey.length === 32);
-    this.#key = dataKey;
-    this.#journalKey = journalKey;
+    this.#data = aesGcm(dataKey, prefer);
+    this.#journal = aesGcm(journalKey, prefer);
+  }
+
+  /** Which AES-GCM implementation runs ("OpenSSL libcrypto" or "node:crypto"). */
+  get engine(): string {
+    return this.#data.engine;
   }
 
   /** A journal record's data sealed: nonce ‖ tag ‖ ciphertext, bound to `header` (its fields). */
   sealRecord(header: Uint8Array, plain: Uint8Array): Uint8Array {
     const out = new Uint8Array(RECORD_SEAL_BYTES + plain.length);
     const nonce = crypto.getRandomValues(out.subarray(0, 12));
-    const c = createCipheriv("aes-256-gcm", this.#journalKey, nonce);
-    c.setAAD(header);
-    out.set(c.update(plain), RECORD_SEAL_BYTES);
-    c.final();
-    out.set(c.getAuthTag(), 12);
+    this.#journal.seal(
+      nonce,
+      plain,
+      out.subarray(RECORD_SEAL_BYTES),
+      out.subarray(12, RECORD_SEAL_BYTES),
+      header,
+    );
     return out;
   }
 
   /** The plaintext of sealRecord's output, or undefined when it does not authenticate. */
   openRecord(header: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
     if (sealed.length < RECORD_SEAL_BYTES) return undefined;
-    const d = createDecipheriv("aes-256-gcm", this.#journalKey, sealed.subarray(0, 12));
-    d.setAAD(header);
-    d.setAuthTag(sealed.subarray(12, RECORD_SEAL_BYTES));
-    const plain = d.update(sealed.subarray(RECORD_SEAL_BYTES));
-    try {
-      d.final();
-    } catch {
-      return undefined;
-    }
-    return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
+    const out = new Uint8Array(sealed.length - RECORD_SEAL_BYTES);
+    const ok = this.#journal.open(
+      sealed.subarray(0, 12),
+      sealed.subarray(RECORD_SEAL_BYTES),
+      out,
+      sealed.subarray(12, RECORD_SEAL_BYTES),
+      header,
+    );
+    return ok ? out : undefined;
   }
 
   /**
@@ -115,11 +122,14 @@ export class SectorCipher {
     assert(Number.isInteger(sectors) && out.length === plain.length, "whole sectors in and out");
     for (let k = 0; k < sectors; k++) {
       const index = at.firstIndex + k;
-      const c = createCipheriv("aes-256-gcm", this.#key, this.#nonceOf(at.writerEpoch, at.sequence, index));
-      const from = k * SECTOR_BYTES;
-      out.set(c.update(plain.subarray(from, from + SECTOR_BYTES)), from);
-      c.final();
-      tags.set(c.getAuthTag(), index * TAG_BYTES);
+      const from = k * SECTOR_BYTES, to = from + SECTOR_BYTES;
+      const nonce = this.#nonceOf(at.writerEpoch, at.sequence, index);
+      this.#data.seal(
+        nonce,
+        plain.subarray(from, to),
+        out.subarray(from, to),
+        tags.subarray(index * TAG_BYTES, (index + 1) * TAG_BYTES),
+      );
     }
   }
 
@@ -137,16 +147,15 @@ export class SectorCipher {
     assert(Number.isInteger(sectors) && out.length === sealed.length, "whole sectors in and out");
     for (let k = 0; k < sectors; k++) {
       const index = at.firstIndex + k;
-      const d = createDecipheriv("aes-256-gcm", this.#key, this.#nonceOf(at.writerEpoch, at.sequence, index));
-      d.setAuthTag(tags.subarray(index * TAG_BYTES, (index + 1) * TAG_BYTES));
-      const from = k * SECTOR_BYTES;
-      const plain = d.update(sealed.subarray(from, from + SECTOR_BYTES));
-      try {
-        d.final();
-      } catch {
+      const from = k * SECTOR_BYTES, to = from + SECTOR_BYTES;
+      const nonce = this.#nonceOf(at.writerEpoch, at.sequence, index);
+      const tag = tags.subarray(index * TAG_BYTES, (index + 1) * TAG_BYTES);
+      if (
+        tag.length !== TAG_BYTES ||
+        !this.#data.open(nonce, sealed.subarray(from, to), out.subarray(from, to), tag)
+      ) {
         return k;
       }
-      out.set(plain, from);
     }
     return -1;
   }

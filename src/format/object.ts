@@ -40,6 +40,8 @@ export const FLAG_ENCRYPTED = 2;
 export const SECTOR_TAG_BYTES = 16;
 /** Suffix bytes fetched to find a trailer without knowing its length (a 4 MiB object's is ~4.2 KiB). */
 export const TRAILER_GUESS_BYTES = 16 * 1024;
+/** The same for an encrypted volume, whose 4 MiB object's trailer (tags too) is ~20.1 KiB. */
+export const ENCRYPTED_TRAILER_GUESS_BYTES = 24 * 1024;
 
 export class FormatError extends Error {
   constructor(message: string) {

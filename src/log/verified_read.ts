@@ -67,6 +67,8 @@ export interface VerifiedRead {
    * that fails is "data", retried fresh like a CRC mismatch). Needs `crcs` (the tags come with them).
    */
   cipher?: SectorCipher | undefined;
+  /** With a cipher: also return the bytes as stored (`sealed`), so decrypt into a new buffer. */
+  keepSealed?: boolean;
 }
 
 export interface VerifiedData {
@@ -74,7 +76,7 @@ export interface VerifiedData {
   body: Uint8Array;
   /** The object's whole size (as the store reported it). */
   sizeBytes: number;
-  /** With a cipher: the bytes as stored (what the disk cache keeps). */
+  /** With a cipher and keepSealed: the bytes as stored (what the disk cache keeps). */
   sealed?: Uint8Array;
 }
 
@@ -128,8 +130,12 @@ function opened(read: VerifiedRead, data: VerifiedData, table: CrcTable): Verifi
   }
   const at = read.range.offsetSectors;
   if (read.checked === undefined) {
-    const body = openSectors(read.cipher, { key: read.key, offsetSectors: at, table }, data.body);
-    return { ...data, body, sealed: data.body };
+    const where = { key: read.key, offsetSectors: at, table };
+    // In place unless the caller keeps the stored bytes too (a copy costs as much as decrypting).
+    if (read.keepSealed !== true) {
+      return { ...data, body: openSectors(read.cipher, where, data.body, data.body) };
+    }
+    return { ...data, body: openSectors(read.cipher, where, data.body), sealed: data.body };
   }
   const body = new Uint8Array(data.body.length);
   for (const part of read.checked) {

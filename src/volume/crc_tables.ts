@@ -79,8 +79,13 @@ export class CrcTableLoader {
   #tables: CrcTables;
   #loads = new Map<number, Promise<CrcTable>>();
   #gets = 0;
+  #guessBytes: number | undefined;
 
-  constructor(options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables }) {
+  /** `trailerGuessBytes`: the suffix GET's size (an encrypted volume's trailers are longer). */
+  constructor(
+    options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables; trailerGuessBytes?: number },
+  ) {
+    this.#guessBytes = options.trailerGuessBytes;
     this.#store = options.store;
     this.#retry = options.retry;
     this.#tables = options.tables;
@@ -104,14 +109,17 @@ export class CrcTableLoader {
       if (loading !== undefined) return loading;
     }
     this.#gets++;
-    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o)).then((found) => {
-      const table = found ?? null;
-      this.#tables.set(o.sequence, table);
-      return table;
-    }, (e) => {
-      if (!isStoreError(e)) throw e;
-      throw new LsvdError("unavailable", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
-    });
+    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o, this.#guessBytes)).then(
+      (found) => {
+        const table = found ?? null;
+        this.#tables.set(o.sequence, table);
+        return table;
+      },
+      (e) => {
+        if (!isStoreError(e)) throw e;
+        throw new LsvdError("unavailable", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
+      },
+    );
     this.#loads.set(o.sequence, load);
     const forget = () => {
       if (this.#loads.get(o.sequence) === load) this.#loads.delete(o.sequence);

@@ -181,6 +181,7 @@ export class Fetcher {
         sizeBytes: knownSize,
         crcs,
         cipher: o.cipher,
+        keepSealed: o.disk !== undefined,
       });
     } catch (e) {
       if (isLsvdError(e, "data")) this.#report(e);
@@ -224,7 +225,7 @@ export class Fetcher {
     const cipher = this.#o.cipher;
     if (cipher === undefined) return table?.seal === undefined; // sealed bytes never go out as data
     try {
-      data.set(openSectors(cipher, { key, offsetSectors, table }, data));
+      openSectors(cipher, { key, offsetSectors, table }, data, data);
       return true;
     } catch (e) {
       if (isLsvdError(e, "data")) return false;

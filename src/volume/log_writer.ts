@@ -22,7 +22,7 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
 import { putLogObject } from "../log/object_writer.ts";
-import { encryptObject } from "../crypto/object_cipher.ts";
+import { EncryptedBodies } from "./encrypted_bodies.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import type { WriteOptions } from "./block_device.ts";
 import { DirtyBudget } from "./dirty_budget.ts";
@@ -83,7 +83,7 @@ export class LogWriter {
   #durableAhead = new Set<number>(); // uploaded, but an earlier one is not yet
   #inflight = new Map<number, Uint8Array>(); // sealed, not yet stored: sequence -> object bytes
   #sealedBodies = new Map<number, Uint8Array>(); // encrypted volume: sequence -> the bytes to store
-  #cipher: SectorCipher | undefined;
+  #encrypted: EncryptedBodies | undefined;
   #inflightBytes = 0;
   #uploadQueue: number[] = [];
   #uploadsRunning = 0;
@@ -125,7 +125,9 @@ export class LogWriter {
     this.#retry = volumeRetry(o, () => this.#failure);
     this.#mayAcknowledge = start.mayAcknowledge ?? (() => true);
     this.#onFail = start.onFail;
-    this.#cipher = start.cipher;
+    this.#encrypted = start.cipher === undefined
+      ? undefined
+      : new EncryptedBodies(start.cipher, o.objectBytesMax);
   }
 
   get sizeBytes(): number {
@@ -474,7 +476,7 @@ export class LogWriter {
     this.#uploadQueue.push(sequence);
     if (commit || this.#commitWanted >= sequence) this.#commits.add(sequence);
     // Encrypted before it leaves the machine; reads of it while in flight use the plaintext.
-    const stored = this.#cipher === undefined ? sealed.bytes : encryptObject(this.#cipher, sealed.bytes);
+    const stored = this.#encrypted === undefined ? sealed.bytes : this.#encrypted.encrypt(sealed.bytes);
     if (stored !== sealed.bytes) this.#sealedBodies.set(sequence, stored);
     this.#lastObjectCrc = objectCrcOf(stored);
     this.#pumpUploads();
@@ -516,7 +518,10 @@ export class LogWriter {
     this.#uploaded(sequence, bytes);
     // Stored, and no longer served from memory (the cache copied what it keeps): nothing holds the
     // body now, unless an earlier attempt was abandoned at its deadline with the body still queued.
-    if (attempts === 1) this.#open.recycle(bytes);
+    if (attempts === 1) {
+      this.#open.recycle(bytes);
+      if (stored !== bytes) this.#encrypted?.recycle(stored);
+    }
   }
 
   #uploaded(sequence: number, bytes: Uint8Array): void {

@@ -104,12 +104,14 @@ async function checkBeforeLease(
   }
   // A writer without --size on a prefix without a log writes nothing.
   if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
-  return await resolveEncryption(o.store, o.prefix, {
+  const cipher = await resolveEncryption(o.store, o.prefix, {
     secret: o.encryptionKey,
     create: !o.readOnly && o.sizeBytes !== undefined,
     retry,
     nowMs: o.clock.wallMs(),
   });
+  if (cipher !== undefined) o.log(`The volume is encrypted (AES-256-GCM through ${cipher.engine}).`);
+  return cipher;
 }
 
 /** Before the store is touched: a journal in use or damaged, or another volume's, leaves the bucket as it was. */

@@ -21,6 +21,7 @@ import { volumeExists } from "../log/log_state.ts";
 import type { LoadedLog } from "../log/load.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { ENCRYPTED_TRAILER_GUESS_BYTES } from "../format/object.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { copyFromParents } from "./flatten.ts";
@@ -120,7 +121,12 @@ export class Volume implements BlockDevice {
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
       retry,
       cache: this.#cache,
-      tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
+      tables: new CrcTableLoader({
+        store: o.store,
+        retry,
+        tables: this.#tables,
+        ...(opened.cipher === undefined ? {} : { trailerGuessBytes: ENCRYPTED_TRAILER_GUESS_BYTES }),
+      }),
       sizes: this.#objectSizes,
       verify,
       log: o.log,

@@ -27,6 +27,7 @@ import {
 } from "../../src/format/object.ts";
 import { crc32 } from "../../src/format/crc32.ts";
 import { freePort } from "../support/ports.ts";
+import { rgwTarget, startRgw } from "../support/rgw.ts";
 import { createDecipheriv, hkdfSync } from "node:crypto";
 
 /** A key file of 64 hex characters: the same bytes LSVD_ENCRYPTION_KEY gives as text. */
@@ -433,4 +434,58 @@ Deno.test("the README's encryption recipe works as printed", async () => {
   } finally {
     await t.remove();
   }
+});
+
+Deno.test({
+  name:
+    "an encrypted volume on Ceph RGW with --cache-dir: no plaintext in the bucket or the cache, reads back after restarts",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const rgw = await startRgw();
+    const t = await scratch();
+    const target = rgwTarget(rgw, t.dir);
+    const cacheDir = join(t.dir, "cache");
+    try {
+      const keyFile = join(t.dir, "volume.key");
+      await writeKey(keyFile);
+      const uri = unixUri(t.socket);
+      const serve = (extra: string[] = []) =>
+        Daemon.start({
+          args: [
+            ...target.storeArgs,
+            ...["--prefix", "encrgw", "--socket", t.socket, "--encryption-key-file", keyFile],
+            ...["--cache-dir", cacheDir, ...extra],
+          ],
+          env: target.env,
+        });
+      let d = await serve(["--size", "32M"]);
+      assert.match(d.log, /The volume is encrypted \(AES-256-GCM through OpenSSL libcrypto\)/);
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x5a 0 4M", "-c", "flush"]);
+      assert.equal((await d.stop()).code, 0);
+      for (let i = 0; i < 2; i++) { // from the bucket, then from the disk cache
+        d = await serve(["--metrics", "127.0.0.1:0"]);
+        await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
+        const url = (await d.waitForLine(/Serving metrics at/, 1000)).replace(/^.* at (\S+)\.$/, "$1");
+        const hits = Number(/^lsvd_disk_cache_hits_total (\S+)$/m.exec(await (await fetch(url)).text())?.[1]);
+        assert(i === 0 || hits >= 1, `disk cache hits after a restart: ${hits}`);
+        assert.equal((await d.stop()).code, 0);
+      }
+      const objects = await logObjects(target.store, "encrgw/");
+      assert(objects.size >= 2);
+      for (const [n, bytes] of objects) assert(!holdsRun(bytes.subarray(HEADER_BYTES), 0x5a), `object ${n}`);
+      let cached = 0;
+      for await (const e of Deno.readDir(cacheDir)) {
+        if (!e.isFile) continue;
+        const bytes = await Deno.readFile(join(cacheDir, e.name));
+        cached += bytes.length;
+        assert(!holdsRun(bytes, 0x5a), `disk cache file ${e.name} holds plaintext`);
+      }
+      assert(cached >= 4 << 20, `the disk cache holds the data (${cached} bytes)`);
+    } finally {
+      await target.store.close();
+      await t.remove();
+      await rgw.stop();
+    }
+  },
 });

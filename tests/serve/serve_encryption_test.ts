@@ -214,6 +214,13 @@ Deno.test("serve --encryption-key-file: encrypted at rest, refused without or wi
     const exposition = await (await fetch(`http://${metrics}/metrics`)).text();
     assert.equal((await d.stop()).code, 0);
     const info = await runLsvdOk(["info", "--dir", t.store, "--prefix", "enc"]);
+    assert.match(
+      info.out,
+      new RegExp(
+        `^Encryption: +AES-256-GCM per 4 KiB sector, key fingerprint ${record.encryption.fingerprint} `,
+        "m",
+      ),
+    );
     for (
       const [where, text] of [["cmdline", cmdline], ["metrics", exposition], ["log", d.log], [
         "info",

@@ -310,7 +310,7 @@ Deno.test("an encrypted volume rolled back and written again never repeats a non
   }
 });
 
-Deno.test("an encrypted volume's tools: GC copies, snapshot, export and verify", async () => {
+Deno.test("an encrypted volume's tools: GC copies, snapshot, export, verify and import", async () => {
   const t = await scratch();
   const store = new DirectoryStore(t.store);
   try {
@@ -374,6 +374,20 @@ Deno.test("an encrypted volume's tools: GC copies, snapshot, export and verify",
       snap.subarray(0, 3 << 20).every((b) => b === 0x22) &&
         snap.subarray(3 << 20, 4 << 20).every((b) => b === 0x11),
     );
+
+    // import makes a new encrypted volume of an image; it serves with the key.
+    const imp = ["--dir", t.store, "--prefix", "imp"];
+    await runLsvdOk(["import", ...imp, ...key, image]);
+    for (const [n, bytes] of await logObjects(store, "imp/")) {
+      assert(
+        !holdsRun(bytes.subarray(HEADER_BYTES), 0x22) && !holdsRun(bytes, 0x11),
+        `imported object ${n} holds plaintext`,
+      );
+      noncesOf(bytes);
+    }
+    d = await Daemon.start({ args: [...imp, "--socket", t.socket, ...key] });
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x22 0 3M", "-c", "read -P 0x11 3M 1M"]);
+    assert.equal((await d.stop()).code, 0);
   } finally {
     await t.remove();
   }

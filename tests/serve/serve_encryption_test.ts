@@ -251,6 +251,42 @@ Deno.test("serve --encryption-key-file: encrypted at rest, refused without or wi
       r.log,
       /^lsvd: Cannot open the volume at "plain\/format\.json" with an encryption key: it is not encrypted/m,
     );
+
+    // Unusable keys are one line each, and never echoed.
+    const loose = join(t.dir, "loose.key");
+    await Deno.writeTextFile(loose, keyText);
+    await Deno.chmod(loose, 0o644);
+    for (
+      const [extra, env, pattern] of [
+        [
+          ["--encryption-key-file", loose],
+          {},
+          /^lsvd: Refusing the encryption key file ".*loose\.key": others can read it \(mode 644\); chmod 600 it$/m,
+        ],
+        [
+          [],
+          { LSVD_ENCRYPTION_KEY: "short-secret-7f3a" },
+          /^lsvd: Invalid encryption key from LSVD_ENCRYPTION_KEY: 17 bytes, fewer than 32/m,
+        ],
+        [
+          ["--encryption-key-file", join(t.dir, "none.key")],
+          {},
+          /^lsvd: Cannot read the encryption key file ".*none\.key" \(--encryption-key-file\): no such file$/m,
+        ],
+        [
+          ["--encryption-key-file", keyFile],
+          { LSVD_ENCRYPTION_KEY: keyText },
+          /^lsvd: Invalid options: give the key either in a file/m,
+        ],
+      ] as [string[], Record<string, string>, RegExp][]
+    ) {
+      const bad = await Daemon.spawn({ args: [...base, ...extra], env: { ...Deno.env.toObject(), ...env } })
+        .finished();
+      assert.equal(bad.code, 1, bad.log);
+      assert.match(bad.log, pattern);
+      assert(!bad.log.includes("short-secret-7f3a") && !bad.log.includes(keyText), bad.log);
+      assert(!bad.log.includes("    at "), bad.log);
+    }
   } finally {
     await store.close();
     await t.remove();
@@ -374,6 +410,19 @@ Deno.test("an encrypted volume's tools: GC copies, snapshot, export, verify and 
       snap.subarray(0, 3 << 20).every((b) => b === 0x22) &&
         snap.subarray(3 << 20, 4 << 20).every((b) => b === 0x11),
     );
+
+    d = await serve(["--read-only", "--snapshot", "gcd"]);
+    await runClientOk("qemu-io", [
+      "-f",
+      "raw",
+      "-r",
+      uri,
+      "-c",
+      "read -P 0x22 0 3M",
+      "-c",
+      "read -P 0x11 3M 1M",
+    ]);
+    assert.equal((await d.stop()).code, 0);
 
     // import makes a new encrypted volume of an image; it serves with the key.
     const imp = ["--dir", t.store, "--prefix", "imp"];

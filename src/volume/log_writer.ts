@@ -83,6 +83,7 @@ export class LogWriter {
   #durableAhead = new Set<number>(); // uploaded, but an earlier one is not yet
   #inflight = new Map<number, Uint8Array>(); // sealed, not yet stored: sequence -> object bytes
   #sealedBodies = new Map<number, Uint8Array>(); // encrypted volume: sequence -> the bytes to store
+  #sealedBytes = 0; // their bytes: memory the dirty limit counts too
   #encrypted: EncryptedBodies | undefined;
   #inflightBytes = 0;
   #uploadQueue: number[] = [];
@@ -115,7 +116,10 @@ export class LogWriter {
     this.#cache = cache;
     this.#objectSizes = start.objectSizes;
     this.#open = new OpenObject(o.objectBytesMax);
-    this.#budget = new DirtyBudget(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
+    this.#budget = new DirtyBudget(
+      o.dirtyBytesMax,
+      () => this.#open.dataBytes + this.#inflightBytes + this.#sealedBytes,
+    );
     this.#sizeBytes = start.sizeBytes;
     this.#writerEpoch = start.writerEpoch;
     this.#lastSequence = start.lastSequence;
@@ -477,7 +481,10 @@ export class LogWriter {
     if (commit || this.#commitWanted >= sequence) this.#commits.add(sequence);
     // Encrypted before it leaves the machine; reads of it while in flight use the plaintext.
     const stored = this.#encrypted === undefined ? sealed.bytes : this.#encrypted.encrypt(sealed.bytes);
-    if (stored !== sealed.bytes) this.#sealedBodies.set(sequence, stored);
+    if (stored !== sealed.bytes) {
+      this.#sealedBodies.set(sequence, stored);
+      this.#sealedBytes += stored.length;
+    }
     this.#lastObjectCrc = objectCrcOf(stored);
     this.#pumpUploads();
     const every = this.#o.checkpointEveryObjects;
@@ -529,7 +536,7 @@ export class LogWriter {
     const storedBytes = (this.#sealedBodies.get(sequence) ?? bytes).length;
     this.#objectSizes.set(sequence, storedBytes);
     this.#inflight.delete(sequence);
-    this.#sealedBodies.delete(sequence);
+    if (this.#sealedBodies.delete(sequence)) this.#sealedBytes -= storedBytes;
     this.#inflightBytes -= bytes.length;
     this.#counters.objectsUploaded++;
     this.#counters.bytesUploaded += storedBytes;

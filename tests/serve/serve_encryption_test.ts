@@ -233,6 +233,12 @@ Deno.test("serve --encryption-key-file: encrypted at rest, refused without or wi
     // A sector changed in the bucket, its CRCs fixed so only authentication can catch it.
     const victim = [...objects].find(([, b]) => dataBytesOf(decodeHeader(b)) > 0)!;
     await store.put(`enc/${victim[0].toString(16).padStart(16, "0")}`, tamper(victim[1], 3));
+    // verify: the CRCs pass without the key; with it, the forged sector is named.
+    const where = ["--dir", t.store, "--prefix", "enc"];
+    assert.equal((await runLsvd(["verify", ...where])).code, 0);
+    const keyed = await runLsvd(["verify", ...where, "--encryption-key-file", keyFile]);
+    assert.equal(keyed.code, 1, keyed.err);
+    assert.match(keyed.out, /^enc\/0+\w+: 1 data sectors fail authentication \(AES-256-GCM\): 3$/m);
     d = await Daemon.start({ args: [...base, "--encryption-key-file", keyFile] });
     const bad = await runClient("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 1M"]);
     assert.match(bad.stdout + bad.stderr, /Input\/output error/);

@@ -87,7 +87,8 @@ export async function resolveEncryption(
   let record = await withRetries(retry, () => readFormatRecord(store, prefix));
   if (record === undefined && secret !== undefined) {
     const { exists } = await peekVolume(store, prefix, retry);
-    if (!exists && options.create) {
+    if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
+    if (!exists) {
       const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
       const { fingerprint } = secret.derive(salt);
       const info = { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };

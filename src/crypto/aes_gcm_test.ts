@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { aesGcm } from "./aes_gcm.ts";
-import { SectorCipher, VolumeSecret } from "./sector_cipher.ts";
+import { nonceBytes, VolumeSecret } from "./sector_cipher.ts";
 
 Deno.test("aesGcm(): libcrypto and node:crypto give the same ciphertext and tags, and both refuse a changed byte", () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
@@ -49,4 +49,13 @@ Deno.test("SectorCipher: a sector opens only with its own epoch, sequence and in
   assert.equal(cipher.open(at, out.subarray(4096, 8192), tags, back.subarray(0, 4096)), 0, "another index");
   assert.equal(JSON.stringify({ secret }), '{"secret":"[secret]"}');
   assert.equal(Deno.inspect(secret), "VolumeSecret(a test)");
+});
+
+Deno.test("nonceBytes(): epoch:u32 ‖ sequence:u40 ‖ index:u24, big-endian", () => {
+  const nonce = nonceBytes(new Uint8Array(12), 0x01020304, 0x05_0607_0809, 0x0a0b0c);
+  assert.deepEqual(Array.from(nonce), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  assert.deepEqual(
+    Array.from(nonceBytes(new Uint8Array(12), 2 ** 32 - 1, 2 ** 40 - 1, 2 ** 24 - 1)),
+    Array(12).fill(255),
+  );
 });

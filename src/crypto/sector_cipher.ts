@@ -177,12 +177,20 @@ export function nonceBytes(
   sequence: number,
   index: number,
 ): Uint8Array {
-  const v = new DataView(into.buffer, into.byteOffset, 12);
-  v.setUint32(0, writerEpoch);
-  v.setUint8(4, Math.floor(sequence / 2 ** 32));
-  v.setUint32(5, sequence >>> 0);
-  v.setUint8(9, index >>> 16);
-  v.setUint16(10, index & 0xffff);
+  // Byte by byte: no DataView per sector on the hot path.
+  const low = sequence >>> 0;
+  into[0] = writerEpoch >>> 24;
+  into[1] = writerEpoch >>> 16;
+  into[2] = writerEpoch >>> 8;
+  into[3] = writerEpoch;
+  into[4] = Math.floor(sequence / 2 ** 32);
+  into[5] = low >>> 24;
+  into[6] = low >>> 16;
+  into[7] = low >>> 8;
+  into[8] = low;
+  into[9] = index >>> 16;
+  into[10] = index >>> 8;
+  into[11] = index;
   return into;
 }
 

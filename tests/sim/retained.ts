@@ -26,6 +26,8 @@ export class Shadow {
   #objects = new Map<number, Uint8Array>();
   #secret: VolumeSecret | undefined;
   #cipher: SectorCipher | undefined;
+  /** Encrypted objects seen, by "epoch:sequence" (their nonces): the object's CRC-32. */
+  #nonces = new Map<string, number>();
 
   /** `secret`: an encrypted volume's key (the replay decrypts with it, by docs/FORMAT.md's rules). */
   constructor(secret?: VolumeSecret) {
@@ -41,8 +43,25 @@ export class Shadow {
     }
     for (const key of store.keys()) {
       if (!LOG_KEY.test(key)) continue;
-      this.#objects.set(parseInt(key, 16), store.rawGet(key)!);
+      const bytes = store.rawGet(key)!;
+      this.#objects.set(parseInt(key, 16), bytes);
+      this.#checkNonces(bytes);
     }
+  }
+
+  /** No two different encrypted objects ever use the same nonces (docs/design/encryption.md). */
+  #checkNonces(bytes: Uint8Array): void {
+    const trailerBytes = trailerBytesOf(decodeHeader(bytes.subarray(0, HEADER_BYTES)), bytes.length);
+    if (trailerBytes === 0) return;
+    const t = decodeTrailer(bytes.subarray(bytes.length - trailerBytes));
+    if (t.sectorCrcs?.seal === undefined || t.sectorCrcs.length === 0) return;
+    const nonces = `${t.writerEpoch}:${t.sequence}`;
+    const seen = this.#nonces.get(nonces);
+    assert(
+      seen === undefined || seen === t.crc32,
+      `two different objects were encrypted with nonces ${nonces}`,
+    );
+    this.#nonces.set(nonces, t.crc32);
   }
 
   /** After recovery archived the objects past `sequence`: they are no longer the log. */

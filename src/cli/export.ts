@@ -174,7 +174,8 @@ async function exportVolume(
   await o.target.prepare(sizeBytes, log);
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
-  const reader = new ObjectReader(store, state, retry, { lineage: loaded.lineage, cipher });
+  const reader = new ObjectReader(store, state, retry, loaded.lineage);
+  reader.cipher = cipher;
   const mappedBytes = mappedBytesOf(loaded);
   const progress = new Progress({
     what: "Exporting",

@@ -35,19 +35,11 @@ export class ObjectReader {
   #tables: CrcTableLoader;
   #tableCache: CrcTables;
 
-  #cipher: SectorCipher | undefined;
+  /** An encrypted volume's data key (set before the first read): pieces are decrypted too. */
+  cipher: SectorCipher | undefined;
 
-  /**
-   * `lineage`: where a clone's parents' objects live, with their sizes (src/log/parent.ts);
-   * `cipher`: an encrypted volume's data key.
-   */
-  constructor(
-    store: ObjectStore,
-    state: LogState,
-    retry: RetryPolicy,
-    { lineage, cipher }: { lineage?: Lineage | undefined; cipher?: SectorCipher | undefined } = {},
-  ) {
-    this.#cipher = cipher;
+  /** `lineage`: where a clone's parents' objects live, with their sizes (src/log/parent.ts). */
+  constructor(store: ObjectStore, state: LogState, retry: RetryPolicy, lineage?: Lineage) {
     this.#store = store;
     this.#parentsThrough = lineage?.through ?? 0;
     this.#keyOf = (sequence) => lineage?.keyOf(sequence) ?? logKey(state.prefix, sequence);
@@ -86,7 +78,7 @@ export class ObjectReader {
         lengthSectors: p.lengthSectors,
       })),
       trailerAlong: true,
-      cipher: this.#cipher,
+      cipher: this.cipher,
     });
     return data.body;
   }

@@ -8,6 +8,7 @@
  */
 
 import { readSectorCrcs } from "../log/object_reader.ts";
+import { ENCRYPTED_TRAILER_GUESS_BYTES } from "../format/object.ts";
 import type { CrcTable } from "../log/verified_read.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
@@ -81,11 +82,7 @@ export class CrcTableLoader {
   #gets = 0;
   #guessBytes: number | undefined;
 
-  /** `trailerGuessBytes`: the suffix GET's size (an encrypted volume's trailers are longer). */
-  constructor(
-    options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables; trailerGuessBytes?: number },
-  ) {
-    this.#guessBytes = options.trailerGuessBytes;
+  constructor(options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables }) {
     this.#store = options.store;
     this.#retry = options.retry;
     this.#tables = options.tables;
@@ -111,6 +108,8 @@ export class CrcTableLoader {
     this.#gets++;
     const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o, this.#guessBytes)).then(
       (found) => {
+        // An encrypted volume's trailers are longer (tags): later suffix GETs take them whole at once.
+        if (found?.seal !== undefined) this.#guessBytes = ENCRYPTED_TRAILER_GUESS_BYTES;
         const table = found ?? null;
         this.#tables.set(o.sequence, table);
         return table;

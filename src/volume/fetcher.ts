@@ -14,7 +14,6 @@ import { firstBadSector, SECTOR_BYTES, sectorOffsetBytes } from "../format/objec
 import { type CrcSource, type CrcTable, readVerified } from "../log/verified_read.ts";
 import { openSectors } from "../crypto/object_cipher.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
-import { assert } from "../util/assert.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, type LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -48,7 +47,7 @@ export interface FetcherOptions {
   disk?: DiskCache;
   /**
    * An encrypted volume's data key: every range is decrypted and authenticated after its CRCs pass
-   * (the disk cache keeps it as stored, encrypted). Needs `verify`.
+   * (the disk cache keeps it as stored, encrypted); `verify` is then taken as true.
    */
   cipher?: SectorCipher;
 }
@@ -60,8 +59,8 @@ export class Fetcher {
   #damaged = 0;
 
   constructor(options: FetcherOptions) {
-    assert(options.cipher === undefined || options.verify, "an encrypted volume's reads are verified");
-    this.#o = options;
+    // An encrypted volume's reads are always verified: the tags come with the CRC tables.
+    this.#o = options.cipher === undefined ? options : { ...options, verify: true };
   }
 
   /** Number of GETs in flight (read-ahead uses it to stay bounded). */

@@ -36,7 +36,6 @@ import { activeLink } from "../log/parent.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
-import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -61,8 +60,6 @@ export interface GcRunnerOptions {
   objectBytesMax: number;
   /** False while this daemon's writer lease is not valid (a pass then writes and deletes nothing). */
   mayDelete?: () => boolean;
-  /** An encrypted volume's data key: copied data is decrypted here and encrypted again by the writer. */
-  cipher?: SectorCipher | undefined;
 }
 
 export interface GcPassResult {
@@ -367,7 +364,7 @@ export class GcRunner {
       range: { offsetSectors: first, lengthSectors: end - first },
       sizeBytes: x.sizeBytes,
       crcs: { table: () => Promise.resolve(crcs) },
-      cipher: o.cipher,
+      cipher: o.writer.cipher, // an encrypted volume: decrypted here, encrypted again by the writer
     });
     const withData = pieces.map((p) => ({
       ...p,

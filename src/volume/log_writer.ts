@@ -85,6 +85,7 @@ export class LogWriter {
   #sealedBodies = new Map<number, Uint8Array>(); // encrypted volume: sequence -> the bytes to store
   #sealedBytes = 0; // their bytes: memory the dirty limit counts too
   #encrypted: EncryptedBodies | undefined;
+  #cipher: SectorCipher | undefined;
   #inflightBytes = 0;
   #uploadQueue: number[] = [];
   #uploadsRunning = 0;
@@ -129,6 +130,7 @@ export class LogWriter {
     this.#retry = volumeRetry(o, () => this.#failure);
     this.#mayAcknowledge = start.mayAcknowledge ?? (() => true);
     this.#onFail = start.onFail;
+    this.#cipher = start.cipher;
     this.#encrypted = start.cipher === undefined
       ? undefined
       : new EncryptedBodies(start.cipher, o.objectBytesMax);
@@ -145,6 +147,10 @@ export class LogWriter {
   }
   get writerEpoch(): number {
     return this.#writerEpoch;
+  }
+  /** An encrypted volume's keys (GC decrypts what it copies with them); undefined for a plain one. */
+  get cipher(): SectorCipher | undefined {
+    return this.#cipher;
   }
   get failure(): Error | undefined {
     return this.#failure;

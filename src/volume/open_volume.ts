@@ -8,6 +8,8 @@
  */
 
 import { SECTOR_BYTES } from "../util/constants.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { resolveEncryption } from "../log/volume_encryption.ts";
 import { LsvdError } from "../util/errors.ts";
 import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper } from "../log/lease.ts";
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
@@ -25,8 +27,6 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
 import { withRetries } from "../store/retry.ts";
-import type { SectorCipher } from "../crypto/sector_cipher.ts";
-import { resolveEncryption } from "../log/volume_encryption.ts";
 import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
 
 /** A scanned journal with its id (what prepareJournal returns). */

@@ -21,7 +21,6 @@ import { volumeExists } from "../log/log_state.ts";
 import type { LoadedLog } from "../log/load.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
-import { ENCRYPTED_TRAILER_GUESS_BYTES } from "../format/object.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { copyFromParents } from "./flatten.ts";
@@ -97,9 +96,9 @@ export class Volume implements BlockDevice {
     // keeps the tables of 64 times more data than the cache itself holds. An encrypted volume always
     // verifies, and its tables carry the GCM tags too (20 KiB a 4 MiB object): a quarter keeps
     // about as many (51 times the cache), so a fragmented log does not refetch them 5 times as often.
-    const verify = o.verifyReads || opened.cipher !== undefined;
-    const tableShare = opened.cipher === undefined ? 16 : 4;
-    const tableBytesMax = verify ? Math.floor(o.cacheBytesMax / tableShare) : 0;
+    const tableBytesMax = o.verifyReads || this.#cipher !== undefined
+      ? Math.floor(o.cacheBytesMax / (this.#cipher === undefined ? 16 : 4))
+      : 0;
     this.#tables = new CrcTables(tableBytesMax);
     this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
     this.#objectSizes = objectSizesOf(loaded);
@@ -109,28 +108,21 @@ export class Volume implements BlockDevice {
       keeper.renewSoon();
       return false;
     };
-    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch, opened.cipher);
+    if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
     // Reads wait out an outage too; closing the volume ends the wait.
     const retry = volumeRetry(
       o,
       () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
     );
-    if (this.#writer !== undefined) {
-      this.#gc = buildGc(o, retry, this.#writer, loaded.map, { keeper, cipher: opened.cipher });
-    }
+    if (this.#writer !== undefined) this.#gc = buildGc(o, retry, this.#writer, loaded.map, keeper);
     this.#fetcher = new Fetcher({
       store: o.store,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
       retry,
       cache: this.#cache,
-      tables: new CrcTableLoader({
-        store: o.store,
-        retry,
-        tables: this.#tables,
-        ...(opened.cipher === undefined ? {} : { trailerGuessBytes: ENCRYPTED_TRAILER_GUESS_BYTES }),
-      }),
+      tables: new CrcTableLoader({ store: o.store, retry, tables: this.#tables }),
       sizes: this.#objectSizes,
-      verify,
+      verify: o.verifyReads,
       log: o.log,
       ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
       ...(opened.cipher === undefined ? {} : { cipher: opened.cipher }),
@@ -139,7 +131,7 @@ export class Volume implements BlockDevice {
   }
 
   /** The writer: seals, uploads and checkpoints; its failure fails the journal and whenFailed(). */
-  #buildWriter(loaded: LoadedLog, epoch: number, cipher: SectorCipher | undefined): LogWriter {
+  #buildWriter(loaded: LoadedLog, epoch: number): LogWriter {
     return new LogWriter(this.#o, loaded.map, this.#cache, {
       lastSequence: loaded.lastSequence,
       writerEpoch: epoch,
@@ -148,7 +140,7 @@ export class Volume implements BlockDevice {
       lastObjectCrc32: loaded.lastObjectCrc32,
       objectSizes: this.#objectSizes,
       mayAcknowledge: this.#mayAcknowledge,
-      cipher,
+      cipher: this.#cipher,
       onFail: (e) => {
         this.#journal?.fail(e);
         this.#reportFailure(e);
@@ -517,7 +509,7 @@ function buildGc(
   retry: RetryPolicy,
   writer: LogWriter,
   head: ExtentMap,
-  { keeper, cipher }: { keeper: LeaseKeeper | undefined; cipher: SectorCipher | undefined },
+  keeper: LeaseKeeper | undefined,
 ): GcRunner {
   return new GcRunner({
     store: o.store,
@@ -532,6 +524,5 @@ function buildGc(
     concurrency: 4,
     objectBytesMax: o.objectBytesMax,
     mayDelete: () => keeper === undefined || keeper.isValid(),
-    cipher,
   });
 }

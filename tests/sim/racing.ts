@@ -11,9 +11,7 @@
  *   - the log is never forked: along the gap-free log, writer epochs never decrease, so no object
  *     of a fenced writer lies after the fence (a fresh load never stops at a zombie);
  *   - a fresh writer recovers a disk where every sector holds the newest write any writer saw
- *     acknowledged by a completed FLUSH (or FUA), or a write issued after it;
- *   - on an encrypted volume (every fourth seed), no two different objects in the bucket, log or
- *     archive, share a writer epoch and number: no (key, nonce) pair encrypts two plaintexts.
+ *     acknowledged by a completed FLUSH (or FUA), or a write issued after it.
  */
 
 import assert from "node:assert/strict";
@@ -388,8 +386,9 @@ async function checkNoFork(race: Race, check: MemoryStore): Promise<void> {
 }
 
 /**
- * Encrypted races: no two different objects anywhere in the bucket (log or archive: fenced writers'
- * late uploads too) carry the same writer epoch and number, the prefix of their sectors' nonces.
+ * Encrypted races (every fourth seed): no two different objects anywhere in the bucket (log or
+ * archive: fenced writers' late uploads too) carry the same writer epoch and number, the prefix of
+ * their sectors' nonces, so no (key, nonce) pair encrypts two plaintexts.
  */
 function checkNoncesUnique(race: Race, check: MemoryStore): void {
   const seen = new Map<string, number>();

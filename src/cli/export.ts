@@ -175,8 +175,8 @@ async function exportVolume(
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
   const reader = new ObjectReader(store, state, retry, loaded.lineage);
-  reader.cipher = cipher;
   const mappedBytes = mappedBytesOf(loaded);
+  reader.cipher = cipher; // an encrypted volume's pieces are decrypted too
   const progress = new Progress({
     what: "Exporting",
     unit: "bytes",

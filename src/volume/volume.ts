@@ -125,7 +125,7 @@ export class Volume implements BlockDevice {
       verify: o.verifyReads,
       log: o.log,
       ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
-      ...(opened.cipher === undefined ? {} : { cipher: opened.cipher }),
+      ...(this.#cipher === undefined ? {} : { cipher: this.#cipher }),
     });
     this.#reads = this.#buildReadPath(loaded.map);
   }

@@ -430,6 +430,14 @@ Deno.test("an encrypted volume's tools: GC copies, snapshot, export, verify and 
     ]);
     assert.equal((await d.stop()).code, 0);
 
+    // A clone of an encrypted volume is refused in one line (not built yet: docs/design/encryption.md).
+    const clone = await runLsvd(["clone", "--dir", t.store, "--prefix", "gc", "--to-prefix", "gcclone"]);
+    assert.equal(clone.code, 1, clone.err);
+    assert.match(
+      clone.err,
+      /^lsvd: Cannot clone the volume under prefix "gc\/": it is encrypted, and clones of encrypted volumes are not supported yet$/m,
+    );
+
     // import makes a new encrypted volume of an image; it serves with the key.
     const imp = ["--dir", t.store, "--prefix", "imp"];
     await runLsvdOk(["import", ...imp, ...key, image]);

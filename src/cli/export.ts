@@ -18,6 +18,9 @@ import { type HeldPin, holdPin } from "../log/snapshots.ts";
 import type { StoreSelection } from "./store_options.ts";
 import { planReads } from "../log/read_plan.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
+import type { VolumeSecret } from "../crypto/sector_cipher.ts";
+import { cipherOf } from "../log/volume_encryption.ts";
 import { Gate, ObjectReader } from "./export_reader.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
@@ -38,6 +41,7 @@ import {
 } from "./tool_support.ts";
 
 const OPTIONS = {
+  ...ENCRYPTION_OPTIONS,
   at: {
     type: "string" as const,
     help: "Export the disk as it was after this object number or at this RFC 3339 time",
@@ -91,13 +95,15 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
     : at === undefined
     ? undefined
     : parsePoint(at, "--at");
+  const secret = loadEncryptionKey(parsed.options);
   // Before the store: a target export cannot write costs no download, and is refused in one line.
   const target = await openExportTarget(path, force);
   const held: { pin?: HeldPin | undefined } = {};
   try {
     const exported = await interruptible(
       log,
-      (stopped) => unlessStopped(exportVolume({ ...parsed, point, parallel, target, held, log }), stopped),
+      (stopped) =>
+        unlessStopped(exportVolume({ ...parsed, point, parallel, target, held, log, secret }), stopped),
     );
     await target.finish();
     log(
@@ -132,12 +138,14 @@ async function exportVolume(
     target: ExportTarget;
     held: { pin?: HeldPin | undefined };
     log: Logger;
+    secret: VolumeSecret | undefined;
   },
 ): Promise<{ sizeBytes: number; mappedBytes: number }> {
   const { log } = o;
   const retry = toolRetry(log);
   const { store } = o.selection;
   let state = await listVolume(o.selection, retry, { mustExist: true });
+  const cipher = cipherOf(state.format, o.secret, o.selection.prefix);
   const resolved = o.point === undefined ? undefined : await resolvePoint(store, state, o.point, retry);
   // A pin keeps garbage collection from moving what this export reads (released at the end).
   o.held.pin = await holdPin(store, o.selection.prefix, resolved?.sequence ?? state.endSequence, {
@@ -168,6 +176,7 @@ async function exportVolume(
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
   const reader = new ObjectReader(loaded.lineage.readStore(store), state, retry, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
+  reader.cipher = cipher; // an encrypted volume's pieces are decrypted too
   const progress = new Progress({
     what: "Exporting",
     unit: "bytes",

@@ -20,6 +20,10 @@ import { ensureFormatRecord } from "../log/format_record.ts";
 import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
 import { putLogObject } from "../log/object_writer.ts";
+import { encryptObject } from "../crypto/object_cipher.ts";
+import type { SectorCipher, VolumeSecret } from "../crypto/sector_cipher.ts";
+import { resolveEncryption } from "../log/volume_encryption.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import { ExtentMap } from "../map/extent_map.ts";
 import type { LogState } from "../log/log_state.ts";
 import { type ObjectStore, StoreError } from "../store/store.ts";
@@ -45,6 +49,7 @@ import {
 } from "./tool_support.ts";
 
 const OPTIONS = {
+  ...ENCRYPTION_OPTIONS,
   size: {
     type: "string" as const,
     help: "Volume size (bytes or K/M/G/T); default the file's or device's size; at least the image's size",
@@ -89,7 +94,9 @@ export async function importCommand(args: string[], log: Logger = stderrLogger):
   const source = await openSource(path, log);
   try {
     checkSourceSize(source, givenSize);
-    return await importSource(source, { selection: parsed.selection, objectBytes, parallel, givenSize, log });
+    const secret = loadEncryptionKey(parsed.options);
+    const request = { selection: parsed.selection, objectBytes, parallel, givenSize, log, secret };
+    return await importSource(source, request);
   } finally {
     source.close();
   }
@@ -101,6 +108,8 @@ interface ImportRequest {
   parallel: number;
   givenSize: number | undefined;
   log: Logger;
+  /** Create the volume encrypted with this key. */
+  secret: VolumeSecret | undefined;
 }
 
 /** Takes the lease on an empty prefix and imports; a failure or a signal undoes what was stored. */
@@ -119,7 +128,7 @@ async function importSource(source: Source, o: ImportRequest): Promise<number> {
     result = await interruptible(log, (stopped) =>
       unlessStopped(
         (async () => {
-          await withRetries(retry, () => ensureFormatRecord(store, selection.prefix, undefined, Date.now()));
+          importer.cipher = await createFormatRecord(store, selection.prefix, o.secret, retry);
           const known = source.sizeBytes;
           log(
             `Importing ${source.name}${known === undefined ? "" : ` (${known} bytes)`} into a new volume ${
@@ -359,6 +368,20 @@ interface ImportResult {
 /** Bytes read from the image at once. */
 const READ_BYTES = 4 * 1024 * 1024;
 
+/** A plain volume's format record, or an encrypted one's (returning its data key). */
+async function createFormatRecord(
+  store: ObjectStore,
+  prefix: string,
+  secret: VolumeSecret | undefined,
+  retry: RetryPolicy,
+): Promise<SectorCipher | undefined> {
+  if (secret === undefined) {
+    await withRetries(retry, () => ensureFormatRecord(store, prefix, undefined, Date.now()));
+    return undefined;
+  }
+  return await resolveEncryption(store, prefix, { secret, create: true, retry, nowMs: Date.now() });
+}
+
 interface ImporterOptions {
   objectBytes: number;
   parallel: number;
@@ -389,6 +412,8 @@ class Importer {
   #map = new ExtentMap();
   #lastCrc32 = 0;
   #lastSizeBytes = 0;
+  /** An encrypted volume's data key: objects are stored encrypted. Set before run(). */
+  cipher: SectorCipher | undefined;
 
   constructor(store: ObjectStore, prefix: string, options: ImporterOptions) {
     this.#store = store;
@@ -514,12 +539,13 @@ class Importer {
       }
     }
     const sequence = ++this.#sequence;
-    const body = builder.finish({
+    const plain = builder.finish({
       sequence,
       writerEpoch: this.#o.lease.epoch,
       volumeSizeBytes: sizeBytes,
       sealTimeMs: Date.now(),
     });
+    const body = this.cipher === undefined ? plain : encryptObject(this.cipher, plain);
     applyObject(this.#map, sequence, { entries, zeroRanges: [] });
     this.#lastCrc32 = objectCrcOf(body);
     this.#lastSizeBytes = sizeBytes;

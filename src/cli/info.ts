@@ -250,6 +250,7 @@ export function renderInfo(i: VolumeInfo): string {
   const rows: [string, string][] = [
     ["Volume", i.location],
     ["Format", formatLine(i.format)],
+    ["Encryption", encryptionLine(i.format)],
     ["Size", i.sizeBytes === null ? "not recorded" : bytesText(i.sizeBytes)],
     ["Written", `${bytesText(i.writtenBytes)} of the disk hold data`],
     ["Objects", `${i.objects.count} (${bytesText(i.objects.bytes)})`],
@@ -320,6 +321,13 @@ function leaseText(l: LeaseInfo | null): string {
 function formatLine(f: FormatRecord | null): string {
   if (f === null) return "no format record (written by lsvd 0.1 or another tool)";
   return `${f.format} (opens with lsvd ${f.minimumLsvd} or newer; written by lsvd ${f.writtenBy}, created ${f.createdAt})`;
+}
+
+/** Algorithm and key fingerprint (never the key: the record holds none). */
+function encryptionLine(f: FormatRecord | null): string {
+  const e = f?.encryption;
+  if (e === undefined) return "none (data is stored in the clear)";
+  return `${e.algorithm} per 4 KiB sector, key fingerprint ${e.fingerprint} (${e.kdf}, salt ${e.salt})`;
 }
 
 function refText(r: ObjectRef | null): string {

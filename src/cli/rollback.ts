@@ -23,7 +23,10 @@ import { LsvdError } from "../util/errors.ts";
 import type { RetryPolicy } from "../store/retry.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { withRetries } from "../store/retry.ts";
-import { UsageError } from "./options.ts";
+import { type Options, UsageError } from "./options.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
+import { cipherOf } from "../log/volume_encryption.ts";
 import {
   listVolume,
   parseTool,
@@ -94,6 +97,7 @@ async function fenceAfterPoint(
 }
 
 const OPTIONS = {
+  ...ENCRYPTION_OPTIONS,
   to: {
     type: "string" as const,
     help: "The point to return to: an object number, an RFC 3339 time or a snapshot name (required)",
@@ -127,6 +131,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   const { selection } = parsed;
   const { store, prefix } = selection;
   let state = await listVolume(selection, retry, { mustExist: true });
+  const cipher = rescueCipher(parsed.options, state, prefix);
   const resolved = await resolvePoint(store, state, point, retry);
   await refuseLaterSnapshots(store, state, resolved.sequence, retry);
   const id = `rollback-${Date.now().toString(36)}`;
@@ -158,6 +163,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
         writerEpoch: lease.epoch,
         wallNowMs: Date.now(),
         check: () => lease.check(),
+        cipher,
       });
       for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
       if (done.rescuedSectors > 0) firstFree++;
@@ -183,6 +189,12 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
 }
 
 /** The objects a rollback to `point` moves and the checkpoints it drops. */
+/** Only a rescue reads data: an encrypted volume rolls back without its key unless one is needed. */
+function rescueCipher(options: Options, state: LogState, prefix: string): SectorCipher | undefined {
+  const secret = loadEncryptionKey(options);
+  return secret === undefined ? undefined : cipherOf(state.format, secret, prefix);
+}
+
 function rollbackPlan(state: LogState, point: number) {
   return {
     objects: state.objects.filter((o) => o.sequence > point),

@@ -60,6 +60,8 @@ import { toolRetry } from "./tool_support.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
 import type { TlsPolicy } from "../nbd/tls.ts";
 import { TLS_OPTIONS, tlsPolicy } from "./tls_options.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
+import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 /** Every serve option; the tuning defaults are computed for this machine (see memory_defaults.ts). */
 export function serveOptions(tuning: TuningDefaults): OptionSpecs {
@@ -168,6 +170,7 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       placeholder: "NAME",
     },
     ...TLS_OPTIONS,
+    ...ENCRYPTION_OPTIONS,
     metrics: {
       type: "string",
       group: "serving",
@@ -413,6 +416,8 @@ export interface ServeConfig {
   commitsPerSecondMax: number | undefined;
   journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
   abandonJournal: boolean;
+  /** An encrypted volume's key (never printed: VolumeSecret shows only where it came from). */
+  encryptionKey: VolumeSecret | undefined;
 }
 
 export function buildServeConfig(options: Options): ServeConfig {
@@ -471,6 +476,7 @@ export function buildServeConfig(options: Options): ServeConfig {
     commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
     journal: journalConfig(options),
     abandonJournal: options.flag("abandon-journal"),
+    encryptionKey: loadEncryptionKey(options),
   };
 }
 
@@ -820,6 +826,7 @@ function servedVolumeOptions(
     gcIntervalMs: config.gcIntervalMs,
     abandonJournal: config.abandonJournal,
     writeThrough: writesThrough(config),
+    ...(config.encryptionKey === undefined ? {} : { encryptionKey: config.encryptionKey }),
     ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
     ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
     ...(atSequence === undefined ? {} : { atSequence }),

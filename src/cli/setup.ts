@@ -30,6 +30,9 @@ import { Prompter } from "./prompt.ts";
 import { bucketNameProblem, CREDENTIALS_NOTE, endpointProblem, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
 import { recordedSizeBytes } from "../log/recorded_size.ts";
+import type { FormatRecord } from "../log/format_record.ts";
+import { cipherOf } from "../log/volume_encryption.ts";
+import { loadEncryptionKey } from "./encryption_key.ts";
 
 const SERVICES: [key: string, label: string][] = [
   ["tigris", "Tigris (fly storage)"],
@@ -78,6 +81,13 @@ const SETUP_OPTIONS: OptionSpecs = {
     env: ["FLY_LSVD_MOUNT_POINT"],
     placeholder: "PATH",
   },
+  "encryption-key-file": {
+    type: "string",
+    group: "volume",
+    help: "Key file of an encrypted volume (at least 32 secret bytes): the env file names the file, never " +
+      "holds the key; a new volume is created encrypted, an existing one must be encrypted with this key",
+    placeholder: "FILE",
+  },
   "env-file": { type: "string", help: "Env file to write", default: "lsvd.env", placeholder: "PATH" },
   force: { type: "boolean", help: "Overwrite an existing env file" },
   "non-interactive": { type: "boolean", help: "Never ask: every missing answer is an error (for scripts)" },
@@ -103,6 +113,8 @@ interface Settings {
   /** Only for a new volume (an existing one's size is in the bucket). */
   size: string | undefined;
   mount: string | undefined;
+  /** An encrypted volume's key file (absolute): the env file names it, never holds the key. */
+  keyFile?: string | undefined;
 }
 
 export async function setupCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
@@ -134,7 +146,8 @@ export async function setupCommand(args: string[], log: Logger = stderrLogger): 
     const ask = asker(options, prompter);
     const store = await gatherStore(options, prompter, ask);
     const recorded = await checkBucket(store, log);
-    settings = { ...store, ...await gatherVolume(options, ask, recorded, log) };
+    const keyFile = checkKeyFile(options, recorded?.format, store.prefix);
+    settings = { ...store, ...await gatherVolume(options, ask, recorded, log), keyFile };
   } finally {
     prompter?.close();
   }
@@ -284,7 +297,7 @@ function checkMount(a: string): string | undefined {
 async function checkBucket(
   s: StoreSettings,
   log: Logger,
-): Promise<{ sizeBytes: number | undefined } | undefined> {
+): Promise<{ sizeBytes: number | undefined; format: FormatRecord | undefined } | undefined> {
   const store = new LazyS3Store({
     bucket: s.bucket,
     region: s.region,
@@ -312,7 +325,7 @@ async function checkBucket(
         sizeBytes === undefined ? "" : ` of ${sizeBytes} bytes`
       }; serve will open it.`,
     );
-    return { sizeBytes };
+    return { sizeBytes, format: state.format };
   } finally {
     await store.close();
   }
@@ -330,7 +343,24 @@ function envEntries(s: Settings): Record<string, string> {
     ...(s.pathStyle ? { LSVD_PATH_STYLE: "true" } : {}),
     ...(s.size === undefined ? {} : { FLY_LSVD_DEVICE_SIZE: s.size }),
     ...(s.mount === undefined ? {} : { FLY_LSVD_MOUNT_POINT: s.mount }),
+    ...(s.keyFile === undefined ? {} : { LSVD_ENCRYPTION_KEY_FILE: s.keyFile }),
   };
+}
+
+/**
+ * The key file the env file names, checked as serve will check it (readable, mode 0600, long
+ * enough, this volume's key; a volume that exists must be encrypted with it, or not at all without
+ * one). Only the file: a key in LSVD_ENCRYPTION_KEY is not copied into the env file.
+ */
+function checkKeyFile(
+  options: Options,
+  format: FormatRecord | undefined,
+  prefix: string,
+): string | undefined {
+  const file = options.string("encryption-key-file");
+  const secret = loadEncryptionKey(options, { get: () => undefined, delete: () => {} });
+  if (format !== undefined) cipherOf(format, secret, prefix);
+  return file === undefined ? undefined : resolve(file);
 }
 
 /** systemd strips quotes and docker keeps them: only values neither changes can be written. */

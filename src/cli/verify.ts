@@ -18,10 +18,14 @@ import { forEachBounded } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { gapsOf } from "./info.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { cipherOf } from "../log/volume_encryption.ts";
 import { parseInteger, UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
+  ...ENCRYPTION_OPTIONS,
   parallel: {
     type: "string" as const,
     help: "Objects fetched at once (memory: this many whole objects)",
@@ -50,8 +54,11 @@ export async function verifyCommand(args: string[], log: Logger = stderrLogger):
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
   const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
+  const secret = loadEncryptionKey(parsed.options);
   const retry = toolRetry(log);
   const state = await listVolume(parsed.selection, retry, { mustExist: true });
+  // Without a key an encrypted volume's CRCs (of the ciphertext) are still checked.
+  const cipher = secret === undefined ? undefined : cipherOf(state.format, secret, parsed.selection.prefix);
   log(`Verifying ${state.objects.length} objects ${where(parsed.selection)}.`);
   const report = await verifyLog(parsed.selection.store, {
     objects: state.objects,
@@ -62,6 +69,7 @@ export async function verifyCommand(args: string[], log: Logger = stderrLogger):
     retry,
     log,
     onProblem: (line) => console.log(line),
+    cipher,
   });
   const mib = (report.bytes / 2 ** 20).toFixed(1);
   if (report.problems.length === 0) {
@@ -85,6 +93,8 @@ export interface VerifyLogOptions {
   log: Logger;
   /** Called once per problem line as it is found. */
   onProblem: (line: string) => void;
+  /** An encrypted volume's key: sectors are authenticated too. */
+  cipher?: SectorCipher | undefined;
 }
 
 export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promise<VerifyReport> {
@@ -112,7 +122,10 @@ export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promis
     const bytes = await fetchWhole(store, object.key, o.retry);
     if (bytes === undefined) problem(object.key, "it was listed but is gone");
     else {
-      for (const p of verifyObject(object, bytes, { requireTrailer: o.requireTrailer }).problems) {
+      for (
+        const p of verifyObject(object, bytes, { requireTrailer: o.requireTrailer, cipher: o.cipher })
+          .problems
+      ) {
         problem(object.key, p);
       }
     }

@@ -34,8 +34,14 @@ export const SECTOR_CRC_BYTES = 4;
 export const ZERO_RANGES_MAX = 1024;
 /** Trailer flag: every entry and zero range has an origin (the object copies older data: GC, rollback). */
 export const FLAG_COPIED = 1;
+/** Trailer flag: the data sectors are AES-256-GCM ciphertext; their tags follow the sector CRCs. */
+export const FLAG_ENCRYPTED = 2;
+/** Bytes of one sector's GCM tag in an encrypted object's trailer. */
+export const SECTOR_TAG_BYTES = 16;
 /** Suffix bytes fetched to find a trailer without knowing its length (a 4 MiB object's is ~4.2 KiB). */
 export const TRAILER_GUESS_BYTES = 16 * 1024;
+/** The same for an encrypted volume, whose 4 MiB object's trailer (tags too) is ~20.1 KiB. */
+export const ENCRYPTED_TRAILER_GUESS_BYTES = 24 * 1024;
 
 export class FormatError extends Error {
   constructor(message: string) {
@@ -43,6 +49,19 @@ export class FormatError extends Error {
     this.name = "FormatError";
   }
 }
+
+/**
+ * What decrypting an encrypted object's sectors needs besides the key: the nonce inputs (writer
+ * epoch, sequence) and the GCM tag of each data sector (16 bytes each, in data order).
+ */
+export interface SectorSeal {
+  writerEpoch: number;
+  sequence: number;
+  tags: Uint8Array;
+}
+
+/** A CRC table; an encrypted object's carries its seal, so every verified read can also decrypt. */
+export type SectorCrcs = Uint32Array & { seal?: SectorSeal };
 
 export interface Extent {
   addressBytes: number;
@@ -63,8 +82,9 @@ export interface Trailer {
   zeroRanges: Extent[];
   /** FLAG_COPIED objects: for each entry, then each zero range, the sequence that first wrote it. */
   origins: number[] | undefined;
-  /** CRC-32 of each 4 KiB data sector in data order (undefined in version 1). */
-  sectorCrcs: Uint32Array | undefined;
+  /** CRC-32 of each 4 KiB data sector in data order (undefined in version 1); with FLAG_ENCRYPTED
+   *  of the ciphertext, and carrying the seal. */
+  sectorCrcs: SectorCrcs | undefined;
   /** Whole-object CRC-32. */
   crc32: number;
 }
@@ -85,9 +105,11 @@ function isSectorMultiple(n: number): boolean {
 }
 
 /** Bytes of a version-2 trailer with these counts. */
-export function trailerBytesFor(counts: { zeroRanges: number; origins: number; sectors: number }): number {
+export function trailerBytesFor(
+  counts: { zeroRanges: number; origins: number; sectors: number; encrypted?: boolean },
+): number {
   return TRAILER_FIXED_BYTES + counts.zeroRanges * ZERO_RANGE_BYTES + counts.origins * ORIGIN_BYTES +
-    counts.sectors * SECTOR_CRC_BYTES;
+    counts.sectors * (SECTOR_CRC_BYTES + (counts.encrypted === true ? SECTOR_TAG_BYTES : 0));
 }
 
 /**
@@ -318,15 +340,20 @@ function decodeV2(v: DataView): Trailer {
   const zeroCount = v.getUint32(16);
   const originCount = v.getUint32(20);
   const sectors = v.getUint32(24);
-  checkLength(v, trailerBytesFor({ zeroRanges: zeroCount, origins: originCount, sectors }));
+  const encrypted = (flags & FLAG_ENCRYPTED) !== 0;
+  checkLength(v, trailerBytesFor({ zeroRanges: zeroCount, origins: originCount, sectors, encrypted }));
   if (((flags & FLAG_COPIED) !== 0) !== (originCount > 0)) {
     throw new FormatError("trailer flags and origin count disagree");
   }
   let p = 64 + zeroCount * ZERO_RANGE_BYTES;
   const origins: number[] = [];
   for (let i = 0; i < originCount; i++, p += ORIGIN_BYTES) origins.push(getU64(v, p));
-  const sectorCrcs = new Uint32Array(sectors);
+  const sectorCrcs: SectorCrcs = new Uint32Array(sectors);
   for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) sectorCrcs[k] = v.getUint32(p);
+  if (encrypted) {
+    const tags = new Uint8Array(v.buffer, v.byteOffset + p, sectors * SECTOR_TAG_BYTES).slice();
+    sectorCrcs.seal = { writerEpoch: getU64(v, 40), sequence: getU64(v, 32), tags };
+  }
   return {
     version: 2,
     flags,

@@ -21,7 +21,13 @@
 import { assert } from "../util/assert.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { encodeRecord, recordBytes, type RecordKind } from "./journal_codec.ts";
+import {
+  encodeRecord,
+  recordBytes,
+  type RecordKind,
+  type RecordSealer,
+  sealedHeader,
+} from "./journal_codec.ts";
 import { type JournalFiles, segmentName } from "./journal_files.ts";
 import { FifoBudget } from "../util/fifo_budget.ts";
 
@@ -53,6 +59,8 @@ export interface JournalOptions {
   /** False while the lease is not valid: FLUSHes wait (the same rule as the writer's). */
   mayAcknowledge: () => boolean;
   log: Logger;
+  /** An encrypted volume: writes are journaled as sealed records (their data encrypted). */
+  sealer?: RecordSealer | undefined;
 }
 
 interface Segment {
@@ -136,7 +144,7 @@ export class Journal {
   // ---- writes ---------------------------------------------------------------------------------
 
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
-    const bytes = recordBytes("write", data.length);
+    const bytes = recordBytes(this.#o.sealer === undefined ? "write" : "sealed", data.length);
     if (!this.#hasRoom(bytes)) {
       data = data.slice(); // the caller may reuse its buffer once we wait
       await this.#reserve(bytes);
@@ -270,6 +278,11 @@ export class Journal {
   /** Numbers and encodes a record and queues it for the file; returns its end position. */
   #append(kind: RecordKind, offsetBytes: number, lengthBytes: number, data: Uint8Array): number {
     const number = this.#nextRecord++;
+    const sealer = this.#o.sealer;
+    if (kind === "write" && sealer !== undefined) {
+      kind = "sealed";
+      data = sealer.sealRecord(sealedHeader(number, offsetBytes, lengthBytes), data);
+    }
     const bytes = encodeRecord({ kind, number, offsetBytes, lengthBytes, data });
     let segment = this.#segments.at(-1);
     if (segment === undefined || segment.endPosition !== -1) {

@@ -6,7 +6,10 @@
  *   u32 magic "LSVJ" | u8 kind (1 write, 2 zero) | 3 bytes 0 | u64 record number |
  *   u64 byte offset | u32 length in bytes | u32 CRC-32 over the header (this field 0) and the data
  *
- * all big-endian. A write carries `length` data bytes; a zero (trim / write-zeroes) none. Record
+ * all big-endian. A write carries `length` data bytes; a zero (trim / write-zeroes) none; a sealed
+ * write (an encrypted volume's, kind 3) carries them encrypted: 12-byte nonce, 16-byte tag, then the
+ * `length` bytes of ciphertext (src/crypto/sector_cipher.ts sealRecord, bound to the record's
+ * kind, number, offset and length: sealedHeader()). Record
  * numbers increase by one along the journal, across segments, so a reader knows a record is the
  * next one and not a stale one left in a reused file. The journal is local and private to one
  * daemon: it is not part of the bucket format (docs/FORMAT.md).
@@ -17,22 +20,48 @@ import { crc32 } from "../format/crc32.ts";
 export const JOURNAL_MAGIC = 0x4c53564a; // "LSVJ"
 export const RECORD_HEADER_BYTES = 32;
 
-export type RecordKind = "write" | "zero";
+export type RecordKind = "write" | "zero" | "sealed";
+/** What a sealed write adds to its data (nonce and tag). */
+export const SEALED_EXTRA_BYTES = 28;
 
 export interface JournalRecord {
   kind: RecordKind;
   number: number;
   offsetBytes: number;
   lengthBytes: number;
-  /** The written bytes (length lengthBytes) for "write"; empty for "zero". */
+  /** The written bytes (length lengthBytes) for "write"; sealed ones (SEALED_EXTRA_BYTES more) for
+   *  "sealed"; empty for "zero". */
   data: Uint8Array;
 }
 
-const KIND_CODE: Record<RecordKind, number> = { write: 1, zero: 2 };
+const KIND_CODE: Record<RecordKind, number> = { write: 1, zero: 2, sealed: 3 };
+
+/** Data bytes a record carries. */
+function dataBytesOf(kind: RecordKind, lengthBytes: number): number {
+  return kind === "write" ? lengthBytes : kind === "sealed" ? lengthBytes + SEALED_EXTRA_BYTES : 0;
+}
+
+/** An encrypted volume's journal key (src/crypto/sector_cipher.ts SectorCipher). */
+export interface RecordSealer {
+  sealRecord(header: Uint8Array, plain: Uint8Array): Uint8Array;
+  /** Undefined when the sealed data does not authenticate. */
+  openRecord(header: Uint8Array, sealed: Uint8Array): Uint8Array | undefined;
+}
 
 /** Bytes a record takes in a segment. */
 export function recordBytes(kind: RecordKind, lengthBytes: number): number {
-  return RECORD_HEADER_BYTES + (kind === "write" ? lengthBytes : 0);
+  return RECORD_HEADER_BYTES + dataBytesOf(kind, lengthBytes);
+}
+
+/** What a sealed record's data is bound to: its kind, number, offset and length (21 bytes). */
+export function sealedHeader(number: number, offsetBytes: number, lengthBytes: number): Uint8Array {
+  const out = new Uint8Array(21);
+  const v = new DataView(out.buffer);
+  v.setUint8(0, KIND_CODE.sealed);
+  setU64(v, 1, number);
+  setU64(v, 9, offsetBytes);
+  v.setUint32(17, lengthBytes);
+  return out;
 }
 
 function setU64(v: DataView, at: number, n: number): void {
@@ -46,8 +75,8 @@ function getU64(v: DataView, at: number): number {
 
 /** Encodes one record (header and data) into a new buffer. */
 export function encodeRecord(r: JournalRecord): Uint8Array {
-  const dataBytes = r.kind === "write" ? r.lengthBytes : 0;
-  if (r.kind === "write" && r.data.length !== r.lengthBytes) {
+  const dataBytes = dataBytesOf(r.kind, r.lengthBytes);
+  if (r.kind !== "zero" && r.data.length !== dataBytes) {
     throw new RangeError(`record ${r.number}: ${r.data.length} data bytes for length ${r.lengthBytes}`);
   }
   const out = new Uint8Array(RECORD_HEADER_BYTES + dataBytes);
@@ -74,7 +103,13 @@ export function decodeRecord(bytes: Uint8Array, offset: number): Decoded {
   const v = new DataView(bytes.buffer, bytes.byteOffset + offset, RECORD_HEADER_BYTES);
   if (v.getUint32(0) !== JOURNAL_MAGIC) return { ok: false, why: "no record header" };
   const code = v.getUint8(4);
-  const kind: RecordKind | undefined = code === 1 ? "write" : code === 2 ? "zero" : undefined;
+  const kind: RecordKind | undefined = code === 1
+    ? "write"
+    : code === 2
+    ? "zero"
+    : code === 3
+    ? "sealed"
+    : undefined;
   if (kind === undefined) return { ok: false, why: `unknown record kind ${code}` };
   const lengthBytes = v.getUint32(24);
   const end = offset + recordBytes(kind, lengthBytes);

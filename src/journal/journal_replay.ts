@@ -14,7 +14,13 @@
 
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { LsvdError } from "../util/errors.ts";
-import { anyRecordAfter, decodeRecord, type JournalRecord } from "./journal_codec.ts";
+import {
+  anyRecordAfter,
+  decodeRecord,
+  type JournalRecord,
+  type RecordSealer,
+  sealedHeader,
+} from "./journal_codec.ts";
 import type { JournalFiles } from "./journal_files.ts";
 
 /** Which volume and writer a journal belongs to (`identity.json`). */
@@ -194,6 +200,8 @@ export function checkJournalVolume(
 /** Where replay sends the records: the volume's normal write path (not the journal). */
 export interface ReplayTarget {
   sizeBytes: number;
+  /** An encrypted volume's journal key: its records are sealed, and must be. */
+  sealer?: RecordSealer | undefined;
   write(offsetBytes: number, data: Uint8Array): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
 }
@@ -215,11 +223,32 @@ export async function replayRecords(
           `outside the ${target.sizeBytes}-byte volume (start with --journal-discard to drop the journal)`,
       );
     }
-    if (r.kind === "write") await target.write(r.offsetBytes, r.data);
-    else await target.writeZeroes(r.offsetBytes, r.lengthBytes);
+    if (r.kind === "zero") await target.writeZeroes(r.offsetBytes, r.lengthBytes);
+    else await target.write(r.offsetBytes, recordData(files, r, target.sealer));
     n++;
   }
   return n;
+}
+
+/**
+ * A write record's data: a sealed one decrypted and authenticated. A sealed record without the key,
+ * a plaintext one on an encrypted volume and one that fails authentication are damage ("data").
+ */
+function recordData(files: JournalFiles, r: JournalRecord, sealer: RecordSealer | undefined): Uint8Array {
+  if (r.kind === "write" && sealer === undefined) return r.data;
+  const plain = r.kind === "sealed" && sealer !== undefined
+    ? sealer.openRecord(sealedHeader(r.number, r.offsetBytes, r.lengthBytes), r.data)
+    : undefined;
+  if (plain !== undefined) return plain;
+  const why = r.kind === "write"
+    ? "is not encrypted, but the volume is"
+    : sealer === undefined
+    ? "is encrypted, but no key was given"
+    : "fails authentication (AES-256-GCM)";
+  throw new LsvdError(
+    "data",
+    `Cannot replay journal ${files.description}: record ${r.number} ${why} (start with --journal-discard to drop the journal)`,
+  );
 }
 
 /** Deletes every segment (after replay reached the store, or on --journal-discard). */

@@ -177,6 +177,13 @@ async function checkpointedThrough(store: ObjectStore, prefix: string, retry: Re
 
 function checkSource(source: LogState): void {
   checkFormatRecord(source.format, source.prefix);
+  if (source.format?.encryption !== undefined) {
+    // A clone would need its own salt and its parents' keys (docs/design/encryption.md): not yet.
+    throw new LsvdError(
+      "invalid",
+      `Cannot clone the volume under prefix "${source.prefix}": it is encrypted, and clones of encrypted volumes are not supported yet`,
+    );
+  }
   if (source.endSequence === 0) {
     throw new LsvdError(
       "invalid",

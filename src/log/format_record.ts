@@ -26,8 +26,22 @@ export const FORMAT_PLAIN = 2;
 export const FORMAT_MINIMUM_LSVD = "0.2.0";
 /** The oldest lsvd that can open a format-3 volume (a clone). */
 export const FORMAT_3_MINIMUM_LSVD = "0.3.0"; // the first lsvd with clones
+/** The oldest lsvd that can open an encrypted volume. */
+export const FORMAT_ENCRYPTED_MINIMUM_LSVD = "0.3.0";
 /** Features of format 3 this lsvd understands; a record requiring any other is refused. */
-export const KNOWN_FEATURES: readonly string[] = ["clone"];
+export const KNOWN_FEATURES: readonly string[] = ["clone", "encrypted"];
+
+/**
+ * An encrypted volume's cipher (format 3, feature "encrypted"; docs/design/encryption.md): the
+ * algorithm, the key derivation, the volume's random salt and the fingerprint of its key (an HKDF
+ * output of another label than the data key's), both hex. Never the key.
+ */
+export interface EncryptionInfo {
+  algorithm: string;
+  kdf: string;
+  salt: string;
+  fingerprint: string;
+}
 
 /**
  * A clone's link to the volume it was made from (format 3, feature "clone"): the parent's prefix
@@ -57,6 +71,8 @@ export interface FormatRecord {
   requires?: string[];
   /** Format 3 with "clone". */
   parent?: ParentLink;
+  /** Format 3 with "encrypted". */
+  encryption?: EncryptionInfo;
 }
 
 export async function readFormatRecord(
@@ -97,7 +113,25 @@ export async function readFormatRecord(
     record.requires = r.requires;
   }
   if (r.parent !== undefined) record.parent = checkParentLink(r.parent, key);
+  if (r.encryption !== undefined) record.encryption = checkEncryption(r.encryption, key);
+  if ((record.encryption !== undefined) !== (record.requires ?? []).includes("encrypted")) {
+    throw new LsvdError(
+      "data",
+      `Cannot read the format record "${key}": "encryption" and "requires" disagree`,
+    );
+  }
   return record;
+}
+
+function checkEncryption(value: unknown, key: string): EncryptionInfo {
+  const e = value as EncryptionInfo;
+  const hex = (x: unknown) => typeof x === "string" && /^[0-9a-f]+$/.test(x);
+  const ok = typeof e === "object" && e !== null && typeof e.algorithm === "string" &&
+    typeof e.kdf === "string" && hex(e.salt) && hex(e.fingerprint);
+  if (!ok) {
+    throw new LsvdError("data", `Cannot read the format record "${key}": its "encryption" is malformed`);
+  }
+  return { algorithm: e.algorithm, kdf: e.kdf, salt: e.salt, fingerprint: e.fingerprint };
 }
 
 function checkParentLink(value: unknown, key: string): ParentLink {
@@ -179,6 +213,33 @@ export async function createCloneRecord(
     if (isStoreError(e, "PreconditionFailed")) return false;
     throw e;
   }
+}
+
+/**
+ * Writes an encrypted volume's format record (create-only) and returns the record the prefix holds
+ * afterwards: ours, or the one a racing creator stored first (whose salt then wins).
+ */
+export async function createEncryptedRecord(
+  store: ObjectStore,
+  prefix: string,
+  encryption: EncryptionInfo,
+  nowMs: number,
+): Promise<FormatRecord | undefined> {
+  const record: FormatRecord = {
+    format: 3,
+    minimumLsvd: FORMAT_ENCRYPTED_MINIMUM_LSVD,
+    writtenBy: LSVD_VERSION,
+    createdAt: new Date(nowMs).toISOString(),
+    requires: ["encrypted"],
+    encryption,
+  };
+  try {
+    await store.put(formatKey(prefix), encodeFormatRecord(record), { ifNoneMatch: true });
+    return record;
+  } catch (e) {
+    if (!isStoreError(e, "PreconditionFailed")) throw e;
+  }
+  return await readFormatRecord(store, prefix);
 }
 
 /** Replaces a clone's record with the same one marked flattened (the flattener holds the lease). */

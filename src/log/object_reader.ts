@@ -13,6 +13,7 @@ import {
   type Extent,
   FormatError,
   HEADER_BYTES,
+  type SectorCrcs,
   type Trailer,
   TRAILER_GUESS_BYTES,
   TRAILER_MAGIC,
@@ -71,12 +72,16 @@ export async function readObjectSummary(store: ObjectStore, o: LoggedObject): Pr
  * the object's last four bytes point, the header decides whether it ever had one, so a damaged
  * trailer is reported rather than taken for a missing one. Errors as for readObjectSummary.
  */
-export async function readSectorCrcs(store: ObjectStore, o: LoggedObject): Promise<Uint32Array | undefined> {
+export async function readSectorCrcs(
+  store: ObjectStore,
+  o: LoggedObject,
+  guessBytes = TRAILER_GUESS_BYTES,
+): Promise<SectorCrcs | undefined> {
   try {
     if (o.sizeBytes < HEADER_BYTES) {
       throw new FormatError(`object is ${o.sizeBytes} bytes, shorter than the ${HEADER_BYTES}-byte header`);
     }
-    const tailBytes = Math.min(o.sizeBytes - HEADER_BYTES, TRAILER_GUESS_BYTES);
+    const tailBytes = Math.min(o.sizeBytes - HEADER_BYTES, guessBytes);
     if (tailBytes < TRAILER_MAGIC.length + 8) return await tableFromHeader(store, o);
     const tail = await store.get(o.key, { offsetBytes: o.sizeBytes - tailBytes, lengthBytes: tailBytes });
     checkLength(tail.body, tailBytes, o);

@@ -25,6 +25,8 @@ import { listLogState, type LoggedObject, type LogState } from "./log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "./object_reader.ts";
 import { putLogObject } from "./object_writer.ts";
 import { readVerified } from "./verified_read.ts";
+import { encryptObject } from "../crypto/object_cipher.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { archiveObjects } from "./repair.ts";
 import { cloneNamed, readSnapshots } from "./snapshots.ts";
 import { pointFloor } from "./parent.ts";
@@ -38,6 +40,8 @@ export interface RollbackOptions {
   wallNowMs: number;
   /** Throws when the caller lost its lease (called before every change). */
   check?: () => void;
+  /** An encrypted volume's data key: the rescued data is decrypted, and the rescue object encrypted. */
+  cipher?: SectorCipher | undefined;
 }
 
 export interface RollbackResult {
@@ -284,6 +288,7 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
       range: { offsetSectors: p.offsetSectors, lengthSectors: p.lengthSectors },
       sizeBytes: s.object.sizeBytes,
       crcs: { table: () => Promise.resolve(crcs) },
+      cipher: o.cipher,
     });
     builder.addEntry(p.addressSector * SECTOR_BYTES, p.lengthSectors * SECTOR_BYTES).set(body);
   }
@@ -294,5 +299,5 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
     sealTimeMs: o.wallNowMs,
     origins: split.map((p) => p.origin),
   });
-  return { bytes };
+  return { bytes: o.cipher === undefined ? bytes : encryptObject(o.cipher, bytes) };
 }

@@ -14,6 +14,7 @@ import {
   firstBadSector,
   FormatError,
   SECTOR_BYTES,
+  type SectorCrcs,
   sectorOffsetBytes,
   type Trailer,
   TRAILER_GUESS_BYTES,
@@ -21,9 +22,11 @@ import {
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
+import { openSectors } from "../crypto/object_cipher.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 
 /** An object's CRC table, or `null`: the object carries none (its data is read unverified). */
-export type CrcTable = Uint32Array | null;
+export type CrcTable = SectorCrcs | null;
 
 /** Data sectors [offsetSectors, offsetSectors + lengthSectors) of one object. */
 export interface SectorRange {
@@ -59,12 +62,22 @@ export interface VerifiedRead {
    * read to the end: the tail is the trailer, so the table costs no second request.
    */
   trailerAlong?: boolean;
+  /**
+   * An encrypted volume's data key: the checked sectors are decrypted and authenticated (a sector
+   * that fails is "data", retried fresh like a CRC mismatch). Needs `crcs` (the tags come with them).
+   */
+  cipher?: SectorCipher | undefined;
+  /** With a cipher: also return the bytes as stored (`sealed`), so decrypt into a new buffer. */
+  keepSealed?: boolean;
 }
 
 export interface VerifiedData {
+  /** The data (decrypted when a cipher was given). */
   body: Uint8Array;
   /** The object's whole size (as the store reported it). */
   sizeBytes: number;
+  /** With a cipher and keepSealed: the bytes as stored (what the disk cache keeps). */
+  sealed?: Uint8Array;
 }
 
 /**
@@ -94,7 +107,7 @@ async function attempt(
   const along = fresh ? undefined : await withTrailer(store, retry, read);
   if (along !== undefined) {
     checkRead(read, along.body, along.table);
-    return { body: along.body, sizeBytes: along.sizeBytes };
+    return opened(read, { body: along.body, sizeBytes: along.sizeBytes }, along.table);
   }
   const known = read.sizeBytes;
   const early = known === undefined ? undefined : read.crcs?.table(fresh, known);
@@ -106,7 +119,32 @@ async function attempt(
   if (read.crcs === null) return data;
   const table = await (early ?? read.crcs.table(fresh, data.sizeBytes));
   checkRead(read, data.body, table);
-  return data;
+  return opened(read, data, table);
+}
+
+/** Checked data, decrypted when the volume is encrypted (only the checked parts; the rest reads as zeros). */
+function opened(read: VerifiedRead, data: VerifiedData, table: CrcTable): VerifiedData {
+  if (read.cipher === undefined) {
+    if (table?.seal === undefined) return data;
+    throw new LsvdError("invalid", `Cannot read object "${read.key}": it is encrypted and no key was given`);
+  }
+  const at = read.range.offsetSectors;
+  if (read.checked === undefined) {
+    const where = { key: read.key, offsetSectors: at, table };
+    // In place unless the caller keeps the stored bytes too (a copy costs as much as decrypting).
+    if (read.keepSealed !== true) {
+      return { ...data, body: openSectors(read.cipher, where, data.body, data.body) };
+    }
+    return { ...data, body: openSectors(read.cipher, where, data.body), sealed: data.body };
+  }
+  const body = new Uint8Array(data.body.length);
+  for (const part of read.checked) {
+    const from = (part.offsetSectors - at) * SECTOR_BYTES;
+    const to = from + part.lengthSectors * SECTOR_BYTES;
+    const where = { key: read.key, offsetSectors: part.offsetSectors, table };
+    body.set(openSectors(read.cipher, where, data.body.subarray(from, to)), from);
+  }
+  return { ...data, body, sealed: data.body };
 }
 
 function checkRead(read: VerifiedRead, body: Uint8Array, table: CrcTable): void {

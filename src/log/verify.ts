@@ -7,6 +7,7 @@
  * reuse it so there is one definition of a good object.
  */
 
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import {
   claimedTrailerBytes,
   dataBytesOf,
@@ -33,6 +34,8 @@ export interface ObjectVerdict {
 export interface VerifyOptions {
   /** An object without a trailer is a problem (lsvd ≥ 0.1 always writes one), not just unverifiable. */
   requireTrailer: boolean;
+  /** An encrypted volume's key: every data sector is also decrypted and its tag checked. */
+  cipher?: SectorCipher | undefined;
 }
 
 /** Checks one object's bytes (the whole object, fetched by the caller). */
@@ -81,7 +84,37 @@ export function verifyObject(o: LoggedObject, bytes: Uint8Array, options: Verify
   }
   verdict.trailer = trailer;
   checkTrailer(o, bytes, dataEnd, trailer, problem);
+  if (options.cipher !== undefined) {
+    checkSeal(options.cipher, bytes.subarray(HEADER_BYTES, dataEnd), trailer, problem);
+  }
   return verdict;
+}
+
+/** With the key: every data sector authenticates (a sector the CRCs pass may still be forged). */
+function checkSeal(
+  cipher: SectorCipher,
+  data: Uint8Array,
+  trailer: Trailer,
+  problem: (text: string) => void,
+) {
+  if (data.length === 0) return;
+  const seal = trailer.sectorCrcs?.seal;
+  if (seal === undefined) {
+    problem("it is not encrypted but the volume is (not written by lsvd with this volume's key)");
+    return;
+  }
+  const scratch = new Uint8Array(SECTOR_BYTES);
+  const bad: number[] = [];
+  for (let k = 0; k < data.length / SECTOR_BYTES; k++) {
+    const at = { writerEpoch: seal.writerEpoch, sequence: seal.sequence, firstIndex: k };
+    if (cipher.open(at, data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES), seal.tags, scratch) !== -1) {
+      bad.push(k);
+    }
+  }
+  if (bad.length === 0) return;
+  const named = bad.slice(0, BAD_SECTORS_NAMED).join(", ");
+  const more = bad.length > BAD_SECTORS_NAMED ? ` and ${bad.length - BAD_SECTORS_NAMED} more` : "";
+  problem(`${bad.length} data sectors fail authentication (AES-256-GCM): ${named}${more}`);
 }
 
 function checkTrailer(

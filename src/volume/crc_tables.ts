@@ -8,6 +8,7 @@
  */
 
 import { readSectorCrcs } from "../log/object_reader.ts";
+import { ENCRYPTED_TRAILER_GUESS_BYTES } from "../format/object.ts";
 import type { CrcTable } from "../log/verified_read.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
@@ -79,6 +80,7 @@ export class CrcTableLoader {
   #tables: CrcTables;
   #loads = new Map<number, Promise<CrcTable>>();
   #gets = 0;
+  #guessBytes: number | undefined;
 
   constructor(options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables }) {
     this.#store = options.store;
@@ -104,14 +106,19 @@ export class CrcTableLoader {
       if (loading !== undefined) return loading;
     }
     this.#gets++;
-    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o)).then((found) => {
-      const table = found ?? null;
-      this.#tables.set(o.sequence, table);
-      return table;
-    }, (e) => {
-      if (!isStoreError(e)) throw e;
-      throw new LsvdError("unavailable", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
-    });
+    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o, this.#guessBytes)).then(
+      (found) => {
+        // An encrypted volume's trailers are longer (tags): later suffix GETs take them whole at once.
+        if (found?.seal !== undefined) this.#guessBytes = ENCRYPTED_TRAILER_GUESS_BYTES;
+        const table = found ?? null;
+        this.#tables.set(o.sequence, table);
+        return table;
+      },
+      (e) => {
+        if (!isStoreError(e)) throw e;
+        throw new LsvdError("unavailable", `Cannot read object "${o.key}": ${messageOf(e)}`, { cause: e });
+      },
+    );
     this.#loads.set(o.sequence, load);
     const forget = () => {
       if (this.#loads.get(o.sequence) === load) this.#loads.delete(o.sequence);
@@ -122,5 +129,5 @@ export class CrcTableLoader {
 }
 
 function costOf(table: CrcTable): number {
-  return TABLE_OVERHEAD_BYTES + (table?.byteLength ?? 0);
+  return TABLE_OVERHEAD_BYTES + (table?.byteLength ?? 0) + (table?.seal?.tags.byteLength ?? 0);
 }

@@ -11,7 +11,9 @@
  */
 
 import { firstBadSector, SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
-import { type CrcSource, readVerified } from "../log/verified_read.ts";
+import { type CrcSource, type CrcTable, readVerified } from "../log/verified_read.ts";
+import { openSectors } from "../crypto/object_cipher.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, type LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -43,6 +45,11 @@ export interface FetcherOptions {
   log: Logger;
   /** `serve --cache-dir`: verified data is kept there and served from there, behind the read cache. */
   disk?: DiskCache;
+  /**
+   * An encrypted volume's data key: every range is decrypted and authenticated after its CRCs pass
+   * (the disk cache keeps it as stored, encrypted); `verify` is then taken as true.
+   */
+  cipher?: SectorCipher;
 }
 
 export class Fetcher {
@@ -52,7 +59,8 @@ export class Fetcher {
   #damaged = 0;
 
   constructor(options: FetcherOptions) {
-    this.#o = options;
+    // An encrypted volume's reads are always verified: the tags come with the CRC tables.
+    this.#o = options.cipher === undefined ? options : { ...options, verify: true };
   }
 
   /** Number of GETs in flight (read-ahead uses it to stay bounded). */
@@ -83,7 +91,9 @@ export class Fetcher {
   #diskNow(disk: DiskCache, sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
     const table = this.#o.verify ? this.#o.tables.kept(sequence) : null;
     if (table === undefined || table === null) return false;
-    if (!disk.read(this.#o.keyOf(sequence), sequence, offsetSectors, dest, table)) return false;
+    const key = this.#o.keyOf(sequence);
+    if (!disk.read(key, sequence, offsetSectors, dest, table)) return false;
+    if (!this.#openInto(key, offsetSectors, table, dest)) return false;
     this.#o.cache.addRange(sequence, offsetSectors, dest);
     return true;
   }
@@ -100,6 +110,7 @@ export class Fetcher {
       if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
       if (firstBadSector(dest, offsetSectors, table) !== -1) return false;
     }
+    if (!this.#openInto(key, offsetSectors, table, dest)) return false;
     // Not added to the read cache: a store that answers at once is backed by the OS page cache,
     // which already holds these bytes; a second copy would cost memory and ~10% of a miss's CPU.
     return true;
@@ -168,6 +179,8 @@ export class Fetcher {
         range: { offsetSectors, lengthSectors },
         sizeBytes: knownSize,
         crcs,
+        cipher: o.cipher,
+        keepSealed: o.disk !== undefined,
       });
     } catch (e) {
       if (isLsvdError(e, "data")) this.#report(e);
@@ -176,7 +189,9 @@ export class Fetcher {
     if (knownSize === undefined) o.sizes.set(sequence, data.sizeBytes);
     o.cache.addRange(sequence, offsetSectors, data.body);
     // Only sectors checked against their object's table: the disk cache serves nothing unverified.
-    if (o.disk !== undefined && checkedWith !== null) o.disk.add(key, sequence, offsetSectors, data.body);
+    if (o.disk !== undefined && checkedWith !== null) {
+      o.disk.add(key, sequence, offsetSectors, data.sealed ?? data.body);
+    }
     return data.body;
   }
 
@@ -196,8 +211,25 @@ export class Fetcher {
     if (table === null) return undefined;
     const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
     if (!disk.read(object.key, object.sequence, offsetSectors, body, table)) return undefined;
+    if (!this.#openInto(object.key, offsetSectors, table, body)) return undefined;
     this.#o.cache.addRange(object.sequence, offsetSectors, body);
     return body;
+  }
+
+  /**
+   * An encrypted volume: decrypts `data` (checked sectors of object `key`) in place. False when it
+   * does not authenticate: the caller then reads through get(), whose retry and report name it.
+   */
+  #openInto(key: string, offsetSectors: number, table: CrcTable, data: Uint8Array): boolean {
+    const cipher = this.#o.cipher;
+    if (cipher === undefined) return table?.seal === undefined; // sealed bytes never go out as data
+    try {
+      openSectors(cipher, { key, offsetSectors, table }, data, data);
+      return true;
+    } catch (e) {
+      if (isLsvdError(e, "data")) return false;
+      throw e;
+    }
   }
 
   #report(e: LsvdError): void {

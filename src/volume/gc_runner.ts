@@ -367,6 +367,7 @@ export class GcRunner {
       range: { offsetSectors: first, lengthSectors: end - first },
       sizeBytes: x.sizeBytes,
       crcs: { table: () => Promise.resolve(crcs) },
+      cipher: o.writer.cipher, // an encrypted volume: decrypted here, encrypted again by the writer
     });
     const withData = pieces.map((p) => ({
       ...p,

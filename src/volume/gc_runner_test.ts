@@ -9,6 +9,9 @@ import { listLogState } from "../log/log_state.ts";
 import { rollbackLog } from "../log/rollback.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { dryRunRound } from "../cli/gc.ts";
+import { VolumeSecret } from "../crypto/sector_cipher.ts";
+import { cipherOf } from "../log/volume_encryption.ts";
+import { claimedTrailerBytes, decodeTrailer, FLAG_COPIED } from "../format/object.ts";
 
 const SECTOR = 4096;
 const SECTORS = 256; // a 1 MiB disk
@@ -229,11 +232,13 @@ async function collectedNumbers(store: MemoryStore): Promise<number[]> {
   );
 }
 
-Deno.test("rollbackLog() rescues data GC moved after the point, refuses loads while half done, and resumes", async () => {
+/** The rescue story, on a plain or (with a key) an encrypted volume. */
+async function rescueStory(key: VolumeSecret | undefined): Promise<MemoryStore> {
   const clock = new ManualClock();
   const store = new MemoryStore({ clock });
   const rand = seededRandom(5);
-  let v = await open(store, clock, { retentionMs: 0 });
+  const keyed = key === undefined ? {} : { encryptionKey: key };
+  let v = await open(store, clock, { retentionMs: 0, ...keyed });
   const model = new Uint8Array(SECTORS * SECTOR);
   for (let round = 1; round <= 3; round++) await overwrite(v, model, round, rand);
   const point = v.stats.lastSequence;
@@ -245,7 +250,9 @@ Deno.test("rollbackLog() rescues data GC moved after the point, refuses loads wh
   await v.close();
   const retry = { clock, attemptsMax: 3 };
   let checks = 0;
+  const state = await listLogState(store, "", retry);
   const options = {
+    cipher: cipherOf(state.format, key, ""),
     retry,
     log: silentLogger,
     archiveId: "rb1",
@@ -259,13 +266,34 @@ Deno.test("rollbackLog() rescues data GC moved after the point, refuses loads wh
     rollbackLog(store, await listLogState(store, "", retry), point, options),
     /crash after/,
   );
-  await assert.rejects(open(store, clock), /rollback to object \d+ is half done/);
+  await assert.rejects(open(store, clock, keyed), /rollback to object \d+ is half done/);
   const done = await rollbackLog(store, await listLogState(store, "", retry), point, {
     ...options,
     check: () => {},
   });
   assert(done.rescuedSectors > 0, "nothing was rescued");
-  v = await open(store, clock);
+  v = await open(store, clock, keyed);
   assert.deepEqual(await readDisk(v), atPoint, "the disk after the rollback is the point's");
   await v.close();
+  return store;
+}
+
+Deno.test("rollbackLog() rescues data GC moved after the point, refuses loads while half done, and resumes", async () => {
+  await rescueStory(undefined);
+});
+
+Deno.test("rollbackLog() on an encrypted volume decrypts the rescued data and stores the rescue encrypted", async () => {
+  const store = await rescueStory(new VolumeSecret(new Uint8Array(32).fill(7), "a test"));
+  const objects = store.keys().filter((k) => /^[0-9a-f]{16}$/.test(k)).map((k) => store.rawGet(k)!);
+  const copies = objects.filter((b) =>
+    (decodeTrailer(b.subarray(b.length - claimedTrailerBytes(b))).flags & FLAG_COPIED) !== 0
+  );
+  assert(copies.length > 0, "the rescue object (and GC's copies) are COPIED objects");
+  for (const b of objects) {
+    const t = decodeTrailer(b.subarray(b.length - claimedTrailerBytes(b)));
+    assert(
+      t.sectorCrcs!.length === 0 || t.sectorCrcs!.seal !== undefined,
+      `object ${t.sequence} is not encrypted`,
+    );
+  }
 });

@@ -24,6 +24,7 @@ import {
   type ScannedJournal,
 } from "../journal/journal_replay.ts";
 import type { LogWriter } from "./log_writer.ts";
+import type { RecordSealer } from "../journal/journal_codec.ts";
 import type { JournalConfig } from "./volume_options.ts";
 
 export async function prepareJournal(
@@ -90,7 +91,14 @@ export async function adoptJournal(
 export async function startJournal(
   config: JournalConfig,
   scanned: ScannedJournal,
-  o: { writer: LogWriter; sizeBytes: number; mayAcknowledge: () => boolean; log: Logger },
+  o: {
+    writer: LogWriter;
+    sizeBytes: number;
+    mayAcknowledge: () => boolean;
+    log: Logger;
+    /** An encrypted volume's keys: journal records are sealed with its journal key. */
+    sealer: RecordSealer | undefined;
+  },
 ): Promise<{ journal: Journal; replayed: number }> {
   const { writer, log } = o;
   const files = config.files;
@@ -99,6 +107,7 @@ export async function startJournal(
     log(`Replaying ${scanned.records} records (${scanned.bytes} bytes) from journal ${files.description}.`);
     replayed = await replayRecords(files, scanned, {
       sizeBytes: o.sizeBytes,
+      sealer: o.sealer,
       write: (offset, data) => writer.write(offset, data),
       writeZeroes: (offset, length) => writer.writeZeroes(offset, length),
     });
@@ -113,6 +122,7 @@ export async function startJournal(
     firstRecord: (scanned.lastRecord ?? 0) + 1,
     mayAcknowledge: o.mayAcknowledge,
     log,
+    sealer: o.sealer,
     target: {
       write: (offset, data) => writer.write(offset, data),
       writeZeroes: (offset, length) => writer.writeZeroes(offset, length),

@@ -22,6 +22,8 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
 import { encodeMapCheckpoint, objectCrcOf, storeCheckpoint } from "../log/checkpoints.ts";
 import { putLogObject } from "../log/object_writer.ts";
+import { EncryptedBodies } from "./encrypted_bodies.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import type { WriteOptions } from "./block_device.ts";
 import { FifoBudget } from "../util/fifo_budget.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
@@ -63,6 +65,8 @@ export interface WriterStart {
   mayAcknowledge?: () => boolean;
   /** Told once when the writer fails (serve exits when another writer fenced it). */
   onFail?: (error: Error) => void;
+  /** An encrypted volume's data key: objects are stored encrypted (docs/design/encryption.md). */
+  cipher?: SectorCipher | undefined;
 }
 
 export class LogWriter {
@@ -78,6 +82,10 @@ export class LogWriter {
   #durableThrough: number;
   #durableAhead = new Set<number>(); // uploaded, but an earlier one is not yet
   #inflight = new Map<number, Uint8Array>(); // sealed, not yet stored: sequence -> object bytes
+  #sealedBodies = new Map<number, Uint8Array>(); // encrypted volume: sequence -> the bytes to store
+  #sealedBytes = 0; // their bytes: memory the dirty limit counts too
+  #encrypted: EncryptedBodies | undefined;
+  #cipher: SectorCipher | undefined;
   #inflightBytes = 0;
   #uploadQueue: number[] = [];
   #uploadsRunning = 0;
@@ -109,7 +117,10 @@ export class LogWriter {
     this.#cache = cache;
     this.#objectSizes = start.objectSizes;
     this.#open = new OpenObject(o.objectBytesMax);
-    this.#budget = FifoBudget.bytes(o.dirtyBytesMax, () => this.#open.dataBytes + this.#inflightBytes);
+    this.#budget = FifoBudget.bytes(
+      o.dirtyBytesMax,
+      () => this.#open.dataBytes + this.#inflightBytes + this.#sealedBytes,
+    );
     this.#sizeBytes = start.sizeBytes;
     this.#writerEpoch = start.writerEpoch;
     this.#lastSequence = start.lastSequence;
@@ -119,6 +130,10 @@ export class LogWriter {
     this.#retry = volumeRetry(o, () => this.#failure);
     this.#mayAcknowledge = start.mayAcknowledge ?? (() => true);
     this.#onFail = start.onFail;
+    this.#cipher = start.cipher;
+    this.#encrypted = start.cipher === undefined
+      ? undefined
+      : new EncryptedBodies(start.cipher, o.objectBytesMax);
   }
 
   get sizeBytes(): number {
@@ -132,6 +147,10 @@ export class LogWriter {
   }
   get writerEpoch(): number {
     return this.#writerEpoch;
+  }
+  /** An encrypted volume's keys (GC decrypts what it copies with them); undefined for a plain one. */
+  get cipher(): SectorCipher | undefined {
+    return this.#cipher;
   }
   get failure(): Error | undefined {
     return this.#failure;
@@ -466,7 +485,13 @@ export class LogWriter {
     this.#inflightBytes += sealed.bytes.length;
     this.#uploadQueue.push(sequence);
     if (commit || this.#commitWanted >= sequence) this.#commits.add(sequence);
-    this.#lastObjectCrc = objectCrcOf(sealed.bytes);
+    // Encrypted before it leaves the machine; reads of it while in flight use the plaintext.
+    const stored = this.#encrypted === undefined ? sealed.bytes : this.#encrypted.encrypt(sealed.bytes);
+    if (stored !== sealed.bytes) {
+      this.#sealedBodies.set(sequence, stored);
+      this.#sealedBytes += stored.length;
+    }
+    this.#lastObjectCrc = objectCrcOf(stored);
     this.#pumpUploads();
     const every = this.#o.checkpointEveryObjects;
     const due = every > 0 && sequence - this.#checkpointedThrough >= every;
@@ -492,9 +517,10 @@ export class LogWriter {
     assert(bytes !== undefined);
     const key = logKey(this.#o.prefix, sequence);
     let attempts = 0;
+    const stored = this.#sealedBodies.get(sequence) ?? bytes;
     try {
       // Retried until the store is back; a failed (fenced) volume ends the wait through abort.
-      await putLogObject(this.#o.store, this.#retry, { key, bytes, onAttempt: () => attempts++ });
+      await putLogObject(this.#o.store, this.#retry, { key, bytes: stored, onAttempt: () => attempts++ });
     } catch (e) {
       if (this.#failure) return;
       if (isLsvdError(e, "fenced")) return this.fail(e);
@@ -505,16 +531,21 @@ export class LogWriter {
     this.#uploaded(sequence, bytes);
     // Stored, and no longer served from memory (the cache copied what it keeps): nothing holds the
     // body now, unless an earlier attempt was abandoned at its deadline with the body still queued.
-    if (attempts === 1) this.#open.recycle(bytes);
+    if (attempts === 1) {
+      this.#open.recycle(bytes);
+      if (stored !== bytes) this.#encrypted?.recycle(stored);
+    }
   }
 
   #uploaded(sequence: number, bytes: Uint8Array): void {
     this.#cache.addObject(sequence, bytes); // copies what it keeps
-    this.#objectSizes.set(sequence, bytes.length);
+    const storedBytes = (this.#sealedBodies.get(sequence) ?? bytes).length;
+    this.#objectSizes.set(sequence, storedBytes);
     this.#inflight.delete(sequence);
+    if (this.#sealedBodies.delete(sequence)) this.#sealedBytes -= storedBytes;
     this.#inflightBytes -= bytes.length;
     this.#counters.objectsUploaded++;
-    this.#counters.bytesUploaded += bytes.length;
+    this.#counters.bytesUploaded += storedBytes;
     this.#durableAhead.add(sequence);
     while (this.#durableAhead.delete(this.#durableThrough + 1)) {
       this.#durableThrough++;

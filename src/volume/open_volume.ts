@@ -8,6 +8,8 @@
  */
 
 import { SECTOR_BYTES } from "../util/constants.ts";
+import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import { resolveEncryption } from "../log/volume_encryption.ts";
 import { LsvdError } from "../util/errors.ts";
 import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper } from "../log/lease.ts";
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
@@ -48,6 +50,8 @@ export interface OpenedVolume {
   keeper: LeaseKeeper | undefined;
   leaseEvents: LeaseEvents;
   scanned: ScannedJournal | undefined;
+  /** An encrypted volume's data key (undefined for a plain volume). */
+  cipher: SectorCipher | undefined;
   /** Gives the lease and the journal lock back after a later step failed (the log was written). */
   giveBack(): Promise<void>;
 }
@@ -61,7 +65,7 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const stopped = () =>
     o.stopRequested() ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop") : undefined;
   const retry = volumeRetry(o, stopped);
-  await checkBeforeLease(o, retry);
+  const cipher = await checkBeforeLease(o, retry);
   const scanned = await scanJournal(o);
   const warm = await warmStandby(o, retry, stopped);
   const acquired = await takeLease(o, retry, scanned, warm).catch(async (e) => {
@@ -82,7 +86,8 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const progress = { wroteLog: false }; // from the fence on, giving the lease back must not skip the next fence
   try {
     const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress, warm });
-    return { ...opened, o, retry, keeper, leaseEvents, scanned, giveBack: () => giveBack(progress.wroteLog) };
+    const giveBackNow = () => giveBack(progress.wroteLog);
+    return { ...opened, o, retry, keeper, leaseEvents, scanned, cipher, giveBack: giveBackNow };
   } catch (e) {
     await giveBack(progress.wroteLog);
     throw e;
@@ -91,14 +96,29 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   }
 }
 
-/** Refusals made before the lease: a refused shrink or a start that cannot succeed leaves the bucket as it was. */
-async function checkBeforeLease(o: ResolvedVolumeOptions, retry: RetryPolicy): Promise<void> {
+/**
+ * Refusals made before the lease: a refused shrink, a start that cannot succeed, or a missing or
+ * wrong encryption key leaves the bucket as it was. Returns the volume's data key (a new encrypted
+ * volume's format record is written here, before anything else).
+ */
+async function checkBeforeLease(
+  o: ResolvedVolumeOptions,
+  retry: RetryPolicy,
+): Promise<SectorCipher | undefined> {
   if (!o.readOnly && o.sizeBytes !== undefined && !o.allowShrink) {
     const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
     if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
   }
   // A writer without --size on a prefix without a log writes nothing.
   if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
+  const cipher = await resolveEncryption(o.store, o.prefix, {
+    secret: o.encryptionKey,
+    create: !o.readOnly && o.sizeBytes !== undefined,
+    retry,
+    nowMs: o.clock.wallMs(),
+  });
+  if (cipher !== undefined) o.log(`The volume is encrypted (AES-256-GCM through ${cipher.engine}).`);
+  return cipher;
 }
 
 /** Before the store is touched: a journal in use or damaged, or another volume's, leaves the bucket as it was. */

@@ -16,6 +16,7 @@ import { DEFAULT_GC_THRESHOLDS, type GcThresholds } from "../log/gc.ts";
 import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../log/lease.ts";
 import type { JournalFiles } from "../journal/journal_files.ts";
 import type { DiskCache } from "../cache/disk_cache.ts";
+import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 /** A local write-back journal (docs/design/write-back-journal.md): FLUSH = journal fdatasync. */
 export interface JournalConfig {
@@ -117,6 +118,11 @@ export interface VolumeOptions {
   /** `serve --cache-dir`: a persistent local cache of verified object data behind the read cache
    *  (src/cache/disk_cache.ts); the caller opens and closes it. */
   diskCache?: DiskCache;
+  /**
+   * The key of an encrypted volume (docs/design/encryption.md): required to open one, refused for
+   * a plain one; a new volume opened with a key is created encrypted.
+   */
+  encryptionKey?: VolumeSecret;
 }
 
 export type ResolvedVolumeOptions =
@@ -130,6 +136,7 @@ export type ResolvedVolumeOptions =
       | "leaseHolder"
       | "journal"
       | "diskCache"
+      | "encryptionKey"
     >
   >
   & {
@@ -140,6 +147,7 @@ export type ResolvedVolumeOptions =
     commitsPerSecondMax: number | undefined;
     journal: JournalConfig | undefined;
     diskCache: DiskCache | undefined;
+    encryptionKey: VolumeSecret | undefined;
   };
 
 export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
@@ -187,6 +195,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     abandonJournal: o.abandonJournal ?? false,
     writeThrough: o.writeThrough ?? false,
     diskCache: o.diskCache,
+    encryptionKey: o.encryptionKey,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");

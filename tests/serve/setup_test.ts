@@ -151,6 +151,38 @@ Deno.test({
         ),
       );
 
+      // An encrypted volume: the env file names the key file and never holds the key.
+      const keyFile = join(t.dir, "volume.key");
+      const keyText = "b".repeat(20) + crypto.randomUUID().replaceAll("-", "");
+      await Deno.writeTextFile(keyFile, keyText, { mode: 0o600 });
+      const encFile = join(t.dir, "enc.env");
+      const encFlags = flags.map((f) => f === "setup1" ? "setup-enc" : f);
+      const enc = await runLsvd([
+        "setup",
+        ...encFlags,
+        ...keys,
+        "--encryption-key-file",
+        keyFile,
+        "--env-file",
+        encFile,
+      ], {
+        env: CLEAN_ENV,
+      });
+      assert.equal(enc.code, 0, enc.out + enc.err);
+      const encText = await Deno.readTextFile(encFile);
+      assert.equal(parseEnvFile(encText).LSVD_ENCRYPTION_KEY_FILE, keyFile);
+      assertNoSecret(keyText, encText, enc.out, enc.err);
+      await serveFromEnvFile(encFile, t.socket, /^lsvd: The volume is encrypted \(AES-256-GCM/);
+      const plainWithKey = await runLsvd(
+        ["setup", ...flags, ...keys, "--encryption-key-file", keyFile, "--env-file", join(t.dir, "x.env")],
+        { env: CLEAN_ENV },
+      );
+      assert.equal(plainWithKey.code, 1, plainWithKey.err);
+      assert.match(
+        plainWithKey.err,
+        /^lsvd: Cannot open the volume at "setup1\/format\.json" with an encryption key: it is not encrypted/m,
+      );
+
       const again = await runLsvd(["setup", ...flags, ...keys, "--env-file", file], { env: CLEAN_ENV });
       assert.equal(again.code, 1);
       assert.match(again.err, /^lsvd: Cannot write .*lsvd\.env: it exists \(give --force to replace it\)$/m);

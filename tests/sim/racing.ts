@@ -38,9 +38,18 @@ import type { LeaseMode } from "../../src/log/lease.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { readObjectSummary } from "../../src/log/object_reader.ts";
 import { decodeSector, readAll, sectorBytes, settle } from "./simulation.ts";
+import { VolumeSecret } from "../../src/crypto/sector_cipher.ts";
+import { claimedTrailerBytes, decodeTrailer } from "../../src/format/object.ts";
 
 const SECTOR = 4096;
 const LEASE_MS = 3000;
+/** Every fourth seed (LSVD_RACE_ENCRYPTED=all: every seed) races on an encrypted volume, with this key. */
+const RACE_SECRET = new VolumeSecret(new Uint8Array(32).fill(0x3c), "the racing simulation");
+
+function encryptedRace(seed: number): { encryptionKey?: VolumeSecret } {
+  const on = seed % 4 === 3 || Deno.env.get("LSVD_RACE_ENCRYPTED") === "all";
+  return on ? { encryptionKey: RACE_SECRET } : {};
+}
 const WINDOW = 4;
 
 /**
@@ -256,6 +265,7 @@ function startWriter(race: Race, mode: LeaseMode): Writer {
     flushPolicy: seed % 3 === 1 ? "each" : "group",
     leaseMode: mode,
     leaseDurationMs: LEASE_MS,
+    ...encryptedRace(seed),
     leaseHolder: { host: `host-${name}`, pid: 100 + writers.length, nonce: `${name}-${seed}` },
   }).then((v) => {
     w.volume = v;
@@ -394,6 +404,29 @@ async function checkNoFork(race: Race, check: MemoryStore): Promise<void> {
     );
     if (completed.has(epoch)) floor = epoch;
   }
+  checkNoncesUnique(race, check);
+}
+
+/**
+ * Encrypted races (every fourth seed): no two different objects anywhere in the bucket (log or
+ * archive: fenced writers' late uploads too) carry the same writer epoch and number, the prefix of
+ * their sectors' nonces, so no (key, nonce) pair encrypts two plaintexts.
+ */
+function checkNoncesUnique(race: Race, check: MemoryStore): void {
+  const seen = new Map<string, number>();
+  for (const key of check.keys()) {
+    if (!/^(archive\/[^/]+\/)?[0-9a-f]{16}$/.test(key)) continue;
+    const bytes = check.rawGet(key)!;
+    const trailer = decodeTrailer(bytes.subarray(bytes.length - claimedTrailerBytes(bytes)));
+    if (trailer.sectorCrcs?.seal === undefined || trailer.sectorCrcs.length === 0) continue;
+    const nonces = `${trailer.writerEpoch}:${trailer.sequence}`;
+    const crc = seen.get(nonces);
+    assert(
+      crc === undefined || crc === trailer.crc32,
+      `${race.ctx}: two objects encrypted with nonces ${nonces}`,
+    );
+    seen.set(nonces, trailer.crc32);
+  }
 }
 
 /** Every acknowledged flush is in the disk a fresh writer recovers. */
@@ -407,6 +440,7 @@ async function checkFlushesKept(race: Race, check: MemoryStore): Promise<void> {
     leaseMode: "takeover",
     leaseDurationMs: LEASE_MS,
     leaseHolder: { host: "host-verifier", pid: 1, nonce: `v-${race.seed}` },
+    ...encryptedRace(race.seed),
   });
   let opened = false;
   opening.then(() => (opened = true), () => (opened = true));

@@ -13,6 +13,9 @@
  * then return correct bytes or fail with LsvdError kind "data", never return a damaged byte.
  * Seeds with the lifecycle end with a clone of a kept point: written, crashed, read through a
  * source GC pass, flattened (tests/sim/clones.ts).
+ * Every fifth seed (LSVD_SIM_ENCRYPTED=all: every seed) serves an encrypted volume: the same
+ * crashes, takeovers, journal replays, GC copies and rollbacks, with the shadow oracle decrypting
+ * by docs/FORMAT.md's rules (no clone: clones of encrypted volumes are refused).
  */
 
 import assert from "node:assert/strict";
@@ -25,6 +28,8 @@ import { createSnapshot, deleteSnapshot } from "../../src/log/snapshots.ts";
 import { assertSameDisk, promisedFrom, Shadow } from "./retained.ts";
 import { listLogState } from "../../src/log/log_state.ts";
 import { rollbackLog } from "../../src/log/rollback.ts";
+import { VolumeSecret } from "../../src/crypto/sector_cipher.ts";
+import { cipherOf } from "../../src/log/volume_encryption.ts";
 import { MemoryJournalFiles } from "../../src/journal/journal_files_memory.ts";
 import { cloneLife } from "./clones.ts";
 
@@ -157,6 +162,14 @@ function retentionMs(seed: number): number {
 }
 
 /** Seeds that acknowledge FLUSHes from the write-back journal. */
+/** Seeds whose volume is encrypted (or all, LSVD_SIM_ENCRYPTED=all); their lifecycle makes no clone. */
+export function encrypted(seed: number): boolean {
+  return seed % 5 === 4 || Deno.env.get("LSVD_SIM_ENCRYPTED") === "all";
+}
+
+/** The encrypted seeds' key. */
+const SIM_SECRET = new VolumeSecret(new Uint8Array(32).fill(0x5e), "the simulation");
+
 export function usesJournal(seed: number): boolean {
   return seed % 3 === 1 || Deno.env.get("LSVD_SIM_JOURNAL") === "all";
 }
@@ -188,6 +201,7 @@ async function openVolume(
     ...(readOnlyAt === undefined ? {} : { readOnly: true, atSequence: readOnlyAt }),
     retentionMs: retentionMs(seed),
     gcThresholds: { deadFractionMin: [0.5, 0.2, 0.01][seed % 3]! },
+    ...(encrypted(seed) ? { encryptionKey: SIM_SECRET } : {}),
     // A restart after a crash is told the old process is dead (serve --takeover).
     leaseMode: "takeover",
     leaseDurationMs: 3000,
@@ -289,7 +303,7 @@ async function startSim(options: SimulationOptions): Promise<Sim> {
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
   const journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
   const volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
-  const shadow = new Shadow();
+  const shadow = new Shadow(encrypted(seed) ? SIM_SECRET : undefined);
   shadow.watch(store);
   return {
     options,
@@ -513,6 +527,7 @@ async function rollbackStep(sim: Sim, step: number): Promise<void> {
   snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
   await pump(
     rollbackLog(store, state, point, {
+      cipher: encrypted(sim.seed) ? cipherOf(state.format, SIM_SECRET, "") : undefined,
       retry,
       log: () => {},
       archiveId: `rb${step}`,
@@ -587,7 +602,7 @@ async function cloneStep(sim: Sim): Promise<void> {
   const { rand, clock, sectors, seed } = sim;
   let cleanDepth = 0;
   const end = sim.volume.stats.lastSequence, from = promisedFrom(sim.store);
-  if (!sim.lifecycle || end < from) return;
+  if (!sim.lifecycle || end < from || encrypted(seed)) return; // clones of encrypted volumes: refused
   await cloneLife({
     store: sim.store,
     shadow: sim.shadow,

@@ -1,0 +1,99 @@
+/**
+ * @module
+ * The one place a volume's key is checked against its format record (docs/design/encryption.md),
+ * before anything is served or written: an encrypted volume without a key, or with a key whose
+ * fingerprint is not the record's, and a plain volume given a key, are each refused in one line.
+ * A new volume given a key gets an encrypted format record with a fresh random salt.
+ */
+
+import {
+  ENCRYPTION_ALGORITHM,
+  ENCRYPTION_KDF,
+  fromHex,
+  SALT_BYTES,
+  type SectorCipher,
+  toHex,
+  type VolumeSecret,
+} from "../crypto/sector_cipher.ts";
+import { formatKey } from "../format/keys.ts";
+import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { LsvdError } from "../util/errors.ts";
+import { createEncryptedRecord, type FormatRecord, readFormatRecord } from "./format_record.ts";
+import { peekVolume } from "./recorded_size.ts";
+
+/** The refusal of an encrypted volume opened without its key. */
+export function keyMissing(prefix: string): LsvdError {
+  return new LsvdError(
+    "invalid",
+    `Cannot open the volume at "${
+      formatKey(prefix)
+    }": it is encrypted; give its key with --encryption-key-file FILE, LSVD_ENCRYPTION_KEY_FILE or LSVD_ENCRYPTION_KEY`,
+  );
+}
+
+/**
+ * The data cipher of an encrypted record with this secret; undefined for a plain record without
+ * one. Refuses every other combination in one line (LsvdError "invalid").
+ */
+export function cipherOf(
+  record: FormatRecord | undefined,
+  secret: VolumeSecret | undefined,
+  prefix: string,
+): SectorCipher | undefined {
+  const info = record?.encryption;
+  if (info === undefined) {
+    if (secret === undefined) return undefined;
+    throw new LsvdError(
+      "invalid",
+      `Cannot open the volume at "${
+        formatKey(prefix)
+      }" with an encryption key: it is not encrypted (a volume is encrypted only when it is created)`,
+    );
+  }
+  if (secret === undefined) throw keyMissing(prefix);
+  const salt = fromHex(info.salt);
+  if (info.algorithm !== ENCRYPTION_ALGORITHM || info.kdf !== ENCRYPTION_KDF || salt?.length !== SALT_BYTES) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot open the volume at "${
+        formatKey(prefix)
+      }": it is encrypted with ${info.algorithm} (${info.kdf}), which this lsvd does not know`,
+    );
+  }
+  const { cipher, fingerprint } = secret.derive(salt);
+  if (fingerprint !== info.fingerprint) {
+    throw new LsvdError(
+      "invalid",
+      `Cannot open the volume at "${
+        formatKey(prefix)
+      }": the key from ${secret.source} is not its key (the volume's key fingerprint is ${info.fingerprint})`,
+    );
+  }
+  return cipher;
+}
+
+/**
+ * The cipher a process opening `prefix` uses, from its format record. `create`: a writer that may
+ * create the volume; given a secret and a prefix holding nothing of a volume, it writes an
+ * encrypted record with a new salt (create-only: a racing creator's record wins and is checked).
+ */
+export async function resolveEncryption(
+  store: ObjectStore,
+  prefix: string,
+  options: { secret: VolumeSecret | undefined; create: boolean; retry: RetryPolicy; nowMs: number },
+): Promise<SectorCipher | undefined> {
+  const { secret, retry } = options;
+  let record = await withRetries(retry, () => readFormatRecord(store, prefix));
+  if (record === undefined && secret !== undefined) {
+    const { exists } = await peekVolume(store, prefix, retry);
+    if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
+    if (!exists) {
+      const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+      const { fingerprint } = secret.derive(salt);
+      const info = { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };
+      record = await withRetries(retry, () => createEncryptedRecord(store, prefix, info, options.nowMs));
+    }
+  }
+  return cipherOf(record, secret, prefix);
+}

@@ -432,3 +432,12 @@ export function renderMarkdown(run: RunRecord, plotFile: string | undefined): st
     ...postgresTable(run),
   ].join("\n");
 }
+
+/** Puts a run's section first in bench/RESULTS.md (newest run first), after the page's heading. */
+export async function prependToResults(section: string): Promise<void> {
+  const path = new URL("./RESULTS.md", import.meta.url);
+  const old = await Deno.readTextFile(path);
+  const at = old.indexOf("\n## ");
+  const updated = at < 0 ? `${old}\n${section}` : `${old.slice(0, at + 1)}${section}\n${old.slice(at + 1)}`;
+  await Deno.writeTextFile(path, updated);
+}

@@ -17,6 +17,7 @@
  *   deno run -A bench/tls.ts --write-results  # also prepend the table to bench/RESULTS.md
  */
 
+import { prependToResults } from "./report.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Daemon } from "../tests/support/daemon.ts";
@@ -145,13 +146,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const table = report(args, { volumeBytes, seconds, rounds }, results);
   console.log(table);
-  if (values["write-results"]) {
-    const path = new URL("./RESULTS.md", import.meta.url);
-    const old = await Deno.readTextFile(path);
-    const at = old.indexOf("\n## ");
-    const updated = at < 0 ? `${old}\n${table}` : `${old.slice(0, at + 1)}${table}\n${old.slice(at + 1)}`;
-    await Deno.writeTextFile(path, updated);
-  }
+  if (values["write-results"]) await prependToResults(table);
   return 0;
 }
 

@@ -67,117 +67,141 @@ import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 export function serveOptions(tuning: TuningDefaults): OptionSpecs {
   return {
     ...STORE_OPTIONS,
-    size: {
-      type: "string",
-      group: "volume",
-      help: "Volume size (bytes or K/M/G/T); required the first time, remembered after; larger grows it",
-      env: ["FLY_LSVD_DEVICE_SIZE"],
-      placeholder: "SIZE",
-    },
-    "allow-shrink": {
-      type: "boolean",
-      group: "volume",
-      help: "Allow a --size smaller than the recorded one (never below written data)",
-    },
-    takeover: {
-      type: "boolean",
-      group: "volume",
-      help:
-        "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error); " +
-        "with --device, a holder on this machine is first asked to hand over (an upgrade: the mount stays)",
-    },
-    standby: {
-      type: "boolean",
-      group: "volume",
-      help:
-        "Wait while another daemon holds the volume, following its log; take it over once that daemon's lease lapses",
-    },
-    "lease-duration-ms": {
-      type: "string",
-      group: "volume",
-      help: "How long one lease renewal lasts (renewed every third of it); a standby waits this long",
-      default: "30000",
-      placeholder: "MS",
-    },
-    "no-fencing": {
-      type: "boolean",
-      group: "volume",
-      help: "Write without the lease and fence (for stores without conditional writes): a second daemon " +
-        "can then fork the log and lose acknowledged writes",
-    },
-    "read-only": {
-      type: "boolean",
-      group: "volume",
-      help: "Serve read-only; the volume must exist; recovery archives nothing",
-    },
-    follow: {
-      type: "boolean",
-      group: "volume",
-      help: "With --read-only: follow the log another daemon writes, serving its newest durable state " +
-        "(for raw-block readers, exports, backups: a mounted filesystem cannot follow a changing disk)",
-    },
-    "follow-interval": {
-      type: "string",
-      group: "volume",
-      help: "With --follow: how often to look for new objects (one LIST each time)",
-      default: "1s",
-      placeholder: "DURATION",
-    },
-    at: {
-      type: "string",
-      group: "volume",
-      help: "With --read-only: serve the disk as it was after this object number or at this RFC 3339 time",
-      placeholder: "POINT",
-    },
-    snapshot: {
-      type: "string",
-      group: "volume",
-      help: "With --read-only: serve the disk as snapshot NAME kept it ('lsvd snapshot list')",
-      placeholder: "NAME",
-    },
-    retention: {
-      type: "string",
-      group: "volume",
-      help: "Keep every point of the last DURATION exact for --at, export and rollback; older data is " +
-        "garbage-collected (e.g. 24h, 30m; docs/design/gc-and-retention.md)",
-      default: "24h",
-      placeholder: "DURATION",
-    },
-    "gc-interval": {
-      type: "string",
-      group: "volume",
-      help: "Run a garbage-collection pass this often; off disables collection",
-      default: "60s",
-      placeholder: "DURATION|off",
-    },
-    socket: {
-      type: "string",
-      group: "serving",
-      help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)",
-      placeholder: "PATH",
-    },
-    listen: {
-      type: "string",
-      group: "serving",
-      help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT",
-      placeholder: "HOST:PORT",
-    },
-    export: {
-      type: "string",
-      group: "serving",
-      help: "NBD export name (the empty name selects it too)",
-      default: "lsvd",
-      placeholder: "NAME",
-    },
+    ...VOLUME_OPTIONS,
+    ...LISTEN_OPTIONS,
     ...TLS_OPTIONS,
     ...ENCRYPTION_OPTIONS,
-    metrics: {
-      type: "string",
-      group: "serving",
-      help: "Serve Prometheus metrics at http://HOST:PORT/metrics (read by 'lsvd status')",
-      placeholder: "HOST:PORT",
-    },
+    ...METRICS_OPTIONS,
     ...ATTACH_OPTIONS,
+    ...tuningOptions(tuning),
+    ...CACHE_AND_POLICY_OPTIONS,
+    ...JOURNAL_OPTIONS,
+    ...COMMIT_RATE_OPTIONS,
+  };
+}
+
+/** The volume: size, lease, fencing, read-only points, following, retention (serveOptions, in order). */
+const VOLUME_OPTIONS: OptionSpecs = {
+  size: {
+    type: "string",
+    group: "volume",
+    help: "Volume size (bytes or K/M/G/T); required the first time, remembered after; larger grows it",
+    env: ["FLY_LSVD_DEVICE_SIZE"],
+    placeholder: "SIZE",
+  },
+  "allow-shrink": {
+    type: "boolean",
+    group: "volume",
+    help: "Allow a --size smaller than the recorded one (never below written data)",
+  },
+  takeover: {
+    type: "boolean",
+    group: "volume",
+    help:
+      "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error); " +
+      "with --device, a holder on this machine is first asked to hand over (an upgrade: the mount stays)",
+  },
+  standby: {
+    type: "boolean",
+    group: "volume",
+    help:
+      "Wait while another daemon holds the volume, following its log; take it over once that daemon's lease lapses",
+  },
+  "lease-duration-ms": {
+    type: "string",
+    group: "volume",
+    help: "How long one lease renewal lasts (renewed every third of it); a standby waits this long",
+    default: "30000",
+    placeholder: "MS",
+  },
+  "no-fencing": {
+    type: "boolean",
+    group: "volume",
+    help: "Write without the lease and fence (for stores without conditional writes): a second daemon " +
+      "can then fork the log and lose acknowledged writes",
+  },
+  "read-only": {
+    type: "boolean",
+    group: "volume",
+    help: "Serve read-only; the volume must exist; recovery archives nothing",
+  },
+  follow: {
+    type: "boolean",
+    group: "volume",
+    help: "With --read-only: follow the log another daemon writes, serving its newest durable state " +
+      "(for raw-block readers, exports, backups: a mounted filesystem cannot follow a changing disk)",
+  },
+  "follow-interval": {
+    type: "string",
+    group: "volume",
+    help: "With --follow: how often to look for new objects (one LIST each time)",
+    default: "1s",
+    placeholder: "DURATION",
+  },
+  at: {
+    type: "string",
+    group: "volume",
+    help: "With --read-only: serve the disk as it was after this object number or at this RFC 3339 time",
+    placeholder: "POINT",
+  },
+  snapshot: {
+    type: "string",
+    group: "volume",
+    help: "With --read-only: serve the disk as snapshot NAME kept it ('lsvd snapshot list')",
+    placeholder: "NAME",
+  },
+  retention: {
+    type: "string",
+    group: "volume",
+    help: "Keep every point of the last DURATION exact for --at, export and rollback; older data is " +
+      "garbage-collected (e.g. 24h, 30m; docs/design/gc-and-retention.md)",
+    default: "24h",
+    placeholder: "DURATION",
+  },
+  "gc-interval": {
+    type: "string",
+    group: "volume",
+    help: "Run a garbage-collection pass this often; off disables collection",
+    default: "60s",
+    placeholder: "DURATION|off",
+  },
+};
+
+/** Where NBD is served (serveOptions, in order). */
+const LISTEN_OPTIONS: OptionSpecs = {
+  socket: {
+    type: "string",
+    group: "serving",
+    help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)",
+    placeholder: "PATH",
+  },
+  listen: {
+    type: "string",
+    group: "serving",
+    help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT",
+    placeholder: "HOST:PORT",
+  },
+  export: {
+    type: "string",
+    group: "serving",
+    help: "NBD export name (the empty name selects it too)",
+    default: "lsvd",
+    placeholder: "NAME",
+  },
+};
+
+const METRICS_OPTIONS: OptionSpecs = {
+  metrics: {
+    type: "string",
+    group: "serving",
+    help: "Serve Prometheus metrics at http://HOST:PORT/metrics (read by 'lsvd status')",
+    placeholder: "HOST:PORT",
+  },
+};
+
+/** Sizes, limits and policies, with defaults from the memory tuning (serveOptions, in order). */
+function tuningOptions(tuning: TuningDefaults): OptionSpecs {
+  return {
     "object-size": {
       type: "string",
       group: "tuning",
@@ -213,52 +237,57 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
       default: formatSize(tuning.cacheBytes),
       placeholder: "SIZE",
     },
-    "cache-dir": {
-      type: "string",
-      group: "tuning",
-      help: "Keep data read from the store in DIR too (up to --cache-dir-size), behind the read cache; " +
-        "it is served from there on later reads and after a restart (docs/design/disk-cache.md)",
-      placeholder: "DIR",
-    },
-    "cache-dir-size": {
-      type: "string",
-      group: "tuning",
-      help: "Most bytes --cache-dir holds on disk",
-      default: "1G",
-      placeholder: "SIZE",
-    },
-    "shutdown-timeout": {
-      type: "string",
-      group: "serving",
-      help:
-        "A stop ends within this many seconds: at most half waiting for the volume to be released, then " +
-        "flushing; exit 1 naming what was lost (default: keep trying)",
-      placeholder: "SECONDS",
-    },
-    "verify-reads": {
-      type: "string",
-      group: "tuning",
-      help: "on: check every range read from the store against its object's sector CRCs; off: only to " +
-        "measure what the check costs (bench/)",
-      default: "on",
-      placeholder: "on|off",
-    },
-    "flush-policy": {
-      type: "string",
-      group: "tuning",
-      help: "group: FLUSHes arriving while commits upload share the next object; each: one object per FLUSH",
-      default: "group",
-      placeholder: "group|each",
-    },
-    ...JOURNAL_OPTIONS,
-    "puts-per-second": {
-      type: "string",
-      group: "tuning",
-      help: "group policy: at most N objects sealed by FLUSHes per second (default: no limit)",
-      placeholder: "N",
-    },
   };
 }
+
+/** Cache directory, shutdown deadline, read checks and the FLUSH policy (after tuningOptions, in order). */
+const CACHE_AND_POLICY_OPTIONS: OptionSpecs = {
+  "cache-dir": {
+    type: "string",
+    group: "tuning",
+    help: "Keep data read from the store in DIR too (up to --cache-dir-size), behind the read cache; " +
+      "it is served from there on later reads and after a restart (docs/design/disk-cache.md)",
+    placeholder: "DIR",
+  },
+  "cache-dir-size": {
+    type: "string",
+    group: "tuning",
+    help: "Most bytes --cache-dir holds on disk",
+    default: "1G",
+    placeholder: "SIZE",
+  },
+  "shutdown-timeout": {
+    type: "string",
+    group: "serving",
+    help: "A stop ends within this many seconds: at most half waiting for the volume to be released, then " +
+      "flushing; exit 1 naming what was lost (default: keep trying)",
+    placeholder: "SECONDS",
+  },
+  "verify-reads": {
+    type: "string",
+    group: "tuning",
+    help: "on: check every range read from the store against its object's sector CRCs; off: only to " +
+      "measure what the check costs (bench/)",
+    default: "on",
+    placeholder: "on|off",
+  },
+  "flush-policy": {
+    type: "string",
+    group: "tuning",
+    help: "group: FLUSHes arriving while commits upload share the next object; each: one object per FLUSH",
+    default: "group",
+    placeholder: "group|each",
+  },
+};
+
+const COMMIT_RATE_OPTIONS: OptionSpecs = {
+  "puts-per-second": {
+    type: "string",
+    group: "tuning",
+    help: "group policy: at most N objects sealed by FLUSHes per second (default: no limit)",
+    placeholder: "N",
+  },
+};
 
 /** Kernel device, filesystem and nbdfuse options (a part of serveOptions, in its order). */
 const ATTACH_OPTIONS: OptionSpecs = {

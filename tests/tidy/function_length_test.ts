@@ -17,9 +17,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const LIMIT = 70;
 
 /** Over the limit when the check came: `file name` → its length then. Split them; never add to this. */
-const NOT_YET_SPLIT = new Map<string, number>([
-  ["src/cli/serve.ts serveOptions", 236],
-]);
+const NOT_YET_SPLIT = new Map<string, number>([]);
 
 /** The files the check covers, relative to the repository root. */
 async function checkedFiles(dir: string): Promise<string[]> {

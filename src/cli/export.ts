@@ -20,7 +20,7 @@ import { planReads } from "../log/read_plan.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import type { VolumeSecret } from "../crypto/sector_cipher.ts";
-import { cipherOf } from "../log/volume_encryption.ts";
+import { cipherOf, lineageCiphers } from "../log/volume_encryption.ts";
 import { Gate, ObjectReader } from "./export_reader.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
@@ -176,7 +176,8 @@ async function exportVolume(
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
   const reader = new ObjectReader(loaded.lineage.readStore(store), state, retry, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
-  reader.cipher = cipher; // an encrypted volume's pieces are decrypted too
+  // An encrypted volume's pieces are decrypted too, each with its lineage member's key.
+  reader.cipherFor = lineageCiphers(loaded.lineage, cipher, o.secret);
   const progress = new Progress({
     what: "Exporting",
     unit: "bytes",

@@ -19,8 +19,15 @@ import { formatKey } from "../format/keys.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { createEncryptedRecord, type FormatRecord, readFormatRecord } from "./format_record.ts";
+import { assert } from "../util/assert.ts";
+import {
+  createEncryptedRecord,
+  type EncryptionInfo,
+  type FormatRecord,
+  readFormatRecord,
+} from "./format_record.ts";
 import { peekVolume } from "./recorded_size.ts";
+import type { Lineage } from "./parent.ts";
 
 /** The refusal of an encrypted volume opened without its key. */
 export function keyMissing(prefix: string): LsvdError {
@@ -74,6 +81,16 @@ export function cipherOf(
 }
 
 /**
+ * The encryption of a new volume with this secret: a fresh random salt (so a new data key, even for
+ * a clone of a volume with the same secret) and the key's fingerprint under it.
+ */
+export function freshEncryption(secret: VolumeSecret): EncryptionInfo {
+  const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+  const { fingerprint } = secret.derive(salt);
+  return { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };
+}
+
+/**
  * The cipher a process opening `prefix` uses, from its format record. `create`: a writer that may
  * create the volume; given a secret and a prefix holding nothing of a volume, it writes an
  * encrypted record with a new salt (create-only: a racing creator's record wins and is checked).
@@ -89,11 +106,37 @@ export async function resolveEncryption(
     const { exists } = await peekVolume(store, prefix, retry);
     if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
     if (!exists) {
-      const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
-      const { fingerprint } = secret.derive(salt);
-      const info = { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };
+      const info = freshEncryption(secret);
       record = await withRetries(retry, () => createEncryptedRecord(store, prefix, info, options.nowMs));
     }
   }
   return cipherOf(record, secret, prefix);
+}
+
+/** The data key that opens log object `sequence` of a volume (a clone's ancestors have their own). */
+export type CipherFor = (sequence: number) => SectorCipher;
+
+/**
+ * The data keys of a volume and its ancestors (src/log/parent.ts): every member of an encrypted
+ * chain has its own salt, so its own key from the same secret, and its fingerprint is checked like
+ * the volume's own (one line naming the member's prefix). Undefined for a plain chain: its reads do
+ * no per-object work at all. `own`: the volume's cipher, from cipherOf() of its own record.
+ */
+export function lineageCiphers(
+  lineage: Lineage,
+  own: SectorCipher | undefined,
+  secret: VolumeSecret | undefined,
+): CipherFor | undefined {
+  // cipherOf() refuses an encrypted ancestor without the key and a plain one given it.
+  const chain = lineage.bands.map((b) => ({
+    through: b.through,
+    cipher: cipherOf(b.format, secret, b.prefix),
+  }));
+  if (own === undefined) return undefined;
+  assert(chain.every((b) => b.cipher !== undefined), "an encrypted volume's ancestors have keys");
+  if (chain.length === 0) return () => own;
+  return (sequence) => {
+    for (const b of chain) if (sequence <= b.through) return b.cipher!;
+    return own;
+  };
 }

@@ -52,7 +52,8 @@ const CLONE_OPTIONS = {
 const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a point, under --to-prefix.\n" +
   "No data is copied: the clone reads what it has not overwritten from the source, which keeps it\n" +
   "(a pin named clone-... in the source's 'snapshot list'). Safe while a daemon serves the source.\n" +
-  "'lsvd flatten --prefix DST' later makes the clone independent.";
+  "'lsvd flatten --prefix DST' later makes the clone independent. An encrypted source needs its\n" +
+  "key; the clone is encrypted with it (its own salt, so its own data key).";
 
 export async function cloneCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {

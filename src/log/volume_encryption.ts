@@ -3,7 +3,9 @@
  * The one place a volume's key is checked against its format record (docs/design/encryption.md),
  * before anything is served or written: an encrypted volume without a key, or with a key whose
  * fingerprint is not the record's, and a plain volume given a key, are each refused in one line.
- * A new volume given a key gets an encrypted format record with a fresh random salt.
+ * A new volume given a key gets an encrypted format record with a fresh random salt, and so does a
+ * clone of an encrypted volume. Each member of a clone's chain has its own salt, so its own data
+ * key: lineageCiphers() gives readers the key of each object number, every member's key checked.
  */
 
 import {
@@ -27,7 +29,7 @@ import {
   readFormatRecord,
 } from "./format_record.ts";
 import { peekVolume } from "./recorded_size.ts";
-import type { Lineage } from "./parent.ts";
+import { activeLink, type Lineage, readLineage } from "./parent.ts";
 
 /** The refusal of an encrypted volume opened without its key. */
 export function keyMissing(prefix: string): LsvdError {
@@ -110,7 +112,27 @@ export async function resolveEncryption(
       record = await withRetries(retry, () => createEncryptedRecord(store, prefix, info, options.nowMs));
     }
   }
-  return cipherOf(record, secret, prefix);
+  return await checkedCipher(store, { prefix, record, secret, retry });
+}
+
+/**
+ * cipherOf() of `record`, and for an encrypted clone its ancestors' keys too, before anything is
+ * written (one format-record GET per ancestor, only for an encrypted clone): lineageCiphers()
+ * refuses a member whose fingerprint is not the secret's under its own salt in one line naming it.
+ */
+export async function checkedCipher(
+  store: ObjectStore,
+  o: {
+    prefix: string;
+    record: FormatRecord | undefined;
+    secret: VolumeSecret | undefined;
+    retry: RetryPolicy;
+  },
+): Promise<SectorCipher | undefined> {
+  const cipher = cipherOf(o.record, o.secret, o.prefix);
+  if (cipher === undefined || activeLink(o.record) === undefined) return cipher;
+  lineageCiphers(await readLineage(store, o.prefix, o.record, o.retry), cipher, o.secret);
+  return cipher;
 }
 
 /** The data key that opens log object `sequence` of a volume (a clone's ancestors have their own). */

@@ -694,6 +694,27 @@ Deno.test("lsvd clone of an encrypted volume: its own salt, served with the key,
     assert(all(0, 1 << 20, 0x21) && all(1 << 20, 2 << 20, 0x11) && all(2 << 20, 5 << 19, 0x31), "export");
     assert(all(5 << 19, 3 << 20, 0x12), "export of the source's data through two clones");
 
+    // Each member's key is checked under its own salt: an ancestor whose fingerprint is not the
+    // key's is refused in one line naming it, before anything is written (serve and export).
+    const srcRecordPath = join(t.store, "src", "format.json");
+    const srcRecordText = await Deno.readTextFile(srcRecordPath);
+    await Deno.writeTextFile(
+      srcRecordPath,
+      srcRecordText.replace(src.encryption.fingerprint, "0".repeat(src.encryption.fingerprint.length)),
+    );
+    const beforeMismatch = await snapshotOf(t.store);
+    const mismatch = /^lsvd: Cannot open the volume at "src\/format\.json": the key from .* is not its key/m;
+    const spawned = await Daemon.spawn({ args: [...dir, "--prefix", "c2", "--socket", t.socket, ...key] })
+      .finished();
+    assert.equal(spawned.code, 1, spawned.log);
+    assert.match(spawned.log, mismatch);
+    assert(!spawned.log.includes("    at "), spawned.log);
+    const exported = await runLsvd(["export", ...dir, "--prefix", "c2", ...key, join(t.dir, "refused.raw")]);
+    assert.equal(exported.code, 1, exported.err);
+    assert.match(exported.err, mismatch);
+    assert.deepEqual(await snapshotOf(t.store), beforeMismatch, "a refused open changed the bucket");
+    await Deno.writeTextFile(srcRecordPath, srcRecordText);
+
     // Flatten both clones (each copies with its own key what it read with its ancestors' keys), then
     // the source's data goes, then the first clone's: each clone still reads right.
     await runLsvdOk(["flatten", ...dir, "--prefix", "c2", ...key]);

@@ -678,15 +678,32 @@ Deno.test("lsvd clone of an encrypted volume: its own salt, served with the key,
     await runLsvdOk(["clone", ...dir, "--prefix", "c1", "--to-prefix", "c2", ...key]);
     const c2 = await record("c2");
     assert(c2.encryption.salt !== c1.encryption.salt && c2.encryption.salt !== src.encryption.salt);
-    d = await serve("c2", ["--gc-interval", "off"]);
+    // Its garbage collection copies only its own objects (under its own key) and reads on right.
+    d = await serve("c2", ["--retention", "1s", "--gc-interval", "300ms"]);
     await io(
       "read -P 0x21 0 1M",
       "read -P 0x11 1M 1M",
       "read -P 0x12 2M 1M",
       "write -P 0x31 2M 512k",
       "flush",
+      "write -P 0x41 4M 4M",
+      "flush",
+      "write -P 0x42 4M 3M",
+      "flush",
     );
+    const copied = (b: Uint8Array) =>
+      (decodeTrailer(b.subarray(b.length - claimedTrailerBytes(b))).flags & 1) !== 0;
+    const deadline = Date.now() + 30_000;
+    while (![...(await logObjects(store, "c2/")).values()].some(copied)) {
+      assert(Date.now() < deadline, `garbage collection of the clone made no copy\n${d.log}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await io("read -P 0x42 4M 3M", "read -P 0x41 7M 1M", "read -P 0x11 1M 1M", "read -P 0x12 2560k 512k");
     assert.equal((await d.stop()).code, 0);
+    for (const [n, bytes] of await logObjects(store, "c2/")) {
+      assert(!holdsRun(bytes.subarray(HEADER_BYTES), 0x41), `c2/${n} in the clear`);
+      if (copied(bytes)) assert(opensWith(bytes, keyText, c2.encryption.salt), `GC copy ${n} under c2's key`);
+    }
     const image = join(t.dir, "c2.raw");
     await runLsvdOk(["export", ...dir, "--prefix", "c2", ...key, image]);
     const disk = await Deno.readFile(image);
@@ -739,6 +756,8 @@ Deno.test("lsvd clone of an encrypted volume: its own salt, served with the key,
       "read -P 0x11 1M 1M",
       "read -P 0x31 2M 512k",
       "read -P 0x12 2560k 512k",
+      "read -P 0x42 4M 3M",
+      "read -P 0x41 7M 1M",
     );
     assert.equal((await d.stop()).code, 0);
 

@@ -17,12 +17,15 @@ import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { Volume } from "../volume/volume.ts";
 import { UsageError } from "./options.ts";
+import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 import type { StoreSelection } from "./store_options.ts";
 import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
+import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 const CLONE_OPTIONS = {
+  ...ENCRYPTION_OPTIONS,
   "to-prefix": {
     type: "string" as const,
     help: "Where the clone lives (a new prefix of the source's bucket, or of --to-bucket; required)",
@@ -49,7 +52,8 @@ const CLONE_OPTIONS = {
 const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a point, under --to-prefix.\n" +
   "No data is copied: the clone reads what it has not overwritten from the source, which keeps it\n" +
   "(a pin named clone-... in the source's 'snapshot list'). Safe while a daemon serves the source.\n" +
-  "'lsvd flatten --prefix DST' later makes the clone independent.";
+  "'lsvd flatten --prefix DST' later makes the clone independent. An encrypted source needs its\n" +
+  "key; the clone is encrypted with it (its own salt, so its own data key).";
 
 export async function cloneCommand(args: string[], log: Logger = stderrLogger): Promise<number> {
   const parsed = parseTool(args, {
@@ -71,6 +75,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     : at === undefined
     ? undefined
     : parsePoint(at, "--at");
+  const secret = loadEncryptionKey(parsed.options);
   const retry = toolRetry(log);
   const { selection } = parsed;
   if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
@@ -83,6 +88,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     point,
     retry,
     wallNowMs: systemClock.wallMs(),
+    secret,
   });
   const clone = { ...selection, store: targetStore ?? selection.store, prefix: target };
   log(
@@ -90,7 +96,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
       `${targetStore === undefined ? "" : ` in ${targetStore.description}`} ` +
       `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
   );
-  if (parsed.values.flatten === true) await flatten(clone, retry, log);
+  if (parsed.values.flatten === true) await flatten(clone, { retry, log, secret });
   return 0;
 }
 
@@ -122,16 +128,21 @@ export async function flattenCommand(args: string[], log: Logger = stderrLogger)
     command: "flatten",
     usage: "--prefix DST [options]",
     summary: FLATTEN_SUMMARY,
-    options: {},
+    options: ENCRYPTION_OPTIONS,
   });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  await flatten(parsed.selection, toolRetry(log), log);
+  const secret = loadEncryptionKey(parsed.options);
+  await flatten(parsed.selection, { retry: toolRetry(log), log, secret });
   return 0;
 }
 
 /** Copies what the clone under the selection's prefix reads from its source, records it, releases the pin. */
-async function flatten(selection: StoreSelection, retry: RetryPolicy, log: Logger): Promise<void> {
+async function flatten(
+  selection: StoreSelection,
+  o: { retry: RetryPolicy; log: Logger; secret: VolumeSecret | undefined },
+): Promise<void> {
+  const { retry, log, secret } = o;
   const { store, prefix } = selection;
   const state = await listVolume(selection, retry, { mustExist: true });
   const format = state.format;
@@ -156,7 +167,12 @@ async function flatten(selection: StoreSelection, retry: RetryPolicy, log: Logge
       }" of the clone keeps a point that reads the source; delete its snapshots first`,
     );
   }
-  const volume = await Volume.open({ store, prefix, log });
+  const volume = await Volume.open({
+    store,
+    prefix,
+    log,
+    ...(secret === undefined ? {} : { encryptionKey: secret }),
+  });
   let through: number;
   try {
     const progress = new Progress({

@@ -20,7 +20,7 @@ import { planReads } from "../log/read_plan.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import type { VolumeSecret } from "../crypto/sector_cipher.ts";
-import { cipherOf } from "../log/volume_encryption.ts";
+import { checkedCipher, lineageCiphers } from "../log/volume_encryption.ts";
 import { Gate, ObjectReader } from "./export_reader.ts";
 import { systemClock } from "../util/clock.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
@@ -143,9 +143,10 @@ async function exportVolume(
 ): Promise<{ sizeBytes: number; mappedBytes: number }> {
   const { log } = o;
   const retry = toolRetry(log);
-  const { store } = o.selection;
+  const { store, prefix } = o.selection;
   let state = await listVolume(o.selection, retry, { mustExist: true });
-  const cipher = cipherOf(state.format, o.secret, o.selection.prefix);
+  // Before the pin: a missing or wrong key (an ancestor's too) is refused with nothing written.
+  const cipher = await checkedCipher(store, { prefix, record: state.format, secret: o.secret, retry });
   const resolved = o.point === undefined ? undefined : await resolvePoint(store, state, o.point, retry);
   // A pin keeps garbage collection from moving what this export reads (released at the end).
   o.held.pin = await holdPin(store, o.selection.prefix, resolved?.sequence ?? state.endSequence, {
@@ -176,7 +177,8 @@ async function exportVolume(
   log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
   const reader = new ObjectReader(loaded.lineage.readStore(store), state, retry, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
-  reader.cipher = cipher; // an encrypted volume's pieces are decrypted too
+  // An encrypted volume's pieces are decrypted too, each with its lineage member's key.
+  reader.cipherFor = lineageCiphers(loaded.lineage, cipher, o.secret);
   const progress = new Progress({
     what: "Exporting",
     unit: "bytes",

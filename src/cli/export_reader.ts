@@ -15,7 +15,7 @@ import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
 import { CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
-import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import type { CipherFor } from "../log/volume_encryption.ts";
 
 /** Table bytes an export keeps (a 4 MiB object's table is 4 KiB: the tables of 16 GiB of objects). */
 const EXPORT_TABLE_BYTES = 16 * 1024 * 1024;
@@ -35,8 +35,11 @@ export class ObjectReader {
   #tables: CrcTableLoader;
   #tableCache: CrcTables;
 
-  /** An encrypted volume's data key (set before the first read): pieces are decrypted too. */
-  cipher: SectorCipher | undefined;
+  /**
+   * An encrypted volume's data keys by object (set before the first read; a clone's ancestors'
+   * objects have their own: src/log/volume_encryption.ts lineageCiphers): pieces are decrypted too.
+   */
+  cipherFor: CipherFor | undefined;
 
   /** `lineage`: where a clone's parents' objects live, with their sizes (src/log/parent.ts). */
   constructor(store: ObjectStore, state: LogState, retry: RetryPolicy, lineage?: Lineage) {
@@ -78,7 +81,7 @@ export class ObjectReader {
         lengthSectors: p.lengthSectors,
       })),
       trailerAlong: true,
-      cipher: this.cipher,
+      cipher: this.cipherFor?.(sequence),
     });
     return data.body;
   }

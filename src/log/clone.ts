@@ -31,6 +31,8 @@ import { listCheckpoints, listLogState, type LogState, volumeExists } from "./lo
 import { bucketStore, pointFloor } from "./parent.ts";
 import { type Point, type ResolvedPoint, resolvePoint } from "./point.ts";
 import { CLONE_PIN_VERSION, createSnapshot } from "./snapshots.ts";
+import { cipherOf, freshEncryption } from "./volume_encryption.ts";
+import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 export interface CloneOptions {
   source: string;
@@ -41,6 +43,8 @@ export interface CloneOptions {
   point: Point | undefined;
   retry: RetryPolicy;
   wallNowMs: number;
+  /** The key of an encrypted source: checked against its record; the clone is encrypted with it. */
+  secret?: VolumeSecret | undefined;
 }
 
 export interface MadeClone {
@@ -75,6 +79,10 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
     listLogState(targetStore, o.target, o.retry),
   ]);
   checkSource(source);
+  // Before anything is written: a missing or wrong key, or a key for a plain source, is one line.
+  const encryption = cipherOf(source.format, o.secret, o.source) === undefined
+    ? undefined
+    : freshEncryption(o.secret!);
   if (volumeExists(target) || target.epochs.length > 0 || target.snapshots.length > 0) {
     throw new LsvdError(
       "invalid",
@@ -113,7 +121,12 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
       `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
     );
   }
-  if (!(await withRetries(o.retry, () => createCloneRecord(targetStore, o.target, link, o.wallNowMs)))) {
+  if (
+    !(await withRetries(
+      o.retry,
+      () => createCloneRecord(targetStore, o.target, { parent: link, encryption }, o.wallNowMs),
+    ))
+  ) {
     await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
     throw new LsvdError(
       "invalid",
@@ -177,13 +190,6 @@ async function checkpointedThrough(store: ObjectStore, prefix: string, retry: Re
 
 function checkSource(source: LogState): void {
   checkFormatRecord(source.format, source.prefix);
-  if (source.format?.encryption !== undefined) {
-    // A clone would need its own salt and its parents' keys (docs/design/encryption.md): not yet.
-    throw new LsvdError(
-      "invalid",
-      `Cannot clone the volume under prefix "${source.prefix}": it is encrypted, and clones of encrypted volumes are not supported yet`,
-    );
-  }
   if (source.endSequence === 0) {
     throw new LsvdError(
       "invalid",

@@ -191,20 +191,25 @@ export async function ensureFormatRecord(
   }
 }
 
-/** Writes a clone's format record (create-only): false when the prefix already holds one. */
+/**
+ * Writes a clone's format record (create-only): false when the prefix already holds one. A clone
+ * of an encrypted volume is encrypted too, with its own salt (`encryption`).
+ */
 export async function createCloneRecord(
   store: ObjectStore,
   prefix: string,
-  parent: ParentLink,
+  clone: { parent: ParentLink; encryption: EncryptionInfo | undefined },
   nowMs: number,
 ): Promise<boolean> {
+  const { parent, encryption } = clone;
   const record: FormatRecord = {
     format: 3,
     minimumLsvd: FORMAT_3_MINIMUM_LSVD,
     writtenBy: LSVD_VERSION,
     createdAt: new Date(nowMs).toISOString(),
-    requires: ["clone"],
+    requires: encryption === undefined ? ["clone"] : ["clone", "encrypted"],
     parent,
+    ...(encryption === undefined ? {} : { encryption }),
   };
   try {
     await store.put(formatKey(prefix), encodeFormatRecord(record), { ifNoneMatch: true });

@@ -24,6 +24,8 @@ export interface Band {
   prefix: string;
   through: number;
   store: ObjectStore;
+  /** The ancestor's format record (an encrypted one's salt gives its own data key). */
+  format?: FormatRecord;
 }
 
 /** Chains deeper than this are refused (a loop of links would otherwise never end). */
@@ -113,7 +115,6 @@ export async function readLineage(
     }
     // A link without a bucket names the bucket of the record that holds it.
     at = bucketStore(at, link.bucket, `open the clone under "${prefix}": its parent`);
-    bands.unshift({ prefix: link.prefix, through: link.through, store: at });
     const parent = link.prefix, parentStore = at;
     const record = await withRetries(retry, () => readFormatRecord(parentStore, parent));
     if (record === undefined) {
@@ -122,6 +123,7 @@ export async function readLineage(
         `Cannot open the clone under "${prefix}": its parent under "${parent}" is gone (it was not flattened first)`,
       );
     }
+    bands.unshift({ prefix: link.prefix, through: link.through, store: at, format: record });
     link = activeLink(record);
   }
   for (let i = 1; i < bands.length; i++) {

@@ -3,7 +3,9 @@
  * The one place a volume's key is checked against its format record (docs/design/encryption.md),
  * before anything is served or written: an encrypted volume without a key, or with a key whose
  * fingerprint is not the record's, and a plain volume given a key, are each refused in one line.
- * A new volume given a key gets an encrypted format record with a fresh random salt.
+ * A new volume given a key gets an encrypted format record with a fresh random salt, and so does a
+ * clone of an encrypted volume. Each member of a clone's chain has its own salt, so its own data
+ * key: lineageCiphers() gives readers the key of each object number, every member's key checked.
  */
 
 import {
@@ -19,8 +21,15 @@ import { formatKey } from "../format/keys.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { createEncryptedRecord, type FormatRecord, readFormatRecord } from "./format_record.ts";
+import { assert } from "../util/assert.ts";
+import {
+  createEncryptedRecord,
+  type EncryptionInfo,
+  type FormatRecord,
+  readFormatRecord,
+} from "./format_record.ts";
 import { peekVolume } from "./recorded_size.ts";
+import { activeLink, type Lineage, readLineage } from "./parent.ts";
 
 /** The refusal of an encrypted volume opened without its key. */
 export function keyMissing(prefix: string): LsvdError {
@@ -74,6 +83,16 @@ export function cipherOf(
 }
 
 /**
+ * The encryption of a new volume with this secret: a fresh random salt (so a new data key, even for
+ * a clone of a volume with the same secret) and the key's fingerprint under it.
+ */
+export function freshEncryption(secret: VolumeSecret): EncryptionInfo {
+  const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+  const { fingerprint } = secret.derive(salt);
+  return { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };
+}
+
+/**
  * The cipher a process opening `prefix` uses, from its format record. `create`: a writer that may
  * create the volume; given a secret and a prefix holding nothing of a volume, it writes an
  * encrypted record with a new salt (create-only: a racing creator's record wins and is checked).
@@ -89,11 +108,57 @@ export async function resolveEncryption(
     const { exists } = await peekVolume(store, prefix, retry);
     if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
     if (!exists) {
-      const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
-      const { fingerprint } = secret.derive(salt);
-      const info = { algorithm: ENCRYPTION_ALGORITHM, kdf: ENCRYPTION_KDF, salt: toHex(salt), fingerprint };
+      const info = freshEncryption(secret);
       record = await withRetries(retry, () => createEncryptedRecord(store, prefix, info, options.nowMs));
     }
   }
-  return cipherOf(record, secret, prefix);
+  return await checkedCipher(store, { prefix, record, secret, retry });
+}
+
+/**
+ * cipherOf() of `record`, and for an encrypted clone its ancestors' keys too, before anything is
+ * written (one format-record GET per ancestor, only for an encrypted clone): lineageCiphers()
+ * refuses a member whose fingerprint is not the secret's under its own salt in one line naming it.
+ */
+export async function checkedCipher(
+  store: ObjectStore,
+  o: {
+    prefix: string;
+    record: FormatRecord | undefined;
+    secret: VolumeSecret | undefined;
+    retry: RetryPolicy;
+  },
+): Promise<SectorCipher | undefined> {
+  const cipher = cipherOf(o.record, o.secret, o.prefix);
+  if (cipher === undefined || activeLink(o.record) === undefined) return cipher;
+  lineageCiphers(await readLineage(store, o.prefix, o.record, o.retry), cipher, o.secret);
+  return cipher;
+}
+
+/** The data key that opens log object `sequence` of a volume (a clone's ancestors have their own). */
+export type CipherFor = (sequence: number) => SectorCipher;
+
+/**
+ * The data keys of a volume and its ancestors (src/log/parent.ts): every member of an encrypted
+ * chain has its own salt, so its own key from the same secret, and its fingerprint is checked like
+ * the volume's own (one line naming the member's prefix). Undefined for a plain chain: its reads do
+ * no per-object work at all. `own`: the volume's cipher, from cipherOf() of its own record.
+ */
+export function lineageCiphers(
+  lineage: Lineage,
+  own: SectorCipher | undefined,
+  secret: VolumeSecret | undefined,
+): CipherFor | undefined {
+  // cipherOf() refuses an encrypted ancestor without the key and a plain one given it.
+  const chain = lineage.bands.map((b) => ({
+    through: b.through,
+    cipher: cipherOf(b.format, secret, b.prefix),
+  }));
+  if (own === undefined) return undefined;
+  assert(chain.every((b) => b.cipher !== undefined), "an encrypted volume's ancestors have keys");
+  if (chain.length === 0) return () => own;
+  return (sequence) => {
+    for (const b of chain) if (sequence <= b.through) return b.cipher!;
+    return own;
+  };
 }

@@ -46,10 +46,11 @@ export interface FetcherOptions {
   /** `serve --cache-dir`: verified data is kept there and served from there, behind the read cache. */
   disk?: DiskCache;
   /**
-   * An encrypted volume's data key: every range is decrypted and authenticated after its CRCs pass
-   * (the disk cache keeps it as stored, encrypted); `verify` is then taken as true.
+   * An encrypted volume's data keys, by object (a clone's ancestors' objects have their own:
+   * src/log/volume_encryption.ts lineageCiphers): every range is decrypted and authenticated after
+   * its CRCs pass (the disk cache keeps it as stored, encrypted); `verify` is then taken as true.
    */
-  cipher?: SectorCipher;
+  cipherFor?: (sequence: number) => SectorCipher;
 }
 
 export class Fetcher {
@@ -60,7 +61,7 @@ export class Fetcher {
 
   constructor(options: FetcherOptions) {
     // An encrypted volume's reads are always verified: the tags come with the CRC tables.
-    this.#o = options.cipher === undefined ? options : { ...options, verify: true };
+    this.#o = options.cipherFor === undefined ? options : { ...options, verify: true };
   }
 
   /** Number of GETs in flight (read-ahead uses it to stay bounded). */
@@ -93,7 +94,7 @@ export class Fetcher {
     if (table === undefined || table === null) return false;
     const key = this.#o.keyOf(sequence);
     if (!disk.read(key, sequence, offsetSectors, dest, table)) return false;
-    if (!this.#openInto(key, offsetSectors, table, dest)) return false;
+    if (!this.#openInto(sequence, key, offsetSectors, table, dest)) return false;
     this.#o.cache.addRange(sequence, offsetSectors, dest);
     return true;
   }
@@ -110,7 +111,7 @@ export class Fetcher {
       if (offsetSectors + dest.length / SECTOR_BYTES > table.length) return false;
       if (firstBadSector(dest, offsetSectors, table) !== -1) return false;
     }
-    if (!this.#openInto(key, offsetSectors, table, dest)) return false;
+    if (!this.#openInto(sequence, key, offsetSectors, table, dest)) return false;
     // Not added to the read cache: a store that answers at once is backed by the OS page cache,
     // which already holds these bytes; a second copy would cost memory and ~10% of a miss's CPU.
     return true;
@@ -179,7 +180,7 @@ export class Fetcher {
         range: { offsetSectors, lengthSectors },
         sizeBytes: knownSize,
         crcs,
-        cipher: o.cipher,
+        cipher: o.cipherFor?.(sequence),
         keepSealed: o.disk !== undefined,
       });
     } catch (e) {
@@ -211,7 +212,7 @@ export class Fetcher {
     if (table === null) return undefined;
     const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
     if (!disk.read(object.key, object.sequence, offsetSectors, body, table)) return undefined;
-    if (!this.#openInto(object.key, offsetSectors, table, body)) return undefined;
+    if (!this.#openInto(object.sequence, object.key, offsetSectors, table, body)) return undefined;
     this.#o.cache.addRange(object.sequence, offsetSectors, body);
     return body;
   }
@@ -220,8 +221,14 @@ export class Fetcher {
    * An encrypted volume: decrypts `data` (checked sectors of object `key`) in place. False when it
    * does not authenticate: the caller then reads through get(), whose retry and report name it.
    */
-  #openInto(key: string, offsetSectors: number, table: CrcTable, data: Uint8Array): boolean {
-    const cipher = this.#o.cipher;
+  #openInto(
+    sequence: number,
+    key: string,
+    offsetSectors: number,
+    table: CrcTable,
+    data: Uint8Array,
+  ): boolean {
+    const cipher = this.#o.cipherFor?.(sequence);
     if (cipher === undefined) return table?.seal === undefined; // sealed bytes never go out as data
     try {
       openSectors(cipher, { key, offsetSectors, table }, data, data);

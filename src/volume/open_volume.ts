@@ -9,7 +9,7 @@
 
 import { SECTOR_BYTES } from "../util/constants.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
-import { resolveEncryption } from "../log/volume_encryption.ts";
+import { type CipherFor, lineageCiphers, resolveEncryption } from "../log/volume_encryption.ts";
 import { LsvdError } from "../util/errors.ts";
 import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper } from "../log/lease.ts";
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
@@ -52,6 +52,8 @@ export interface OpenedVolume {
   scanned: ScannedJournal | undefined;
   /** An encrypted volume's data key (undefined for a plain volume). */
   cipher: SectorCipher | undefined;
+  /** The data key of each log object it reads (a clone's ancestors have their own); undefined: plain. */
+  cipherFor: CipherFor | undefined;
   /** Gives the lease and the journal lock back after a later step failed (the log was written). */
   giveBack(): Promise<void>;
 }
@@ -86,8 +88,10 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   const progress = { wroteLog: false }; // from the fence on, giving the lease back must not skip the next fence
   try {
     const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress, warm });
+    // Each ancestor of an encrypted clone: its own salt, its fingerprint checked (one line naming it).
+    const cipherFor = lineageCiphers(opened.loaded.lineage, cipher, o.encryptionKey);
     const giveBackNow = () => giveBack(progress.wroteLog);
-    return { ...opened, o, retry, keeper, leaseEvents, scanned, cipher, giveBack: giveBackNow };
+    return { ...opened, o, retry, keeper, leaseEvents, scanned, cipher, cipherFor, giveBack: giveBackNow };
   } catch (e) {
     await giveBack(progress.wroteLog);
     throw e;

@@ -23,6 +23,7 @@ import { applyObject } from "../log/apply.ts";
 import { positionOf, type TailPosition, type TailStep } from "../log/tail.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
+import type { CipherFor } from "../log/volume_encryption.ts";
 import type { AllocationExtent, BlockDevice, WriteOptions } from "./block_device.ts";
 import { blockStatus } from "./block_status.ts";
 import { copyFromParents } from "./flatten.ts";
@@ -87,12 +88,15 @@ export class Volume implements BlockDevice {
   #mayAcknowledge: () => boolean = () => true;
   /** An encrypted volume's keys (undefined for a plain volume). */
   #cipher: SectorCipher | undefined;
+  /** The key of each object read (a clone's ancestors' have their own); undefined for a plain volume. */
+  #cipherFor: CipherFor | undefined;
 
   private constructor(opened: OpenedVolume) {
     const { o, loaded, sizeBytes } = opened;
     this.#failed = new Promise((resolve) => (this.#reportFailure = resolve));
     this.#keeper = opened.keeper;
     this.#cipher = opened.cipher;
+    this.#cipherFor = opened.cipherFor;
     this.#o = o;
     this.readOnly = o.readOnly;
     this.#sizeBytes = sizeBytes;
@@ -143,7 +147,7 @@ export class Volume implements BlockDevice {
       verify: o.verifyReads,
       log: o.log,
       ...(o.diskCache === undefined ? {} : { disk: o.diskCache }),
-      ...(this.#cipher === undefined ? {} : { cipher: this.#cipher }),
+      ...(this.#cipherFor === undefined ? {} : { cipherFor: this.#cipherFor }),
     });
     this.#reads = this.#buildReadPath(loaded.map);
   }

@@ -130,6 +130,37 @@ function readByFormatRules(
   return sector;
 }
 
+/**
+ * Whether data sector 0 of an encrypted object authenticates under the data key of `saltHex`
+ * (docs/FORMAT.md "Encrypted volumes", followed with node:crypto alone).
+ */
+function opensWith(object: Uint8Array, secretText: string, saltHex: string): boolean {
+  const salt = Uint8Array.from(saltHex.match(/../g)!, (h) => parseInt(h, 16));
+  const key = new Uint8Array(
+    hkdfSync("sha256", new TextEncoder().encode(secretText), salt, "lsvd data key v1", 32),
+  );
+  const dataBytes = dataBytesOf(decodeHeader(object));
+  assert(dataBytes > 0, "an object with data");
+  const t = decodeTrailer(object.subarray(HEADER_BYTES + dataBytes));
+  const nonce = new Uint8Array(12);
+  const nv = new DataView(nonce.buffer);
+  nv.setUint32(0, t.writerEpoch);
+  nv.setUint8(4, Math.floor(t.sequence / 2 ** 32));
+  nv.setUint32(5, t.sequence >>> 0);
+  const trailerAt = HEADER_BYTES + dataBytes;
+  const tagAt = trailerAt + 64 + 16 * t.zeroRanges.length + 8 * (t.origins?.length ?? 0) +
+    4 * (dataBytes / SECTOR_BYTES);
+  const d = createDecipheriv("aes-256-gcm", key, nonce);
+  d.setAuthTag(object.subarray(tagAt, tagAt + 16));
+  d.update(object.subarray(HEADER_BYTES, HEADER_BYTES + SECTOR_BYTES));
+  try {
+    d.final();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Changes one byte of data sector `sector` and makes its CRC and the object's CRC match again. */
 function tamper(object: Uint8Array, sector: number): Uint8Array {
   const out = object.slice();
@@ -430,14 +461,6 @@ Deno.test("an encrypted volume's tools: GC copies, snapshot, export, verify and 
     ]);
     assert.equal((await d.stop()).code, 0);
 
-    // A clone of an encrypted volume is refused in one line (not built yet: docs/design/encryption.md).
-    const clone = await runLsvd(["clone", "--dir", t.store, "--prefix", "gc", "--to-prefix", "gcclone"]);
-    assert.equal(clone.code, 1, clone.err);
-    assert.match(
-      clone.err,
-      /^lsvd: Cannot clone the volume under prefix "gc\/": it is encrypted, and clones of encrypted volumes are not supported yet$/m,
-    );
-
     // import makes a new encrypted volume of an image; it serves with the key.
     const imp = ["--dir", t.store, "--prefix", "imp"];
     await runLsvdOk(["import", ...imp, ...key, image]);
@@ -572,4 +595,185 @@ Deno.test({
       await rgw.stop();
     }
   },
+});
+
+Deno.test("lsvd clone of an encrypted volume: its own salt, served with the key, depth 3, flatten, refusals", async () => {
+  const t = await scratch();
+  const store = new DirectoryStore(t.store);
+  try {
+    const keyFile = join(t.dir, "volume.key");
+    const keyText = await writeKey(keyFile);
+    const otherKey = join(t.dir, "other.key");
+    await writeKey(otherKey);
+    const key = ["--encryption-key-file", keyFile];
+    const dir = ["--dir", t.store];
+    const uri = unixUri(t.socket);
+    const serve = (prefix: string, extra: string[] = []) =>
+      Daemon.start({ args: [...dir, "--prefix", prefix, "--socket", t.socket, ...key, ...extra] });
+    const io = (...commands: string[]) =>
+      runClientOk("qemu-io", ["-f", "raw", uri, ...commands.flatMap((c) => ["-c", c])]);
+    const readOnly = (...commands: string[]) =>
+      runClientOk("qemu-io", ["-f", "raw", "-r", uri, ...commands.flatMap((c) => ["-c", c])]);
+    const record = async (prefix: string) =>
+      JSON.parse(await Deno.readTextFile(join(t.store, prefix, "format.json")));
+
+    let d = await serve("src", ["--size", "16M", "--gc-interval", "off"]);
+    await io("write -P 0x11 0 2M", "write -P 0x12 2M 1M", "flush");
+    assert.equal((await d.stop()).code, 0);
+
+    // Without the key, with another key, and a plain source given a key: one line, nothing written.
+    const before = await snapshotOf(t.store);
+    const clone = (from: string, to: string, extra: string[]) =>
+      runLsvd(["clone", ...dir, "--prefix", from, "--to-prefix", to, ...extra]);
+    for (
+      const [extra, why] of [
+        [[], /^lsvd: Cannot open the volume at "src\/format\.json": it is encrypted; give its key/],
+        [
+          ["--encryption-key-file", otherKey],
+          /^lsvd: Cannot open the volume at "src\/format\.json": the key from .* is not its key/,
+        ],
+      ] as const
+    ) {
+      const refused = await clone("src", "c1", [...extra]);
+      assert.equal(refused.code, 1, refused.err);
+      assert.match(refused.err, why);
+      assert.equal(refused.err.trim().split("\n").length, 1, refused.err);
+    }
+    assert.deepEqual(await snapshotOf(t.store), before, "a refused clone changed the bucket");
+
+    await runLsvdOk(["clone", ...dir, "--prefix", "src", "--to-prefix", "c1", ...key]);
+    const [src, c1] = [await record("src"), await record("c1")];
+    assert.deepEqual(c1.requires, ["clone", "encrypted"]);
+    assert.equal(c1.format, 3);
+    assert.notEqual(c1.encryption.salt, src.encryption.salt, "a clone has its own salt");
+
+    // The source goes on with its own writes; the clone reads the source's data and writes its own.
+    d = await serve("src", ["--gc-interval", "off"]);
+    await io("write -P 0x13 0 512k", "flush");
+    assert.equal((await d.stop()).code, 0);
+    d = await serve("c1", ["--gc-interval", "off"]);
+    await io("read -P 0x11 0 2M", "read -P 0x12 2M 1M", "write -P 0x21 0 1M", "flush", "read -P 0x21 0 1M");
+    assert.equal((await d.stop()).code, 0);
+    d = await serve("src", ["--read-only"]);
+    await readOnly("read -P 0x13 0 512k", "read -P 0x11 512k 1536k", "read -P 0x12 2M 1M");
+    assert.equal((await d.stop()).code, 0);
+
+    // The clone's objects and the source's later ones share numbers, never a key: a clone object
+    // authenticates under the clone's data key only.
+    const [srcObjects, c1Objects] = [await logObjects(store, "src/"), await logObjects(store, "c1/")];
+    const shared = [...c1Objects.keys()].filter((n) =>
+      srcObjects.has(n) && noncesOf(c1Objects.get(n)!).length > 0
+    );
+    assert(shared.length > 0, "the source and the clone both wrote an object of the same number");
+    for (const n of shared) {
+      const object = c1Objects.get(n)!;
+      assert(opensWith(object, keyText, c1.encryption.salt), `clone object ${n} opens with its own key`);
+      assert(
+        !opensWith(object, keyText, src.encryption.salt),
+        `clone object ${n} opens with the source's key`,
+      );
+    }
+
+    // A clone of the clone (depth 3) reads all three members, each with its own key; export too.
+    await runLsvdOk(["clone", ...dir, "--prefix", "c1", "--to-prefix", "c2", ...key]);
+    const c2 = await record("c2");
+    assert(c2.encryption.salt !== c1.encryption.salt && c2.encryption.salt !== src.encryption.salt);
+    // Its garbage collection copies only its own objects (under its own key) and reads on right.
+    d = await serve("c2", ["--retention", "1s", "--gc-interval", "300ms"]);
+    await io(
+      "read -P 0x21 0 1M",
+      "read -P 0x11 1M 1M",
+      "read -P 0x12 2M 1M",
+      "write -P 0x31 2M 512k",
+      "flush",
+      "write -P 0x41 4M 4M",
+      "flush",
+      "write -P 0x42 4M 3M",
+      "flush",
+    );
+    const copied = (b: Uint8Array) =>
+      (decodeTrailer(b.subarray(b.length - claimedTrailerBytes(b))).flags & 1) !== 0;
+    const deadline = Date.now() + 30_000;
+    while (![...(await logObjects(store, "c2/")).values()].some(copied)) {
+      assert(Date.now() < deadline, `garbage collection of the clone made no copy\n${d.log}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await io("read -P 0x42 4M 3M", "read -P 0x41 7M 1M", "read -P 0x11 1M 1M", "read -P 0x12 2560k 512k");
+    assert.equal((await d.stop()).code, 0);
+    for (const [n, bytes] of await logObjects(store, "c2/")) {
+      assert(!holdsRun(bytes.subarray(HEADER_BYTES), 0x41), `c2/${n} in the clear`);
+      if (copied(bytes)) assert(opensWith(bytes, keyText, c2.encryption.salt), `GC copy ${n} under c2's key`);
+    }
+    const image = join(t.dir, "c2.raw");
+    await runLsvdOk(["export", ...dir, "--prefix", "c2", ...key, image]);
+    const disk = await Deno.readFile(image);
+    const all = (from: number, to: number, v: number) => disk.subarray(from, to).every((b) => b === v);
+    assert(all(0, 1 << 20, 0x21) && all(1 << 20, 2 << 20, 0x11) && all(2 << 20, 5 << 19, 0x31), "export");
+    assert(all(5 << 19, 3 << 20, 0x12), "export of the source's data through two clones");
+
+    // Each member's key is checked under its own salt: an ancestor whose fingerprint is not the
+    // key's is refused in one line naming it, before anything is written (serve and export).
+    const srcRecordPath = join(t.store, "src", "format.json");
+    const srcRecordText = await Deno.readTextFile(srcRecordPath);
+    await Deno.writeTextFile(
+      srcRecordPath,
+      srcRecordText.replace(src.encryption.fingerprint, "0".repeat(src.encryption.fingerprint.length)),
+    );
+    const beforeMismatch = await snapshotOf(t.store);
+    const mismatch = /^lsvd: Cannot open the volume at "src\/format\.json": the key from .* is not its key/m;
+    const spawned = await Daemon.spawn({ args: [...dir, "--prefix", "c2", "--socket", t.socket, ...key] })
+      .finished();
+    assert.equal(spawned.code, 1, spawned.log);
+    assert.match(spawned.log, mismatch);
+    assert(!spawned.log.includes("    at "), spawned.log);
+    const exported = await runLsvd(["export", ...dir, "--prefix", "c2", ...key, join(t.dir, "refused.raw")]);
+    assert.equal(exported.code, 1, exported.err);
+    assert.match(exported.err, mismatch);
+    assert.deepEqual(await snapshotOf(t.store), beforeMismatch, "a refused open changed the bucket");
+    await Deno.writeTextFile(srcRecordPath, srcRecordText);
+
+    // Flatten both clones (each copies with its own key what it read with its ancestors' keys), then
+    // the source's data goes, then the first clone's: each clone still reads right.
+    await runLsvdOk(["flatten", ...dir, "--prefix", "c2", ...key]);
+    await runLsvdOk(["flatten", ...dir, "--prefix", "c1", ...key]);
+    await Deno.remove(join(t.store, "src"), { recursive: true });
+    d = await serve("c1", ["--read-only"]);
+    await readOnly("read -P 0x21 0 1M", "read -P 0x11 1M 1M", "read -P 0x12 2M 1M");
+    assert.equal((await d.stop()).code, 0);
+    for (const prefix of ["c1/", "c2/"]) {
+      for (const [n, bytes] of await logObjects(store, prefix)) {
+        assert(
+          !holdsRun(bytes.subarray(HEADER_BYTES), 0x11) && !holdsRun(bytes, 0x12),
+          `${prefix}${n} in the clear`,
+        );
+        noncesOf(bytes); // the flattened copies are encrypted too
+      }
+    }
+    await Deno.remove(join(t.store, "c1"), { recursive: true });
+    d = await serve("c2", ["--read-only"]);
+    await readOnly(
+      "read -P 0x21 0 1M",
+      "read -P 0x11 1M 1M",
+      "read -P 0x31 2M 512k",
+      "read -P 0x12 2560k 512k",
+      "read -P 0x42 4M 3M",
+      "read -P 0x41 7M 1M",
+    );
+    assert.equal((await d.stop()).code, 0);
+
+    // A plain source given a key: one line, nothing written.
+    const plainImage = join(t.dir, "plain.raw");
+    await Deno.writeFile(plainImage, new Uint8Array(1 << 20).fill(7));
+    await runLsvdOk(["import", ...dir, "--prefix", "plain", plainImage]);
+    const plainBefore = await snapshotOf(t.store);
+    const refused = await clone("plain", "pc", key);
+    assert.equal(refused.code, 1, refused.err);
+    assert.match(
+      refused.err,
+      /^lsvd: Cannot open the volume at "plain\/format\.json" with an encryption key: it is not encrypted/,
+    );
+    assert.deepEqual(await snapshotOf(t.store), plainBefore);
+  } finally {
+    await t.remove();
+  }
 });

@@ -13,6 +13,7 @@ import { Volume } from "../../src/volume/volume.ts";
 import { createClone, finishFlatten } from "../../src/log/clone.ts";
 import { readFormatRecord } from "../../src/log/format_record.ts";
 import { assertSameDisk, type Shadow } from "./retained.ts";
+import type { VolumeSecret } from "../../src/crypto/sector_cipher.ts";
 
 const SECTOR = 4096;
 
@@ -33,6 +34,8 @@ export interface CloneRun {
   sectorBytes(id: number, sector: number): Uint8Array;
   /** Turns damaged GET answers off (true) or back on (false), nested: opens and tools read clean, as recovery does. */
   cleanReads(clean: boolean): void;
+  /** An encrypted source's key: the clone is encrypted with it (its own salt) and opened with it. */
+  secret?: VolumeSecret | undefined;
 }
 
 async function openClone(run: CloneRun, prefix: string): Promise<Volume> {
@@ -50,6 +53,7 @@ async function openClone(run: CloneRun, prefix: string): Promise<Volume> {
     checkpointEveryObjects: 3,
     leaseMode: "takeover",
     leaseDurationMs: 3000,
+    ...(run.secret === undefined ? {} : { encryptionKey: run.secret }),
   }));
   try {
     return await opening;
@@ -83,6 +87,7 @@ export async function cloneLife(run: CloneRun, name: string): Promise<number> {
     point: { kind: "sequence", sequence: run.point, text: String(run.point) },
     retry,
     wallNowMs: run.clock.wallMs(),
+    secret: run.secret,
   }));
   run.cleanReads(false);
   const image = run.shadow.stateAt(run.point, run.sectors);

@@ -15,7 +15,7 @@
  * source GC pass, flattened (tests/sim/clones.ts).
  * Every fifth seed (LSVD_SIM_ENCRYPTED=all: every seed) serves an encrypted volume: the same
  * crashes, takeovers, journal replays, GC copies and rollbacks, with the shadow oracle decrypting
- * by docs/FORMAT.md's rules (no clone: clones of encrypted volumes are refused).
+ * by docs/FORMAT.md's rules; their clones are encrypted too (own salt, the source read with its key).
  */
 
 import assert from "node:assert/strict";
@@ -162,7 +162,7 @@ function retentionMs(seed: number): number {
 }
 
 /** Seeds that acknowledge FLUSHes from the write-back journal. */
-/** Seeds whose volume is encrypted (or all, LSVD_SIM_ENCRYPTED=all); their lifecycle makes no clone. */
+/** Seeds whose volume is encrypted (or all, LSVD_SIM_ENCRYPTED=all); their clones are encrypted too. */
 export function encrypted(seed: number): boolean {
   return seed % 5 === 4 || Deno.env.get("LSVD_SIM_ENCRYPTED") === "all";
 }
@@ -602,7 +602,7 @@ async function cloneStep(sim: Sim): Promise<void> {
   const { rand, clock, sectors, seed } = sim;
   let cleanDepth = 0;
   const end = sim.volume.stats.lastSequence, from = promisedFrom(sim.store);
-  if (!sim.lifecycle || end < from || encrypted(seed)) return; // clones of encrypted volumes: refused
+  if (!sim.lifecycle || end < from) return;
   await cloneLife({
     store: sim.store,
     shadow: sim.shadow,
@@ -615,6 +615,7 @@ async function cloneStep(sim: Sim): Promise<void> {
     readAll: (v, context) => readAll(v, sectors, clock, context),
     gc: () => collect(sim),
     sectorBytes,
+    secret: encrypted(seed) ? SIM_SECRET : undefined,
     cleanReads: (clean) => {
       cleanDepth += clean ? 1 : -1;
       sim.store.setFaults({ corruptReadRate: cleanDepth > 0 ? 0 : corruptReadRate(seed) });

@@ -12,6 +12,7 @@
  * sockets) instead of connecting it anew: nothing is disconnected, unmounted or formatted.
  */
 
+import { processRunning } from "../util/proc_stat.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
 import { Libc } from "./libc.ts";
 import { type HandshakeChannel, NBD_FLAG_CAN_MULTI_CONN, negotiateExport } from "./nbd_client_handshake.ts";
@@ -349,7 +350,7 @@ async function releaseStaleDevice(p: {
   if (backend) {
     throw new Error(`Cannot connect ${p.devicePath}: it is connected to another volume (${backend})`);
   }
-  if (processExists(pid)) {
+  if (processRunning(pid)) {
     throw new Error(`Cannot connect ${p.devicePath}: it is already connected (pid ${pid})`);
   }
   if (!p.netlink) {
@@ -358,13 +359,4 @@ async function releaseStaleDevice(p: {
   p.log(`${p.devicePath} was left connected by process ${pid}, which is gone; disconnecting it.`);
   await p.netlink.disconnect(p.index);
   await waitForDevice(p.index, false);
-}
-
-function processExists(pid: string): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -15,6 +15,7 @@
  * may hold acknowledged writes, wherever the directory is mounted).
  */
 
+import { processRunning } from "../util/proc_stat.ts";
 import { join } from "node:path";
 import { LsvdError, messageOf } from "../util/errors.ts";
 
@@ -76,7 +77,7 @@ export class DirectoryJournalFiles implements JournalFiles {
         await Deno.remove(tmp).catch(() => {});
       }
       const holder = await Deno.readTextFile(path).then((t) => JSON.parse(t), () => undefined);
-      if (holder?.host === Deno.hostname() && typeof holder.pid === "number" && !alive(holder.pid)) {
+      if (holder?.host === Deno.hostname() && typeof holder.pid === "number" && !processRunning(holder.pid)) {
         await Deno.remove(path).catch(() => {}); // its daemon died (kill -9): the journal is ours
         continue;
       }
@@ -178,14 +179,5 @@ export class DirectoryJournalFiles implements JournalFiles {
     } finally {
       dir.close();
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -14,6 +14,9 @@
  * /proc is read through a ProcessTable so the decision is unit-tested with made-up processes.
  */
 
+import { hasExited, parseProcStat, type ProcessStat } from "../util/proc_stat.ts";
+export { parseProcStat, type ProcessStat };
+
 export interface LeaseHolder {
   host: string;
   pid: number;
@@ -25,14 +28,6 @@ export interface LeaseHolder {
   pidNamespace?: string;
   /** The holder process's start time: field 22 of /proc/PID/stat (clock ticks after boot). */
   startTime?: number;
-}
-
-/** One process as /proc/PID/stat shows it. */
-export interface ProcessStat {
-  /** R, S, D, T, Z (zombie), X (dead), ... */
-  state: string;
-  /** Field 22: clock ticks after boot when the process started. */
-  startTime: number;
 }
 
 /** What this machine says about itself and its processes (read from /proc; injected in tests). */
@@ -52,20 +47,6 @@ export type HolderState =
     /** exited: no such pid; zombie: killed or crashed, not yet reaped; reused: the pid is another process. */
     why: "exited" | "zombie" | "reused";
   };
-
-/**
- * Parses /proc/PID/stat: `pid (comm) state ppid ...`. The command name may hold spaces and
- * parentheses, so fields are counted after its last ")".
- */
-export function parseProcStat(text: string): ProcessStat | undefined {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return undefined;
-  const fields = text.slice(close + 1).trim().split(/\s+/); // fields[0] is field 3 (state)
-  const state = fields[0];
-  const startTime = Number(fields[22 - 3]);
-  if (state === undefined || !Number.isSafeInteger(startTime)) return undefined;
-  return { state, startTime };
-}
 
 function readOrUndefined(read: () => string): string | undefined {
   try {
@@ -128,7 +109,7 @@ export function holderState(holder: LeaseHolder, machine: ProcessTable): HolderS
     return mayRun;
   }
   if (stat === undefined) return { gone: true, why: "exited" };
-  if (stat.state === "Z" || stat.state === "X" || stat.state === "x") return { gone: true, why: "zombie" };
+  if (hasExited(stat)) return { gone: true, why: "zombie" };
   if (holder.startTime !== undefined && stat.startTime !== holder.startTime) {
     return { gone: true, why: "reused" };
   }

@@ -221,12 +221,14 @@ async function withDiskCache(
   }
 }
 
+function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
 function hitsNote(before: Record<string, number>, after: Record<string, number>): string {
   const hits = after.hits! - before.hits!;
   const misses = after.misses! - before.misses!;
-  return `${formatNumber(hits)} disk-cache hits, ${formatNumber(misses)} misses, ${
-    formatNumber(after.dropped!)
-  } dropped`;
+  return `${count(hits)} disk-cache hits, ${count(misses)} misses, ${count(after.dropped!)} dropped`;
 }
 
 /** (c): a fresh daemon on the same --cache-dir, measured from its first read for `seconds`. */
@@ -348,6 +350,12 @@ export function checksOf(rows: Row[]): Check[] {
   ];
 }
 
+function memoryCacheOf(o: Options): string {
+  return o.memoryCacheBytes === undefined
+    ? "default memory cache"
+    : `--cache-size ${o.memoryCacheBytes / MiB} MiB`;
+}
+
 function render(args: string[], o: Options, rows: Row[], load: { before: string; after: string }): string {
   const iops = (name: string) => rows.find((r) => r.name.split(" ")[0] === name)!.fio.iops;
   const a = iops("(a)");
@@ -366,7 +374,7 @@ function render(args: string[], o: Options, rows: Row[], load: { before: string;
     `## Issue 23: disk cache, ${
       o.sizeBytes / MiB
     } MiB working set on Ceph RGW behind the ${o.delayMs} ms WAN ` +
-    `delay, default memory cache (${
+    `delay, ${memoryCacheOf(o)} (${
       new Date().toISOString()
     }, load average ${load.before} before, ${load.after} after)`,
     "",

@@ -101,9 +101,14 @@ function startClient(socket: string) {
   };
 }
 
+/**
+ * The whole disk in ONE read request: a follower answers each request from one state of the log,
+ * but it may advance between requests, so an image read in pieces can mix two states (no prefix).
+ */
 async function image(socket: string, file: string): Promise<Uint8Array> {
   await Deno.remove(file).catch(() => {});
-  await runClientOk("nbdcopy", [unixUri(socket), file]);
+  const whole = `--request-size=${BLOCKS * BLOCK}`;
+  await runClientOk("nbdcopy", ["--connections=1", "--requests=1", whole, unixUri(socket), file]);
   return await Deno.readFile(file);
 }
 

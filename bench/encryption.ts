@@ -15,6 +15,7 @@
  */
 
 import { prependToResults } from "./report.ts";
+import { median } from "./stats.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Daemon } from "../tests/support/daemon.ts";
@@ -43,11 +44,6 @@ const WORKLOADS: Workload[] = [
 
 const VOLUMES = ["plain", "encrypted"] as const;
 type Volume = typeof VOLUMES[number];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 async function startDaemon(dir: string, volumeBytes: number, extra: string[]): Promise<Daemon> {
   return await Daemon.start({

@@ -13,6 +13,7 @@
  */
 
 import { prependToResults } from "./report.ts";
+import { median } from "./stats.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Daemon } from "../tests/support/daemon.ts";
@@ -114,11 +115,6 @@ async function measure(mode: Mode, volumeBytes: number, overwrites: number): Pro
     if (d.child.pid !== undefined) await d.stop().catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 /** Runs the comparison; prints (and with --write-results records) the table. */

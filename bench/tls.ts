@@ -18,6 +18,7 @@
  */
 
 import { prependToResults } from "./report.ts";
+import { median } from "./stats.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Daemon } from "../tests/support/daemon.ts";
@@ -47,11 +48,6 @@ const WORKLOADS: Workload[] = [
 
 const CLIENTS = ["plain, no TLS", "plain, --tls on", "TLS, --tls on"] as const;
 type Client = typeof CLIENTS[number];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 async function startDaemon(
   dir: string,

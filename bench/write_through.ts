@@ -20,6 +20,7 @@ import { DirectoryJournalFiles } from "../src/journal/journal_files.ts";
 import { Volume, type VolumeOptions } from "../src/volume/volume.ts";
 import { silentLogger } from "../src/util/log.ts";
 import { prependToResults } from "./report.ts";
+import { median } from "./stats.ts";
 
 const MiB = 2 ** 20;
 const VOLUME_BYTES = 256 * MiB;
@@ -110,11 +111,6 @@ async function openVolume(dir: string, mode: Mode): Promise<Volume> {
       : {}),
   };
   return await Volume.open(options);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 export async function main(args: string[]): Promise<number> {

@@ -237,6 +237,8 @@ export const lsvdDirNoVerify = lsvdTarget("lsvd-dir-noverify", "dir", ["--verify
 export const lsvdRgwNoVerify = lsvdTarget("lsvd-rgw-noverify", "s3", ["--verify-reads", "off"]);
 /** lsvd on RGW with a disk cache (issue 23): reads beyond the memory cache from local disk. */
 export const lsvdRgwDiskCache = lsvdTarget("lsvd-rgw-diskcache", "s3", (dir) => ["--cache-dir", dir]);
+/** The same on the directory store: its reads beyond the memory cache must not get slower (issue 23). */
+export const lsvdDirDiskCache = lsvdTarget("lsvd-dir-diskcache", "dir", (dir) => ["--cache-dir", dir]);
 
 export const s3backer: DeviceTarget = {
   name: "s3backer",
@@ -320,4 +322,5 @@ export const DEVICE_TARGETS: readonly DeviceTarget[] = [
   lsvdDirNoVerify,
   lsvdRgwNoVerify,
   lsvdRgwDiskCache,
+  lsvdDirDiskCache,
 ];

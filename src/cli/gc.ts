@@ -12,6 +12,7 @@ import { type GcRound, planGcRound } from "../log/gc_inputs.ts";
 import { loadLog } from "../log/load.ts";
 import type { LogState } from "../log/log_state.ts";
 import { sealTimeOf } from "../log/point.ts";
+import { pinnedLoad } from "../log/snapshots.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
@@ -122,13 +123,7 @@ export async function dryRunRound(
       sealTimeOf: (x) => sealTimeOf(store, x, o.retry),
       mapAt: async (pmin) =>
         pmin >= state.endSequence ? head : (await loadLog(store, state, { ...load, atSequence: pmin })).map,
-      snapshotMap: async (s) =>
-        (await loadLog(store, state, {
-          ...load,
-          atSequence: s.sequence,
-          pinningOnly: true,
-          ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
-        })).map,
+      snapshotMap: async (s) => (await loadLog(store, state, { ...load, ...pinnedLoad(s) })).map,
     },
   });
   return { head, round };

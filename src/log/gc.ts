@@ -49,7 +49,10 @@ export function passThresholds(thresholds: GcThresholds, objectBytesMax: number)
 export interface RetainedMap {
   sequence: number;
   map: ExtentMap;
-  /** A clone pin's map: it reads objects up to this by number, so copies never apply to it. */
+  /**
+   * A clone pin's or a follower pin's map: copies made after this object never apply to it (a clone
+   * reads objects by number, a follower has not applied them yet), so their sources stay for it.
+   */
   copiesThrough?: number;
 }
 
@@ -70,10 +73,18 @@ export interface PlanInput {
   retainedFrom: number;
   /** Objects that must stay whatever (named by checkpoints, the newest object). */
   keep: ReadonlySet<number>;
-  /** False while a reader pin exists: only objects no point needs at all go, nothing is moved. */
+  /**
+   * False while a reader pin (not a follower's) exists: only objects no point needs at all go,
+   * nothing is moved.
+   */
   movesAllowed: boolean;
   /** Objects up to this one are never moved (a clone reads them by number: src/log/parent.ts). */
   frozenThrough?: number;
+  /**
+   * Objects after this one are never moved: the oldest live follower pin's point. A follower at or
+   * after it may read them through a map no retained map covers (docs/design/followers.md F2).
+   */
+  movesThrough?: number;
   thresholds: GcThresholds;
 }
 
@@ -117,7 +128,9 @@ export function planPass(input: PlanInput): Candidate[] {
       all.push({ object: o, liveSectors, why: "dead" });
       continue;
     }
-    if (!input.movesAllowed || k <= (input.frozenThrough ?? 0)) continue;
+    if (!input.movesAllowed || k <= (input.frozenThrough ?? 0) || k > (input.movesThrough ?? Infinity)) {
+      continue;
+    }
     const dataSectors = Math.max(liveSectors, dataSectorsOf(o.sizeBytes));
     if (1 - liveSectors / dataSectors >= t.deadFractionMin) {
       all.push({ object: o, liveSectors, why: "sparse" });

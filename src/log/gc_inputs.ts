@@ -18,7 +18,14 @@ import { isLsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { type Candidate, type GcThresholds, planPass, type RetainedMap, retentionPoint } from "./gc.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
-import { cloneFloor, isStale, readSnapshots, type SnapshotRecord } from "./snapshots.ts";
+import {
+  cloneFloor,
+  copiesThroughOf,
+  followerFloor,
+  isStale,
+  readSnapshots,
+  type SnapshotRecord,
+} from "./snapshots.ts";
 import { pointFloor } from "./parent.ts";
 
 /** Where a round's seal times and maps come from. */
@@ -84,14 +91,12 @@ export async function planGcRound(
   const retained: RetainedMap[] = [{ sequence: pmin, map: pminMap }];
   for (const s of points) {
     // A clone's pin is kept whatever its age: the clone reads its objects by number, copies aside.
-    if (s.sequence >= pmin && s.clone === undefined) continue;
+    // A follower's too: its map has none of the copies made after its point.
+    const copiesThrough = copiesThroughOf(s);
+    if (s.sequence >= pmin && copiesThrough === undefined) continue;
     try {
       const map = await o.sources.snapshotMap(s);
-      retained.push({
-        sequence: s.sequence,
-        map,
-        ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
-      });
+      retained.push({ sequence: s.sequence, map, ...(copiesThrough === undefined ? {} : { copiesThrough }) });
     } catch (e) {
       if (!isLsvdError(e, "invalid")) throw e;
       o.log(`Snapshot "${s.name}" cannot be kept: ${messageOf(e)}.`);
@@ -105,8 +110,9 @@ export async function planGcRound(
     retained,
     retainedFrom: pmin,
     keep,
-    movesAllowed: !points.some((s) => s.expiresMs !== undefined),
+    movesAllowed: !points.some((s) => s.expiresMs !== undefined && s.follower !== true),
     frozenThrough: cloneFloor(points),
+    movesThrough: followerFloor(points),
     thresholds: o.thresholds,
   });
   return { present, pmin, points, retained, plan };

@@ -187,6 +187,34 @@ export function cloneFloor(points: readonly SnapshotRecord[]): number {
   return Math.max(0, ...points.map((s) => s.clone?.through ?? 0));
 }
 
+/**
+ * The newest object whose copies a pin's map takes in (undefined: all of them, as for snapshots and
+ * the retention window). A clone reads its parent objects by number up to its link; a follower has
+ * applied nothing after its point, so GC's copies made later are not in the map it reads from
+ * (docs/design/followers.md F2). Loading such a map with this bound is what lets GC move data while
+ * a follower runs: a copy's sources stay until every follower pin has passed the copy.
+ */
+export function copiesThroughOf(s: SnapshotRecord): number | undefined {
+  return s.clone?.through ?? (s.follower === true ? s.sequence : undefined);
+}
+
+/** How the map a snapshot or pin holds is loaded (src/log/load.ts): at its point, copies bounded. */
+export function pinnedLoad(
+  s: SnapshotRecord,
+): { atSequence: number; pinningOnly: true; copiesThrough?: number } {
+  const through = copiesThroughOf(s);
+  return {
+    atSequence: s.sequence,
+    pinningOnly: true,
+    ...(through === undefined ? {} : { copiesThrough: through }),
+  };
+}
+
+/** The oldest point a live follower pin holds (Infinity: none); data above it is never moved. */
+export function followerFloor(points: readonly SnapshotRecord[]): number {
+  return Math.min(Infinity, ...points.filter((s) => s.follower === true).map((s) => s.sequence));
+}
+
 /** Reads one snapshot by name; LsvdError("invalid") when there is none. */
 export async function readSnapshot(
   store: ObjectStore,

@@ -148,6 +148,45 @@ Deno.test("Follower: the writer's GC keeps what a live follower pin's map reads;
   await w.close();
 });
 
+Deno.test("Follower: the writer's GC packs while a follower runs; a copy's sources stay until the follower's pin passes the copy", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const rand = seededRandom(6);
+  const w = await open(store, clock);
+  const model = new Uint8Array(SECTORS * SECTOR);
+  await overwrite(w, model, 1, rand); // flushes every 16 writes: small and sparse objects to pack
+  const f = await follow(store, clock, { pinEveryMs: 1000 });
+  await overwrite(w, model, 2, rand);
+  await f.follower.poll();
+  const seen = model.slice(); // what the follower serves until it polls again
+  clock.advance(1000);
+  const first = await w.collectGarbage();
+  assert(first.copiedObjects > 0, `GC moved nothing while a follower ran: ${JSON.stringify(first)}`);
+  assert(first.kept > 0, "no copy source was kept for the follower");
+  // The follower has not applied the copies: it reads their sources, which the pass kept.
+  assertSame(await readDisk(f.volume), seen, "GC deleted what the follower reads");
+  // It applies the copies, and its pin passes them (a rewrite pins the point of the previous one).
+  for (let i = 0; i < 2; i++) {
+    clock.advance(1000);
+    await f.follower.poll();
+  }
+  const pins = await readSnapshots(store, await listLogState(store, "", { clock, attemptsMax: 3 }), {
+    clock,
+    attemptsMax: 3,
+  });
+  assert(pins.some((s) => s.follower === true && s.sequence >= w.stats.lastSequence));
+  const second = await w.collectGarbage();
+  assert(
+    second.deletedObjects > 0,
+    `the sources were not deleted once the pin passed: ${JSON.stringify(second)}`,
+  );
+  assertSame(await readDisk(f.volume), model, "the follower serves the head from the copies");
+  assertSame(await readDisk(w), model, "the writer reads the head");
+  assert.equal(f.follower.stats.reloads, 0, f.lines.join("\n"));
+  await f.follower.stop();
+  await w.close();
+});
+
 Deno.test("Follower: after a rollback of the source it loads the log anew and says so", async () => {
   const clock = new ManualClock();
   const store = new MemoryStore({ clock });

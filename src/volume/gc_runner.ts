@@ -36,7 +36,7 @@ import { activeLink } from "../log/parent.ts";
 import { listLogState, listSnapshots, type LoggedObject, type LogState } from "../log/log_state.ts";
 import { type ObjectSummary, readObjectSummary } from "../log/object_reader.ts";
 import { readVerified } from "../log/verified_read.ts";
-import { isStale, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
+import { isStale, pinnedLoad, readSnapshots, type SnapshotRecord } from "../log/snapshots.ts";
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
@@ -269,18 +269,16 @@ export class GcRunner {
     for (const x of leaving) this.#sealTimes.delete(x.sequence);
   }
 
-  /** The map at a snapshot or pin older than Pmin, loaded once per name and point. */
+  /** The map at a snapshot or pin (older than Pmin, a clone's or a follower's), loaded once per name and point. */
   async #snapshotMap(state: LogState, s: SnapshotRecord): Promise<ExtentMap> {
     const known = this.#snapshotMaps.get(s.name);
     if (known?.sequence === s.sequence) return known.map;
     const o = this.#o;
     const loaded = await loadLog(o.store, state, {
-      atSequence: s.sequence,
       concurrency: o.concurrency,
       retry: o.retry,
       log: o.log,
-      pinningOnly: true,
-      ...(s.clone === undefined ? {} : { copiesThrough: s.clone.through }),
+      ...pinnedLoad(s),
     });
     this.#snapshotMaps.set(s.name, { sequence: s.sequence, map: loaded.map });
     return loaded.map;

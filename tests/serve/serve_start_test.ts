@@ -385,7 +385,7 @@ Deno.test("deno task bench --help prints its usage without a stack trace", async
 
 Deno.test("lsvd serve --help shows the tuning defaults computed for this machine's memory", async () => {
   const { availableMemoryBytes, tuningDefaults } = await import("../../src/cli/memory_defaults.ts");
-  const { formatSize } = await import("../../src/cli/options.ts");
+  const { formatSize } = await import("../../src/util/sizes.ts");
   const memory = availableMemoryBytes();
   const d = tuningDefaults(memory);
   const r = await runLsvd(["serve", "--help"]);

@@ -68,7 +68,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     ? { kind: "snapshot", name: snapshot, text: snapshot }
     : at === undefined
     ? undefined
-    : parsePoint(at, "--at");
+    : parsePoint(at, parsed.options.source("at"));
   const secret = loadEncryptionKey(parsed.options);
   const retry = toolRetry(log);
   const { selection } = parsed;

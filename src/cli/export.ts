@@ -89,7 +89,7 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
     ? { kind: "snapshot" as const, name: snapshot, text: snapshot }
     : at === undefined
     ? undefined
-    : parsePoint(at, "--at");
+    : parsePoint(at, parsed.options.source("at"));
   const secret = loadEncryptionKey(parsed.options);
   // Before the store: a target export cannot write costs no download, and is refused in one line.
   const target = await openExportTarget(path, force);

@@ -205,11 +205,11 @@ function rollbackPlan(state: LogState, point: number) {
 }
 
 /** The --to point (and no positional argument). */
-function pointArgument(parsed: { positionals: string[]; values: { to: string | undefined } }): Point {
+function pointArgument(parsed: { positionals: string[]; options: Options<typeof OPTIONS> }): Point {
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const to = parsed.values.to;
+  const to = parsed.options.values.to;
   if (to === undefined) throw new UsageError("Missing --to POINT: an object number or an RFC 3339 time");
-  return parsePoint(to, "--to");
+  return parsePoint(to, parsed.options.source("to"));
 }
 
 /** What a dry run prints: each move and drop, the totals, and a journal the lease names. */

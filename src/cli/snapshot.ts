@@ -49,7 +49,7 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
       const at = parsed.values.at;
       const point = at === undefined
         ? { kind: "sequence" as const, sequence: state.endSequence, text: String(state.endSequence) }
-        : parsePoint(at, "--at");
+        : parsePoint(at, parsed.options.source("at"));
       const resolved = await resolvePoint(store, state, point, retry);
       await createSnapshot(store, prefix, {
         version: 1,

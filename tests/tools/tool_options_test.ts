@@ -48,6 +48,8 @@ Deno.test("lsvd tools name the flag or variable a bad option came from, in one l
         { LSVD_RETENTION: "a while" },
         'Invalid LSVD_RETENTION: "a while" is not a duration such as 500ms, 90s, 30m, 24h or 7d',
       ],
+      [["export", "-"], { LSVD_AT: "0" }, 'Invalid LSVD_AT: "0" must be an object number of 1 or more'],
+      [["rollback"], { LSVD_TO: "0" }, 'Invalid LSVD_TO: "0" must be an object number of 1 or more'],
       [["info"], { LSVD_JSON: "maybe" }, 'Invalid LSVD_JSON: "maybe" is not a boolean (use true or false)'],
       [
         ["info"],

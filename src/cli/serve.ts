@@ -17,7 +17,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
 import { MeteredStore } from "../store/metered.ts";
 import { requireConditionalWrites } from "../store/conditional_probe.ts";
-import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
+import { LEASE_DURATION_MS_DEFAULT, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { refuseBeforeWriting, Volume, type VolumeOptions } from "../volume/volume.ts";
@@ -64,7 +64,6 @@ import {
   DEFAULT_SEAL_DELAY_MS,
   DEFAULT_VERIFY_READS,
 } from "../volume/volume_options.ts";
-import { LEASE_DURATION_MS_DEFAULT } from "../log/lease.ts";
 import { DEFAULT_EXPORT_NAME } from "../nbd/session.ts";
 import { OBJECT_DATA_BYTES_MAX, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
@@ -393,23 +392,24 @@ const EXAMPLES = [
   "  # then: nbdinfo 'nbds://HOST:10809/lsvd?tls-certificates=DIR' (DIR holds ca-cert.pem; README: TLS)",
 ];
 
-export interface ServeConfig {
+/** What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions. */
+type SharedWithVolume = Required<
+  Pick<
+    VolumeOptions,
+    "fencing" | "leaseMode" | "leaseDurationMs" | "readOnly" | "allowShrink" | "abandonJournal" | "sizeSource"
+  >
+>;
+
+export interface ServeConfig extends SharedWithVolume {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
   /** A bucket (its check only reads), not a local directory (whose check creates it). */
   storeRemote: boolean;
-  fencing: boolean;
-  leaseMode: LeaseMode;
-  leaseDurationMs: number;
   /** Normalised. */
   prefix: string;
   /** Which store and prefix, for the start-up line. */
   storeLine: string;
   sizeBytes: number | undefined;
-  /** "--size" or the environment variable the size came from (named when it is refused). */
-  sizeSource: string;
-  allowShrink: boolean;
-  readOnly: boolean;
   /** --follow: poll the log this often and apply what the writer stored (read-only). */
   follow: { intervalMs: number } | undefined;
   /** --at or --snapshot: serve this past point (read-only). */
@@ -432,7 +432,6 @@ export interface ServeConfig {
   /** `--cache-dir`: a persistent disk cache (src/cache/disk_cache.ts). */
   cacheDir: { dir: string; sizeBytes: number } | undefined;
   journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
-  abandonJournal: boolean;
   /** An encrypted volume's key (never printed: VolumeSecret shows only where it came from). */
   encryptionKey: VolumeSecret | undefined;
 }

@@ -16,7 +16,7 @@ import { LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { Volume } from "../volume/volume.ts";
-import { UsageError } from "./options.ts";
+import { flagOption, textOption, UsageError } from "./options.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 import type { StoreSelection } from "./store_options.ts";
@@ -26,27 +26,23 @@ import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 const CLONE_OPTIONS = {
   ...ENCRYPTION_OPTIONS,
-  "to-prefix": {
-    type: "string" as const,
+  "to-prefix": textOption({
     help: "Where the clone lives (a new prefix of the source's bucket, or of --to-bucket; required)",
     placeholder: "DST",
-  },
-  "to-bucket": {
-    type: "string" as const,
+  }),
+  "to-bucket": textOption({
     help:
       "Put the clone in this other bucket of the same S3 store (it reads the source with the same credentials)",
     placeholder: "NAME",
-  },
-  snapshot: { type: "string" as const, help: "Branch at this snapshot of the source", placeholder: "NAME" },
-  at: {
-    type: "string" as const,
+  }),
+  snapshot: textOption({ help: "Branch at this snapshot of the source", placeholder: "NAME" }),
+  at: textOption({
     help: "Branch at this point: object number or RFC 3339 time in the retention window (default: now)",
     placeholder: "POINT",
-  },
-  flatten: {
-    type: "boolean" as const,
+  }),
+  flatten: flagOption({
     help: "Then copy everything the clone reads into its own log at once (as 'lsvd flatten')",
-  },
+  }),
 };
 
 const CLONE_SUMMARY = "Makes a writable copy of the volume under --prefix at a point, under --to-prefix.\n" +
@@ -65,22 +61,20 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
   });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const to = parsed.values["to-prefix"] as string | undefined;
+  const { "to-prefix": to, snapshot, at } = parsed.values;
   if (to === undefined || normalizePrefix(to) === "") throw new UsageError("clone needs --to-prefix DST");
-  const snapshot = parsed.values.snapshot as string | undefined;
-  const at = parsed.values.at as string | undefined;
   if (snapshot !== undefined && at !== undefined) throw new UsageError("Give --snapshot or --at, not both");
   const point: Point | undefined = snapshot !== undefined
     ? { kind: "snapshot", name: snapshot, text: snapshot }
     : at === undefined
     ? undefined
-    : parsePoint(at, "--at");
+    : parsePoint(at, parsed.options.source("at"));
   const secret = loadEncryptionKey(parsed.options);
   const retry = toolRetry(log);
   const { selection } = parsed;
   if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
   const target = normalizePrefix(to);
-  const targetStore = await otherBucket(selection, parsed.values["to-bucket"] as string | undefined);
+  const targetStore = await otherBucket(selection, parsed.values["to-bucket"]);
   const made = await createClone(selection.store, {
     source: selection.prefix,
     target,
@@ -96,7 +90,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
       `${targetStore === undefined ? "" : ` in ${targetStore.description}`} ` +
       `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
   );
-  if (parsed.values.flatten === true) await flatten(clone, { retry, log, secret });
+  if (parsed.values.flatten) await flatten(clone, { retry, log, secret });
   return 0;
 }
 

@@ -9,27 +9,26 @@
  */
 
 import { SECRET_BYTES_MIN, VolumeSecret } from "../crypto/sector_cipher.ts";
-import { type Options, type OptionSpecs, UsageError } from "./options.ts";
+import { type Options, textOption, UsageError } from "./options.ts";
 
 /** The variable that holds the key itself (the file option's variable is implied by its name). */
 export const KEY_ENV = "LSVD_ENCRYPTION_KEY";
 
-export const ENCRYPTION_OPTIONS: OptionSpecs = {
-  "encryption-key-file": {
-    type: "string",
+export const ENCRYPTION_OPTIONS = {
+  "encryption-key-file": textOption({
     group: "volume",
     help: `The key of an encrypted volume: a file of at least ${SECRET_BYTES_MIN} secret bytes (or the key ` +
       `itself in ${KEY_ENV}). A new volume given a key is created encrypted; an encrypted one needs it`,
     placeholder: "FILE",
-  },
+  }),
 };
 
 /** The key the options or the environment give, or undefined; refuses an unusable one in one line. */
 export function loadEncryptionKey(
-  options: Options,
+  options: Options<typeof ENCRYPTION_OPTIONS>,
   env: { get(name: string): string | undefined; delete(name: string): void } = Deno.env,
 ): VolumeSecret | undefined {
-  const file = options.string("encryption-key-file");
+  const file = options.values["encryption-key-file"];
   const inline = env.get(KEY_ENV);
   if (inline !== undefined) env.delete(KEY_ENV);
   if (file !== undefined && inline !== undefined && inline !== "") {

@@ -27,12 +27,13 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded, readInOrder } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
-import { parseInteger, UsageError } from "./options.ts";
+import { flagOption, textOption, UsageError } from "./options.ts";
 import { type ExportTarget, openExportTarget, PipeClosed } from "./export_target.ts";
 import {
   Interrupted,
   interruptible,
   listVolume,
+  parallelOption,
   parseTool,
   TOOL_LOAD_CONCURRENCY,
   toolRetry,
@@ -42,22 +43,19 @@ import {
 
 const OPTIONS = {
   ...ENCRYPTION_OPTIONS,
-  at: {
-    type: "string" as const,
+  at: textOption({
     help: "Export the disk as it was after this object number or at this RFC 3339 time",
     placeholder: "POINT",
-  },
-  snapshot: {
-    type: "string" as const,
+  }),
+  snapshot: textOption({
     help: "Export the disk as snapshot NAME kept it",
     placeholder: "NAME",
-  },
-  force: {
-    type: "boolean" as const,
+  }),
+  force: flagOption({
     commandLineOnly: true,
     help: "Replace FILE if it exists (once the new image is complete), or write onto a device",
-  },
-  parallel: { type: "string" as const, help: "GETs in flight at once", default: "32", placeholder: "N" },
+  }),
+  parallel: parallelOption("GETs in flight at once"),
 };
 
 const SUMMARY =
@@ -85,16 +83,13 @@ export async function exportCommand(args: string[], log: Logger = stderrLogger):
   const [path, extra] = parsed.positionals;
   if (path === undefined) throw new UsageError("Missing FILE: give a file name, or - for standard output");
   if (extra !== undefined) throw new UsageError(`Unexpected argument "${extra}"`);
-  const force = parsed.values.force === true;
-  const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
-  const at = parsed.values.at as string | undefined;
-  const snapshot = parsed.values.snapshot as string | undefined;
+  const { force, parallel, at, snapshot } = parsed.values;
   if (at !== undefined && snapshot !== undefined) throw new UsageError("Give either --at or --snapshot");
   const point = snapshot !== undefined
     ? { kind: "snapshot" as const, name: snapshot, text: snapshot }
     : at === undefined
     ? undefined
-    : parsePoint(at, "--at");
+    : parsePoint(at, parsed.options.source("at"));
   const secret = loadEncryptionKey(parsed.options);
   // Before the store: a target export cannot write costs no download, and is refused in one line.
   const target = await openExportTarget(path, force);

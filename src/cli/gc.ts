@@ -16,25 +16,26 @@ import { pinnedLoad } from "../log/snapshots.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { SECTOR_BYTES } from "../util/constants.ts";
+import { OBJECT_DATA_BYTES_MAX, SECTOR_BYTES } from "../util/constants.ts";
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { parseDurationMs, parseSize, UsageError } from "./options.ts";
+import { durationOption, flagOption, sizeOption, UsageError } from "./options.ts";
+import { DEFAULT_OBJECT_BYTES, DEFAULT_RETENTION_MS } from "../volume/volume_options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
-  "dry-run": { type: "boolean" as const, help: "Say what a pass would reclaim; change nothing (required)" },
-  retention: {
-    type: "string" as const,
-    help: "The retention window the daemon runs with (default 24h)",
+  "dry-run": flagOption({ help: "Say what a pass would reclaim; change nothing (required)" }),
+  retention: durationOption({
+    help: "The retention window the daemon runs with",
+    default: DEFAULT_RETENTION_MS,
     placeholder: "DURATION",
-  },
-  "object-size": {
-    type: "string" as const,
+  }),
+  "object-size": sizeOption({
     help: "The --object-size the daemon runs with (small objects are packed relative to it)",
-    default: "4M",
+    default: DEFAULT_OBJECT_BYTES,
+    sectorsUpTo: OBJECT_DATA_BYTES_MAX,
     placeholder: "SIZE",
-  },
+  }),
 };
 
 const SUMMARY = "Says what the daemon's next garbage-collection pass would reclaim (objects deleted\n" +
@@ -50,19 +51,12 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
   });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  if (parsed.values["dry-run"] !== true) {
+  if (!parsed.values["dry-run"]) {
     throw new UsageError(
       "lsvd gc only plans (--dry-run): collection runs inside 'lsvd serve' (--gc-interval)",
     );
   }
-  const retentionMs = parseDurationMs(
-    (parsed.values.retention as string | undefined) ?? "24h",
-    "--retention",
-  );
-  const objectBytes = parseSize(parsed.values["object-size"] as string, "--object-size");
-  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes === 0) {
-    throw new UsageError(`Invalid --object-size: ${objectBytes} must be a positive multiple of 4096`);
-  }
+  const { retention: retentionMs, "object-size": objectBytes } = parsed.values;
   const retry = toolRetry(log);
   const { selection } = parsed;
   const state = await listVolume(selection, retry, { mustExist: true });

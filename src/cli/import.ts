@@ -33,13 +33,15 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
-import { parseInteger, parseSize, UsageError } from "./options.ts";
+import { sizeOption, UsageError } from "./options.ts";
+import { DEFAULT_OBJECT_BYTES } from "../volume/volume_options.ts";
 import { blockDeviceBytes, type DeviceHold, holdDevice, kindOf, osErrorText } from "./local_files.ts";
 import type { StoreSelection } from "./store_options.ts";
 import {
   Interrupted,
   interruptible,
   listVolume,
+  parallelOption,
   parseTool,
   takeToolLease,
   type ToolLease,
@@ -50,18 +52,18 @@ import {
 
 const OPTIONS = {
   ...ENCRYPTION_OPTIONS,
-  size: {
-    type: "string" as const,
+  size: sizeOption({
     help: "Volume size (bytes or K/M/G/T); default the file's or device's size; at least the image's size",
+    sectorsUpTo: VOLUME_BYTES_MAX,
     placeholder: "SIZE",
-  },
-  "object-size": {
-    type: "string" as const,
+  }),
+  "object-size": sizeOption({
     help: "Data bytes per log object",
-    default: "4M",
+    default: DEFAULT_OBJECT_BYTES,
+    sectorsUpTo: OBJECT_DATA_BYTES_MAX,
     placeholder: "SIZE",
-  },
-  parallel: { type: "string" as const, help: "PUTs in flight at once", default: "32", placeholder: "N" },
+  }),
+  parallel: parallelOption("PUTs in flight at once"),
 };
 
 const SUMMARY =
@@ -80,16 +82,7 @@ export async function importCommand(args: string[], log: Logger = stderrLogger):
   const [path, extra] = parsed.positionals;
   if (path === undefined) throw new UsageError("Missing FILE: give an image file, or - for standard input");
   if (extra !== undefined) throw new UsageError(`Unexpected argument "${extra}"`);
-  const v = parsed.values;
-  const objectBytes = parseSize(v["object-size"] as string, "--object-size");
-  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes > OBJECT_DATA_BYTES_MAX) {
-    throw new UsageError(`Invalid --object-size: ${objectBytes} must be a multiple of 4096 up to 256M`);
-  }
-  const parallel = parseInteger(v.parallel as string, "--parallel", 1, 1024);
-  const givenSize = v.size === undefined ? undefined : parseSize(v.size as string, "--size");
-  if (givenSize !== undefined && (givenSize % SECTOR_BYTES !== 0 || givenSize > VOLUME_BYTES_MAX)) {
-    throw new UsageError(`Invalid --size: ${givenSize} must be a multiple of 4096 up to 16 TiB`);
-  }
+  const { "object-size": objectBytes, parallel, size: givenSize } = parsed.values;
   // Everything about the source is checked before the bucket is touched.
   const source = await openSource(path, log);
   try {

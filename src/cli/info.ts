@@ -19,7 +19,7 @@ import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
-import { UsageError } from "./options.ts";
+import { flagOption, UsageError } from "./options.ts";
 import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
 
 export interface ObjectRef {
@@ -91,7 +91,7 @@ export interface LeaseInfo {
 }
 
 const OPTIONS = {
-  json: { type: "boolean" as const, help: "Print one JSON object (for scripts) instead of text" },
+  json: flagOption({ help: "Print one JSON object (for scripts) instead of text" }),
 };
 
 const SUMMARY = "Describes the volume from its bucket (or directory) without changing anything.";
@@ -107,7 +107,7 @@ export async function infoCommand(args: string[], log: Logger = stderrLogger): P
     log,
     location: where(parsed.selection),
   });
-  console.log(parsed.values.json === true ? JSON.stringify(info, null, 2) : renderInfo(info));
+  console.log(parsed.values.json ? JSON.stringify(info, null, 2) : renderInfo(info));
   return 0;
 }
 

@@ -20,15 +20,14 @@ import { holderState, localProcesses } from "../log/lease_holder.ts";
 import { stderrLogger } from "../util/log.ts";
 import { LsvdError } from "../util/errors.ts";
 import { withRetries } from "../store/retry.ts";
-import { UsageError } from "./options.ts";
+import { flagOption, UsageError } from "./options.ts";
 import { parseTool, toolRetry } from "./tool_support.ts";
 
 const OPTIONS = {
-  force: {
-    type: "boolean" as const,
+  force: flagOption({
     commandLineOnly: true,
     help: "break: break a lease that looks live (renewed in time by a holder not known to be gone)",
-  },
+  }),
 };
 
 /** The line about a journal a lease records, or undefined. */
@@ -53,7 +52,7 @@ export async function leaseCommand(args: string[]): Promise<number> {
   if ((action !== "show" && action !== "break") || extra.length > 0) {
     throw new UsageError("Usage: lsvd lease show|break [options]; run 'lsvd lease --help'");
   }
-  if (action === "show" && parsed.values.force === true) {
+  if (action === "show" && parsed.values.force) {
     throw new UsageError("Invalid options: --force goes with 'lease break'");
   }
   const { store, prefix } = parsed.selection;
@@ -86,7 +85,7 @@ export async function leaseCommand(args: string[]): Promise<number> {
       return 0;
     }
     const refusal = breakRefusal(lease, now, localProcesses());
-    if (refusal !== undefined && parsed.values.force !== true) throw new LsvdError("invalid", refusal);
+    if (refusal !== undefined && !parsed.values.force) throw new LsvdError("invalid", refusal);
     await breakLease(store, prefix, retry, stored);
     console.log(
       `Broke the lease of ${describeLease(lease, now)}; the next writer fences whatever it left in flight.`,

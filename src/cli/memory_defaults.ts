@@ -10,11 +10,18 @@
  * the figures the benchmarks were tuned with (256 MiB dirty, 64 MiB cache, 32 uploads).
  */
 
+import {
+  DEFAULT_CACHE_BYTES,
+  DEFAULT_DIRTY_BYTES,
+  DEFAULT_OBJECT_BYTES,
+  DEFAULT_UPLOADS,
+} from "../volume/volume_options.ts";
+
 const MiB = 1024 * 1024;
-export const OBJECT_BYTES_DEFAULT = 4 * MiB;
-const DIRTY_BYTES_CAP = 256 * MiB;
-const CACHE_BYTES_CAP = 64 * MiB;
-const UPLOADS_CAP = 32;
+/** A machine with enough memory gets the engine's own defaults (volume_options.ts owns the figures). */
+const DIRTY_BYTES_CAP = DEFAULT_DIRTY_BYTES;
+const CACHE_BYTES_CAP = DEFAULT_CACHE_BYTES;
+const UPLOADS_CAP = DEFAULT_UPLOADS;
 
 export interface TuningDefaults {
   objectBytes: number;
@@ -28,7 +35,7 @@ export interface TuningDefaults {
  * two objects (one filling, one uploading); cache = min(64M, memory/32); uploads so that the
  * objects in flight plus the one filling fit in the dirty limit, at most 32.
  */
-export function tuningDefaults(memoryBytes: number, objectBytes = OBJECT_BYTES_DEFAULT): TuningDefaults {
+export function tuningDefaults(memoryBytes: number, objectBytes = DEFAULT_OBJECT_BYTES): TuningDefaults {
   const dirtyBytes = Math.max(2 * objectBytes, floorTo(Math.min(DIRTY_BYTES_CAP, memoryBytes / 16), MiB));
   const cacheBytes = floorTo(Math.min(CACHE_BYTES_CAP, memoryBytes / 32), MiB);
   const uploads = Math.max(1, Math.min(UPLOADS_CAP, Math.floor(dirtyBytes / objectBytes) - 1));

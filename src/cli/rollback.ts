@@ -23,7 +23,7 @@ import { LsvdError } from "../util/errors.ts";
 import type { RetryPolicy } from "../store/retry.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { withRetries } from "../store/retry.ts";
-import { type Options, UsageError } from "./options.ts";
+import { flagOption, type Options, textOption, UsageError } from "./options.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import { cipherOf } from "../log/volume_encryption.ts";
@@ -98,18 +98,16 @@ async function fenceAfterPoint(
 
 const OPTIONS = {
   ...ENCRYPTION_OPTIONS,
-  to: {
-    type: "string" as const,
+  to: textOption({
     help: "The point to return to: an object number, an RFC 3339 time or a snapshot name (required)",
     placeholder: "POINT",
-  },
-  "dry-run": { type: "boolean" as const, help: "List what would be moved; change nothing" },
-  "abandon-journal": {
-    type: "boolean" as const,
+  }),
+  "dry-run": flagOption({ help: "List what would be moved; change nothing" }),
+  "abandon-journal": flagOption({
     commandLineOnly: true,
     help: "Roll back although the lease names a write-back journal that may hold acknowledged writes " +
       "not yet stored (they are lost: the journal cannot be replayed after the log changed)",
-  },
+  }),
 };
 
 const SUMMARY =
@@ -126,7 +124,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   });
   if (parsed.help) return 0;
   const point = pointArgument(parsed);
-  const dryRun = parsed.values["dry-run"] === true;
+  const dryRun = parsed.values["dry-run"];
   const retry = toolRetry(log);
   const { selection } = parsed;
   const { store, prefix } = selection;
@@ -138,12 +136,12 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   const plan = () => rollbackPlan(state, resolved.sequence); // of the latest listing
   if (dryRun) {
     await describeDryRun(selection, { plan: plan(), id, to: resolved.description, retry, log }, {
-      abandonJournal: parsed.values["abandon-journal"] === true,
+      abandonJournal: parsed.values["abandon-journal"],
     });
     return 0;
   }
   const lease = await takeToolLease(selection, retry, log, 1, {
-    abandonJournal: parsed.values["abandon-journal"] === true,
+    abandonJournal: parsed.values["abandon-journal"],
   });
   try {
     await refuseActiveWriter(selection, state, retry);
@@ -190,7 +188,11 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
 
 /** The objects a rollback to `point` moves and the checkpoints it drops. */
 /** Only a rescue reads data: an encrypted volume rolls back without its key unless one is needed. */
-function rescueCipher(options: Options, state: LogState, prefix: string): SectorCipher | undefined {
+function rescueCipher(
+  options: Options<typeof ENCRYPTION_OPTIONS>,
+  state: LogState,
+  prefix: string,
+): SectorCipher | undefined {
   const secret = loadEncryptionKey(options);
   return secret === undefined ? undefined : cipherOf(state.format, secret, prefix);
 }
@@ -203,11 +205,11 @@ function rollbackPlan(state: LogState, point: number) {
 }
 
 /** The --to point (and no positional argument). */
-function pointArgument(parsed: { positionals: string[]; values: Record<string, unknown> }): Point {
+function pointArgument(parsed: { positionals: string[]; options: Options<typeof OPTIONS> }): Point {
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const to = parsed.values.to as string | undefined;
+  const to = parsed.options.values.to;
   if (to === undefined) throw new UsageError("Missing --to POINT: an object number or an RFC 3339 time");
-  return parsePoint(to, "--to");
+  return parsePoint(to, parsed.options.source("to"));
 }
 
 /** What a dry run prints: each move and drop, the totals, and a journal the lease names. */

@@ -17,16 +17,14 @@ import type { ObjectStore } from "../store/store.ts";
 import { probeStore } from "../store/probe.ts";
 import { MeteredStore } from "../store/metered.ts";
 import { requireConditionalWrites } from "../store/conditional_probe.ts";
-import { type LeaseMode, lostReason, readLease } from "../log/lease.ts";
+import { LEASE_DURATION_MS_DEFAULT, lostReason, readLease } from "../log/lease.ts";
 import { isLsvdError, LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { refuseBeforeWriting, Volume, type VolumeOptions } from "../volume/volume.ts";
 import { DirectoryJournalFiles } from "../journal/journal_files.ts";
-import type { FlushPolicy } from "../volume/volume_options.ts";
 import { closeWithin, ShutdownSignals, waitForRelease } from "./serve_lifecycle.ts";
 import { listLogState } from "../log/log_state.ts";
 import { parsePoint, type Point, resolvePoint } from "../log/point.ts";
-import { parseDurationMs } from "./options.ts";
 import { bindNbdListeners, ListenError, type NbdListeners, startNbdServer } from "../nbd/server.ts";
 import { attachDevice, type Attachment, checkAttach } from "../attach/attach.ts";
 import { describeHolders, type Holder } from "../attach/holders.ts";
@@ -46,15 +44,28 @@ import { Follower } from "../volume/follower.ts";
 import { DiskCache } from "../cache/disk_cache.ts";
 import { availableMemoryBytes, type TuningDefaults, tuningDefaults } from "./memory_defaults.ts";
 import {
-  formatSize,
+  choiceOption,
+  durationOption,
+  flagOption,
   helpText,
+  integerOption,
+  type ListenAddress,
+  listenOption,
   type Options,
-  type OptionSpecs,
-  parseListen,
   parseOptions,
+  sizeOption,
+  textOption,
   UsageError,
   wantsHelp,
 } from "./options.ts";
+import {
+  DEFAULT_FLUSH_POLICY,
+  DEFAULT_RETENTION_MS,
+  DEFAULT_SEAL_DELAY_MS,
+  DEFAULT_VERIFY_READS,
+} from "../volume/volume_options.ts";
+import { DEFAULT_EXPORT_NAME } from "../nbd/session.ts";
+import { OBJECT_DATA_BYTES_MAX, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
@@ -64,7 +75,7 @@ import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
 /** Every serve option; the tuning defaults are computed for this machine (see memory_defaults.ts). */
-export function serveOptions(tuning: TuningDefaults): OptionSpecs {
+export function serveOptions(tuning: TuningDefaults) {
   return {
     ...STORE_OPTIONS,
     ...VOLUME_OPTIONS,
@@ -81,292 +92,277 @@ export function serveOptions(tuning: TuningDefaults): OptionSpecs {
 }
 
 /** The volume: size, lease, fencing, read-only points, following, retention (serveOptions, in order). */
-const VOLUME_OPTIONS: OptionSpecs = {
-  size: {
-    type: "string",
+const VOLUME_OPTIONS = {
+  size: sizeOption({
     group: "volume",
     help: "Volume size (bytes or K/M/G/T); required the first time, remembered after; larger grows it",
     env: ["FLY_LSVD_DEVICE_SIZE"],
     placeholder: "SIZE",
-  },
-  "allow-shrink": {
-    type: "boolean",
+    sectorsUpTo: VOLUME_BYTES_MAX,
+  }),
+  "allow-shrink": flagOption({
     group: "volume",
     help: "Allow a --size smaller than the recorded one (never below written data)",
-  },
-  takeover: {
-    type: "boolean",
+  }),
+  takeover: flagOption({
     group: "volume",
     help:
       "Take the volume from the daemon holding its lease, fencing that daemon (it exits with an error); " +
       "with --device, a holder on this machine is first asked to hand over (an upgrade: the mount stays)",
-  },
-  standby: {
-    type: "boolean",
+  }),
+  standby: flagOption({
     group: "volume",
     help:
       "Wait while another daemon holds the volume, following its log; take it over once that daemon's lease lapses",
-  },
-  "lease-duration-ms": {
-    type: "string",
+  }),
+  "lease-duration-ms": integerOption({
     group: "volume",
     help: "How long one lease renewal lasts (renewed every third of it); a standby waits this long",
-    default: "30000",
+    default: LEASE_DURATION_MS_DEFAULT,
     placeholder: "MS",
-  },
-  "no-fencing": {
-    type: "boolean",
+    min: 300,
+    max: 3_600_000,
+  }),
+  "no-fencing": flagOption({
     group: "volume",
     help: "Write without the lease and fence (for stores without conditional writes): a second daemon " +
       "can then fork the log and lose acknowledged writes",
-  },
-  "read-only": {
-    type: "boolean",
+  }),
+  "read-only": flagOption({
     group: "volume",
     help: "Serve read-only; the volume must exist; recovery archives nothing",
-  },
-  follow: {
-    type: "boolean",
+  }),
+  follow: flagOption({
     group: "volume",
     help: "With --read-only: follow the log another daemon writes, serving its newest durable state " +
       "(for raw-block readers, exports, backups: a mounted filesystem cannot follow a changing disk)",
-  },
-  "follow-interval": {
-    type: "string",
+  }),
+  "follow-interval": durationOption({
     group: "volume",
     help: "With --follow: how often to look for new objects (one LIST each time)",
-    default: "1s",
+    default: 1000,
     placeholder: "DURATION",
-  },
-  at: {
-    type: "string",
+  }),
+  at: textOption({
     group: "volume",
     help: "With --read-only: serve the disk as it was after this object number or at this RFC 3339 time",
     placeholder: "POINT",
-  },
-  snapshot: {
-    type: "string",
+  }),
+  snapshot: textOption({
     group: "volume",
     help: "With --read-only: serve the disk as snapshot NAME kept it ('lsvd snapshot list')",
     placeholder: "NAME",
-  },
-  retention: {
-    type: "string",
+  }),
+  retention: durationOption({
     group: "volume",
     help: "Keep every point of the last DURATION exact for --at, export and rollback; older data is " +
       "garbage-collected (e.g. 24h, 30m; docs/design/gc-and-retention.md)",
-    default: "24h",
+    default: DEFAULT_RETENTION_MS,
     placeholder: "DURATION",
-  },
-  "gc-interval": {
-    type: "string",
+  }),
+  "gc-interval": durationOption({
     group: "volume",
     help: "Run a garbage-collection pass this often; off disables collection",
-    default: "60s",
+    default: 60_000,
     placeholder: "DURATION|off",
-  },
+    off: true,
+  }),
 };
 
+/** The socket served when neither --socket nor --listen is given (relative to the working directory). */
+const DEFAULT_SOCKET = "lsvd.sock";
+
 /** Where NBD is served (serveOptions, in order). */
-const LISTEN_OPTIONS: OptionSpecs = {
-  socket: {
-    type: "string",
+const LISTEN_OPTIONS = {
+  socket: textOption({
     group: "serving",
-    help: "Unix socket to serve NBD on, mode 0600 (default: ./lsvd.sock)",
+    help: `Unix socket to serve NBD on, mode 0600 (default: ./${DEFAULT_SOCKET})`,
     placeholder: "PATH",
-  },
-  listen: {
-    type: "string",
+  }),
+  listen: listenOption({
     group: "serving",
     help: "Also (or only, without --socket) serve NBD on TCP HOST:PORT",
     placeholder: "HOST:PORT",
-  },
-  export: {
-    type: "string",
+  }),
+  export: textOption({
     group: "serving",
     help: "NBD export name (the empty name selects it too)",
-    default: "lsvd",
+    default: DEFAULT_EXPORT_NAME,
     placeholder: "NAME",
-  },
+  }),
 };
 
-const METRICS_OPTIONS: OptionSpecs = {
-  metrics: {
-    type: "string",
+const METRICS_OPTIONS = {
+  metrics: listenOption({
     group: "serving",
     help: "Serve Prometheus metrics at http://HOST:PORT/metrics (read by 'lsvd status')",
     placeholder: "HOST:PORT",
-  },
+  }),
 };
 
 /** Sizes, limits and policies, with defaults from the memory tuning (serveOptions, in order). */
-function tuningOptions(tuning: TuningDefaults): OptionSpecs {
+function tuningOptions(tuning: TuningDefaults) {
   return {
-    "object-size": {
-      type: "string",
+    "object-size": sizeOption({
       group: "tuning",
       help: "Data bytes per log object",
-      default: formatSize(tuning.objectBytes),
+      default: tuning.objectBytes,
       placeholder: "SIZE",
-    },
-    "dirty-limit": {
-      type: "string",
+      sectorsUpTo: OBJECT_DATA_BYTES_MAX,
+    }),
+    "dirty-limit": sizeOption({
       group: "tuning",
       help: "Unflushed bytes held in memory before writers wait",
-      default: formatSize(tuning.dirtyBytes),
+      default: tuning.dirtyBytes,
       placeholder: "SIZE",
-    },
-    "seal-delay-ms": {
-      type: "string",
+    }),
+    "seal-delay-ms": integerOption({
       group: "tuning",
       help: "Seal a partly filled object after this long",
-      default: "1000",
+      default: DEFAULT_SEAL_DELAY_MS,
       placeholder: "MS",
-    },
-    uploads: {
-      type: "string",
+      min: 1,
+      max: 3_600_000,
+    }),
+    uploads: integerOption({
       group: "tuning",
       help: "Object uploads in flight at once",
-      default: String(tuning.uploads),
+      default: tuning.uploads,
       placeholder: "N",
-    },
-    "cache-size": {
-      type: "string",
+      min: 1,
+      max: 1024,
+    }),
+    "cache-size": sizeOption({
       group: "tuning",
       help: "Read cache of recent object data (0: none)",
-      default: formatSize(tuning.cacheBytes),
+      default: tuning.cacheBytes,
       placeholder: "SIZE",
-    },
+      zero: true,
+    }),
   };
 }
 
 /** Cache directory, shutdown deadline, read checks and the FLUSH policy (after tuningOptions, in order). */
-const CACHE_AND_POLICY_OPTIONS: OptionSpecs = {
-  "cache-dir": {
-    type: "string",
+const CACHE_AND_POLICY_OPTIONS = {
+  "cache-dir": textOption({
     group: "tuning",
     help: "Keep data read from the store in DIR too (up to --cache-dir-size), behind the read cache; " +
       "it is served from there on later reads and after a restart (docs/design/disk-cache.md)",
     placeholder: "DIR",
-  },
-  "cache-dir-size": {
-    type: "string",
+  }),
+  "cache-dir-size": sizeOption({
     group: "tuning",
     help: "Most bytes --cache-dir holds on disk",
-    default: "1G",
+    default: 2 ** 30,
     placeholder: "SIZE",
-  },
-  "shutdown-timeout": {
-    type: "string",
+    minBytes: 2 ** 20,
+  }),
+  "shutdown-timeout": integerOption({
     group: "serving",
     help: "A stop ends within this many seconds: at most half waiting for the volume to be released, then " +
       "flushing; exit 1 naming what was lost (default: keep trying)",
     placeholder: "SECONDS",
-  },
-  "verify-reads": {
-    type: "string",
+    min: 1,
+    max: 7 * 86400,
+  }),
+  "verify-reads": choiceOption(["on", "off"], {
     group: "tuning",
     help: "on: check every range read from the store against its object's sector CRCs; off: only to " +
       "measure what the check costs (bench/)",
-    default: "on",
+    default: DEFAULT_VERIFY_READS ? "on" : "off",
     placeholder: "on|off",
-  },
-  "flush-policy": {
-    type: "string",
+  }),
+  "flush-policy": choiceOption(["group", "each"], {
     group: "tuning",
     help: "group: FLUSHes arriving while commits upload share the next object; each: one object per FLUSH",
-    default: "group",
+    default: DEFAULT_FLUSH_POLICY,
     placeholder: "group|each",
-  },
+  }),
 };
 
-const COMMIT_RATE_OPTIONS: OptionSpecs = {
-  "puts-per-second": {
-    type: "string",
+const COMMIT_RATE_OPTIONS = {
+  "puts-per-second": integerOption({
     group: "tuning",
     help: "group policy: at most N objects sealed by FLUSHes per second (default: no limit)",
     placeholder: "N",
-  },
+    min: 1,
+    max: 1_000_000,
+  }),
 };
 
 /** Kernel device, filesystem and nbdfuse options (a part of serveOptions, in its order). */
-const ATTACH_OPTIONS: OptionSpecs = {
-  device: {
-    type: "string",
+const ATTACH_OPTIONS = {
+  device: textOption({
     group: "kernel",
     help: "Connect the kernel NBD client to this device, e.g. /dev/nbd0",
     placeholder: "DEV",
-  },
-  mount: {
-    type: "string",
+  }),
+  mount: textOption({
     group: "kernel",
     help: "Mount the device here (mkfs.ext4 first if empty; grow if it grew); implies --device /dev/nbd0",
     env: ["FLY_LSVD_MOUNT_POINT"],
     placeholder: "PATH",
-  },
-  "dead-timeout": {
-    type: "string",
+  }),
+  "dead-timeout": integerOption({
     group: "kernel",
     help: "While no lsvd serves the device (a crash, a restart, an upgrade) the kernel holds its I/O " +
       "this long for the next lsvd to resume it, then fails it with EIO",
-    default: String(DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS),
+    default: DEFAULT_DEAD_CONNECTION_TIMEOUT_SECONDS,
     placeholder: "SECONDS",
-  },
-  "io-timeout": {
-    type: "string",
+    min: 1,
+    max: 86400,
+  }),
+  "io-timeout": integerOption({
     group: "kernel",
     help: "The kernel re-sends a request unanswered this long on another connection (requests in " +
       "flight when lsvd died wait this long for the next one)",
-    default: String(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+    default: DEFAULT_REQUEST_TIMEOUT_SECONDS,
     placeholder: "SECONDS",
-  },
-  fuse: {
-    type: "string",
+    min: 1,
+    max: 86400,
+  }),
+  fuse: textOption({
     group: "kernel",
     help: "Without kernel nbd: expose the volume as a file through nbdfuse, at DIR/nbd or DIR/FILE " +
       "(then losetup and mount it: README)",
     placeholder: "DIR[/FILE]",
-  },
+  }),
 };
 
 /** The write-back journal's options (a part of serveOptions, in its order). */
-const JOURNAL_OPTIONS: OptionSpecs = {
-  journal: {
-    type: "string",
+const JOURNAL_OPTIONS = {
+  journal: textOption({
     group: "durability",
     help: "Acknowledge FLUSH once writes are fdatasync'd to a local journal in DIR, uploading in the " +
       "background: a FLUSH then survives an lsvd or machine crash only while DIR's disk survives " +
       "(docs/design/write-back-journal.md)",
     placeholder: "DIR",
-  },
-  "journal-delay": {
-    type: "string",
+  }),
+  "journal-delay": durationOption({
     group: "durability",
     help: "With --journal: seal a partly filled object this long after its first write (the window a " +
       "lost disk can lose, plus upload time; at most 3600 / delay PUTs an hour from the timer)",
-    default: "2s",
+    default: 2000,
     placeholder: "DURATION",
-  },
-  "journal-size": {
-    type: "string",
+  }),
+  "journal-size": sizeOption({
     group: "durability",
     help: "With --journal: journal bytes on disk before writes wait for uploads",
-    default: "1G",
+    default: 2 ** 30,
     placeholder: "SIZE",
-  },
-  "journal-discard": {
-    type: "boolean",
+    minBytes: 4 * 2 ** 20,
+  }),
+  "journal-discard": flagOption({
     commandLineOnly: true,
     group: "durability",
     help: "With --journal: drop whatever the journal holds instead of replaying it (its writes are lost)",
-  },
-  "abandon-journal": {
-    type: "boolean",
+  }),
+  "abandon-journal": flagOption({
     commandLineOnly: true,
     group: "durability",
     help: "Start although the volume's lease names a write-back journal this start does not use (another " +
       "machine's, or a --journal left out or changed): the acknowledged writes only that journal holds are lost",
-  },
+  }),
 };
 
 const DEFAULT_DEVICE = "/dev/nbd0";
@@ -396,33 +392,31 @@ const EXAMPLES = [
   "  # then: nbdinfo 'nbds://HOST:10809/lsvd?tls-certificates=DIR' (DIR holds ca-cert.pem; README: TLS)",
 ];
 
-export interface ServeConfig {
+/** What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions. */
+type SharedWithVolume = Required<
+  Pick<
+    VolumeOptions,
+    "fencing" | "leaseMode" | "leaseDurationMs" | "readOnly" | "allowShrink" | "abandonJournal" | "sizeSource"
+  >
+>;
+
+export interface ServeConfig extends SharedWithVolume {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
   /** A bucket (its check only reads), not a local directory (whose check creates it). */
   storeRemote: boolean;
-  fencing: boolean;
-  leaseMode: LeaseMode;
-  leaseDurationMs: number;
   /** Normalised. */
   prefix: string;
   /** Which store and prefix, for the start-up line. */
   storeLine: string;
   sizeBytes: number | undefined;
-  /** "--size" or the environment variable the size came from (named when it is refused). */
-  sizeSource: string;
-  allowShrink: boolean;
-  readOnly: boolean;
   /** --follow: poll the log this often and apply what the writer stored (read-only). */
   follow: { intervalMs: number } | undefined;
   /** --at or --snapshot: serve this past point (read-only). */
   at: Point | undefined;
-  retentionMs: number;
-  /** 0: no background garbage collection. */
-  gcIntervalMs: number;
   socketPath: string | undefined;
-  listen: { hostname: string; port: number } | undefined;
-  metrics: { hostname: string; port: number } | undefined;
+  listen: ListenAddress | undefined;
+  metrics: ListenAddress | undefined;
   exportName: string;
   /** TLS on the TCP listener (the unix socket offers it when not off). */
   tls: TlsPolicy;
@@ -433,168 +427,160 @@ export interface ServeConfig {
   backend: string;
   deadTimeoutSeconds: number;
   ioTimeoutSeconds: number;
-  objectBytesMax: number;
-  dirtyBytesMax: number;
-  sealDelayMs: number;
-  uploadsMax: number;
-  cacheBytesMax: number;
+  /** The tuning the options give, passed to Volume.open as it is. */
+  engine: EngineTuning;
   /** `--cache-dir`: a persistent disk cache (src/cache/disk_cache.ts). */
   cacheDir: { dir: string; sizeBytes: number } | undefined;
-  verifyReads: boolean;
-  flushPolicy: FlushPolicy;
-  commitsPerSecondMax: number | undefined;
   journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
-  abandonJournal: boolean;
   /** An encrypted volume's key (never printed: VolumeSecret shows only where it came from). */
   encryptionKey: VolumeSecret | undefined;
 }
 
-export function buildServeConfig(options: Options): ServeConfig {
-  const str = (k: string) => options.string(k);
-  const listen = str("listen") === undefined
-    ? undefined
-    : parseListen(str("listen")!, options.source("listen"));
-  const socketPath = str("socket") ?? (listen === undefined ? "lsvd.sock" : undefined);
-  const sizeBytes = options.size("size");
-  refuseContradictions(options, sizeBytes);
+/** Serve's options, parsed: typed values (serveOptions declares them) and where each came from. */
+export type ServeOptions = Options<ReturnType<typeof serveOptions>>;
+
+/** The volume's tuning from serve's options, in VolumeOptions' own terms. */
+type EngineTuning =
+  & Required<
+    Pick<
+      VolumeOptions,
+      | "objectBytesMax"
+      | "dirtyBytesMax"
+      | "sealDelayMs"
+      | "uploadsMax"
+      | "cacheBytesMax"
+      | "verifyReads"
+      | "flushPolicy"
+      | "retentionMs"
+      | "gcIntervalMs"
+    >
+  >
+  & Pick<VolumeOptions, "commitsPerSecondMax">;
+
+export function buildServeConfig(options: ServeOptions): ServeConfig {
+  const v = options.values;
+  const socketPath = v.socket ?? (v.listen === undefined ? DEFAULT_SOCKET : undefined);
+  refuseContradictions(options);
   const selection = buildStore(options);
   const at = servePoint(options);
   return {
-    fencing: !options.flag("no-fencing"),
-    leaseDurationMs: options.integer("lease-duration-ms", 300, 3_600_000)!,
-    leaseMode: options.flag("takeover") ? "takeover" : options.flag("standby") ? "standby" : "refuse",
-    shutdownTimeoutMs: options.isSet("shutdown-timeout")
-      ? options.integer("shutdown-timeout", 1, 7 * 86400)! * 1000
-      : undefined,
+    fencing: !v["no-fencing"],
+    leaseDurationMs: v["lease-duration-ms"],
+    leaseMode: v.takeover ? "takeover" : v.standby ? "standby" : "refuse",
+    shutdownTimeoutMs: v["shutdown-timeout"] === undefined ? undefined : v["shutdown-timeout"] * 1000,
     store: selection.store,
     storeRemote: selection.remote,
     prefix: selection.prefix,
     storeLine: selection.line,
-    sizeBytes,
+    sizeBytes: v.size,
     sizeSource: options.source("size"),
-    allowShrink: options.flag("allow-shrink"),
-    readOnly: options.flag("read-only"),
+    allowShrink: v["allow-shrink"],
+    readOnly: v["read-only"],
     follow: followConfig(options, at),
     at,
-    retentionMs: parseDurationMs(str("retention")!, options.source("retention")),
-    gcIntervalMs: str("gc-interval") === "off"
-      ? 0
-      : parseDurationMs(str("gc-interval")!, options.source("gc-interval")),
     socketPath: socketPath === undefined ? undefined : resolve(socketPath),
-    listen,
-    metrics: str("metrics") === undefined
-      ? undefined
-      : parseListen(str("metrics")!, options.source("metrics")),
-    exportName: str("export")!,
-    tls: tlsPolicy(options, listen),
+    listen: v.listen,
+    metrics: v.metrics,
+    exportName: v.export,
+    tls: tlsPolicy(options, v.listen),
     // The seed mounted /dev/nbd0 whenever a mount point was set (FLY_LSVD_MOUNT_POINT alone).
-    devicePath: str("device") ?? (str("mount") === undefined ? undefined : DEFAULT_DEVICE),
-    mountPath: str("mount"),
-    fusePath: str("fuse"),
+    devicePath: v.device ?? (v.mount === undefined ? undefined : DEFAULT_DEVICE),
+    mountPath: v.mount,
+    fusePath: v.fuse,
     backend: backendIdentifier(selection, options, at),
-    deadTimeoutSeconds: options.integer("dead-timeout", 1, 86400)!,
-    ioTimeoutSeconds: options.integer("io-timeout", 1, 86400)!,
-    objectBytesMax: options.size("object-size")!,
-    dirtyBytesMax: options.size("dirty-limit")!,
-    sealDelayMs: options.integer("seal-delay-ms", 1, 3_600_000)!,
-    uploadsMax: options.integer("uploads", 1, 1024)!,
-    cacheBytesMax: str("cache-size") === "0" ? 0 : options.size("cache-size")!,
+    deadTimeoutSeconds: v["dead-timeout"],
+    ioTimeoutSeconds: v["io-timeout"],
+    engine: engineTuning(v),
     cacheDir: cacheDirConfig(options),
-    verifyReads: parseOnOff(str("verify-reads")!, options.source("verify-reads")),
-    flushPolicy: parseFlushPolicy(str("flush-policy")!, options.source("flush-policy")),
-    commitsPerSecondMax: options.integer("puts-per-second", 1, 1_000_000),
     journal: journalConfig(options),
-    abandonJournal: options.flag("abandon-journal"),
+    abandonJournal: v["abandon-journal"],
     encryptionKey: loadEncryptionKey(options),
   };
 }
 
+function engineTuning(v: ServeOptions["values"]): EngineTuning {
+  const commitsPerSecondMax = v["puts-per-second"];
+  return {
+    objectBytesMax: v["object-size"],
+    dirtyBytesMax: v["dirty-limit"],
+    sealDelayMs: v["seal-delay-ms"],
+    uploadsMax: v.uploads,
+    cacheBytesMax: v["cache-size"],
+    verifyReads: v["verify-reads"] === "on",
+    flushPolicy: v["flush-policy"],
+    retentionMs: v.retention,
+    gcIntervalMs: v["gc-interval"],
+    ...(commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax }),
+  };
+}
+
 /** Option combinations no serve can take, each refused in one line naming the options. */
-function refuseContradictions(options: Options, sizeBytes: number | undefined): void {
-  const str = (k: string) => options.string(k);
-  if (sizeBytes !== undefined && sizeBytes % 4096 !== 0) {
-    throw new UsageError(`Invalid ${options.source("size")}: ${sizeBytes} bytes is not a multiple of 4096`);
-  }
-  if (str("mount") !== undefined && str("fuse") !== undefined) {
+function refuseContradictions(options: ServeOptions): void {
+  const v = options.values;
+  if (v.mount !== undefined && v.fuse !== undefined) {
     throw new UsageError(
       `Invalid options: ${
         options.source("mount")
       } works with the kernel device; with --fuse, use losetup and mount`,
     );
   }
-  if (str("device") !== undefined && str("fuse") !== undefined) {
+  if (v.device !== undefined && v.fuse !== undefined) {
     throw new UsageError("Invalid options: give either --device or --fuse, not both");
   }
-  if (options.flag("abandon-journal") && options.flag("read-only")) {
+  if (v["abandon-journal"] && v["read-only"]) {
     throw new UsageError(
       "Invalid options: --abandon-journal is for a start that writes; not with --read-only",
     );
   }
-  if (options.flag("takeover") && options.flag("standby")) {
+  if (v.takeover && v.standby) {
     throw new UsageError("Invalid options: give either --takeover or --standby, not both");
   }
 }
 
 /** Names the volume on a kernel device (stable across restarts and versions: resume checks it). */
-function backendIdentifier(selection: StoreSelection, options: Options, at: Point | undefined): string {
+function backendIdentifier(selection: StoreSelection, options: ServeOptions, at: Point | undefined): string {
   return [
     `lsvd ${selection.identity}`,
     `prefix=${selection.prefix}`,
-    `export=${options.string("export")!}`,
-    ...(options.flag("read-only") ? ["ro"] : []),
+    `export=${options.values.export}`,
+    ...(options.values["read-only"] ? ["ro"] : []),
     ...(at === undefined ? [] : [`at=${at.text}`]),
   ].join(" ");
 }
 
 /** --journal and its companions; refused with --read-only, and the others without --journal. */
-function journalConfig(options: Options): ServeConfig["journal"] {
-  const dir = options.string("journal");
-  if (dir === undefined) {
-    if (options.flag("journal-discard")) {
+function journalConfig(options: ServeOptions): ServeConfig["journal"] {
+  const v = options.values;
+  if (v.journal === undefined) {
+    if (v["journal-discard"]) {
       throw new UsageError("Invalid options: --journal-discard needs --journal");
     }
     return undefined;
   }
-  if (options.flag("read-only")) {
+  if (v["read-only"]) {
     throw new UsageError("Invalid options: --journal writes; it cannot go with --read-only");
   }
-  const delayMs = parseDurationMs(options.string("journal-delay")!, options.source("journal-delay"));
+  const delayMs = v["journal-delay"];
   if (delayMs < 1 || delayMs > 3_600_000) {
     throw new UsageError(`Invalid ${options.source("journal-delay")}: give 1ms to 1h`);
   }
-  const bytesMax = options.size("journal-size")!;
-  if (bytesMax < 4 * 2 ** 20) throw new UsageError(`Invalid ${options.source("journal-size")}: at least 4M`);
-  return { dir: resolve(dir), delayMs, bytesMax, discard: options.flag("journal-discard") };
+  return { dir: resolve(v.journal), delayMs, bytesMax: v["journal-size"], discard: v["journal-discard"] };
 }
 
-function cacheDirConfig(options: Options): ServeConfig["cacheDir"] {
-  const dir = options.string("cache-dir");
-  if (dir === undefined) return undefined;
-  if (options.string("verify-reads") === "off") {
+function cacheDirConfig(options: ServeOptions): ServeConfig["cacheDir"] {
+  const v = options.values;
+  if (v["cache-dir"] === undefined) return undefined;
+  if (v["verify-reads"] === "off") {
     throw new UsageError(
       "Invalid options: --cache-dir serves only sectors checked against their CRCs; drop --verify-reads off",
     );
   }
-  const sizeBytes = options.size("cache-dir-size")!;
-  if (sizeBytes < 1024 * 1024) {
-    throw new UsageError(`Invalid ${options.source("cache-dir-size")}: at least 1M`);
-  }
-  return { dir: resolve(dir), sizeBytes };
+  return { dir: resolve(v["cache-dir"]), sizeBytes: v["cache-dir-size"] };
 }
 
 /** Segments are deleted whole: a few per journal, so a full journal frees space in steps. */
 function journalSegmentBytes(bytesMax: number): number {
   return Math.min(64 * 2 ** 20, Math.floor(bytesMax / 4));
-}
-
-function parseOnOff(raw: string, what: string): boolean {
-  if (raw === "on" || raw === "off") return raw === "on";
-  throw new UsageError(`Invalid ${what}: "${raw}" must be on or off`);
-}
-
-function parseFlushPolicy(raw: string, what: string): FlushPolicy {
-  if (raw === "group" || raw === "each") return raw;
-  throw new UsageError(`Invalid ${what}: "${raw}" must be group or each`);
 }
 
 function listenMetrics(
@@ -843,20 +829,11 @@ function servedVolumeOptions(
     readOnly: config.readOnly,
     allowShrink: config.allowShrink,
     log,
-    objectBytesMax: config.objectBytesMax,
-    dirtyBytesMax: config.dirtyBytesMax,
-    sealDelayMs: config.sealDelayMs,
-    uploadsMax: config.uploadsMax,
-    cacheBytesMax: config.cacheBytesMax,
+    ...config.engine,
     ...(diskCache === undefined ? {} : { diskCache }),
-    verifyReads: config.verifyReads,
-    flushPolicy: config.flushPolicy,
-    retentionMs: config.retentionMs,
-    gcIntervalMs: config.gcIntervalMs,
     abandonJournal: config.abandonJournal,
     writeThrough: writesThrough(config),
     ...(config.encryptionKey === undefined ? {} : { encryptionKey: config.encryptionKey }),
-    ...(config.commitsPerSecondMax === undefined ? {} : { commitsPerSecondMax: config.commitsPerSecondMax }),
     ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
     ...(atSequence === undefined ? {} : { atSequence }),
     ...(config.journal === undefined ? {} : {
@@ -1114,14 +1091,15 @@ function withUnstored(error: Error, unstoredBytes: number, config: ServeConfig):
 }
 
 /** --follow and --follow-interval: only read-only, and not with a past point. */
-function followConfig(options: Options, at: Point | undefined): ServeConfig["follow"] {
-  if (!options.flag("follow")) {
+function followConfig(options: ServeOptions, at: Point | undefined): ServeConfig["follow"] {
+  const v = options.values;
+  if (!v.follow) {
     if (options.isSet("follow-interval")) {
       throw new UsageError(`Invalid options: ${options.source("follow-interval")} needs --follow`);
     }
     return undefined;
   }
-  if (!options.flag("read-only")) {
+  if (!v["read-only"]) {
     throw new UsageError(
       "Invalid options: --follow serves another daemon's writes and needs --read-only (a writer waiting to take over: --standby)",
     );
@@ -1129,35 +1107,34 @@ function followConfig(options: Options, at: Point | undefined): ServeConfig["fol
   if (at !== undefined) {
     throw new UsageError("Invalid options: --follow serves the newest state; not with --at or --snapshot");
   }
-  if (options.string("mount") !== undefined || options.string("fuse") !== undefined) {
+  if (v.mount !== undefined || v.fuse !== undefined) {
     throw new UsageError(
       "Invalid options: a mounted filesystem cannot follow a disk that changes under it; serve --follow " +
         "to raw-block readers, or mount a fixed point (--read-only --at POINT or --snapshot NAME)",
     );
   }
-  const intervalMs = parseDurationMs(options.string("follow-interval")!, options.source("follow-interval"));
+  const intervalMs = v["follow-interval"];
   if (intervalMs < 10) {
     throw new UsageError(`Invalid options: ${options.source("follow-interval")} must be at least 10ms`);
   }
   return { intervalMs };
 }
 
-function servePoint(options: Options): Point | undefined {
-  const snapshot = options.string("snapshot");
+function servePoint(options: ServeOptions): Point | undefined {
+  const { snapshot, at } = options.values;
   if (snapshot !== undefined) {
-    if (options.string("at") !== undefined) {
+    if (at !== undefined) {
       throw new UsageError("Invalid options: give either --at or --snapshot");
     }
-    if (!options.flag("read-only")) {
+    if (!options.values["read-only"]) {
       throw new UsageError(
         `Invalid options: ${options.source("snapshot")} serves a past state and needs --read-only`,
       );
     }
     return { kind: "snapshot", name: snapshot, text: snapshot };
   }
-  const at = options.string("at");
   if (at === undefined) return undefined;
-  if (!options.flag("read-only")) {
+  if (!options.values["read-only"]) {
     throw new UsageError(
       `Invalid options: ${options.source("at")} serves a past state and needs --read-only`,
     );

@@ -18,14 +18,17 @@ import { normalizePrefix } from "../format/keys.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import {
+  flagOption,
   helpText,
   type Options,
-  type OptionSpecs,
   parseOptions,
   parseSize,
+  textOption,
   UsageError,
   wantsHelp,
 } from "./options.ts";
+import { sectorSizeProblem } from "../util/sizes.ts";
+import { VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { Prompter } from "./prompt.ts";
 import { bucketNameProblem, CREDENTIALS_NOTE, endpointProblem, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
@@ -41,57 +44,63 @@ const SERVICES: [key: string, label: string][] = [
 ];
 const TIGRIS_ENDPOINT = "https://fly.storage.tigris.dev";
 
-const SETUP_OPTIONS: OptionSpecs = {
-  service: {
-    type: "string",
+const SETUP_OPTIONS = {
+  service: textOption({
     group: "store",
     help: "tigris, aws or other (S3-compatible at --endpoint)",
     placeholder: "NAME",
-  },
-  "access-key-id": {
-    type: "string",
+  }),
+  "access-key-id": textOption({
     group: "store",
     help: "S3 access key",
     env: ["AWS_ACCESS_KEY_ID"],
     placeholder: "KEY",
-  },
-  "secret-access-key": {
-    type: "string",
+  }),
+  "secret-access-key": textOption({
     group: "store",
     help: "S3 secret key (a flag shows in ps; the variable does not)",
     env: ["AWS_SECRET_ACCESS_KEY"],
     placeholder: "SECRET",
-  },
-  bucket: STORE_OPTIONS.bucket!,
-  prefix: STORE_OPTIONS.prefix!,
-  endpoint: STORE_OPTIONS.endpoint!,
-  region: STORE_OPTIONS.region!,
-  "path-style": STORE_OPTIONS["path-style"]!,
-  size: {
-    type: "string",
+  }),
+  bucket: STORE_OPTIONS.bucket,
+  prefix: STORE_OPTIONS.prefix,
+  endpoint: STORE_OPTIONS.endpoint,
+  region: STORE_OPTIONS.region,
+  "path-style": STORE_OPTIONS["path-style"],
+  size: textOption({
     group: "volume",
     help: "Volume size for the first start (bytes or K/M/G/T); not written for a volume that exists",
     env: ["FLY_LSVD_DEVICE_SIZE"],
     placeholder: "SIZE",
-  },
-  mount: {
-    type: "string",
+  }),
+  mount: textOption({
     group: "volume",
     help: "Where serve mounts the volume (optional; attaches /dev/nbd0)",
     env: ["FLY_LSVD_MOUNT_POINT"],
     placeholder: "PATH",
-  },
-  "encryption-key-file": {
-    type: "string",
+  }),
+  "encryption-key-file": textOption({
     group: "volume",
     help: "Key file of an encrypted volume (at least 32 secret bytes): the env file names the file, never " +
       "holds the key; a new volume is created encrypted, an existing one must be encrypted with this key",
     placeholder: "FILE",
-  },
-  "env-file": { type: "string", help: "Env file to write", default: "lsvd.env", placeholder: "PATH" },
-  force: { type: "boolean", help: "Overwrite an existing env file" },
-  "non-interactive": { type: "boolean", help: "Never ask: every missing answer is an error (for scripts)" },
+  }),
+  "env-file": textOption({ help: "Env file to write", default: "lsvd.env", placeholder: "PATH" }),
+  force: flagOption({ help: "Overwrite an existing env file" }),
+  "non-interactive": flagOption({ help: "Never ask: every missing answer is an error (for scripts)" }),
 };
+
+type SetupOptions = Options<typeof SETUP_OPTIONS>;
+/** The answers setup may ask for: each a text option. */
+type Answer =
+  | "access-key-id"
+  | "secret-access-key"
+  | "bucket"
+  | "prefix"
+  | "endpoint"
+  | "region"
+  | "size"
+  | "mount";
 
 const EXAMPLES = [
   "lsvd setup                                      # asks, checks the bucket, writes ./lsvd.env",
@@ -132,14 +141,14 @@ export async function setupCommand(args: string[], log: Logger = stderrLogger): 
     return 0;
   }
   const options = parseOptions(args, SETUP_OPTIONS).noPositionals();
-  const envFile = resolve(options.string("env-file")!);
-  if (!options.flag("force") && await exists(envFile)) {
+  const v = options.values;
+  const envFile = resolve(v["env-file"]);
+  if (!v.force && await exists(envFile)) {
     throw new UsageError(`Cannot write ${envFile}: it exists (give --force to replace it)`);
   }
-  const givenSize = options.string("size");
-  const sizeProblem = givenSize === undefined ? undefined : checkSize(givenSize);
+  const sizeProblem = v.size === undefined ? undefined : checkSize(v.size);
   if (sizeProblem !== undefined) throw new UsageError(`Invalid ${options.source("size")}: ${sizeProblem}`);
-  const interactive = !options.flag("non-interactive") && Deno.stdin.isTerminal();
+  const interactive = !v["non-interactive"] && Deno.stdin.isTerminal();
   const prompter = interactive ? new Prompter() : undefined;
   let settings: Settings;
   try {
@@ -159,7 +168,7 @@ export async function setupCommand(args: string[], log: Logger = stderrLogger): 
 }
 
 type Ask = (
-  name: string,
+  name: Answer,
   question: string,
   extra?: {
     default?: string;
@@ -170,9 +179,9 @@ type Ask = (
 ) => Promise<string | undefined>;
 
 /** Each answer from its flag or variable, else asked (interactive), else a one-line error. */
-function asker(options: Options, prompter: Prompter | undefined): Ask {
+function asker(options: SetupOptions, prompter: Prompter | undefined): Ask {
   return async (name, question, extra = {}) => {
-    const given = options.string(name);
+    const given = options.values[name];
     if (given !== undefined) {
       const problem = extra.check?.(given);
       if (problem !== undefined) throw new UsageError(`Invalid ${options.source(name)}: ${problem}`);
@@ -194,14 +203,15 @@ type StoreSettings = Omit<Settings, "size" | "mount">;
 
 /** Where the volume lives: service, keys, endpoint and region, bucket, prefix. */
 async function gatherStore(
-  options: Options,
+  options: SetupOptions,
   prompter: Prompter | undefined,
   get: Ask,
 ): Promise<StoreSettings> {
-  let service = options.string("service");
+  const v = options.values;
+  let service = v.service;
   if (service === undefined) {
     if (options.isSet("endpoint")) {
-      service = options.string("endpoint") === TIGRIS_ENDPOINT ? "tigris" : "other";
+      service = v.endpoint === TIGRIS_ENDPOINT ? "tigris" : "other";
     } else if (prompter !== undefined) {
       service = await prompter.choose("Which object storage service?", SERVICES, "tigris");
     } else throw new UsageError("Missing --service: give tigris, aws or other");
@@ -213,12 +223,12 @@ async function gatherStore(
   const secretAccessKey = (await get("secret-access-key", "Secret access key", { secret: true }))!;
   let endpoint: string | undefined;
   let region: string;
-  let pathStyle = options.flag("path-style");
+  let pathStyle = v["path-style"];
   if (service === "tigris") {
-    endpoint = options.string("endpoint") ?? TIGRIS_ENDPOINT;
-    region = options.string("region") ?? "auto";
+    endpoint = v.endpoint ?? TIGRIS_ENDPOINT;
+    region = v.region ?? "auto";
   } else if (service === "aws") {
-    endpoint = options.string("endpoint");
+    endpoint = v.endpoint;
     region = (await get("region", "Region", { default: "us-east-1" }))!;
   } else {
     endpoint = await get("endpoint", "Endpoint URL", { check: checkUrl });
@@ -246,7 +256,7 @@ async function gatherStore(
  * the optional mount point.
  */
 async function gatherVolume(
-  options: Options,
+  options: SetupOptions,
   get: Ask,
   existing: { sizeBytes: number | undefined } | undefined,
   log: Logger,
@@ -256,7 +266,7 @@ async function gatherVolume(
     size = (await get("size", "Volume size", { default: "10G", check: checkSize }))!;
     log(`The first start creates a volume of ${size} here.`);
   } else {
-    const given = options.string("size");
+    const given = options.values.size;
     log(
       "The env file sets no size: serve opens the volume at the size its bucket records, and grows it " +
         "when started once with a larger --size" +
@@ -279,8 +289,7 @@ function checkBucketName(a: string): string | undefined {
 
 function checkSize(a: string): string | undefined {
   try {
-    const bytes = parseSize(a, "size");
-    return bytes % 4096 === 0 ? undefined : `${bytes} bytes is not a multiple of 4096`;
+    return sectorSizeProblem(parseSize(a, "size"), VOLUME_BYTES_MAX);
   } catch (e) {
     return (e as Error).message.replace(/^Invalid size: /, "");
   }
@@ -353,11 +362,11 @@ function envEntries(s: Settings): Record<string, string> {
  * one). Only the file: a key in LSVD_ENCRYPTION_KEY is not copied into the env file.
  */
 function checkKeyFile(
-  options: Options,
+  options: SetupOptions,
   format: FormatRecord | undefined,
   prefix: string,
 ): string | undefined {
-  const file = options.string("encryption-key-file");
+  const file = options.values["encryption-key-file"];
   const secret = loadEncryptionKey(options, { get: () => undefined, delete: () => {} });
   if (format !== undefined) cipherOf(format, secret, prefix);
   return file === undefined ? undefined : resolve(file);

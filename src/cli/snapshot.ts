@@ -10,17 +10,16 @@ import { parsePoint, resolvePoint } from "../log/point.ts";
 import { createSnapshot, deleteSnapshot, isStale, readSnapshots } from "../log/snapshots.ts";
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { UsageError } from "./options.ts";
+import { flagOption, textOption, UsageError } from "./options.ts";
 import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
-  at: {
-    type: "string" as const,
+  at: textOption({
     help:
       "create: the point to keep (object number, RFC 3339 time or snapshot name; default: the newest object)",
     placeholder: "POINT",
-  },
-  json: { type: "boolean" as const, help: "list: print JSON" },
+  }),
+  json: flagOption({ help: "list: print JSON" }),
 };
 
 const SUMMARY = "Creates, lists and deletes named snapshots: points of the log kept exact until deleted.\n" +
@@ -47,10 +46,10 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
           "snapshot create needs a NAME of 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         );
       }
-      const at = parsed.values.at as string | undefined;
+      const at = parsed.values.at;
       const point = at === undefined
         ? { kind: "sequence" as const, sequence: state.endSequence, text: String(state.endSequence) }
-        : parsePoint(at, "--at");
+        : parsePoint(at, parsed.options.source("at"));
       const resolved = await resolvePoint(store, state, point, retry);
       await createSnapshot(store, prefix, {
         version: 1,
@@ -65,7 +64,7 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
       if (name !== undefined) throw new UsageError(`Unexpected argument "${name}"`);
       const now = systemClock.wallMs();
       const all = await readSnapshots(store, state, retry);
-      if (parsed.values.json === true) {
+      if (parsed.values.json) {
         console.log(JSON.stringify(all, null, 2));
         return 0;
       }

@@ -6,16 +6,15 @@
  */
 
 import { parseMetricsText, quantileUpper, type Sample, total, valueOf } from "../metrics/text_format.ts";
-import { helpText, type OptionSpecs, parseListen, parseOptions, UsageError, wantsHelp } from "./options.ts";
+import { flagOption, helpText, listenOption, parseOptions, UsageError, wantsHelp } from "./options.ts";
 
-const STATUS_OPTIONS: OptionSpecs = {
-  metrics: {
-    type: "string",
+const STATUS_OPTIONS = {
+  metrics: listenOption({
     group: "serving",
     help: "Address the daemon serves metrics on (its --metrics)",
     placeholder: "HOST:PORT",
-  },
-  raw: { type: "boolean", help: "Print the Prometheus text as served" },
+  }),
+  raw: flagOption({ help: "Print the Prometheus text as served" }),
 };
 
 const FETCH_TIMEOUT_MS = 5_000;
@@ -35,17 +34,16 @@ export async function statusCommand(args: string[]): Promise<number> {
     return 0;
   }
   const options = parseOptions(args, STATUS_OPTIONS).noPositionals();
-  const raw = options.string("metrics");
-  if (raw === undefined) {
+  const address = options.values.metrics;
+  if (address === undefined) {
     throw new UsageError(
       "No metrics address: give --metrics HOST:PORT (or LSVD_METRICS), as given to lsvd serve",
     );
   }
-  const address = parseListen(raw, options.source("metrics"));
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   const url = `http://${host}:${address.port}/metrics`;
   const text = await fetchText(url);
-  if (options.flag("raw")) {
+  if (options.values.raw) {
     console.log(text.trimEnd());
     return 0;
   }

@@ -14,55 +14,57 @@ import { normalizePrefix } from "../format/keys.ts";
 import { DirectoryStore } from "../store/directory.ts";
 import { LazyS3Store } from "../store/lazy_s3.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { type Options, type OptionSpecs, UsageError } from "./options.ts";
+import { flagOption, integerOption, type Options, textOption, UsageError } from "./options.ts";
+import { S3_CONNECTIONS_DEFAULT } from "../store/s3_options.ts";
 
-export const STORE_OPTIONS: OptionSpecs = {
-  bucket: {
-    type: "string",
+/** The directory store used when nothing about S3 is configured (relative to the working directory). */
+const DEFAULT_DIR = "lsvd-data";
+
+export const STORE_OPTIONS = {
+  bucket: textOption({
     group: "store",
     help: "S3 bucket holding the volume",
     env: ["BUCKET_NAME"],
     placeholder: "NAME",
-  },
-  dir: {
-    type: "string",
+  }),
+  dir: textOption({
     group: "store",
-    help: "Local directory store instead of a bucket (default without any S3 setting: ./lsvd-data)",
+    help: `Local directory store instead of a bucket (default without any S3 setting: ./${DEFAULT_DIR})`,
     placeholder: "PATH",
-  },
-  prefix: {
-    type: "string",
+  }),
+  prefix: textOption({
     group: "store",
     help: "Key prefix, so one bucket can hold many volumes",
     placeholder: "P",
-  },
-  endpoint: {
-    type: "string",
+  }),
+  endpoint: textOption({
     group: "store",
     help: "S3 endpoint URL (Tigris, R2, MinIO, Ceph...); default Amazon S3",
     env: ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
     placeholder: "URL",
-  },
-  region: {
-    type: "string",
+  }),
+  region: textOption({
     group: "store",
     help: "S3 region; 'auto' for R2 and Tigris",
     env: ["AWS_REGION", "AWS_DEFAULT_REGION"],
     placeholder: "R",
-  },
-  "path-style": {
-    type: "boolean",
+  }),
+  "path-style": flagOption({
     group: "store",
     help: "Path-style S3 URLs (needed by most non-AWS servers)",
-  },
-  connections: {
-    type: "string",
+  }),
+  connections: integerOption({
     group: "store",
     help: "Concurrent S3 connections",
-    default: "100",
+    default: S3_CONNECTIONS_DEFAULT,
+    min: 1,
+    max: 4096,
     placeholder: "N",
-  },
+  }),
 };
+
+/** Options that carry the store options (serve's and every tool's). */
+export type StoreOptions = Options<typeof STORE_OPTIONS>;
 
 /** Credential variables read by the S3 client (the standard AWS chain). */
 export const CREDENTIAL_VARIABLES = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
@@ -75,7 +77,7 @@ export const CREDENTIALS_NOTE =
 
 /** Environment variables that only make sense with a bucket; any of them set means S3 was meant. */
 const S3_ONLY_VARIABLES = [...CREDENTIAL_VARIABLES, "AWS_PROFILE"];
-const S3_OPTIONS = ["endpoint", "region", "path-style"];
+const S3_OPTIONS = ["endpoint", "region", "path-style"] as const;
 
 export interface StoreSelection {
   store: ObjectStore;
@@ -91,12 +93,11 @@ export interface StoreSelection {
 
 /** Builds the store the options select; throws a one-line UsageError when they contradict. */
 export function buildStore(
-  options: Options,
+  options: StoreOptions,
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
 ): StoreSelection {
-  const bucket = options.string("bucket");
-  const dir = options.string("dir");
-  const prefix = normalizePrefix(options.string("prefix") ?? "");
+  const { bucket, dir } = options.values;
+  const prefix = normalizePrefix(options.values.prefix ?? "");
   const shown = prefix === "" ? "" : `, prefix ${prefix}`;
   if (bucket !== undefined && dir !== undefined) {
     throw new UsageError(
@@ -114,13 +115,12 @@ export function buildStore(
     }
   }
   if (bucket === undefined) {
-    const root = resolve(dir ?? "lsvd-data");
+    const root = resolve(dir ?? DEFAULT_DIR);
     const why = dir === undefined ? " (no bucket configured)" : "";
     const line = `Using local directory ${root}${shown}${why}.`;
     return { store: new DirectoryStore(root), prefix, remote: false, line, identity: `dir:${root}` };
   }
-  const endpoint = options.string("endpoint");
-  const region = options.string("region");
+  const { endpoint, region } = options.values;
   for (
     const [name, value, problem] of [
       ["bucket", bucket, bucketNameProblem(bucket)],
@@ -131,8 +131,8 @@ export function buildStore(
   }
   const store = new LazyS3Store({
     bucket,
-    connections: options.integer("connections", 1, 4096)!,
-    forcePathStyle: options.flag("path-style"),
+    connections: options.values.connections,
+    forcePathStyle: options.values["path-style"],
     ...(endpoint === undefined ? {} : { endpoint }),
     ...(region === undefined ? {} : { region }),
   });
@@ -165,7 +165,7 @@ export function endpointProblem(url: string): string | undefined {
 }
 
 /** The first S3 setting found (a flag or a variable name), or undefined for a bare start. */
-function s3SettingIn(options: Options, env: (name: string) => string | undefined): string | undefined {
+function s3SettingIn(options: StoreOptions, env: (name: string) => string | undefined): string | undefined {
   const option = S3_OPTIONS.find((name) => options.isSet(name));
   if (option !== undefined) return options.source(option);
   return S3_ONLY_VARIABLES.find((name) => (env(name) ?? "") !== "");

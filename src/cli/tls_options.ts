@@ -8,59 +8,60 @@
 
 import { isIP } from "node:net";
 import { loadTlsCredentials, TLS_MODES, TlsConfigError, type TlsMode, type TlsPolicy } from "../nbd/tls.ts";
-import { type Options, type OptionSpecs, UsageError } from "./options.ts";
+import {
+  choiceOption,
+  flagOption,
+  type ListenAddress,
+  type Options,
+  textOption,
+  UsageError,
+} from "./options.ts";
 
-export const TLS_OPTIONS: OptionSpecs = {
-  tls: {
-    type: "string",
+export const TLS_OPTIONS = {
+  tls: choiceOption(TLS_MODES, {
     group: "serving",
     help: "TLS on the --listen port, as nbdkit: off, on (offered, plaintext clients too) or require " +
       "(default: require with --tls-cert, else off); the unix socket offers TLS but never requires it",
     placeholder: "off|on|require",
-  },
-  "tls-cert": {
-    type: "string",
+  }),
+  "tls-cert": textOption({
     group: "serving",
     help: "The server's X.509 certificate (PEM)",
     placeholder: "FILE",
-  },
-  "tls-key": {
-    type: "string",
+  }),
+  "tls-key": textOption({
     group: "serving",
     help: "The private key of --tls-cert (PEM, unencrypted)",
     placeholder: "FILE",
-  },
-  "tls-ca": {
-    type: "string",
+  }),
+  "tls-ca": textOption({
     group: "serving",
     help: "With --tls-verify-peer: the CA certificate(s) client certificates must be signed by (PEM)",
     placeholder: "FILE",
-  },
-  "tls-verify-peer": {
-    type: "boolean",
+  }),
+  "tls-verify-peer": flagOption({
     group: "serving",
     help: "Serve only clients presenting a certificate signed by --tls-ca",
-  },
-  "allow-plaintext": {
-    type: "boolean",
+  }),
+  "allow-plaintext": flagOption({
     group: "serving",
     help: "Serve --listen on a non-loopback address without TLS (anyone reaching the port reads and " +
       "writes the disk)",
-  },
+  }),
 };
 
+type TlsOptions = Options<typeof TLS_OPTIONS>;
+
 /** The TLS policy the options ask for; throws UsageError (one line) for contradictions and bad files. */
-export function tlsPolicy(
-  options: Options,
-  listen: { hostname: string; port: number } | undefined,
-): TlsPolicy {
-  const certFile = options.string("tls-cert");
-  const keyFile = options.string("tls-key");
-  const caFile = options.string("tls-ca");
-  const verifyPeer = options.flag("tls-verify-peer");
-  const mode = parseMode(options, certFile !== undefined);
+export function tlsPolicy(options: TlsOptions, listen: ListenAddress | undefined): TlsPolicy {
+  const { "tls-cert": certFile, "tls-key": keyFile, "tls-ca": caFile } = options.values;
+  const verifyPeer = options.values["tls-verify-peer"];
+  // Without --tls: require TLS when a certificate is given, else off.
+  const mode: TlsMode = options.values.tls ?? (certFile !== undefined ? "require" : "off");
   if (mode === "off") {
-    const stray = ["tls-cert", "tls-key", "tls-ca", "tls-verify-peer"].find((k) => options.isSet(k));
+    const stray = (["tls-cert", "tls-key", "tls-ca", "tls-verify-peer"] as const).find((k) =>
+      options.isSet(k)
+    );
     if (stray !== undefined) {
       throw new UsageError(`Invalid options: ${options.source(stray)} needs --tls on or require`);
     }
@@ -83,15 +84,8 @@ export function tlsPolicy(
   }
 }
 
-function parseMode(options: Options, haveCert: boolean): TlsMode {
-  const raw = options.string("tls");
-  if (raw === undefined) return haveCert ? "require" : "off";
-  if ((TLS_MODES as readonly string[]).includes(raw)) return raw as TlsMode;
-  throw new UsageError(`Invalid ${options.source("tls")}: "${raw}" must be off, on or require`);
-}
-
-function refusePlaintext(options: Options, listen: { hostname: string; port: number } | undefined): void {
-  if (listen === undefined || isLoopback(listen.hostname) || options.flag("allow-plaintext")) return;
+function refusePlaintext(options: TlsOptions, listen: ListenAddress | undefined): void {
+  if (listen === undefined || isLoopback(listen.hostname) || options.values["allow-plaintext"]) return;
   throw new UsageError(
     `Refusing to serve NBD without TLS on ${listen.hostname}:${listen.port}: anyone who reaches it reads ` +
       "and writes the disk; give --tls-cert and --tls-key, or --allow-plaintext if plaintext is intended",

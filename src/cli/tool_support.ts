@@ -14,10 +14,11 @@ import type { Logger } from "../util/log.ts";
 import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import {
   helpText,
+  integerOption,
   type Options,
-  type OptionSpec,
-  type OptionValues,
+  type OptionSpecs,
   parseOptions,
+  type ValuesOf,
   wantsHelp,
 } from "./options.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
@@ -28,21 +29,39 @@ export const TOOL_LOAD_CONCURRENCY = 64;
 /** Store calls are retried this often before a tool gives up with the store's own error line. */
 const TOOL_ATTEMPTS_MAX = 6;
 
-export interface ToolSpec {
+/** GETs or PUTs in flight at once in export, import and verify (`--parallel`). */
+export const TOOL_PARALLEL_DEFAULT = 32;
+
+/** `--parallel N`: requests in flight at once, 1 to 1024; `help` says what runs in parallel. */
+export function parallelOption(help: string) {
+  return integerOption({ help, default: TOOL_PARALLEL_DEFAULT, min: 1, max: 1024, placeholder: "N" });
+}
+
+export interface ToolSpec<S extends OptionSpecs> {
   command: string;
   /** Shown after `lsvd <command>` in the usage line, e.g. "[options] FILE|-". */
   usage: string;
   summary: string;
-  options: Record<string, OptionSpec>;
+  options: S;
 }
 
-export type ParsedTool =
+/** A tool's own options and the store options every tool takes. */
+export type ToolOptions<S extends OptionSpecs> = S & typeof STORE_OPTIONS;
+
+export type ParsedTool<S extends OptionSpecs> =
   | { help: true }
-  | { help: false; values: OptionValues; options: Options; positionals: string[]; selection: StoreSelection };
+  | {
+    help: false;
+    /** Typed by the tool's declarations (and the store options). */
+    values: ValuesOf<ToolOptions<S>>;
+    options: Options<ToolOptions<S>>;
+    positionals: string[];
+    selection: StoreSelection;
+  };
 
 /** Parses a tool's arguments; prints help and returns {help: true} for -h/--help. */
-export function parseTool(args: string[], spec: ToolSpec): ParsedTool {
-  const specs = { ...spec.options, ...STORE_OPTIONS };
+export function parseTool<S extends OptionSpecs>(args: string[], spec: ToolSpec<S>): ParsedTool<S> {
+  const specs: ToolOptions<S> = { ...spec.options, ...STORE_OPTIONS };
   if (wantsHelp(args)) {
     console.log(helpText({
       command: spec.command,

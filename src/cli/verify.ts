@@ -21,17 +21,12 @@ import { gapsOf } from "./info.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { cipherOf } from "../log/volume_encryption.ts";
-import { parseInteger, UsageError } from "./options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { UsageError } from "./options.ts";
+import { listVolume, parallelOption, parseTool, toolRetry, where } from "./tool_support.ts";
 
 const OPTIONS = {
   ...ENCRYPTION_OPTIONS,
-  parallel: {
-    type: "string" as const,
-    help: "Objects fetched at once (memory: this many whole objects)",
-    default: "32",
-    placeholder: "N",
-  },
+  parallel: parallelOption("Objects fetched at once (memory: this many whole objects)"),
 };
 
 const SUMMARY = "Fetches every object of the volume and checks its trailer, sequence and every checksum;\n" +
@@ -53,7 +48,7 @@ export async function verifyCommand(args: string[], log: Logger = stderrLogger):
   });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const parallel = parseInteger(parsed.values.parallel as string, "--parallel", 1, 1024);
+  const parallel = parsed.values.parallel;
   const secret = loadEncryptionKey(parsed.options);
   const retry = toolRetry(log);
   const state = await listVolume(parsed.selection, retry, { mustExist: true });

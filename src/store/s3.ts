@@ -33,7 +33,7 @@ import {
 import * as http from "node:http";
 import * as https from "node:https";
 import { Deadline, DeadlineExpired, type DeadlineOptions } from "./deadline.ts";
-import { checkS3StoreOptions, type S3StoreOptions } from "./s3_options.ts";
+import { checkS3StoreOptions, S3_CONNECTIONS_DEFAULT, type S3StoreOptions } from "./s3_options.ts";
 
 export type { S3StoreOptions };
 import { BadAnswer, checkGetAnswer, checkListAnswer, checkWriteAnswer } from "./s3_answers.ts";
@@ -113,7 +113,7 @@ export class S3Store implements ObjectStore {
       baseMs: options.requestDeadlineMs ?? 30_000,
       bytesPerSecondMin: options.deadlineBytesPerSecondMin ?? 1024 * 1024,
     };
-    const connections = options.connections ?? 100;
+    const connections = options.connections ?? S3_CONNECTIONS_DEFAULT;
     this.#slots = new Semaphore(connections);
     const agent = { keepAlive: true, maxSockets: connections };
     this.#agents = [new http.Agent(agent), new https.Agent(agent)];

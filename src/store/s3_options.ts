@@ -7,6 +7,9 @@
 
 import { StoreError } from "./store.ts";
 
+/** Concurrent requests and sockets of an S3 store (`--connections`). */
+export const S3_CONNECTIONS_DEFAULT = 100;
+
 export interface S3StoreOptions {
   bucket: string;
   /** e.g. `http://127.0.0.1:7480`; default the SDK's AWS endpoint for the region. */
@@ -15,7 +18,7 @@ export interface S3StoreOptions {
   region?: string;
   /** Path-style URLs (`endpoint/bucket/key`), needed by RGW and MinIO; default false. */
   forcePathStyle?: boolean;
-  /** Concurrent requests and sockets; default 100. */
+  /** Concurrent requests and sockets; default S3_CONNECTIONS_DEFAULT. */
   connections?: number;
   /** Socket connect bound per request; default 5,000. */
   connectTimeoutMs?: number;
@@ -30,7 +33,7 @@ export interface S3StoreOptions {
 /** Throws the one-line Fatal StoreError for options no S3 store can take. */
 export function checkS3StoreOptions(options: S3StoreOptions): void {
   if (!options.bucket) throw new StoreError("Fatal", "Cannot open the S3 store: no bucket was given");
-  const connections = options.connections ?? 100;
+  const connections = options.connections ?? S3_CONNECTIONS_DEFAULT;
   if (!(Number.isInteger(connections) && connections >= 1)) {
     throw new StoreError(
       "Fatal",

@@ -7,7 +7,8 @@
 import type { ObjectStore } from "../store/store.ts";
 import { StoreHealth } from "../store/health.ts";
 import type { RetryPolicy } from "../store/retry.ts";
-import { OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
+import { OBJECT_DATA_BYTES_MAX, VOLUME_BYTES_MAX } from "../util/constants.ts";
+import { sectorSizeProblem } from "../util/sizes.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
 import { LsvdError } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
@@ -49,13 +50,13 @@ export interface VolumeOptions {
   atSequence?: number;
   clock?: Clock;
   log?: Logger;
-  /** Data bytes per object before it is sealed (default 4 MiB). */
+  /** Data bytes per object before it is sealed (default DEFAULT_OBJECT_BYTES, 4 MiB). */
   objectBytesMax?: number;
-  /** Open + in-flight bytes before writers wait (default 256 MiB). */
+  /** Open + in-flight bytes before writers wait (default DEFAULT_DIRTY_BYTES, 256 MiB). */
   dirtyBytesMax?: number;
-  /** A non-empty open object is sealed this long after its first write (default 1000 ms). */
+  /** A non-empty open object is sealed this long after its first write (default DEFAULT_SEAL_DELAY_MS). */
   sealDelayMs?: number;
-  /** Concurrent PUTs (default 32); also how far uploads may run ahead of the durable log. */
+  /** Concurrent PUTs (default DEFAULT_UPLOADS, 32); also how far uploads may run ahead of the durable log. */
   uploadsMax?: number;
   /** Attempts per store call on transient errors (default Infinity: wait out an outage of any length;
    *  only a permanent error or a fence fails the volume). */
@@ -66,7 +67,7 @@ export interface VolumeOptions {
   stopRequested?: () => boolean;
   /** Header reads in flight during recovery (default 64). */
   recoveryConcurrency?: number;
-  /** Bytes of recently uploaded or read object data kept for reads (default 64 MiB, 0 disables). */
+  /** Bytes of recently uploaded or read object data kept for reads (default DEFAULT_CACHE_BYTES, 64 MiB; 0 disables). */
   cacheBytesMax?: number;
   /** Names the archive folder if recovery finds objects after a gap. */
   recoveryId?: string;
@@ -75,7 +76,7 @@ export interface VolumeOptions {
   /** Largest read-ahead window for sequential readers (default 16 MiB, at most a quarter of the
    *  cache; 0 disables). */
   readAheadBytesMax?: number;
-  /** Default "group". */
+  /** Default DEFAULT_FLUSH_POLICY ("group"). */
   flushPolicy?: FlushPolicy;
   /** Group commit: commit objects (sealed by a FLUSH) uploading at once before FLUSHes wait (default 2). */
   commitsInFlightMax?: number;
@@ -84,7 +85,7 @@ export interface VolumeOptions {
   /** Check every fetched range against its object's CRC table (default true; false only for the
    *  benchmark's verification-off comparison). */
   verifyReads?: boolean;
-  /** Garbage collection keeps every point sealed within this long exact (default 24 h). */
+  /** Garbage collection keeps every point sealed within this long exact (default DEFAULT_RETENTION_MS, 24 h). */
   retentionMs?: number;
   /** Run a garbage-collection pass this often in the background (default 0: only when asked). */
   gcIntervalMs?: number;
@@ -150,9 +151,17 @@ export type ResolvedVolumeOptions =
     encryptionKey: VolumeSecret | undefined;
   };
 
+/*
+ * The engine's defaults, owned here: `lsvd serve` scales the memory-bound ones to the machine
+ * (src/cli/memory_defaults.ts caps them at these figures) and prints the others from these constants.
+ */
 export const DEFAULT_OBJECT_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_DIRTY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_UPLOADS = 32;
+export const DEFAULT_SEAL_DELAY_MS = 1000;
+export const DEFAULT_FLUSH_POLICY: FlushPolicy = "group";
+export const DEFAULT_VERIFY_READS = true;
 /** Every point of the last day can be rolled back to, exported or served (docs/design/gc-and-retention.md). */
 export const DEFAULT_RETENTION_MS = 24 * 60 * 60 * 1000;
 
@@ -170,8 +179,8 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     log: o.log ?? stderrLogger,
     objectBytesMax: o.objectBytesMax ?? DEFAULT_OBJECT_BYTES,
     dirtyBytesMax: o.dirtyBytesMax ?? DEFAULT_DIRTY_BYTES,
-    sealDelayMs: o.journal?.delayMs ?? o.sealDelayMs ?? 1000,
-    uploadsMax: o.uploadsMax ?? 32,
+    sealDelayMs: o.journal?.delayMs ?? o.sealDelayMs ?? DEFAULT_SEAL_DELAY_MS,
+    uploadsMax: o.uploadsMax ?? DEFAULT_UPLOADS,
     uploadAttemptsMax: o.uploadAttemptsMax ?? Infinity,
     health: o.health ?? new StoreHealth({ clock: o.clock ?? systemClock, log: o.log ?? stderrLogger }),
     stopRequested: o.stopRequested ?? (() => false),
@@ -180,10 +189,10 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     recoveryId: o.recoveryId ?? Date.now().toString(36),
     checkpointEveryObjects: o.checkpointEveryObjects ?? 1000,
     readAheadBytesMax: o.readAheadBytesMax ?? 16 * 1024 * 1024,
-    flushPolicy: o.flushPolicy ?? "group",
+    flushPolicy: o.flushPolicy ?? DEFAULT_FLUSH_POLICY,
     commitsInFlightMax: o.commitsInFlightMax ?? 2,
     commitsPerSecondMax: o.commitsPerSecondMax,
-    verifyReads: o.verifyReads ?? true,
+    verifyReads: o.verifyReads ?? DEFAULT_VERIFY_READS,
     retentionMs: o.retentionMs ?? DEFAULT_RETENTION_MS,
     gcIntervalMs: o.gcIntervalMs ?? 0,
     gcThresholds: { ...DEFAULT_GC_THRESHOLDS, ...o.gcThresholds },
@@ -201,15 +210,13 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     throw invalid("the retention must be 0 or more");
   }
   if (!(r.gcIntervalMs >= 0)) throw invalid("the garbage-collection interval must be 0 or more");
-  const size = r.sizeBytes;
-  if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR_BYTES !== 0)) {
-    throw invalid(`size ${size} is not a positive multiple of 4096 bytes`);
-  }
-  if (size !== undefined && size > VOLUME_BYTES_MAX) throw invalid(`size ${size} exceeds the 16 TiB maximum`);
+  const sizeProblem = r.sizeBytes === undefined
+    ? undefined
+    : sectorSizeProblem(r.sizeBytes, VOLUME_BYTES_MAX);
+  if (sizeProblem !== undefined) throw invalid(`the size: ${sizeProblem}`);
   const objectBytes = r.objectBytesMax;
-  if (objectBytes % SECTOR_BYTES !== 0 || objectBytes < SECTOR_BYTES || objectBytes > OBJECT_DATA_BYTES_MAX) {
-    throw invalid(`object size ${objectBytes} must be 4 KiB to 256 MiB, 4 KiB aligned`);
-  }
+  const objectProblem = sectorSizeProblem(objectBytes, OBJECT_DATA_BYTES_MAX);
+  if (objectProblem !== undefined) throw invalid(`the object size: ${objectProblem}`);
   if (r.dirtyBytesMax < 2 * objectBytes) throw invalid("the dirty-data limit must be at least two objects");
   if (r.atSequence !== undefined && !r.readOnly) throw invalid("a past state can only be served read-only");
   const j = r.journal;

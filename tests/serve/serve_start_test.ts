@@ -344,6 +344,9 @@ Deno.test("lsvd serve names the environment variable a bad value came from, in o
       [{ LSVD_SIZE: "100" }, /^lsvd: Invalid LSVD_SIZE: 100 bytes is not a multiple of 4096$/],
       [{ LSVD_METRICS: ":99999" }, /^lsvd: Invalid LSVD_METRICS port: "99999" must be a whole number/],
       [{ LSVD_SEAL_DELAY_MS: "soon" }, /^lsvd: Invalid LSVD_SEAL_DELAY_MS: "soon" must be a whole number/],
+      // Checked although --journal is absent: a bad value in an env file is found before it is used.
+      [{ LSVD_JOURNAL_SIZE: "1M" }, /^lsvd: Invalid LSVD_JOURNAL_SIZE: at least 4M$/],
+      [{ LSVD_OBJECT_SIZE: "6K" }, /^lsvd: Invalid LSVD_OBJECT_SIZE: 6144 bytes is not a multiple of 4096$/],
     ];
     for (const [env, pattern] of cases) {
       const r = await runLsvd(["serve", "--dir", t.store, "--socket", t.socket], env);
@@ -385,7 +388,7 @@ Deno.test("deno task bench --help prints its usage without a stack trace", async
 
 Deno.test("lsvd serve --help shows the tuning defaults computed for this machine's memory", async () => {
   const { availableMemoryBytes, tuningDefaults } = await import("../../src/cli/memory_defaults.ts");
-  const { formatSize } = await import("../../src/cli/options.ts");
+  const { formatSize } = await import("../../src/util/sizes.ts");
   const memory = availableMemoryBytes();
   const d = tuningDefaults(memory);
   const r = await runLsvd(["serve", "--help"]);

@@ -13,13 +13,12 @@ import { loadLog } from "../log/load.ts";
 import type { LogState } from "../log/log_state.ts";
 import { sealTimeOf } from "../log/point.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { parseDurationMs, parseSize, UsageError } from "./options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, retriedSelection, where } from "./tool_support.ts";
 
 const OPTIONS = {
   "dry-run": { type: "boolean" as const, help: "Say what a pass would reclaim; change nothing (required)" },
@@ -62,14 +61,12 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
   if (objectBytes % SECTOR_BYTES !== 0 || objectBytes === 0) {
     throw new UsageError(`Invalid --object-size: ${objectBytes} must be a positive multiple of 4096`);
   }
-  const retry = toolRetry(log);
-  const { selection } = parsed;
-  const state = await listVolume(selection, retry, { mustExist: true });
+  const selection = retriedSelection(parsed.selection, log);
+  const state = await listVolume(selection, { mustExist: true });
   const { head, round } = await dryRunRound(selection.store, state, {
     retentionMs,
     objectBytes,
     wallNowMs: systemClock.wallMs(),
-    retry,
     log,
   });
   const { present, pmin, plan, retained } = round;
@@ -105,9 +102,9 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
 export async function dryRunRound(
   store: ObjectStore,
   state: LogState,
-  o: { retentionMs: number; objectBytes: number; wallNowMs: number; retry: RetryPolicy; log: Logger },
+  o: { retentionMs: number; objectBytes: number; wallNowMs: number; log: Logger },
 ): Promise<{ head: ExtentMap; round: GcRound }> {
-  const load = { concurrency: 32, retry: o.retry, log: o.log };
+  const load = { concurrency: 32, log: o.log };
   const head = (await loadLog(store, state, load)).map;
   const round = await planGcRound(store, state, {
     head,
@@ -116,10 +113,9 @@ export async function dryRunRound(
     wallNowMs: o.wallNowMs,
     knownOldThrough: 0,
     thresholds: passThresholds(DEFAULT_GC_THRESHOLDS, o.objectBytes),
-    retry: o.retry,
     log: o.log,
     sources: {
-      sealTimeOf: (x) => sealTimeOf(store, x, o.retry),
+      sealTimeOf: (x) => sealTimeOf(store, x),
       mapAt: async (pmin) =>
         pmin >= state.endSequence ? head : (await loadLog(store, state, { ...load, atSequence: pmin })).map,
       snapshotMap: async (s) =>

@@ -148,3 +148,8 @@ export class RetryingStore implements ObjectStore {
     return this.#inner.close();
   }
 }
+
+/** `store` retried under `policy`: a RetryingStore's sibling over the same inner store, never a wrapper of it. */
+export function retrying(store: ObjectStore, policy: RetryPolicy): RetryingStore {
+  return store instanceof RetryingStore ? store.withPolicy(policy) : new RetryingStore(store, policy);
+}

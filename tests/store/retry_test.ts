@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { backoffMs, RetryingStore, withRetries } from "../../src/store/retry.ts";
 import { MemoryStore } from "../../src/store/memory.ts";
+import { collectedKey } from "../../src/format/keys.ts";
+import { listLogState } from "../../src/log/log_state.ts";
 import { StoreHealth } from "../../src/store/health.ts";
 import { isStoreError, StoreError } from "../../src/store/store.ts";
 import { ManualClock } from "../../src/util/clock.ts";
@@ -267,4 +269,26 @@ Deno.test("RetryingStore cannot wrap a RetryingStore; withPolicy() and inBucket(
   assert.deepEqual((await store.get("k")).body, new Uint8Array([1]), "the sibling reads the same objects");
   assert.equal(store.readNow, undefined, "readNow only where the inner store has it");
   assert.equal(store.inBucket, undefined, "inBucket only where the inner store has it");
+});
+
+Deno.test("listLogState() over a RetryingStore gives a failing request attemptsMax attempts, not attemptsMax² (no retry inside a retry)", async () => {
+  const clock = new ManualClock();
+  const key = collectedKey("v/", 1);
+  let gets = 0;
+  const inner = new (class extends MemoryStore {
+    override get(...a: Parameters<MemoryStore["get"]>) {
+      if (a[0] !== key) return super.get(...a);
+      gets++;
+      return Promise.reject(transient());
+    }
+  })();
+  inner.rawPut(key, new Uint8Array([1]));
+  // The collected record is read inside the listing: once a loop of its own inside the listing's.
+  const listing = assert.rejects(
+    listLogState(new RetryingStore(inner, { clock, attemptsMax: 3 }), "v/"),
+    /ECONNREFUSED/,
+  );
+  await advance(clock, 5_000);
+  await listing;
+  assert.equal(gets, 3);
 });

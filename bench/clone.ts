@@ -37,7 +37,6 @@ import { Volume } from "../src/volume/volume.ts";
 import { createClone, finishFlatten } from "../src/log/clone.ts";
 import { readFormatRecord } from "../src/log/format_record.ts";
 import { listLogState } from "../src/log/log_state.ts";
-import { systemClock } from "../src/util/clock.ts";
 import { forEachBounded } from "../src/util/ordered.ts";
 import { countingStore } from "../tests/support/counting_store.ts";
 import { rgwEnv, startRgw } from "../tests/support/rgw.ts";
@@ -54,7 +53,6 @@ const SCALES = {
 } as const;
 type Scale = keyof typeof SCALES;
 type StoreName = "dir" | "rgw";
-const retry = { clock: systemClock, attemptsMax: 3 };
 const CLONE_MS_MAX = 1000;
 const SIZE_RATIO_MAX = 1.5;
 /** In-process clones per source (each a new target): a median of several, the machine being noisy. */
@@ -147,7 +145,6 @@ async function cloneCost(b: Bench, gib: number, objects: number, cliRuns: number
       source,
       target: `c${gib}g-${i}/`,
       point: undefined,
-      retry,
       wallNowMs: Date.now(),
     });
     times.push(performance.now() - t0);
@@ -178,16 +175,15 @@ async function flattenVsRaw(b: Bench, mib: number): Promise<{ flattenMs: number;
     source: "fsrc/",
     target: "fdst/",
     point: undefined,
-    retry,
     wallNowMs: Date.now(),
   });
   const t0 = performance.now();
   const clone = await Volume.open({ store, prefix: "fdst/", log: () => {} });
   const through = await clone.copyFromParents();
   await clone.close();
-  await finishFlatten(store, "fdst/", (await readFormatRecord(store, "fdst/"))!, through, retry);
+  await finishFlatten(store, "fdst/", (await readFormatRecord(store, "fdst/"))!, through);
   const flattenMs = performance.now() - t0;
-  const state = await listLogState(store, "fsrc/", retry);
+  const state = await listLogState(store, "fsrc/");
   const t1 = performance.now();
   await forEachBounded(state.objects, 4, async (o) => {
     const { body } = await store.get(o.key);

@@ -21,6 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { RetryingStore } from "../src/store/retry.ts";
 import { MemoryStore } from "../src/store/memory.ts";
 import { systemClock } from "../src/util/clock.ts";
 import { Volume } from "../src/volume/volume.ts";
@@ -66,11 +67,10 @@ async function lag(latency: Latency, intervalMs: number, writeSeconds: number): 
   // Imported here so `--part cold` also runs on a checkout from before followers (for comparison).
   const { Follower } = await import("../src/volume/follower.ts");
   const follower = new Follower(volume, {
-    store: followerStore,
+    store: new RetryingStore(followerStore, retry),
     prefix: "",
     clock: systemClock,
     log: quiet,
-    retry,
     intervalMs,
   });
   await follower.start();

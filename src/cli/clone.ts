@@ -18,9 +18,8 @@ import { Progress, stderrTerminal } from "../util/progress.ts";
 import { Volume } from "../volume/volume.ts";
 import { flagOption, textOption, UsageError } from "./options.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, retriedSelection, where } from "./tool_support.ts";
 import type { StoreSelection } from "./store_options.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { VolumeSecret } from "../crypto/sector_cipher.ts";
 
@@ -70,8 +69,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     ? undefined
     : parsePoint(at, parsed.options.source("at"));
   const secret = loadEncryptionKey(parsed.options);
-  const retry = toolRetry(log);
-  const { selection } = parsed;
+  const selection = retriedSelection(parsed.selection, log);
   if (selection.remote) await selection.store.check?.(); // a missing bucket is one line (createClone lists the source)
   const target = normalizePrefix(to);
   const targetStore = await otherBucket(selection, parsed.values["to-bucket"]);
@@ -80,7 +78,6 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
     target,
     ...(targetStore === undefined ? {} : { targetStore }),
     point,
-    retry,
     wallNowMs: systemClock.wallMs(),
     secret,
   });
@@ -90,7 +87,7 @@ export async function cloneCommand(args: string[], log: Logger = stderrLogger): 
       `${targetStore === undefined ? "" : ` in ${targetStore.description}`} ` +
       `(pin "${made.link.pin}" in the source keeps what the clone reads).`,
   );
-  if (parsed.values.flatten) await flatten(clone, { retry, log, secret });
+  if (parsed.values.flatten) await flatten(clone, { log, secret });
   return 0;
 }
 
@@ -127,32 +124,32 @@ export async function flattenCommand(args: string[], log: Logger = stderrLogger)
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
   const secret = loadEncryptionKey(parsed.options);
-  await flatten(parsed.selection, { retry: toolRetry(log), log, secret });
+  await flatten(retriedSelection(parsed.selection, log), { log, secret });
   return 0;
 }
 
 /** Copies what the clone under the selection's prefix reads from its source, records it, releases the pin. */
 async function flatten(
   selection: StoreSelection,
-  o: { retry: RetryPolicy; log: Logger; secret: VolumeSecret | undefined },
+  o: { log: Logger; secret: VolumeSecret | undefined },
 ): Promise<void> {
-  const { retry, log, secret } = o;
+  const { log, secret } = o;
   const { store, prefix } = selection;
-  const state = await listVolume(selection, retry, { mustExist: true });
+  const state = await listVolume(selection, { mustExist: true });
   const format = state.format;
   const link = format?.parent;
   if (format === undefined || link === undefined) {
     throw new LsvdError("invalid", `Cannot flatten: the volume ${where(selection)} is not a clone`);
   }
   if (link.flattenedThrough !== undefined) {
-    await finishFlatten(store, prefix, format, undefined, retry);
+    await finishFlatten(store, prefix, format, undefined);
     log(
       `The clone ${where(selection)} was flattened at object ${link.flattenedThrough}; its pin is released.`,
     );
     return;
   }
   const now = systemClock.wallMs();
-  const kept = (await readSnapshots(store, state, retry)).filter((s) => !isStale(s, now));
+  const kept = (await readSnapshots(store, state)).filter((s) => !isStale(s, now));
   if (kept.length > 0) {
     throw new LsvdError(
       "invalid",
@@ -184,7 +181,7 @@ async function flatten(
     volume.abandon();
     throw e;
   }
-  await finishFlatten(store, prefix, format, through, retry);
+  await finishFlatten(store, prefix, format, through);
   log(
     `Flattened the clone ${where(selection)} at object ${through}: it reads nothing of ${
       prefixName(link.prefix)

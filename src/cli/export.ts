@@ -35,8 +35,8 @@ import {
   listVolume,
   parallelOption,
   parseTool,
+  retriedSelection,
   TOOL_LOAD_CONCURRENCY,
-  toolRetry,
   unlessStopped,
   where,
 } from "./tool_support.ts";
@@ -137,40 +137,38 @@ async function exportVolume(
   },
 ): Promise<{ sizeBytes: number; mappedBytes: number }> {
   const { log } = o;
-  const retry = toolRetry(log);
-  const { store, prefix } = o.selection;
-  let state = await listVolume(o.selection, retry, { mustExist: true });
+  const selection = retriedSelection(o.selection, log);
+  const { store, prefix } = selection;
+  let state = await listVolume(selection, { mustExist: true });
   // Before the pin: a missing or wrong key (an ancestor's too) is refused with nothing written.
-  const cipher = await checkedCipher(store, { prefix, record: state.format, secret: o.secret, retry });
-  const resolved = o.point === undefined ? undefined : await resolvePoint(store, state, o.point, retry);
+  const cipher = await checkedCipher(store, { prefix, record: state.format, secret: o.secret });
+  const resolved = o.point === undefined ? undefined : await resolvePoint(store, state, o.point);
   // A pin keeps garbage collection from moving what this export reads (released at the end).
-  o.held.pin = await holdPin(store, o.selection.prefix, resolved?.sequence ?? state.endSequence, {
+  o.held.pin = await holdPin(store, selection.prefix, resolved?.sequence ?? state.endSequence, {
     clock: systemClock,
-    retry,
     purpose: "export",
   }).catch((e) => {
     if (isLsvdError(e, "invalid")) throw e; // the point is no longer kept
     log(`Exporting without a pin (garbage collection may race this export): ${(e as Error).message}.`);
     return undefined;
   });
-  state = await listVolume(o.selection, retry, { mustExist: true });
+  state = await listVolume(selection, { mustExist: true });
   const loaded = await loadLog(store, state, {
     concurrency: TOOL_LOAD_CONCURRENCY,
-    retry,
     log,
     ...(resolved === undefined ? {} : { atSequence: resolved.sequence }),
   });
   if (loaded.lastSequence === 0 || loaded.volumeSizeBytes === undefined) {
     throw new LsvdError(
       "invalid",
-      `Cannot export: the volume ${where(o.selection)} has no recorded size`,
+      `Cannot export: the volume ${where(selection)} has no recorded size`,
     );
   }
   const sizeBytes = loaded.volumeSizeBytes;
   await o.target.prepare(sizeBytes, log);
   const what = resolved === undefined ? `object ${loaded.lastSequence}` : resolved.description;
-  log(`Exporting ${sizeBytes} bytes as of ${what} ${where(o.selection)}.`);
-  const reader = new ObjectReader(loaded.lineage.readStore(store), state, retry, loaded.lineage);
+  log(`Exporting ${sizeBytes} bytes as of ${what} ${where(selection)}.`);
+  const reader = new ObjectReader(loaded.lineage.readStore(store), state, loaded.lineage);
   const mappedBytes = mappedBytesOf(loaded);
   // An encrypted volume's pieces are decrypted too, each with its lineage member's key.
   reader.cipherFor = lineageCiphers(loaded.lineage, cipher, o.secret);

@@ -11,7 +11,6 @@ import type { LogState } from "../log/log_state.ts";
 import type { Lineage } from "../log/parent.ts";
 import type { PlannedGet } from "../log/read_plan.ts";
 import { type CrcSource, readVerified } from "../log/verified_read.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
 import { CrcTableLoader, CrcTables } from "../volume/crc_tables.ts";
@@ -30,7 +29,6 @@ export class ObjectReader {
   #store: ObjectStore;
   #keyOf: (sequence: number) => string;
   #parentsThrough: number;
-  #retry: RetryPolicy;
   #sizes = new Map<number, number>();
   #tables: CrcTableLoader;
   #tableCache: CrcTables;
@@ -42,15 +40,14 @@ export class ObjectReader {
   cipherFor: CipherFor | undefined;
 
   /** `lineage`: where a clone's parents' objects live, with their sizes (src/log/parent.ts). */
-  constructor(store: ObjectStore, state: LogState, retry: RetryPolicy, lineage?: Lineage) {
+  constructor(store: ObjectStore, state: LogState, lineage?: Lineage) {
     this.#store = store;
     this.#parentsThrough = lineage?.through ?? 0;
     this.#keyOf = (sequence) => lineage?.keyOf(sequence) ?? logKey(state.prefix, sequence);
-    this.#retry = retry;
     for (const o of state.objects) this.#sizes.set(o.sequence, o.sizeBytes);
     for (const [sequence, size] of lineage?.sizes ?? []) this.#sizes.set(sequence, size);
     this.#tableCache = new CrcTables(EXPORT_TABLE_BYTES);
-    this.#tables = new CrcTableLoader({ store, retry, tables: this.#tableCache });
+    this.#tables = new CrcTableLoader({ store, tables: this.#tableCache });
   }
 
   async read(get: PlannedGet): Promise<Uint8Array> {
@@ -70,7 +67,7 @@ export class ObjectReader {
       kept: () => this.#tableCache.get(sequence),
       keep: (table) => this.#tableCache.set(sequence, table),
     };
-    const data = await readVerified(this.#store, this.#retry, {
+    const data = await readVerified(this.#store, {
       key,
       sequence,
       range: { offsetSectors, lengthSectors: get.lengthBytes / SECTOR_BYTES },

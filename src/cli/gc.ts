@@ -14,14 +14,13 @@ import type { LogState } from "../log/log_state.ts";
 import { sealTimeOf } from "../log/point.ts";
 import { pinnedLoad } from "../log/snapshots.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { OBJECT_DATA_BYTES_MAX, SECTOR_BYTES } from "../util/constants.ts";
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { durationOption, flagOption, sizeOption, UsageError } from "./options.ts";
 import { DEFAULT_OBJECT_BYTES, DEFAULT_RETENTION_MS } from "../volume/volume_options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, retriedSelection, where } from "./tool_support.ts";
 
 const OPTIONS = {
   "dry-run": flagOption({ help: "Say what a pass would reclaim; change nothing (required)" }),
@@ -57,14 +56,12 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
     );
   }
   const { retention: retentionMs, "object-size": objectBytes } = parsed.values;
-  const retry = toolRetry(log);
-  const { selection } = parsed;
-  const state = await listVolume(selection, retry, { mustExist: true });
+  const selection = retriedSelection(parsed.selection, log);
+  const state = await listVolume(selection, { mustExist: true });
   const { head, round } = await dryRunRound(selection.store, state, {
     retentionMs,
     objectBytes,
     wallNowMs: systemClock.wallMs(),
-    retry,
     log,
   });
   const { present, pmin, plan, retained } = round;
@@ -100,9 +97,9 @@ export async function gcCommand(args: string[], log: Logger = stderrLogger): Pro
 export async function dryRunRound(
   store: ObjectStore,
   state: LogState,
-  o: { retentionMs: number; objectBytes: number; wallNowMs: number; retry: RetryPolicy; log: Logger },
+  o: { retentionMs: number; objectBytes: number; wallNowMs: number; log: Logger },
 ): Promise<{ head: ExtentMap; round: GcRound }> {
-  const load = { concurrency: 32, retry: o.retry, log: o.log };
+  const load = { concurrency: 32, log: o.log };
   const head = (await loadLog(store, state, load)).map;
   const round = await planGcRound(store, state, {
     head,
@@ -111,10 +108,9 @@ export async function dryRunRound(
     wallNowMs: o.wallNowMs,
     knownOldThrough: 0,
     thresholds: passThresholds(DEFAULT_GC_THRESHOLDS, o.objectBytes),
-    retry: o.retry,
     log: o.log,
     sources: {
-      sealTimeOf: (x) => sealTimeOf(store, x, o.retry),
+      sealTimeOf: (x) => sealTimeOf(store, x),
       mapAt: async (pmin) =>
         pmin >= state.endSequence ? head : (await loadLog(store, state, { ...load, atSequence: pmin })).map,
       snapshotMap: async (s) => (await loadLog(store, state, { ...load, ...pinnedLoad(s) })).map,

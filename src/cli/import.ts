@@ -14,6 +14,7 @@
  */
 
 import { ObjectBuilder } from "../format/object.ts";
+import { RetryingStore } from "../store/retry.ts";
 import { checkpointKey, epochKey, formatKey, leaseKey, logKey } from "../format/keys.ts";
 import { readLease } from "../log/lease.ts";
 import { ensureFormatRecord } from "../log/format_record.ts";
@@ -32,7 +33,6 @@ import { HEADER_ENTRIES, OBJECT_DATA_BYTES_MAX, SECTOR_BYTES, VOLUME_BYTES_MAX }
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { sizeOption, UsageError } from "./options.ts";
 import { DEFAULT_OBJECT_BYTES } from "../volume/volume_options.ts";
 import { blockDeviceBytes, type DeviceHold, holdDevice, kindOf, osErrorText } from "./local_files.ts";
@@ -43,6 +43,7 @@ import {
   listVolume,
   parallelOption,
   parseTool,
+  retriedSelection,
   takeToolLease,
   type ToolLease,
   toolRetry,
@@ -107,21 +108,21 @@ interface ImportRequest {
 
 /** Takes the lease on an empty prefix and imports; a failure or a signal undoes what was stored. */
 async function importSource(source: Source, o: ImportRequest): Promise<number> {
-  const { selection, log } = o;
-  const retry = toolRetry(log);
-  refuseNonEmpty(await listVolume(selection, retry, { mustExist: false }), where(selection));
-  const leaseExisted = (await withRetries(retry, () => readLease(selection.store, selection.prefix))) !==
-    undefined;
-  const lease = await takeToolLease(selection, retry, log, o.parallel);
+  const { log } = o;
+  const selection = retriedSelection(o.selection, log);
+  refuseNonEmpty(await listVolume(selection, { mustExist: false }), where(selection));
+  const leaseExisted = (await readLease(selection.store, selection.prefix)) !== undefined;
+  const lease = await takeToolLease(selection, log, o.parallel);
   const guard = new WriteGuard();
-  const store = guardedStore(selection.store, guard);
-  const importer = new Importer(store, selection.prefix, { ...o, retry, lease });
+  // Retried outside the guard: once stopped, no attempt of a write passes it.
+  const store = new RetryingStore(guardedStore(o.selection.store, guard), toolRetry(log));
+  const importer = new Importer(store, selection.prefix, { ...o, lease });
   let result: ImportResult;
   try {
     result = await interruptible(log, (stopped) =>
       unlessStopped(
         (async () => {
-          importer.cipher = await createFormatRecord(store, selection.prefix, o.secret, retry);
+          importer.cipher = await createFormatRecord(store, selection.prefix, o.secret);
           const known = source.sizeBytes;
           log(
             `Importing ${source.name}${known === undefined ? "" : ` (${known} bytes)`} into a new volume ${
@@ -138,7 +139,7 @@ async function importSource(source: Source, o: ImportRequest): Promise<number> {
   } catch (e) {
     // Nothing of this import may land after what it wrote is removed: stop, then wait for every PUT.
     await guard.stop();
-    const undone = await undoImport({ selection, lease, objects: importer.objects, leaseExisted, retry });
+    const undone = await undoImport({ selection, lease, objects: importer.objects, leaseExisted });
     return failedImport(e, undone, log);
   }
   // The volume is complete: a lease that cannot be marked released only makes the next start fence.
@@ -272,10 +273,9 @@ async function undoImport(
     lease: ToolLease;
     objects: number;
     leaseExisted: boolean;
-    retry: RetryPolicy;
   },
 ): Promise<string> {
-  const { selection, lease, objects, leaseExisted, retry } = o;
+  const { selection, lease, objects, leaseExisted } = o;
   const { store, prefix } = selection;
   const at = where(selection);
   try {
@@ -287,19 +287,19 @@ async function undoImport(
     return `left what it had written ${at} in place (${messageOf(e)})`;
   }
   try {
-    if (objects > 0) await withRetries(retry, () => store.delete(checkpointKey(prefix, objects)));
+    if (objects > 0) await store.delete(checkpointKey(prefix, objects));
     // Newest first, a batch at a time: what is left is always a log.
     for (let top = objects; top >= 1; top -= UNDO_BATCH) {
       const batch = Array.from({ length: Math.min(UNDO_BATCH, top) }, (_, i) => top - i);
       await Promise.all(
-        batch.map((sequence) => withRetries(retry, () => store.delete(logKey(prefix, sequence)))),
+        batch.map((sequence) => store.delete(logKey(prefix, sequence))),
       );
     }
-    await withRetries(retry, () => store.delete(formatKey(prefix)));
+    await store.delete(formatKey(prefix));
     if (leaseExisted) await lease.release();
     else lease.abandon();
-    await withRetries(retry, () => store.delete(epochKey(prefix, lease.epoch)));
-    if (!leaseExisted) await withRetries(retry, () => store.delete(leaseKey(prefix)));
+    await store.delete(epochKey(prefix, lease.epoch));
+    if (!leaseExisted) await store.delete(leaseKey(prefix));
     return `removed what it had written ${at} (${objects} log objects), so the import can simply be run again`;
   } catch (e) {
     lease.abandon();
@@ -366,19 +366,17 @@ async function createFormatRecord(
   store: ObjectStore,
   prefix: string,
   secret: VolumeSecret | undefined,
-  retry: RetryPolicy,
 ): Promise<SectorCipher | undefined> {
   if (secret === undefined) {
-    await withRetries(retry, () => ensureFormatRecord(store, prefix, undefined, Date.now()));
+    await ensureFormatRecord(store, prefix, undefined, Date.now());
     return undefined;
   }
-  return await resolveEncryption(store, prefix, { secret, create: true, retry, nowMs: Date.now() });
+  return await resolveEncryption(store, prefix, { secret, create: true, nowMs: Date.now() });
 }
 
 interface ImporterOptions {
   objectBytes: number;
   parallel: number;
-  retry: RetryPolicy;
   lease: ToolLease;
   log: Logger;
 }
@@ -546,7 +544,7 @@ class Importer {
     this.#runs = [];
     this.#pendingBytes = 0;
     const key = logKey(this.#prefix, sequence);
-    const put: Promise<void> = putLogObject(this.#store, this.#o.retry, { key, bytes: body })
+    const put: Promise<void> = putLogObject(this.#store, { key, bytes: body })
       .then(() => {}, (e) => void (this.#failure ??= e))
       .finally(() => this.#inFlight.delete(put));
     this.#inFlight.add(put);
@@ -560,7 +558,7 @@ class Importer {
       writerEpoch: this.#o.lease.epoch,
       objectCrc32: this.#lastCrc32,
     });
-    await storeCheckpoint(this.#store, this.#prefix, { sequence: this.#sequence, bytes }, this.#o.retry);
+    await storeCheckpoint(this.#store, this.#prefix, { sequence: this.#sequence, bytes });
   }
 
   async #drain(): Promise<void> {

@@ -18,9 +18,8 @@ import { readObjectSummary } from "../log/object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { flagOption, UsageError } from "./options.ts";
-import { listVolume, parseTool, TOOL_LOAD_CONCURRENCY, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, retriedSelection, TOOL_LOAD_CONCURRENCY, where } from "./tool_support.ts";
 
 export interface ObjectRef {
   sequence: number;
@@ -100,12 +99,11 @@ export async function infoCommand(args: string[], log: Logger = stderrLogger): P
   const parsed = parseTool(args, { command: "info", usage: "[options]", summary: SUMMARY, options: OPTIONS });
   if (parsed.help) return 0;
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
-  const retry = toolRetry(log);
-  const state = await listVolume(parsed.selection, retry, { mustExist: true });
-  const info = await collectInfo(parsed.selection.store, state, {
-    retry,
+  const selection = retriedSelection(parsed.selection, log);
+  const state = await listVolume(selection, { mustExist: true });
+  const info = await collectInfo(selection.store, state, {
     log,
-    location: where(parsed.selection),
+    location: where(selection),
   });
   console.log(parsed.values.json ? JSON.stringify(info, null, 2) : renderInfo(info));
   return 0;
@@ -114,21 +112,20 @@ export async function infoCommand(args: string[], log: Logger = stderrLogger): P
 export async function collectInfo(
   store: ObjectStore,
   state: LogState,
-  options: { retry: RetryPolicy; log: Logger; location: string },
+  options: { log: Logger; location: string },
 ): Promise<VolumeInfo> {
   const loaded = await loadLog(store, state, {
     concurrency: TOOL_LOAD_CONCURRENCY,
-    retry: options.retry,
     log: options.log,
   });
   let writtenSectors = 0;
   for (const run of loaded.map.runs()) for (let i = 1; i < run.length; i += 4) writtenSectors += run[i]!;
   const log = state.objects;
   const [first, last, coverage, stored] = await Promise.all([
-    refOf(store, log[0], options.retry),
-    refOf(store, log.at(-1), options.retry),
-    crcCoverage(store, { map: loaded.map, objects: log, concurrency: 32, retry: options.retry }),
-    withRetries(options.retry, () => readLease(store, state.prefix)),
+    refOf(store, log[0]),
+    refOf(store, log.at(-1)),
+    crcCoverage(store, { map: loaded.map, objects: log, concurrency: 32 }),
+    readLease(store, state.prefix),
   ]);
   const epochs = new Set(state.epochs);
   for (const r of [first, last]) if (r?.writerEpoch) epochs.add(r.writerEpoch);
@@ -165,7 +162,7 @@ export async function collectInfo(
     parent: state.format?.parent === undefined
       ? null
       : { ...state.format.parent, readsBytes: loaded.lineage.bytesFromAncestors(loaded.map) },
-    clones: (await readSnapshots(store, state, options.retry)).flatMap((p) =>
+    clones: (await readSnapshots(store, state)).flatMap((p) =>
       p.clone === undefined ? [] : [{
         prefix: p.clone.prefix,
         ...(p.clone.bucket === undefined ? {} : { bucket: p.clone.bucket }),
@@ -221,10 +218,9 @@ export function leaseInfo(lease: Lease, wallNowMs: number): LeaseInfo {
 async function refOf(
   store: ObjectStore,
   o: LoggedObject | undefined,
-  retry: RetryPolicy,
 ): Promise<ObjectRef | null> {
   if (o === undefined) return null;
-  const { trailer } = await withRetries(retry, () => readObjectSummary(store, o));
+  const { trailer } = await readObjectSummary(store, o);
   const sealTimeMs = trailer?.sealTimeMs;
   return {
     sequence: o.sequence,

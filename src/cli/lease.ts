@@ -19,9 +19,8 @@ import {
 import { holderState, localProcesses } from "../log/lease_holder.ts";
 import { stderrLogger } from "../util/log.ts";
 import { LsvdError } from "../util/errors.ts";
-import { withRetries } from "../store/retry.ts";
 import { flagOption, UsageError } from "./options.ts";
-import { parseTool, toolRetry } from "./tool_support.ts";
+import { parseTool, retriedSelection } from "./tool_support.ts";
 
 const OPTIONS = {
   force: flagOption({
@@ -55,11 +54,10 @@ export async function leaseCommand(args: string[]): Promise<number> {
   if (action === "show" && parsed.values.force) {
     throw new UsageError("Invalid options: --force goes with 'lease break'");
   }
-  const { store, prefix } = parsed.selection;
-  const retry = toolRetry(stderrLogger);
+  const { store, prefix } = retriedSelection(parsed.selection, stderrLogger);
   try {
     if (parsed.selection.remote) await store.check?.(); // a directory check would create it
-    const stored = await withRetries(retry, () => readLease(store, prefix));
+    const stored = await readLease(store, prefix);
     const now = Date.now();
     if (action === "show") {
       if (stored === undefined) {
@@ -86,7 +84,7 @@ export async function leaseCommand(args: string[]): Promise<number> {
     }
     const refusal = breakRefusal(lease, now, localProcesses());
     if (refusal !== undefined && !parsed.values.force) throw new LsvdError("invalid", refusal);
-    await breakLease(store, prefix, retry, stored);
+    await breakLease(store, prefix, stored);
     console.log(
       `Broke the lease of ${describeLease(lease, now)}; the next writer fences whatever it left in flight.`,
     );

@@ -20,9 +20,7 @@ import { cloneNamed, isStale, readSnapshots } from "../log/snapshots.ts";
 import type { LogState } from "../log/log_state.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
-import { withRetries } from "../store/retry.ts";
 import { flagOption, type Options, textOption, UsageError } from "./options.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
@@ -31,9 +29,9 @@ import {
   listVolume,
   parseTool,
   refuseActiveWriter,
+  retriedSelection,
   takeToolLease,
   type ToolLease,
-  toolRetry,
   where,
 } from "./tool_support.ts";
 
@@ -56,7 +54,6 @@ async function fenceAfterPoint(
     logEnd: number;
     lease: ToolLease;
     id: string;
-    retry: RetryPolicy;
     log: Logger;
   },
 ): Promise<void> {
@@ -64,17 +61,14 @@ async function fenceAfterPoint(
   if (window === 0 || o.point === 0) return;
   const last = Math.max(o.logEnd, o.point) + window;
   const key = logKey(prefix, o.point);
-  const { trailer } = await withRetries(o.retry, async () => {
-    const { sizeBytes } = await store.head(key);
-    return await readObjectSummary(store, { sequence: o.point, key, sizeBytes });
-  });
+  const { sizeBytes } = await store.head(key);
+  const { trailer } = await readObjectSummary(store, { sequence: o.point, key, sizeBytes });
   if (trailer === undefined) return; // a base-format log: no size to record, no epochs to compare
   let epoch = o.lease.epoch;
   if (trailer.writerEpoch >= epoch) {
     epoch = await claimEpoch(store, prefix, {
       atLeast: trailer.writerEpoch,
       holder: currentHolder(),
-      retry: o.retry,
     });
   }
   const zombies = await occupySlots(
@@ -85,7 +79,6 @@ async function fenceAfterPoint(
       volumeSizeBytes: trailer.volumeSizeBytes,
       sealTimeMs: Date.now(),
       recoveryId: o.id,
-      retry: o.retry,
       log: o.log,
     },
     o.first,
@@ -125,27 +118,26 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
   if (parsed.help) return 0;
   const point = pointArgument(parsed);
   const dryRun = parsed.values["dry-run"];
-  const retry = toolRetry(log);
-  const { selection } = parsed;
+  const selection = retriedSelection(parsed.selection, log);
   const { store, prefix } = selection;
-  let state = await listVolume(selection, retry, { mustExist: true });
+  let state = await listVolume(selection, { mustExist: true });
   const cipher = rescueCipher(parsed.options, state, prefix);
-  const resolved = await resolvePoint(store, state, point, retry);
-  await refuseLaterSnapshots(store, state, resolved.sequence, retry);
+  const resolved = await resolvePoint(store, state, point);
+  await refuseLaterSnapshots(store, state, resolved.sequence);
   const id = `rollback-${Date.now().toString(36)}`;
   const plan = () => rollbackPlan(state, resolved.sequence); // of the latest listing
   if (dryRun) {
-    await describeDryRun(selection, { plan: plan(), id, to: resolved.description, retry, log }, {
+    await describeDryRun(selection, { plan: plan(), id, to: resolved.description, log }, {
       abandonJournal: parsed.values["abandon-journal"],
     });
     return 0;
   }
-  const lease = await takeToolLease(selection, retry, log, 1, {
+  const lease = await takeToolLease(selection, log, 1, {
     abandonJournal: parsed.values["abandon-journal"],
   });
   try {
-    await refuseActiveWriter(selection, state, retry);
-    state = await listVolume(selection, retry, { mustExist: true });
+    await refuseActiveWriter(selection, state);
+    state = await listVolume(selection, { mustExist: true });
     const logEnd = state.endSequence;
     let firstFree = resolved.sequence + 1;
     const { objects, checkpoints } = plan();
@@ -155,7 +147,6 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
       lease.check();
       // Data garbage collection moved after the point is rescued into the object after it.
       const done = await rollbackLog(store, state, resolved.sequence, {
-        retry,
         log,
         archiveId: state.collectedRecord?.rollback?.archiveId ?? id,
         writerEpoch: lease.epoch,
@@ -163,7 +154,7 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
         check: () => lease.check(),
         cipher,
       });
-      for (const c of checkpoints) await withRetries(retry, () => store.delete(c.key));
+      for (const c of checkpoints) await store.delete(c.key);
       if (done.rescuedSectors > 0) firstFree++;
       log(rolledBackLine(selection, { done, id, resolved, checkpoints: checkpoints.length }));
     }
@@ -174,7 +165,6 @@ export async function rollbackCommand(args: string[], log: Logger = stderrLogger
       logEnd,
       lease,
       id,
-      retry,
       log,
     });
     await lease.release();
@@ -219,7 +209,6 @@ async function describeDryRun(
     plan: { objects: readonly { key: string; sequence: number }[]; checkpoints: readonly { key: string }[] };
     id: string;
     to: string;
-    retry: RetryPolicy;
     log: Logger;
   },
   { abandonJournal }: { abandonJournal: boolean },
@@ -231,7 +220,7 @@ async function describeDryRun(
   log(
     `Dry run: rolling back to ${d.to} would move ${objects.length} objects and drop ${checkpoints.length} checkpoints; nothing was changed.`,
   );
-  const journal = (await withRetries(d.retry, () => readLease(store, prefix)))?.lease.journal;
+  const journal = (await readLease(store, prefix))?.lease.journal;
   if (journal !== undefined && !abandonJournal) {
     log(
       `The lease names journal ${journal.dir} on host ${journal.host}, which may hold acknowledged writes not yet ` +
@@ -261,8 +250,8 @@ function rolledBackLine(
 }
 
 /** A snapshot after the point would name a number new writes reuse: it must be deleted first. */
-async function refuseLaterSnapshots(store: ObjectStore, state: LogState, point: number, retry: RetryPolicy) {
-  const later = (await readSnapshots(store, state, retry)).filter((s) =>
+async function refuseLaterSnapshots(store: ObjectStore, state: LogState, point: number) {
+  const later = (await readSnapshots(store, state)).filter((s) =>
     s.sequence > point && !isStale(s, Date.now())
   );
   const first = later[0];

@@ -68,6 +68,7 @@ import { DEFAULT_EXPORT_NAME } from "../nbd/session.ts";
 import { OBJECT_DATA_BYTES_MAX, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
+import { retrying } from "../store/retry.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
 import type { TlsPolicy } from "../nbd/tls.ts";
 import { TLS_OPTIONS, tlsPolicy } from "./tls_options.ts";
@@ -776,7 +777,7 @@ async function openServedVolume(
   // Refusals a glance at the prefix settles come before the first write (the directory store's
   // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
   if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
-  await refuseBeforeWriting({ ...config, store }, toolRetry(log));
+  await refuseBeforeWriting({ ...config, store: retrying(store, toolRetry(log)) });
   if (!config.storeRemote) await store.check?.();
   await probeStore(store, config.prefix, { readOnly: config.readOnly });
   const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
@@ -955,11 +956,10 @@ async function pinServedPoint(
   if (!config.readOnly) return undefined;
   if (config.follow !== undefined) {
     const follower = new Follower(volume, {
-      store,
+      store: retrying(store, toolRetry(log)),
       prefix: config.prefix,
       clock: systemClock,
       log,
-      retry: toolRetry(log),
       intervalMs: config.follow.intervalMs,
     });
     registerFollowMetrics(bound.registry, () => follower.stats);
@@ -970,9 +970,8 @@ async function pinServedPoint(
     );
     return { release: () => follower.stop() };
   }
-  return await holdPin(store, config.prefix, volume.stats.lastSequence, {
+  return await holdPin(retrying(store, toolRetry(log)), config.prefix, volume.stats.lastSequence, {
     clock: systemClock,
-    retry: toolRetry(log),
     purpose: "serve",
   }).catch((e) => {
     log(`Serving without a pin (garbage collection may move what this daemon reads): ${messageOf(e)}.`);
@@ -1144,9 +1143,9 @@ function servePoint(options: ServeOptions): Point | undefined {
 
 /** The object a `--at` point names, said in one line (serving a past state never changes the bucket). */
 async function resolveServePoint(store: ObjectStore, config: ServeConfig, log: Logger): Promise<number> {
-  const retry = toolRetry(log);
-  const state = await listLogState(store, config.prefix, retry);
-  const resolved = await resolvePoint(store, state, config.at!, retry);
+  const retried = retrying(store, toolRetry(log));
+  const state = await listLogState(retried, config.prefix);
+  const resolved = await resolvePoint(retried, state, config.at!);
   log(`Serving the volume as of ${resolved.description}, read-only.`);
   return resolved.sequence;
 }

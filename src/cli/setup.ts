@@ -32,6 +32,7 @@ import { VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { Prompter } from "./prompt.ts";
 import { bucketNameProblem, CREDENTIALS_NOTE, endpointProblem, STORE_OPTIONS } from "./store_options.ts";
 import { toolRetry } from "./tool_support.ts";
+import { retrying } from "../store/retry.ts";
 import { recordedSizeBytes } from "../log/recorded_size.ts";
 import type { FormatRecord } from "../log/format_record.ts";
 import { cipherOf } from "../log/volume_encryption.ts";
@@ -322,13 +323,13 @@ async function checkBucket(
     );
     await store.check();
     await probeStore(store, s.prefix);
-    const retry = toolRetry(log);
-    const state = await listLogState(store, s.prefix, retry);
+    const retried = retrying(store, toolRetry(log));
+    const state = await listLogState(retried, s.prefix);
     if (!volumeExists(state)) {
       log("The bucket works. It holds no volume here yet.");
       return undefined;
     }
-    const sizeBytes = await recordedSizeBytes(store, s.prefix, retry);
+    const sizeBytes = await recordedSizeBytes(retried, s.prefix);
     log(
       `The bucket works. It already holds a volume here${
         sizeBytes === undefined ? "" : ` of ${sizeBytes} bytes`

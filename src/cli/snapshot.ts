@@ -11,7 +11,7 @@ import { createSnapshot, deleteSnapshot, isStale, readSnapshots } from "../log/s
 import { systemClock } from "../util/clock.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { flagOption, textOption, UsageError } from "./options.ts";
-import { listVolume, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parseTool, retriedSelection, where } from "./tool_support.ts";
 
 const OPTIONS = {
   at: textOption({
@@ -35,10 +35,9 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
   if (parsed.help) return 0;
   const [action, name, ...extra] = parsed.positionals;
   if (extra.length > 0) throw new UsageError(`Unexpected argument "${extra[0]}"`);
-  const retry = toolRetry(log);
-  const { selection } = parsed;
+  const selection = retriedSelection(parsed.selection, log);
   const { store, prefix } = selection;
-  const state = await listVolume(selection, retry, { mustExist: true });
+  const state = await listVolume(selection, { mustExist: true });
   switch (action) {
     case "create": {
       if (name === undefined || !isSnapshotName(name)) {
@@ -50,20 +49,20 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
       const point = at === undefined
         ? { kind: "sequence" as const, sequence: state.endSequence, text: String(state.endSequence) }
         : parsePoint(at, parsed.options.source("at"));
-      const resolved = await resolvePoint(store, state, point, retry);
+      const resolved = await resolvePoint(store, state, point);
       await createSnapshot(store, prefix, {
         version: 1,
         name,
         sequence: resolved.sequence,
         createdMs: systemClock.wallMs(),
-      }, retry);
+      });
       log(`Created snapshot "${name}" of ${resolved.description} ${where(selection)}.`);
       return 0;
     }
     case "list": {
       if (name !== undefined) throw new UsageError(`Unexpected argument "${name}"`);
       const now = systemClock.wallMs();
-      const all = await readSnapshots(store, state, retry);
+      const all = await readSnapshots(store, state);
       if (parsed.values.json) {
         console.log(JSON.stringify(all, null, 2));
         return 0;
@@ -81,7 +80,7 @@ export async function snapshotCommand(args: string[], log: Logger = stderrLogger
     }
     case "delete": {
       if (name === undefined) throw new UsageError("snapshot delete needs a NAME");
-      await deleteSnapshot(store, prefix, name, retry);
+      await deleteSnapshot(store, prefix, name);
       log(`Deleted snapshot "${name}"; garbage collection may now reclaim what only it kept.`);
       return 0;
     }

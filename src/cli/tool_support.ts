@@ -11,7 +11,7 @@ import { listLogState, type LogState, volumeExists } from "../log/log_state.ts";
 import { systemClock } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import { retrying, type RetryPolicy } from "../store/retry.ts";
 import {
   helpText,
   integerOption,
@@ -82,6 +82,7 @@ export function parseTool<S extends OptionSpecs>(args: string[], spec: ToolSpec<
   };
 }
 
+/** The tools' retry policy: TOOL_ATTEMPTS_MAX attempts of each store call, a line before each retry. */
 export function toolRetry(log: Logger): RetryPolicy {
   return {
     clock: systemClock,
@@ -91,16 +92,23 @@ export function toolRetry(log: Logger): RetryPolicy {
 }
 
 /**
+ * The selection with its store retried by toolRetry(log): a tool makes this once and hands the
+ * store down, so every store call it makes is retried in that one layer (src/store/retry.ts).
+ */
+export function retriedSelection(selection: StoreSelection, log: Logger): StoreSelection {
+  return { ...selection, store: retrying(selection.store, toolRetry(log)) };
+}
+
+/**
  * Lists the volume under the selected prefix. A bucket is checked first (a missing bucket or bad
  * credentials are one line); a directory is not (its check creates it, and a tool must not).
  */
 export async function listVolume(
   selection: StoreSelection,
-  retry: RetryPolicy,
   options: { mustExist: boolean },
 ): Promise<LogState> {
   if (selection.remote) await selection.store.check?.();
-  const state = await listLogState(selection.store, selection.prefix, retry);
+  const state = await listLogState(selection.store, selection.prefix);
   if (options.mustExist && !volumeExists(state)) {
     throw new LsvdError("invalid", `There is no volume ${where(selection)}`);
   }
@@ -139,7 +147,6 @@ export interface ToolLease {
  */
 export async function takeToolLease(
   selection: StoreSelection,
-  retry: RetryPolicy,
   log: Logger,
   windowObjects: number,
   options: { abandonJournal?: boolean } = {},
@@ -150,13 +157,12 @@ export async function takeToolLease(
     acquired = await acquireLease(store, prefix, {
       clock: systemClock,
       log,
-      retry,
       windowObjects,
       abandonJournal: options.abandonJournal ?? false,
     });
   } catch (e) {
     if (!isLsvdError(e, "fenced")) throw e;
-    const held = await withRetries(retry, () => readLease(store, prefix));
+    const held = await readLease(store, prefix);
     const holder = held === undefined ? "another writer" : describeLease(held.lease);
     const lapse = held === undefined
       ? ""
@@ -198,10 +204,9 @@ const WRITER_WATCH_MS = 2_000;
 export async function refuseActiveWriter(
   selection: StoreSelection,
   state: LogState,
-  retry: RetryPolicy,
 ): Promise<void> {
   await new Promise((r) => setTimeout(r, WRITER_WATCH_MS));
-  const again = await listLogState(selection.store, selection.prefix, retry);
+  const again = await listLogState(selection.store, selection.prefix);
   const before = state.objects.at(-1)?.sequence ?? 0;
   const after = again.objects.at(-1)?.sequence ?? 0;
   if (after !== before || again.objects.length !== state.objects.length) {

@@ -16,13 +16,12 @@ import { messageOf } from "../util/errors.ts";
 import { type Logger, stderrLogger } from "../util/log.ts";
 import { forEachBounded } from "../util/ordered.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { gapsOf } from "./info.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
 import { cipherOf } from "../log/volume_encryption.ts";
 import { UsageError } from "./options.ts";
-import { listVolume, parallelOption, parseTool, toolRetry, where } from "./tool_support.ts";
+import { listVolume, parallelOption, parseTool, retriedSelection, where } from "./tool_support.ts";
 
 const OPTIONS = {
   ...ENCRYPTION_OPTIONS,
@@ -50,18 +49,17 @@ export async function verifyCommand(args: string[], log: Logger = stderrLogger):
   if (parsed.positionals.length > 0) throw new UsageError(`Unexpected argument "${parsed.positionals[0]}"`);
   const parallel = parsed.values.parallel;
   const secret = loadEncryptionKey(parsed.options);
-  const retry = toolRetry(log);
-  const state = await listVolume(parsed.selection, retry, { mustExist: true });
+  const selection = retriedSelection(parsed.selection, log);
+  const state = await listVolume(selection, { mustExist: true });
   // Without a key an encrypted volume's CRCs (of the ciphertext) are still checked.
-  const cipher = secret === undefined ? undefined : cipherOf(state.format, secret, parsed.selection.prefix);
-  log(`Verifying ${state.objects.length} objects ${where(parsed.selection)}.`);
-  const report = await verifyLog(parsed.selection.store, {
+  const cipher = secret === undefined ? undefined : cipherOf(state.format, secret, selection.prefix);
+  log(`Verifying ${state.objects.length} objects ${where(selection)}.`);
+  const report = await verifyLog(selection.store, {
     objects: state.objects,
     checkpoints: state.checkpoints,
     requireTrailer: state.format !== undefined,
     firstSequence: (state.format?.parent?.through ?? 0) + 1,
     parallel,
-    retry,
     log,
     onProblem: (line) => console.log(line),
     cipher,
@@ -84,7 +82,6 @@ export interface VerifyLogOptions {
   /** The first number of the volume's own log (a clone's starts above its parent's). */
   firstSequence?: number;
   parallel: number;
-  retry: RetryPolicy;
   log: Logger;
   /** Called once per problem line as it is found. */
   onProblem: (line: string) => void;
@@ -114,7 +111,7 @@ export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promis
     terminal: stderrTerminal(),
   });
   await forEachBounded(o.objects, o.parallel, async (object) => {
-    const bytes = await fetchWhole(store, object.key, o.retry);
+    const bytes = await fetchWhole(store, object.key);
     if (bytes === undefined) problem(object.key, "it was listed but is gone");
     else {
       for (
@@ -130,7 +127,7 @@ export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promis
   });
   progress.finish();
   for (const c of o.checkpoints) {
-    const bytes = await fetchWhole(store, c.key, o.retry);
+    const bytes = await fetchWhole(store, c.key);
     try {
       if (bytes !== undefined) decodeCheckpoint(bytes);
     } catch (e) {
@@ -143,10 +140,9 @@ export async function verifyLog(store: ObjectStore, o: VerifyLogOptions): Promis
 async function fetchWhole(
   store: ObjectStore,
   key: string,
-  retry: RetryPolicy,
 ): Promise<Uint8Array | undefined> {
   try {
-    return (await withRetries(retry, () => store.get(key))).body;
+    return (await store.get(key)).body;
   } catch (e) {
     if (isStoreError(e, "NotFound")) return undefined;
     throw e;

@@ -16,7 +16,6 @@ import { FormatError } from "../format/object.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { listCheckpoints, type ListedKey, type LoggedObject } from "./log_state.ts";
 
@@ -31,7 +30,6 @@ export const CHECKPOINTS_KEPT = 2;
 export async function loadCheckpoint(
   store: ObjectStore,
   options: { log: readonly LoggedObject[]; checkpoints: readonly ListedKey[]; through: number },
-  retry: RetryPolicy,
   logLine: Logger,
 ): Promise<Checkpoint | undefined> {
   const candidate = options.checkpoints.filter((c) => c.sequence <= options.through).at(-1);
@@ -41,11 +39,8 @@ export async function loadCheckpoint(
   if (object === undefined || object.sequence !== candidate.sequence) return undefined;
   try {
     const [{ body }, tail] = await Promise.all([
-      withRetries(retry, () => store.get(candidate.key)),
-      withRetries(
-        retry,
-        () => store.get(object.key, { offsetBytes: Math.max(0, object.sizeBytes - 8), lengthBytes: 8 }),
-      ),
+      store.get(candidate.key),
+      store.get(object.key, { offsetBytes: Math.max(0, object.sizeBytes - 8), lengthBytes: 8 }),
     ]);
     const checkpoint = decodeCheckpoint(body);
     if (tail.body.length !== 8) throw new FormatError(`object "${object.key}" is truncated`);
@@ -78,16 +73,15 @@ export async function storeCheckpoint(
   store: ObjectStore,
   prefix: string,
   checkpoint: { sequence: number; bytes: Uint8Array },
-  retry: RetryPolicy,
 ): Promise<void> {
   const { sequence, bytes } = checkpoint;
   try {
-    await withRetries(retry, () => store.put(checkpointKey(prefix, sequence), bytes, { ifNoneMatch: true }));
+    await store.put(checkpointKey(prefix, sequence), bytes, { ifNoneMatch: true });
   } catch (e) {
     if (!isStoreError(e, "PreconditionFailed")) throw e;
   }
-  const checkpoints = await withRetries(retry, () => listCheckpoints(store, prefix));
-  await pruneCheckpoints(store, checkpoints, sequence, retry);
+  const checkpoints = await listCheckpoints(store, prefix);
+  await pruneCheckpoints(store, checkpoints, sequence);
 }
 
 /** Deletes all but the newest CHECKPOINTS_KEPT of `checkpoints` at or below `newest`. */
@@ -95,10 +89,9 @@ async function pruneCheckpoints(
   store: ObjectStore,
   checkpoints: readonly ListedKey[],
   newest: number,
-  retry: RetryPolicy,
 ): Promise<void> {
   const older = checkpoints.filter((c) => c.sequence <= newest).sort((a, b) => a.sequence - b.sequence);
-  for (const c of older.slice(0, -CHECKPOINTS_KEPT)) await withRetries(retry, () => store.delete(c.key));
+  for (const c of older.slice(0, -CHECKPOINTS_KEPT)) await store.delete(c.key);
 }
 
 /** The CRC-32 a version-1 or -2 object ends with (its last 8 bytes are crc, trailer length). */

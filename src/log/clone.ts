@@ -17,7 +17,6 @@
 import { logKey, snapshotKey } from "../format/keys.ts";
 import { crc32 } from "../format/crc32.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { LsvdError } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
 import {
@@ -41,7 +40,6 @@ export interface CloneOptions {
   targetStore?: ObjectStore;
   /** The point to branch at (default: the source's newest object). */
   point: Point | undefined;
-  retry: RetryPolicy;
   wallNowMs: number;
   /** The key of an encrypted source: checked against its record; the clone is encrypted with it. */
   secret?: VolumeSecret | undefined;
@@ -73,10 +71,10 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
   }
   assert(!elsewhere || (store.bucket !== undefined && targetStore.bucket !== undefined), "buckets are named");
   // A time is resolved by a search over the whole log; any other point needs only its end.
-  const objectsAfter = o.point?.kind === "time" ? 0 : await checkpointedThrough(store, o.source, o.retry);
+  const objectsAfter = o.point?.kind === "time" ? 0 : await checkpointedThrough(store, o.source);
   const [source, target] = await Promise.all([
-    listLogState(store, o.source, o.retry, { objectsAfter }),
-    listLogState(targetStore, o.target, o.retry),
+    listLogState(store, o.source, { objectsAfter }),
+    listLogState(targetStore, o.target),
   ]);
   checkSource(source);
   // Before anything is written: a missing or wrong key, or a key for a plain source, is one line.
@@ -91,7 +89,7 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
   }
   const point = o.point ??
     { kind: "sequence", sequence: source.endSequence, text: String(source.endSequence) };
-  const resolved = await resolvePoint(store, source, point, o.retry);
+  const resolved = await resolvePoint(store, source, point);
   const floor = pointFloor(source.format);
   if (resolved.sequence < floor) {
     throw new LsvdError(
@@ -115,19 +113,16 @@ export async function createClone(store: ObjectStore, o: CloneOptions): Promise<
   // A GC pass that planned before the pin existed may have moved what the point reads above
   // `through` and deleted the sources; its record (stored before it deletes) then names such copies.
   if ((after.collectedRecord?.copies.at(-1)?.[1] ?? 0) > link.through) {
-    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    await store.delete(snapshotKey(o.source, link.pin));
     throw new LsvdError(
       "unavailable",
       `Cannot clone: the source's garbage collection moved data meanwhile; run 'lsvd clone' again`,
     );
   }
   if (
-    !(await withRetries(
-      o.retry,
-      () => createCloneRecord(targetStore, o.target, { parent: link, encryption }, o.wallNowMs),
-    ))
+    !(await createCloneRecord(targetStore, o.target, { parent: link, encryption }, o.wallNowMs))
   ) {
-    await withRetries(o.retry, () => store.delete(snapshotKey(o.source, link.pin)));
+    await store.delete(snapshotKey(o.source, link.pin));
     throw new LsvdError(
       "invalid",
       `Cannot clone into prefix "${o.target}": another volume appeared there meanwhile`,
@@ -157,7 +152,6 @@ function pinInSource(
         ...(o.targetBucket === undefined ? {} : { bucket: o.targetBucket }),
       },
     },
-    o.retry,
     source,
   ).catch((e) => {
     if (e instanceof LsvdError && /a snapshot of that name exists/.test(e.message)) {
@@ -176,11 +170,11 @@ function pinInSource(
  * writer checkpoints only durable objects, and drops checkpoints past a recovery point), so a
  * clone lists only the objects after it and costs the same for any size of source. 0: list all.
  */
-async function checkpointedThrough(store: ObjectStore, prefix: string, retry: RetryPolicy): Promise<number> {
-  const newest = (await withRetries(retry, () => listCheckpoints(store, prefix))).at(-1);
+async function checkpointedThrough(store: ObjectStore, prefix: string): Promise<number> {
+  const newest = (await listCheckpoints(store, prefix)).at(-1);
   if (newest === undefined) return 0;
   try {
-    await withRetries(retry, () => store.head(logKey(prefix, newest.sequence)));
+    await store.head(logKey(prefix, newest.sequence));
     return newest.sequence;
   } catch (e) {
     if (isStoreError(e, "NotFound")) return 0;
@@ -214,11 +208,10 @@ export async function finishFlatten(
   prefix: string,
   format: FormatRecord,
   flattenedThrough: number | undefined,
-  retry: RetryPolicy,
 ): Promise<void> {
   const link = format.parent!;
   if (link.flattenedThrough === undefined) {
-    await withRetries(retry, () => markFlattened(store, prefix, format, flattenedThrough!));
+    await markFlattened(store, prefix, format, flattenedThrough!);
   }
   const parentStore = bucketStore(
     store,
@@ -226,7 +219,7 @@ export async function finishFlatten(
     `release the pin of the clone under "${prefix}": its parent`,
   );
   try {
-    await withRetries(retry, () => parentStore.delete(snapshotKey(link.prefix, link.pin)));
+    await parentStore.delete(snapshotKey(link.prefix, link.pin));
   } catch (e) {
     if (!isStoreError(e, "NotFound")) throw e;
   }

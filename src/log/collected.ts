@@ -12,7 +12,6 @@ import { collectedKey, type ListedKey } from "../format/keys.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 export const COLLECTED_VERSION = 1;
 
@@ -69,11 +68,10 @@ function isRanges(v: unknown): v is SequenceRanges {
 export async function readNewestCollected(
   store: ObjectStore,
   listed: readonly ListedKey[],
-  retry: RetryPolicy,
 ): Promise<CollectedRecord | undefined> {
   const newest = listed.at(-1);
   if (newest === undefined) return undefined;
-  return checkCollected(await readJsonRecord(store, newest.key, retry), newest.key);
+  return checkCollected(await readJsonRecord(store, newest.key), newest.key);
 }
 
 /** Stores a record create-only; false when that pass number is taken (another writer collected). */
@@ -81,13 +79,9 @@ export async function storeCollected(
   store: ObjectStore,
   prefix: string,
   record: CollectedRecord,
-  retry: RetryPolicy,
 ): Promise<boolean> {
   try {
-    await withRetries(
-      retry,
-      () => store.put(collectedKey(prefix, record.pass), encodeCollected(record), { ifNoneMatch: true }),
-    );
+    await store.put(collectedKey(prefix, record.pass), encodeCollected(record), { ifNoneMatch: true });
     return true;
   } catch (e) {
     if (isStoreError(e, "PreconditionFailed")) return false;

@@ -11,7 +11,6 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { forEachBounded } from "../util/ordered.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoggedObject } from "./log_state.ts";
 import { readSectorCrcs } from "./object_reader.ts";
 
@@ -29,7 +28,7 @@ export interface CrcCoverage {
 /** Mapped bytes per object of `map`, checked against each object's trailer. */
 export async function crcCoverage(
   store: ObjectStore,
-  options: { map: ExtentMap; objects: readonly LoggedObject[]; concurrency: number; retry: RetryPolicy },
+  options: { map: ExtentMap; objects: readonly LoggedObject[]; concurrency: number },
 ): Promise<CrcCoverage> {
   const sectorsOf = new Map<number, number>();
   for (const e of options.map.entries()) {
@@ -45,7 +44,7 @@ export async function crcCoverage(
   await forEachBounded(used, options.concurrency, async (o) => {
     const bytes = sectorsOf.get(o.sequence)! * SECTOR_BYTES;
     try {
-      const table = await withRetries(options.retry, () => readSectorCrcs(store, o));
+      const table = await readSectorCrcs(store, o);
       if (table === undefined) {
         coverage.unverifiableBytes += bytes;
         coverage.objectsWithoutTables++;

@@ -25,7 +25,6 @@ import { isStoreError, type ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
 import { LsvdError } from "../util/errors.ts";
 import { readObjectSummary } from "./object_reader.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { fencedError } from "./lease.ts";
 import { tryPutLogObject } from "./object_writer.ts";
 
@@ -49,7 +48,6 @@ export interface FenceOptions {
   sealTimeMs: number;
   /** Names the archive folder for zombies. */
   recoveryId: string;
-  retry: RetryPolicy;
   log: Logger;
 }
 
@@ -153,7 +151,7 @@ class Fence {
 
   /** Creates the fence object at s; false when s is taken. */
   async tryPlace(s: number): Promise<boolean> {
-    return await tryPutLogObject(this.#store, this.#o.retry, {
+    return await tryPutLogObject(this.#store, {
       key: logKey(this.#o.prefix, s),
       bytes: this.#fenceBytes(s),
     });
@@ -192,11 +190,9 @@ class Fence {
   async examine(s: number): Promise<{ epoch: number; etag: string } | undefined> {
     const key = logKey(this.#o.prefix, s);
     try {
-      const found = await withRetries(this.#o.retry, async () => {
-        const { sizeBytes, etag } = await this.#store.head(key);
-        const summary = await readObjectSummary(this.#store, { sequence: s, key, sizeBytes });
-        return { epoch: summary.trailer?.writerEpoch ?? 0, etag };
-      });
+      const { sizeBytes, etag } = await this.#store.head(key);
+      const summary = await readObjectSummary(this.#store, { sequence: s, key, sizeBytes });
+      const found = { epoch: summary.trailer?.writerEpoch ?? 0, etag };
       if (found.epoch > this.#o.epoch) {
         throw fencedError(
           `Cannot fence the volume: object "${key}" carries epoch ${found.epoch}, newer than ours (${this.#o.epoch}); ` +
@@ -223,14 +219,8 @@ class Fence {
       `Archiving object "${key}" of epoch ${found.epoch}: it landed after the fence of epoch ${this.#o.epoch}.`,
     );
     try {
-      await withRetries(
-        this.#o.retry,
-        () => this.#store.copy(key, archiveKey(this.#o.prefix, `${this.#o.recoveryId}-fence`, s)),
-      );
-      await withRetries(
-        this.#o.retry,
-        () => this.#store.put(key, this.#fenceBytes(s), { ifMatch: found.etag }),
-      );
+      await this.#store.copy(key, archiveKey(this.#o.prefix, `${this.#o.recoveryId}-fence`, s));
+      await this.#store.put(key, this.#fenceBytes(s), { ifMatch: found.etag });
       return true;
     } catch (e) {
       if (isStoreError(e, "NotFound") || isStoreError(e, "PreconditionFailed")) return false;

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { archiveKey, logKey } from "../format/keys.ts";
+import { RetryingStore } from "../store/retry.ts";
 import { ObjectBuilder } from "../format/object.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import { MemoryStore } from "../store/memory.ts";
-import { type Clock, ManualClock } from "../util/clock.ts";
+import type { Clock } from "../util/clock.ts";
 import { closeWindow, type FenceOptions } from "./fence.ts";
 
 /** An old writer's object: one 4 KiB entry, its epoch in the trailer. */
@@ -23,7 +24,6 @@ function options(extra: Partial<FenceOptions>): FenceOptions {
     volumeSizeBytes: 1 << 20,
     sealTimeMs: 0,
     recoveryId: "r1",
-    retry: { clock: new ManualClock(), attemptsMax: 3 },
     log: () => {},
     ...extra,
   };
@@ -96,8 +96,8 @@ Deno.test("closeWindow() on a store with faults still leaves every slot holding 
   store.rawPut(logKey("v/", 1), oldObject(1, 1));
   store.rawPut(logKey("v/", 4), oldObject(4, 1));
   const result = await closeWindow(
-    store,
-    options({ afterSequence: 1, afterEpoch: 1, retry: { clock, attemptsMax: 100 }, windowObjects: 8 }),
+    new RetryingStore(store, { clock, attemptsMax: 100 }),
+    options({ afterSequence: 1, afterEpoch: 1, windowObjects: 8 }),
   );
   assert.equal(result.fenceSequence, 2);
   store.setFaults({ errorRate: 0 });

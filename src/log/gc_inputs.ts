@@ -12,7 +12,6 @@
  */
 
 import type { ExtentMap } from "../map/extent_map.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isLsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -48,7 +47,6 @@ export interface GcRoundOptions {
   /** Objects up to this one are known to be sealed before the window (a previous Pmin), or 0. */
   knownOldThrough: number;
   thresholds: GcThresholds;
-  retry: RetryPolicy;
   log: Logger;
   sources: GcSources;
 }
@@ -82,7 +80,7 @@ export async function planGcRound(
   const kept = state.collectedRecord?.retainedFromSequence ?? 0;
   const windowStart = Math.max(oldest, kept, floor);
   if (windowStart === 0) return { present, pmin: 0, points: [], retained: [], plan: [] };
-  const points = (await readSnapshots(store, state, o.retry)).filter((s) => !isStale(s, o.wallNowMs));
+  const points = (await readSnapshots(store, state)).filter((s) => !isStale(s, o.wallNowMs));
   // A live follower reads its pin's point or any later one: every point from it on stays exact
   // (never below what a record or an earlier pass kept: docs/design/followers.md).
   const followedFrom = Math.min(...points.filter((s) => s.follower === true).map((s) => s.sequence));

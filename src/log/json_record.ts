@@ -11,7 +11,6 @@
 import { crc32 } from "../format/crc32.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 const READS_MAX = 3;
 
@@ -38,10 +37,10 @@ export function decodeJsonRecord(body: Uint8Array): unknown {
 }
 
 /** Reads and checks a record (store errors propagate, NotFound included); LsvdError("data") if it stays damaged. */
-export async function readJsonRecord(store: ObjectStore, key: string, retry: RetryPolicy): Promise<unknown> {
+export async function readJsonRecord(store: ObjectStore, key: string): Promise<unknown> {
   let why = "";
   for (let attempt = 0; attempt < READS_MAX; attempt++) {
-    const { body } = await withRetries(retry, () => store.get(key));
+    const { body } = await store.get(key);
     const value = decodeJsonRecord(body);
     if (value !== undefined) return value;
     why = `its CRC line does not match (${body.length} bytes)`;

@@ -20,7 +20,7 @@ import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
+import { retrying, RetryingStore } from "../store/retry.ts";
 import {
   currentHolder,
   goneText,
@@ -82,7 +82,6 @@ export type LeaseMode = "refuse" | "takeover" | "standby";
 export interface AcquireOptions {
   clock: Clock;
   log: Logger;
-  retry: RetryPolicy;
   /** What to do about a live holder: refuse (default), take over now, or wait for its lease to lapse. */
   mode?: LeaseMode;
   /** Default LEASE_DURATION_MS_DEFAULT. */
@@ -202,18 +201,16 @@ export function leaseLapsed(lease: Lease, wallNowMs: number): boolean {
 export async function claimEpoch(
   store: ObjectStore,
   prefix: string,
-  options: { atLeast?: number | undefined; holder: LeaseHolder; retry: RetryPolicy },
+  options: { atLeast?: number | undefined; holder: LeaseHolder },
 ): Promise<number> {
   let highest = options.atLeast ?? 0;
-  await withRetries(options.retry, async () => {
-    for await (const o of listAll(store, { prefix: epochPrefix(prefix) })) {
-      highest = Math.max(highest, parseEpochKey(prefix, o.key) ?? 0);
-    }
-  });
+  for await (const o of listAll(store, { prefix: epochPrefix(prefix) })) {
+    highest = Math.max(highest, parseEpochKey(prefix, o.key) ?? 0);
+  }
   const body = encoder.encode(`${JSON.stringify(options.holder)}\n`);
   for (let epoch = highest + 1;; epoch++) {
     try {
-      await withRetries(options.retry, () => store.put(epochKey(prefix, epoch), body, { ifNoneMatch: true }));
+      await store.put(epochKey(prefix, epoch), body, { ifNoneMatch: true });
       return epoch;
     } catch (e) {
       if (!isStoreError(e, "PreconditionFailed")) throw e;
@@ -239,7 +236,7 @@ export async function acquireLease(
   const durationMs = options.durationMs ?? LEASE_DURATION_MS_DEFAULT;
   let claimed: number | undefined;
   for (;;) {
-    const read = await withRetries(options.retry, () => readLease(store, prefix));
+    const read = await readLease(store, prefix);
     const found = read === undefined || read.lease.released
       ? { current: read, taking: undefined }
       : await mayTake(store, prefix, read, { mode, holder, processes, options });
@@ -249,11 +246,7 @@ export async function acquireLease(
     checkJournal(current?.lease, holder, options);
     // An epoch claimed in an earlier round (the lease changed under us) is ours: keep it if still newest.
     if (claimed === undefined || claimed <= (current?.lease.epoch ?? 0)) {
-      claimed = await claimEpoch(store, prefix, {
-        holder,
-        retry: options.retry,
-        atLeast: current?.lease.epoch,
-      });
+      claimed = await claimEpoch(store, prefix, { holder, atLeast: current?.lease.epoch });
     }
     const epoch = claimed;
     const wallMs = options.clock.wallMs();
@@ -272,10 +265,7 @@ export async function acquireLease(
     const validFromMs = options.clock.nowMs();
     try {
       const condition = current === undefined ? { ifNoneMatch: true } : { ifMatch: current.etag };
-      const { etag } = await withRetries(
-        options.retry,
-        () => store.put(leaseKey(prefix), encodeLease(lease), condition),
-      );
+      const { etag } = await store.put(leaseKey(prefix), encodeLease(lease), condition);
       if (taking !== undefined) options.log(taking);
       const abandoned = current?.lease.journal;
       if (abandoned !== undefined && abandoned.id !== options.journal?.id) {
@@ -396,7 +386,7 @@ async function waitForLapse(
   for (;;) {
     await options.clock.sleep(pollMs);
     await options.whileWaiting?.();
-    const now = await withRetries(options.retry, () => readLease(store, prefix));
+    const now = await readLease(store, prefix);
     if (now === undefined) return undefined;
     if (now.etag !== etag) {
       etag = now.etag;
@@ -422,7 +412,10 @@ export interface LeaseKeeperOptions {
  * stops being valid meanwhile, and flushes wait.
  */
 export class LeaseKeeper {
-  readonly #store: ObjectStore;
+  /** Renewals: one attempt each (a failed one retries on its timer). */
+  readonly #store: RetryingStore;
+  /** Explicit writes (release, lapse): WRITE_ATTEMPTS_MAX attempts, ended early by giveUp(). */
+  readonly #writes: RetryingStore;
   readonly #prefix: string;
   readonly #options: LeaseKeeperOptions;
   #lease: Lease;
@@ -436,11 +429,19 @@ export class LeaseKeeper {
   #stopped = false;
   /** A renewal failed; the next attempt waits for its timer. */
   #retrying = false;
+  /** Retries the explicit writes' store made (a retried PUT may have landed long ago). */
+  #putsRetried = 0;
   /** Set by giveUp(): explicit writes stop retrying. */
   #gaveUp: LsvdError | undefined;
 
   constructor(store: ObjectStore, prefix: string, acquired: AcquiredLease, options: LeaseKeeperOptions) {
-    this.#store = store;
+    this.#store = retrying(store, { clock: options.clock, attemptsMax: 1 });
+    this.#writes = retrying(store, {
+      clock: options.clock,
+      attemptsMax: WRITE_ATTEMPTS_MAX,
+      abort: () => this.#gaveUp,
+      onRetry: () => this.#putsRetried++,
+    });
     this.#prefix = prefix;
     this.#options = options;
     this.#lease = acquired.stored.lease;
@@ -569,10 +570,7 @@ export class LeaseKeeper {
 
   /** #write with the store retry loop (transient failures are retried with the same bytes first). */
   #writeRetried(next: Lease): Promise<void> {
-    return withRetries(
-      { clock: this.#options.clock, attemptsMax: WRITE_ATTEMPTS_MAX, abort: () => this.#gaveUp },
-      () => this.#write(next),
-    );
+    return this.#write(next, this.#writes);
   }
 
   /**
@@ -581,13 +579,14 @@ export class LeaseKeeper {
    * anything new (the store accepts identical bytes as our own landed write); its validity counts
    * from its first attempt. A 412 means the lease was taken from us.
    */
-  async #write(next: Lease | undefined): Promise<void> {
+  async #write(next: Lease | undefined, store = this.#store): Promise<void> {
     while (this.#writing !== undefined) await this.#writing.catch(() => {});
     if (this.#lost !== undefined) throw this.#lost;
     const run = async () => {
       let queued = next;
       for (;;) {
-        const retried = this.#pending !== undefined;
+        const retriedBefore = this.#putsRetried;
+        let retried = this.#pending !== undefined;
         if (this.#pending === undefined) {
           const lease = { ...(queued ?? this.#lease), renewedAtMs: this.#options.clock.wallMs() };
           this.#pending = { lease, body: encodeLease(lease), startMs: this.#options.clock.nowMs() };
@@ -596,7 +595,8 @@ export class LeaseKeeper {
         const pending = this.#pending;
         let etag: string;
         try {
-          etag = (await this.#store.put(leaseKey(this.#prefix), pending.body, { ifMatch: this.#etag })).etag;
+          etag = (await store.put(leaseKey(this.#prefix), pending.body, { ifMatch: this.#etag })).etag;
+          if (this.#putsRetried !== retriedBefore) retried = true;
         } catch (e) {
           if (!isStoreError(e, "PreconditionFailed")) throw e;
           this.#pending = undefined;
@@ -660,12 +660,11 @@ export function fencedError(message: string): LsvdError {
 export async function breakLease(
   store: ObjectStore,
   prefix: string,
-  retry: RetryPolicy,
   seen: StoredLease,
 ): Promise<void> {
   const broken = { ...seen.lease, renewedAtMs: 0, durationMs: 0 };
   try {
-    await withRetries(retry, () => store.put(leaseKey(prefix), encodeLease(broken), { ifMatch: seen.etag }));
+    await store.put(leaseKey(prefix), encodeLease(broken), { ifMatch: seen.etag });
   } catch (e) {
     if (!isStoreError(e, "PreconditionFailed")) throw e;
     throw new LsvdError(

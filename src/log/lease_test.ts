@@ -15,13 +15,10 @@ import {
 } from "./lease.ts";
 import type { LeaseHolder, ProcessStat, ProcessTable } from "./lease_holder.ts";
 
-const retry = (clock: ManualClock) => ({ clock, attemptsMax: 5 });
-
 function options(clock: ManualClock, host: string, extra: Partial<AcquireOptions> = {}): AcquireOptions {
   return {
     clock,
     log: () => {},
-    retry: retry(clock),
     windowObjects: 4,
     durationMs: 3000,
     holder: { host, pid: 100, nonce: host },
@@ -137,13 +134,13 @@ Deno.test("a released or broken lease is taken without --takeover; epochs are ne
   assert.equal(b.stored.lease.windowObjects, 4);
   const seen = await readLease(store, "");
   assert.equal(seen?.lease.holder.host, "beta");
-  await breakLease(store, "", retry(clock), seen!);
+  await breakLease(store, "", seen!);
   const c = await acquireLease(store, "", options(clock, "gamma", { windowObjects: 2 }));
   assert.equal(c.previous?.released, false);
   assert.equal(c.stored.lease.windowObjects, 4, "the broken holder's window must still be fenced");
   assert.deepEqual([a, b, c].map((x) => x.stored.lease.epoch), [1, 2, 3]);
   assert.equal(
-    await claimEpoch(store, "", { holder: c.stored.lease.holder, retry: retry(clock), atLeast: 7 }),
+    await claimEpoch(store, "", { holder: c.stored.lease.holder, atLeast: 7 }),
     8,
   );
   assert.deepEqual(store.keys("epoch/").length, 4);
@@ -223,7 +220,7 @@ Deno.test("describeLease says held, lapsed, broken or released as lsvd info does
   assert.doesNotMatch(describeLease(lease, t0 + 5000), /valid/);
   assert.match(describeLease({ ...lease, released: true }), /, released$/);
   const seen = (await readLease(store, ""))!;
-  await breakLease(store, "", retry(clock), seen);
+  await breakLease(store, "", seen);
   const broken = (await readLease(store, ""))!.lease;
   assert.match(describeLease(broken, t0), /, broken by 'lsvd lease break'$/);
   assert.doesNotMatch(describeLease(broken, t0), /1970/);
@@ -243,7 +240,7 @@ Deno.test("lease break needs --force for a lease that looks live; a holder that 
   );
   assert.equal(breakRefusal(a.stored.lease, t0 + 5000, running), undefined, "lapsed");
   assert.equal(breakRefusal(a.stored.lease, t0 + 1000, alphaMachine()), undefined, "its process is gone");
-  await breakLease(store, "", retry(clock), (await readLease(store, ""))!);
+  await breakLease(store, "", (await readLease(store, ""))!);
   await drive(clock, new Promise((r) => clock.setTimer(2000, () => r(undefined))));
   assert.equal(lost.length, 1);
   assert.match(
@@ -268,7 +265,7 @@ Deno.test("the lease records the writer's journal: a start without it is refused
   await drive(clock, new Promise((r) => clock.setTimer(5000, () => r(undefined))));
   assert.deepEqual((await readLease(store, ""))?.lease.journal, a.stored.lease.journal, "renewals keep it");
   keeper.stop(); // kill -9
-  await breakLease(store, "", retry(clock), (await readLease(store, ""))!);
+  await breakLease(store, "", (await readLease(store, ""))!);
   assert.deepEqual(
     (await readLease(store, ""))?.lease.journal,
     a.stored.lease.journal,

@@ -13,7 +13,6 @@ import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { readInOrder } from "../util/ordered.ts";
 import { ExtentMap } from "../map/extent_map.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { applyObject } from "./apply.ts";
 import { loadCheckpoint } from "./checkpoints.ts";
 import { checkFormatRecord } from "./format_record.ts";
@@ -27,7 +26,6 @@ export interface LoadOptions {
   atSequence?: number;
   /** Header reads in flight at once. */
   concurrency: number;
-  retry: RetryPolicy;
   log: Logger;
   /** Called as objects are applied (done, total), for progress lines. */
   onProgress?: (done: number, total: number) => void;
@@ -71,7 +69,7 @@ export interface LoadedLog {
 
 export async function loadLog(store: ObjectStore, state: LogState, options: LoadOptions): Promise<LoadedLog> {
   const end = checkLoadable(state, options);
-  const lineage = await readLineage(store, state.prefix, state.format, options.retry);
+  const lineage = await readLineage(store, state.prefix, state.format);
   const log = state.objects.slice(0, state.gapFreeCount);
   const loaded: LoadedLog = {
     state,
@@ -91,7 +89,6 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   const base = options.skipCheckpoints ? undefined : await loadCheckpoint(
     store,
     { log, checkpoints, through: end },
-    options.retry,
     options.log,
   );
   if (base === undefined && state.format?.parent !== undefined) await startFromParent(store, loaded, options);
@@ -100,7 +97,7 @@ export async function loadLog(store: ObjectStore, state: LogState, options: Load
   // Epochs never decrease along a log; the first object that breaks this is a zombie.
   let epochFloor = 0;
   let zombieAt: number | undefined;
-  await readInOrder(replay, options.concurrency, (o) => readChecked(store, o, options), (o, s, i) => {
+  await readInOrder(replay, options.concurrency, (o) => readChecked(store, o), (o, s, i) => {
     if (zombieAt !== undefined) return;
     const epoch = s.trailer?.writerEpoch ?? epochFloor; // base-format objects carry no epoch
     if (epoch < epochFloor) {
@@ -184,7 +181,7 @@ async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: L
     link.bucket,
     `load the clone under "${loaded.state.prefix}": its parent`,
   );
-  const state = await listLogState(parentStore, link.prefix, options.retry);
+  const state = await listLogState(parentStore, link.prefix);
   const { onProgress: _, ...rest } = options;
   const parent = await loadLog(parentStore, state, {
     ...rest,
@@ -224,7 +221,7 @@ async function applyLaterCopies(store: ObjectStore, loaded: LoadedLog, point: nu
     .slice(0, loaded.state.gapFreeCount)
     .filter((o) => o.sequence > point && o.sequence <= (options.copiesThrough ?? Infinity))
     .filter((o) => inRanges(record.copies, o.sequence));
-  await readInOrder(copies, options.concurrency, (o) => readChecked(store, o, options), (o, s) => {
+  await readInOrder(copies, options.concurrency, (o) => readChecked(store, o), (o, s) => {
     if (s.trailer?.origins === undefined) return;
     applyObject(loaded.map, o.sequence, {
       entries: s.entries,
@@ -256,8 +253,8 @@ export function applyToLoaded(loaded: LoadedLog, sequence: number, s: ObjectSumm
   loaded.replayed++;
 }
 
-function readChecked(store: ObjectStore, o: LoggedObject, options: LoadOptions) {
-  return withRetries(options.retry, () => readObjectSummary(store, o)).catch((e) => {
+function readChecked(store: ObjectStore, o: LoggedObject) {
+  return readObjectSummary(store, o).catch((e) => {
     if (!isLsvdError(e, "data")) throw e;
     throw new LsvdError(
       "data",

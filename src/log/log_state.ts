@@ -21,7 +21,6 @@ import {
   snapshotPrefix,
 } from "../format/keys.ts";
 import { listAll, type ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { type FormatRecord, readFormatRecord } from "./format_record.ts";
 import { type CollectedRecord, coversAll, readNewestCollected } from "./collected.ts";
 
@@ -70,43 +69,40 @@ export interface ListLogOptions {
   objectsAfter?: number;
 }
 
-/** Lists a volume (several LISTs in parallel); retried as one unit on transient errors. */
-export function listLogState(
+/** Lists a volume (several LISTs in parallel; the store retries each). */
+export async function listLogState(
   store: ObjectStore,
   prefix: string,
-  retry: RetryPolicy,
   options: ListLogOptions = {},
 ): Promise<LogState> {
   const after = options.objectsAfter ?? 0;
-  return withRetries(retry, async () => {
-    const [objects, checkpoints, epochs, collected, snapshots, archived, format] = await Promise.all([
-      listObjects(store, prefix, after),
-      listCheckpoints(store, prefix),
-      listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
-      listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
-      listSnapshotKeys(store, prefix),
-      sumUnder(store, `${prefix}archive/`),
-      readFormatRecord(store, prefix),
-    ]);
-    const collectedRecord = await readNewestCollected(store, collected, retry);
-    // A clone's own log starts above its parent's numbers (src/log/parent.ts).
-    const base = Math.max(format?.parent?.through ?? 0, after);
-    const count = gapFreeCount(objects, collectedRecord, base);
-    return {
-      prefix,
-      objects,
-      gapFreeCount: count,
-      endSequence: count === 0 ? base : objects[count - 1]!.sequence,
-      collectedRecord,
-      checkpoints,
-      epochs: epochs.map((e) => e.sequence),
-      collected,
-      snapshots,
-      archived,
-      format,
-      listedAfter: after,
-    };
-  });
+  const [objects, checkpoints, epochs, collected, snapshots, archived, format] = await Promise.all([
+    listObjects(store, prefix, after),
+    listCheckpoints(store, prefix),
+    listNumbered(store, epochPrefix(prefix), (k) => parseEpochKey(prefix, k)),
+    listNumbered(store, collectedPrefix(prefix), (k) => parseCollectedKey(prefix, k)),
+    listSnapshotKeys(store, prefix),
+    sumUnder(store, `${prefix}archive/`),
+    readFormatRecord(store, prefix),
+  ]);
+  const collectedRecord = await readNewestCollected(store, collected);
+  // A clone's own log starts above its parent's numbers (src/log/parent.ts).
+  const base = Math.max(format?.parent?.through ?? 0, after);
+  const count = gapFreeCount(objects, collectedRecord, base);
+  return {
+    prefix,
+    objects,
+    gapFreeCount: count,
+    endSequence: count === 0 ? base : objects[count - 1]!.sequence,
+    collectedRecord,
+    checkpoints,
+    epochs: epochs.map((e) => e.sequence),
+    collected,
+    snapshots,
+    archived,
+    format,
+    listedAfter: after,
+  };
 }
 
 /** True when the prefix holds anything of a volume (a log object or a format record). */
@@ -159,9 +155,8 @@ async function listNumbered(
 export function listSnapshots(
   store: ObjectStore,
   prefix: string,
-  retry: RetryPolicy,
 ): Promise<{ name: string; key: string }[]> {
-  return withRetries(retry, () => listSnapshotKeys(store, prefix));
+  return listSnapshotKeys(store, prefix);
 }
 
 async function listSnapshotKeys(

@@ -7,31 +7,24 @@
  * store through here (docs/design/fencing.md).
  */
 
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 
 export interface LogObjectPut {
   key: string;
   bytes: Uint8Array;
-  /** Called before each attempt of the PUT (the writer reuses a body only after a single one). */
-  onAttempt?: () => void;
 }
 
 /**
  * Stores a log object create-only: true when stored, false when its number is taken. Transient
- * errors are retried by `retry`; anything else propagates.
+ * errors are retried by the store (a RetryingStore); anything else propagates.
  */
 export async function tryPutLogObject(
   store: ObjectStore,
-  retry: RetryPolicy,
   put: LogObjectPut,
 ): Promise<boolean> {
   try {
-    await withRetries(retry, () => {
-      put.onAttempt?.();
-      return store.put(put.key, put.bytes, { ifNoneMatch: true });
-    });
+    await store.put(put.key, put.bytes, { ifNoneMatch: true });
     return true;
   } catch (e) {
     if (isStoreError(e, "PreconditionFailed")) return false;
@@ -40,8 +33,8 @@ export async function tryPutLogObject(
 }
 
 /** Stores a log object create-only; a taken number fails with takenError(). */
-export async function putLogObject(store: ObjectStore, retry: RetryPolicy, put: LogObjectPut): Promise<void> {
-  if (!(await tryPutLogObject(store, retry, put))) throw takenError(put.key);
+export async function putLogObject(store: ObjectStore, put: LogObjectPut): Promise<void> {
+  if (!(await tryPutLogObject(store, put))) throw takenError(put.key);
 }
 
 /** The error of a writer whose object number another writer took (kind "fenced"). */

@@ -12,7 +12,6 @@
 
 import { logKey } from "../format/keys.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../format/object.ts";
@@ -56,10 +55,13 @@ export class Lineage {
 
   /**
    * The store to read the chain's objects through: `own` itself, unless an ancestor lives in
-   * another bucket; then a store that sends reads of that ancestor's objects to its bucket.
+   * another bucket; then a store that sends reads of that ancestor's objects to its bucket. Each
+   * ancestor's bucket is asked of `own` (its inBucket), so reads of it retry as own's do (the
+   * stores the bands were found through may retry with another policy).
    */
   readStore(own: ObjectStore): ObjectStore {
-    return this.bands.every((b) => b.store === own) ? own : new LineageStore(own, this.bands);
+    const bands = this.bands.map((b) => ({ ...b, store: sameStoreAs(own, b.store) }));
+    return bands.every((b) => b.store === own) ? own : new LineageStore(own, bands);
   }
 
   /** Bytes of the map's data still read from ancestors' objects. */
@@ -84,6 +86,13 @@ export function pointFloor(format: FormatRecord | undefined): number {
   return link.flattenedThrough ?? link.through;
 }
 
+/** `found`'s bucket as a store of `own`: own itself for its own bucket, own.inBucket() for another. */
+function sameStoreAs(own: ObjectStore, found: ObjectStore): ObjectStore {
+  // Bands hold the store readLineage() was given or one of its inBucket() stores (bucketStore()).
+  if (found.bucket === own.bucket) return own;
+  return found.bucket === undefined ? found : own.inBucket?.(found.bucket) ?? found;
+}
+
 /** The store holding `bucket` (undefined: the same bucket as `store`); one line when it cannot. */
 export function bucketStore(store: ObjectStore, bucket: string | undefined, what: string): ObjectStore {
   if (bucket === undefined || bucket === store.bucket) return store;
@@ -101,7 +110,6 @@ export async function readLineage(
   store: ObjectStore,
   prefix: string,
   format: FormatRecord | undefined,
-  retry: RetryPolicy,
 ): Promise<Lineage> {
   const bands: Band[] = [];
   let link = activeLink(format);
@@ -116,7 +124,7 @@ export async function readLineage(
     // A link without a bucket names the bucket of the record that holds it.
     at = bucketStore(at, link.bucket, `open the clone under "${prefix}": its parent`);
     const parent = link.prefix, parentStore = at;
-    const record = await withRetries(retry, () => readFormatRecord(parentStore, parent));
+    const record = await readFormatRecord(parentStore, parent);
     if (record === undefined) {
       throw new LsvdError(
         "data",

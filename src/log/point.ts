@@ -14,7 +14,6 @@
 
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoggedObject, LogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import { readSnapshot } from "./snapshots.ts";
@@ -71,7 +70,6 @@ export async function resolvePoint(
   store: ObjectStore,
   state: LogState,
   point: Point,
-  retry: RetryPolicy,
 ): Promise<ResolvedPoint> {
   const log = state.objects.slice(0, state.gapFreeCount);
   if (log.length === 0 && state.endSequence === 0) {
@@ -81,12 +79,11 @@ export async function resolvePoint(
     );
   }
   if (point.kind === "snapshot") {
-    const snapshot = await readSnapshot(store, state.prefix, point.name, retry);
+    const snapshot = await readSnapshot(store, state.prefix, point.name);
     return resolvePoint(
       store,
       state,
       { kind: "sequence", sequence: snapshot.sequence, text: point.text },
-      retry,
     );
   }
   if (point.kind === "sequence") {
@@ -107,7 +104,7 @@ export async function resolvePoint(
     const object = log.find((o) => o.sequence === point.sequence);
     const sealTimeMs = object === undefined
       ? undefined
-      : await sealTimeOf(store, object, retry).catch(() => undefined);
+      : await sealTimeOf(store, object).catch(() => undefined);
     return { sequence: point.sequence, sealTimeMs, description: describe(point.sequence, sealTimeMs) };
   }
   if (log.length === 0) {
@@ -116,18 +113,17 @@ export async function resolvePoint(
       `Cannot resolve the time ${point.text}: this clone has written no object of its own yet; give object ${state.endSequence}`,
     );
   }
-  return await resolveTime(store, log, point, retry, state.collectedRecord?.collected ?? []);
+  return await resolveTime(store, log, point, state.collectedRecord?.collected ?? []);
 }
 
 async function resolveTime(
   store: ObjectStore,
   log: readonly LoggedObject[],
   point: { timeMs: number; text: string },
-  retry: RetryPolicy,
   collected: SequenceRanges,
 ): Promise<ResolvedPoint> {
   const sealed = async (i: number) => {
-    const t = await sealTimeOf(store, log[i]!, retry);
+    const t = await sealTimeOf(store, log[i]!);
     if (t === undefined) {
       throw new LsvdError(
         "invalid",
@@ -172,9 +168,8 @@ async function resolveTime(
 export async function sealTimeOf(
   store: ObjectStore,
   o: LoggedObject,
-  retry: RetryPolicy,
 ): Promise<number | undefined> {
-  const summary = await withRetries(retry, () => readObjectSummary(store, o));
+  const summary = await readObjectSummary(store, o);
   return summary.trailer?.sealTimeMs;
 }
 

@@ -2,12 +2,10 @@ import assert from "node:assert/strict";
 import { ObjectBuilder } from "../format/object.ts";
 import { logKey } from "../format/keys.ts";
 import { MemoryStore } from "../store/memory.ts";
-import { ManualClock } from "../util/clock.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { listLogState } from "./log_state.ts";
 import { parsePoint, resolvePoint } from "./point.ts";
 
-const retry = { clock: new ManualClock(), attemptsMax: 1 };
 const T0 = Date.parse("2026-12-01T10:00:00Z");
 
 /** A log of `count` objects, object n sealed at T0 + n minutes. */
@@ -41,24 +39,24 @@ Deno.test("parsePoint() takes object numbers and RFC 3339 times, and refuses any
 
 Deno.test("resolvePoint() finds the newest object sealed at or before a time (binary search over trailers)", async () => {
   const store = await logWithSealTimes(37);
-  const state = await listLogState(store, "v/", retry);
+  const state = await listLogState(store, "v/");
   for (
     const [time, sequence] of [["10:01:00", 1], ["10:05:59", 5], ["10:06:00", 6], ["10:37:00", 37], [
       "23:00:00",
       37,
     ]]
   ) {
-    const r = await resolvePoint(store, state, parsePoint(`2026-12-01T${time}Z`, "--at"), retry);
+    const r = await resolvePoint(store, state, parsePoint(`2026-12-01T${time}Z`, "--at"));
     assert.equal(r.sequence, sequence, time as string);
     assert.equal(r.sealTimeMs, T0 + (sequence as number) * 60_000);
   }
   await assert.rejects(
-    resolvePoint(store, state, parsePoint("2026-12-01T10:00:30Z", "--at"), retry),
+    resolvePoint(store, state, parsePoint("2026-12-01T10:00:30Z", "--at")),
     /the first object was sealed later, at 2026-12-01T10:01:00.000Z/,
   );
-  assert.equal((await resolvePoint(store, state, parsePoint("9", "--at"), retry)).sequence, 9);
+  assert.equal((await resolvePoint(store, state, parsePoint("9", "--at"))).sequence, 9);
   await assert.rejects(
-    resolvePoint(store, state, parsePoint("38", "--at"), retry),
+    resolvePoint(store, state, parsePoint("38", "--at")),
     /the log ends at object 37/,
   );
 });
@@ -66,11 +64,11 @@ Deno.test("resolvePoint() finds the newest object sealed at or before a time (bi
 Deno.test("resolvePoint() stops at a gap and says which object is missing", async () => {
   const store = await logWithSealTimes(6);
   await store.delete(logKey("v/", 4));
-  const state = await listLogState(store, "v/", retry);
+  const state = await listLogState(store, "v/");
   await assert.rejects(
-    resolvePoint(store, state, parsePoint("5", "--at"), retry),
+    resolvePoint(store, state, parsePoint("5", "--at")),
     /the log ends at object 3 \(object 4 is missing\)/,
   );
-  const r = await resolvePoint(store, state, parsePoint("2026-12-01T11:00:00Z", "--at"), retry);
+  const r = await resolvePoint(store, state, parsePoint("2026-12-01T11:00:00Z", "--at"));
   assert.equal(r.sequence, 3);
 });

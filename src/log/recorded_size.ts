@@ -11,7 +11,6 @@ import { readFormatRecord } from "./format_record.ts";
 import { listLogState } from "./log_state.ts";
 import { readObjectSummary } from "./object_reader.ts";
 import type { ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 /** Newest objects looked at for a trailer before giving up (objects written by other tools have none). */
 const TRAILER_LOOKBACK = 8;
@@ -23,12 +22,11 @@ const TRAILER_LOOKBACK = 8;
 export async function recordedSizeBytes(
   store: ObjectStore,
   prefix: string,
-  retry: RetryPolicy,
 ): Promise<number | undefined> {
-  const state = await listLogState(store, prefix, retry);
+  const state = await listLogState(store, prefix);
   const log = state.objects.slice(0, state.gapFreeCount);
   for (const o of log.slice(-TRAILER_LOOKBACK).reverse()) {
-    const summary = await withRetries(retry, () => readObjectSummary(store, o));
+    const summary = await readObjectSummary(store, o);
     if (summary.trailer !== undefined) return summary.trailer.volumeSizeBytes;
   }
   return undefined;
@@ -43,17 +41,16 @@ export async function recordedSizeBytes(
 export async function peekVolume(
   store: ObjectStore,
   prefix: string,
-  retry: RetryPolicy,
 ): Promise<{ hasLog: boolean; exists: boolean }> {
   // Every log name starts with "0" until 2^60 objects (log_state.ts lists them the same way).
   const [objects, checkpoints] = await Promise.all([
-    withRetries(retry, () => store.list({ prefix: `${prefix}0`, maxKeys: 1 })),
-    withRetries(retry, () => store.list({ prefix: checkpointPrefix(prefix), maxKeys: 1 })),
+    store.list({ prefix: `${prefix}0`, maxKeys: 1 }),
+    store.list({ prefix: checkpointPrefix(prefix), maxKeys: 1 }),
   ]);
   const hasLog = objects.objects.some((o) => parseLogKey(prefix, o.key) !== undefined) ||
     checkpoints.objects.length > 0;
   if (hasLog) return { hasLog, exists: true };
-  const format = await withRetries(retry, () => readFormatRecord(store, prefix));
+  const format = await readFormatRecord(store, prefix);
   // A clone before its first own object reads its parent's log: its size is recorded there.
   return { hasLog: format?.parent !== undefined, exists: format !== undefined };
 }

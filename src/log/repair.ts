@@ -10,14 +10,12 @@
 import { archiveKey } from "../format/keys.ts";
 import type { ObjectStore } from "../store/store.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { LoadedLog } from "./load.ts";
 import type { LoggedObject } from "./log_state.ts";
 
 export interface RepairOptions {
   /** Names the archive folder: repeated archivals never collide. */
   recoveryId: string;
-  retry: RetryPolicy;
   log: Logger;
 }
 
@@ -28,7 +26,7 @@ export async function repairLog(
 ): Promise<void> {
   if (loaded.beyond.length > 0) await archiveObjects(store, loaded.state.prefix, loaded.beyond, options);
   for (const c of loaded.state.checkpoints) {
-    if (c.sequence > loaded.lastSequence) await withRetries(options.retry, () => store.delete(c.key));
+    if (c.sequence > loaded.lastSequence) await store.delete(c.key);
   }
 }
 
@@ -40,13 +38,10 @@ export async function archiveObjects(
   options: RepairOptions,
 ): Promise<void> {
   for (const o of objects) {
-    await withRetries(
-      options.retry,
-      () => store.copy(o.key, archiveKey(prefix, options.recoveryId, o.sequence)),
-    );
+    await store.copy(o.key, archiveKey(prefix, options.recoveryId, o.sequence));
   }
   // Newest first: a crash halfway leaves a shorter tail after the same gap, never a new prefix.
-  for (const o of [...objects].reverse()) await withRetries(options.retry, () => store.delete(o.key));
+  for (const o of [...objects].reverse()) await store.delete(o.key);
   options.log(
     `Archived ${objects.length} objects after object ${
       objects[0]!.sequence - 1

@@ -17,7 +17,6 @@ import { type Extent, HEADER_BYTES, ObjectBuilder, SECTOR_BYTES } from "../forma
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { objectCrcOf } from "./checkpoints.ts";
 import { addToRanges, clipRanges, type CollectedRecord, inRanges, storeCollected } from "./collected.ts";
 import { loadLog } from "./load.ts";
@@ -32,7 +31,6 @@ import { cloneNamed, readSnapshots } from "./snapshots.ts";
 import { pointFloor } from "./parent.ts";
 
 export interface RollbackOptions {
-  retry: RetryPolicy;
   log: Logger;
   /** Names the archive folder and the rescue key. */
   archiveId: string;
@@ -54,8 +52,8 @@ export interface RollbackResult {
  * A clone reads this volume's objects by number up to its pin's `through`: rolling back below it
  * would give those numbers to new objects under the clone's feet. Refused until it is flattened.
  */
-async function checkNoCloneAfter(store: ObjectStore, state: LogState, point: number, retry: RetryPolicy) {
-  for (const s of await readSnapshots(store, state, retry)) {
+async function checkNoCloneAfter(store: ObjectStore, state: LogState, point: number) {
+  for (const s of await readSnapshots(store, state)) {
     if (s.clone === undefined || s.clone.through <= point) continue;
     throw new LsvdError(
       "invalid",
@@ -86,7 +84,7 @@ export async function rollbackLog(
     );
   }
   if (pending !== undefined) return await finish(store, state.prefix, point, record!, o);
-  await checkNoCloneAfter(store, state, point, o.retry);
+  await checkNoCloneAfter(store, state, point);
   if (point < pointFloor(state.format)) {
     throw new LsvdError(
       "invalid",
@@ -111,7 +109,6 @@ export async function rollbackLog(
     if (after.length > 0) {
       await archiveObjects(store, state.prefix, after, {
         recoveryId: o.archiveId,
-        retry: o.retry,
         log: o.log,
       });
     }
@@ -120,14 +117,14 @@ export async function rollbackLog(
   const rescue = await buildRescue(store, state, point, o);
   const key = rescue === undefined ? null : rescueKey(state.prefix, o.archiveId);
   o.check?.();
-  if (rescue !== undefined) await withRetries(o.retry, () => store.put(key!, rescue.bytes));
+  if (rescue !== undefined) await store.put(key!, rescue.bytes);
   const marked: CollectedRecord = {
     ...record,
     pass: record.pass + 1,
     createdMs: o.wallNowMs,
     rollback: { to: point, archiveId: o.archiveId, rescueKey: key },
   };
-  if (!(await storeCollected(store, state.prefix, marked, o.retry))) {
+  if (!(await storeCollected(store, state.prefix, marked))) {
     throw new LsvdError(
       "fenced",
       `Cannot roll back: collected record ${marked.pass} exists (another writer)`,
@@ -145,26 +142,21 @@ async function finish(
   o: RollbackOptions,
 ): Promise<RollbackResult> {
   const rb = marked.rollback!;
-  const state = await listLogState(store, prefix, o.retry);
-  const rescue = rb.rescueKey === null
-    ? undefined
-    : (await withRetries(o.retry, () => store.get(rb.rescueKey!))).body;
+  const state = await listLogState(store, prefix);
+  const rescue = rb.rescueKey === null ? undefined : (await store.get(rb.rescueKey!)).body;
   let keep: LoggedObject | undefined;
   const next = state.objects.find((x) => x.sequence === point + 1);
   if (rescue !== undefined && next !== undefined && next.sizeBytes === rescue.length) {
-    const tail = await withRetries(
-      o.retry,
-      () => store.get(next.key, { offsetBytes: next.sizeBytes - 8, lengthBytes: 8 }),
-    );
+    const tail = await store.get(next.key, { offsetBytes: next.sizeBytes - 8, lengthBytes: 8 });
     if (objectCrcOf(tail.body) === objectCrcOf(rescue)) keep = next; // put by an earlier run
   }
   const after = state.objects.filter((x) => x.sequence > point && x !== keep);
   o.check?.();
   if (after.length > 0) {
-    await archiveObjects(store, prefix, after, { recoveryId: rb.archiveId, retry: o.retry, log: o.log });
+    await archiveObjects(store, prefix, after, { recoveryId: rb.archiveId, log: o.log });
   }
   if (rescue !== undefined && keep === undefined) {
-    await putLogObject(store, o.retry, { key: logKey(prefix, point + 1), bytes: rescue });
+    await putLogObject(store, { key: logKey(prefix, point + 1), bytes: rescue });
   }
   const final: CollectedRecord = {
     version: marked.version,
@@ -177,7 +169,7 @@ async function finish(
     snapshots: marked.snapshots.filter((s) => s.sequence <= point),
     createdMs: o.wallNowMs,
   };
-  if (!(await storeCollected(store, prefix, final, o.retry))) {
+  if (!(await storeCollected(store, prefix, final))) {
     throw new LsvdError(
       "fenced",
       `Cannot finish the rollback: collected record ${final.pass} exists (another writer)`,
@@ -185,10 +177,10 @@ async function finish(
   }
   for (const c of state.collected) {
     if (c.sequence < final.pass) {
-      await withRetries(o.retry, () => store.delete(c.key));
+      await store.delete(c.key);
     }
   }
-  if (rb.rescueKey !== null) await withRetries(o.retry, () => store.delete(rb.rescueKey!)).catch(() => {});
+  if (rb.rescueKey !== null) await store.delete(rb.rescueKey!).catch(() => {});
   const rescuedSectors = rescue === undefined ? 0 : (rescue.length - HEADER_BYTES) / (SECTOR_BYTES + 4) | 0;
   return { moved: after.length, rescuedSectors };
 }
@@ -243,7 +235,6 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
   const loaded = await loadLog(store, state, {
     atSequence: point,
     concurrency: 16,
-    retry: o.retry,
     log: o.log,
   });
   const pieces: { addressSector: number; sequence: number; offsetSectors: number; lengthSectors: number }[] =
@@ -262,7 +253,7 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
   const summaries = new Map<number, ObjectSummary & { object: LoggedObject }>();
   for (const seq of new Set(pieces.map((p) => p.sequence))) {
     const object = state.objects.find((x) => x.sequence === seq)!;
-    summaries.set(seq, { ...(await withRetries(o.retry, () => readObjectSummary(store, object))), object });
+    summaries.set(seq, { ...(await readObjectSummary(store, object)), object });
   }
   const split = splitAtEntries(pieces, summaries);
   if (split.length > RESCUE_ENTRIES_MAX) {
@@ -282,7 +273,7 @@ async function buildRescue(store: ObjectStore, state: LogState, point: number, o
   for (const p of split) {
     const s = summaries.get(p.sequence)!;
     const crcs = s.trailer?.sectorCrcs ?? null;
-    const { body } = await readVerified(store, o.retry, {
+    const { body } = await readVerified(store, {
       key: s.object.key,
       sequence: p.sequence,
       range: { offsetSectors: p.offsetSectors, lengthSectors: p.lengthSectors },

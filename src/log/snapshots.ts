@@ -19,7 +19,6 @@ import { readFormatRecord } from "./format_record.ts";
 import { bucketStore } from "./parent.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { encodeJsonRecord, readJsonRecord } from "./json_record.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { listLogState, type LogState } from "./log_state.ts";
 
 export const SNAPSHOT_VERSION = 1;
@@ -83,12 +82,11 @@ export function checkSnapshot(value: unknown, key: string): SnapshotRecord {
 export async function readSnapshots(
   store: ObjectStore,
   state: Pick<LogState, "snapshots">,
-  retry: RetryPolicy,
 ): Promise<SnapshotRecord[]> {
   const out: SnapshotRecord[] = [];
   for (const { key } of state.snapshots) {
     try {
-      out.push(checkSnapshot(await readJsonRecord(store, key, retry), key));
+      out.push(checkSnapshot(await readJsonRecord(store, key), key));
     } catch (e) {
       if (!isStoreError(e, "NotFound")) throw e;
     }
@@ -109,7 +107,6 @@ export async function createSnapshot(
   store: ObjectStore,
   prefix: string,
   record: SnapshotRecord,
-  retry: RetryPolicy,
   listed?: LogState,
 ): Promise<LogState> {
   if (!isSnapshotName(record.name)) {
@@ -119,11 +116,11 @@ export async function createSnapshot(
     );
   }
   // `listed`: the caller's listing from just before (a clone's), so the volume is listed once less.
-  const before = listed ?? await listLogState(store, prefix, retry);
+  const before = listed ?? await listLogState(store, prefix);
   checkPointKept(before, record.sequence, record.name);
   const key = snapshotKey(prefix, record.name);
   try {
-    await withRetries(retry, () => store.put(key, encodeSnapshot(record), { ifNoneMatch: true }));
+    await store.put(key, encodeSnapshot(record), { ifNoneMatch: true });
   } catch (e) {
     if (isStoreError(e, "PreconditionFailed")) {
       throw new LsvdError(
@@ -134,11 +131,11 @@ export async function createSnapshot(
     throw e;
   }
   // A pass that wrote its record before our key existed may be deleting what the point needs.
-  const after = await listLogState(store, prefix, retry, { objectsAfter: before.listedAfter });
+  const after = await listLogState(store, prefix, { objectsAfter: before.listedAfter });
   try {
     checkPointKept(after, record.sequence, record.name);
   } catch (e) {
-    await withRetries(retry, () => store.delete(key));
+    await store.delete(key);
     throw e;
   }
   return after;
@@ -148,9 +145,9 @@ export async function createSnapshot(
  * Deletes a snapshot. A clone's pin is refused while the clone it names still reads through it
  * (flatten the clone first); a pin an interrupted `lsvd clone` left behind may go.
  */
-export async function deleteSnapshot(store: ObjectStore, prefix: string, name: string, retry: RetryPolicy) {
+export async function deleteSnapshot(store: ObjectStore, prefix: string, name: string) {
   const key = snapshotKey(prefix, name);
-  const record = await readSnapshot(store, prefix, name, retry).catch((e) => {
+  const record = await readSnapshot(store, prefix, name).catch((e) => {
     if (isLsvdError(e, "invalid")) {
       throw new LsvdError("invalid", `Cannot delete snapshot "${name}": there is none`);
     }
@@ -160,7 +157,7 @@ export async function deleteSnapshot(store: ObjectStore, prefix: string, name: s
   if (record?.clone !== undefined) {
     const clonePrefix = record.clone.prefix;
     const cloneStore = bucketStore(store, record.clone.bucket, `delete snapshot "${name}": its clone`);
-    const link = (await withRetries(retry, () => readFormatRecord(cloneStore, clonePrefix)))?.parent;
+    const link = (await readFormatRecord(cloneStore, clonePrefix))?.parent;
     if (
       link !== undefined && link.prefix === prefix && link.pin === name && link.flattenedThrough === undefined
     ) {
@@ -172,7 +169,7 @@ export async function deleteSnapshot(store: ObjectStore, prefix: string, name: s
       );
     }
   }
-  await withRetries(retry, () => store.delete(key));
+  await store.delete(key);
 }
 
 /** How messages name a pinned clone, and the command that releases its pin. */
@@ -220,11 +217,10 @@ export async function readSnapshot(
   store: ObjectStore,
   prefix: string,
   name: string,
-  retry: RetryPolicy,
 ): Promise<SnapshotRecord> {
   const key = snapshotKey(prefix, name);
   try {
-    return checkSnapshot(await readJsonRecord(store, key, retry), key);
+    return checkSnapshot(await readJsonRecord(store, key), key);
   } catch (e) {
     if (isStoreError(e, "NotFound")) throw new LsvdError("invalid", `There is no snapshot "${name}"`);
     throw e;
@@ -265,7 +261,7 @@ export async function holdPin(
   store: ObjectStore,
   prefix: string,
   sequence: number,
-  options: { clock: Clock; retry: RetryPolicy; purpose: string },
+  options: { clock: Clock; purpose: string },
 ): Promise<HeldPin> {
   const name = `${options.purpose}-${options.clock.wallMs().toString(36)}-${crypto.randomUUID().slice(0, 8)}`;
   const record = (): SnapshotRecord => ({
@@ -275,7 +271,7 @@ export async function holdPin(
     createdMs: options.clock.wallMs(),
     expiresMs: options.clock.wallMs() + PIN_TTL_MS,
   });
-  await createSnapshot(store, prefix, record(), options.retry);
+  await createSnapshot(store, prefix, record());
   let timer: Timer | undefined;
   const renew = () => {
     timer = options.clock.setTimer(PIN_TTL_MS / 3, () => {
@@ -287,7 +283,7 @@ export async function holdPin(
     name,
     release: async () => {
       timer?.cancel();
-      await withRetries(options.retry, () => store.delete(snapshotKey(prefix, name))).catch(() => {});
+      await store.delete(snapshotKey(prefix, name)).catch(() => {});
     },
   };
 }
@@ -324,7 +320,7 @@ export async function holdFollowerPin(
   store: ObjectStore,
   prefix: string,
   sequence: number,
-  options: { clock: Clock; retry: RetryPolicy; id: string; ttlMs?: number },
+  options: { clock: Clock; id: string; ttlMs?: number },
 ): Promise<FollowerPin> {
   const name = followerPinName(options.id);
   const ttlMs = options.ttlMs ?? FOLLOWER_PIN_TTL_MS;
@@ -337,7 +333,7 @@ export async function holdFollowerPin(
     follower: true,
   });
   const first = record(sequence);
-  await createSnapshot(store, prefix, first, options.retry);
+  await createSnapshot(store, prefix, first);
   const pin = { name, sequence, writtenMs: first.createdMs };
   return {
     name,
@@ -349,12 +345,12 @@ export async function holdFollowerPin(
     },
     write: async (at: number) => {
       const next = record(at);
-      await withRetries(options.retry, () => store.put(snapshotKey(prefix, name), encodeSnapshot(next)));
+      await store.put(snapshotKey(prefix, name), encodeSnapshot(next));
       pin.sequence = at;
       pin.writtenMs = next.createdMs;
     },
     release: async () => {
-      await withRetries(options.retry, () => store.delete(snapshotKey(prefix, name))).catch(() => {});
+      await store.delete(snapshotKey(prefix, name)).catch(() => {});
     },
   };
 }

@@ -11,7 +11,6 @@
 
 import { logKey, parseLogKey } from "../format/keys.ts";
 import { isStoreError, listAll, type ObjectStore } from "../store/store.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { readInOrder } from "../util/ordered.ts";
 import type { LoggedObject } from "./log_state.ts";
@@ -44,7 +43,6 @@ export interface TailStep {
 }
 
 export interface TailOptions {
-  retry: RetryPolicy;
   /** Header reads in flight at once. */
   concurrency: number;
   /** Objects read in one poll at most (the rest come with the next). */
@@ -58,7 +56,7 @@ export async function tailLog(
   at: TailPosition,
   o: TailOptions,
 ): Promise<TailStep> {
-  const listed = await withRetries(o.retry, () => listFrom(store, prefix, at));
+  const listed = await listFrom(store, prefix, at);
   const step: TailStep = {
     objects: [],
     listedThrough: listed.at(-1)?.sequence ?? at.sequence,
@@ -77,7 +75,7 @@ export async function tailLog(
   if (run < fresh.length && run < o.objectsMax) step.gapAt = at.sequence + run + 1;
   let epochFloor = at.epoch;
   let stopped = false;
-  await readInOrder(fresh.slice(0, run), o.concurrency, (x) => readSettled(store, x, o.retry), (x, s) => {
+  await readInOrder(fresh.slice(0, run), o.concurrency, (x) => readSettled(store, x), (x, s) => {
     if (stopped) return;
     const epoch = s?.trailer?.writerEpoch ?? epochFloor;
     // Unreadable now (replaced while read, e.g. by a fence object) or a fenced writer's upload.
@@ -92,7 +90,7 @@ export async function tailLog(
   // A newer epoch after our newest object: a takeover, or a rollback that rewrote that object.
   const first = step.objects[0]?.summary.trailer;
   if (at.own && at.crc32 !== 0 && first !== undefined && first.writerEpoch > at.epoch) {
-    const crc = await withRetries(o.retry, () => tailCrc(store, listed[0]!)).catch((e) => {
+    const crc = await tailCrc(store, listed[0]!).catch((e) => {
       if (isStoreError(e, "NotFound") || isLsvdError(e, "data")) return undefined;
       throw e;
     });
@@ -154,9 +152,8 @@ async function listFrom(store: ObjectStore, prefix: string, at: TailPosition): P
 function readSettled(
   store: ObjectStore,
   x: LoggedObject,
-  retry: RetryPolicy,
 ): Promise<ObjectSummary | undefined> {
-  return withRetries(retry, () => readObjectSummary(store, x)).catch((e) => {
+  return readObjectSummary(store, x).catch((e) => {
     if (isLsvdError(e, "data")) return undefined;
     throw e;
   });

@@ -19,7 +19,6 @@ import {
   type Trailer,
   TRAILER_GUESS_BYTES,
 } from "../format/object.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import { type ByteRange, type GetResult, isStoreError, type ObjectStore } from "../store/store.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { openSectors } from "../crypto/object_cipher.ts";
@@ -87,24 +86,22 @@ export interface VerifiedData {
  */
 export async function readVerified(
   store: ObjectStore,
-  retry: RetryPolicy,
   read: VerifiedRead,
 ): Promise<VerifiedData> {
   try {
-    return await attempt(store, retry, read, false);
+    return await attempt(store, read, false);
   } catch (e) {
     if (!isLsvdError(e, "data")) throw e;
-    return await attempt(store, retry, read, true);
+    return await attempt(store, read, true);
   }
 }
 
 async function attempt(
   store: ObjectStore,
-  retry: RetryPolicy,
   read: VerifiedRead,
   fresh: boolean,
 ): Promise<VerifiedData> {
-  const along = fresh ? undefined : await withTrailer(store, retry, read);
+  const along = fresh ? undefined : await withTrailer(store, read);
   if (along !== undefined) {
     checkRead(read, along.body, along.table);
     return opened(read, { body: along.body, sizeBytes: along.sizeBytes }, along.table);
@@ -112,7 +109,7 @@ async function attempt(
   const known = read.sizeBytes;
   const early = known === undefined ? undefined : read.crcs?.table(fresh, known);
   early?.catch(() => {}); // awaited below unless the data GET fails first
-  const data = await getRange(store, retry, read.key, {
+  const data = await getRange(store, read.key, {
     offsetBytes: sectorOffsetBytes(read.range.offsetSectors),
     lengthBytes: read.range.lengthSectors * SECTOR_BYTES,
   });
@@ -164,13 +161,12 @@ function checkRead(read: VerifiedRead, body: Uint8Array, table: CrcTable): void 
 /** A ranged GET, whole or failed: a short answer is "data" (truncated). */
 async function getRange(
   store: ObjectStore,
-  retry: RetryPolicy,
   key: string,
   { offsetBytes, lengthBytes }: ByteRange,
 ): Promise<VerifiedData> {
   let result: GetResult;
   try {
-    result = await withRetries(retry, () => store.get(key, { offsetBytes, lengthBytes }));
+    result = await store.get(key, { offsetBytes, lengthBytes });
   } catch (e) {
     throw storeFailure(key, e);
   }
@@ -190,7 +186,6 @@ async function getRange(
  */
 async function withTrailer(
   store: ObjectStore,
-  retry: RetryPolicy,
   read: VerifiedRead,
 ): Promise<(VerifiedData & { table: CrcTable }) | undefined> {
   const { crcs, sizeBytes } = read;
@@ -200,7 +195,7 @@ async function withTrailer(
     return undefined;
   }
   const offsetBytes = sectorOffsetBytes(read.range.offsetSectors);
-  const whole = await getRange(store, retry, read.key, { offsetBytes, lengthBytes: sizeBytes - offsetBytes });
+  const whole = await getRange(store, read.key, { offsetBytes, lengthBytes: sizeBytes - offsetBytes });
   const dataBytes = read.range.lengthSectors * SECTOR_BYTES;
   const body = whole.body.subarray(0, dataBytes);
   const trailer = trailerOf(whole.body.subarray(dataBytes), read.sequence);

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
 import { ObjectBuilder, SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
 import { MemoryStore } from "../store/memory.ts";
-import { ManualClock } from "../util/clock.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { readSectorCrcs } from "./object_reader.ts";
 import { type CrcSource, type CrcTable, readVerified, type VerifiedRead } from "./verified_read.ts";
 
 const KEY = "vol/0000000000000005";
-const retry = { clock: new ManualClock(), attemptsMax: 1 };
 
 /** Object 5 with `sectors` data sectors, sector k filled with k + 1, stored under KEY. */
 function stored(sectors: number): { store: MemoryStore; sizeBytes: number } {
@@ -58,7 +56,7 @@ function read(
 
 Deno.test("readVerified() returns the sectors asked for and the object's size", async () => {
   const { store, sizeBytes } = stored(8);
-  const data = await readVerified(store, retry, read([2, 3], loading(store)));
+  const data = await readVerified(store, read([2, 3], loading(store)));
   assert.deepEqual([...data.body.filter((_, i) => i % SECTOR_BYTES === 0)], [3, 4, 5]);
   assert.equal(data.sizeBytes, sizeBytes);
 });
@@ -68,7 +66,7 @@ Deno.test("readVerified() fails a damaged sector with kind data naming its bytes
   flip(store, sectorOffsetBytes(3) + 7);
   const source = loading(store);
   const before = store.stats.gets;
-  await assert.rejects(readVerified(store, retry, read([0, 8], source, { sizeBytes })), (e) => {
+  await assert.rejects(readVerified(store, read([0, 8], source, { sizeBytes })), (e) => {
     assert(isLsvdError(e, "data"), String(e));
     assert.match(
       e.message,
@@ -84,19 +82,19 @@ Deno.test("readVerified() checks only the parts asked for; bytes between them ar
   const { store } = stored(8);
   flip(store, sectorOffsetBytes(3) + 7);
   const parts = [{ offsetSectors: 1, lengthSectors: 2 }, { offsetSectors: 4, lengthSectors: 2 }];
-  const data = await readVerified(store, retry, read([1, 5], loading(store), { checked: parts }));
+  const data = await readVerified(store, read([1, 5], loading(store), { checked: parts }));
   assert.equal(data.body.length, 5 * SECTOR_BYTES);
 });
 
 Deno.test("readVerified() fails a truncated answer and a missing object with kind data", async () => {
   const { store } = stored(8);
   await assert.rejects(
-    readVerified(store, retry, read([6, 4], null)),
+    readVerified(store, read([6, 4], null)),
     (e) => isLsvdError(e, "data") && /Cannot read object "vol\/0000000000000005"/.test(e.message),
   );
   store.rawDelete(KEY);
   await assert.rejects(
-    readVerified(store, retry, read([0, 1], loading(store))),
+    readVerified(store, read([0, 1], loading(store))),
     (e) => isLsvdError(e, "data"),
   );
 });
@@ -105,12 +103,12 @@ Deno.test("readVerified() with trailerAlong takes the table from the tail of a r
   const { store, sizeBytes } = stored(8);
   const source = loading(store);
   const before = store.stats.gets;
-  const data = await readVerified(store, retry, read([4, 4], source, { sizeBytes, trailerAlong: true }));
+  const data = await readVerified(store, read([4, 4], source, { sizeBytes, trailerAlong: true }));
   assert.equal(data.body.length, 4 * SECTOR_BYTES);
   assert.equal(store.stats.gets - before, 1, "one GET brings data and table");
   assert.equal(source.loads, 0);
   assert.equal(source.keptTable?.length, 8);
   // A read that ends far from the object's end, or whose table is kept, is not stretched.
-  const again = await readVerified(store, retry, read([0, 4], source, { sizeBytes, trailerAlong: true }));
+  const again = await readVerified(store, read([0, 4], source, { sizeBytes, trailerAlong: true }));
   assert.equal(again.body.length, 4 * SECTOR_BYTES);
 });

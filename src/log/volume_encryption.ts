@@ -18,7 +18,6 @@ import {
   type VolumeSecret,
 } from "../crypto/sector_cipher.ts";
 import { formatKey } from "../format/keys.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { LsvdError } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
@@ -100,19 +99,19 @@ export function freshEncryption(secret: VolumeSecret): EncryptionInfo {
 export async function resolveEncryption(
   store: ObjectStore,
   prefix: string,
-  options: { secret: VolumeSecret | undefined; create: boolean; retry: RetryPolicy; nowMs: number },
+  options: { secret: VolumeSecret | undefined; create: boolean; nowMs: number },
 ): Promise<SectorCipher | undefined> {
-  const { secret, retry } = options;
-  let record = await withRetries(retry, () => readFormatRecord(store, prefix));
+  const { secret } = options;
+  let record = await readFormatRecord(store, prefix);
   if (record === undefined && secret !== undefined) {
-    const { exists } = await peekVolume(store, prefix, retry);
+    const { exists } = await peekVolume(store, prefix);
     if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
     if (!exists) {
       const info = freshEncryption(secret);
-      record = await withRetries(retry, () => createEncryptedRecord(store, prefix, info, options.nowMs));
+      record = await createEncryptedRecord(store, prefix, info, options.nowMs);
     }
   }
-  return await checkedCipher(store, { prefix, record, secret, retry });
+  return await checkedCipher(store, { prefix, record, secret });
 }
 
 /**
@@ -126,12 +125,11 @@ export async function checkedCipher(
     prefix: string;
     record: FormatRecord | undefined;
     secret: VolumeSecret | undefined;
-    retry: RetryPolicy;
   },
 ): Promise<SectorCipher | undefined> {
   const cipher = cipherOf(o.record, o.secret, o.prefix);
   if (cipher === undefined || activeLink(o.record) === undefined) return cipher;
-  lineageCiphers(await readLineage(store, o.prefix, o.record, o.retry), cipher, o.secret);
+  lineageCiphers(await readLineage(store, o.prefix, o.record), cipher, o.secret);
   return cipher;
 }
 

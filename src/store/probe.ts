@@ -9,7 +9,7 @@
 
 import { normalizePrefix, probeKey } from "../format/keys.ts";
 import { systemClock } from "../util/clock.ts";
-import { type RetryPolicy, withRetries } from "./retry.ts";
+import { retrying, type RetryPolicy } from "./retry.ts";
 import { type ObjectStore, StoreError } from "./store.ts";
 
 export interface ProbeOptions {
@@ -29,12 +29,12 @@ export async function probeStore(
   prefix: string,
   options: ProbeOptions = {},
 ): Promise<void> {
-  const retry = options.retry ?? { clock: systemClock, attemptsMax: 3 };
+  const retried = retrying(store, options.retry ?? { clock: systemClock, attemptsMax: 3 });
   const normalized = normalizePrefix(prefix);
   try {
     if (options.readOnly === true) {
-      await withRetries(retry, () => store.list({ prefix: normalized, maxKeys: 1 }));
-    } else await writeReadDelete(store, probeKey(normalized, crypto.randomUUID()), retry);
+      await retried.list({ prefix: normalized, maxKeys: 1 });
+    } else await writeReadDelete(retried, probeKey(normalized, crypto.randomUUID()));
   } catch (error) {
     const cause = error instanceof Error ? error.message : String(error);
     throw new StoreError("Fatal", `Cannot use ${store.description} for the volume: ${firstLower(cause)}`, {
@@ -43,32 +43,32 @@ export async function probeStore(
   }
 }
 
-async function writeReadDelete(store: ObjectStore, key: string, retry: RetryPolicy): Promise<void> {
+async function writeReadDelete(store: ObjectStore, key: string): Promise<void> {
   const body = crypto.getRandomValues(new Uint8Array(PROBE_BYTES));
-  await withRetries(retry, () => store.put(key, body, { ifNoneMatch: true }));
+  await store.put(key, body, { ifNoneMatch: true });
   let verified = false;
   try {
-    await verify(store, key, body, retry);
+    await verify(store, key, body);
     verified = true;
   } finally {
     // After a failed check the check's error says more than a failed delete would.
-    if (!verified) await withRetries(retry, () => store.delete(key)).catch(() => {});
+    if (!verified) await store.delete(key).catch(() => {});
   }
-  await withRetries(retry, () => store.delete(key));
+  await store.delete(key);
 }
 
-async function verify(store: ObjectStore, key: string, body: Uint8Array, retry: RetryPolicy): Promise<void> {
-  const page = await withRetries(retry, () => store.list({ prefix: key, maxKeys: 10 }));
+async function verify(store: ObjectStore, key: string, body: Uint8Array): Promise<void> {
+  const page = await store.list({ prefix: key, maxKeys: 10 });
   const listed = page.objects.find((o) => o.key === key);
   if (listed === undefined) throw new Error(`the probe object "${key}" was written but is not listed`);
   if (listed.sizeBytes !== body.length) {
     throw new Error(`the probe object "${key}" is listed with ${listed.sizeBytes} bytes, not ${body.length}`);
   }
-  const whole = await withRetries(retry, () => store.get(key));
+  const whole = await store.get(key);
   if (!sameBytes(whole.body, body) || whole.totalSizeBytes !== body.length) {
     throw new Error(`the probe object "${key}" reads back different bytes than were written`);
   }
-  const part = await withRetries(retry, () => store.get(key, PROBE_RANGE));
+  const part = await store.get(key, PROBE_RANGE);
   const expected = body.subarray(PROBE_RANGE.offsetBytes, PROBE_RANGE.offsetBytes + PROBE_RANGE.lengthBytes);
   if (!sameBytes(part.body, expected) || part.totalSizeBytes !== body.length) {
     throw new Error(`a byte range of the probe object "${key}" reads back different bytes than were written`);

@@ -7,7 +7,7 @@
  * five StoreError codes with a message a user can act on.
  *
  * Each call is exactly one request: S3Store does not retry, and neither does the SDK
- * (maxAttempts 1). Callers retry Transient errors through withRetries (retry.ts), the one retry
+ * (maxAttempts 1). Callers retry Transient errors through a RetryingStore (retry.ts), the one retry
  * loop, which can wait out an outage of any length.
  *
  * Create-only writes use `If-None-Match: *`. A 412 on such a write is checked against the
@@ -379,7 +379,7 @@ function clientConfig(
   return {
     region,
     forcePathStyle: options.forcePathStyle ?? false,
-    maxAttempts: 1, // one loop: callers retry through withRetries
+    maxAttempts: 1, // one loop: callers retry through a RetryingStore (retry.ts)
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: {

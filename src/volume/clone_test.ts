@@ -18,7 +18,6 @@ const HOUR = 3600_000;
 function setup() {
   const clock = new ManualClock();
   const store = new MemoryStore({ clock });
-  const retry = { clock, attemptsMax: 3 };
   const open = (prefix: string, extra: Partial<VolumeOptions> = {}) =>
     Volume.open({
       store,
@@ -35,10 +34,9 @@ function setup() {
       source,
       target,
       point: sequence === undefined ? undefined : { kind: "sequence", sequence, text: String(sequence) },
-      retry,
       wallNowMs: clock.wallMs(),
     });
-  return { clock, store, retry, open, clone };
+  return { clock, store, open, clone };
 }
 
 /** Writes `byte` to each sector listed (first byte of each sector names it too). */
@@ -139,7 +137,7 @@ Deno.test("A chain of three clones reads right, after restarts and from checkpoi
 });
 
 Deno.test("Source GC keeps what a clone reads; flatten copies it; the source can then go", async () => {
-  const { clock, store, retry, open, clone } = setup();
+  const { clock, store, open, clone } = setup();
   let src = await open("src/", { sizeBytes: SECTORS * SECTOR, retentionMs: 60_000 });
   const m = new Uint8Array(SECTORS * SECTOR);
   // Objects of 8 sectors, then half of each overwritten: sparse objects a pass would move.
@@ -155,13 +153,12 @@ Deno.test("Source GC keeps what a clone reads; flatten copies it; the source can
   }
   const result = await src.collectGarbage();
   assert.ok(result.deletedObjects > 0, "the pass deleted what nothing needs");
-  const pins = await readSnapshots(store, await listLogState(store, "src/", retry), retry);
+  const pins = await readSnapshots(store, await listLogState(store, "src/"));
   assert.equal(pins.length, 1);
   assert.equal(pins[0]!.clone?.prefix, "dst/");
   // The source's rollback below what the clone reads is refused, and so is deleting its pin.
   await assert.rejects(
-    rollbackLog(store, await listLogState(store, "src/", retry), 1, {
-      retry,
+    rollbackLog(store, await listLogState(store, "src/"), 1, {
       log: silentLogger,
       archiveId: "t",
       writerEpoch: 99,
@@ -169,15 +166,14 @@ Deno.test("Source GC keeps what a clone reads; flatten copies it; the source can
     }),
     /clone under "dst\/"/,
   );
-  await assert.rejects(deleteSnapshot(store, "src/", pins[0]!.name, retry), /flatten/);
+  await assert.rejects(deleteSnapshot(store, "src/", pins[0]!.name), /flatten/);
   let dst = await open("dst/");
   await put(dst, dm, [1, 2, 3], 20);
   await assertDisk(dst, dm);
   await assert.rejects(
-    loadLog(store, await listLogState(store, "dst/", retry), {
+    loadLog(store, await listLogState(store, "dst/"), {
       atSequence: 1,
       concurrency: 4,
-      retry,
       log: silentLogger,
     }),
     /branch point/,
@@ -185,8 +181,8 @@ Deno.test("Source GC keeps what a clone reads; flatten copies it; the source can
   const through = await dst.copyFromParents();
   assert.equal(dst.parentBytes, 0);
   await dst.close();
-  await finishFlatten(store, "dst/", (await readFormatRecord(store, "dst/"))!, through, retry);
-  assert.equal((await readSnapshots(store, await listLogState(store, "src/", retry), retry)).length, 0);
+  await finishFlatten(store, "dst/", (await readFormatRecord(store, "dst/"))!, through);
+  assert.equal((await readSnapshots(store, await listLogState(store, "src/"))).length, 0);
   await src.close();
   for (const k of store.keys("src/")) await store.delete(k);
   dst = await open("dst/");
@@ -197,7 +193,7 @@ Deno.test("Source GC keeps what a clone reads; flatten copies it; the source can
 });
 
 Deno.test("Flatten after a crash half way resumes from what is already copied", async () => {
-  const { store, retry, open, clone } = setup();
+  const { store, open, clone } = setup();
   const src = await open("src/", { sizeBytes: SECTORS * SECTOR });
   const m = new Uint8Array(SECTORS * SECTOR);
   await put(src, m, range(0, SECTORS), 1);
@@ -212,7 +208,7 @@ Deno.test("Flatten after a crash half way resumes from what is already copied", 
   assert.ok(again.parentBytes < SECTORS * SECTOR, "part of the copy survived the crash");
   const through = await again.copyFromParents();
   await again.close();
-  await finishFlatten(store, "dst/", (await readFormatRecord(store, "dst/"))!, through, retry);
+  await finishFlatten(store, "dst/", (await readFormatRecord(store, "dst/"))!, through);
   for (const k of store.keys("src/")) await store.delete(k);
   const last = await open("dst/");
   await assertDisk(last, m);
@@ -290,7 +286,7 @@ for (const inWindow of [false, true]) {
 }
 
 Deno.test("createClone() makes the same requests for a source of 40 objects and of 1,100", async () => {
-  const { store, retry, open } = setup();
+  const { store, open } = setup();
   const { store: counted, counts } = countingStore(store);
   const requests: string[] = [];
   for (const objects of [40, 1100]) {
@@ -302,7 +298,6 @@ Deno.test("createClone() makes the same requests for a source of 40 objects and 
       source: `s${objects}/`,
       target: `c${objects}/`,
       point: undefined,
-      retry,
       wallNowMs: 0,
     });
     requests.push(JSON.stringify([...counts].sort()));
@@ -311,22 +306,21 @@ Deno.test("createClone() makes the same requests for a source of 40 objects and 
 });
 
 Deno.test("Deleting the snapshot a clone was made from keeps what the clone reads", async () => {
-  const { clock, store, retry, open } = setup();
+  const { clock, store, open } = setup();
   const src = await open("src/", { sizeBytes: SECTORS * SECTOR, retentionMs: 60_000 });
   const m = new Uint8Array(SECTORS * SECTOR);
   await put(src, m, range(0, SECTORS), 1);
   const point = src.stats.lastSequence;
   const image = m.slice();
   await put(src, m, range(0, SECTORS), 2); // after the snapshot: not in the clone
-  await createSnapshot(store, "src/", { version: 1, name: "s", sequence: point, createdMs: 0 }, retry);
+  await createSnapshot(store, "src/", { version: 1, name: "s", sequence: point, createdMs: 0 });
   await createClone(store, {
     source: "src/",
     target: "dst/",
     point: { kind: "snapshot", name: "s", text: "s" },
-    retry,
     wallNowMs: clock.wallMs(),
   });
-  await deleteSnapshot(store, "src/", "s", retry);
+  await deleteSnapshot(store, "src/", "s");
   for (let round = 3; round <= 6; round++) {
     await put(src, m, range(0, SECTORS), round);
     clock.advance(10 * 60_000);

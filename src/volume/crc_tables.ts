@@ -13,7 +13,6 @@ import type { CrcTable } from "../log/verified_read.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 /** What a table entry costs beyond its CRCs (Map entry, typed-array object): an estimate. */
 export const TABLE_OVERHEAD_BYTES = 96;
@@ -76,15 +75,13 @@ export class CrcTables {
  */
 export class CrcTableLoader {
   #store: ObjectStore;
-  #retry: RetryPolicy;
   #tables: CrcTables;
   #loads = new Map<number, Promise<CrcTable>>();
   #gets = 0;
   #guessBytes: number | undefined;
 
-  constructor(options: { store: ObjectStore; retry: RetryPolicy; tables: CrcTables }) {
+  constructor(options: { store: ObjectStore; tables: CrcTables }) {
     this.#store = options.store;
-    this.#retry = options.retry;
     this.#tables = options.tables;
   }
 
@@ -106,7 +103,7 @@ export class CrcTableLoader {
       if (loading !== undefined) return loading;
     }
     this.#gets++;
-    const load = withRetries(this.#retry, () => readSectorCrcs(this.#store, o, this.#guessBytes)).then(
+    const load = readSectorCrcs(this.#store, o, this.#guessBytes).then(
       (found) => {
         // An encrypted volume's trailers are longer (tags): later suffix GETs take them whole at once.
         if (found?.seal !== undefined) this.#guessBytes = ENCRYPTED_TRAILER_GUESS_BYTES;

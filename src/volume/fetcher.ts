@@ -20,7 +20,6 @@ import type { Logger } from "../util/log.ts";
 import type { CrcTableLoader } from "./crc_tables.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import type { ReadCache } from "./read_cache.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { DiskCache } from "../cache/disk_cache.ts";
 
 /** Damage reports remembered so each is logged once; beyond this the oldest is forgotten. */
@@ -33,10 +32,10 @@ interface PendingFetch {
 }
 
 export interface FetcherOptions {
+  /** Retried (a RetryingStore, or a LineageStore over them): a GET waits out an outage. */
   store: ObjectStore;
   /** The key of a log object (a clone's parents' objects live under their prefixes: src/log/parent.ts). */
   keyOf: (sequence: number) => string;
-  retry: RetryPolicy;
   cache: ReadCache;
   tables: CrcTableLoader;
   sizes: ObjectSizes;
@@ -174,7 +173,7 @@ export class Fetcher {
     }
     let data;
     try {
-      data = await readVerified(o.store, o.retry, {
+      data = await readVerified(o.store, {
         key,
         sequence,
         range: { offsetSectors, lengthSectors },

@@ -11,7 +11,6 @@
  */
 
 import type { ObjectStore } from "../store/store.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import type { Clock, Timer } from "../util/clock.ts";
 import { isLsvdError, messageOf } from "../util/errors.ts";
 import { isStoreError } from "../store/store.ts";
@@ -25,11 +24,11 @@ import type { Volume } from "./volume.ts";
 const OBJECTS_PER_POLL_MAX = 256;
 
 export interface FollowerOptions {
+  /** The volume's store, retried (a RetryingStore: src/store/retry.ts). */
   store: ObjectStore;
   prefix: string;
   clock: Clock;
   log: Logger;
-  retry: RetryPolicy;
   /** Time between polls. */
   intervalMs: number;
   /** Header reads in flight at once. */
@@ -162,7 +161,6 @@ export class Follower {
     const generation = this.#generation;
     const listedAtMs = this.#o.clock.wallMs();
     const step = await tailLog(this.#o.store, this.#o.prefix, this.#v.followPosition, {
-      retry: this.#o.retry,
       concurrency: this.#o.concurrency ?? 16,
       objectsMax: OBJECTS_PER_POLL_MAX,
     });
@@ -214,7 +212,6 @@ export class Follower {
       if (this.#pin === undefined) {
         this.#pin = await holdFollowerPin(this.#o.store, this.#o.prefix, at, {
           clock: this.#o.clock,
-          retry: this.#o.retry,
           id: this.#o.id,
           ttlMs: this.#o.pinTtlMs,
         });
@@ -246,7 +243,7 @@ export class Follower {
     if (this.#gap?.at !== gapAt) this.#gap = { at: gapAt, sinceMs: now };
     if (now - this.#gap.sinceMs < this.#o.gapCheckMs) return;
     this.#gap.sinceMs = now;
-    const state = await listLogState(this.#o.store, this.#o.prefix, this.#o.retry);
+    const state = await listLogState(this.#o.store, this.#o.prefix);
     if (state.endSequence >= gapAt) {
       await this.reload(`object ${gapAt} was deleted by garbage collection`);
       return;

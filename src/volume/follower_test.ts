@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../store/memory.ts";
+import { RetryingStore } from "../store/retry.ts";
 import { ManualClock } from "../util/clock.ts";
 import type { Logger } from "../util/log.ts";
 import { silentLogger } from "../util/log.ts";
@@ -37,11 +38,10 @@ async function follow(
   const log: Logger = (line) => lines.push(line);
   const volume = await Volume.open({ store, clock, log: silentLogger, readOnly: true, gcIntervalMs: 0 });
   const follower = new Follower(volume, {
-    store,
+    store: new RetryingStore(store, { clock, attemptsMax: 3 }),
     prefix: "",
     clock,
     log,
-    retry: { clock, attemptsMax: 3 },
     intervalMs: 3600_000, // tests poll by hand
     ...extra,
   });
@@ -117,8 +117,7 @@ Deno.test("Follower: the writer's GC keeps what a live follower pin's map reads;
   await overwrite(w, model, 1, rand);
   const pinned = await follow(store, clock);
   const unpinned = await follow(store, clock, { pin: false });
-  const retry = { clock, attemptsMax: 3 };
-  const pins = await readSnapshots(store, await listLogState(store, "", retry), retry);
+  const pins = await readSnapshots(store, await listLogState(store, ""));
   assert.equal(pins.filter((s) => s.follower === true).length, 1, "one follower pin");
   // The pinned follower moves on past its pin's point (the pin is rewritten only every pinEveryMs).
   await overwrite(w, model, 2, rand);
@@ -170,10 +169,7 @@ Deno.test("Follower: the writer's GC packs while a follower runs; a copy's sourc
     clock.advance(1000);
     await f.follower.poll();
   }
-  const pins = await readSnapshots(store, await listLogState(store, "", { clock, attemptsMax: 3 }), {
-    clock,
-    attemptsMax: 3,
-  });
+  const pins = await readSnapshots(store, await listLogState(store, ""));
   assert(pins.some((s) => s.follower === true && s.sequence >= w.stats.lastSequence));
   const second = await w.collectGarbage();
   assert(
@@ -199,9 +195,7 @@ Deno.test("Follower: after a rollback of the source it loads the log anew and sa
   await overwrite(w, model, 2, rand);
   const f = await follow(store, clock, { pin: false });
   await w.close();
-  const retry = { clock, attemptsMax: 3 };
-  await rollbackLog(store, await listLogState(store, "", retry), point, {
-    retry,
+  await rollbackLog(store, await listLogState(store, ""), point, {
     log: silentLogger,
     archiveId: "rb",
     writerEpoch: 50,

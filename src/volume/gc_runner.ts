@@ -40,14 +40,13 @@ import { isStale, pinnedLoad, readSnapshots, type SnapshotRecord } from "../log/
 import type { CopyPiece } from "./copy_object.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import type { LogWriter } from "./log_writer.ts";
-import { type RetryPolicy, withRetries } from "../store/retry.ts";
 
 export interface GcRunnerOptions {
+  /** The volume's store, retried (a RetryingStore: src/store/retry.ts). */
   store: ObjectStore;
   prefix: string;
   clock: Clock;
   log: Logger;
-  retry: RetryPolicy;
   writer: LogWriter;
   /** The volume's map (the head), kept by the writer. */
   head: ExtentMap;
@@ -130,7 +129,7 @@ export class GcRunner {
 
   async #pass(): Promise<GcPassResult> {
     const o = this.#o;
-    const state = await listLogState(o.store, o.prefix, o.retry);
+    const state = await listLogState(o.store, o.prefix);
     const record = state.collectedRecord;
     const result = emptyPassResult();
     const wallNowMs = o.clock.wallMs();
@@ -141,7 +140,6 @@ export class GcRunner {
       wallNowMs,
       knownOldThrough: this.#pmin?.sequence ?? 0,
       thresholds: o.thresholds,
-      retry: o.retry,
       log: o.log,
       sources: this.#sources(state),
     });
@@ -173,7 +171,7 @@ export class GcRunner {
       snapshots: honored.map((s) => ({ name: s.name, sequence: s.sequence })),
       createdMs: wallNowMs,
     };
-    if (!(await storeCollected(o.store, o.prefix, next, o.retry))) {
+    if (!(await storeCollected(o.store, o.prefix, next))) {
       o.log(`Garbage collection stopped: collected record ${next.pass} exists (another writer collects).`);
       return result;
     }
@@ -213,7 +211,7 @@ export class GcRunner {
         pass: next.pass + 1,
         retainedFromSequence: record?.retainedFromSequence ?? 0,
         snapshots: [...honored, ...fresh].map((s) => ({ name: s.name, sequence: s.sequence })),
-      }, o.retry);
+      });
       return true;
     }
     return false;
@@ -234,7 +232,7 @@ export class GcRunner {
   async #sealTimeOf(x: LoggedObject): Promise<number> {
     const known = this.#sealTimes.get(x.sequence);
     if (known !== undefined) return known;
-    const summary = await withRetries(this.#o.retry, () => readObjectSummary(this.#o.store, x));
+    const summary = await readObjectSummary(this.#o.store, x);
     // Objects without a seal time (version-1 trailers) predate any window: they count as old.
     const t = summary.trailer?.sealTimeMs ?? -Infinity;
     this.#sealTimes.set(x.sequence, t);
@@ -248,7 +246,6 @@ export class GcRunner {
       const loaded = await loadLog(o.store, state, {
         atSequence: pmin,
         concurrency: o.concurrency,
-        retry: o.retry,
         log: o.log,
       });
       this.#pmin = { sequence: pmin, map: loaded.map };
@@ -276,7 +273,6 @@ export class GcRunner {
     const o = this.#o;
     const loaded = await loadLog(o.store, state, {
       concurrency: o.concurrency,
-      retry: o.retry,
       log: o.log,
       ...pinnedLoad(s),
     });
@@ -285,7 +281,7 @@ export class GcRunner {
   }
 
   #summary(x: LoggedObject): Promise<ObjectSummary> {
-    return withRetries(this.#o.retry, () => readObjectSummary(this.#o.store, x));
+    return readObjectSummary(this.#o.store, x);
   }
 
   /**
@@ -359,7 +355,7 @@ export class GcRunner {
     // Copied data gets fresh CRCs: it is checked against the source's first, so a copy never
     // launders damage (one fresh GET on a mismatch, as reads do; then the pass fails, "data").
     const crcs = summary.trailer?.sectorCrcs ?? null;
-    const { body } = await readVerified(o.store, o.retry, {
+    const { body } = await readVerified(o.store, {
       key: x.key,
       sequence: x.sequence,
       range: { offsetSectors: first, lengthSectors: end - first },
@@ -416,8 +412,7 @@ export class GcRunner {
     const o = this.#o;
     const now = await readSnapshots(
       o.store,
-      { snapshots: await listSnapshots(o.store, o.prefix, o.retry) },
-      o.retry,
+      { snapshots: await listSnapshots(o.store, o.prefix) },
     );
     const known = new Set(honored.map((s) => `${s.name}@${s.sequence}`));
     const listed = new Set(this.#listedPoints.map((s) => s.name));
@@ -435,7 +430,7 @@ export class GcRunner {
     await readInOrder(
       doomed,
       o.concurrency,
-      (x) => withRetries(o.retry, () => o.store.delete(x.key)),
+      (x) => o.store.delete(x.key),
       (x) => {
         result.deletedObjects++;
         result.deletedBytes += x.sizeBytes;
@@ -446,7 +441,7 @@ export class GcRunner {
     // The new record is cumulative: older ones say nothing it does not.
     for (const c of state.collected) {
       if (c.sequence < pass) {
-        await withRetries(o.retry, () => o.store.delete(c.key));
+        await o.store.delete(c.key);
       }
     }
   }

@@ -78,7 +78,6 @@ Deno.test("GcRunner: after the window, dead objects go, live data moves, every k
     store,
     "",
     { version: 1, name: "first", sequence: models[0]!.sequence, createdMs: clock.wallMs() },
-    { clock, attemptsMax: 3 },
   );
   const before = bucketBytes(store);
   const result = await v.collectGarbage();
@@ -109,7 +108,6 @@ Deno.test("lsvd gc --dry-run plans exactly the daemon's next pass on the same bu
   const clock = new ManualClock();
   const store = new MemoryStore({ clock });
   const rand = seededRandom(11);
-  const retry = { clock, attemptsMax: 3 };
   const v = await open(store, clock);
   const model = new Uint8Array(SECTORS * SECTOR);
   const points: number[] = [];
@@ -123,15 +121,14 @@ Deno.test("lsvd gc --dry-run plans exactly the daemon's next pass on the same bu
     clock.advance(30 * 60_000);
   }
   const snapshot = { version: 1, createdMs: clock.wallMs() };
-  await createSnapshot(store, "", { ...snapshot, name: "kept", sequence: points[0]! }, retry);
+  await createSnapshot(store, "", { ...snapshot, name: "kept", sequence: points[0]! });
   let planned = 0;
   for (let pass = 1; pass <= 3; pass++) {
-    const state = await listLogState(store, "", retry);
+    const state = await listLogState(store, "");
     const { round } = await dryRunRound(store, state, {
       retentionMs: HOUR,
       objectBytes: 16 * SECTOR,
       wallNowMs: clock.wallMs(),
-      retry,
       log: silentLogger,
     });
     const result = await v.collectGarbage();
@@ -226,7 +223,7 @@ Deno.test("Volume.open() refuses a log whose object below the collected range wa
 });
 
 async function collectedNumbers(store: MemoryStore): Promise<number[]> {
-  const state = await listLogState(store, "", { clock: new ManualClock(), attemptsMax: 1 });
+  const state = await listLogState(store, "");
   return (state.collectedRecord?.collected ?? []).flatMap(([a, b]) =>
     Array.from({ length: b - a + 1 }, (_, i) => a + i)
   );
@@ -248,12 +245,10 @@ async function rescueStory(key: VolumeSecret | undefined): Promise<MemoryStore> 
   assert(pass.copiedObjects > 0, "the pass made no copies to rescue from");
   await overwrite(v, model, 9, rand);
   await v.close();
-  const retry = { clock, attemptsMax: 3 };
   let checks = 0;
-  const state = await listLogState(store, "", retry);
+  const state = await listLogState(store, "");
   const options = {
     cipher: cipherOf(state.format, key, ""),
-    retry,
     log: silentLogger,
     archiveId: "rb1",
     writerEpoch: 99,
@@ -263,11 +258,11 @@ async function rescueStory(key: VolumeSecret | undefined): Promise<MemoryStore> 
     },
   };
   await assert.rejects(
-    rollbackLog(store, await listLogState(store, "", retry), point, options),
+    rollbackLog(store, await listLogState(store, ""), point, options),
     /crash after/,
   );
   await assert.rejects(open(store, clock, keyed), /rollback to object \d+ is half done/);
-  const done = await rollbackLog(store, await listLogState(store, "", retry), point, {
+  const done = await rollbackLog(store, await listLogState(store, ""), point, {
     ...options,
     check: () => {},
   });

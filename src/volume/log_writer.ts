@@ -31,8 +31,8 @@ import { OpenObject, type SealedObject } from "./open_object.ts";
 import type { ObjectSizes } from "./object_sizes.ts";
 import { buildCopyObject, type CopyPiece, type SealedCopy } from "./copy_object.ts";
 import type { ReadCache } from "./read_cache.ts";
-import type { RetryPolicy } from "../store/retry.ts";
-import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
+import { type ResolvedVolumeOptions, volumeStore } from "./volume_options.ts";
+import type { RetryingStore } from "../store/retry.ts";
 
 /** Between "Still flushing" lines while closing. */
 const CLOSE_PROGRESS_MS = 5000;
@@ -104,7 +104,10 @@ export class LogWriter {
   #failure: Error | undefined;
   #lastObjectCrc: number;
   #closed = false;
-  #retry: RetryPolicy;
+  /** Uploads wait out an outage; a failed (fenced) volume ends the wait. */
+  #store: RetryingStore;
+  /** Checkpoints also end when close() gives up on them (a checkpoint is optional). */
+  #checkpointStore: RetryingStore;
   #checkpointedThrough: number;
   #checkpointing: Promise<void> | undefined;
   #counters = { objectsUploaded: 0, bytesUploaded: 0, commits: 0 };
@@ -127,7 +130,8 @@ export class LogWriter {
     this.#durableThrough = start.lastSequence;
     this.#checkpointedThrough = start.checkpointedThrough;
     this.#lastObjectCrc = start.lastObjectCrc32;
-    this.#retry = volumeRetry(o, () => this.#failure);
+    this.#store = volumeStore(o, () => this.#failure);
+    this.#checkpointStore = volumeStore(o, () => this.#failure ?? this.#checkpointAbandoned);
     this.#mayAcknowledge = start.mayAcknowledge ?? (() => true);
     this.#onFail = start.onFail;
     this.#cipher = start.cipher;
@@ -516,11 +520,12 @@ export class LogWriter {
     const bytes = this.#inflight.get(sequence);
     assert(bytes !== undefined);
     const key = logKey(this.#o.prefix, sequence);
-    let attempts = 0;
+    let retried = false;
+    const store = this.#store.withPolicy({ ...this.#store.policy, onRetry: () => (retried = true) });
     const stored = this.#sealedBodies.get(sequence) ?? bytes;
     try {
       // Retried until the store is back; a failed (fenced) volume ends the wait through abort.
-      await putLogObject(this.#o.store, this.#retry, { key, bytes: stored, onAttempt: () => attempts++ });
+      await putLogObject(store, { key, bytes: stored });
     } catch (e) {
       if (this.#failure) return;
       if (isLsvdError(e, "fenced")) return this.fail(e);
@@ -531,7 +536,7 @@ export class LogWriter {
     this.#uploaded(sequence, bytes);
     // Stored, and no longer served from memory (the cache copied what it keeps): nothing holds the
     // body now, unless an earlier attempt was abandoned at its deadline with the body still queued.
-    if (attempts === 1) {
+    if (!retried) {
       this.#open.recycle(bytes);
       if (stored !== bytes) this.#encrypted?.recycle(stored);
     }
@@ -601,8 +606,7 @@ export class LogWriter {
 
   async #writeCheckpoint(bytes: Uint8Array, sequence: number): Promise<void> {
     // Retried while the store is away, until close() gives up on it (a checkpoint is optional).
-    const retry = volumeRetry(this.#o, () => this.#failure ?? this.#checkpointAbandoned);
-    await storeCheckpoint(this.#o.store, this.#o.prefix, { sequence, bytes }, retry);
+    await storeCheckpoint(this.#checkpointStore, this.#o.prefix, { sequence, bytes });
     this.#checkpointedThrough = Math.max(this.#checkpointedThrough, sequence);
   }
 }

@@ -15,7 +15,6 @@ import { type AcquiredLease, acquireLease, claimEpoch, fencedError, LeaseKeeper 
 import { closeWindow, readWriterEpoch } from "../log/fence.ts";
 import { logKey } from "../format/keys.ts";
 import type { LogState } from "../log/log_state.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
@@ -26,9 +25,9 @@ import { isLsvdError } from "../util/errors.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
 import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
-import { withRetries } from "../store/retry.ts";
 import { WarmLog } from "./warm_standby.ts";
-import { type ResolvedVolumeOptions, volumeRetry } from "./volume_options.ts";
+import { type ResolvedVolumeOptions, volumeStore } from "./volume_options.ts";
+import type { RetryingStore } from "../store/retry.ts";
 
 /** A scanned journal with its id (what prepareJournal returns). */
 type PreparedJournal = ScannedJournal & { id: string };
@@ -42,7 +41,8 @@ export interface LeaseEvents {
 /** What opening built: the parts a Volume is made of. */
 export interface OpenedVolume {
   o: ResolvedVolumeOptions;
-  retry: RetryPolicy;
+  /** o.store retried until a signal stops the start (the steps after opening use it too). */
+  store: RetryingStore;
   state: LogState;
   loaded: LoadedLog;
   sizeBytes: number;
@@ -63,14 +63,18 @@ export interface OpenedVolume {
  * takes the lease and, unless the previous writer released it cleanly, fences that writer
  * (docs/design/fencing.md) before it replays or archives anything.
  */
-export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVolume> {
+export async function openVolumeLog(given: ResolvedVolumeOptions): Promise<OpenedVolume> {
   const stopped = () =>
-    o.stopRequested() ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop") : undefined;
-  const retry = volumeRetry(o, stopped);
-  const cipher = await checkBeforeLease(o, retry);
+    given.stopRequested()
+      ? new LsvdError("closed", "Recovery stopped: a signal asked lsvd to stop")
+      : undefined;
+  // Every store call of opening waits out an outage until a signal stops it.
+  const store = volumeStore(given, stopped);
+  const o = { ...given, store };
+  const cipher = await checkBeforeLease(o);
   const scanned = await scanJournal(o);
-  const warm = await warmStandby(o, retry, stopped);
-  const acquired = await takeLease(o, retry, scanned, warm).catch(async (e) => {
+  const warm = await warmStandby(o, stopped);
+  const acquired = await takeLease(o, scanned, warm).catch(async (e) => {
     await warm?.release();
     throw e;
   });
@@ -87,11 +91,21 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
   };
   const progress = { wroteLog: false }; // from the fence on, giving the lease back must not skip the next fence
   try {
-    const opened = await recover(o, { retry, stopped, scanned, acquired, keeper, progress, warm });
+    const opened = await recover(o, { stopped, scanned, acquired, keeper, progress, warm });
     // Each ancestor of an encrypted clone: its own salt, its fingerprint checked (one line naming it).
     const cipherFor = lineageCiphers(opened.loaded.lineage, cipher, o.encryptionKey);
     const giveBackNow = () => giveBack(progress.wroteLog);
-    return { ...opened, o, retry, keeper, leaseEvents, scanned, cipher, cipherFor, giveBack: giveBackNow };
+    return {
+      ...opened,
+      o: given,
+      store,
+      keeper,
+      leaseEvents,
+      scanned,
+      cipher,
+      cipherFor,
+      giveBack: giveBackNow,
+    };
   } catch (e) {
     await giveBack(progress.wroteLog);
     throw e;
@@ -107,18 +121,16 @@ export async function openVolumeLog(o: ResolvedVolumeOptions): Promise<OpenedVol
  */
 async function checkBeforeLease(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
 ): Promise<SectorCipher | undefined> {
   if (!o.readOnly && o.sizeBytes !== undefined && !o.allowShrink) {
-    const recorded = await recordedSizeBytes(o.store, o.prefix, retry);
+    const recorded = await recordedSizeBytes(o.store, o.prefix);
     if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
   }
   // A writer without --size on a prefix without a log writes nothing.
-  if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o, retry);
+  if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o);
   const cipher = await resolveEncryption(o.store, o.prefix, {
     secret: o.encryptionKey,
     create: !o.readOnly && o.sizeBytes !== undefined,
-    retry,
     nowMs: o.clock.wallMs(),
   });
   if (cipher !== undefined) o.log(`The volume is encrypted (AES-256-GCM through ${cipher.engine}).`);
@@ -150,18 +162,16 @@ async function scanJournal(o: ResolvedVolumeOptions): Promise<PreparedJournal | 
  */
 async function warmStandby(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   stopped: () => LsvdError | undefined,
 ): Promise<WarmLog | undefined> {
   if (o.readOnly || !o.fencing || o.leaseMode !== "standby" || o.journal !== undefined) return undefined;
   o.log(`Loading the log to follow it while standing by (${o.store.description}).`);
-  return await WarmLog.start(o, retry, await loadVolume(o, retry, stopped));
+  return await WarmLog.start(o, await loadVolume(o, stopped));
 }
 
 /** A writer with fencing takes the lease, naming the journal it adopts; the journal lock goes back if it fails. */
 async function takeLease(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   scanned: PreparedJournal | undefined,
   warm: WarmLog | undefined,
 ): Promise<AcquiredLease | undefined> {
@@ -169,7 +179,6 @@ async function takeLease(
   return await acquireLease(o.store, o.prefix, {
     clock: o.clock,
     log: o.log,
-    retry,
     mode: o.leaseMode,
     durationMs: o.leaseDurationMs,
     windowObjects: o.uploadsMax,
@@ -187,7 +196,6 @@ async function takeLease(
 
 /** What recover needs from the steps before it. */
 interface RecoverInputs {
-  retry: RetryPolicy;
   stopped: () => LsvdError | undefined;
   scanned: ScannedJournal | undefined;
   acquired: AcquiredLease | undefined;
@@ -202,7 +210,7 @@ async function recover(
   o: ResolvedVolumeOptions,
   r: RecoverInputs,
 ): Promise<{ state: LogState; loaded: LoadedLog; sizeBytes: number; epoch: number }> {
-  const { retry, acquired, keeper } = r;
+  const { acquired, keeper } = r;
   o.log(`Starting recovery from ${o.store.description}.`);
   // A warm standby's followed log is what a load now would give, up to its last poll; the fence
   // walks from its end, and catchUp applies the rest.
@@ -212,29 +220,29 @@ async function recover(
   if (r.warm !== undefined && warm === undefined) {
     o.log(`Loading the log again (the standby's followed log cannot be used: ${r.warm.staleReason}).`);
   }
-  let { state, loaded } = followed ?? await loadVolume(o, retry, r.stopped);
+  let { state, loaded } = followed ?? await loadVolume(o, r.stopped);
   if (o.readOnly && !volumeExists(state)) throw noVolume(o);
   let epoch = loaded.writerEpoch + 1;
   // Checked before the fence or any repair: a refused start leaves the bucket as it found it.
   const wantedBytes = checkSize(o, loaded);
-  let found = o.journal === undefined ? undefined : await logEnd(o, retry, loaded);
+  let found = o.journal === undefined ? undefined : await logEnd(o, loaded);
   if (acquired !== undefined && keeper !== undefined) {
     const sizeBytes = loaded.volumeSizeBytes ?? wantedBytes; // fence objects keep the recorded size
     r.progress.wroteLog = true;
-    const taken = await takeOver(o, retry, { acquired, keeper, loaded, sizeBytes });
+    const taken = await takeOver(o, { acquired, keeper, loaded, sizeBytes });
     epoch = taken.epoch;
     if (taken.fenced || warm !== undefined) {
       // What the fence accepted and its fence objects, read like a follower's next poll instead of
       // a second load from the checkpoint (which doubled a cold takeover's reads).
-      const log = warm ?? WarmLog.afterLease(o, retry, { state, loaded });
-      ({ state, loaded } = await log.catchUp() ?? await loadVolume(o, retry, r.stopped));
+      const log = warm ?? WarmLog.afterLease(o, { state, loaded });
+      ({ state, loaded } = await log.catchUp() ?? await loadVolume(o, r.stopped));
     }
     if (
       found !== undefined && taken.leftSequence !== undefined && taken.leftSequence !== found.lastSequence
     ) {
       found = { lastSequence: taken.leftSequence, lastEpoch: taken.leftEpoch! };
     }
-    await checkNoNewerWriter(o, retry, loaded, epoch);
+    await checkNoNewerWriter(o, loaded, epoch);
     if (keeper.lost !== undefined) throw keeper.lost;
   }
   if (o.journal !== undefined && r.scanned !== undefined && found !== undefined) {
@@ -246,14 +254,13 @@ async function recover(
       writerEpoch: epoch,
     });
   }
-  const sizeBytes = await repair(o, retry, loaded, keeper);
+  const sizeBytes = await repair(o, loaded, keeper);
   return { state, loaded, sizeBytes, epoch };
 }
 
 /** Settles the size (again: the fence may have accepted more of the log) and repairs a writer's log. */
 async function repair(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   loaded: LoadedLog,
   keeper: LeaseKeeper | undefined,
 ): Promise<number> {
@@ -269,7 +276,7 @@ async function repair(
   if (!o.readOnly) {
     // Repair deletes without conditions: only while the lease is provably still ours.
     if (keeper !== undefined && loaded.beyond.length > 0) await keeper.confirm();
-    await repairLog(o.store, loaded, { recoveryId: o.recoveryId, retry, log: o.log });
+    await repairLog(o.store, loaded, { recoveryId: o.recoveryId, log: o.log });
   }
   const fromCheckpoint = loaded.checkpointSequence === 0
     ? ""
@@ -281,10 +288,9 @@ async function repair(
 /** Lists and loads the log (never modifying it), with a progress line for long replays. */
 async function loadVolume(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   stopped: () => LsvdError | undefined,
 ): Promise<{ state: LogState; loaded: LoadedLog }> {
-  const state = await listLogState(o.store, o.prefix, retry);
+  const state = await listLogState(o.store, o.prefix);
   const progress = new Progress({
     what: "Replaying the log",
     unit: "objects",
@@ -295,7 +301,6 @@ async function loadVolume(
   });
   const loaded = await loadLog(o.store, state, {
     concurrency: o.recoveryConcurrency,
-    retry,
     log: o.log,
     onProgress: (done, total) => {
       if (done === 1) progress.setTotal(total);
@@ -316,18 +321,16 @@ async function loadVolume(
  */
 async function takeOver(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   t: { acquired: AcquiredLease; keeper: LeaseKeeper; loaded: LoadedLog; sizeBytes: number },
 ): Promise<{ epoch: number; fenced: boolean; leftSequence?: number; leftEpoch?: number }> {
   const { acquired, keeper, loaded } = t;
   const last = loaded.lastSequence;
-  const lastEpoch = await lastEpochOf(o, retry, loaded);
+  const lastEpoch = await lastEpochOf(o, loaded);
   let epoch = acquired.stored.lease.epoch;
   if (lastEpoch >= epoch) {
     epoch = await claimEpoch(o.store, o.prefix, {
       atLeast: lastEpoch,
       holder: acquired.stored.lease.holder,
-      retry,
     });
   }
   const previous = acquired.previous;
@@ -343,7 +346,6 @@ async function takeOver(
       volumeSizeBytes: t.sizeBytes,
       sealTimeMs: o.clock.wallMs(),
       recoveryId: o.recoveryId,
-      retry,
       log: o.log,
     });
     left = { leftSequence: closed.fenceSequence - 1, leftEpoch: closed.leftEpoch };
@@ -357,28 +359,26 @@ async function takeOver(
 /** The loaded log's last object and its epoch (what a journal's owner check compares). */
 async function logEnd(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   loaded: LoadedLog,
 ): Promise<{ lastSequence: number; lastEpoch: number }> {
-  return { lastSequence: loaded.lastSequence, lastEpoch: await lastEpochOf(o, retry, loaded) };
+  return { lastSequence: loaded.lastSequence, lastEpoch: await lastEpochOf(o, loaded) };
 }
 
 /** The writer epoch of the loaded log's last object (logs never lower it along the way). */
-async function lastEpochOf(o: ResolvedVolumeOptions, retry: RetryPolicy, loaded: LoadedLog): Promise<number> {
+async function lastEpochOf(o: ResolvedVolumeOptions, loaded: LoadedLog): Promise<number> {
   const last = loaded.lastSequence;
   // A clone that wrote nothing yet has no object of its own: its epochs start afresh.
   if (last === 0 || last <= loaded.lineage.through) return 0;
   return loaded.lastTrailer?.writerEpoch ??
-    await epochOrZero(o, retry, { key: logKey(o.prefix, last), sequence: last });
+    await epochOrZero(o, { key: logKey(o.prefix, last), sequence: last });
 }
 
 /** An object's writer epoch; 0 when its trailer is damaged (that fails its reads later, not the start). */
 function epochOrZero(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   object: { key: string; sequence: number },
 ): Promise<number> {
-  return withRetries(retry, () => readWriterEpoch(o.store, object.key, object.sequence)).catch((e) => {
+  return readWriterEpoch(o.store, object.key, object.sequence).catch((e) => {
     if (isLsvdError(e, "data") || isStoreError(e, "NotFound")) return 0;
     throw e;
   });
@@ -391,12 +391,11 @@ function epochOrZero(
  */
 async function checkNoNewerWriter(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
   loaded: LoadedLog,
   epoch: number,
 ): Promise<void> {
-  const found = [await lastEpochOf(o, retry, loaded)];
-  for (const b of loaded.beyond) found.push(await epochOrZero(o, retry, b));
+  const found = [await lastEpochOf(o, loaded)];
+  for (const b of loaded.beyond) found.push(await epochOrZero(o, b));
   const newest = Math.max(...found);
   if (newest > epoch) {
     throw fencedError(
@@ -434,10 +433,9 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
  */
 export async function refuseBeforeWriting(
   o: { store: ObjectStore; prefix: string; readOnly: boolean; sizeBytes?: number | undefined },
-  retry: RetryPolicy,
 ): Promise<void> {
   if (!o.readOnly && o.sizeBytes !== undefined) return;
-  const peek = await peekVolume(o.store, o.prefix, retry);
+  const peek = await peekVolume(o.store, o.prefix);
   if (o.readOnly && !peek.exists) throw noVolume(o);
   if (!o.readOnly && !peek.hasLog) throw noRecordedSize();
 }

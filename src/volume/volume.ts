@@ -15,8 +15,8 @@ import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { isStoreError } from "../store/store.ts";
+import type { RetryingStore } from "../store/retry.ts";
 import type { LeaseHolder, LeaseKeeper } from "../log/lease.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
 import { applyObject } from "../log/apply.ts";
@@ -41,13 +41,12 @@ import { ReadPath } from "./read_path.ts";
 import type { Journal } from "../journal/journal.ts";
 import type { ScannedJournal } from "../journal/journal_replay.ts";
 import { startJournal } from "./journal_start.ts";
-import { withRetries } from "../store/retry.ts";
 import { type OpenedVolume, openVolumeLog } from "./open_volume.ts";
 import {
   type ResolvedVolumeOptions,
   resolveVolumeOptions,
   type VolumeOptions,
-  volumeRetry,
+  volumeStore,
 } from "./volume_options.ts";
 
 export type { FlushPolicy, VolumeOptions } from "./volume_options.ts";
@@ -71,7 +70,8 @@ export class Volume implements BlockDevice {
   #fetcher!: Fetcher;
   #objectSizes!: ObjectSizes;
   #reads!: ReadPath;
-  #readRetry: RetryPolicy;
+  /** The store for reads (and GC): retried until the store answers or the volume closes. */
+  #readStore: RetryingStore;
   #closed = false;
   #lastSequence!: number;
   /** Read-only: where following the log stands (src/log/tail.ts). */
@@ -107,14 +107,14 @@ export class Volume implements BlockDevice {
       return false;
     };
     // Reads wait out an outage too; closing the volume ends the wait.
-    this.#readRetry = volumeRetry(
+    this.#readStore = volumeStore(
       o,
       () => this.#closed ? new LsvdError("closed", "Cannot read: the volume is closed") : undefined,
     );
     this.#followed = positionOf(loaded);
     this.#buildReadSide(loaded);
     if (!o.readOnly) this.#writer = this.#buildWriter(loaded, opened.epoch);
-    if (this.#writer !== undefined) this.#gc = buildGc(o, this.#readRetry, this.#writer, loaded.map, keeper);
+    if (this.#writer !== undefined) this.#gc = buildGc(o, this.#readStore, this.#writer, loaded.map, keeper);
   }
 
   /**
@@ -136,13 +136,12 @@ export class Volume implements BlockDevice {
     this.#tables = new CrcTables(tableBytesMax);
     this.#cache = new ReadCache(o.cacheBytesMax - tableBytesMax);
     this.#objectSizes = objectSizesOf(loaded);
-    const reads = loaded.lineage.readStore(o.store); // a parent in another bucket: src/log/lineage_store.ts
+    const reads = loaded.lineage.readStore(this.#readStore); // a parent in another bucket: src/log/lineage_store.ts
     this.#fetcher = new Fetcher({
       store: reads,
       keyOf: (sequence) => loaded.lineage.keyOf(sequence),
-      retry: this.#readRetry,
       cache: this.#cache,
-      tables: new CrcTableLoader({ store: reads, retry: this.#readRetry, tables: this.#tables }),
+      tables: new CrcTableLoader({ store: reads, tables: this.#tables }),
       sizes: this.#objectSizes,
       verify: o.verifyReads,
       log: o.log,
@@ -214,8 +213,8 @@ export class Volume implements BlockDevice {
 
   /** A writer's last steps: the format record, the size if new or changed, the journal, GC. */
   async #startWriting(opened: OpenedVolume): Promise<void> {
-    const { o, retry, state, loaded, sizeBytes } = opened;
-    await withRetries(retry, () => ensureFormatRecord(o.store, o.prefix, state.format, o.clock.wallMs()));
+    const { o, store, state, loaded, sizeBytes } = opened;
+    await ensureFormatRecord(store, o.prefix, state.format, o.clock.wallMs());
     const recorded = loaded.volumeSizeBytes;
     if (sizeBytes !== recorded || !volumeExists(state)) {
       o.log(
@@ -295,10 +294,9 @@ export class Volume implements BlockDevice {
   async reloadFollowed(): Promise<void> {
     assert(this.readOnly, "following needs a read-only volume");
     const o = this.#o;
-    const state = await listLogState(o.store, o.prefix, this.#readRetry);
-    const loaded = await loadLog(o.store, state, {
+    const state = await listLogState(this.#readStore, o.prefix);
+    const loaded = await loadLog(this.#readStore, state, {
       concurrency: o.recoveryConcurrency,
-      retry: this.#readRetry,
       log: o.log,
     });
     this.#followed = positionOf(loaded);
@@ -595,17 +593,16 @@ function objectSizesOf(loaded: LoadedLog): ObjectSizes {
 /** The GC runner; only the lease holder deletes: a pass checks the lease right before its record and deletes. */
 function buildGc(
   o: ResolvedVolumeOptions,
-  retry: RetryPolicy,
+  store: RetryingStore,
   writer: LogWriter,
   head: ExtentMap,
   keeper: LeaseKeeper | undefined,
 ): GcRunner {
   return new GcRunner({
-    store: o.store,
+    store,
     prefix: o.prefix,
     clock: o.clock,
     log: o.log,
-    retry,
     writer,
     head,
     retentionMs: o.retentionMs,

@@ -5,8 +5,8 @@
  */
 
 import type { ObjectStore } from "../store/store.ts";
+import { retrying, RetryingStore } from "../store/retry.ts";
 import { StoreHealth } from "../store/health.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { OBJECT_DATA_BYTES_MAX, VOLUME_BYTES_MAX } from "../util/constants.ts";
 import { sectorSizeProblem } from "../util/sizes.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
@@ -231,14 +231,18 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
   return r;
 }
 
-/** The one retry policy of a volume's store calls; `abort` ends the wait (closed or fenced volume). */
-export function volumeRetry(o: ResolvedVolumeOptions, abort?: () => Error | undefined): RetryPolicy {
-  return {
+/**
+ * The volume's store with its one retry policy (every call waits out an outage; `abort` ends the
+ * wait: a closed, stopped or fenced volume). Each part that needs its own abort makes its own, over
+ * the same inner store (docs/design/retries.md).
+ */
+export function volumeStore(o: ResolvedVolumeOptions, abort?: () => Error | undefined): RetryingStore {
+  return retrying(o.store, {
     clock: o.clock,
     attemptsMax: o.uploadAttemptsMax,
     health: o.health,
     ...(abort === undefined ? {} : { abort }),
-  };
+  });
 }
 
 function invalid(why: string): LsvdError {

@@ -15,7 +15,6 @@ import type { LoadedLog } from "../log/load.ts";
 import type { LogState } from "../log/log_state.ts";
 import { FOLLOWER_PIN_TTL_MS, type FollowerPin, holdFollowerPin } from "../log/snapshots.ts";
 import { advanceLoaded, positionOf, tailLog, type TailStep } from "../log/tail.ts";
-import type { RetryPolicy } from "../store/retry.ts";
 import { isStoreError } from "../store/store.ts";
 import { isLsvdError, messageOf } from "../util/errors.ts";
 import type { ResolvedVolumeOptions } from "./volume_options.ts";
@@ -25,7 +24,6 @@ const OBJECTS_PER_STEP_MAX = 1024;
 
 export class WarmLog {
   #o: ResolvedVolumeOptions;
-  #retry: RetryPolicy;
   #state: LogState;
   #loaded: LoadedLog;
   #pin: FollowerPin | undefined;
@@ -37,11 +35,9 @@ export class WarmLog {
 
   private constructor(
     o: ResolvedVolumeOptions,
-    retry: RetryPolicy,
     log: { state: LogState; loaded: LoadedLog },
   ) {
     this.#o = o;
-    this.#retry = retry;
     this.#state = log.state;
     this.#loaded = log.loaded;
   }
@@ -52,19 +48,17 @@ export class WarmLog {
    */
   static afterLease(
     o: ResolvedVolumeOptions,
-    retry: RetryPolicy,
     log: { state: LogState; loaded: LoadedLog },
   ) {
-    return new WarmLog(o, retry, log);
+    return new WarmLog(o, log);
   }
 
   /** Wraps a log loaded (read-only) before the lease, and pins its point. */
   static async start(
     o: ResolvedVolumeOptions,
-    retry: RetryPolicy,
     log: { state: LogState; loaded: LoadedLog },
   ): Promise<WarmLog> {
-    const warm = new WarmLog(o, retry, log);
+    const warm = new WarmLog(o, log);
     warm.#warm = true;
     await warm.#writePin().catch((e) => {
       if (!isLsvdError(e) && !isStoreError(e)) throw e;
@@ -160,7 +154,6 @@ export class WarmLog {
 
   #step(): Promise<TailStep> {
     return tailLog(this.#o.store, this.#o.prefix, positionOf(this.#loaded), {
-      retry: this.#retry,
       concurrency: this.#o.recoveryConcurrency,
       objectsMax: OBJECTS_PER_STEP_MAX,
     });
@@ -173,7 +166,6 @@ export class WarmLog {
     if (this.#pin === undefined) {
       this.#pin = await holdFollowerPin(this.#o.store, this.#o.prefix, at, {
         clock: this.#o.clock,
-        retry: this.#retry,
         id: crypto.randomUUID().replaceAll("-", "").slice(0, 16),
       });
     } else await this.#pin.write(at);

@@ -8,6 +8,7 @@
  */
 
 import type { MemoryStore } from "../../src/store/memory.ts";
+import { RetryingStore } from "../../src/store/retry.ts";
 import type { ManualClock } from "../../src/util/clock.ts";
 import { Volume } from "../../src/volume/volume.ts";
 import { createClone, finishFlatten } from "../../src/log/clone.ts";
@@ -77,15 +78,14 @@ async function writeSome(run: CloneRun, volume: Volume, image: Uint8Array, first
 
 /** One clone's life; returns the number of flatten attempts a crash cut short. */
 export async function cloneLife(run: CloneRun, name: string): Promise<number> {
-  const retry = { clock: run.clock, attemptsMax: 1000 };
+  const retried = new RetryingStore(run.store, { clock: run.clock, attemptsMax: 1000 });
   const prefix = `${name}/`;
   const ctx = `${run.context}, clone ${name} at ${run.point}`;
   run.cleanReads(true);
-  await run.pump(createClone(run.store, {
+  await run.pump(createClone(retried, {
     source: "",
     target: prefix,
     point: { kind: "sequence", sequence: run.point, text: String(run.point) },
-    retry,
     wallNowMs: run.clock.wallMs(),
     secret: run.secret,
   }));
@@ -115,7 +115,7 @@ export async function cloneLife(run: CloneRun, name: string): Promise<number> {
   const through = await run.pump(clone.copyFromParents());
   await run.pump(clone.close());
   const record = (await run.pump(readFormatRecord(run.store, prefix)))!;
-  await run.pump(finishFlatten(run.store, prefix, record, through, retry));
+  await run.pump(finishFlatten(retried, prefix, record, through));
   run.cleanReads(false);
   clone = await openClone(run, prefix);
   assertSameDisk(await run.readAll(clone, ctx), image, `${ctx}, flattened`);

@@ -18,6 +18,7 @@
  */
 
 import assert from "node:assert/strict";
+import { RetryingStore } from "../../src/store/retry.ts";
 import { MemoryStore } from "../../src/store/memory.ts";
 import type {
   ByteRange,
@@ -393,8 +394,7 @@ async function checkNoFork(race: Race, check: MemoryStore): Promise<void> {
   const completed = new Set(
     race.writers.flatMap((w) => w.volume === undefined ? [] : [w.volume.stats.writerEpoch]),
   );
-  const retry = { clock: race.clock, attemptsMax: 1 };
-  const state = await listLogState(check, "", retry);
+  const state = await listLogState(check, "");
   let floor = 0;
   for (const o of state.objects.slice(0, state.gapFreeCount)) {
     const epoch = (await readObjectSummary(check, o)).trailer?.writerEpoch ?? 0;
@@ -494,13 +494,11 @@ async function openFollower(race: Race): Promise<void> {
   })
     .catch(() => undefined); // no volume yet, or its handle failed: try again at a later step
   if (volume === undefined) return;
-  const retry = { clock: race.clock, attemptsMax: 1000 };
   const follower = new Follower(volume, {
-    store,
+    store: new RetryingStore(store, { clock: race.clock, attemptsMax: 1000 }),
     prefix: "",
     clock: race.clock,
     log: () => {},
-    retry,
     intervalMs: 1e9,
   });
   await follower.start();

@@ -19,6 +19,7 @@
  */
 
 import assert from "node:assert/strict";
+import { RetryingStore } from "../../src/store/retry.ts";
 import { MemoryStore } from "../../src/store/memory.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { isLsvdError } from "../../src/util/errors.ts";
@@ -474,18 +475,17 @@ function lifecycleStep(sim: Sim, step: number): void {
     if (to < from) return;
     const sequence = from + Math.floor(rand() * (to - from + 1));
     const name = `s${step}`;
-    const creating = createSnapshot(store, "", { version: 1, name, sequence, createdMs: clock.wallMs() }, {
-      clock,
-      attemptsMax: 1000,
-    }).then(() => {
-      if (log) console.log(`t=${clock.nowMs()} snapshot ${name} at ${sequence}`);
-      snapshots.push({ name, sequence });
-    }, () => {});
+    const retried = new RetryingStore(store, { clock, attemptsMax: 1000 });
+    const creating = createSnapshot(retried, "", { version: 1, name, sequence, createdMs: clock.wallMs() })
+      .then(() => {
+        if (log) console.log(`t=${clock.nowMs()} snapshot ${name} at ${sequence}`);
+        snapshots.push({ name, sequence });
+      }, () => {});
     sim.pendingSnapshots.add(creating);
     creating.finally(() => sim.pendingSnapshots.delete(creating));
   } else {
     const [gone] = snapshots.splice(Math.floor(rand() * snapshots.length), 1);
-    deleteSnapshot(store, "", gone!.name, { clock, attemptsMax: 1000 }).catch(() => {});
+    deleteSnapshot(new RetryingStore(store, { clock, attemptsMax: 1000 }), "", gone!.name).catch(() => {});
   }
 }
 
@@ -516,19 +516,18 @@ async function rollbackStep(sim: Sim, step: number): Promise<void> {
   const store = sim.store = sim.store.reopen({ errorRate: 0 });
   store.setFaults({ corruptReadRate: 0 }); // the tool's own reads are not what is tested here
   shadow.capture(store);
-  const retry = { clock, attemptsMax: 1000 };
-  const state = await pump(listLogState(store, "", retry), clock);
+  const retried = new RetryingStore(store, { clock, attemptsMax: 1000 });
+  const state = await pump(listLogState(retried, ""), clock);
   const from = promisedFrom(store);
   const point = from + Math.floor(rand() * (state.endSequence - from + 1));
   let refused = false;
   for (const gone of snapshots.filter((x) => x.sequence > point)) {
-    await pump(deleteSnapshot(store, "", gone.name, retry), clock);
+    await pump(deleteSnapshot(retried, "", gone.name), clock);
   }
   snapshots.splice(0, snapshots.length, ...snapshots.filter((x) => x.sequence <= point));
   await pump(
-    rollbackLog(store, state, point, {
+    rollbackLog(retried, state, point, {
       cipher: encrypted(sim.seed) ? cipherOf(state.format, SIM_SECRET, "") : undefined,
-      retry,
       log: () => {},
       archiveId: `rb${step}`,
       writerEpoch: 1_000_000 + step,

@@ -6,9 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { backoffMs, withRetries } from "../../src/store/retry.ts";
+import { backoffMs, RetryingStore, withRetries } from "../../src/store/retry.ts";
+import { MemoryStore } from "../../src/store/memory.ts";
+import { collectedKey } from "../../src/format/keys.ts";
+import { listLogState } from "../../src/log/log_state.ts";
 import { StoreHealth } from "../../src/store/health.ts";
-import { StoreError } from "../../src/store/store.ts";
+import { isStoreError, StoreError } from "../../src/store/store.ts";
 import { ManualClock } from "../../src/util/clock.ts";
 import { seededRandom } from "../../src/util/random.ts";
 
@@ -185,4 +188,107 @@ Deno.test("withRetries() counts a request that hung until its deadline as failin
   assert.equal(await call, "stored");
   assert.equal(lines.length, 2, "one timed-out request is an outage");
   assert.match(lines[1]!, /^Object storage reachable again after 3[01] s\.$/); // 30 s hung + the backoff
+});
+
+/** A memory store whose next `failures` calls of any kind fail with a transient error first. */
+class FlakyStore extends MemoryStore {
+  failures = 0;
+  calls = 0;
+  #flake(): void {
+    this.calls++;
+    if (this.failures > 0) {
+      this.failures--;
+      throw transient();
+    }
+  }
+  override put(...a: Parameters<MemoryStore["put"]>) {
+    this.#flake();
+    return super.put(...a);
+  }
+  override get(...a: Parameters<MemoryStore["get"]>) {
+    this.#flake();
+    return super.get(...a);
+  }
+  override head(...a: Parameters<MemoryStore["head"]>) {
+    this.#flake();
+    return super.head(...a);
+  }
+  override list(...a: Parameters<MemoryStore["list"]>) {
+    this.#flake();
+    return super.list(...a);
+  }
+  override delete(...a: Parameters<MemoryStore["delete"]>) {
+    this.#flake();
+    return super.delete(...a);
+  }
+  override copy(...a: Parameters<MemoryStore["copy"]>) {
+    this.#flake();
+    return super.copy(...a);
+  }
+}
+
+Deno.test("RetryingStore retries each call on its own, one request per attempt", async () => {
+  const clock = new ManualClock();
+  const inner = new FlakyStore();
+  const store = new RetryingStore(inner, { clock, attemptsMax: 3 });
+  const calls: [string, () => Promise<unknown>][] = [
+    ["put", () => store.put("k", new Uint8Array([1]), { ifNoneMatch: true })],
+    ["get", () => store.get("k")],
+    ["head", () => store.head("k")],
+    ["list", () => store.list({ prefix: "" })],
+    ["copy", () => store.copy("k", "k2")],
+    ["delete", () => store.delete("k2")],
+  ];
+  for (const [name, call] of calls) {
+    inner.failures = 2;
+    inner.calls = 0;
+    const done = call();
+    await advance(clock, 300);
+    await done;
+    assert.equal(inner.calls, 3, `${name}: two failed attempts and one that answered`);
+  }
+  inner.failures = 3;
+  inner.calls = 0;
+  const failed = assert.rejects(store.get("k"), /ECONNREFUSED/);
+  await advance(clock, 300);
+  await failed;
+  assert.equal(inner.calls, 3, "attemptsMax bounds the attempts of one call");
+  await assert.rejects(store.get("missing"), (e) => isStoreError(e, "NotFound"));
+});
+
+Deno.test("RetryingStore cannot wrap a RetryingStore; withPolicy() and inBucket() make siblings", async () => {
+  const clock = new ManualClock();
+  const store = new RetryingStore(new MemoryStore(), { clock, attemptsMax: 3 });
+  assert.throws(() => new RetryingStore(store, { clock, attemptsMax: 2 }), /does not retry/);
+  const closed: { error?: Error } = {};
+  const aborting = store.withPolicy({ clock, attemptsMax: Infinity, abort: () => closed.error });
+  assert(aborting instanceof RetryingStore && aborting.policy.attemptsMax === Infinity);
+  await aborting.put("k", new Uint8Array([1]));
+  closed.error = new Error("closed");
+  await assert.rejects(aborting.get("k"), /closed/);
+  assert.deepEqual((await store.get("k")).body, new Uint8Array([1]), "the sibling reads the same objects");
+  assert.equal(store.readNow, undefined, "readNow only where the inner store has it");
+  assert.equal(store.inBucket, undefined, "inBucket only where the inner store has it");
+});
+
+Deno.test("listLogState() over a RetryingStore gives a failing request attemptsMax attempts, not attemptsMax² (no retry inside a retry)", async () => {
+  const clock = new ManualClock();
+  const key = collectedKey("v/", 1);
+  let gets = 0;
+  const inner = new (class extends MemoryStore {
+    override get(...a: Parameters<MemoryStore["get"]>) {
+      if (a[0] !== key) return super.get(...a);
+      gets++;
+      return Promise.reject(transient());
+    }
+  })();
+  inner.rawPut(key, new Uint8Array([1]));
+  // The collected record is read inside the listing: once a loop of its own inside the listing's.
+  const listing = assert.rejects(
+    listLogState(new RetryingStore(inner, { clock, attemptsMax: 3 }), "v/"),
+    /ECONNREFUSED/,
+  );
+  await advance(clock, 5_000);
+  await listing;
+  assert.equal(gets, 3);
 });

@@ -383,7 +383,6 @@ export async function rollbackStory(t: ToolboxTarget, v: WrittenVolume): Promise
   const held = await acquireLease(t.store, p + "/", {
     clock: systemClock,
     log: () => {},
-    retry: { clock: systemClock, attemptsMax: 3 },
     windowObjects: 1,
     holder: { host: "other-host", pid: 4242, nonce: "test" },
   });

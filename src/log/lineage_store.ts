@@ -20,7 +20,19 @@ import type {
   PutOptions,
   PutResult,
 } from "../store/store.ts";
-import type { Band } from "./parent.ts";
+import type { FormatRecord } from "./format_record.ts";
+
+/**
+ * Objects numbered up to `through` (above the previous band's) live under `prefix` of `store`
+ * (a lineage's bands: src/log/parent.ts).
+ */
+export interface Band {
+  prefix: string;
+  through: number;
+  store: ObjectStore;
+  /** The ancestor's format record (an encrypted one's salt gives its own data key). */
+  format?: FormatRecord;
+}
 
 export class LineageStore implements ObjectStore {
   readonly description: string;

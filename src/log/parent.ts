@@ -16,16 +16,9 @@ import { LsvdError } from "../util/errors.ts";
 import type { ExtentMap } from "../map/extent_map.ts";
 import { SECTOR_BYTES } from "../format/object.ts";
 import { type FormatRecord, type ParentLink, readFormatRecord } from "./format_record.ts";
-import { LineageStore } from "./lineage_store.ts";
+import { type Band, LineageStore } from "./lineage_store.ts";
 
-/** Objects numbered up to `through` (above the previous band's) live under `prefix` of `store`. */
-export interface Band {
-  prefix: string;
-  through: number;
-  store: ObjectStore;
-  /** The ancestor's format record (an encrypted one's salt gives its own data key). */
-  format?: FormatRecord;
-}
+export type { Band };
 
 /** Chains deeper than this are refused (a loop of links would otherwise never end). */
 export const CHAIN_DEPTH_MAX = 64;

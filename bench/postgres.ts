@@ -6,6 +6,8 @@
  *   local-loop         the same stack on a local file (the floor: what the machine does without lsvd)
  *   nbdkit-memory-fuse nbdkit's memory plugin through the same nbdfuse + loop path as lsvd: what the
  *                      transport costs, so local-loop ÷ nbdkit-memory-fuse ÷ lsvd splits a gap (issue 23)
+ *   nbdkit-file-fuse   the same with nbdkit's file plugin on a local copy: each FLUSH an fdatasync on
+ *                      the local disk, as lsvd --journal's (the floor for a journalled commit)
  *   lsvd-dir-each      lsvd on the directory store, every FLUSH seals its own object
  *   lsvd-dir-group     ... group commit (FLUSHes arriving while commits upload share the next object)
  *   lsvd-rgw-each      lsvd on Ceph RGW through the WAN delay proxy (20 ms per request)
@@ -60,6 +62,8 @@ export interface PgSetup {
   journal?: boolean;
   /** Serve with --cache-dir in the run's work directory (issue 23). */
   cacheDir?: boolean;
+  /** With target nbdkit-memory: which nbdkit plugin serves the image (default memory). */
+  nbdkitPlugin?: "memory" | "file";
   /** pgbench -S (select-only) from a cold start instead of TPC-B. */
   select?: boolean;
 }
@@ -67,6 +71,7 @@ export interface PgSetup {
 export const PG_SETUPS: readonly PgSetup[] = [
   { name: "local-loop", target: "" },
   { name: "nbdkit-memory-fuse", target: "nbdkit-memory" },
+  { name: "nbdkit-file-fuse", target: "nbdkit-memory", nbdkitPlugin: "file" },
   { name: "lsvd-dir-each", target: "lsvd-dir", flushPolicy: "each" },
   { name: "lsvd-dir-group", target: "lsvd-dir", flushPolicy: "group" },
   { name: "lsvd-rgw-each", target: "lsvd-rgw", flushPolicy: "each" },
@@ -207,7 +212,7 @@ async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: str
     const attached = setup.target === ""
       ? await attachFloor(image, work, cleanups)
       : setup.target === "nbdkit-memory"
-      ? await attachNbdkitMemory(image, work, cleanups)
+      ? await attachNbdkit(setup.nbdkitPlugin ?? "memory", image, work, cleanups)
       : await attachLsvd(ctx, setup, image, work, cleanups);
     const pg = new PostgresServer(join(attached.mountPoint, "pgdata"), freePort());
     await pg.start();
@@ -333,22 +338,30 @@ async function attachLsvd(
   return { mountPoint: fs.mountPoint, meter, pid: daemon.pid };
 }
 
-/** The same database through nbdkit's memory plugin, nbdfuse and a loop device (no lsvd). */
-async function attachNbdkitMemory(
+/** The same database through nbdkit (memory, or file on a local copy), nbdfuse and a loop device. */
+async function attachNbdkit(
+  plugin: "memory" | "file",
   image: string,
   work: string,
   cleanups: (() => Promise<unknown>)[],
 ): Promise<Attached> {
   const socketPath = join(work, "nbdkit.sock");
+  const file = join(work, "disk.img");
+  if (plugin === "file") await checked("cp", ["--sparse=always", image, file]);
   const daemon = await startDaemon("nbdkit", {
-    args: ["--foreground", "--exit-with-parent", "--unix", socketPath, "memory", `size=${PG_VOLUME_BYTES}`],
+    args: [
+      ...["--foreground", "--exit-with-parent", "--unix", socketPath],
+      ...(plugin === "file" ? ["file", file] : ["memory", `size=${PG_VOLUME_BYTES}`]),
+    ],
     env: {},
-    label: "nbdkit memory",
+    label: `nbdkit ${plugin}`,
   });
   cleanups.unshift(() => daemon.stop(5_000));
   await waitForPath(socketPath, 30_000);
   const uri = `nbd+unix:///?socket=${socketPath}`;
-  await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
+  if (plugin === "memory") {
+    await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
+  }
   const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
   cleanups.unshift(() => fs.detach());
   return { mountPoint: fs.mountPoint, meter: undefined, pid: undefined };

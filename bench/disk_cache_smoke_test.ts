@@ -31,3 +31,24 @@ Deno.test({
     assert.match(rows[1]!.note!, /\(100\.0 %\) in the disk cache/, "the sequential warm-up fills the cache");
   },
 });
+
+Deno.test("bench/disk_cache_index.ts measures the index's memory at a tiny size", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      new URL("./disk_cache_index.ts", import.meta.url).pathname,
+      "--size-mib",
+      "16",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(text, /^--cache-dir-size 16 MiB: \d+ slots, all filled$/m);
+  const perGiB = Number(/per GiB of SIZE: +([\d.]+) MiB/.exec(text)?.[1]);
+  // 17 bytes of typed arrays a slot alone are 4.25 MiB per GiB; Map entries come on top.
+  assert.ok(perGiB > 4 && perGiB < 64, text);
+});

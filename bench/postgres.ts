@@ -4,6 +4,10 @@
  * 15, on ext4 on a loop device with 4 KiB sectors, in five set-ups side by side in one run:
  *
  *   local-loop         the same stack on a local file (the floor: what the machine does without lsvd)
+ *   nbdkit-memory-fuse nbdkit's memory plugin through the same nbdfuse + loop path as lsvd: what the
+ *                      transport costs, so local-loop ÷ nbdkit-memory-fuse ÷ lsvd splits a gap (issue 23)
+ *   nbdkit-file-fuse   the same with nbdkit's file plugin on a local copy: each FLUSH an fdatasync on
+ *                      the local disk, as lsvd --journal's (the floor for a journalled commit)
  *   lsvd-dir-each      lsvd on the directory store, every FLUSH seals its own object
  *   lsvd-dir-group     ... group commit (FLUSHes arriving while commits upload share the next object)
  *   lsvd-rgw-each      lsvd on Ceph RGW through the WAN delay proxy (20 ms per request)
@@ -21,6 +25,13 @@
  * latency of END (pgbench -r: the commit), lsvd's PUTs, GETs and bytes uploaded (its `--metrics`
  * endpoint; on RGW also the PUTs counted on the wire by the WAN proxy, as a cross-check), WAL bytes
  * (pg_stat_wal) and data pages written (pg_stat_bgwriter), lsvd's CPU time and peak RSS.
+ *
+ * `--workloads postgres-select` runs pgbench -S (select-only, issue 23) instead, on a database larger
+ * than lsvd's memory read cache (8 MiB here): local-loop-select, lsvd-rgw-select and lsvd-rgw-diskcache-select
+ * (`--cache-dir`; needs the lsvd-rgw-diskcache target named). Both lsvd set-ups read the whole device
+ * once after the copy (what fills a disk cache: reads, not writes, enter it), then every run starts
+ * with Postgres restarted (empty shared buffers), no prewarm and the kernel's page cache dropped, so
+ * the reads reach the device.
  */
 
 import { join } from "node:path";
@@ -28,7 +39,7 @@ import { Ext4OnNbd, loopMount, loopUnmount, PG_BIN, PostgresServer } from "../te
 import { freePort } from "../tests/support/ports.ts";
 import { scrapeLsvdMetrics } from "./lsvd_metrics.ts";
 import type { Figures } from "./measure.ts";
-import { procStatusBytes, run } from "./process.ts";
+import { procStatusBytes, run, startDaemon, waitForPath } from "./process.ts";
 import type { Scale } from "./scale.ts";
 import { startLsvd, type TargetContext } from "./targets.ts";
 
@@ -43,16 +54,24 @@ const CLOCK_TICKS_PER_S = 100;
 export interface PgSetup {
   name: string;
   /** The bench target whose presence in --targets enables this set-up ("" = always). */
-  target: "" | "lsvd-dir" | "lsvd-rgw";
+  target: "" | "lsvd-dir" | "lsvd-rgw" | "lsvd-rgw-diskcache" | "nbdkit-memory";
   flushPolicy?: "each" | "group";
   /** Further `lsvd serve` options. */
   extraArgs?: string[];
   /** Serve with a write-back journal in the run's work directory. */
   journal?: boolean;
+  /** Serve with --cache-dir in the run's work directory (issue 23). */
+  cacheDir?: boolean;
+  /** With target nbdkit-memory: which nbdkit plugin serves the image (default memory). */
+  nbdkitPlugin?: "memory" | "file";
+  /** pgbench -S (select-only) from a cold start instead of TPC-B. */
+  select?: boolean;
 }
 
 export const PG_SETUPS: readonly PgSetup[] = [
   { name: "local-loop", target: "" },
+  { name: "nbdkit-memory-fuse", target: "nbdkit-memory" },
+  { name: "nbdkit-file-fuse", target: "nbdkit-memory", nbdkitPlugin: "file" },
   { name: "lsvd-dir-each", target: "lsvd-dir", flushPolicy: "each" },
   { name: "lsvd-dir-group", target: "lsvd-dir", flushPolicy: "group" },
   { name: "lsvd-rgw-each", target: "lsvd-rgw", flushPolicy: "each" },
@@ -65,6 +84,31 @@ export const PG_SETUPS: readonly PgSetup[] = [
   },
   { name: "lsvd-dir-journal", target: "lsvd-dir", flushPolicy: "group", journal: true },
   { name: "lsvd-rgw-journal", target: "lsvd-rgw", flushPolicy: "group", journal: true },
+];
+
+/**
+ * `--workloads postgres-select`: pgbench -S on a cold device, with and without a disk cache. The
+ * memory read cache is 8 MiB, so the database (16 MiB at scale 1, ~160 MiB at 10) is larger at
+ * every scale.
+ */
+const SELECT_LSVD_ARGS = ["--cache-size", "8M"];
+export const PG_SELECT_SETUPS: readonly PgSetup[] = [
+  { name: "local-loop-select", target: "", select: true },
+  {
+    name: "lsvd-rgw-select",
+    target: "lsvd-rgw",
+    flushPolicy: "group",
+    select: true,
+    extraArgs: SELECT_LSVD_ARGS,
+  },
+  {
+    name: "lsvd-rgw-diskcache-select",
+    target: "lsvd-rgw-diskcache",
+    flushPolicy: "group",
+    extraArgs: SELECT_LSVD_ARGS,
+    cacheDir: true,
+    select: true,
+  },
 ];
 
 /** One pgbench run: set-up × clients. */
@@ -81,12 +125,13 @@ interface Counters {
   gets: number;
   uploadedBytes: number;
   wirePuts: number;
+  diskHits: number;
   cpuTicks: number;
 }
 
 /** lsvd's counters, from its Prometheus endpoint, and (RGW) the proxy's wire count of PUTs. */
 interface Meter {
-  read(): Promise<{ puts: number; gets: number; uploadedBytes: number; wirePuts: number }>;
+  read(): Promise<{ puts: number; gets: number; uploadedBytes: number; wirePuts: number; diskHits: number }>;
 }
 
 export async function measurePostgres(
@@ -95,6 +140,7 @@ export async function measurePostgres(
   targets: string[],
   log: (line: string) => void,
   onError: (message: string) => void,
+  select = false,
 ): Promise<PgRun[]> {
   // The postgres user walks from here down to its data directory.
   await Deno.chmod(ctx.tmpDir, 0o755);
@@ -106,7 +152,7 @@ export async function measurePostgres(
   );
   const runs: PgRun[] = [];
   try {
-    for (const setup of PG_SETUPS) {
+    for (const setup of select ? PG_SELECT_SETUPS : PG_SETUPS) {
       if (setup.target !== "" && !targets.includes(setup.target)) continue;
       const t1 = performance.now();
       let got: PgRun[];
@@ -165,6 +211,8 @@ async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: str
   try {
     const attached = setup.target === ""
       ? await attachFloor(image, work, cleanups)
+      : setup.target === "nbdkit-memory"
+      ? await attachNbdkit(setup.nbdkitPlugin ?? "memory", image, work, cleanups)
       : await attachLsvd(ctx, setup, image, work, cleanups);
     const pg = new PostgresServer(join(attached.mountPoint, "pgdata"), freePort());
     await pg.start();
@@ -176,14 +224,18 @@ async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: str
     });
     // The copied database starts cold: read every table and index once (sequentially, into the page
     // cache), so the runs measure commits rather than first reads of pages through the WAN.
-    await pg.query(
-      "CREATE EXTENSION IF NOT EXISTS pg_prewarm; " +
-        "SELECT sum(pg_prewarm(c.oid::regclass, 'read')) FROM pg_class c " +
-        "WHERE c.relname LIKE 'pgbench%' AND c.relkind IN ('r', 'i')",
-    );
+    if (!setup.select) {
+      await pg.query(
+        "CREATE EXTENSION IF NOT EXISTS pg_prewarm; " +
+          "SELECT sum(pg_prewarm(c.oid::regclass, 'read')) FROM pg_class c " +
+          "WHERE c.relname LIKE 'pgbench%' AND c.relkind IN ('r', 'i')",
+      );
+    }
     const runs: PgRun[] = [];
     for (const clients of s.pgClients) {
-      runs.push({ setup: setup.name, clients, figures: await measureRun(pg, s, clients, work, attached) });
+      if (setup.select) await coldStart(pg);
+      const figures = await measureRun(pg, s, { clients, work, attached, select: setup.select === true });
+      runs.push({ setup: setup.name, clients, figures });
     }
     const rss = attached.pid === undefined ? NaN : await procStatusBytes(attached.pid, "VmHWM") / 2 ** 20;
     for (const r of runs) r.figures.peakRssMiB = rss;
@@ -221,7 +273,7 @@ async function attachLsvd(
   cleanups: (() => Promise<unknown>)[],
 ): Promise<Attached> {
   const socketPath = join(work, "lsvd.sock");
-  const isRgw = setup.target === "lsvd-rgw";
+  const isRgw = setup.target === "lsvd-rgw" || setup.target === "lsvd-rgw-diskcache";
   const s3 = ctx.s3;
   if (isRgw && s3 === undefined) {
     throw new Error("Cannot run Postgres on lsvd-rgw: no S3 backend was started");
@@ -230,20 +282,25 @@ async function attachLsvd(
   const bucketName = isRgw ? await s3!.newBucket() : undefined;
   if (bucketName !== undefined) cleanups.unshift(() => s3!.dropBucket(bucketName));
   const metricsPort = freePort();
-  const daemon = await startLsvd({ ...ctx, volumeBytes: PG_VOLUME_BYTES }, {
-    socketPath,
-    storeArgs: bucketName === undefined ? ["--dir", dir] : ["--bucket", bucketName, "--path-style"],
-    wan: isRgw,
-    label: setup.name,
-    extraArgs: [
-      "--flush-policy",
-      setup.flushPolicy!,
-      ...(setup.extraArgs ?? []),
-      ...(setup.journal ? ["--journal", join(work, "journal")] : []),
-      "--metrics",
-      `127.0.0.1:${metricsPort}`,
-    ],
-  });
+  const start = () =>
+    startLsvd({ ...ctx, volumeBytes: PG_VOLUME_BYTES }, {
+      socketPath,
+      storeArgs: bucketName === undefined ? ["--dir", dir] : ["--bucket", bucketName, "--path-style"],
+      wan: isRgw,
+      label: setup.name,
+      extraArgs: [
+        "--flush-policy",
+        setup.flushPolicy!,
+        ...(setup.extraArgs ?? []),
+        ...(setup.journal ? ["--journal", join(work, "journal")] : []),
+        ...(setup.cacheDir
+          ? ["--cache-dir", join(work, "cache"), "--cache-dir-size", String(PG_VOLUME_BYTES)]
+          : []),
+        "--metrics",
+        `127.0.0.1:${metricsPort}`,
+      ],
+    });
+  let daemon = await start();
   cleanups.unshift(async () => {
     const code = await daemon.stop();
     if (code !== 0) {
@@ -252,6 +309,17 @@ async function attachLsvd(
   });
   const uri = `nbd+unix:///lsvd?socket=${socketPath}`;
   await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
+  if (setup.select) {
+    // What fills a disk cache is reads from the store (data just written is not kept): a restart
+    // empties the memory cache, then one whole read pass; both select-only set-ups alike, so they
+    // differ only in --cache-dir.
+    const code = await daemon.stop();
+    if (code !== 0) {
+      throw new Error(`lsvd (${setup.name}) did not stop cleanly: exit ${code}\n${daemon.output}`);
+    }
+    daemon = await start();
+    await checked("nbdcopy", [uri, "null:"], 600_000);
+  }
   const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
   cleanups.unshift(() => fs.detach());
   const meter: Meter = {
@@ -263,19 +331,61 @@ async function attachLsvd(
         gets: m.get('lsvd_store_requests_total{op="get"}') ?? NaN,
         uploadedBytes: m.get("lsvd_store_uploaded_bytes_total") ?? NaN,
         wirePuts: wire.PUT ?? NaN,
+        diskHits: m.get("lsvd_disk_cache_hits_total") ?? NaN,
       };
     },
   };
   return { mountPoint: fs.mountPoint, meter, pid: daemon.pid };
 }
 
-async function measureRun(
-  pg: PostgresServer,
-  s: Scale,
-  clients: number,
+/** The same database through nbdkit (memory, or file on a local copy), nbdfuse and a loop device. */
+async function attachNbdkit(
+  plugin: "memory" | "file",
+  image: string,
   work: string,
-  attached: Attached,
-): Promise<Figures> {
+  cleanups: (() => Promise<unknown>)[],
+): Promise<Attached> {
+  const socketPath = join(work, "nbdkit.sock");
+  const file = join(work, "disk.img");
+  if (plugin === "file") await checked("cp", ["--sparse=always", image, file]);
+  const daemon = await startDaemon("nbdkit", {
+    args: [
+      ...["--foreground", "--exit-with-parent", "--unix", socketPath],
+      ...(plugin === "file" ? ["file", file] : ["memory", `size=${PG_VOLUME_BYTES}`]),
+    ],
+    env: {},
+    label: `nbdkit ${plugin}`,
+  });
+  cleanups.unshift(() => daemon.stop(5_000));
+  await waitForPath(socketPath, 30_000);
+  const uri = `nbd+unix:///?socket=${socketPath}`;
+  if (plugin === "memory") {
+    await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
+  }
+  const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
+  cleanups.unshift(() => fs.detach());
+  return { mountPoint: fs.mountPoint, meter: undefined, pid: undefined };
+}
+
+/** Select-only runs start cold: Postgres restarted (empty shared buffers), page cache dropped. */
+async function coldStart(pg: PostgresServer): Promise<void> {
+  const code = await pg.stop();
+  if (code !== 0) throw new Error(`postgres did not stop cleanly: exit ${code}\n${pg.log}`);
+  await checked("sync", []);
+  await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1\n");
+  await pg.start();
+}
+
+interface RunSpec {
+  clients: number;
+  work: string;
+  attached: Attached;
+  /** pgbench -S instead of TPC-B. */
+  select: boolean;
+}
+
+async function measureRun(pg: PostgresServer, s: Scale, spec: RunSpec): Promise<Figures> {
+  const { clients, work, attached } = spec;
   await pg.query("CHECKPOINT");
   const before = await counters(pg, attached);
   const logDir = join(work, `log-${clients}`);
@@ -284,6 +394,7 @@ async function measureRun(
     ...connection(pg),
     "-n",
     "-r",
+    ...(spec.select ? ["-S"] : []),
     "-c",
     String(clients),
     "-j",
@@ -325,6 +436,8 @@ async function measureRun(
     wirePutsPerTxn: (after.wirePuts - before.wirePuts) / transactions,
     putsPerTxn,
     getsPerTxn,
+    // Disk-cache reads that were served (lsvd_disk_cache_hits_total; NaN without --cache-dir).
+    diskCacheHits: after.diskHits - before.diskHits,
     bucketBytesPerTxn: isLsvd ? (after.uploadedBytes - before.uploadedBytes) / transactions : NaN,
     walBytesPerTxn: (after.walBytes - before.walBytes) / transactions,
     dataBytesPerTxn: (after.dataBytes - before.dataBytes) / transactions,
@@ -352,6 +465,7 @@ async function measureRun(
       gets: m?.gets ?? NaN,
       uploadedBytes: m?.uploadedBytes ?? NaN,
       wirePuts: m?.wirePuts ?? NaN,
+      diskHits: m?.diskHits ?? NaN,
       cpuTicks: a.pid === undefined ? 0 : await cpuTicks(a.pid),
     };
   }

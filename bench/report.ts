@@ -288,7 +288,7 @@ function postgresTable(run: RunRecord): string[] {
   if (run.postgres.length === 0) return [];
   const f = (r: PgRun, k: string) => formatNumber(r.figures[k] ?? NaN);
   const lines = [
-    `### Postgres: pgbench TPC-B (scale ${run.scale.pgScale}, ${run.scale.pgSeconds} s per run, one run each)`,
+    `### Postgres: pgbench TPC-B, -S for *-select set-ups (scale ${run.scale.pgScale}, ${run.scale.pgSeconds} s per run, one run each)`,
     "",
     "Transaction latency from `pgbench --log`; END = average latency of the COMMIT statement (`pgbench -r`). " +
     "PUTs, GETs and bucket bytes are lsvd's own counts (`--metrics`); on RGW the PUTs counted on the wire " +

@@ -10,6 +10,7 @@
  *   --scale tiny|small|full  --rounds N  --targets a,b  --workloads x,y  --delay-ms 20
  *   --no-memory  --no-restart  --json PATH (machine-readable results)
  *   --workloads postgres                 pgbench on Postgres (bench/postgres.ts): runs only when named
+ *   --workloads postgres-select          pgbench -S on a cold device, with and without --cache-dir
  *
  * Exits 1 when any measurement failed; a MISS is a finding, printed, and does not fail the run.
  */
@@ -43,6 +44,8 @@ interface BenchOptions {
   jsonPath: string | undefined;
   /** The Postgres phase (bench/postgres.ts): runs only when "postgres" is named in --workloads. */
   postgres: boolean;
+  /** pgbench -S (bench/postgres.ts PG_SELECT_SETUPS): only when "postgres-select" is named. */
+  postgresSelect: boolean;
 }
 
 function list(text: string | undefined, known: string[], what: string, defaults = known): string[] {
@@ -117,7 +120,7 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
   const fioNames = WORKLOADS.map((w) => w.name);
   const names = list(
     values.workloads,
-    [...fioNames, "postgres"],
+    [...fioNames, "postgres", "postgres-select"],
     "workload",
     fioNames.filter((n) => n !== randReadBeyondCacheWan.name),
   );
@@ -138,6 +141,7 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
     writeResults: values["write-results"] === true,
     jsonPath: values.json,
     postgres: names.includes("postgres"),
+    postgresSelect: names.includes("postgres-select"),
   };
 }
 
@@ -228,18 +232,20 @@ async function runMemoryAndRestart(ctx: TargetContext, o: BenchOptions, run: Run
 }
 
 async function runPostgres(ctx: TargetContext, o: BenchOptions, run: RunRecord): Promise<void> {
-  if (!o.postgres) return;
-  try {
-    run.postgres = await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line), (message) => {
+  for (const select of [false, true]) {
+    if (!(select ? o.postgresSelect : o.postgres)) continue;
+    const fail = (message: string) => {
       console.log("postgres ERROR");
       console.error(message);
       run.errors.push(message);
-    });
-  } catch (e) {
-    const message = `postgres: ${(e as Error).message}`;
-    console.log("postgres ERROR");
-    console.error(message);
-    run.errors.push(message);
+    };
+    try {
+      run.postgres.push(
+        ...await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line), fail, select),
+      );
+    } catch (e) {
+      fail(`postgres: ${(e as Error).message}`);
+    }
   }
 }
 

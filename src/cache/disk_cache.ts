@@ -169,6 +169,15 @@ export class DiskCache {
     return true;
   }
 
+  /** True when every one of these sectors of object `sequence` is held (not yet checked: read() checks). */
+  has(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
+    if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
+    for (let k = 0; k < lengthSectors; k++) {
+      if (!this.#keys.has(keyOf(sequence, offsetSectors + k))) return false;
+    }
+    return true;
+  }
+
   /** Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK. */
   add(key: string, sequence: number, offsetSectors: number, body: Uint8Array): void {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return;

@@ -121,7 +121,11 @@ export class DirectoryJournalFiles implements JournalFiles {
       file = await Deno.open(join(this.#dir, name), { append: true });
       this.#open.set(name, file);
     }
-    for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
+    // Synchronous: appending lands in the OS page cache in microseconds, less than the two trips
+    // through Deno's blocking-op thread pool an async write costs (a dup'd descriptor and a thread
+    // wake-up; measured in bench/RESULTS.md, issue 23 commits), the same trade as the directory
+    // store's pread (file_handles.ts): a write the kernel throttles holds the event loop meanwhile.
+    for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
   }
 
   async sync(name: string): Promise<void> {

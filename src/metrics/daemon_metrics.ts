@@ -55,6 +55,16 @@ export function registerDaemonMetrics(
     "Resident memory of the lsvd process",
     () => Deno.memoryUsage().rss,
   );
+  // Where the resident memory is: the JavaScript heap, and ArrayBuffers outside it (object bodies).
+  registry.gauge("lsvd_process_heap_used_bytes", "V8 heap in use (JavaScript objects)", () => {
+    return Deno.memoryUsage().heapUsed;
+  });
+  registry.gauge("lsvd_process_heap_total_bytes", "V8 heap reserved", () => Deno.memoryUsage().heapTotal);
+  registry.gauge(
+    "lsvd_process_external_bytes",
+    "Memory V8 accounts outside its heap (ArrayBuffers: object bodies, caches)",
+    () => Deno.memoryUsage().external,
+  );
 }
 
 /** Reads one figure of the open volume, undefined before it is open. */

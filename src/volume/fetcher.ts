@@ -87,6 +87,17 @@ export class Fetcher {
     return o.disk !== undefined && this.#diskNow(o.disk, sequence, offsetSectors, dest);
   }
 
+  /**
+   * True when readNow() can answer these sectors from the disk cache (held there, the object's table
+   * kept): a read-ahead then leaves them where they are instead of copying them into memory early.
+   */
+  heldLocally(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
+    const disk = this.#o.disk;
+    if (disk === undefined || !this.#o.verify) return false;
+    const table = this.#o.tables.kept(sequence);
+    return table !== undefined && table !== null && disk.has(sequence, offsetSectors, lengthSectors);
+  }
+
   /** The disk cache's answer when the object's CRC table is kept (else get() loads it). */
   #diskNow(disk: DiskCache, sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
     const table = this.#o.verify ? this.#o.tables.kept(sequence) : null;

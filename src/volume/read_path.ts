@@ -125,6 +125,8 @@ export class ReadPath {
     s.map.lookup(startSector, end - startSector, (e) => {
       if (s.inflightBody(e.sequence) !== undefined) return;
       if (s.cache.has(e.sequence, e.offsetSectors, e.lengthSectors)) return;
+      // Read at once from the local disk when asked for: copying it ahead only costs memory.
+      if (s.fetcher.heldLocally(e.sequence, e.offsetSectors, e.lengthSectors)) return;
       pieces.push({ ...e, destSector: 0 });
     });
     for (const run of coalesce(pieces)) {

@@ -105,6 +105,16 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     assert.match(new TextDecoder().decode(status.stdout), /Disk cache\s+4\.0 MiB of 1[56]\.\d MiB, \d+ hits/);
     assert.equal((await d.stop()).code, 0);
 
+    // Sequential reads of what the disk cache holds (the object's table loaded by a first read):
+    // read-ahead leaves those sectors on disk, where each read finds them at once, instead of
+    // copying them into memory early (which cost a disk-cache read per window, and memory).
+    d = await serve(withCache);
+    const sequential = [0, 1, 2, 3, 4, 5].flatMap((i) => ["-c", `read -P 0x5a ${i * 64}K 64K`]);
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 3M 4K", ...sequential]);
+    m = await scrape(await metricsUrl(d));
+    assert.equal(m.lsvd_disk_cache_hits_total, 1 + 6, JSON.stringify(m));
+    assert.equal((await d.stop()).code, 0);
+
     // A flipped byte in the cache with the store damaged too: EIO, never the damaged cache bytes.
     damage(join(cacheDir, DATA_FILE), 0, 4 << 20);
     d = await serve(withCache);

@@ -90,10 +90,17 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
         "lsvd_crc_table_bytes",
         "lsvd_damaged_reads",
         "lsvd_nbd_connections",
+        "lsvd_process_heap_used_bytes",
+        "lsvd_process_heap_total_bytes",
+        "lsvd_process_external_bytes",
       ]
     ) {
       assert.equal(before.get(name)?.type, "gauge", name);
     }
+    // Where the resident memory is (issue 23): the V8 heap in use is part of what is reserved.
+    assert(value(before, "lsvd_process_heap_used_bytes") > 0);
+    assert(value(before, "lsvd_process_heap_total_bytes") >= value(before, "lsvd_process_heap_used_bytes"));
+    assert(value(before, "lsvd_process_external_bytes") > 0);
     assert.equal(before.get("lsvd_store_request_duration_seconds")?.type, "histogram");
     assert.equal(value(before, "lsvd_volume_size_bytes"), 64 << 20);
     const putsBefore = value(before, "lsvd_store_requests_total", { op: "put" });

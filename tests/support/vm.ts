@@ -3,7 +3,8 @@
  * Boots a throwaway VM for tests that need a kernel feature this machine lacks (the nbd module):
  * Debian's kernel under `qemu-system-x86_64 -accel tcg` (KVM hangs here), a busybox initramfs
  * built at test time, the host's root shared read-only over 9p as the guest's root, and one host
- * directory shared read-write at the same path so state survives across boots. The guest runs one
+ * directory shared read-write at the same path so state survives across boots, and optionally a
+ * blank virtio disk (/dev/vda: a local disk, as a Fly machine's NVMe, for a --cache-dir). The guest runs one
  * shell script chrooted into the host root, prints a unique marker with the exit code and powers off.
  */
 
@@ -23,6 +24,7 @@ const GUEST_MODULES = [
   "net/9p/9pnet_virtio.ko",
   "fs/9p/9p.ko",
   "drivers/block/nbd.ko",
+  "drivers/block/virtio_blk.ko",
   "lib/crc16.ko",
   "fs/mbcache.ko",
   "fs/jbd2/jbd2.ko",
@@ -49,6 +51,8 @@ export interface VmRunOptions {
   cpus?: number;
   /** Extra environment for the script. */
   env?: Record<string, string>;
+  /** Size of a blank (sparse) virtio disk the guest sees as /dev/vda; none when unset. */
+  diskBytes?: number;
 }
 
 export interface VmResult {
@@ -99,7 +103,13 @@ export async function runInVm(options: VmRunOptions): Promise<VmResult> {
     const initrdPath = `${workDir}/initrd.cpio`;
     const init = initScript({ sharedDir: options.sharedDir, scriptPath, marker, env: options.env ?? {} });
     await Deno.writeFile(initrdPath, buildInitramfs(kernel, init));
-    const consoleText = await runQemu({ kernel, initrdPath, options, marker });
+    let diskPath: string | undefined;
+    if (options.diskBytes !== undefined) {
+      diskPath = `${workDir}/disk.img`;
+      await Deno.writeFile(diskPath, new Uint8Array());
+      await Deno.truncate(diskPath, options.diskBytes);
+    }
+    const consoleText = await runQemu({ kernel, initrdPath, options, marker, diskPath });
     await Deno.remove(scriptPath).catch(() => {});
     const match = consoleText.match(new RegExp(`${marker} exit=(\\d+)`));
     if (!match) {
@@ -125,6 +135,7 @@ interface QemuRun {
   initrdPath: string;
   options: VmRunOptions;
   marker: string;
+  diskPath: string | undefined;
 }
 
 async function runQemu(run: QemuRun): Promise<string> {
@@ -166,6 +177,9 @@ function qemuArgs(run: QemuRun): string[] {
     ...["-accel", "tcg", "-m", String(options.memoryMb ?? 2048), "-smp", String(options.cpus ?? 2)],
     ...["-nographic", "-no-reboot", "-nic", "none"],
     ...["-kernel", run.kernel.kernelPath, "-initrd", run.initrdPath],
+    ...(run.diskPath === undefined
+      ? []
+      : ["-drive", `file=${run.diskPath},format=raw,if=virtio,cache=unsafe`]),
     ...["-append", "console=ttyS0 panic=-1 loglevel=4"],
     "-virtfs",
     "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",

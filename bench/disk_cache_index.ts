@@ -1,0 +1,77 @@
+/**
+ * @module
+ * What the disk cache's index costs in memory (issue 23: "a stated cost per GiB cached"): opens a
+ * DiskCache of --size-mib in a temporary directory, fills every slot, and reports the V8 heap and
+ * the memory outside it (typed arrays) at open and after the fill, each after a forced full GC.
+ * The per-slot arrays are allocated at open; the Map from (object, sector) to slot grows per entry.
+ *
+ *   deno run -A --v8-flags=--expose-gc bench/disk_cache_index.ts --size-mib 1024
+ */
+
+import { parseArgs } from "node:util";
+import { DiskCache } from "../src/cache/disk_cache.ts";
+
+const MiB = 2 ** 20;
+const FILL_SECTORS = 256;
+
+export interface IndexCost {
+  slots: number;
+  /** Bytes at open (typed arrays for every slot), heap + external. */
+  openBytes: number;
+  /** Bytes the fill added (the Map's entries), heap + external. */
+  fillBytes: number;
+  /** (open + fill) per GiB of SIZE. */
+  bytesPerGiB: number;
+}
+
+export async function measureIndexCost(sizeBytes: number): Promise<IndexCost> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error("Run with --v8-flags=--expose-gc: the figures need a full GC");
+  const used = () => {
+    gc();
+    gc();
+    const m = Deno.memoryUsage();
+    return m.heapUsed + m.external;
+  };
+  const dir = await Deno.makeTempDir({ prefix: "lsvd-bench-index-" });
+  const body = new Uint8Array(FILL_SECTORS * 4096); // allocated before the first figure
+  try {
+    const before = used();
+    const cache = DiskCache.open({ dir, sizeBytes, identity: "bench", log: () => {} });
+    try {
+      const opened = used();
+      for (let sequence = 0; cache.sectors < cache.slots; sequence++) {
+        const sectors = Math.min(FILL_SECTORS, cache.slots - cache.sectors);
+        cache.add(`bench/${sequence}`, sequence, 0, body.subarray(0, sectors * 4096));
+      }
+      const filled = used();
+      return {
+        slots: cache.slots,
+        openBytes: opened - before,
+        fillBytes: filled - opened,
+        bytesPerGiB: (filled - before) / (sizeBytes / 2 ** 30),
+      };
+    } finally {
+      cache.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+export async function main(args: string[]): Promise<IndexCost> {
+  const { values } = parseArgs({ args, options: { "size-mib": { type: "string", default: "1024" } } });
+  const sizeMib = Number(values["size-mib"]);
+  if (!(Number.isInteger(sizeMib) && sizeMib >= 1)) {
+    throw new Error(`Invalid --size-mib ${values["size-mib"]}`);
+  }
+  const cost = await measureIndexCost(sizeMib * MiB);
+  const mib = (n: number) => (n / MiB).toFixed(2);
+  console.log(`--cache-dir-size ${sizeMib} MiB: ${cost.slots} slots, all filled`);
+  console.log(`at open (typed arrays, every slot): ${mib(cost.openBytes)} MiB`);
+  console.log(`the fill (Map entries):             ${mib(cost.fillBytes)} MiB`);
+  console.log(`per GiB of SIZE:                    ${mib(cost.bytesPerGiB)} MiB`);
+  return cost;
+}
+
+if (import.meta.main) await main(Deno.args);

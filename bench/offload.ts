@@ -106,11 +106,14 @@ async function workers(path: string, seconds: number, count: number, verify: boo
   const sectors = new Int32Array(shared, (1 + count + DEPTH) * 4, DEPTH);
   const view = new Uint8Array(data);
   const reply = new Uint8Array(SECTOR_BYTES * DEPTH);
+  const ready: Promise<unknown>[] = [];
   const pool = Array.from({ length: count }, (_, worker) => {
     const w = new Worker(new URL("./offload_worker.ts", import.meta.url), { type: "module" });
+    ready.push(new Promise((resolve) => (w.onmessage = resolve)));
     w.postMessage({ path, shared, data, slots: DEPTH, worker, workers: count, verify });
     return w;
   });
+  await Promise.all(ready);
   const ring = (worker: number) => {
     Atomics.add(control, 1 + worker, 1);
     Atomics.notify(control, 1 + worker);

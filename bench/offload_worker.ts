@@ -38,6 +38,7 @@ scope.onmessage = (event: MessageEvent<Start>) => {
   const fd = fs.openSync(s.path, "r");
   const mine: number[] = [];
   for (let i = s.worker; i < s.slots; i += s.workers) mine.push(i);
+  scope.postMessage("ready"); // the main thread starts its clock only now (loading a worker takes time)
   for (;;) {
     const bell = Atomics.load(control, 1 + s.worker);
     if (bell < 0) break; // the main thread is done

@@ -9,7 +9,7 @@
  *   worker-N     N Web Workers pread into SharedArrayBuffer slots, QD32, the main thread waking on
  *                Atomics.waitAsync (no message per read, the cheapest hand-off JavaScript has)
  *   worker-N-crc the same, the workers also computing the CRC-32
- * For each: reads per second, and CPU per read on the main thread (from /proc/self/task/PID/stat)
+ * For each: reads per second, and CPU per read on the main thread (from /proc/thread-self/stat)
  * and in the whole process. The main thread's CPU per read is what bounds one thread's IOPS.
  *
  *   deno run -A bench/offload.ts                 # 3 rounds of 3 s
@@ -34,13 +34,13 @@ interface Sample {
   processUsPerRead: number;
 }
 
-/** utime + stime of the main thread (task PID) and of the process, in ms. */
+/** utime + stime of this JavaScript thread and of the process, in ms (`deno test` runs JS off the main thread). */
 function cpuMs(): { main: number; all: number } {
   const ticks = (path: string) => {
     const fields = Deno.readTextFileSync(path).split(") ")[1]!.split(" ");
     return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_MS; // fields 14 and 15 of stat
   };
-  return { main: ticks(`/proc/self/task/${Deno.pid}/stat`), all: ticks("/proc/self/stat") };
+  return { main: ticks("/proc/thread-self/stat"), all: ticks("/proc/self/stat") };
 }
 
 function randomSector(): number {

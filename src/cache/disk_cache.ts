@@ -59,6 +59,11 @@ export interface DiskCacheCounters {
 export class DiskCache {
   readonly dir: string;
   readonly slots: number;
+  /**
+   * The writer also keeps what it uploads here (a remote store: reading it back would be a GET). A
+   * local directory store's objects are local files already, so nothing is copied for it.
+   */
+  keepsUploads = false;
   #data: Deno.FsFile;
   #index: Deno.FsFile;
   #lockPath: string;
@@ -97,7 +102,9 @@ export class DiskCache {
    * `sizeBytes` on disk. Throws LsvdError "invalid" with one line when DIR is not usable, is used
    * by another live daemon, or holds another volume's cache.
    */
-  static open(o: { dir: string; sizeBytes: number; identity: string; log: Logger }): DiskCache {
+  static open(
+    o: { dir: string; sizeBytes: number; identity: string; log: Logger; keepsUploads?: boolean },
+  ): DiskCache {
     const slots = Math.floor((o.sizeBytes - SMALL_FILES_BYTES) / SLOT_DISK_BYTES);
     if (slots < 1) {
       throw new LsvdError("invalid", `Cannot use --cache-dir-size ${o.sizeBytes}: at least 16 KiB is needed`);
@@ -118,6 +125,7 @@ export class DiskCache {
       if (data.statSync().size > slots * SECTOR_BYTES) data.truncateSync(slots * SECTOR_BYTES);
       if (index.statSync().size > slots * INDEX_RECORD_BYTES) index.truncateSync(slots * INDEX_RECORD_BYTES);
       const cache = new DiskCache(o.dir, slots, { data, index, lockPath }, o.log);
+      cache.keepsUploads = o.keepsUploads ?? false;
       cache.#load();
       return cache;
     } catch (e) {

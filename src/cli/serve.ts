@@ -687,6 +687,7 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
       ...config.cacheDir,
       identity: `${config.store.description}, prefix "${config.prefix}"`,
       log,
+      keepsUploads: config.storeRemote,
     });
   } catch (e) {
     await listeners.close();

@@ -17,6 +17,7 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { logKey } from "../format/keys.ts";
+import { dataBytesOf, decodeHeader, HEADER_BYTES } from "../format/object.ts";
 import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
@@ -534,12 +535,27 @@ export class LogWriter {
       );
     }
     this.#uploaded(sequence, bytes);
+    this.#keepOnDisk(key, sequence, stored);
     // Stored, and no longer served from memory (the cache copied what it keeps): nothing holds the
     // body now, unless an earlier attempt was abandoned at its deadline with the body still queued.
     if (!retried) {
       this.#open.recycle(bytes);
       if (stored !== bytes) this.#encrypted?.recycle(stored);
     }
+  }
+
+  /**
+   * `--cache-dir` on a remote store: a stored object's data, as stored (sealed when encrypted), goes
+   * to the disk cache too, so reading it back once the memory cache let it go, or after a restart,
+   * costs no data GET (issue 23; read back, it is checked against the object's stored CRC table like
+   * any cached sector). Not for a directory store, whose objects are local files already
+   * (DiskCache.keepsUploads, set by serve for a bucket).
+   */
+  #keepOnDisk(key: string, sequence: number, stored: Uint8Array): void {
+    const disk = this.#o.diskCache;
+    if (disk === undefined || !disk.keepsUploads) return;
+    const dataBytes = dataBytesOf(decodeHeader(stored.subarray(0, HEADER_BYTES)));
+    if (dataBytes > 0) disk.add(key, sequence, 0, stored.subarray(HEADER_BYTES, HEADER_BYTES + dataBytes));
   }
 
   #uploaded(sequence: number, bytes: Uint8Array): void {

@@ -184,7 +184,8 @@ Deno.test("serve --cache-dir: an object number a rollback reused is read from th
 });
 
 Deno.test({
-  name: "serve --cache-dir on Ceph RGW: a restarted daemon reads cached data with no data GET",
+  name:
+    "serve --cache-dir on Ceph RGW: a restarted daemon reads cached data, written or read before, with no data GET",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -212,8 +213,13 @@ Deno.test({
       let d = await serve(["--size", "32M"]);
       await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "write -P 0x5a 0 4M", "-c", "flush"]);
       assert.equal((await d.stop()).code, 0);
+      // Data just uploaded went to the disk cache: read back after a restart, it needs no data GET.
       d = await serve();
+      const fresh = await downloaded(d);
       await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
+      const uploaded = await downloaded(d);
+      assert(uploaded.hits >= 1, JSON.stringify(uploaded));
+      assert(uploaded.bytes - fresh.bytes < 64 * 1024, `${uploaded.bytes - fresh.bytes} bytes downloaded`);
       assert.equal((await d.stop()).code, 0);
       d = await serve();
       const before = await downloaded(d);

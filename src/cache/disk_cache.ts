@@ -186,32 +186,62 @@ export class DiskCache {
     return true;
   }
 
-  /** Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK. */
+  /**
+   * Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK. Sectors that
+   * land in consecutive slots (an empty cache, or CLOCK sweeping unreferenced slots) are written with
+   * one data write and one index write per run, not two per sector: a whole object just uploaded
+   * costs a few system calls, not thousands.
+   */
   add(key: string, sequence: number, offsetSectors: number, body: Uint8Array): void {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return;
     const sectors = body.length / SECTOR_BYTES;
     assert(Number.isInteger(sectors) && offsetSectors + sectors <= OFFSET_LIMIT, "bad disk cache range");
     const keyCrc = crc32(ENCODER.encode(key));
+    // Slots are taken (and their keys set) at once, as CLOCK hands them out; the writes wait for
+    // the end of a run of consecutive slots. A slot CLOCK takes back meanwhile (a cache smaller
+    // than the object) ends the run first, so its later sector is written after the earlier one.
+    let run: { slot: number; sector: number; count: number } | undefined;
+    const flush = (): boolean => {
+      if (run === undefined) return true;
+      const { slot, sector, count } = run;
+      run = undefined;
+      const data = body.subarray(sector * SECTOR_BYTES, (sector + count) * SECTOR_BYTES);
+      if (this.#writeRun(slot, count, data, { sequence, offset: offsetSectors + sector, keyCrc })) {
+        this.#counters.fills += count;
+        return true;
+      }
+      for (let i = 0; i < count; i++) this.#unset(slot + i);
+      return false;
+    };
     for (let k = 0; k < sectors; k++) {
       const key64 = keyOf(sequence, offsetSectors + k);
-      if (this.#keys.has(key64)) continue;
-      const slot = this.#victim();
-      if (
-        !this.#write(
-          slot,
-          body.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES),
-          sequence,
-          offsetSectors + k,
-          keyCrc,
-        )
-      ) {
-        return;
+      if (this.#keys.has(key64)) {
+        if (!flush()) return;
+        continue;
       }
+      const slot = this.#victim();
       this.#slotKey[slot] = key64;
       this.#slotKeyCrc[slot] = keyCrc;
       this.#keys.set(key64, slot);
-      this.#counters.fills++;
+      if (run !== undefined && slot === run.slot + run.count && k === run.sector + run.count) {
+        run.count++;
+        continue;
+      }
+      if (!flush()) {
+        this.#unset(slot);
+        return;
+      }
+      run = { slot, sector: k, count: 1 };
     }
+    flush();
+  }
+
+  /** A slot taken for a write that did not happen: empty again (its record may be torn). */
+  #unset(slot: number): void {
+    const key = this.#slotKey[slot]!;
+    if (this.#keys.get(key) === slot) this.#keys.delete(key);
+    this.#slotKey[slot] = EMPTY;
+    this.#free[this.#freeCount++] = slot;
   }
 
   /** Closes the files and removes the lock; the entries stay for the next start. */
@@ -307,21 +337,31 @@ export class DiskCache {
     return false;
   }
 
-  /** Data first, then its index record: a crash between them leaves a record whose CRC check fails. */
-  #write(slot: number, sector: Uint8Array, sequence: number, offset: number, keyCrc: number): boolean {
-    const view = new DataView(this.#record.buffer);
-    view.setFloat64(0, sequence + 1);
-    view.setUint32(8, offset);
-    view.setUint32(12, keyCrc);
+  /**
+   * Data first, then the index records (slots `first`.. `first + count - 1`, sectors `at.offset`..):
+   * a crash between them leaves records whose CRC check fails.
+   */
+  #writeRun(
+    first: number,
+    count: number,
+    data: Uint8Array,
+    at: { sequence: number; offset: number; keyCrc: number },
+  ): boolean {
+    const records = count === 1 ? this.#record : new Uint8Array(count * INDEX_RECORD_BYTES);
+    const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+    for (let i = 0; i < count; i++) {
+      view.setFloat64(i * INDEX_RECORD_BYTES, at.sequence + 1);
+      view.setUint32(i * INDEX_RECORD_BYTES + 8, at.offset + i);
+      view.setUint32(i * INDEX_RECORD_BYTES + 12, at.keyCrc);
+    }
     try {
-      this.#data.seekSync(slot * SECTOR_BYTES, Deno.SeekMode.Start);
-      writeFully(this.#data, sector);
-      this.#index.seekSync(slot * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
-      writeFully(this.#index, this.#record);
+      this.#data.seekSync(first * SECTOR_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#data, data);
+      this.#index.seekSync(first * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
+      writeFully(this.#index, records);
       return true;
     } catch (e) {
-      this.#ioError("write", e);
-      this.#free[this.#freeCount++] = slot; // empty again: its record may be torn, its key unset
+      this.#ioError("write", e); // the caller empties the slots
       return false;
     }
   }

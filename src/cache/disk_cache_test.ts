@@ -179,3 +179,47 @@ Deno.test("DiskCache survives a torn index (kill -9 mid-fill) and a full disk wi
   c.close();
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("DiskCache.add() writes a whole object in runs of slots, and an object larger than the cache keeps only right bytes", () => {
+  const dir = Deno.makeTempDirSync();
+  const big = sectors(100, 3);
+  // 1 MiB: 255 slots. A 100-sector object goes into consecutive empty slots; read back after a reopen.
+  let c = open(dir);
+  c.add("v/0000000000000009", 9, 0, big.body);
+  assert.equal(c.counters.fills, 100);
+  c.close();
+  c = open(dir);
+  const out = new Uint8Array(100 * S);
+  assert(c.read("v/0000000000000009", 9, 0, out, big.table));
+  assert.deepEqual(out, big.body);
+  // Three more objects through a cache of 255 slots: CLOCK takes back slots of the same add.
+  for (let seq = 10; seq < 13; seq++) {
+    c.add(`v/${seq.toString(16).padStart(16, "0")}`, seq, 0, sectors(100, seq).body);
+  }
+  let kept = 0;
+  for (let seq = 9; seq < 13; seq++) {
+    const object = seq === 9 ? big : sectors(100, seq);
+    for (let k = 0; k < 100; k++) {
+      const one = new Uint8Array(S);
+      if (!c.read(`v/${seq.toString(16).padStart(16, "0")}`, seq, k, one, object.table)) continue;
+      assert.deepEqual(one, object.body.subarray(k * S, (k + 1) * S), `object ${seq} sector ${k}`);
+      kept++;
+    }
+  }
+  assert.equal(c.counters.dropped, 0, "a slot held other bytes than its index record said");
+  assert(kept > 200 && kept <= 255, `${kept} sectors kept`);
+  c.close();
+  c = open(dir); // and the same after a reopen: the index file agrees with the data file
+  for (let seq = 10; seq < 13; seq++) {
+    const object = sectors(100, seq);
+    for (let k = 0; k < 100; k++) {
+      const one = new Uint8Array(S);
+      if (c.read(`v/${seq.toString(16).padStart(16, "0")}`, seq, k, one, object.table)) {
+        assert.deepEqual(one, object.body.subarray(k * S, (k + 1) * S));
+      }
+    }
+  }
+  assert.equal(c.counters.dropped, 0, "after a reopen a slot held other bytes than its index record said");
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});

@@ -29,7 +29,7 @@ import { type RunningBackend, startBackend } from "./backend.ts";
 import { fioArgs, type FioDevice, type FioJob, type FioResult, parseFioJson, runFio } from "./fio.ts";
 import { scrapeLsvdMetrics } from "./lsvd_metrics.ts";
 import { type Daemon, procStatusBytes, run, startDaemon, waitForPath } from "./process.ts";
-import { prependToResults } from "./report.ts";
+import { loadAverage, prependToResults } from "./report.ts";
 import { formatNumber } from "./stats.ts";
 import { startLsvd, type TargetContext } from "./targets.ts";
 import { freePort } from "../tests/support/ports.ts";
@@ -402,10 +402,6 @@ function render(args: string[], o: Options, rows: Row[], load: { before: string;
     ...rows.filter((r) => r.note !== undefined).map((r) => `- ${r.name}: ${r.note}`),
     "",
   ].join("\n");
-}
-
-async function loadAverage(): Promise<string> {
-  return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
 }
 
 /** Runs the comparison; prints (and with --write-results records) the table. Returns the rows. */

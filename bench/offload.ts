@@ -19,7 +19,7 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { prependToResults } from "./report.ts";
+import { loadAverage, prependToResults } from "./report.ts";
 import { formatNumber, median } from "./stats.ts";
 import { crc32 } from "../src/format/crc32.ts";
 
@@ -191,7 +191,7 @@ export async function main(args: string[]): Promise<number> {
   const seconds = Number(values.seconds);
   const dir = await Deno.makeTempDir({ prefix: "lsvd-bench-offload-" });
   const samples: Record<string, Sample[]> = Object.fromEntries(Object.keys(MODES).map((m) => [m, []]));
-  const load0 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  const load0 = await loadAverage();
   try {
     const path = await makeFile(dir);
     for (let round = 0; round < rounds; round++) {
@@ -202,7 +202,7 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  const load1 = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  const load1 = await loadAverage();
   const inlineRate = median(samples.inline!.map((s) => s.readsPerSecond));
   const rows = Object.entries(samples).map(([mode, list]) => {
     const rate = median(list.map((s) => s.readsPerSecond));

@@ -433,6 +433,11 @@ export function renderMarkdown(run: RunRecord, plotFile: string | undefined): st
   ].join("\n");
 }
 
+/** The 1, 5 and 15 minute load averages, as printed with each result ("0.43 0.88 1.58"). */
+export async function loadAverage(): Promise<string> {
+  return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+}
+
 /** Puts a run's section first in bench/RESULTS.md (newest run first), after the page's heading. */
 export async function prependToResults(section: string): Promise<void> {
   const path = new URL("./RESULTS.md", import.meta.url);

@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { type RunningBackend, startBackend } from "./backend.ts";
 import { type Figures, measureDevice, measureRaw, RAW_TARGETS } from "./measure.ts";
 import { type FillKind, measureMemory } from "./memory.ts";
-import { allChecks, checksTable, renderMarkdown, type RunRecord } from "./report.ts";
+import { allChecks, checksTable, loadAverage, renderMarkdown, type RunRecord } from "./report.ts";
 import { renderSvg } from "./plot.ts";
 import { measurePostgres } from "./postgres.ts";
 import { measureRestart } from "./restart.ts";
@@ -255,10 +255,6 @@ async function machineDescription(): Promise<string> {
   return `${navigator.hardwareConcurrency} × ${cpu}, ${
     memGiB.toFixed(0)
   } GiB RAM, Deno ${Deno.version.deno}, kernel ${Deno.osRelease()}`;
-}
-
-async function loadAverage(): Promise<string> {
-  return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
 }
 
 async function writeResults(run: RunRecord): Promise<void> {

@@ -83,7 +83,7 @@ export async function planGcRound(
   const points = (await readSnapshots(store, state)).filter((s) => !isStale(s, o.wallNowMs));
   // A live follower reads its pin's point or any later one: every point from it on stays exact
   // (never below what a record or an earlier pass kept: docs/design/followers.md).
-  const followedFrom = Math.min(...points.filter((s) => s.follower === true).map((s) => s.sequence));
+  const followedFrom = followerFloor(points);
   const pmin = Math.max(Math.min(windowStart, followedFrom), kept, floor, o.knownOldThrough);
   const pminMap = await o.sources.mapAt(pmin, present);
   const retained: RetainedMap[] = [{ sequence: pmin, map: pminMap }];
@@ -110,7 +110,7 @@ export async function planGcRound(
     keep,
     movesAllowed: !points.some((s) => s.expiresMs !== undefined && s.follower !== true),
     frozenThrough: cloneFloor(points),
-    movesThrough: followerFloor(points),
+    movesThrough: followedFrom,
     thresholds: o.thresholds,
   });
   return { present, pmin, points, retained, plan };

@@ -2,7 +2,8 @@
  * @module
  * What the disk cache's index costs in memory (issue 23: "a stated cost per GiB cached"): opens a
  * DiskCache of --size-mib in a temporary directory, fills every slot, and reports the V8 heap and
- * the memory outside it (typed arrays) at open and after the fill, each after a forced full GC.
+ * the memory outside it (typed arrays) at open and after the fill, each after a forced full GC,
+ * and how long the fill's writes held the thread (what keeping data just uploaded costs the writer).
  * The per-slot arrays are allocated at open; the Map from (object, sector) to slot grows per entry.
  *
  *   deno run -A --v8-flags=--expose-gc bench/disk_cache_index.ts --size-mib 1024
@@ -22,6 +23,8 @@ export interface IndexCost {
   fillBytes: number;
   /** (open + fill) per GiB of SIZE. */
   bytesPerGiB: number;
+  /** What the fill's writes cost this thread, per 4 MiB added (an object's worth), in ms. */
+  fillMsPer4MiB: number;
 }
 
 export async function measureIndexCost(sizeBytes: number): Promise<IndexCost> {
@@ -40,16 +43,19 @@ export async function measureIndexCost(sizeBytes: number): Promise<IndexCost> {
     const cache = DiskCache.open({ dir, sizeBytes, identity: "bench", log: () => {} });
     try {
       const opened = used();
+      const startedMs = performance.now();
       for (let sequence = 0; cache.sectors < cache.slots; sequence++) {
         const sectors = Math.min(FILL_SECTORS, cache.slots - cache.sectors);
         cache.add(`bench/${sequence}`, sequence, 0, body.subarray(0, sectors * 4096));
       }
+      const fillMs = performance.now() - startedMs;
       const filled = used();
       return {
         slots: cache.slots,
         openBytes: opened - before,
         fillBytes: filled - opened,
         bytesPerGiB: (filled - before) / (sizeBytes / 2 ** 30),
+        fillMsPer4MiB: fillMs / (cache.slots / 1024),
       };
     } finally {
       cache.close();
@@ -71,6 +77,7 @@ export async function main(args: string[]): Promise<IndexCost> {
   console.log(`at open (typed arrays, every slot): ${mib(cost.openBytes)} MiB`);
   console.log(`the fill (Map entries):             ${mib(cost.fillBytes)} MiB`);
   console.log(`per GiB of SIZE:                    ${mib(cost.bytesPerGiB)} MiB`);
+  console.log(`the fill's writes, per 4 MiB added:  ${cost.fillMsPer4MiB.toFixed(2)} ms of this thread`);
   return cost;
 }
 

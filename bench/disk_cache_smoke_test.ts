@@ -51,4 +51,5 @@ Deno.test("bench/disk_cache_index.ts measures the index's memory at a tiny size"
   const perGiB = Number(/per GiB of SIZE: +([\d.]+) MiB/.exec(text)?.[1]);
   // 17 bytes of typed arrays a slot alone are 4.25 MiB per GiB; Map entries come on top.
   assert.ok(perGiB > 4 && perGiB < 64, text);
+  assert.match(text, /the fill's writes, per 4 MiB added: +\d+\.\d\d ms of this thread/);
 });

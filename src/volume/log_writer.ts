@@ -554,8 +554,9 @@ export class LogWriter {
   #keepOnDisk(key: string, sequence: number, stored: Uint8Array): void {
     const disk = this.#o.diskCache;
     if (disk === undefined || !disk.keepsUploads) return;
-    // Where it pays: a 4 MiB object costs the one thread ~7-11 ms to write (bench/RESULTS.md), so
-    // only while the writer has little queued; a stream of writes that keeps uploads busy skips it.
+    // Where it pays: a 4 MiB object costs the one thread ~1 ms to write, 6-12 ms when the kernel
+    // throttles dirty pages (bench/RESULTS.md), so only while the writer has little queued; a
+    // stream of writes that keeps uploads busy skips it.
     if (this.#inflightBytes + this.#open.dataBytes > this.#o.dirtyBytesMax / 4) return;
     const dataBytes = dataBytesOf(decodeHeader(stored.subarray(0, HEADER_BYTES)));
     if (dataBytes > 0) disk.add(key, sequence, 0, stored.subarray(HEADER_BYTES, HEADER_BYTES + dataBytes));

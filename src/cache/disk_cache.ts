@@ -63,7 +63,7 @@ export class DiskCache {
    * The writer also keeps what it uploads here (a remote store: reading it back would be a GET). A
    * local directory store's objects are local files already, so nothing is copied for it.
    */
-  keepsUploads = false;
+  readonly keepsUploads: boolean;
   #data: Deno.FsFile;
   #index: Deno.FsFile;
   #lockPath: string;
@@ -84,8 +84,10 @@ export class DiskCache {
     slots: number,
     files: { data: Deno.FsFile; index: Deno.FsFile; lockPath: string },
     log: Logger,
+    keepsUploads: boolean,
   ) {
     this.dir = dir;
+    this.keepsUploads = keepsUploads;
     this.slots = slots;
     this.#data = files.data;
     this.#index = files.index;
@@ -124,8 +126,7 @@ export class DiskCache {
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
       if (data.statSync().size > slots * SECTOR_BYTES) data.truncateSync(slots * SECTOR_BYTES);
       if (index.statSync().size > slots * INDEX_RECORD_BYTES) index.truncateSync(slots * INDEX_RECORD_BYTES);
-      const cache = new DiskCache(o.dir, slots, { data, index, lockPath }, o.log);
-      cache.keepsUploads = o.keepsUploads ?? false;
+      const cache = new DiskCache(o.dir, slots, { data, index, lockPath }, o.log, o.keepsUploads ?? false);
       cache.#load();
       return cache;
     } catch (e) {

@@ -12,10 +12,13 @@
  *   (c) the same daemon restarted on the same --cache-dir: the first --seconds of the same reads.
  *   local-file: fio on a plain file of the same size in the same directory (same disk) as the cache
  *       directory, libaio, NOT O_DIRECT: the disk cache reads through the page cache, so must the bar.
+ *   local-file-direct: the same file read with O_DIRECT at the same depth: the disk itself, what
+ *       "local-disk speed" means when the working set is not in the machine's page cache.
  *   nbdkit-file: the same file served by `nbdkit file` over a unix socket, read with fio's nbd engine
  *       (the engine every lsvd run uses): what the NBD transport alone costs on top of the file.
  *
- * Checks: (a) ≥ 0.5 × local-file, (c) ≥ 0.8 × (a); (a) ÷ (b) is the headline.
+ * Checks: (a) ≥ 0.5 × local-file-direct, (a) ≥ 0.5 × local-file, (c) ≥ 0.8 × (a); (a) ÷ (b) is the
+ * headline.
  *
  *   deno run -A bench/disk_cache.ts                       # 2 GiB working set, 30 s per measured run
  *   deno run -A bench/disk_cache.ts --size-mib 512 --seconds 20
@@ -259,9 +262,10 @@ async function afterRestart(
 }
 
 /**
- * fio on the plain file: libaio as the other file runs, but buffered (the disk cache is too). The
- * checked row keeps the file in the page cache, as the disk cache's data file is (--invalidate=0);
- * the cold row lets fio drop the file's pages first (its default), so its reads reach the disk.
+ * fio on the plain file: libaio as the other file runs, buffered (the disk cache is too). The first
+ * row keeps the file in the page cache, as the disk cache's data file is (--invalidate=0); the cold
+ * row lets fio drop the file's pages first (its default), so its reads reach the disk one at a time
+ * (buffered libaio submits synchronously); the direct row reads the disk at the full depth.
  */
 async function localFile(path: string, o: Options): Promise<Row[]> {
   const device: FioDevice = { kind: "file", path };
@@ -272,16 +276,30 @@ async function localFile(path: string, o: Options): Promise<Row[]> {
   log(`local file ${formatNumber(warm.iops)} IOPS`);
   const cold = await fioOnFile(randRead(o), device, true);
   log(`local file, page cache dropped ${formatNumber(cold.iops)} IOPS`);
+  const direct = await fioOnFile(randRead(o), device, true, true);
+  log(`local file, O_DIRECT ${formatNumber(direct.iops)} IOPS`);
   return [
     { name: "local-file", what: `${what}, in the page cache (fio --invalidate=0)`, fio: warm },
     { name: "local-file-cold", what: `${what}, page cache dropped at start (fio --invalidate=1)`, fio: cold },
+    {
+      name: "local-file-direct",
+      what: "fio libaio, O_DIRECT (the disk itself at QD32), same file",
+      fio: direct,
+    },
   ];
 }
 
-async function fioOnFile(job: FioJob, device: FioDevice, invalidate: boolean): Promise<FioResult> {
+async function fioOnFile(
+  job: FioJob,
+  device: FioDevice,
+  invalidate: boolean,
+  direct = false,
+): Promise<FioResult> {
   const outputPath = await Deno.makeTempFile({ prefix: "lsvd-bench-fio-", suffix: ".json" });
   try {
-    const args = fioArgs(job, device, outputPath).map((a) => a === "--direct=1" ? "--direct=0" : a);
+    const args = fioArgs(job, device, outputPath).map((a) =>
+      a === "--direct=1" ? `--direct=${direct ? 1 : 0}` : a
+    );
     args.push(`--invalidate=${invalidate ? 1 : 0}`);
     const result = await run("fio", args, { timeoutMs: WARMUP_TIMEOUT_MS });
     if (result.code !== 0) throw new Error(`Cannot run fio job ${job.name}: ${result.stderr.slice(-2000)}`);
@@ -345,6 +363,7 @@ interface Check {
 export function checksOf(rows: Row[]): Check[] {
   const iops = (name: string) => rows.find((r) => r.name.split(" ")[0] === name)!.fio.iops;
   return [
+    { what: "(a) ≥ 0.5 × local-file-direct", measured: iops("(a)"), bound: 0.5 * iops("local-file-direct") },
     { what: "(a) ≥ 0.5 × local-file", measured: iops("(a)"), bound: 0.5 * iops("local-file") },
     { what: "(c) ≥ 0.8 × (a)", measured: iops("(c)"), bound: 0.8 * iops("(a)") },
   ];
@@ -380,7 +399,7 @@ function render(args: string[], o: Options, rows: Row[], load: { before: string;
     "",
     `\`${command}\``,
     "",
-    `4 KiB random reads, QD32, ${o.seconds} s per run, one run each, in this order: (b), (a), (c), local-file, local-file-cold, nbdkit-file.`,
+    `4 KiB random reads, QD32, ${o.seconds} s per run, one run each, in this order: (b), (a), (c), local-file, local-file-cold, local-file-direct, nbdkit-file.`,
     "",
     "| run | what | IOPS | fio p50 / p99 ms | peak RSS MiB |",
     "| --- | ---- | ---: | ---------------: | -----------: |",
@@ -390,8 +409,8 @@ function render(args: string[], o: Options, rows: Row[], load: { before: string;
       formatNumber(a / iops("(b)"))
     } ×**. Also (a) ÷ nbdkit-file (the same reads of the ` +
     `local file through NBD and fio's nbd engine): ${formatNumber(a / iops("nbdkit-file"))} ×; (a) ÷ ` +
-    `local-file-cold: ${
-      formatNumber(a / iops("local-file-cold"))
+    `local-file-cold: ${formatNumber(a / iops("local-file-cold"))} ×; (a) ÷ local-file-direct: ${
+      formatNumber(a / iops("local-file-direct"))
     } ×. Buffered libaio submits synchronously, ` +
     "so the local-file rows are one thread's page-cache (or disk) reads whatever the iodepth.",
     "",

@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { main } from "./disk_cache.ts";
 
 Deno.test({
-  name: "bench/disk_cache.ts measures (a), (b), (c), the local file and nbdkit file at a tiny size",
+  name:
+    "bench/disk_cache.ts measures (a), (b), (c), the local file (page cache, cold, O_DIRECT) and nbdkit file at a tiny size",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -22,7 +23,15 @@ Deno.test({
       console.log = log;
     }
     const names = rows.map((r) => r.name.split(" ")[0]);
-    assert.deepEqual(names, ["(b)", "(a)", "(c)", "local-file", "local-file-cold", "nbdkit-file"]);
+    assert.deepEqual(names, [
+      "(b)",
+      "(a)",
+      "(c)",
+      "local-file",
+      "local-file-cold",
+      "local-file-direct",
+      "nbdkit-file",
+    ]);
     for (const r of rows) assert.ok(r.fio.iops > 0 && r.fio.ios > 0, `${r.name}: no I/O`);
     for (const r of rows.slice(1, 3)) {
       const hits = Number(/([\d,]+) disk-cache hits/.exec(r.note ?? "")?.[1]?.replaceAll(",", ""));

@@ -126,13 +126,27 @@ export function sizeOption<D extends OptionDeclaration & SizeLimits & { default?
   return declared<number, D>(declaration as D, parse, formatSize);
 }
 
-/** Milliseconds, given as 500ms, 90s, 30m, 24h or 7d (a bare number is seconds); with `off`, "off" is 0. */
-export function durationOption<D extends OptionDeclaration & { default?: number; off?: boolean }>(
+/**
+ * Milliseconds, given as 500ms, 90s, 30m, 24h or 7d (a bare number is seconds); with `off`, "off" is 0;
+ * with `minMs`/`maxMs`, any other value outside that range is refused.
+ */
+export function durationOption<
+  D extends OptionDeclaration & { default?: number; off?: boolean; minMs?: number; maxMs?: number },
+>(
   d: D,
 ): Declared<number, D> {
-  const { off, ...declaration } = d;
-  const parse = (raw: string, source: string) =>
-    off === true && raw === "off" ? 0 : parseDurationMs(raw, source);
+  const { off, minMs, maxMs, ...declaration } = d;
+  const parse = (raw: string, source: string) => {
+    if (off === true && raw === "off") return 0;
+    const ms = parseDurationMs(raw, source);
+    if ((minMs !== undefined && ms < minMs) || (maxMs !== undefined && ms > maxMs)) {
+      const range = maxMs === undefined
+        ? `at least ${formatDuration(minMs!)}`
+        : `from ${formatDuration(minMs ?? 0)} to ${formatDuration(maxMs)}`;
+      throw new UsageError(`Invalid ${source}: "${raw}" must be ${range}`);
+    }
+    return ms;
+  };
   return declared<number, D>(declaration as D, parse, formatDuration);
 }
 

@@ -22,6 +22,14 @@ const SPECS = {
   cache: sizeOption({ help: "Cache", default: 64 * 2 ** 20, zero: true, placeholder: "SIZE" }),
   retention: durationOption({ help: "Keep", default: DEFAULT_RETENTION_MS, placeholder: "DURATION" }),
   every: durationOption({ help: "Every", default: 60_000, off: true, placeholder: "DURATION|off" }),
+  delay: durationOption({
+    help: "Delay",
+    default: 2000,
+    minMs: 1,
+    maxMs: 3_600_000,
+    placeholder: "DURATION",
+  }),
+  interval: durationOption({ help: "Interval", default: 1000, minMs: 10, placeholder: "DURATION" }),
   uploads: integerOption({ help: "Uploads", default: 32, min: 1, max: 1024, placeholder: "N" }),
   listen: listenOption({ help: "Listen", placeholder: "HOST:PORT" }),
   policy: choiceOption(["group", "each"], { help: "Policy", default: "group", placeholder: "group|each" }),
@@ -95,6 +103,12 @@ Deno.test("parseOptions() refuses a bad value in one line naming its flag or var
     'Invalid LSVD_QUIET: "perhaps" is not a boolean (use true or false)',
   );
   assert.match(refusal(["--retention", "soon"]), /^Invalid --retention: "soon" is not a duration/);
+  // A duration's range is part of its declaration, so a variable is refused as its flag is.
+  assert.equal(refusal(["--delay", "2h"]), 'Invalid --delay: "2h" must be from 1ms to 1h');
+  assert.equal(refusal([], { LSVD_DELAY: "0" }), 'Invalid LSVD_DELAY: "0" must be from 1ms to 1h');
+  assert.equal(refusal(["--interval", "5ms"]), 'Invalid --interval: "5ms" must be at least 10ms');
+  assert.equal(parse(["--delay", "1h", "--interval", "10ms"]).values.delay, 3_600_000);
+  assert.equal(parse(["--every", "off"]).values.every, 0);
   assert.match(refusal(["--listen", "nowhere"]), /^Invalid --listen: "nowhere" is not HOST:PORT/);
   assert.equal(refusal(["--frobnicate"]), "Unknown option '--frobnicate'");
 });

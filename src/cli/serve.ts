@@ -142,6 +142,7 @@ const VOLUME_OPTIONS = {
     group: "volume",
     help: "With --follow: how often to look for new objects (one LIST each time)",
     default: 1000,
+    minMs: 10,
     placeholder: "DURATION",
   }),
   at: textOption({
@@ -344,6 +345,8 @@ const JOURNAL_OPTIONS = {
     help: "With --journal: seal a partly filled object this long after its first write (the window a " +
       "lost disk can lose, plus upload time; at most 3600 / delay PUTs an hour from the timer)",
     default: 2000,
+    minMs: 1,
+    maxMs: 3_600_000,
     placeholder: "DURATION",
   }),
   "journal-size": sizeOption({
@@ -561,11 +564,12 @@ function journalConfig(options: ServeOptions): ServeConfig["journal"] {
   if (v["read-only"]) {
     throw new UsageError("Invalid options: --journal writes; it cannot go with --read-only");
   }
-  const delayMs = v["journal-delay"];
-  if (delayMs < 1 || delayMs > 3_600_000) {
-    throw new UsageError(`Invalid ${options.source("journal-delay")}: give 1ms to 1h`);
-  }
-  return { dir: resolve(v.journal), delayMs, bytesMax: v["journal-size"], discard: v["journal-discard"] };
+  return {
+    dir: resolve(v.journal),
+    delayMs: v["journal-delay"],
+    bytesMax: v["journal-size"],
+    discard: v["journal-discard"],
+  };
 }
 
 function cacheDirConfig(options: ServeOptions): ServeConfig["cacheDir"] {
@@ -1113,11 +1117,7 @@ function followConfig(options: ServeOptions, at: Point | undefined): ServeConfig
         "to raw-block readers, or mount a fixed point (--read-only --at POINT or --snapshot NAME)",
     );
   }
-  const intervalMs = v["follow-interval"];
-  if (intervalMs < 10) {
-    throw new UsageError(`Invalid options: ${options.source("follow-interval")} must be at least 10ms`);
-  }
-  return { intervalMs };
+  return { intervalMs: v["follow-interval"] };
 }
 
 function servePoint(options: ServeOptions): Point | undefined {

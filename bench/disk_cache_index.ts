@@ -11,6 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { DiskCache } from "../src/cache/disk_cache.ts";
+import { crc32 } from "../src/format/crc32.ts";
 
 const MiB = 2 ** 20;
 const FILL_SECTORS = 256;
@@ -38,6 +39,8 @@ export async function measureIndexCost(sizeBytes: number): Promise<IndexCost> {
   };
   const dir = await Deno.makeTempDir({ prefix: "lsvd-bench-index-" });
   const body = new Uint8Array(FILL_SECTORS * 4096); // allocated before the first figure
+  // The callers (the fetcher, the writer) hand the sectors' CRCs from the object's table.
+  const crcs = new Uint32Array(FILL_SECTORS).fill(crc32(body.subarray(0, 4096)));
   try {
     const before = used();
     const cache = DiskCache.open({ dir, sizeBytes, identity: "bench", log: () => {} });
@@ -46,7 +49,13 @@ export async function measureIndexCost(sizeBytes: number): Promise<IndexCost> {
       const startedMs = performance.now();
       for (let sequence = 0; cache.sectors < cache.slots; sequence++) {
         const sectors = Math.min(FILL_SECTORS, cache.slots - cache.sectors);
-        cache.add(`bench/${sequence}`, sequence, 0, body.subarray(0, sectors * 4096));
+        cache.add(
+          `bench/${sequence}`,
+          sequence,
+          0,
+          body.subarray(0, sectors * 4096),
+          crcs.subarray(0, sectors),
+        );
       }
       const fillMs = performance.now() - startedMs;
       const filled = used();

@@ -7,16 +7,21 @@
  *                     this machine cannot prove gone refuses)
  *   lsvd-cache.id     which volume the entries belong to (store description + prefix)
  *   lsvd-cache.data   slots × 4 KiB: one cached data sector per slot
- *   lsvd-cache.index  slots × 16 bytes: per slot f64 sequence+1 (0 = empty), u32 sector offset in
+ *   lsvd-cache.slots  slots × 16 bytes: per slot u32 sequence+1 (0 = empty), u32 sector offset in
  *                     the object, u32 CRC-32 of the object key (a clone's parents live under
- *                     other prefixes), big-endian
+ *                     other prefixes), u32 CRC-32 of the sector's bytes, big-endian
+ *                     (lsvd-cache.index, the older layout without the sector CRC, is dropped)
  *
  * An entry is only ever looked up by the (object, sector) the current extent map names, and only
- * served when the sector's CRC-32 equals the one in the object's CURRENT CRC table (the table the
- * fetcher verifies store reads with). That one check catches a torn or damaged slot, a truncated
- * file and an entry left from an object number a rollback or takeover reused with other data; a
- * failing slot is dropped and the caller fetches from the store. Eviction is CLOCK over slots.
- * Memory: 17 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
+ * served when its bytes' CRC-32 equals the slot's own, and the slot's CRC has been found equal to the
+ * object's CURRENT CRC table (the table the fetcher verifies store reads with) once in this run:
+ * at the fill (bytes just verified against that table, or this run's own upload) or at the first
+ * read after a start. The first catches a torn or damaged slot and a truncated file; the second an
+ * entry left from an object number a rollback or takeover reused with other data (numbers are
+ * reused only between runs; a follower that loads the log anew calls forgetChecks()). So a hit needs
+ * the object's table only once per run, not kept in memory for as long as its sectors are cached.
+ * A failing slot is dropped and the caller fetches from the store. Eviction is CLOCK over slots.
+ * Memory: 22 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
  * the measured cost per GiB). I/O is synchronous: a local disk answers in microseconds, like the
  * directory store's readNow (docs/design/read-path.md).
  */
@@ -42,7 +47,9 @@ const ENCODER = new TextEncoder();
 export const LOCK_FILE = "lsvd-cache.lock";
 export const ID_FILE = "lsvd-cache.id";
 export const DATA_FILE = "lsvd-cache.data";
-export const INDEX_FILE = "lsvd-cache.index";
+export const INDEX_FILE = "lsvd-cache.slots";
+/** The index of an older lsvd (16-byte records without the sector CRC): dropped at open. */
+export const OLD_INDEX_FILE = "lsvd-cache.index";
 
 export interface DiskCacheCounters {
   hits: number;
@@ -71,6 +78,8 @@ export class DiskCache {
   #keys = new Map<number, number>(); // sequence × 2^22 + offset → slot
   #slotKey: Float64Array; // the key a slot holds, EMPTY if none
   #slotKeyCrc: Uint32Array;
+  #slotCrc: Uint32Array; // CRC-32 of the slot's bytes as filled
+  #checked: Uint8Array; // 1 once the slot's CRC matched its object's current table in this run
   #referenced: Uint8Array;
   #free: Int32Array; // a stack of empty slots, used before CLOCK evicts anything
   #freeCount = 0;
@@ -95,6 +104,8 @@ export class DiskCache {
     this.#log = log;
     this.#slotKey = new Float64Array(slots).fill(EMPTY);
     this.#slotKeyCrc = new Uint32Array(slots);
+    this.#slotCrc = new Uint32Array(slots);
+    this.#checked = new Uint8Array(slots);
     this.#referenced = new Uint8Array(slots);
     this.#free = new Int32Array(slots);
   }
@@ -121,6 +132,7 @@ export class DiskCache {
     takeLock(lockPath, where);
     try {
       checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
+      dropOldIndex(o.dir, o.log);
       const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
       const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
@@ -151,12 +163,14 @@ export class DiskCache {
 
   /**
    * Fills dest with sectors [offset, offset + dest.length/4096) of object `sequence` (key `key`)
-   * when every one is held and matches `table` (the object's current CRC table); false otherwise.
-   * A held sector that fails is dropped.
+   * when every one is held, its bytes match the slot's CRC, and the slot's CRC matches the object's
+   * current CRC table: checked earlier in this run, or now against `table`. False otherwise; a held
+   * sector that fails is dropped. Without `table`, every slot must be checked already (checked()).
    */
-  read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table: Uint32Array): boolean {
+  read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table?: Uint32Array): boolean {
     const sectors = dest.length / SECTOR_BYTES;
-    if (this.#closed || offsetSectors + sectors > table.length || sequence >= SEQUENCE_LIMIT) return false;
+    if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
+    if (table !== undefined && offsetSectors + sectors > table.length) return false;
     const keyCrc = crc32(ENCODER.encode(key));
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
@@ -164,18 +178,40 @@ export class DiskCache {
         this.#counters.misses++;
         return false;
       }
+      if (this.#checked[slot] === 0 && table === undefined) return false; // the caller loads the table
       const out = dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
       if (!this.#readSlot(slot, out)) return false;
-      if (this.#slotKeyCrc[slot] !== keyCrc || crc32(out) !== table[offsetSectors + k]) {
+      const crc = crc32(out);
+      const stale = this.#checked[slot] === 0 && table![offsetSectors + k] !== this.#slotCrc[slot];
+      if (this.#slotKeyCrc[slot] !== keyCrc || crc !== this.#slotCrc[slot] || stale) {
         this.#counters.dropped++;
         this.#drop(slot);
         this.#counters.misses++;
         return false;
       }
+      this.#checked[slot] = 1;
       this.#referenced[slot] = 1;
     }
     this.#counters.hits++;
     return true;
+  }
+
+  /** True when every one of these sectors is held and checked in this run: read() needs no table. */
+  checked(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
+    if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
+    for (let k = 0; k < lengthSectors; k++) {
+      const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
+      if (slot === undefined || this.#checked[slot] === 0) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The log was loaded anew (a follower after a rollback): object numbers may name other bytes now,
+   * so every slot is checked against its object's table again before it is served.
+   */
+  forgetChecks(): void {
+    this.#checked.fill(0);
   }
 
   /** True when every one of these sectors of object `sequence` is held (not yet checked: read() checks). */
@@ -188,15 +224,19 @@ export class DiskCache {
   }
 
   /**
-   * Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK. Sectors that
+   * Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK: bytes this
+   * run checked against the object's current CRC table, or this run's own upload, so each slot
+   * starts checked (read() then needs no table for it). `crcs` (optional) are the sectors' CRC-32s
+   * from that table, in body order, saving their computation here. Sectors that
    * land in consecutive slots (an empty cache, or CLOCK sweeping unreferenced slots) are written with
    * one data write and one index write per run, not two per sector: a whole object just uploaded
    * costs a few system calls, not thousands.
    */
-  add(key: string, sequence: number, offsetSectors: number, body: Uint8Array): void {
+  add(key: string, sequence: number, offsetSectors: number, body: Uint8Array, crcs?: Uint32Array): void {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return;
     const sectors = body.length / SECTOR_BYTES;
     assert(Number.isInteger(sectors) && offsetSectors + sectors <= OFFSET_LIMIT, "bad disk cache range");
+    assert(crcs === undefined || crcs.length === sectors, "a CRC for each sector");
     const keyCrc = crc32(ENCODER.encode(key));
     // Slots are taken (and their keys set) at once, as CLOCK hands them out; the writes wait for
     // the end of a run of consecutive slots. A slot CLOCK takes back meanwhile (a cache smaller
@@ -207,7 +247,12 @@ export class DiskCache {
       const { slot, sector, count } = run;
       run = undefined;
       const data = body.subarray(sector * SECTOR_BYTES, (sector + count) * SECTOR_BYTES);
+      for (let i = 0; i < count; i++) {
+        this.#slotCrc[slot + i] = crcs?.[sector + i] ??
+          crc32(data.subarray(i * SECTOR_BYTES, (i + 1) * SECTOR_BYTES));
+      }
       if (this.#writeRun(slot, count, data, { sequence, offset: offsetSectors + sector, keyCrc })) {
+        this.#checked.fill(1, slot, slot + count);
         this.#counters.fills += count;
         return true;
       }
@@ -242,6 +287,7 @@ export class DiskCache {
     const key = this.#slotKey[slot]!;
     if (this.#keys.get(key) === slot) this.#keys.delete(key);
     this.#slotKey[slot] = EMPTY;
+    this.#checked[slot] = 0;
     this.#free[this.#freeCount++] = slot;
   }
 
@@ -268,16 +314,17 @@ export class DiskCache {
     const usable = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots);
     for (let slot = 0; slot < usable; slot++) {
       const at = slot * INDEX_RECORD_BYTES;
-      const sequence = view.getFloat64(at) - 1;
-      const offset = view.getUint32(at + 8);
-      if (!(Number.isSafeInteger(sequence) && sequence >= 0 && sequence < SEQUENCE_LIMIT)) continue;
+      const sequence = view.getUint32(at) - 1;
+      const offset = view.getUint32(at + 4);
+      if (sequence < 0 || sequence >= SEQUENCE_LIMIT) continue;
       if (offset >= OFFSET_LIMIT) continue;
       const key = keyOf(sequence, offset);
       const old = this.#keys.get(key);
       if (old !== undefined) this.#slotKey[old] = EMPTY;
       this.#keys.set(key, slot);
       this.#slotKey[slot] = key;
-      this.#slotKeyCrc[slot] = view.getUint32(at + 12);
+      this.#slotKeyCrc[slot] = view.getUint32(at + 8);
+      this.#slotCrc[slot] = view.getUint32(at + 12);
     }
     for (let slot = this.slots - 1; slot >= 0; slot--) {
       if (this.#slotKey[slot] === EMPTY) this.#free[this.#freeCount++] = slot;
@@ -315,6 +362,7 @@ export class DiskCache {
     this.#keys.delete(key);
     this.#slotKey[slot] = EMPTY;
     this.#referenced[slot] = 0;
+    this.#checked[slot] = 0;
     if (!reuse) return;
     this.#free[this.#freeCount++] = slot;
     try {
@@ -339,8 +387,8 @@ export class DiskCache {
   }
 
   /**
-   * Data first, then the index records (slots `first`.. `first + count - 1`, sectors `at.offset`..):
-   * a crash between them leaves records whose CRC check fails.
+   * Data first, then the index records (slots `first`.. `first + count - 1`, sectors `at.offset`..,
+   * their CRCs already in #slotCrc): a crash between them leaves records whose CRC check fails.
    */
   #writeRun(
     first: number,
@@ -351,9 +399,10 @@ export class DiskCache {
     const records = count === 1 ? this.#record : new Uint8Array(count * INDEX_RECORD_BYTES);
     const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
     for (let i = 0; i < count; i++) {
-      view.setFloat64(i * INDEX_RECORD_BYTES, at.sequence + 1);
-      view.setUint32(i * INDEX_RECORD_BYTES + 8, at.offset + i);
-      view.setUint32(i * INDEX_RECORD_BYTES + 12, at.keyCrc);
+      view.setUint32(i * INDEX_RECORD_BYTES, at.sequence + 1);
+      view.setUint32(i * INDEX_RECORD_BYTES + 4, at.offset + i);
+      view.setUint32(i * INDEX_RECORD_BYTES + 8, at.keyCrc);
+      view.setUint32(i * INDEX_RECORD_BYTES + 12, this.#slotCrc[first + i]!);
     }
     try {
       this.#data.seekSync(first * SECTOR_BYTES, Deno.SeekMode.Start);
@@ -430,6 +479,19 @@ function lockHolder(text: string, host: string): LeaseHolder | undefined {
     return typeof h.host === "string" && Number.isSafeInteger(h.pid) ? h as LeaseHolder : undefined;
   } catch {
     return undefined; // torn by a crash mid-write: nobody can hold it
+  }
+}
+
+/**
+ * An index in the older layout (no sector CRC; lsvd created it): removed, with one line, so the
+ * cache starts empty and refills (its data file's slots are overwritten as they are reused).
+ */
+function dropOldIndex(dir: string, log: Logger): void {
+  try {
+    Deno.removeSync(`${dir}/${OLD_INDEX_FILE}`);
+    log(`Disk cache "${dir}": the index of an older lsvd was dropped; the cache starts empty.`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * @module
  * DiskCache on a real directory: bounded by SIZE, warm across reopen, never serving a sector whose
- * CRC does not match the object's current table (damage, truncation, a reused object number).
+ * bytes do not match its slot's CRC (damage, truncation) or whose slot's CRC was not found equal to
+ * the object's current table in this run (a reused object number).
  */
 
 import assert from "node:assert/strict";
@@ -53,10 +54,15 @@ Deno.test("DiskCache serves what it kept, also after a reopen (warm start)", () 
 Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) and a damaged one", () => {
   const dir = Deno.makeTempDirSync();
   const old = sectors(4, 1);
-  const reused = sectors(4, 2); // the same number written again with other data
-  const c = open(dir);
+  const reused = sectors(4, 2); // the same number written again with other data (between runs)
+  let c = open(dir);
   c.add("v/0000000000000007", 7, 0, old.body);
+  c.close();
+  c = open(dir);
   const out = new Uint8Array(4 * S);
+  // A new run has checked nothing yet: no answer without the object's current table.
+  assert.equal(c.checked(7, 0, 4), false);
+  assert.equal(c.read("v/0000000000000007", 7, 0, out), false);
   assert.deepEqual(c.read("v/0000000000000007", 7, 0, out, reused.table), false);
   assert.deepEqual(c.counters.dropped, 1);
   // A clone's parent object of the same number under another prefix is not this entry either.
@@ -79,6 +85,62 @@ Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) 
   d.close();
   d = open(dir); // the dropped slot's record was cleared: it is not loaded again
   assert.equal(d.sectors, held - 1);
+  d.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache needs an object's table once a run: checked slots are served without it", () => {
+  const dir = Deno.makeTempDirSync();
+  const { body, table } = sectors(4, 3);
+  let c = open(dir);
+  c.add("v/0000000000000004", 4, 0, body); // verified bytes: checked as they are kept
+  const out = new Uint8Array(4 * S);
+  assert(c.checked(4, 0, 4));
+  assert(c.read("v/0000000000000004", 4, 0, out));
+  assert.deepEqual(out, body);
+  c.close();
+  c = open(dir);
+  assert.equal(c.checked(4, 0, 4), false);
+  assert(c.read("v/0000000000000004", 4, 0, out.subarray(0, S), table.subarray(0, 1)));
+  assert(c.checked(4, 0, 1) && !c.checked(4, 0, 2), "only the sectors read against the table");
+  assert(c.read("v/0000000000000004", 4, 0, out, table));
+  assert(c.read("v/0000000000000004", 4, 0, out));
+  assert.deepEqual(out, body);
+  // A follower that loads the log anew checks everything again.
+  c.forgetChecks();
+  assert.equal(c.checked(4, 0, 1), false);
+  assert.equal(c.read("v/0000000000000004", 4, 0, out), false);
+  assert.equal(c.counters.dropped, 0);
+  c.close();
+  // A slot whose bytes were damaged after it was checked still fails its own CRC.
+  c = open(dir);
+  assert(c.read("v/0000000000000004", 4, 0, out, table));
+  const f = Deno.openSync(`${dir}/${DATA_FILE}`, { read: true, write: true });
+  const one = new Uint8Array(1);
+  f.seekSync(200, Deno.SeekMode.Start);
+  f.readSync(one);
+  f.seekSync(200, Deno.SeekMode.Start);
+  f.writeSync(new Uint8Array([one[0]! ^ 1]));
+  f.close();
+  let served = 0;
+  for (let k = 0; k < 4; k++) if (c.read("v/0000000000000004", 4, k, out.subarray(0, S))) served++;
+  assert.equal(served, 3);
+  assert.equal(c.counters.dropped, 1);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache drops an older lsvd's index (no sector CRCs): the cache starts empty", () => {
+  const dir = Deno.makeTempDirSync();
+  const c = open(dir);
+  c.add("v/0000000000000001", 1, 0, sectors(2, 1).body);
+  c.close();
+  Deno.renameSync(`${dir}/${INDEX_FILE}`, `${dir}/lsvd-cache.index`);
+  const lines: string[] = [];
+  const d = DiskCache.open({ dir, sizeBytes: 1024 * 1024, identity: "vol A", log: (l) => lines.push(l) });
+  assert.equal(d.sectors, 0);
+  assert.match(lines.join("\n"), /the index of an older lsvd was dropped; the cache starts empty/);
+  assert.throws(() => Deno.statSync(`${dir}/lsvd-cache.index`), Deno.errors.NotFound);
   d.close();
   Deno.removeSync(dir, { recursive: true });
 });

@@ -88,21 +88,37 @@ export class Fetcher {
   }
 
   /**
-   * True when readNow() can answer these sectors from the disk cache (held there, the object's table
-   * kept): a read-ahead then leaves them where they are instead of copying them into memory early.
+   * True when readNow() can answer these sectors from the disk cache (held there, and checked in
+   * this run or the object's table kept): a read-ahead then leaves them where they are instead of
+   * copying them into memory early.
    */
   heldLocally(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
     const disk = this.#o.disk;
     if (disk === undefined || !this.#o.verify) return false;
+    if (this.#tableless(disk, sequence, offsetSectors, lengthSectors)) return true;
     const table = this.#o.tables.kept(sequence);
     return table !== undefined && table !== null && disk.has(sequence, offsetSectors, lengthSectors);
   }
 
-  /** The disk cache's answer when the object's CRC table is kept (else get() loads it). */
+  /**
+   * True when the disk cache can answer without the object's CRC table: every sector checked against
+   * it earlier in this run (DiskCache.checked) and no decryption, whose GCM tags come with the table.
+   */
+  #tableless(disk: DiskCache, sequence: number, offsetSectors: number, lengthSectors: number): boolean {
+    return this.#o.cipherFor === undefined && disk.checked(sequence, offsetSectors, lengthSectors);
+  }
+
+  /** The disk cache's answer when its sectors need no table or the object's table is kept (else get() loads it). */
   #diskNow(disk: DiskCache, sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
-    const table = this.#o.verify ? this.#o.tables.kept(sequence) : null;
-    if (table === undefined || table === null) return false;
+    if (!this.#o.verify) return false;
     const key = this.#o.keyOf(sequence);
+    if (this.#tableless(disk, sequence, offsetSectors, dest.length / SECTOR_BYTES)) {
+      if (!disk.read(key, sequence, offsetSectors, dest)) return false;
+      this.#o.cache.addRange(sequence, offsetSectors, dest);
+      return true;
+    }
+    const table = this.#o.tables.kept(sequence);
+    if (table === undefined || table === null) return false;
     if (!disk.read(key, sequence, offsetSectors, dest, table)) return false;
     if (!this.#openInto(sequence, key, offsetSectors, table, dest)) return false;
     this.#o.cache.addRange(sequence, offsetSectors, dest);
@@ -201,18 +217,28 @@ export class Fetcher {
     o.cache.addRange(sequence, offsetSectors, data.body);
     // Only sectors checked against their object's table: the disk cache serves nothing unverified.
     if (o.disk !== undefined && checkedWith !== null) {
-      o.disk.add(key, sequence, offsetSectors, data.sealed ?? data.body);
+      const crcs = (checkedWith as Uint32Array).subarray(offsetSectors, offsetSectors + lengthSectors);
+      o.disk.add(key, sequence, offsetSectors, data.sealed ?? data.body, crcs);
     }
     return data.body;
   }
 
-  /** The range from the disk cache, checked against the object's table (loaded if not kept), or undefined. */
+  /**
+   * The range from the disk cache, checked against the object's table (loaded if not kept and the
+   * sectors were not checked in this run), or undefined.
+   */
   async #fromDisk(
     disk: DiskCache,
     object: { sequence: number; key: string; sizeBytes: number },
     offsetSectors: number,
     lengthSectors: number,
   ): Promise<Uint8Array | undefined> {
+    if (this.#tableless(disk, object.sequence, offsetSectors, lengthSectors)) {
+      const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
+      if (!disk.read(object.key, object.sequence, offsetSectors, body)) return undefined;
+      this.#o.cache.addRange(object.sequence, offsetSectors, body);
+      return body;
+    }
     let table;
     try {
       table = await this.#o.tables.table(object, false);

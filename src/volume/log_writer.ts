@@ -17,7 +17,7 @@
 import { assert } from "../util/assert.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { logKey } from "../format/keys.ts";
-import { dataBytesOf, decodeHeader, HEADER_BYTES } from "../format/object.ts";
+import { dataBytesOf, decodeHeader, decodeTrailer, HEADER_BYTES, trailerBytesOf } from "../format/object.ts";
 import { type Timer, withinMs } from "../util/clock.ts";
 import { isLsvdError, LsvdError, messageOf } from "../util/errors.ts";
 import { applyObject } from "../log/apply.ts";
@@ -558,8 +558,11 @@ export class LogWriter {
     // throttles dirty pages (bench/RESULTS.md), so only while the writer has little queued; a
     // stream of writes that keeps uploads busy skips it.
     if (this.#inflightBytes + this.#open.dataBytes > this.#o.dirtyBytesMax / 4) return;
-    const dataBytes = dataBytesOf(decodeHeader(stored.subarray(0, HEADER_BYTES)));
-    if (dataBytes > 0) disk.add(key, sequence, 0, stored.subarray(HEADER_BYTES, HEADER_BYTES + dataBytes));
+    const entries = decodeHeader(stored.subarray(0, HEADER_BYTES));
+    const dataBytes = dataBytesOf(entries);
+    if (dataBytes === 0) return;
+    const trailer = decodeTrailer(stored.subarray(stored.length - trailerBytesOf(entries, stored.length)));
+    disk.add(key, sequence, 0, stored.subarray(HEADER_BYTES, HEADER_BYTES + dataBytes), trailer.sectorCrcs);
   }
 
   #uploaded(sequence: number, bytes: Uint8Array): void {

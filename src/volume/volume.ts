@@ -300,6 +300,7 @@ export class Volume implements BlockDevice {
       log: o.log,
     });
     this.#followed = positionOf(loaded);
+    o.diskCache?.forgetChecks(); // its entries are checked against the new log's tables again
     this.#buildReadSide(loaded);
   }
 

@@ -185,7 +185,7 @@ Deno.test("serve --cache-dir: an object number a rollback reused is read from th
 
 Deno.test({
   name:
-    "serve --cache-dir on Ceph RGW: a restarted daemon reads cached data, written or read before, with no data GET",
+    "serve --cache-dir on Ceph RGW: a restarted daemon reads cached data, written or read before, with no data GET, and a table GET only once a run",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -207,6 +207,7 @@ Deno.test({
       return {
         bytes: Number(/^lsvd_store_downloaded_bytes_total (\S+)$/m.exec(text)?.[1] ?? 0),
         hits: Number(/^lsvd_disk_cache_hits_total (\S+)$/m.exec(text)?.[1]),
+        gets: Number(/^lsvd_store_requests_total\{op="get"\} (\S+)$/m.exec(text)?.[1] ?? 0),
       };
     };
     try {
@@ -228,6 +229,18 @@ Deno.test({
       assert(after.hits >= 1, JSON.stringify(after));
       // The object's CRC table (4 KiB a 4 MiB object, fetched by a suffix GET) and nothing more.
       assert(after.bytes - before.bytes < 64 * 1024, `${after.bytes - before.bytes} bytes downloaded`);
+      assert.equal((await d.stop()).code, 0);
+      // No memory for CRC tables at all (--cache-size 0): the first read of each cached sector in a
+      // run checks it against its object's table (a GET); later reads need no table, so no GET.
+      d = await serve(["--cache-size", "0"]);
+      const reads = [0, 1, 2, 3].flatMap((i) => ["-c", `read -P 0x5a ${i}M 1M`]);
+      await runClientOk("qemu-io", ["-f", "raw", uri, ...reads]);
+      const checked = await downloaded(d);
+      assert(checked.gets >= 1, JSON.stringify(checked));
+      await runClientOk("qemu-io", ["-f", "raw", uri, ...reads, ...reads]);
+      const again = await downloaded(d);
+      assert(again.hits >= checked.hits + 8, JSON.stringify(again));
+      assert.equal(again.gets, checked.gets, "a disk-cache hit made a GET for its object's table");
       assert.equal((await d.stop()).code, 0);
     } finally {
       await t.remove();

@@ -74,6 +74,8 @@ export interface NbdReconfigureRequest {
   /** New per-request and dead-connection timeouts in seconds. */
   timeoutSeconds: number;
   deadConnectionTimeoutSeconds: number;
+  /** A new size for the device (a volume that grew); omitted, the size stays. */
+  sizeBytes?: number;
 }
 
 /** A control channel to the kernel's "nbd" generic netlink family. */
@@ -125,6 +127,7 @@ export class NbdNetlink {
   async reconfigure(request: NbdReconfigureRequest): Promise<void> {
     const attributes = [
       attributeU32(NBD_ATTR_INDEX, request.index),
+      ...(request.sizeBytes === undefined ? [] : [attributeU64(NBD_ATTR_SIZE_BYTES, request.sizeBytes)]),
       ...socketAttributes(request),
     ];
     await this.#command(NBD_CMD_RECONFIGURE, attributes, `reconnect /dev/nbd${request.index}`);

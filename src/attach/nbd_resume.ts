@@ -5,7 +5,12 @@
  * socket. The kernel answers success even when it found no dead socket to replace (it drops the
  * rest), so which sockets it kept is read back: a socket the kernel holds outlives our close of it
  * in /proc/net/unix. None kept means the old daemon still serves (its sockets are alive): wait,
- * bounded, for it to let go (a takeover), then refuse in one line.
+ * bounded, for it to let go (a takeover), then refuse in one line. A volume that grew since the
+ * device was connected (`--size` larger at the restart) grows the device too, by one more
+ * NBD_CMD_RECONFIGURE with the new size once this daemon's sockets serve it (the kernel applies a
+ * size at once, so never while another daemon may still serve the old one); a filesystem on it
+ * then grows online (resize2fs). A volume that shrank is refused: the end of a mounted
+ * filesystem would vanish under it.
  */
 
 import type { Logger } from "../util/log.ts";
@@ -77,34 +82,56 @@ export async function replaceDeadSockets(
   const deviceBytes = deviceSizeBytes(options.index);
   const batch = Math.max(1, Math.min(options.connections ?? 4, SOCKETS_MAX));
   let kept = 0;
+  let volumeBytes = deviceBytes;
   for (;;) {
     const round = await offerSockets(libc, netlink, options, { batch, deviceBytes });
-    kept += round;
-    if (round < batch || kept >= SOCKETS_MAX) return kept;
+    kept += round.kept;
+    volumeBytes = round.volumeBytes;
+    if (round.kept < batch || kept >= SOCKETS_MAX) break;
   }
+  if (kept > 0 && volumeBytes > deviceBytes) {
+    await netlink.reconfigure({
+      index: options.index,
+      backend: options.backend,
+      socketFds: [],
+      timeoutSeconds: options.timeoutSeconds,
+      deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds,
+      sizeBytes: volumeBytes,
+    });
+    options.log?.(
+      `${options.devicePath} grew from ${deviceBytes} to ${volumeBytes} bytes with the volume ` +
+        "(grow a filesystem on it with resize2fs or xfs_growfs).",
+    );
+  }
+  return kept;
 }
 
 function deviceSizeBytes(index: number): number {
   return Number(readSysfs(`/sys/block/nbd${index}/size`) ?? "0") * 512;
 }
 
-/** One NBD_CMD_RECONFIGURE with `batch` new sockets; returns how many the kernel kept. */
+/**
+ * One NBD_CMD_RECONFIGURE with `batch` new sockets; returns how many the kernel kept and the size
+ * this daemon serves (never less than the device's).
+ */
 async function offerSockets(
   libc: Libc,
   netlink: NbdNetlink,
   options: ResumeOptions,
   p: { batch: number; deviceBytes: number },
-): Promise<number> {
+): Promise<{ kept: number; volumeBytes: number }> {
   const fds: number[] = [];
+  let volumeBytes = p.deviceBytes;
   try {
     for (let i = 0; i < p.batch; i++) {
       const negotiated = await options.openSocket(fds);
-      if (negotiated.sizeBytes !== p.deviceBytes) {
+      if (negotiated.sizeBytes < p.deviceBytes) {
         throw new Error(
           `Cannot resume ${options.devicePath}: it was connected with ${p.deviceBytes} bytes and the ` +
-            `volume now has ${negotiated.sizeBytes}; unmount it and disconnect it (or restart with the old size)`,
+            `volume now has ${negotiated.sizeBytes} (fewer); unmount it and disconnect it (or restart with the old size)`,
         );
       }
+      volumeBytes = negotiated.sizeBytes;
     }
     const inodes = fds.map(socketInode);
     await netlink.reconfigure({
@@ -116,7 +143,7 @@ async function offerSockets(
     });
     for (const fd of fds.splice(0)) libc.close(fd);
     const open = openUnixSocketInodes();
-    return inodes.filter((inode) => inode !== undefined && open.has(inode)).length;
+    return { kept: inodes.filter((inode) => inode !== undefined && open.has(inode)).length, volumeBytes };
   } finally {
     for (const fd of fds) libc.close(fd);
   }

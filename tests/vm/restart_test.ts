@@ -5,7 +5,8 @@
  *            lsvd is killed with SIGKILL at seeded random moments and started again (it resumes the
  *            device: no disconnect, unmount or mkfs), then upgraded once by a second lsvd started with
  *            --takeover (the old one hands over and exits 0). Then: 0 write errors, no kernel I/O
- *            error, e2fsck clean, every fsync'd file intact read back from the device. A daemon
+ *            error, e2fsck clean, every fsync'd file intact read back from the device. A restart with
+ *            a larger --size grows the resumed device, and resize2fs grows the mounted filesystem. A daemon
  *            paused (SIGSTOP) past --io-timeout reconnects the sockets the kernel gave up on. A snapshot
  *            taken while the filesystem is mounted is served --read-only --mount (ro,noload).
  *   journal: the same with --journal on /dev/nbd1.
@@ -83,6 +84,7 @@ run() {
     result "$r-restart-$k" "{\\"seconds\\":$(($(date +%s) - t0)),\\"files\\":$(wc -l < /run/manifest-$r)}"
   done
   direct_check "$@"
+  if [ $r = plain ]; then grow_check "$@"; fi
   sleep 3
   old=$pid
   start $r-upgrade "$@" --takeover
@@ -115,6 +117,18 @@ direct_check() {
   dd if=$mnt/direct of=/run/direct-back-$r bs=1M iflag=direct status=none
   if cmp -s /run/direct-$r /run/direct-back-$r; then lost=0; else lost=1; fi
   result "$r-direct" "{\\"lost\\":$lost}"
+}
+# The volume grown at a restart (--size larger) under the mounted filesystem and the writer: the
+# resumed device grows with it, and the filesystem grows online.
+grow_check() {
+  kill -9 $pid; wait $pid 2>/dev/null
+  k=$((k + 1))
+  start $r-$k "$@" --size 384M
+  before=$(df -k --output=size $mnt | tail -1)
+  resize2fs $dev > /run/resize-$r.txt 2>&1; rs=$?
+  cat /run/resize-$r.txt
+  after=$(df -k --output=size $mnt | tail -1)
+  result "$r-grow" "{\\"resize2fs\\":$rs,\\"deviceBytes\\":$(blockdev --getsize64 $dev),\\"beforeKb\\":$before,\\"afterKb\\":$after}"
 }
 # A serving daemon paused past --io-timeout: the kernel shuts down the sockets whose requests timed
 # out; once it runs again it gives the kernel new ones (without that, I/O would wait for the
@@ -199,6 +213,15 @@ Deno.test({
         );
       }
       check(vm.console.includes("keeping that mount."), "a restart did not keep the mount");
+      const grow = results["plain-grow"];
+      check(
+        grow?.deviceBytes === 384 * 2 ** 20,
+        `the resumed device did not grow to 384 MiB: ${JSON.stringify(grow)}`,
+      );
+      check(
+        grow.resize2fs === 0 && grow.afterKb > grow.beforeKb + 100_000,
+        `resize2fs: ${JSON.stringify(grow)}`,
+      );
       const formats = vm.console.match(/creating an ext4 filesystem/g)?.length ?? 0;
       check(formats === 3, `mkfs ran ${formats} times, not once per new volume (3)`);
       check(vm.console.includes("handed the volume over."), "the takeover did not get a hand-over");

@@ -788,6 +788,7 @@ async function serveUntilSignal(
   if (ending.kind === "fenced") {
     const error = withJournal(await namingHolder(store, config, ending.error, volume), volume);
     await store.close(); // the NBD listeners went with server.stop()
+    bound.garbage?.stop();
     await bound.metricsServer?.close();
     throw withUnstored(error, ending.unstoredBytes, config);
   }
@@ -1014,6 +1015,7 @@ async function closeServed(
   log: Logger,
 ): Promise<number> {
   const store = bound.store;
+  bound.garbage?.stop();
   const flushDeadlineMs = config.shutdownTimeoutMs === undefined
     ? undefined
     : Math.max(0, stopStartedMs + config.shutdownTimeoutMs - Date.now());

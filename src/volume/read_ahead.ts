@@ -4,6 +4,12 @@
  * one, so once a client reads sequentially lsvd fetches ahead of it in growing windows (the seed
  * relied on aggressive kernel read-ahead for the same reason). A few streams are tracked at once so
  * interleaved sequential readers each get their own window.
+ *
+ * What is fetched ahead waits in the read cache, so the bytes ahead across all streams are bounded by
+ * one budget the caller passes in (ReadPath: half the cache): eight streams at a full window each (a
+ * quarter of the cache) would otherwise keep twice the cache in flight, and sectors fetched beyond
+ * what the cache holds evict each other before any reader reaches them. A stream that finds the
+ * budget spent is not advanced: the next read that finds room fetches what it skipped.
  */
 
 const STREAMS_MAX = 8;
@@ -31,10 +37,14 @@ export class ReadAhead {
     this.#windowMaxSectors = options.windowMaxSectors;
   }
 
-  /** Records a read; returns the range to prefetch now, if any. */
+  /**
+   * Records a read; returns the range to prefetch now, if any, at most budgetSectors long (what the
+   * caller may still fetch ahead across all streams).
+   */
   observe(
     startSector: number,
     lengthSectors: number,
+    budgetSectors = Infinity,
   ): { startSector: number; lengthSectors: number } | undefined {
     if (this.#windowMaxSectors === 0) return undefined;
     const end = startSector + lengthSectors;
@@ -70,8 +80,8 @@ export class ReadAhead {
     // 4 times, and each fetched a window of 1 MiB or more nobody asked for).
     if (stream.readSectors * 2 < stream.nextSector - stream.firstSector) return undefined;
     // Keep a full window ahead of the reader; fetch the missing part, growing the window.
-    const target = stream.nextSector + stream.windowSectors;
     const from = Math.max(stream.aheadSector, stream.nextSector);
+    const target = Math.min(stream.nextSector + stream.windowSectors, from + budgetSectors);
     if (target - from < stream.windowSectors / 2) return undefined;
     stream.aheadSector = target;
     stream.windowSectors = Math.min(this.#windowMaxSectors, stream.windowSectors * 2);

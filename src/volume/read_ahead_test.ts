@@ -27,3 +27,18 @@ Deno.test("ReadAhead.observe() prefetches for sequential readers, also when thei
   }
   assert(windows >= 3, `${windows} prefetch windows`);
 });
+
+Deno.test("ReadAhead.observe() fetches no more than the budget, and a stream without budget waits for room", () => {
+  const r = ahead();
+  let got;
+  for (let s = 0; got === undefined && s < 4096; s += 32) got = r.observe(s, 32, 200);
+  assert(got !== undefined);
+  assert(got.lengthSectors <= 200, `${got.lengthSectors} sectors past a budget of 200`);
+  const from = got.startSector + got.lengthSectors;
+  // No budget left: nothing is fetched and the stream is not moved on past what it fetched.
+  let s = from - 64;
+  for (let k = 0; k < 4; k++, s += 32) assert.equal(r.observe(s, 32, 0), undefined);
+  const next = r.observe(s, 32);
+  assert(next !== undefined);
+  assert.equal(next.startSector, Math.max(from, s + 32), "fetches on from where it stopped");
+});

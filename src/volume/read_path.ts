@@ -39,11 +39,14 @@ export interface ReadSources {
   open: () => OpenObject | undefined;
   inflightBody: (sequence: number) => Uint8Array | undefined;
   sizeSectors: () => number;
+  /** Bound on read-ahead bytes in flight across all streams (read_ahead.ts says why). */
+  prefetchBytesMax: number;
 }
 
 export class ReadPath {
   #s: ReadSources;
   #counters = { reads: 0, cacheHits: 0, cacheMisses: 0 };
+  #prefetchBytes = 0;
 
   constructor(sources: ReadSources) {
     this.#s = sources;
@@ -51,6 +54,11 @@ export class ReadPath {
 
   get counters(): Readonly<{ reads: number; cacheHits: number; cacheMisses: number }> {
     return this.#counters;
+  }
+
+  /** Read-ahead bytes whose GETs have not settled yet (at most prefetchBytesMax). */
+  get prefetchBytesInFlight(): number {
+    return this.#prefetchBytes;
   }
 
   /**
@@ -89,7 +97,8 @@ export class ReadPath {
     const overlay = open === undefined || open.isEmpty
       ? undefined
       : overlayOpen(open, firstSector, sectors, dest);
-    const ahead = s.readAhead.observe(firstSector, sectors);
+    const budgetSectors = Math.max(0, s.prefetchBytesMax - this.#prefetchBytes) / SECTOR_BYTES;
+    const ahead = s.readAhead.observe(firstSector, sectors, Math.floor(budgetSectors));
     if (ahead !== undefined) this.#prefetch(ahead.startSector, ahead.lengthSectors);
     if (remote.length === 0) return undefined;
     return Promise.all(coalesce(remote).map((run) => this.#fetch(run, dest, overlay))).then(() => {});
@@ -130,7 +139,11 @@ export class ReadPath {
       pieces.push({ ...e, destSector: 0 });
     });
     for (const run of coalesce(pieces)) {
-      s.fetcher.get(run.sequence, run.offsetSectors, run.lengthSectors).catch(() => {});
+      const bytes = run.lengthSectors * SECTOR_BYTES;
+      this.#prefetchBytes += bytes;
+      s.fetcher.get(run.sequence, run.offsetSectors, run.lengthSectors).catch(() => {}).finally(() => {
+        this.#prefetchBytes -= bytes;
+      });
     }
   }
 }

@@ -186,6 +186,7 @@ export class Volume implements BlockDevice {
       open: () => this.#writer?.open,
       inflightBody: (sequence) => this.#writer?.inflightBody(sequence),
       sizeSectors: () => this.#sizeBytes / SECTOR_BYTES,
+      prefetchBytesMax: Math.floor(o.cacheBytesMax / 2),
     });
   }
 

@@ -301,6 +301,43 @@ Deno.test("Volume read-ahead: a sequential reader costs far fewer GETs than read
   assert.equal(await gets({}, random), 64);
 });
 
+Deno.test("Volume read-ahead: eight sequential readers keep at most half the cache fetched ahead, not two caches", async () => {
+  const store = new MemoryStore({ latencyMs: { min: 3, max: 3 } });
+  const v = await open(store, { sizeBytes: 32 * MiB });
+  for (let i = 0; i < 8; i++) await v.write(i * 4 * MiB, sector(i + 1, 1024));
+  await v.close();
+  // GET bytes in flight at most: what the readers asked for plus what was fetched ahead of them.
+  let inFlight = 0;
+  let inFlightMax = 0;
+  const watched = new Proxy(store, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop !== "get") return typeof value === "function" ? value.bind(target) : value;
+      return async (key: string, range?: { offsetBytes: number; lengthBytes: number }) => {
+        const bytes = range?.lengthBytes ?? 0;
+        inFlight += bytes;
+        inFlightMax = Math.max(inFlightMax, inFlight);
+        try {
+          return await target.get(key, range);
+        } finally {
+          inFlight -= bytes;
+        }
+      };
+    },
+  });
+  // A 4 MiB cache: windows up to 1 MiB each, 2 MiB ahead in all (8 streams could keep 8 MiB).
+  const r = await open(watched as MemoryStore, { cacheBytesMax: 4 * MiB });
+  const readBytesEach = 64 * 1024;
+  await Promise.all(Array.from({ length: 8 }, async (_, i) => {
+    for (let at = i * 4 * MiB; at < (i + 1) * 4 * MiB; at += readBytesEach) {
+      assert.equal((await readBytes(r, at, readBytesEach))[0], i + 1, `data at ${at}`);
+    }
+  }));
+  await r.close();
+  const readersBytes = 8 * readBytesEach;
+  assert(inFlightMax <= 2 * MiB + readersBytes, `${(inFlightMax / MiB).toFixed(2)} MiB of GETs in flight`);
+});
+
 Deno.test("Volume checkpoints: a restart that replayed headers leaves a checkpoint for the next one", async () => {
   const store = new MemoryStore();
   const v = await open(store, { sizeBytes: MiB, objectBytesMax: 16 * 1024, checkpointEveryObjects: 0 });

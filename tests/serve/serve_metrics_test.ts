@@ -144,6 +144,20 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
       new RegExp(`Uploaded\\s+${value(read, "lsvd_log_objects_uploaded_total")} log objects`),
     );
     assert.match(text, /Errors\s+none/);
+
+    // Dead buffers are collected once they pass the slack (8 MiB without a cache), not V8's tens of MiB.
+    assert.equal(before.get("lsvd_process_gc_collections")?.type, "gauge");
+    await runClientOk("qemu-io", [
+      "-f",
+      "raw",
+      unixUri(t.socket),
+      "-c",
+      "write -P 0x3d 8M 48M",
+      "-c",
+      "flush",
+    ]);
+    const burst = await scrape(url);
+    assert(value(burst, "lsvd_process_gc_collections") >= 1, "48 MiB of payloads past an 8 MiB slack");
     assert.equal((await d.stop()).code, 0);
 
     const gone = await new Deno.Command(Deno.execPath(), {

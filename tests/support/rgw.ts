@@ -23,6 +23,8 @@ export interface RgwOptions {
   bucket?: string;
   /** Keep the temporary directory (logs) after stop(), for debugging. */
   keepDirectory?: boolean;
+  /** The mon's and the gateway's ports (hand runs in an assigned range); default two free ones. */
+  ports?: [number, number];
 }
 
 export interface Rgw {
@@ -53,7 +55,7 @@ interface Daemon {
 /** Boots the gateway, creates the user and bucket; throws with log tails when any step fails. */
 export async function startRgw(options: RgwOptions = {}): Promise<Rgw> {
   const directory = await Deno.makeTempDir({ prefix: "lsvd-rgw-" });
-  const [monPort, rgwPort] = freePorts(2) as [number, number];
+  const [monPort, rgwPort] = options.ports ?? freePorts(2) as [number, number];
   const daemons: Daemon[] = [];
   // If the test process exits without stop() (uncaught error, Deno.exit), take the daemons along.
   const killOnExit = () => {

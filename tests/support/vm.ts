@@ -30,6 +30,9 @@ const GUEST_MODULES = [
   "fs/jbd2/jbd2.ko",
   "crypto/crc32c_generic.ko",
   "fs/ext4/ext4.ko",
+  "net/core/failover.ko",
+  "drivers/net/net_failover.ko",
+  "drivers/net/virtio_net.ko",
 ];
 const BUSYBOX_PATHS = ["/usr/bin/busybox", "/bin/busybox"];
 const QEMU = "qemu-system-x86_64";
@@ -53,6 +56,11 @@ export interface VmRunOptions {
   env?: Record<string, string>;
   /** Size of a blank (sparse) virtio disk the guest sees as /dev/vda; none when unset. */
   diskBytes?: number;
+  /**
+   * QEMU user-mode networking: the guest is 10.0.2.15 on eth0 and reaches the host's loopback
+   * services (an RGW a test started) at 10.0.2.2. Without it the guest has no network but lo.
+   */
+  network?: boolean;
 }
 
 export interface VmResult {
@@ -101,7 +109,13 @@ export async function runInVm(options: VmRunOptions): Promise<VmResult> {
     const scriptPath = `${options.sharedDir}/.vm-script-${marker}.sh`;
     await Deno.writeTextFile(scriptPath, options.script);
     const initrdPath = `${workDir}/initrd.cpio`;
-    const init = initScript({ sharedDir: options.sharedDir, scriptPath, marker, env: options.env ?? {} });
+    const init = initScript({
+      network: options.network ?? false,
+      sharedDir: options.sharedDir,
+      scriptPath,
+      marker,
+      env: options.env ?? {},
+    });
     await Deno.writeFile(initrdPath, buildInitramfs(kernel, init));
     let diskPath: string | undefined;
     if (options.diskBytes !== undefined) {
@@ -175,7 +189,7 @@ function qemuArgs(run: QemuRun): string[] {
   const { options } = run;
   return [
     ...["-accel", "tcg", "-m", String(options.memoryMb ?? 2048), "-smp", String(options.cpus ?? 2)],
-    ...["-nographic", "-no-reboot", "-nic", "none"],
+    ...["-nographic", "-no-reboot", "-nic", options.network ? "user,model=virtio-net-pci" : "none"],
     ...["-kernel", run.kernel.kernelPath, "-initrd", run.initrdPath],
     ...(run.diskPath === undefined
       ? []
@@ -208,6 +222,7 @@ function hiddenHostDirs(): string[] {
 }
 
 interface InitParams {
+  network: boolean;
   sharedDir: string;
   scriptPath: string;
   marker: string;
@@ -233,6 +248,12 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 ${modules}
+ip link set lo up
+${
+    p.network
+      ? 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 || echo "cannot configure eth0"'
+      : ""
+  }
 msize=512000
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=$msize hostroot /host || echo "cannot mount hostroot"
 mount -t proc proc /host/proc

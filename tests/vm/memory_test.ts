@@ -7,18 +7,27 @@
  * daemon, on a fresh volume with a disk cache (`--cache-dir` on the VM's own ext4 disk, 384 MiB), takes
  * the same burst and reads it back twice: the first pass fills the disk cache (the 14 MiB memory cache
  * holds a fraction), the second is served from it (its metrics are checked), and the same bound holds.
+ * A third daemon serves the defaults from a bucket: Ceph RGW started on the host, reached over QEMU's
+ * user-mode network at 10.0.2.2; the same burst, checked against a bound of its own (below).
  */
 
 import assert from "node:assert/strict";
+import { type Rgw, startRgw } from "../support/rgw.ts";
 import { runInVm, shellQuote, VmError, vmUnavailableReason } from "../support/vm.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const REPO = new URL("../..", import.meta.url).pathname;
 const PEAK_RSS_BYTES_MAX = 128 * 1024 * 1024;
+/**
+ * On a bucket the issue's 128 MiB is not met: 147.7 and 150.2 MiB measured (idle 91, of which the AWS
+ * SDK ~25; bench/RESULTS.md, "Issue 23: memory on a bucket"). This bound catches a regression — with
+ * dead buffers left to V8 again (src/util/gc_pacer.ts off) the same run peaked at 170.6 MiB — not the target.
+ */
+const BUCKET_PEAK_RSS_BYTES_MAX = 160 * 1024 * 1024;
 const DISK_CACHE_SIZE = "384M";
 const METRICS = "127.0.0.1:9464";
 
-function guestScript(sharedDir: string): string {
+function guestScript(sharedDir: string, rgw: Rgw): string {
   const q = shellQuote;
   const deno = `${q(Deno.execPath())} run -A --cached-only ${q(MAIN)}`;
   const log = `${sharedDir}/serve.log`;
@@ -49,7 +58,45 @@ wait $pid
 result serveExit $?
 cat ${q(log)}
 ${diskCacheRun(sharedDir, deno)}
+${bucketRun(sharedDir, deno, rgw)}
 `;
+}
+
+/**
+ * The third daemon: the defaults on a bucket (Ceph RGW on the host, reached over QEMU's user-mode
+ * network at 10.0.2.2), the same burst written and read back. The AWS SDK and the GET bodies make
+ * this the heaviest of the three (bench/RESULTS.md, "Issue 23: memory on a bucket").
+ */
+function bucketRun(sharedDir: string, deno: string, rgw: Rgw): string {
+  const q = shellQuote;
+  const log = `${sharedDir}/serve-s3.log`;
+  const uri = "'nbd+unix:///lsvd?socket=/run/lsvd-s3.sock'";
+  const endpoint = rgw.endpoint.replace("127.0.0.1", "10.0.2.2");
+  const metric = (name: string) =>
+    `"$(curl -s http://${METRICS}/metrics | awk '/^${name} / {v = $2} END {print v + 0}')"`;
+  return `AWS_ACCESS_KEY_ID=${q(rgw.accessKeyId)} AWS_SECRET_ACCESS_KEY=${q(rgw.secretAccessKey)} \
+AWS_REGION=${q(rgw.region)} ${deno} serve --bucket ${q(rgw.bucket)} --endpoint ${q(endpoint)} --path-style \
+  --socket /run/lsvd-s3.sock --size 1G --metrics ${METRICS} >${q(log)} 2>&1 &
+pid=$!
+i=0
+until grep -q "Device is now operational." ${q(log)}; do
+  if ! kill -0 $pid 2>/dev/null; then cat ${q(log)}; exit 97; fi
+  i=$((i + 1)); [ $i -gt 1800 ] && { cat ${q(log)}; kill -9 $pid; exit 98; }
+  sleep 0.1
+done
+result s3IdleRssKb "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
+nbdcopy --flush -- [ nbdkit random 256M seed=7 ] ${uri} || exit 99
+result s3WriteRssKb "$(awk '/VmHWM/ {print $2}' /proc/$pid/status)"
+nbdcopy -- ${uri} - | head -c 268435456 | sha256sum > /run/back-s3.txt
+if cmp -s /run/back-s3.txt /run/want.txt; then result s3Same true; else result s3Same false; fi
+result s3PeakRssKb "$(awk '/VmHWM/ {print $2}' /proc/$pid/status)"
+result s3HeapTotal ${metric("lsvd_process_heap_total_bytes")}
+result s3External ${metric("lsvd_process_external_bytes")}
+result s3Collections ${metric("lsvd_process_gc_collections")}
+kill -TERM $pid
+wait $pid
+result s3ServeExit $?
+cat ${q(log)}`;
 }
 
 /**
@@ -94,19 +141,21 @@ cat ${q(log)}`;
 
 Deno.test({
   name:
-    "On a 512 MiB VM the defaults scale down and a 256 MiB burst peaks under 128 MiB RSS, also with --cache-dir (VM)",
+    "On a 512 MiB VM the defaults scale down and a 256 MiB burst peaks under 128 MiB RSS, also with --cache-dir, under 160 MiB on a bucket (VM)",
   ignore: vmUnavailableReason() !== undefined,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     const sharedDir = await Deno.makeTempDir({ prefix: "lsvd-vm-memory-" });
+    const rgw = await startRgw();
     try {
       const vm = await runInVm({
-        script: guestScript(sharedDir),
+        script: guestScript(sharedDir, rgw),
         sharedDir,
-        timeoutMs: 600_000,
+        timeoutMs: 900_000,
         memoryMb: 512,
         diskBytes: 1024 * 1024 * 1024,
+        network: true,
       });
       const results: Record<string, any> = {};
       for (const m of vm.console.matchAll(/RESULT (\{.*\})\r?$/gm)) {
@@ -126,6 +175,8 @@ Deno.test({
       check(results.dcBytes >= 240 * 1024 * 1024, "the first pass filled the disk cache with the burst");
       check(results.dcHits2 > results.dcHits1, "the second pass was served from the disk cache");
       check(results.dcServeExit === 0, "lsvd with --cache-dir exits 0 after SIGTERM");
+      check(results.s3Same === true, "on a bucket the burst reads back identical");
+      check(results.s3ServeExit === 0, "lsvd on a bucket exits 0 after SIGTERM");
       const mib = (kb: number) => Math.round(kb / 1024);
       assert(
         results.peakRssKb * 1024 <= PEAK_RSS_BYTES_MAX,
@@ -137,7 +188,14 @@ Deno.test({
           mib(results.dcIdleRssKb)
         } MiB, ${mib(results.dcWriteRssKb)} MiB after the write)`,
       );
+      assert(
+        results.s3PeakRssKb * 1024 <= BUCKET_PEAK_RSS_BYTES_MAX,
+        `on a bucket: peak RSS ${mib(results.s3PeakRssKb)} MiB > 160 MiB (idle ${
+          mib(results.s3IdleRssKb)
+        } MiB, ${mib(results.s3WriteRssKb)} MiB after the write)`,
+      );
     } finally {
+      await rgw.stop();
       await Deno.remove(sharedDir, { recursive: true }).catch(() => {});
     }
   },

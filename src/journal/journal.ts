@@ -93,7 +93,10 @@ export class Journal {
   #durable = 0;
   #removed = 0; // bytes of deleted segments
   #pending: Pending[] = [];
-  #pump: Promise<void> | undefined;
+  #writing: Promise<void> | undefined;
+  #syncing: Promise<void> | undefined;
+  /** The segment an fdatasync runs on: reclaim leaves it until the sync returns. */
+  #syncingSegment: Segment | undefined;
   #syncWanted = 0;
   #syncWaiters: Waiter[] = [];
   #leaseWaiters: Waiter[] = [];
@@ -308,25 +311,37 @@ export class Journal {
     }
   }
 
-  // ---- the file pump: writes pending records in order, syncs when a FLUSH waits -----------------
+  // ---- two pumps: one writes pending records in order, one syncs what is written -------------
+  //
+  // A write's record reaches the file (and the write is acknowledged) while an fdatasync runs,
+  // not after it: under concurrent commits each write otherwise waited a whole sync first. One
+  // sync runs at a time, so FLUSHes that arrive during it share the next (group commit; several
+  // syncs at once measured slower, bench/RESULTS.md). A sync covers `#written` as read in the
+  // synchronous step in which it starts, in the last created segment; every earlier segment was
+  // synced whole before that one was created, so every byte before that position is on disk
+  // when it returns, whatever the writer appends meanwhile.
 
   #kick(): void {
-    if (this.#pump !== undefined || !this.#pumpWanted()) return;
-    this.#pump = this.#runPump().catch((e) => this.#pumpFailed(e)).finally(() => {
-      this.#pump = undefined;
-      this.#kick();
-    });
+    if (this.#stopped || this.#failure !== undefined) return;
+    if (this.#writing === undefined && this.#pending.length > 0) {
+      this.#writing = this.#writePending().catch((e) => this.#pumpFailed(e)).finally(() => {
+        this.#writing = undefined;
+        this.#kick();
+      });
+    }
+    // A sync waits for new bytes in the file: one started before them would not cover them.
+    if (this.#syncing === undefined && this.#syncWanted > this.#synced && this.#written > this.#synced) {
+      this.#syncing = this.#syncWritten().catch((e) => this.#pumpFailed(e)).finally(() => {
+        this.#syncing = undefined;
+        this.#kick();
+      });
+    }
   }
 
-  /** Records to write or a FLUSH to sync, and the journal still working. */
-  #pumpWanted(): boolean {
-    if (this.#stopped || this.#failure !== undefined) return false;
-    return this.#pending.length > 0 || this.#syncWanted > this.#synced;
-  }
-
-  async #runPump(): Promise<void> {
+  /** Writes pending records to their segments in order; wakes the writes now in the file. */
+  async #writePending(): Promise<void> {
     const files = this.#o.files;
-    while (this.#pumpWanted()) {
+    while (this.#pending.length > 0 && !this.#stopped && this.#failure === undefined) {
       const batch = this.#pending;
       this.#pending = [];
       for (let i = 0; i < batch.length;) {
@@ -344,23 +359,32 @@ export class Journal {
         this.#written = batch[j - 1]!.endPosition;
         this.#wakeWritten();
         this.#wakeSpace();
+        this.#kick(); // a FLUSH waiting for these bytes starts its sync now
         i = j;
       }
-      if (this.#syncWanted > this.#synced && !this.#stopped) {
-        const through = this.#written;
-        const current = this.#segments.findLast((s) => s.created);
-        if (current !== undefined) await files.sync(current.name);
-        this.#counters.syncs++;
-        this.#synced = Math.max(this.#synced, through);
-        const still: Waiter[] = [];
-        for (const w of this.#syncWaiters) {
-          if (w.position <= this.#synced) this.#acknowledge(w);
-          else still.push(w);
-        }
-        this.#syncWaiters = still;
-        this.#reclaim();
-      }
     }
+  }
+
+  /** One fdatasync of everything written so far; acknowledges the FLUSHes it covers. */
+  async #syncWritten(): Promise<void> {
+    const through = this.#written;
+    const current = this.#segments.findLast((s) => s.created);
+    this.#syncingSegment = current;
+    try {
+      if (current !== undefined) await this.#o.files.sync(current.name);
+    } finally {
+      this.#syncingSegment = undefined;
+    }
+    if (this.#stopped) return;
+    this.#counters.syncs++;
+    this.#synced = Math.max(this.#synced, through);
+    const still: Waiter[] = [];
+    for (const w of this.#syncWaiters) {
+      if (w.position <= this.#synced) this.#acknowledge(w);
+      else still.push(w);
+    }
+    this.#syncWaiters = still;
+    this.#reclaim();
   }
 
   #pumpFailed(e: unknown): void {
@@ -403,6 +427,7 @@ export class Journal {
       for (;;) {
         const s = this.#segments[0];
         if (s === undefined || s.endPosition === -1 || !s.created || this.#stopped) return;
+        if (s === this.#syncingSegment) return; // #syncWritten reclaims again once it returns
         if (s.endPosition > this.#durable || s.endPosition > this.#written) return;
         await this.#o.files.remove(s.name);
         this.#segments.shift();
@@ -419,7 +444,9 @@ export class Journal {
    * directory go. A journal whose writer failed keeps its files.
    */
   async close(): Promise<void> {
-    while (this.#pump !== undefined) await this.#pump;
+    while (this.#writing !== undefined || this.#syncing !== undefined) {
+      await Promise.all([this.#writing, this.#syncing]);
+    }
     await this.#reclaiming;
     this.#stopped = true;
     if (this.#failure === undefined && this.#o.target.failure === undefined) {

@@ -365,3 +365,40 @@ Deno.test("Journal acknowledges a write only once its record is in the file, so 
   // outlives the process. The next start finds the record.
   assert.equal((await scanJournal(files)).records, 1);
 });
+
+Deno.test("Journal acknowledges writes while an fdatasync runs, and a FLUSH after them waits for a sync that started after them", async () => {
+  const files = new MemoryJournalFiles();
+  const gates: (() => void)[] = [];
+  const sync = files.sync.bind(files);
+  files.sync = async (name) => {
+    const synced = sync(name); // an fdatasync covers what was in the file when it was called
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return synced;
+  };
+  const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16 });
+  const acknowledged: string[] = [];
+  await journal.write(0, sector(1));
+  const first = journal.flush().then(() => acknowledged.push("flush 1"));
+  await settle();
+  assert.equal(gates.length, 1, "the first FLUSH started a sync");
+  await journal.write(4096, sector(2)).then(() => acknowledged.push("write 2"));
+  assert.deepEqual(acknowledged, ["write 2"], "a write is acknowledged while the sync runs");
+  const second = journal.flush().then(() => acknowledged.push("flush 2"));
+  await settle();
+  assert.equal(gates.length, 1, "no second sync while one runs");
+  gates[0]!();
+  await first;
+  await settle();
+  assert.deepEqual(
+    acknowledged,
+    ["write 2", "flush 1"],
+    "the second FLUSH waits: the sync that ended started before write 2 was in the file",
+  );
+  assert.equal(gates.length, 2, "the second FLUSH's own sync started");
+  gates[1]!();
+  await second;
+  assert.deepEqual(acknowledged, ["write 2", "flush 1", "flush 2"]);
+  // A crash keeps what was synced and nothing more: both acknowledged FLUSHes' writes are there.
+  journal.stop();
+  assert.equal((await scanJournal(files.crash(() => 0))).records, 2);
+});

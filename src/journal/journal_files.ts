@@ -170,17 +170,22 @@ export class DirectoryJournalFiles implements JournalFiles {
     }
   }
 
-  async append(name: string, bytes: Uint8Array): Promise<void> {
+  append(name: string, bytes: Uint8Array): Promise<void> {
     const file = this.#open.get(name);
     const end = this.#ends.get(name);
     assert(file !== undefined && end !== undefined, "a segment is appended to only after create()");
-    file.seekSync(end, Deno.SeekMode.Start);
-    this.#ends.set(name, end + bytes.length);
     // Synchronous: appending lands in the OS page cache in microseconds, less than the two trips
     // through Deno's blocking-op thread pool an async write costs (a dup'd descriptor and a thread
     // wake-up; measured in bench/RESULTS.md, issue 23 commits), the same trade as the directory
     // store's pread (file_handles.ts): a write the kernel throttles holds the event loop meanwhile.
-    for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    try {
+      file.seekSync(end, Deno.SeekMode.Start);
+      for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    } catch (e) {
+      return Promise.reject(e); // the journal fails (kind unavailable), as for an async write
+    }
+    this.#ends.set(name, end + bytes.length);
+    return Promise.resolve();
   }
 
   async sync(name: string): Promise<void> {

@@ -872,7 +872,9 @@ function servedVolumeOptions(
     ...(atSequence === undefined ? {} : { atSequence }),
     ...(config.journal === undefined ? {} : {
       journal: {
-        files: new DirectoryJournalFiles(config.journal.dir),
+        files: new DirectoryJournalFiles(config.journal.dir, {
+          preallocateBytes: journalSegmentBytes(config.journal.bytesMax),
+        }),
         delayMs: config.journal.delayMs,
         bytesMax: config.journal.bytesMax,
         segmentBytes: journalSegmentBytes(config.journal.bytesMax),

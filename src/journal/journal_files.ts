@@ -10,14 +10,24 @@
  * `remove` and `writeIdentity` are durable when they return (the directory is synced).
  *
  * A directory holds `identity.json`, `segment-<16 hex first record>.log` files, `lock` (the pid
- * and host of the daemon using it: a second daemon is refused while that process lives) and `id`
+ * and host of the daemon using it: a second daemon is refused while that process lives), `id`
  * (a random id made on first use, which the writer lease records: the bucket knows which journal
- * may hold acknowledged writes, wherever the directory is mounted).
+ * may hold acknowledged writes, wherever the directory is mounted) and `spare.zero`.
+ *
+ * Preallocated segments (`preallocateBytes`): a segment starts as `spare.zero`, a file of that many
+ * zero bytes written and fdatasync'd in the background, renamed into place by `create`; records are
+ * then written over the zeros from the start. An fdatasync of a file that grew must also write its
+ * new size and extents (ext4: a journal commit), which made a FLUSH cost about twice what one over
+ * written blocks costs (bench/RESULTS.md, issue 23 commits); over preallocated blocks it writes the
+ * data alone, as a database's zero-filled WAL segments do. Replay reads the zeros after the last
+ * record as the segment's unused end (journal_replay.ts). No spare ready in time: the segment
+ * starts empty and grows, as without preallocation.
  */
 
 import { processRunning } from "../util/proc_stat.ts";
 import { join } from "node:path";
 import { LsvdError, messageOf } from "../util/errors.ts";
+import { assert } from "../util/assert.ts";
 
 export interface JournalFiles {
   /** For messages: the directory. */
@@ -43,17 +53,26 @@ export function segmentName(firstRecord: number): string {
 }
 
 const SEGMENT_PATTERN = /^segment-[0-9a-f]{16}\.log$/;
+const SPARE = "spare.zero";
+const ZEROS_CHUNK_BYTES = 1024 * 1024;
 
 /** The daemon's journal: files in a local directory. */
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
   #dir: string;
   #open = new Map<string, Deno.FsFile>();
+  /** Where the next record goes in each open segment (a preallocated file is longer). */
+  #ends = new Map<string, number>();
   #locked = false;
+  #preallocateBytes: number;
+  /** The spare being zero-filled: resolves true once it is whole and synced. */
+  #spare: Promise<boolean> | undefined;
 
-  constructor(dir: string) {
+  /** `preallocateBytes` > 0: segments start as zero-filled files of that size (above). */
+  constructor(dir: string, options: { preallocateBytes?: number } = {}) {
     this.#dir = dir;
     this.description = dir;
+    this.#preallocateBytes = options.preallocateBytes ?? 0;
   }
 
   async lock(): Promise<void> {
@@ -70,6 +89,8 @@ export class DirectoryJournalFiles implements JournalFiles {
       try {
         await Deno.link(tmp, path); // atomic: fails if a lock is there
         this.#locked = true;
+        // The first segment's zeros are written while the volume opens, not on the first write.
+        if (this.#preallocateBytes > 0) this.#spare = this.#zeroFillSpare();
         return;
       } catch (e) {
         if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
@@ -91,8 +112,12 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async unlock(): Promise<void> {
+    await this.#spare; // a zero-fill still writing finishes before the directory is let go
+    this.#spare = undefined;
+    await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
     for (const f of this.#open.values()) f.close();
     this.#open.clear();
+    this.#ends.clear();
     if (this.#locked) await Deno.remove(join(this.#dir, "lock")).catch(() => {});
     this.#locked = false;
   }
@@ -110,22 +135,57 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async create(name: string): Promise<void> {
-    const file = await Deno.open(join(this.#dir, name), { write: true, createNew: true });
-    this.#open.set(name, file);
+    const path = join(this.#dir, name);
+    if (this.#preallocateBytes > 0 && await (this.#spare ??= this.#zeroFillSpare())) {
+      this.#spare = undefined;
+      await Deno.rename(join(this.#dir, SPARE), path); // no segment of this name exists: names grow
+      this.#open.set(name, await Deno.open(path, { write: true }));
+      this.#spare = this.#zeroFillSpare(); // the next one, while this one fills
+    } else {
+      this.#open.set(name, await Deno.open(path, { write: true, createNew: true }));
+    }
+    this.#ends.set(name, 0);
     await this.#syncDir();
   }
 
-  async append(name: string, bytes: Uint8Array): Promise<void> {
-    let file = this.#open.get(name);
-    if (file === undefined) {
-      file = await Deno.open(join(this.#dir, name), { append: true });
-      this.#open.set(name, file);
+  /**
+   * Writes `spare.zero` (replacing one an earlier run left: this class made it) as zeros, then
+   * fdatasyncs it. False when that fails (a full disk): the caller starts an empty segment instead.
+   */
+  async #zeroFillSpare(): Promise<boolean> {
+    try {
+      const file = await Deno.open(join(this.#dir, SPARE), { write: true, create: true, truncate: true });
+      try {
+        const zeros = new Uint8Array(ZEROS_CHUNK_BYTES);
+        for (let done = 0; done < this.#preallocateBytes;) {
+          done += await file.write(zeros.subarray(0, Math.min(zeros.length, this.#preallocateBytes - done)));
+        }
+        await file.syncData();
+      } finally {
+        file.close();
+      }
+      return true;
+    } catch {
+      return false;
     }
+  }
+
+  append(name: string, bytes: Uint8Array): Promise<void> {
+    const file = this.#open.get(name);
+    const end = this.#ends.get(name);
+    assert(file !== undefined && end !== undefined, "a segment is appended to only after create()");
     // Synchronous: appending lands in the OS page cache in microseconds, less than the two trips
     // through Deno's blocking-op thread pool an async write costs (a dup'd descriptor and a thread
     // wake-up; measured in bench/RESULTS.md, issue 23 commits), the same trade as the directory
     // store's pread (file_handles.ts): a write the kernel throttles holds the event loop meanwhile.
-    for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    try {
+      file.seekSync(end, Deno.SeekMode.Start);
+      for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    } catch (e) {
+      return Promise.reject(e); // the journal fails (kind unavailable), as for an async write
+    }
+    this.#ends.set(name, end + bytes.length);
+    return Promise.resolve();
   }
 
   async sync(name: string): Promise<void> {
@@ -135,6 +195,7 @@ export class DirectoryJournalFiles implements JournalFiles {
   async remove(name: string): Promise<void> {
     this.#open.get(name)?.close();
     this.#open.delete(name);
+    this.#ends.delete(name);
     await Deno.remove(join(this.#dir, name));
   }
 

@@ -64,9 +64,13 @@ export async function readIdentity(files: JournalFiles): Promise<JournalIdentity
 }
 
 /**
- * Checks every record. A bad record in the last segment with no checked record after it is a torn
- * tail (appended after the last fdatasync, so never acknowledged): dropped. Any other bad record,
- * or a record number out of sequence, is damage: LsvdError "data" naming the file and offset.
+ * Checks every record. Zeros from a record boundary to a segment's end are the unused part of a
+ * preallocated segment (journal_files.ts): the segment ends there. That cannot hide lost records: a
+ * segment is synced whole before the next gets a byte, and record numbers run on across segments,
+ * so records missing at a segment's end make the next segment's first number out of sequence. A
+ * bad record in the last segment with no checked record after it is a torn tail (appended after
+ * the last fdatasync, so never acknowledged): dropped. Any other bad record, or a record number out
+ * of sequence, is damage: LsvdError "data" naming the file and offset.
  */
 export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> {
   const identity = await readIdentity(files);
@@ -94,6 +98,7 @@ export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> 
         continue;
       }
       const why = d.ok ? `record ${d.record.number} where ${expected} was due` : d.why;
+      if (!d.ok && zeroFrom(bytes, at)) break; // the unused end of a preallocated segment
       if (i === names.length - 1 && !anyRecordAfter(bytes, at + 1)) {
         scanned.tornBytes = bytes.length - at; // torn tail
         break;
@@ -254,4 +259,14 @@ function recordData(files: JournalFiles, r: JournalRecord, sealer: RecordSealer 
 /** Deletes every segment (after replay reached the store, or on --journal-discard). */
 export async function emptyJournal(files: JournalFiles): Promise<void> {
   for (const name of await files.segments()) await files.remove(name);
+}
+
+/** True when every byte from `at` to the end is zero. */
+function zeroFrom(bytes: Uint8Array, at: number): boolean {
+  let i = at;
+  for (; i < bytes.length && ((bytes.byteOffset + i) & 7) !== 0; i++) if (bytes[i] !== 0) return false;
+  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset + i, (bytes.length - i) >> 3);
+  for (const w of words) if (w !== 0n) return false;
+  for (i += words.length * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }

@@ -4,7 +4,8 @@ import { type Logger, silentLogger } from "../util/log.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { seededRandom } from "../util/random.ts";
 import { decodeRecord, encodeRecord, RECORD_HEADER_BYTES } from "../journal/journal_codec.ts";
-import { segmentName } from "../journal/journal_files.ts";
+import { DirectoryJournalFiles, segmentName } from "../journal/journal_files.ts";
+import { join } from "node:path";
 import { MemoryJournalFiles } from "../journal/journal_files_memory.ts";
 import { Journal, type JournalTarget } from "../journal/journal.ts";
 import { scanJournal } from "../journal/journal_replay.ts";
@@ -182,6 +183,51 @@ Deno.test("scanJournal() drops a torn tail and refuses damage before the end, na
       isLsvdError(e, "data") &&
       e.message.includes(`/j: ${segmentName(1)} is damaged at byte ${record} (a CRC mismatch)`),
   );
+});
+
+Deno.test("Preallocated segments: zeros after the last record end a segment, records lost at a segment's end are damage", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const write = (n: number) =>
+      encodeRecord({ kind: "write", number: n, offsetBytes: n * 4096, lengthBytes: 4096, data: sector(n) });
+    const files = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
+    await files.lock();
+    await files.writeIdentity(
+      JSON.stringify({ version: 1, store: "s", prefix: "", writerEpoch: 1, startSequence: 0, startEpoch: 0 }),
+    );
+    for (const [first, last] of [[1, 3], [4, 5]]) {
+      await files.create(segmentName(first!));
+      for (let n = first!; n <= last!; n++) await files.append(segmentName(first!), write(n));
+      await files.sync(segmentName(first!));
+    }
+    // Written over zeros: each segment keeps its preallocated size (no size change to sync).
+    for (const name of await files.segments()) {
+      assert.equal((await Deno.stat(join(dir, name))).size, 64 * 1024);
+    }
+    let scanned = await scanJournal(files);
+    assert.equal(scanned.records, 5);
+    assert.equal(scanned.tornBytes, 0);
+    assert.deepEqual(scanned.segments.map((s) => s.validBytes), [3 * write(1).length, 2 * write(1).length]);
+    // A torn record in the last segment, zeros after it: a torn tail, dropped.
+    const torn = write(6).subarray(0, 1000);
+    await files.append(segmentName(4), torn);
+    scanned = await scanJournal(files);
+    assert.equal(scanned.records, 5);
+    assert(scanned.tornBytes > 0);
+    await files.unlock();
+    // The first segment's last record lost (zeros where it was): the next segment's first record
+    // is out of sequence, so that is damage, not an unused end.
+    const first = await Deno.open(join(dir, segmentName(1)), { write: true });
+    await first.seek(2 * write(1).length, Deno.SeekMode.Start);
+    await first.write(new Uint8Array(write(1).length));
+    first.close();
+    await assert.rejects(
+      scanJournal(new DirectoryJournalFiles(dir)),
+      (e) => isLsvdError(e, "data") && e.message.includes("record 4 where 3 was due"),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 // ---- the journal under a real Volume ----------------------------------------------------------

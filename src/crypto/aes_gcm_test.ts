@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { aesGcm } from "./aes_gcm.ts";
 import { nonceBytes, VolumeSecret } from "./sector_cipher.ts";
+import { encryptObject } from "./object_cipher.ts";
+import { decodeTrailer, FormatError, HEADER_BYTES, ObjectBuilder } from "../format/object.ts";
 
 Deno.test("aesGcm(): libcrypto and node:crypto give the same ciphertext and tags, and both refuse a changed byte", () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
@@ -58,4 +60,21 @@ Deno.test("nonceBytes(): epoch:u32 ‖ sequence:u40 ‖ index:u24, big-endian", 
     Array.from(nonceBytes(new Uint8Array(12), 2 ** 32 - 1, 2 ** 40 - 1, 2 ** 24 - 1)),
     Array(12).fill(255),
   );
+});
+
+Deno.test("decodeTrailer() refuses an encrypted trailer whose writer epoch no nonce can hold (a flipped bit): data, not an assertion", () => {
+  const b = new ObjectBuilder({ dataBytes: 2 * 4096, zeroRanges: 0 });
+  b.addEntry(0, 8192).fill(7);
+  const plain = b.finish({
+    sequence: 9,
+    writerEpoch: 3,
+    volumeSizeBytes: 2 ** 30,
+    sealTimeMs: 1_800_000_000_000,
+  });
+  const { cipher } = new VolumeSecret(new Uint8Array(32).fill(1), "test").derive(new Uint8Array(16));
+  const stored = encryptObject(cipher, plain);
+  const trailerAt = HEADER_BYTES + 8192;
+  assert.equal(decodeTrailer(stored.subarray(trailerAt)).sectorCrcs?.seal?.writerEpoch, 3);
+  stored[trailerAt + 43]! ^= 0x01; // the epoch's u64 (offset 40) gains 2^32
+  assert.throws(() => decodeTrailer(stored.subarray(trailerAt)), FormatError);
 });

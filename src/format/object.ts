@@ -352,7 +352,12 @@ function decodeV2(v: DataView): Trailer {
   for (let k = 0; k < sectors; k++, p += SECTOR_CRC_BYTES) sectorCrcs[k] = v.getUint32(p);
   if (encrypted) {
     const tags = new Uint8Array(v.buffer, v.byteOffset + p, sectors * SECTOR_TAG_BYTES).slice();
-    sectorCrcs.seal = { writerEpoch: getU64(v, 40), sequence: getU64(v, 32), tags };
+    const seal = { writerEpoch: getU64(v, 40), sequence: getU64(v, 32), tags };
+    // The nonce holds epoch:u32 and sequence:u40 (FORMAT.md): larger values are damage, not keys.
+    if (seal.writerEpoch >= 2 ** 32 || seal.sequence >= 2 ** 40 || sectors > 2 ** 24) {
+      throw new FormatError("encrypted trailer's writer epoch, sequence or sector count is out of range");
+    }
+    sectorCrcs.seal = seal;
   }
   return {
     version: 2,

@@ -33,6 +33,16 @@ function guestScript(sharedDir: string, rgw: Rgw): string {
   const log = `${sharedDir}/serve.log`;
   return `set -u
 result() { echo "RESULT {\\"name\\":\\"$1\\",\\"value\\":$2}"; }
+# up LOG PID CODE: waits until that daemon is operational; if it exits first, or takes 3 min, prints its
+# log and exits CODE (CODE + 1 for the timeout).
+up() {
+  i=0
+  until grep -q "Device is now operational." "$1"; do
+    if ! kill -0 $2 2>/dev/null; then cat "$1"; exit $3; fi
+    i=$((i + 1)); [ $i -gt 1800 ] && { cat "$1"; kill -9 $2; exit $(($3 + 1)); }
+    sleep 0.1
+  done
+}
 cd ${q(REPO)}
 result memTotalKb "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
 ${deno} serve --help > /run/help.txt 2>&1
@@ -41,12 +51,7 @@ for flag in dirty-limit cache-size uploads; do
 done
 ${deno} serve --dir ${q(sharedDir)}/store --socket /run/lsvd.sock --size 1G >${q(log)} 2>&1 &
 pid=$!
-i=0
-until grep -q "Device is now operational." ${q(log)}; do
-  if ! kill -0 $pid 2>/dev/null; then cat ${q(log)}; exit 90; fi
-  i=$((i + 1)); [ $i -gt 1800 ] && { cat ${q(log)}; kill -9 $pid; exit 91; }
-  sleep 0.1
-done
+up ${q(log)} $pid 90
 result idleRssKb "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
 nbdcopy --flush -- [ nbdkit random 256M seed=7 ] 'nbd+unix:///lsvd?socket=/run/lsvd.sock' || exit 92
 nbdcopy -- 'nbd+unix:///lsvd?socket=/run/lsvd.sock' - | head -c 268435456 | sha256sum > /run/back.txt
@@ -78,12 +83,7 @@ function bucketRun(sharedDir: string, deno: string, rgw: Rgw): string {
 AWS_REGION=${q(rgw.region)} ${deno} serve --bucket ${q(rgw.bucket)} --endpoint ${q(endpoint)} --path-style \
   --socket /run/lsvd-s3.sock --size 1G --metrics ${METRICS} >${q(log)} 2>&1 &
 pid=$!
-i=0
-until grep -q "Device is now operational." ${q(log)}; do
-  if ! kill -0 $pid 2>/dev/null; then cat ${q(log)}; exit 97; fi
-  i=$((i + 1)); [ $i -gt 1800 ] && { cat ${q(log)}; kill -9 $pid; exit 98; }
-  sleep 0.1
-done
+up ${q(log)} $pid 97
 result s3IdleRssKb "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
 nbdcopy --flush -- [ nbdkit random 256M seed=7 ] ${uri} || exit 99
 result s3WriteRssKb "$(awk '/VmHWM/ {print $2}' /proc/$pid/status)"
@@ -114,12 +114,7 @@ mkfs.ext4 -q -F /dev/vda && mkdir -p /mnt/disk && mount /dev/vda /mnt/disk || ex
 ${deno} serve --dir ${q(sharedDir)}/store-dc --socket /run/lsvd-dc.sock --size 1G \
   --cache-dir /mnt/disk/dcache --cache-dir-size ${DISK_CACHE_SIZE} --metrics ${METRICS} >${q(log)} 2>&1 &
 pid=$!
-i=0
-until grep -q "Device is now operational." ${q(log)}; do
-  if ! kill -0 $pid 2>/dev/null; then cat ${q(log)}; exit 93; fi
-  i=$((i + 1)); [ $i -gt 1800 ] && { cat ${q(log)}; kill -9 $pid; exit 94; }
-  sleep 0.1
-done
+up ${q(log)} $pid 93
 result dcIdleRssKb "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
 nbdcopy --flush -- [ nbdkit random 256M seed=7 ] ${uri} || exit 95
 result dcWriteRssKb "$(awk '/VmHWM/ {print $2}' /proc/$pid/status)"

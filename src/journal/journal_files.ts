@@ -60,9 +60,8 @@ const ZEROS_CHUNK_BYTES = 1024 * 1024;
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
   #dir: string;
-  #open = new Map<string, Deno.FsFile>();
-  /** Where the next record goes in each open segment (a preallocated file is longer). */
-  #ends = new Map<string, number>();
+  /** Open segments, each with where its next record goes (a preallocated file is longer). */
+  #open = new Map<string, { file: Deno.FsFile; end: number }>();
   #locked = false;
   #preallocateBytes: number;
   /** The spare being zero-filled: resolves true once it is whole and synced. */
@@ -114,10 +113,10 @@ export class DirectoryJournalFiles implements JournalFiles {
   async unlock(): Promise<void> {
     await this.#spare; // a zero-fill still writing finishes before the directory is let go
     this.#spare = undefined;
-    await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
-    for (const f of this.#open.values()) f.close();
+    // Only the holder's own: a process refused the lock must not take the live daemon's spare.
+    if (this.#locked && this.#preallocateBytes > 0) await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
+    for (const o of this.#open.values()) o.file.close();
     this.#open.clear();
-    this.#ends.clear();
     if (this.#locked) await Deno.remove(join(this.#dir, "lock")).catch(() => {});
     this.#locked = false;
   }
@@ -139,12 +138,11 @@ export class DirectoryJournalFiles implements JournalFiles {
     if (this.#preallocateBytes > 0 && await (this.#spare ??= this.#zeroFillSpare())) {
       this.#spare = undefined;
       await Deno.rename(join(this.#dir, SPARE), path); // no segment of this name exists: names grow
-      this.#open.set(name, await Deno.open(path, { write: true }));
+      this.#open.set(name, { file: await Deno.open(path, { write: true }), end: 0 });
       this.#spare = this.#zeroFillSpare(); // the next one, while this one fills
     } else {
-      this.#open.set(name, await Deno.open(path, { write: true, createNew: true }));
+      this.#open.set(name, { file: await Deno.open(path, { write: true, createNew: true }), end: 0 });
     }
-    this.#ends.set(name, 0);
     await this.#syncDir();
   }
 
@@ -171,9 +169,9 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   append(name: string, bytes: Uint8Array): Promise<void> {
-    const file = this.#open.get(name);
-    const end = this.#ends.get(name);
-    assert(file !== undefined && end !== undefined, "a segment is appended to only after create()");
+    const open = this.#open.get(name);
+    assert(open !== undefined, "a segment is appended to only after create()");
+    const { file, end } = open;
     // Synchronous: appending lands in the OS page cache in microseconds, less than the two trips
     // through Deno's blocking-op thread pool an async write costs (a dup'd descriptor and a thread
     // wake-up; measured in bench/RESULTS.md, issue 23 commits), the same trade as the directory
@@ -184,18 +182,17 @@ export class DirectoryJournalFiles implements JournalFiles {
     } catch (e) {
       return Promise.reject(e); // the journal fails (kind unavailable), as for an async write
     }
-    this.#ends.set(name, end + bytes.length);
+    open.end = end + bytes.length;
     return Promise.resolve();
   }
 
   async sync(name: string): Promise<void> {
-    await this.#open.get(name)?.syncData();
+    await this.#open.get(name)?.file.syncData();
   }
 
   async remove(name: string): Promise<void> {
-    this.#open.get(name)?.close();
+    this.#open.get(name)?.file.close();
     this.#open.delete(name);
-    this.#ends.delete(name);
     await Deno.remove(join(this.#dir, name));
   }
 

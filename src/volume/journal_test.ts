@@ -230,6 +230,25 @@ Deno.test("Preallocated segments: zeros after the last record end a segment, rec
   }
 });
 
+Deno.test("Preallocated segments: a process refused the journal directory leaves the holder's spare alone", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const holder = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
+    await holder.lock();
+    await holder.create(segmentName(1)); // waits for the first spare; a second is filling now
+    const other = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
+    await assert.rejects(other.lock(), (e) => isLsvdError(e, "invalid"));
+    await other.unlock();
+    await holder.sync(segmentName(1));
+    await holder.create(segmentName(2)); // renames the holder's spare: it must still be there
+    assert.equal((await Deno.stat(join(dir, segmentName(2)))).size, 64 * 1024);
+    await holder.unlock();
+    await assert.rejects(Deno.stat(join(dir, "spare.zero")), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---- the journal under a real Volume ----------------------------------------------------------
 
 function options(

@@ -10,7 +10,7 @@
  * instead of asking the store twice.
  */
 
-import { firstBadSector, SECTOR_BYTES, sectorOffsetBytes } from "../format/object.ts";
+import { firstBadSector, SECTOR_BYTES, type SectorCrcs, sectorOffsetBytes } from "../format/object.ts";
 import { type CrcSource, type CrcTable, readVerified } from "../log/verified_read.ts";
 import { openSectors } from "../crypto/object_cipher.ts";
 import type { SectorCipher } from "../crypto/sector_cipher.ts";
@@ -111,17 +111,32 @@ export class Fetcher {
   /** The disk cache's answer when its sectors need no table or the object's table is kept (else get() loads it). */
   #diskNow(disk: DiskCache, sequence: number, offsetSectors: number, dest: Uint8Array): boolean {
     if (!this.#o.verify) return false;
-    const key = this.#o.keyOf(sequence);
+    const object = { sequence, key: this.#o.keyOf(sequence) };
     if (this.#tableless(disk, sequence, offsetSectors, dest.length / SECTOR_BYTES)) {
-      if (!disk.read(key, sequence, offsetSectors, dest)) return false;
-      this.#o.cache.addRange(sequence, offsetSectors, dest);
-      return true;
+      return this.#diskInto(disk, object, offsetSectors, dest, undefined);
     }
     const table = this.#o.tables.kept(sequence);
     if (table === undefined || table === null) return false;
-    if (!disk.read(key, sequence, offsetSectors, dest, table)) return false;
-    if (!this.#openInto(sequence, key, offsetSectors, table, dest)) return false;
-    this.#o.cache.addRange(sequence, offsetSectors, dest);
+    return this.#diskInto(disk, object, offsetSectors, dest, table);
+  }
+
+  /**
+   * Fills dest from the disk cache (checked against `table`, or without it when every sector was
+   * checked in this run), decrypts it on an encrypted volume, keeps it in the memory cache; false
+   * when the disk cache cannot answer.
+   */
+  #diskInto(
+    disk: DiskCache,
+    object: { sequence: number; key: string },
+    offsetSectors: number,
+    dest: Uint8Array,
+    table: SectorCrcs | undefined,
+  ): boolean {
+    if (!disk.read(object.key, object.sequence, offsetSectors, dest, table)) return false;
+    if (table !== undefined && !this.#openInto(object.sequence, object.key, offsetSectors, table, dest)) {
+      return false;
+    }
+    this.#o.cache.addRange(object.sequence, offsetSectors, dest);
     return true;
   }
 
@@ -233,11 +248,9 @@ export class Fetcher {
     offsetSectors: number,
     lengthSectors: number,
   ): Promise<Uint8Array | undefined> {
+    const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
     if (this.#tableless(disk, object.sequence, offsetSectors, lengthSectors)) {
-      const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
-      if (!disk.read(object.key, object.sequence, offsetSectors, body)) return undefined;
-      this.#o.cache.addRange(object.sequence, offsetSectors, body);
-      return body;
+      return this.#diskInto(disk, object, offsetSectors, body, undefined) ? body : undefined;
     }
     let table;
     try {
@@ -246,11 +259,7 @@ export class Fetcher {
       return undefined; // the store's own read below reports what is wrong
     }
     if (table === null) return undefined;
-    const body = new Uint8Array(lengthSectors * SECTOR_BYTES);
-    if (!disk.read(object.key, object.sequence, offsetSectors, body, table)) return undefined;
-    if (!this.#openInto(object.sequence, object.key, offsetSectors, table, body)) return undefined;
-    this.#o.cache.addRange(object.sequence, offsetSectors, body);
-    return body;
+    return this.#diskInto(disk, object, offsetSectors, body, table) ? body : undefined;
   }
 
   /**

@@ -127,11 +127,27 @@ export function decodeRecord(bytes: Uint8Array, offset: number): Decoded {
   };
 }
 
-/** True when a checked record starts at some offset after `from` (a torn tail has none). */
-export function anyRecordAfter(bytes: Uint8Array, from: number): boolean {
+/**
+ * The first checked record at or after `from` numbered `min` or above (a record of this journal
+ * that a bad one hides), or undefined: a torn tail, zeros and a reused file's stale records (all
+ * numbered below the segment's first) have none.
+ */
+export function recordNumberedFrom(bytes: Uint8Array, from: number, min: number): number | undefined {
   for (let at = from; at + RECORD_HEADER_BYTES <= bytes.length; at++) {
     if (bytes[at] !== 0x4c || bytes[at + 1] !== 0x53) continue;
-    if (decodeRecord(bytes, at).ok) return true;
+    const d = decodeRecord(bytes, at);
+    if (d.ok && d.record.number >= min) return d.record.number;
   }
-  return false;
+  return undefined;
+}
+
+/** Bytes of the torn record at `at` (what its header claims, or a header's worth when it is torn too). */
+export function tornRecordBytes(bytes: Uint8Array, at: number): number {
+  const rest = bytes.length - at;
+  if (rest < RECORD_HEADER_BYTES) return rest;
+  const v = new DataView(bytes.buffer, bytes.byteOffset + at, RECORD_HEADER_BYTES);
+  const kind = v.getUint8(4);
+  if (v.getUint32(0) !== JOURNAL_MAGIC || kind < 1 || kind > 3) return RECORD_HEADER_BYTES;
+  const claimed = recordBytes(kind === 1 ? "write" : kind === 2 ? "zero" : "sealed", v.getUint32(24));
+  return Math.min(rest, claimed);
 }

@@ -14,14 +14,20 @@
  * (a random id made on first use, which the writer lease records: the bucket knows which journal
  * may hold acknowledged writes, wherever the directory is mounted) and `spare.zero`.
  *
- * Preallocated segments (`preallocateBytes`): a segment starts as `spare.zero`, a file of that many
- * zero bytes written and fdatasync'd in the background, renamed into place by `create`; records are
- * then written over the zeros from the start. An fdatasync of a file that grew must also write its
- * new size and extents (ext4: a journal commit), which made a FLUSH cost about twice what one over
- * written blocks costs (bench/RESULTS.md, issue 23 commits); over preallocated blocks it writes the
- * data alone, as a database's zero-filled WAL segments do. Replay reads the zeros after the last
- * record as the segment's unused end (journal_replay.ts). No spare ready in time: the segment
- * starts empty and grows, as without preallocation.
+ * Preallocated segments (`preallocateBytes`): a segment starts as `spare.zero`, a file of at least
+ * that many bytes already on disk, renamed into place by `create`; records are then written over
+ * it from the start. An fdatasync of a file that grew must also write its new size and extents
+ * (ext4: a journal commit), which made a FLUSH cost about twice what one over written blocks costs
+ * (bench/RESULTS.md, issue 23 commits); over preallocated blocks it writes the data alone, as a
+ * database's WAL segments do. The spare is made in one of two ways:
+ * - recycled: a segment this process created, deleted once its writes are in the store, is renamed
+ *   to the spare instead (as Postgres recycles WAL segments), so a journal in steady use writes each
+ *   byte once;
+ * - zero-filled in the background (at lock, and when the open segment is half full and no segment
+ *   was recycled), written and fdatasync'd before it is used.
+ * Replay reads what follows a segment's last record, zeros or a recycled file's stale records (all
+ * numbered below the segment's first: numbers only grow in one process, and a spare never outlives
+ * it), as the unused end (journal_replay.ts). No spare ready: the segment starts empty and grows.
  */
 
 import { processRunning } from "../util/proc_stat.ts";
@@ -52,7 +58,15 @@ export function segmentName(firstRecord: number): string {
   return `segment-${firstRecord.toString(16).padStart(16, "0")}.log`;
 }
 
-const SEGMENT_PATTERN = /^segment-[0-9a-f]{16}\.log$/;
+const SEGMENT_PATTERN = /^segment-([0-9a-f]{16})\.log$/;
+
+/** The number of a segment's first record, from its name (segmentName). */
+export function segmentFirstRecord(name: string): number {
+  const m = SEGMENT_PATTERN.exec(name);
+  assert(m !== null, `a segment name: ${name}`);
+  return parseInt(m[1]!, 16);
+}
+/** The spare segment's name (zeros, or a recycled segment's stale records). */
 const SPARE = "spare.zero";
 const ZEROS_CHUNK_BYTES = 1024 * 1024;
 
@@ -60,12 +74,16 @@ const ZEROS_CHUNK_BYTES = 1024 * 1024;
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
   #dir: string;
-  /** Open segments, each with where its next record goes (a preallocated file is longer). */
-  #open = new Map<string, { file: Deno.FsFile; end: number }>();
+  /**
+   * Segments this process created, each with where its next record goes and its preallocated
+   * length (0 when it started empty).
+   */
+  #open = new Map<string, { file: Deno.FsFile; end: number; preallocated: number }>();
   #locked = false;
   #preallocateBytes: number;
-  /** The spare being zero-filled: resolves true once it is whole and synced. */
-  #spare: Promise<boolean> | undefined;
+  /** The spare: none, being made (zero-filled or recycled), ready, or failed (a full disk). */
+  #spareState: "none" | "making" | "ready" | "failed" = "none";
+  #spareMade: Promise<void> = Promise.resolve();
 
   /** `preallocateBytes` > 0: segments start as zero-filled files of that size (above). */
   constructor(dir: string, options: { preallocateBytes?: number } = {}) {
@@ -89,7 +107,7 @@ export class DirectoryJournalFiles implements JournalFiles {
         await Deno.link(tmp, path); // atomic: fails if a lock is there
         this.#locked = true;
         // The first segment's zeros are written while the volume opens, not on the first write.
-        if (this.#preallocateBytes > 0) this.#spare = this.#zeroFillSpare();
+        if (this.#preallocateBytes > 0) this.#makeSpare(() => this.#zeroFillSpare());
         return;
       } catch (e) {
         if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
@@ -111,8 +129,8 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async unlock(): Promise<void> {
-    await this.#spare; // a zero-fill still writing finishes before the directory is let go
-    this.#spare = undefined;
+    await this.#spareMade; // a zero-fill still writing finishes before the directory is let go
+    this.#spareState = "none";
     // Only the holder's own: a process refused the lock must not take the live daemon's spare.
     if (this.#locked && this.#preallocateBytes > 0) await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
     for (const o of this.#open.values()) o.file.close();
@@ -135,15 +153,27 @@ export class DirectoryJournalFiles implements JournalFiles {
 
   async create(name: string): Promise<void> {
     const path = join(this.#dir, name);
-    if (this.#preallocateBytes > 0 && await (this.#spare ??= this.#zeroFillSpare())) {
-      this.#spare = undefined;
+    if (this.#spareState === "making") await this.#spareMade;
+    if (this.#spareState === "ready") {
+      this.#spareState = "none"; // the next one: recycled, or zero-filled once this one is half full
       await Deno.rename(join(this.#dir, SPARE), path); // no segment of this name exists: names grow
-      this.#open.set(name, { file: await Deno.open(path, { write: true }), end: 0 });
-      this.#spare = this.#zeroFillSpare(); // the next one, while this one fills
+      const file = await Deno.open(path, { write: true });
+      this.#open.set(name, { file, end: 0, preallocated: this.#preallocateBytes });
     } else {
-      this.#open.set(name, { file: await Deno.open(path, { write: true, createNew: true }), end: 0 });
+      if (this.#spareState === "failed") this.#spareState = "none"; // try again for the next one
+      const file = await Deno.open(path, { write: true, createNew: true });
+      this.#open.set(name, { file, end: 0, preallocated: 0 });
     }
     await this.#syncDir();
+  }
+
+  /** Starts making the spare (one at a time); its state tells create() whether it is there. */
+  #makeSpare(make: () => Promise<boolean>): void {
+    assert(this.#spareState === "none");
+    this.#spareState = "making";
+    this.#spareMade = make().then((made) => {
+      this.#spareState = made ? "ready" : "failed";
+    });
   }
 
   /**
@@ -183,6 +213,10 @@ export class DirectoryJournalFiles implements JournalFiles {
       return Promise.reject(e); // the journal fails (kind unavailable), as for an async write
     }
     open.end = end + bytes.length;
+    // No segment recycled by the time this one is half full (the store is behind): zeros, in time.
+    if (this.#spareState === "none" && this.#preallocateBytes > 0 && open.end >= this.#preallocateBytes / 2) {
+      this.#makeSpare(() => this.#zeroFillSpare());
+    }
     return Promise.resolve();
   }
 
@@ -190,10 +224,34 @@ export class DirectoryJournalFiles implements JournalFiles {
     await this.#open.get(name)?.file.syncData();
   }
 
+  /**
+   * Deletes a segment; one this process created, long enough, becomes the spare when there is
+   * none (recycled: its blocks are on disk already). Segments of an earlier process are deleted:
+   * their record numbers may be reused by this one.
+   */
   async remove(name: string): Promise<void> {
-    this.#open.get(name)?.file.close();
+    const path = join(this.#dir, name);
+    const open = this.#open.get(name);
+    open?.file.close();
     this.#open.delete(name);
-    await Deno.remove(join(this.#dir, name));
+    if (
+      open !== undefined && this.#spareState === "none" && this.#preallocateBytes > 0 &&
+      Math.max(open.end, open.preallocated) >= this.#preallocateBytes
+    ) {
+      this.#makeSpare(async () => {
+        try {
+          await Deno.rename(path, join(this.#dir, SPARE));
+          await this.#syncDir();
+          return true;
+        } catch {
+          await Deno.remove(path).catch(() => {});
+          return false;
+        }
+      });
+      await this.#spareMade;
+      return;
+    }
+    await Deno.remove(path);
   }
 
   async readIdentity(): Promise<string | undefined> {

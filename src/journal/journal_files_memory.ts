@@ -2,7 +2,10 @@
  * @module
  * The write-back journal's files in memory, for the seeded simulation and unit tests: the fault
  * model of journal_files.ts (bytes appended since the last sync may be lost or torn by a crash;
- * everything synced survives) with a crash you can cause.
+ * everything synced survives) with a crash you can cause. With `recycle`, segments are reused as
+ * the directory's are (journal_files.ts): a deleted segment this handle created becomes the spare,
+ * and the next segment starts as its bytes, written over from the start; a crash leaves what was
+ * not synced as the new bytes, the old ones, or a torn mix.
  */
 
 import { LsvdError } from "../util/errors.ts";
@@ -10,8 +13,13 @@ import type { JournalFiles } from "./journal_files.ts";
 
 interface MemoryFile {
   bytes: Uint8Array;
+  /** The file's length: the end of what was appended, or of the recycled bytes under it. */
   length: number;
+  /** Where the next append goes. */
+  end: number;
   syncedLength: number;
+  /** A recycled file's earlier bytes: what an unsynced overwrite may still show after a crash. */
+  under?: Uint8Array;
 }
 
 /**
@@ -26,15 +34,21 @@ export class MemoryJournalFiles implements JournalFiles {
   #lock: { held: boolean };
   #dead = false;
   #holding = false;
+  readonly #recycle: boolean;
+  /** Segments this handle created (only they are recycled) and the spare, when there is one. */
+  #created = new Set<string>();
+  #spare: Uint8Array | undefined;
 
   constructor(
     description = "memory-journal",
     state?: { files: Map<string, MemoryFile>; identity: { text: string | undefined; id?: string } },
+    options: { recycle?: boolean } = {},
   ) {
     this.description = description;
     this.#files = state?.files ?? new Map();
     this.#identity = state?.identity ?? { text: undefined };
     this.#lock = { held: false };
+    this.#recycle = options.recycle ?? false;
   }
 
   /** Everything synced survives; of the rest a random prefix, its last bytes maybe damaged. */
@@ -42,18 +56,24 @@ export class MemoryJournalFiles implements JournalFiles {
     this.#dead = true;
     const files = new Map<string, MemoryFile>();
     for (const [name, f] of this.#files) {
-      const unsynced = f.length - f.syncedLength;
+      const unsynced = f.end - f.syncedLength;
       const kept = f.syncedLength + Math.floor(random() * (unsynced + 1));
-      const bytes = f.bytes.slice(0, kept);
+      // What was appended after `kept` did not reach the disk: a recycled file shows its old bytes.
+      const under = f.under ?? new Uint8Array(0);
+      const length = Math.max(kept, Math.min(f.length, under.length));
+      const bytes = f.bytes.slice(0, length);
+      bytes.set(under.subarray(kept, length), kept);
       if (kept > f.syncedLength && random() < 0.5) {
         // A torn write: the last bytes that reached the disk are garbage (within one header's
         // length of the end, so no whole record follows them; see the design note on write-back).
         const span = Math.min(32, kept - f.syncedLength);
         bytes[kept - 1 - Math.floor(random() * span)]! ^= 0x5a;
       }
-      files.set(name, { bytes, length: kept, syncedLength: kept });
+      files.set(name, { bytes, length, end: length, syncedLength: length });
     }
-    return new MemoryJournalFiles(this.description, { files, identity: { ...this.#identity } });
+    return new MemoryJournalFiles(this.description, { files, identity: { ...this.#identity } }, {
+      recycle: this.#recycle,
+    });
   }
 
   /** Total bytes of every segment (tests). */
@@ -90,7 +110,9 @@ export class MemoryJournalFiles implements JournalFiles {
 
   /** A second handle on the same files and lock (tests: a second daemon). */
   sibling(): MemoryJournalFiles {
-    const other = new MemoryJournalFiles(this.description, { files: this.#files, identity: this.#identity });
+    const other = new MemoryJournalFiles(this.description, { files: this.#files, identity: this.#identity }, {
+      recycle: this.#recycle,
+    });
     other.#lock = this.#lock;
     return other;
   }
@@ -116,7 +138,15 @@ export class MemoryJournalFiles implements JournalFiles {
   create(name: string): Promise<void> {
     this.#alive();
     if (this.#files.has(name)) return Promise.reject(new Deno.errors.AlreadyExists(name));
-    this.#files.set(name, { bytes: new Uint8Array(0), length: 0, syncedLength: 0 });
+    const under = this.#spare;
+    this.#spare = undefined;
+    this.#files.set(
+      name,
+      under === undefined
+        ? { bytes: new Uint8Array(0), length: 0, end: 0, syncedLength: 0 }
+        : { bytes: under.slice(), length: under.length, end: 0, syncedLength: 0, under },
+    );
+    this.#created.add(name);
     return Promise.resolve();
   }
 
@@ -126,19 +156,20 @@ export class MemoryJournalFiles implements JournalFiles {
     this.#alive();
     const f = this.#files.get(name);
     if (f === undefined) throw new Deno.errors.NotFound(name);
-    if (f.length + bytes.length > f.bytes.length) {
-      const grown = new Uint8Array(Math.max(2 * f.bytes.length, f.length + bytes.length));
+    if (f.end + bytes.length > f.bytes.length) {
+      const grown = new Uint8Array(Math.max(2 * f.bytes.length, f.end + bytes.length));
       grown.set(f.bytes.subarray(0, f.length));
       f.bytes = grown;
     }
-    f.bytes.set(bytes, f.length);
-    f.length += bytes.length;
+    f.bytes.set(bytes, f.end);
+    f.end += bytes.length;
+    f.length = Math.max(f.length, f.end);
   }
 
   async sync(name: string): Promise<void> {
     this.#alive();
     const f = this.#files.get(name);
-    const through = f?.length ?? 0;
+    const through = f?.end ?? 0;
     await Promise.resolve();
     this.#alive();
     if (f !== undefined) f.syncedLength = Math.max(f.syncedLength, through);
@@ -146,7 +177,11 @@ export class MemoryJournalFiles implements JournalFiles {
 
   remove(name: string): Promise<void> {
     this.#alive();
+    const f = this.#files.get(name);
     this.#files.delete(name);
+    if (this.#recycle && f !== undefined && this.#created.delete(name) && this.#spare === undefined) {
+      this.#spare = f.bytes.slice(0, f.length);
+    }
     return Promise.resolve();
   }
 

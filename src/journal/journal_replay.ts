@@ -15,13 +15,14 @@
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { LsvdError } from "../util/errors.ts";
 import {
-  anyRecordAfter,
   decodeRecord,
   type JournalRecord,
+  recordNumberedFrom,
   type RecordSealer,
   sealedHeader,
+  tornRecordBytes,
 } from "./journal_codec.ts";
-import type { JournalFiles } from "./journal_files.ts";
+import { type JournalFiles, segmentFirstRecord } from "./journal_files.ts";
 
 /** Which volume and writer a journal belongs to (`identity.json`). */
 export interface JournalIdentity {
@@ -64,13 +65,18 @@ export async function readIdentity(files: JournalFiles): Promise<JournalIdentity
 }
 
 /**
- * Checks every record. Zeros from a record boundary to a segment's end are the unused part of a
- * preallocated segment (journal_files.ts): the segment ends there. That cannot hide lost records: a
- * segment is synced whole before the next gets a byte, and record numbers run on across segments,
- * so records missing at a segment's end make the next segment's first number out of sequence. A
- * bad record in the last segment with no checked record after it is a torn tail (appended after
- * the last fdatasync, so never acknowledged): dropped. Any other bad record, or a record number out
- * of sequence, is damage: LsvdError "data" naming the file and offset.
+ * Checks every record. A segment's name gives the number of its first record, and record numbers
+ * run on by one across segments; a segment's records are the run of checked records numbered from
+ * there. Where that run stops, the rest of the file is its unused end: zeros of a preallocated
+ * segment, or stale records of a recycled one (journal_files.ts), all numbered below the segment's
+ * first. That cannot hide lost records:
+ * - a segment is synced whole before the next is created, so each segment but the last must end
+ *   just before the next one's first number; records missing there are damage;
+ * - a checked record numbered at or above the one due, anywhere after the stop, shows a hole:
+ *   damage;
+ * - in the last segment, a bad record with nothing of this journal after it is a torn tail
+ *   (appended after the last fdatasync, so never acknowledged): dropped.
+ * Damage is LsvdError "data" naming the file and offset.
  */
 export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> {
   const identity = await readIdentity(files);
@@ -83,34 +89,48 @@ export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> 
     lastRecord: undefined,
     tornBytes: 0,
   };
+  const damaged = (name: string, at: number, why: string) =>
+    new LsvdError(
+      "data",
+      `Cannot replay journal ${files.description}: ${name} is damaged at byte ${at} (${why}) before its end; ` +
+        `the acknowledged writes after it cannot be trusted (start with --journal-discard to drop the journal)`,
+    );
+  let due: number | undefined; // the number the next segment must start with
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
+    const first = segmentFirstRecord(name);
+    if (due !== undefined && first !== due) {
+      // The previous segment was synced whole before this one was made: its last records are lost.
+      throw damaged(
+        names[i - 1]!,
+        scanned.segments.at(-1)!.validBytes,
+        `record ${first} where ${due} was due`,
+      );
+    }
     const bytes = await files.read(name);
     let at = 0;
-    for (;;) {
-      if (at === bytes.length) break;
+    let expected = first;
+    while (at < bytes.length) {
       const d = decodeRecord(bytes, at);
-      const expected = scanned.lastRecord === undefined ? undefined : scanned.lastRecord + 1;
-      if (d.ok && (expected === undefined || d.record.number === expected)) {
-        scanned.lastRecord = d.record.number;
-        scanned.records++;
-        at = d.nextOffset;
-        continue;
-      }
-      const why = d.ok ? `record ${d.record.number} where ${expected} was due` : d.why;
-      if (!d.ok && zeroFrom(bytes, at)) break; // the unused end of a preallocated segment
-      if (i === names.length - 1 && !anyRecordAfter(bytes, at + 1)) {
-        scanned.tornBytes = bytes.length - at; // torn tail
+      if (!d.ok || d.record.number !== expected) {
+        const later = recordNumberedFrom(bytes, at, expected);
+        if (later !== undefined) {
+          throw damaged(name, at, d.ok ? `record ${d.record.number} where ${expected} was due` : d.why);
+        }
+        // The unused end (zeros, or a stale record numbered below this segment's first), or a torn tail.
+        if (i === names.length - 1 && !d.ok && !zeroFrom(bytes, at)) {
+          scanned.tornBytes = tornRecordBytes(bytes, at);
+        }
         break;
       }
-      throw new LsvdError(
-        "data",
-        `Cannot replay journal ${files.description}: ${name} is damaged at byte ${at} (${why}) before its end; ` +
-          `the acknowledged writes after it cannot be trusted (start with --journal-discard to drop the journal)`,
-      );
+      expected++;
+      scanned.lastRecord = d.record.number;
+      scanned.records++;
+      at = d.nextOffset;
     }
     scanned.segments.push({ name, validBytes: at });
     scanned.bytes += at;
+    due = expected;
   }
   return scanned;
 }

@@ -4,11 +4,11 @@ import { type Logger, silentLogger } from "../util/log.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { seededRandom } from "../util/random.ts";
 import { decodeRecord, encodeRecord, RECORD_HEADER_BYTES } from "../journal/journal_codec.ts";
-import { DirectoryJournalFiles, segmentName } from "../journal/journal_files.ts";
+import { DirectoryJournalFiles, segmentFirstRecord, segmentName } from "../journal/journal_files.ts";
 import { join } from "node:path";
 import { MemoryJournalFiles } from "../journal/journal_files_memory.ts";
 import { Journal, type JournalTarget } from "../journal/journal.ts";
-import { scanJournal } from "../journal/journal_replay.ts";
+import { journalRecords, scanJournal } from "../journal/journal_replay.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 
 const MiB = 1024 * 1024;
@@ -190,7 +190,8 @@ Deno.test("Preallocated segments: zeros after the last record end a segment, rec
   try {
     const write = (n: number) =>
       encodeRecord({ kind: "write", number: n, offsetBytes: n * 4096, lengthBytes: 4096, data: sector(n) });
-    const files = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
+    // 16 KiB: the second record of a segment passes half of it, so the next spare is zero-filled.
+    const files = new DirectoryJournalFiles(dir, { preallocateBytes: 16 * 1024 });
     await files.lock();
     await files.writeIdentity(
       JSON.stringify({ version: 1, store: "s", prefix: "", writerEpoch: 1, startSequence: 0, startEpoch: 0 }),
@@ -202,7 +203,7 @@ Deno.test("Preallocated segments: zeros after the last record end a segment, rec
     }
     // Written over zeros: each segment keeps its preallocated size (no size change to sync).
     for (const name of await files.segments()) {
-      assert.equal((await Deno.stat(join(dir, name))).size, 64 * 1024);
+      assert.equal((await Deno.stat(join(dir, name))).size, 16 * 1024);
     }
     let scanned = await scanJournal(files);
     assert.equal(scanned.records, 5);
@@ -235,7 +236,8 @@ Deno.test("Preallocated segments: a process refused the journal directory leaves
   try {
     const holder = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
     await holder.lock();
-    await holder.create(segmentName(1)); // waits for the first spare; a second is filling now
+    await holder.create(segmentName(1)); // waits for the first spare
+    await holder.append(segmentName(1), new Uint8Array(32 * 1024)); // half full: a second is filling now
     const other = new DirectoryJournalFiles(dir, { preallocateBytes: 64 * 1024 });
     await assert.rejects(other.lock(), (e) => isLsvdError(e, "invalid"));
     await other.unlock();
@@ -247,6 +249,117 @@ Deno.test("Preallocated segments: a process refused the journal directory leaves
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("Recycled segments: a deleted segment becomes the spare, and its stale records are never replayed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const write = (n: number, byte = n) =>
+      encodeRecord({
+        kind: "write",
+        number: n,
+        offsetBytes: n * 4096,
+        lengthBytes: 4096,
+        data: sector(byte),
+      });
+    const files = new DirectoryJournalFiles(dir, { preallocateBytes: 16 * 1024 });
+    await files.lock();
+    await files.writeIdentity(
+      JSON.stringify({ version: 1, store: "s", prefix: "", writerEpoch: 1, startSequence: 0, startEpoch: 0 }),
+    );
+    // Segment 1 (records 1-4, past its preallocated size), segment 5 (record 5).
+    await files.create(segmentName(1));
+    for (let n = 1; n <= 4; n++) await files.append(segmentName(1), write(n));
+    await files.sync(segmentName(1));
+    await files.create(segmentName(5));
+    await files.append(segmentName(5), write(5));
+    await files.sync(segmentName(5));
+    // Segment 1's writes reached the store: it is deleted, and its file becomes the spare.
+    await files.remove(segmentName(1));
+    assert.deepEqual(
+      (await Deno.readFile(join(dir, "spare.zero"))).subarray(0, write(1).length),
+      write(1),
+      "the spare is segment 1's file, not new zeros",
+    );
+    // The next segment starts as that file: a crash before its first record is synced leaves
+    // records 1-4 in a segment named 6. They are stale (numbered below 6), not writes.
+    await files.create(segmentName(6));
+    let scanned = await scanJournal(files);
+    assert.equal(scanned.records, 1, "only record 5");
+    assert.equal(scanned.lastRecord, 5);
+    assert.equal(scanned.tornBytes, 0, "stale records are the unused end, not a torn tail");
+    assert.deepEqual(scanned.segments.map((s) => s.validBytes), [write(5).length, 0]);
+    // Written over from the start: record 6 counts, the stale records 2-4 after it do not.
+    await files.append(segmentName(6), write(6, 66));
+    await files.sync(segmentName(6));
+    scanned = await scanJournal(files);
+    assert.equal(scanned.records, 2);
+    assert.equal(scanned.lastRecord, 6);
+    assert.equal(scanned.tornBytes, 0);
+    // A torn record 7 over the stale ones: dropped as a torn tail of one record's bytes.
+    await files.append(segmentName(6), write(7).subarray(0, 100));
+    scanned = await scanJournal(files);
+    assert.equal(scanned.records, 2);
+    assert.equal(scanned.tornBytes, write(7).length);
+    // A record of this journal after a bad one is a hole, not an unused end: damage.
+    await files.append(segmentName(6), write(8));
+    await assert.rejects(
+      scanJournal(files),
+      (e) =>
+        isLsvdError(e, "data") &&
+        e.message.includes(`${segmentName(6)} is damaged at byte ${write(6).length}`),
+    );
+    await files.unlock();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Recycled segments: a journal whose deleted segments are reused replays only its own records after a crash", async () => {
+  let recycledCrashes = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const files = new MemoryJournalFiles("/j", undefined, { recycle: true });
+    const target = new FakeTarget();
+    target.makeDurable(1); // the store keeps up: each closed segment is deleted (and reused) at once
+    const journal = journalOn(files, target, { segmentRecords: 3 });
+    const random = seededRandom(seed);
+    const written: { offset: number; byte: number }[] = []; // by record number - 1
+    let flushed = 0;
+    const writes = 5 + Math.floor(random() * 40);
+    for (let n = 1; n <= writes; n++) {
+      const offset = Math.floor(random() * 6) * 4096;
+      const byte = 1 + Math.floor(random() * 250);
+      await journal.write(offset, sector(byte));
+      written.push({ offset, byte });
+      if (random() < 0.3) {
+        await journal.flush();
+        flushed = n;
+      }
+      await settle();
+    }
+    const after = files.sibling().crash(seededRandom(seed + 1000));
+    const scanned = await scanJournal(after);
+    const numbers: number[] = [];
+    for await (const r of journalRecords(after, scanned)) {
+      numbers.push(r.number);
+      const w = written[r.number - 1]!;
+      assert.deepEqual([r.offsetBytes, r.data[0]], [w.offset, w.byte], `seed ${seed}: record ${r.number}`);
+    }
+    // In order, without a stale record among them, and every flushed write of the segment still
+    // open there (the closed ones were deleted: their writes are in the store).
+    for (let k = 1; k < numbers.length; k++) assert.equal(numbers[k], numbers[k - 1]! + 1, `seed ${seed}`);
+    const names = await after.segments();
+    if (names.length === 0) continue; // the last segment closed and was deleted: all is in the store
+    const openFirst = segmentFirstRecord(names.at(-1)!);
+    if (flushed >= openFirst) {
+      assert(
+        (scanned.lastRecord ?? 0) >= flushed,
+        `seed ${seed}: flushed ${flushed}, last ${scanned.lastRecord}`,
+      );
+    }
+    if (openFirst > 3) recycledCrashes++; // the open segment is a reused file
+  }
+  assert(recycledCrashes > 0);
 });
 
 // ---- the journal under a real Volume ----------------------------------------------------------

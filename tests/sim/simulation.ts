@@ -321,7 +321,11 @@ async function startSim(options: SimulationOptions): Promise<Sim> {
   // Odd seeds (or all, LSVD_SIM_LIFECYCLE=all) add GC passes, snapshots, rollbacks and checks of
   // every kept point: about three times the cost of a plain seed, so even seeds keep the plain mix.
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
-  const journal = usesJournal(seed) ? new MemoryJournalFiles(`journal-${seed}`) : undefined;
+  // Half the journalled seeds reuse deleted segments (journal_files.ts): replay must read a reused
+  // file's stale records as its unused end, never as writes.
+  const journal = usesJournal(seed)
+    ? new MemoryJournalFiles(`journal-${seed}`, undefined, { recycle: seed % 2 === 0 })
+    : undefined;
   const volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
   const shadow = new Shadow(encrypted(seed) ? SIM_SECRET : undefined);
   shadow.watch(store);

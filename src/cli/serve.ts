@@ -399,21 +399,34 @@ const EXAMPLES = [
   "  # then: nbdinfo 'nbds://HOST:10809/lsvd?tls-certificates=DIR' (DIR holds ca-cert.pem; README: TLS)",
 ];
 
-/** What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions. */
-type SharedWithVolume = Required<
-  Pick<
-    VolumeOptions,
-    "fencing" | "leaseMode" | "leaseDurationMs" | "readOnly" | "allowShrink" | "abandonJournal" | "sizeSource"
-  >
->;
+/**
+ * What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions.
+ * This list is the one place: ServeConfig must hold each (typed from it) and servedVolumeOptions()
+ * hands each on (a pick of it). The prefix is normalised.
+ */
+const SHARED_WITH_VOLUME = [
+  "prefix",
+  "fencing",
+  "leaseMode",
+  "leaseDurationMs",
+  "readOnly",
+  "allowShrink",
+  "abandonJournal",
+  "sizeSource",
+] as const satisfies readonly (keyof VolumeOptions)[];
+
+type SharedWithVolume = Required<Pick<VolumeOptions, (typeof SHARED_WITH_VOLUME)[number]>>;
+
+/** The fields of SHARED_WITH_VOLUME, taken from the configuration. */
+function sharedWithVolume(config: SharedWithVolume): SharedWithVolume {
+  return Object.fromEntries(SHARED_WITH_VOLUME.map((key) => [key, config[key]])) as SharedWithVolume;
+}
 
 export interface ServeConfig extends SharedWithVolume {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
   /** A bucket (its check only reads), not a local directory (whose check creates it). */
   storeRemote: boolean;
-  /** Normalised. */
-  prefix: string;
   /** Which store and prefix, for the start-up line. */
   storeLine: string;
   sizeBytes: number | undefined;
@@ -856,19 +869,13 @@ function servedVolumeOptions(
   return {
     stopRequested: () => signals.requested,
     store,
-    fencing: config.fencing,
-    leaseMode: config.leaseMode,
-    leaseDurationMs: config.leaseDurationMs,
-    prefix: config.prefix,
-    readOnly: config.readOnly,
-    allowShrink: config.allowShrink,
     log,
+    ...sharedWithVolume(config),
     ...config.engine,
     ...(diskCache === undefined ? {} : { diskCache }),
-    abandonJournal: config.abandonJournal,
     writeThrough: writesThrough(config),
     ...(config.encryptionKey === undefined ? {} : { encryptionKey: config.encryptionKey }),
-    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
+    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
     ...(atSequence === undefined ? {} : { atSequence }),
     ...(config.journal === undefined ? {} : {
       journal: {

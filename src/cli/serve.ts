@@ -823,7 +823,7 @@ async function openServedVolume(
   // Refusals a glance at the prefix settles come before the first write (the directory store's
   // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
   if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
-  await refuseBeforeWriting({ ...config, store: retrying(store, toolRetry(log)) });
+  const peek = await refuseBeforeWriting({ ...config, store: retrying(store, toolRetry(log)) });
   if (!config.storeRemote) await store.check?.();
   await probeStore(store, config.prefix, { readOnly: config.readOnly });
   const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
@@ -844,7 +844,7 @@ async function openServedVolume(
     );
   }
   signals.phase = "recovering";
-  return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence }));
+  return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence, peek }));
 }
 
 /**
@@ -858,12 +858,14 @@ function writesThrough(config: ServeConfig): boolean {
 /** What Volume.open gets from serve's configuration. */
 function servedVolumeOptions(
   config: ServeConfig,
-  { store, diskCache, signals, log, atSequence }: {
+  { store, diskCache, signals, log, atSequence, peek }: {
     store: ObjectStore;
     diskCache: DiskCache | undefined;
     signals: ShutdownSignals;
     log: Logger;
     atSequence: number | undefined;
+    /** The glance the refusals before recovery took: Volume.open takes no second one. */
+    peek: VolumeOptions["peek"];
   },
 ): VolumeOptions {
   return {
@@ -877,6 +879,7 @@ function servedVolumeOptions(
     ...(config.encryptionKey === undefined ? {} : { encryptionKey: config.encryptionKey }),
     ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
     ...(atSequence === undefined ? {} : { atSequence }),
+    ...(peek === undefined ? {} : { peek }),
     ...(config.journal === undefined ? {} : {
       journal: {
         files: new DirectoryJournalFiles(config.journal.dir, {

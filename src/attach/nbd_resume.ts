@@ -15,7 +15,7 @@
 
 import type { Logger } from "../util/log.ts";
 import type { Libc } from "./libc.ts";
-import type { NbdNetlink } from "./nbd_netlink.ts";
+import type { NbdNetlink, NbdReconfigureRequest } from "./nbd_netlink.ts";
 import { readSysfs } from "./nbd_sysfs.ts";
 
 /** The kernel's own bound on sockets per device is large; lsvd never connects more than this. */
@@ -90,20 +90,30 @@ export async function replaceDeadSockets(
     if (round.kept < batch || kept >= SOCKETS_MAX) break;
   }
   if (kept > 0 && volumeBytes > deviceBytes) {
-    await netlink.reconfigure({
-      index: options.index,
-      backend: options.backend,
-      socketFds: [],
-      timeoutSeconds: options.timeoutSeconds,
-      deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds,
-      sizeBytes: volumeBytes,
-    });
+    await netlink.reconfigure(reconfigureRequest(options, { socketFds: [], sizeBytes: volumeBytes }));
     options.log?.(
       `${options.devicePath} grew from ${deviceBytes} to ${volumeBytes} bytes with the volume ` +
         "(grow a filesystem on it with resize2fs or xfs_growfs).",
     );
   }
   return kept;
+}
+
+/**
+ * The NBD_CMD_RECONFIGURE of this device: its index, backend and timeouts as it was connected with,
+ * and what changes: new sockets, or (with none) a new size.
+ */
+function reconfigureRequest(
+  options: ResumeOptions,
+  change: Pick<NbdReconfigureRequest, "socketFds" | "sizeBytes">,
+): NbdReconfigureRequest {
+  return {
+    index: options.index,
+    backend: options.backend,
+    timeoutSeconds: options.timeoutSeconds,
+    deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds,
+    ...change,
+  };
 }
 
 function deviceSizeBytes(index: number): number {
@@ -134,13 +144,7 @@ async function offerSockets(
       volumeBytes = negotiated.sizeBytes;
     }
     const inodes = fds.map(socketInode);
-    await netlink.reconfigure({
-      index: options.index,
-      backend: options.backend,
-      socketFds: fds,
-      timeoutSeconds: options.timeoutSeconds,
-      deadConnectionTimeoutSeconds: options.deadConnectionTimeoutSeconds,
-    });
+    await netlink.reconfigure(reconfigureRequest(options, { socketFds: fds }));
     for (const fd of fds.splice(0)) libc.close(fd);
     const open = openUnixSocketInodes();
     return { kept: inodes.filter((inode) => inode !== undefined && open.has(inode)).length, volumeBytes };

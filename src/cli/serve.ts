@@ -399,21 +399,34 @@ const EXAMPLES = [
   "  # then: nbdinfo 'nbds://HOST:10809/lsvd?tls-certificates=DIR' (DIR holds ca-cert.pem; README: TLS)",
 ];
 
-/** What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions. */
-type SharedWithVolume = Required<
-  Pick<
-    VolumeOptions,
-    "fencing" | "leaseMode" | "leaseDurationMs" | "readOnly" | "allowShrink" | "abandonJournal" | "sizeSource"
-  >
->;
+/**
+ * What serve decides that Volume.open takes as it is: named, typed and documented in VolumeOptions.
+ * This list is the one place: ServeConfig must hold each (typed from it) and servedVolumeOptions()
+ * hands each on (a pick of it). The prefix is normalised.
+ */
+const SHARED_WITH_VOLUME = [
+  "prefix",
+  "fencing",
+  "leaseMode",
+  "leaseDurationMs",
+  "readOnly",
+  "allowShrink",
+  "abandonJournal",
+  "sizeSource",
+] as const satisfies readonly (keyof VolumeOptions)[];
+
+type SharedWithVolume = Required<Pick<VolumeOptions, (typeof SHARED_WITH_VOLUME)[number]>>;
+
+/** The fields of SHARED_WITH_VOLUME, taken from the configuration. */
+function sharedWithVolume(config: SharedWithVolume): SharedWithVolume {
+  return Object.fromEntries(SHARED_WITH_VOLUME.map((key) => [key, config[key]])) as SharedWithVolume;
+}
 
 export interface ServeConfig extends SharedWithVolume {
   shutdownTimeoutMs: number | undefined;
   store: ObjectStore;
   /** A bucket (its check only reads), not a local directory (whose check creates it). */
   storeRemote: boolean;
-  /** Normalised. */
-  prefix: string;
   /** Which store and prefix, for the start-up line. */
   storeLine: string;
   sizeBytes: number | undefined;
@@ -810,7 +823,7 @@ async function openServedVolume(
   // Refusals a glance at the prefix settles come before the first write (the directory store's
   // check makes its root, the probes write keys): a start that cannot succeed changes nothing.
   if (config.storeRemote) await store.check?.(); // a HEAD: a missing bucket or bad keys, in one line
-  await refuseBeforeWriting({ ...config, store: retrying(store, toolRetry(log)) });
+  const peek = await refuseBeforeWriting({ ...config, store: retrying(store, toolRetry(log)) });
   if (!config.storeRemote) await store.check?.();
   await probeStore(store, config.prefix, { readOnly: config.readOnly });
   const atSequence = config.at === undefined ? undefined : await resolveServePoint(store, config, log);
@@ -831,7 +844,7 @@ async function openServedVolume(
     );
   }
   signals.phase = "recovering";
-  return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence }));
+  return await Volume.open(servedVolumeOptions(config, { store, diskCache, signals, log, atSequence, peek }));
 }
 
 /**
@@ -845,31 +858,28 @@ function writesThrough(config: ServeConfig): boolean {
 /** What Volume.open gets from serve's configuration. */
 function servedVolumeOptions(
   config: ServeConfig,
-  { store, diskCache, signals, log, atSequence }: {
+  { store, diskCache, signals, log, atSequence, peek }: {
     store: ObjectStore;
     diskCache: DiskCache | undefined;
     signals: ShutdownSignals;
     log: Logger;
     atSequence: number | undefined;
+    /** The glance the refusals before recovery took: Volume.open takes no second one. */
+    peek: VolumeOptions["peek"];
   },
 ): VolumeOptions {
   return {
     stopRequested: () => signals.requested,
     store,
-    fencing: config.fencing,
-    leaseMode: config.leaseMode,
-    leaseDurationMs: config.leaseDurationMs,
-    prefix: config.prefix,
-    readOnly: config.readOnly,
-    allowShrink: config.allowShrink,
     log,
+    ...sharedWithVolume(config),
     ...config.engine,
     ...(diskCache === undefined ? {} : { diskCache }),
-    abandonJournal: config.abandonJournal,
     writeThrough: writesThrough(config),
     ...(config.encryptionKey === undefined ? {} : { encryptionKey: config.encryptionKey }),
-    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes, sizeSource: config.sizeSource }),
+    ...(config.sizeBytes === undefined ? {} : { sizeBytes: config.sizeBytes }),
     ...(atSequence === undefined ? {} : { atSequence }),
+    ...(peek === undefined ? {} : { peek }),
     ...(config.journal === undefined ? {} : {
       journal: {
         files: new DirectoryJournalFiles(config.journal.dir, {

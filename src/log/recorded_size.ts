@@ -32,16 +32,19 @@ export async function recordedSizeBytes(
   return undefined;
 }
 
+/** What a glance at a prefix tells (peekVolume). */
+export interface VolumePeek {
+  /** It holds a log: objects or a checkpoint, or a clone's link to its parent's log (so a recorded size). */
+  hasLog: boolean;
+  /** It holds anything of a volume at all. */
+  exists: boolean;
+}
+
 /**
- * What a glance at a prefix tells, without listing the whole log (a LIST of one key or two, and a
- * GET of the format record only when there is no log): whether it holds a log (objects or a
- * checkpoint, or a clone's link to its parent's log: so a recorded size), and whether it holds
- * anything of a volume at all.
+ * A glance at a prefix, without listing the whole log (a LIST of one key or two, and a GET of the
+ * format record only when there is no log).
  */
-export async function peekVolume(
-  store: ObjectStore,
-  prefix: string,
-): Promise<{ hasLog: boolean; exists: boolean }> {
+export async function peekVolume(store: ObjectStore, prefix: string): Promise<VolumePeek> {
   // Every log name starts with "0" until 2^60 objects (log_state.ts lists them the same way).
   const [objects, checkpoints] = await Promise.all([
     store.list({ prefix: `${prefix}0`, maxKeys: 1 }),

@@ -27,7 +27,7 @@ import {
   type FormatRecord,
   readFormatRecord,
 } from "./format_record.ts";
-import { peekVolume } from "./recorded_size.ts";
+import { peekVolume, type VolumePeek } from "./recorded_size.ts";
 import { activeLink, type Lineage, readLineage } from "./parent.ts";
 
 /** The refusal of an encrypted volume opened without its key. */
@@ -99,12 +99,18 @@ export function freshEncryption(secret: VolumeSecret): EncryptionInfo {
 export async function resolveEncryption(
   store: ObjectStore,
   prefix: string,
-  options: { secret: VolumeSecret | undefined; create: boolean; nowMs: number },
+  options: {
+    secret: VolumeSecret | undefined;
+    create: boolean;
+    nowMs: number;
+    /** A glance at the prefix already taken (peekVolume), used instead of taking another. */
+    peek?: VolumePeek | undefined;
+  },
 ): Promise<SectorCipher | undefined> {
   const { secret } = options;
   let record = await readFormatRecord(store, prefix);
   if (record === undefined && secret !== undefined) {
-    const { exists } = await peekVolume(store, prefix);
+    const { exists } = options.peek ?? await peekVolume(store, prefix);
     if (!exists && !options.create) return undefined; // nothing here: the open refuses that itself
     if (!exists) {
       const info = freshEncryption(secret);

@@ -19,7 +19,7 @@ import { Progress, stderrTerminal } from "../util/progress.ts";
 import { listLogState, volumeExists } from "../log/log_state.ts";
 import { type LoadedLog, loadLog } from "../log/load.ts";
 import { repairLog } from "../log/repair.ts";
-import { peekVolume, recordedSizeBytes } from "../log/recorded_size.ts";
+import { peekVolume, recordedSizeBytes, type VolumePeek } from "../log/recorded_size.ts";
 import { type ExtentMap } from "../map/extent_map.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
@@ -126,12 +126,14 @@ async function checkBeforeLease(
     const recorded = await recordedSizeBytes(o.store, o.prefix);
     if (recorded !== undefined && o.sizeBytes < recorded) throw shrinkRefused(o, recorded, o.sizeBytes);
   }
-  // A writer without --size on a prefix without a log writes nothing.
-  if (!o.readOnly && o.sizeBytes === undefined) await refuseBeforeWriting(o);
+  // A writer without --size on a prefix without a log writes nothing. One glance serves both
+  // checks, and the caller's, if it took one, serves them all.
+  const peek = !o.readOnly && o.sizeBytes === undefined ? await refuseBeforeWriting(o) : o.peek;
   const cipher = await resolveEncryption(o.store, o.prefix, {
     secret: o.encryptionKey,
     create: !o.readOnly && o.sizeBytes !== undefined,
     nowMs: o.clock.wallMs(),
+    peek,
   });
   if (cipher !== undefined) o.log(`The volume is encrypted (AES-256-GCM through ${cipher.engine}).`);
   return cipher;
@@ -430,14 +432,23 @@ function checkSize(o: ResolvedVolumeOptions, loaded: LoadedLog): number {
  * The refusals a glance at the prefix settles (peekVolume), made before anything is written (the
  * start-up probes, the lease, an epoch), so a start that cannot succeed leaves the store as it was:
  * read-only on a prefix without a volume, and a writer without a size on a prefix without a log.
+ * Returns the glance (undefined: a writer with a size needs none), for Volume.open to take as its
+ * own (VolumeOptions.peek); given `peek`, judges that one instead of glancing again.
  */
 export async function refuseBeforeWriting(
-  o: { store: ObjectStore; prefix: string; readOnly: boolean; sizeBytes?: number | undefined },
-): Promise<void> {
-  if (!o.readOnly && o.sizeBytes !== undefined) return;
-  const peek = await peekVolume(o.store, o.prefix);
+  o: {
+    store: ObjectStore;
+    prefix: string;
+    readOnly: boolean;
+    sizeBytes?: number | undefined;
+    peek?: VolumePeek | undefined;
+  },
+): Promise<VolumePeek | undefined> {
+  if (!o.readOnly && o.sizeBytes !== undefined) return o.peek;
+  const peek = o.peek ?? await peekVolume(o.store, o.prefix);
   if (o.readOnly && !peek.exists) throw noVolume(o);
   if (!o.readOnly && !peek.hasLog) throw noRecordedSize();
+  return peek;
 }
 
 function noVolume(o: { store: ObjectStore; prefix: string }): LsvdError {

@@ -18,6 +18,7 @@ import { LEASE_DURATION_MS_DEFAULT, type LeaseHolder, type LeaseMode } from "../
 import type { JournalFiles } from "../journal/journal_files.ts";
 import type { DiskCache } from "../cache/disk_cache.ts";
 import type { VolumeSecret } from "../crypto/sector_cipher.ts";
+import type { VolumePeek } from "../log/recorded_size.ts";
 
 /** A local write-back journal (docs/design/write-back-journal.md): FLUSH = journal fdatasync. */
 export interface JournalConfig {
@@ -124,6 +125,12 @@ export interface VolumeOptions {
    * a plain one; a new volume opened with a key is created encrypted.
    */
   encryptionKey?: VolumeSecret;
+  /**
+   * The caller's glance at the prefix (refuseBeforeWriting's answer, taken before its own first
+   * writes, e.g. serve's probes): opening judges and uses it instead of glancing again. Omitted:
+   * opening glances itself where it needs to.
+   */
+  peek?: VolumePeek;
 }
 
 export type ResolvedVolumeOptions =
@@ -138,6 +145,7 @@ export type ResolvedVolumeOptions =
       | "journal"
       | "diskCache"
       | "encryptionKey"
+      | "peek"
     >
   >
   & {
@@ -149,6 +157,7 @@ export type ResolvedVolumeOptions =
     journal: JournalConfig | undefined;
     diskCache: DiskCache | undefined;
     encryptionKey: VolumeSecret | undefined;
+    peek: VolumePeek | undefined;
   };
 
 /*
@@ -205,6 +214,7 @@ export function resolveVolumeOptions(o: VolumeOptions): ResolvedVolumeOptions {
     writeThrough: o.writeThrough ?? false,
     diskCache: o.diskCache,
     encryptionKey: o.encryptionKey,
+    peek: o.peek,
   };
   if (!(r.retentionMs >= 0) || !Number.isFinite(r.retentionMs)) {
     throw invalid("the retention must be 0 or more");

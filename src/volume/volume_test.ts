@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { MemoryStore } from "../store/memory.ts";
 import { silentLogger } from "../util/log.ts";
 import { ManualClock } from "../util/clock.ts";
-import { Volume, type VolumeOptions } from "./volume.ts";
+import { refuseBeforeWriting, Volume, type VolumeOptions } from "./volume.ts";
+import type { ListOptions, ObjectStore } from "../store/store.ts";
 import { decodeHeader, HEADER_BYTES } from "../format/object.ts";
 
 const MiB = 1024 * 1024;
@@ -133,6 +134,45 @@ Deno.test("Volume.open() grows the volume and refuses to shrink below written da
   assert.equal(r.sizeBytes, 16 * MiB);
   assert.equal((await readBytes(r, 12 * MiB, 4096))[0], 2);
   await r.close();
+});
+
+/** The store, recording the prefix of each glance (a LIST of one key) made through it. */
+function glancesOf(inner: MemoryStore): { store: ObjectStore; glances: string[] } {
+  const glances: string[] = [];
+  const store = new Proxy(inner, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop === "list") {
+        return (o: ListOptions) => {
+          if (o.maxKeys === 1) glances.push(o.prefix);
+          return target.list(o);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { store, glances };
+}
+
+Deno.test("Volume.open() given the caller's glance at the prefix (refuseBeforeWriting's) does not glance again", async () => {
+  const inner = new MemoryStore();
+  const first = await open(inner, { prefix: "vol", sizeBytes: 8 * MiB });
+  await first.write(0, sector(7));
+  await first.close();
+  for (const readOnly of [false, true]) {
+    const { store, glances } = glancesOf(inner);
+    const peek = await refuseBeforeWriting({ store, prefix: "vol/", readOnly });
+    assert.deepEqual(glances.filter((p) => p === "vol/0"), ["vol/0"]);
+    const v = await Volume.open({ store, prefix: "vol", readOnly, log: silentLogger, ...(peek && { peek }) });
+    assert.deepEqual(glances.filter((p) => p === "vol/0"), ["vol/0"], `readOnly ${readOnly}`);
+    assert.equal((await readBytes(v, 0, 4096))[0], 7);
+    await v.close();
+  }
+  // The glance given is still judged: one that found no log refuses a writer without a size.
+  await assert.rejects(
+    Volume.open({ store: inner, prefix: "vol", log: silentLogger, peek: { hasLog: false, exists: false } }),
+    /no recorded size yet/,
+  );
 });
 
 Deno.test("Volume.blockStatus() reports zero and data runs including the open object", async () => {

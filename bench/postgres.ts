@@ -141,6 +141,8 @@ export async function measurePostgres(
   log: (line: string) => void,
   onError: (message: string) => void,
   select = false,
+  /** Only these set-ups (by name); undefined: all of the named targets'. */
+  only?: string[],
 ): Promise<PgRun[]> {
   // The postgres user walks from here down to its data directory.
   await Deno.chmod(ctx.tmpDir, 0o755);
@@ -154,6 +156,7 @@ export async function measurePostgres(
   try {
     for (const setup of select ? PG_SELECT_SETUPS : PG_SETUPS) {
       if (setup.target !== "" && !targets.includes(setup.target)) continue;
+      if (only !== undefined && !only.includes(setup.name)) continue;
       const t1 = performance.now();
       let got: PgRun[];
       try {

@@ -23,7 +23,7 @@ import { type Figures, measureDevice, measureRaw, RAW_TARGETS } from "./measure.
 import { type FillKind, measureMemory } from "./memory.ts";
 import { allChecks, checksTable, loadAverage, renderMarkdown, type RunRecord } from "./report.ts";
 import { renderSvg } from "./plot.ts";
-import { measurePostgres } from "./postgres.ts";
+import { measurePostgres, PG_SELECT_SETUPS, PG_SETUPS } from "./postgres.ts";
 import { measureRestart } from "./restart.ts";
 import { type Scale, type ScaleName, SCALES } from "./scale.ts";
 import { formatNumber } from "./stats.ts";
@@ -46,6 +46,8 @@ interface BenchOptions {
   postgres: boolean;
   /** pgbench -S (bench/postgres.ts PG_SELECT_SETUPS): only when "postgres-select" is named. */
   postgresSelect: boolean;
+  /** Only these Postgres set-ups (--pg-setups); undefined: every set-up of the named targets. */
+  pgSetups: string[] | undefined;
 }
 
 function list(text: string | undefined, known: string[], what: string, defaults = known): string[] {
@@ -71,6 +73,7 @@ Options:
   --delay-ms MS            Added round-trip delay of the "WAN" proxy (default: 20)
   --no-memory              Skip the peak-RSS measurements
   --no-restart             Skip the restart timing
+  --pg-setups a,b          Only these Postgres set-ups (default: every set-up of the named targets)
   --write-results          Also prepend the run to bench/RESULTS.md and redraw bench/results.svg
   --json PATH              Write machine-readable results to PATH
   -h, --help               Show this help
@@ -104,6 +107,7 @@ function parseBenchArgs(args: string[]) {
       "delay-ms": { type: "string", default: "20" },
       "no-memory": { type: "boolean" },
       "no-restart": { type: "boolean" },
+      "pg-setups": { type: "string" },
       "write-results": { type: "boolean" },
       json: { type: "string" },
     },
@@ -142,6 +146,9 @@ function benchOptionsOf(values: ReturnType<typeof parseBenchArgs>["values"]): Be
     jsonPath: values.json,
     postgres: names.includes("postgres"),
     postgresSelect: names.includes("postgres-select"),
+    pgSetups: values["pg-setups"] === undefined
+      ? undefined
+      : list(values["pg-setups"], [...PG_SETUPS, ...PG_SELECT_SETUPS].map((s) => s.name), "Postgres set-up"),
   };
 }
 
@@ -241,7 +248,15 @@ async function runPostgres(ctx: TargetContext, o: BenchOptions, run: RunRecord):
     };
     try {
       run.postgres.push(
-        ...await measurePostgres(ctx, o.scale, o.targets, (line) => console.log(line), fail, select),
+        ...await measurePostgres(
+          ctx,
+          o.scale,
+          o.targets,
+          (line) => console.log(line),
+          fail,
+          select,
+          o.pgSetups,
+        ),
       );
     } catch (e) {
       fail(`postgres: ${(e as Error).message}`);

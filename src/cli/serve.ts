@@ -60,6 +60,7 @@ import {
   wantsHelp,
 } from "./options.ts";
 import {
+  DEFAULT_CACHE_BYTES,
   DEFAULT_FLUSH_POLICY,
   DEFAULT_RETENTION_MS,
   DEFAULT_SEAL_DELAY_MS,
@@ -729,11 +730,16 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
 /**
  * Dead buffers are freed once they exceed the read cache's size, at least GC_SLACK_BYTES_MIN
  * (src/util/gc_pacer.ts says why), not V8's own slack of tens of MiB: on the 512 MiB machine that
- * slack alone was half the budget. It scales with the cache, so a large machine pays almost nothing.
+ * slack alone was half the budget. Only while the read cache is below its full default, i.e. the
+ * daemon is sized for a machine under 2 GiB (memory_defaults.ts) or told to be small: each collection
+ * stops the event loop for tens of ms (two memory-reducing mark-compacts, 35–80 ms measured under 16
+ * concurrent commits), which cost ~10 % of commit throughput and a quarter of the FLUSH p99 at the
+ * full cache, where V8's own incremental collections free the buffers soon enough (bench/RESULTS.md,
+ * "Issue 23: the collection pacer only on small machines").
  */
 function startGarbagePacer(config: ServeConfig, registry: MetricsRegistry): GarbagePacer | undefined {
   const collect = exposedGc();
-  if (collect === undefined) return undefined;
+  if (collect === undefined || config.engine.cacheBytesMax >= DEFAULT_CACHE_BYTES) return undefined;
   const pacer = new GarbagePacer({
     slackBytes: Math.max(GC_SLACK_BYTES_MIN, config.engine.cacheBytesMax),
     collect,

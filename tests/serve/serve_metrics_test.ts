@@ -175,3 +175,40 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
     await t.remove();
   }
 });
+
+Deno.test("lsvd serve paces collections only while its read cache is below the full default (a small machine)", async () => {
+  const t = await scratch();
+  try {
+    const d = await Daemon.start({
+      args: [
+        "--dir",
+        t.store,
+        "--size",
+        "64M",
+        "--socket",
+        t.socket,
+        "--metrics",
+        "127.0.0.1:0",
+        "--cache-size",
+        "64M",
+      ],
+    });
+    const line = await d.waitForLine(/^lsvd: Serving metrics at http:\/\/127\.0\.0\.1:\d+\/metrics\.$/, 1000);
+    const url = line.replace(/^.* at (\S+)\.$/, "$1");
+    await runClientOk("qemu-io", [
+      "-f",
+      "raw",
+      unixUri(t.socket),
+      "-c",
+      "write -P 0x3e 0 48M",
+      "-c",
+      "flush",
+    ]);
+    const m = await scrape(url);
+    assert.equal(m.get("lsvd_process_gc_collections"), undefined, "no pacer at the full 64 MiB cache");
+    assert(value(m, "lsvd_process_external_bytes") >= 0);
+    assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -61,25 +61,33 @@ async function scrape(url: string): Promise<Map<string, Family>> {
   return parsePrometheus(await response.text());
 }
 
+/** `lsvd serve --dir` with --metrics on a free port and the given --cache-size; its metrics URL. */
+async function serveWithMetrics(
+  t: Awaited<ReturnType<typeof scratch>>,
+  cacheSize: string,
+): Promise<{ d: Daemon; url: string }> {
+  const d = await Daemon.start({
+    args: [
+      "--dir",
+      t.store,
+      "--size",
+      "64M",
+      "--socket",
+      t.socket,
+      "--metrics",
+      "127.0.0.1:0",
+      "--cache-size",
+      cacheSize,
+    ],
+  });
+  const line = await d.waitForLine(/^lsvd: Serving metrics at http:\/\/127\.0\.0\.1:\d+\/metrics\.$/, 1000);
+  return { d, url: line.replace(/^.* at (\S+)\.$/, "$1") };
+}
+
 Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with I/O; lsvd status shows them", async () => {
   const t = await scratch();
   try {
-    const d = await Daemon.start({
-      args: [
-        "--dir",
-        t.store,
-        "--size",
-        "64M",
-        "--socket",
-        t.socket,
-        "--metrics",
-        "127.0.0.1:0",
-        "--cache-size",
-        "0",
-      ],
-    });
-    const line = await d.waitForLine(/^lsvd: Serving metrics at http:\/\/127\.0\.0\.1:\d+\/metrics\.$/, 1000);
-    const url = line.replace(/^.* at (\S+)\.$/, "$1");
+    const { d, url } = await serveWithMetrics(t, "0");
 
     const before = await scrape(url);
     for (
@@ -179,22 +187,7 @@ Deno.test("lsvd serve --metrics serves Prometheus text whose counters move with 
 Deno.test("lsvd serve paces collections only while its read cache is below the full default (a small machine)", async () => {
   const t = await scratch();
   try {
-    const d = await Daemon.start({
-      args: [
-        "--dir",
-        t.store,
-        "--size",
-        "64M",
-        "--socket",
-        t.socket,
-        "--metrics",
-        "127.0.0.1:0",
-        "--cache-size",
-        "64M",
-      ],
-    });
-    const line = await d.waitForLine(/^lsvd: Serving metrics at http:\/\/127\.0\.0\.1:\d+\/metrics\.$/, 1000);
-    const url = line.replace(/^.* at (\S+)\.$/, "$1");
+    const { d, url } = await serveWithMetrics(t, "64M");
     await runClientOk("qemu-io", [
       "-f",
       "raw",

@@ -5,7 +5,8 @@
  * a fresh volume served with the VM's defaults (`--dirty-limit 28M --cache-size 14M --uploads 6`,
  * `--size 1G`), idle RSS 1 s after it is operational, then `nbdcopy --flush -- [ nbdkit random NM seed=7 ]`
  * (VmHWM after the write), then `nbdcopy -- URI - | head -c N | sha256sum` (VmHWM after the read-back,
- * the digest checked, the read's MiB/s: cold, the cache holds a small part). The process gauges
+ * the digest checked, the read's MiB/s and the daemon's CPU seconds for it: cold, the cache holds a
+ * small part). The daemon is started through the checkout's bin/lsvd, with its Deno flags. The process gauges
  * (`lsvd_process_heap_*`, `lsvd_process_external_bytes`) are polled every 100 ms for their peaks.
  * The host runs 25–30 MiB above the VM on `--dir` (V8 sizes its heap by the machine's memory), so
  * figures compare only with each other (bench/RESULTS.md, "Issue 23: memory on a bucket").
@@ -23,6 +24,8 @@ const MiB = 1024 * 1024;
 const VM_FLAGS = ["--dirty-limit", "28M", "--cache-size", "14M", "--uploads", "6"];
 
 interface Phase {
+  /** The daemon's user + system CPU seconds so far. */
+  cpuSeconds: number;
   rssMiB: number;
   hwmMiB: number;
   gauges: Record<string, number>;
@@ -56,7 +59,10 @@ async function gauges(port: number): Promise<Record<string, number>> {
 async function phase(pid: number, port: number): Promise<Phase> {
   const s = await Deno.readTextFile(`/proc/${pid}/status`);
   const kb = (k: string) => Number(s.match(new RegExp(`${k}:\\s+(\\d+)`))![1]) / 1024;
-  return { rssMiB: kb("VmRSS"), hwmMiB: kb("VmHWM"), gauges: await gauges(port) };
+  // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s, after the ")" ending field 2.
+  const stat = (await Deno.readTextFile(`/proc/${pid}/stat`)).split(") ")[1]!.split(" ");
+  const cpuSeconds = (Number(stat[11]) + Number(stat[12])) / 100;
+  return { cpuSeconds, rssMiB: kb("VmRSS"), hwmMiB: kb("VmHWM"), gauges: await gauges(port) };
 }
 
 /** One fresh volume: serve, idle, write the burst, read it back; stops the daemon. */
@@ -69,18 +75,18 @@ export async function burstRound(
     ? ["--bucket", bucket, "--endpoint", o.rgw.endpoint, "--path-style"]
     : ["--dir", join(o.dir, `store-${Date.now()}`)];
   const socket = join(o.dir, "burst.sock");
-  const env = o.rgw
+  const env: Record<string, string> = o.rgw
     ? {
       AWS_ACCESS_KEY_ID: o.rgw.accessKeyId,
       AWS_SECRET_ACCESS_KEY: o.rgw.secretAccessKey,
       AWS_REGION: o.rgw.region,
     }
     : {};
-  const child = new Deno.Command(Deno.execPath(), {
+  // The checkout's launcher, so its Deno and V8 flags are measured with it (bin/lsvd), with the
+  // memory saver mode it chooses on the 512 MiB machine (this host has more memory).
+  env.LSVD_MEMORY_SAVER = "on";
+  const child = new Deno.Command(join(o.repo, "bin", "lsvd"), {
     args: [
-      "run",
-      "-A",
-      join(o.repo, "main.ts"),
       "serve",
       ...storeArgs,
       "--size",
@@ -157,7 +163,9 @@ function line(label: string, r: BurstRound): string {
     f(g("lsvd_process_external_bytes"))
   } | ${f(g("lsvd_process_heap_total_bytes"))} | ${r.afterRead.gauges.lsvd_process_gc_collections ?? "-"} | ${
     f(r.writeMiBs)
-  } | ${f(r.readMiBs)} | ${r.sameData ? "yes" : "NO"} |`;
+  } | ${f(r.readMiBs)} | ${f(r.afterRead.cpuSeconds - r.afterWrite.cpuSeconds)} | ${
+    r.sameData ? "yes" : "NO"
+  } |`;
 }
 
 function option(args: string[], name: string, fallback: string): string {
@@ -176,9 +184,9 @@ export async function main(args: string[]): Promise<number> {
     ? await startRgw(ports === "" ? {} : { ports: ports.split(",").map(Number) as [number, number] })
     : undefined;
   console.log(
-    "| store, round | idle RSS | peak after write | peak after read | peak external | peak heap reserved | collections | write MiB/s | read MiB/s | same data |",
+    "| store, round | idle RSS | peak after write | peak after read | peak external | peak heap reserved | collections | write MiB/s | read MiB/s | read CPU s | same data |",
   );
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
   let failed = 0;
   try {
     for (let n = 1; n <= rounds; n++) {

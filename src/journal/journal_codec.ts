@@ -36,6 +36,13 @@ export interface JournalRecord {
 
 const KIND_CODE: Record<RecordKind, number> = { write: 1, zero: 2, sealed: 3 };
 
+const KIND_OF_CODE = new Map((Object.keys(KIND_CODE) as RecordKind[]).map((kind) => [KIND_CODE[kind], kind]));
+
+/** The kind a header's kind byte names, undefined for none. */
+function kindOfCode(code: number): RecordKind | undefined {
+  return KIND_OF_CODE.get(code);
+}
+
 /** Data bytes a record carries. */
 function dataBytesOf(kind: RecordKind, lengthBytes: number): number {
   return kind === "write" ? lengthBytes : kind === "sealed" ? lengthBytes + SEALED_EXTRA_BYTES : 0;
@@ -103,13 +110,7 @@ export function decodeRecord(bytes: Uint8Array, offset: number): Decoded {
   const v = new DataView(bytes.buffer, bytes.byteOffset + offset, RECORD_HEADER_BYTES);
   if (v.getUint32(0) !== JOURNAL_MAGIC) return { ok: false, why: "no record header" };
   const code = v.getUint8(4);
-  const kind: RecordKind | undefined = code === 1
-    ? "write"
-    : code === 2
-    ? "zero"
-    : code === 3
-    ? "sealed"
-    : undefined;
+  const kind = kindOfCode(code);
   if (kind === undefined) return { ok: false, why: `unknown record kind ${code}` };
   const lengthBytes = v.getUint32(24);
   const end = offset + recordBytes(kind, lengthBytes);
@@ -128,17 +129,17 @@ export function decodeRecord(bytes: Uint8Array, offset: number): Decoded {
 }
 
 /**
- * The first checked record at or after `from` numbered `min` or above (a record of this journal
- * that a bad one hides), or undefined: a torn tail, zeros and a reused file's stale records (all
- * numbered below the segment's first) have none.
+ * True when a checked record numbered `min` or above starts at or after `from` (a record of this
+ * journal that a bad one hides): a torn tail, zeros and a reused file's stale records (all numbered
+ * below the segment's first) have none.
  */
-export function recordNumberedFrom(bytes: Uint8Array, from: number, min: number): number | undefined {
+export function anyRecordNumberedFrom(bytes: Uint8Array, from: number, min: number): boolean {
   for (let at = from; at + RECORD_HEADER_BYTES <= bytes.length; at++) {
     if (bytes[at] !== 0x4c || bytes[at + 1] !== 0x53) continue;
     const d = decodeRecord(bytes, at);
-    if (d.ok && d.record.number >= min) return d.record.number;
+    if (d.ok && d.record.number >= min) return true;
   }
-  return undefined;
+  return false;
 }
 
 /** Bytes of the torn record at `at` (what its header claims, or a header's worth when it is torn too). */
@@ -146,8 +147,7 @@ export function tornRecordBytes(bytes: Uint8Array, at: number): number {
   const rest = bytes.length - at;
   if (rest < RECORD_HEADER_BYTES) return rest;
   const v = new DataView(bytes.buffer, bytes.byteOffset + at, RECORD_HEADER_BYTES);
-  const kind = v.getUint8(4);
-  if (v.getUint32(0) !== JOURNAL_MAGIC || kind < 1 || kind > 3) return RECORD_HEADER_BYTES;
-  const claimed = recordBytes(kind === 1 ? "write" : kind === 2 ? "zero" : "sealed", v.getUint32(24));
-  return Math.min(rest, claimed);
+  const kind = kindOfCode(v.getUint8(4));
+  if (v.getUint32(0) !== JOURNAL_MAGIC || kind === undefined) return RECORD_HEADER_BYTES;
+  return Math.min(rest, recordBytes(kind, v.getUint32(24)));
 }

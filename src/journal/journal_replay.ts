@@ -15,9 +15,9 @@
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { LsvdError } from "../util/errors.ts";
 import {
+  anyRecordNumberedFrom,
   decodeRecord,
   type JournalRecord,
-  recordNumberedFrom,
   type RecordSealer,
   sealedHeader,
   tornRecordBytes,
@@ -113,8 +113,7 @@ export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> 
     while (at < bytes.length) {
       const d = decodeRecord(bytes, at);
       if (!d.ok || d.record.number !== expected) {
-        const later = recordNumberedFrom(bytes, at, expected);
-        if (later !== undefined) {
+        if (anyRecordNumberedFrom(bytes, at, expected)) {
           throw damaged(name, at, d.ok ? `record ${d.record.number} where ${expected} was due` : d.why);
         }
         // The unused end (zeros, or a stale record numbered below this segment's first), or a torn tail.

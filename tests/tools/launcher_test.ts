@@ -1,12 +1,13 @@
 /**
  * bin/lsvd's choice of V8's memory saver mode (docs/design/memory-on-a-bucket.md): on with
- * LSVD_MEMORY_SAVER=on, off with off, by the machine's memory otherwise (under 2 GiB), and a bad value
+ * LSVD_MEMORY_SAVER=on, off with off, by the memory lsvd's defaults see otherwise (under 2 GiB), and a bad value
  * refused in one line. The launcher execs Deno, so the daemon's own command line shows the choice.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ROOT } from "../support/daemon.ts";
+import { availableMemoryBytes } from "../../src/cli/memory_defaults.ts";
 
 const SAVER = "--v8-flags=--memory-saver-mode";
 
@@ -34,24 +35,10 @@ async function daemonCommandLine(value: string | undefined): Promise<string[]> {
   }
 }
 
-/** What bin/lsvd reads: the cgroup's limit when it has one, else MemTotal. */
-function machineBytes(): number {
-  for (const f of ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]) {
-    try {
-      const text = Deno.readTextFileSync(f).trim();
-      if (/^\d{1,18}$/.test(text)) return Number(text);
-    } catch {
-      // no such cgroup file
-    }
-  }
-  const kb = Deno.readTextFileSync("/proc/meminfo").match(/^MemTotal:\s+(\d+)/m)![1]!;
-  return Number(kb) * 1024;
-}
-
 Deno.test("bin/lsvd gives V8's memory saver mode on a small machine or when told, and refuses a bad LSVD_MEMORY_SAVER", async () => {
   assert((await daemonCommandLine("on")).includes(SAVER));
   assert(!(await daemonCommandLine("off")).includes(SAVER));
-  assert.equal((await daemonCommandLine(undefined)).includes(SAVER), machineBytes() < 2 ** 31);
+  assert.equal((await daemonCommandLine(undefined)).includes(SAVER), availableMemoryBytes() < 2 ** 31);
   const bad = await new Deno.Command(join(ROOT, "bin", "lsvd"), {
     args: ["--version"],
     env: { LSVD_MEMORY_SAVER: "yes" },

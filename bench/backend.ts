@@ -11,6 +11,8 @@ import type { S3Backend } from "./targets.ts";
 
 export interface RunningBackend extends S3Backend {
   delayMs: number;
+  /** The gateway's daemons and the proxy: whose CPU a run can read. */
+  pids(): number[];
   /** RGW's process ids, for the record (their RSS is not lsvd's). */
   stop(): Promise<void>;
 }
@@ -24,6 +26,8 @@ interface RgwHandle {
   secretKey?: string;
   createBucket(name?: string): Promise<unknown>;
   stop(): Promise<void>;
+  /** Where the daemons' ceph.conf lives (in their command lines): finds their processes. */
+  directory?: string;
 }
 
 async function importStartRgw(
@@ -45,7 +49,15 @@ async function importStartRgw(
 
 export async function startBackend(
   repoRoot: string,
-  options: { delayMs: number; memoryBytes: number },
+  options: {
+    delayMs: number;
+    memoryBytes: number;
+    /**
+     * "low": the gateway's daemons and the proxy run at nice 19, so on this machine's 2 cores they
+     * take the CPU the set-up under test leaves over, as a remote store's would not compete at all.
+     */
+    priority?: "normal" | "low";
+  },
 ): Promise<RunningBackend> {
   const startRgw = await importStartRgw(repoRoot);
   const rgw = await startRgw({ memstoreDeviceBytes: options.memoryBytes });
@@ -66,6 +78,10 @@ export async function startBackend(
       readyTimeoutMs: 60_000,
       label: "delay proxy",
     });
+    if (options.priority === "low") {
+      if (rgw.directory === undefined) throw new Error("Cannot lower Ceph RGW's priority: no directory");
+      for (const pid of [...pidsMentioning(rgw.directory), proxy.pid]) await renice(pid, 19);
+    }
     const wanPort = proxy.output.match(/listening on [\d.]+:(\d+)/)?.[1];
     if (wanPort === undefined) throw new Error(`Cannot start the delay proxy: no port in\n${proxy.output}`);
     const accessKeyId = rgw.accessKeyId ?? rgw.accessKey;
@@ -83,6 +99,7 @@ export async function startBackend(
       accessKeyId,
       secretAccessKey,
       delayMs: options.delayMs,
+      pids: () => [...(rgw.directory === undefined ? [] : pidsMentioning(rgw.directory)), daemon.pid],
       async newBucket() {
         const name = `bench-${runId}-${++buckets}`;
         await rgw.createBucket(name);
@@ -107,5 +124,35 @@ export async function startBackend(
     await proxy?.stop(2_000);
     await rgw.stop();
     throw e;
+  }
+}
+
+/** Processes whose command line mentions `needle`. */
+export function pidsMentioning(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name) || Number(entry.name) === Deno.pid) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).includes(needle)) {
+        pids.push(Number(entry.name));
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Sets the nice value of every thread of a process (setpriority applies to one thread on Linux). */
+async function renice(pid: number, nice: number): Promise<void> {
+  const tids = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
+  const o = await new Deno.Command("renice", {
+    args: ["-n", String(nice), "-p", ...tids],
+    stdout: "null",
+    stderr: "piped",
+  })
+    .output();
+  if (!o.success) {
+    throw new Error(`Cannot renice process ${pid}: ${new TextDecoder().decode(o.stderr).trim()}`);
   }
 }

@@ -5,16 +5,20 @@
  * a local sparse file (each FLUSH an fdatasync on the same disk) and against `lsvd serve --journal`
  * on a directory store or on Ceph RGW behind the bench's 20 ms delay proxy. A fresh server per run,
  * the set-ups alternated round by round; prints IOPS, write latency (mean, p99), FLUSH latency (mean,
- * p99) and the server's CPU per commit, so the same-round ratio is what to read on a shared machine.
+ * p99) and the server's CPU per commit, so the same-round ratio is what to read on a shared machine;
+ * on a bucket also the CPU per commit of the local Ceph and the delay proxy, which share the cores
+ * here (a remote store would not); `--store-low-priority` runs them at nice 19, to see the set-ups
+ * without that competition.
  *
  * `deno run -A bench/commits.ts [--store bucket|dir] [--rounds N] [--seconds S] [--jobs N]
- * [--repo DIR ...] [-- extra serve flags]`; each `--repo` (default this checkout) is one lsvd set-up
- * (a `git worktree` of another commit for a before/after); `DENO_V8_FLAGS` reaches the daemons.
+ * [--repo DIR ...] [--floor] [--store-low-priority] [-- extra serve flags]`; each `--repo` (default this checkout) is one lsvd
+ * set-up (a `git worktree` of another commit for a before/after); `DENO_V8_FLAGS` reaches the daemons.
+ * `--floor` adds `deno-file` (bench/nbd_file_server.ts): lsvd's NBD front end under Deno serving a
+ * local file with nothing behind it, the floor for what the runtime and the NBD layer cost.
  */
 
 import { join } from "node:path";
-import { startRgw } from "../tests/support/rgw.ts";
-import { startDelayProxy } from "./delay_proxy.ts";
+import { type RunningBackend, startBackend } from "./backend.ts";
 
 interface Run {
   iops: number;
@@ -23,6 +27,11 @@ interface Run {
   flushMeanUs: number;
   flushP99Ms: number;
   cpuUsPerCommit: number;
+}
+
+/** The local object store's CPU: Ceph's daemons and the delay proxy, which share the cores here. */
+function storeTicks(backend: RunningBackend | undefined): number {
+  return backend === undefined ? 0 : backend.pids().reduce((sum, pid) => sum + cpuTicks(pid), 0);
 }
 
 function options(args: string[]) {
@@ -39,6 +48,8 @@ function options(args: string[]) {
     rounds: Number(one("--rounds", "3")),
     seconds: Number(one("--seconds", "8")),
     jobs: Number(one("--jobs", "16")),
+    floor: own.includes("--floor"),
+    storePriority: own.includes("--store-low-priority") ? "low" as const : "normal" as const,
     repos: repos.length > 0 ? repos : [new URL("..", import.meta.url).pathname],
     extra: args.indexOf("--") >= 0 ? args.slice(args.indexOf("--") + 1) : [],
   };
@@ -97,22 +108,33 @@ async function fio(socket: string, seconds: number, jobs: number): Promise<Omit<
 
 export async function main(args: string[]): Promise<number> {
   const o = options(args);
-  const rgw = o.store === "bucket" ? await startRgw() : undefined;
-  const target = rgw === undefined ? undefined : new URL(rgw.endpoint);
-  const proxy = target === undefined
-    ? undefined
-    : startDelayProxy({ targetHostname: target.hostname, targetPort: Number(target.port), delayMs: 20 });
-  const env: Record<string, string> = rgw === undefined ? {} : {
-    AWS_ACCESS_KEY_ID: rgw.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey,
-    AWS_REGION: rgw.region,
+  const repoRoot = new URL("..", import.meta.url).pathname;
+  const backend = o.store === "bucket"
+    ? await startBackend(repoRoot, { delayMs: 20, memoryBytes: 3 * 2 ** 30, priority: o.storePriority })
+    : undefined;
+  const env: Record<string, string> = backend === undefined ? {} : {
+    AWS_ACCESS_KEY_ID: backend.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: backend.secretAccessKey,
+    AWS_REGION: "us-east-1",
   };
-  const setups = ["nbdkit-file", ...o.repos.map((_, i) => `lsvd-${i + 1}`)];
-  console.log(`lsvd set-ups: ${o.repos.map((r, i) => `lsvd-${i + 1} = ${r}`).join(", ")}; store ${o.store}`);
+  const setups = [
+    "nbdkit-file",
+    ...(o.floor ? ["deno-file"] : []),
+    ...o.repos.map((_, i) => `lsvd-${i + 1}`),
+  ];
   console.log(
-    "| round | set-up | IOPS | ÷ nbdkit | write mean µs | write p99 ms | FLUSH mean µs | FLUSH p99 ms | CPU µs/commit |",
+    `lsvd set-ups: ${o.repos.map((r, i) => `lsvd-${i + 1} = ${r}`).join(", ")}; store ${o.store}${
+      backend === undefined ? "" : `, its priority ${o.storePriority}`
+    }`,
   );
-  console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  console.log(
+    "| round | set-up | IOPS | ÷ nbdkit | write mean µs | write p99 ms | FLUSH mean µs | FLUSH p99 ms | CPU µs/commit |" +
+      (backend === undefined ? "" : " store CPU µs/commit |"),
+  );
+  console.log(
+    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" +
+      (backend === undefined ? "" : " ---: |"),
+  );
   try {
     for (let round = 1; round <= o.rounds; round++) {
       let nbdkitIops = NaN;
@@ -120,17 +142,28 @@ export async function main(args: string[]): Promise<number> {
         const dir = await Deno.makeTempDir({ prefix: "lsvd-commits-" });
         const socket = join(dir, "sock");
         let command: Deno.Command;
-        if (setup === "nbdkit-file") {
+        let bucket: string | undefined;
+        if (setup === "nbdkit-file" || setup === "deno-file") {
           await Deno.writeFile(join(dir, "img"), new Uint8Array(0));
           await Deno.truncate(join(dir, "img"), 1 << 30);
-          command = new Deno.Command("nbdkit", { args: ["-f", "-U", socket, "file", join(dir, "img")] });
+          command = setup === "nbdkit-file"
+            ? new Deno.Command("nbdkit", { args: ["-f", "-U", socket, "file", join(dir, "img")] })
+            : new Deno.Command(Deno.execPath(), {
+              args: [
+                "run",
+                "-A",
+                new URL("nbd_file_server.ts", import.meta.url).pathname,
+                socket,
+                join(dir, "img"),
+              ],
+              stdout: "null",
+            });
         } else {
           const repo = o.repos[Number(setup.slice(5)) - 1]!;
-          const bucket = `commits-${round}-${setup}-${Date.now()}`;
-          if (rgw !== undefined) await rgw.createBucket(bucket);
-          const store = proxy === undefined
+          bucket = await backend?.newBucket();
+          const store = backend === undefined || bucket === undefined
             ? ["--dir", join(dir, "store")]
-            : ["--bucket", bucket, "--endpoint", `http://127.0.0.1:${proxy.port}`, "--path-style"];
+            : ["--bucket", bucket, "--endpoint", backend.wanEndpoint, "--path-style"];
           command = new Deno.Command(Deno.execPath(), {
             args: [
               "run",
@@ -158,26 +191,28 @@ export async function main(args: string[]): Promise<number> {
           await waitForSocket(socket, child);
           await new Promise((r) => setTimeout(r, 1000));
           const cpu0 = cpuTicks(child.pid);
+          const store0 = storeTicks(backend);
           const r = await fio(socket, o.seconds, o.jobs);
           const cpuUs = (cpuTicks(child.pid) - cpu0) * 10_000 / (r.iops * o.seconds);
+          const storeUs = (storeTicks(backend) - store0) * 10_000 / (r.iops * o.seconds);
           if (setup === "nbdkit-file") nbdkitIops = r.iops;
           console.log(
             `| ${round} | ${setup} | ${r.iops.toFixed(0)} | ${(r.iops / nbdkitIops).toFixed(2)} | ${
               r.writeMeanUs.toFixed(0)
             } | ${r.writeP99Ms.toFixed(1)} | ${r.flushMeanUs.toFixed(0)} | ${r.flushP99Ms.toFixed(1)} | ${
               cpuUs.toFixed(0)
-            } |`,
+            } |${backend === undefined ? "" : ` ${storeUs.toFixed(0)} |`}`,
           );
         } finally {
           child.kill("SIGTERM");
           await child.status;
           await Deno.remove(dir, { recursive: true });
+          if (bucket !== undefined) await backend?.dropBucket(bucket);
         }
       }
     }
   } finally {
-    await proxy?.close();
-    await rgw?.stop();
+    await backend?.stop();
   }
   return 0;
 }

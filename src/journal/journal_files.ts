@@ -206,8 +206,9 @@ export class DirectoryJournalFiles implements JournalFiles {
     // through Deno's blocking-op thread pool an async write costs (a dup'd descriptor and a thread
     // wake-up; measured in bench/RESULTS.md, issue 23 commits), the same trade as the directory
     // store's pread (file_handles.ts): a write the kernel throttles holds the event loop meanwhile.
+    // No seek: the file was opened here at offset 0 and only these writes move its offset, so it
+    // is `end` (a write that throws fails the journal; no append follows it).
     try {
-      file.seekSync(end, Deno.SeekMode.Start);
       for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
     } catch (e) {
       return Promise.reject(e); // the journal fails (kind unavailable), as for an async write

@@ -62,8 +62,15 @@ export interface PgSetup {
   journal?: boolean;
   /** Serve with --cache-dir in the run's work directory (issue 23). */
   cacheDir?: boolean;
-  /** With target nbdkit-memory: which nbdkit plugin serves the image (default memory). */
-  nbdkitPlugin?: "memory" | "file";
+  /**
+   * With target nbdkit-memory: what serves the image over NBD (default nbdkit's memory plugin):
+   * nbdkit's file plugin on a local copy, or lsvd's own NBD front end on one (bench/nbd_file_server.ts).
+   */
+  server?: "nbdkit-memory" | "nbdkit-file" | "deno-file";
+  /** lsvd-dir: the store in /dev/shm, a store whose writes cost only memory copies. */
+  storeInMemory?: boolean;
+  /** Runs only when --pg-setups names it (set-ups that split a gap, not the headline). */
+  onlyWhenNamed?: boolean;
   /** pgbench -S (select-only) from a cold start instead of TPC-B. */
   select?: boolean;
 }
@@ -71,7 +78,8 @@ export interface PgSetup {
 export const PG_SETUPS: readonly PgSetup[] = [
   { name: "local-loop", target: "" },
   { name: "nbdkit-memory-fuse", target: "nbdkit-memory" },
-  { name: "nbdkit-file-fuse", target: "nbdkit-memory", nbdkitPlugin: "file" },
+  { name: "nbdkit-file-fuse", target: "nbdkit-memory", server: "nbdkit-file" },
+  { name: "deno-file-fuse", target: "nbdkit-memory", server: "deno-file", onlyWhenNamed: true },
   { name: "lsvd-dir-each", target: "lsvd-dir", flushPolicy: "each" },
   { name: "lsvd-dir-group", target: "lsvd-dir", flushPolicy: "group" },
   { name: "lsvd-rgw-each", target: "lsvd-rgw", flushPolicy: "each" },
@@ -84,6 +92,14 @@ export const PG_SETUPS: readonly PgSetup[] = [
   },
   { name: "lsvd-dir-journal", target: "lsvd-dir", flushPolicy: "group", journal: true },
   { name: "lsvd-rgw-journal", target: "lsvd-rgw", flushPolicy: "group", journal: true },
+  {
+    name: "lsvd-shm-journal",
+    target: "lsvd-dir",
+    flushPolicy: "group",
+    journal: true,
+    storeInMemory: true,
+    onlyWhenNamed: true,
+  },
 ];
 
 /**
@@ -127,6 +143,7 @@ interface Counters {
   wirePuts: number;
   diskHits: number;
   cpuTicks: number;
+  storeCpuTicks: number;
 }
 
 /** lsvd's counters, from its Prometheus endpoint, and (RGW) the proxy's wire count of PUTs. */
@@ -156,7 +173,7 @@ export async function measurePostgres(
   try {
     for (const setup of select ? PG_SELECT_SETUPS : PG_SETUPS) {
       if (setup.target !== "" && !targets.includes(setup.target)) continue;
-      if (only !== undefined && !only.includes(setup.name)) continue;
+      if (only !== undefined ? !only.includes(setup.name) : setup.onlyWhenNamed) continue;
       const t1 = performance.now();
       let got: PgRun[];
       try {
@@ -215,7 +232,7 @@ async function runSetup(ctx: TargetContext, s: Scale, setup: PgSetup, image: str
     const attached = setup.target === ""
       ? await attachFloor(image, work, cleanups)
       : setup.target === "nbdkit-memory"
-      ? await attachNbdkit(setup.nbdkitPlugin ?? "memory", image, work, cleanups)
+      ? await attachLocalServer(setup.server ?? "nbdkit-memory", image, work, cleanups)
       : await attachLsvd(ctx, setup, image, work, cleanups);
     const pg = new PostgresServer(join(attached.mountPoint, "pgdata"), freePort());
     await pg.start();
@@ -253,6 +270,8 @@ interface Attached {
   meter: Meter | undefined;
   /** lsvd's process id. */
   pid: number | undefined;
+  /** The local S3 gateway's and the WAN proxy's processes (RGW set-ups). */
+  storePids?: () => number[];
 }
 
 async function attachFloor(
@@ -281,7 +300,10 @@ async function attachLsvd(
   if (isRgw && s3 === undefined) {
     throw new Error("Cannot run Postgres on lsvd-rgw: no S3 backend was started");
   }
-  const dir = join(work, "store");
+  const dir = setup.storeInMemory
+    ? await Deno.makeTempDir({ dir: "/dev/shm", prefix: "lsvd-bench-" })
+    : join(work, "store");
+  if (setup.storeInMemory) cleanups.unshift(() => Deno.remove(dir, { recursive: true }).catch(() => {}));
   const bucketName = isRgw ? await s3!.newBucket() : undefined;
   if (bucketName !== undefined) cleanups.unshift(() => s3!.dropBucket(bucketName));
   const metricsPort = freePort();
@@ -338,31 +360,38 @@ async function attachLsvd(
       };
     },
   };
-  return { mountPoint: fs.mountPoint, meter, pid: daemon.pid };
+  const storePids = isRgw ? s3!.pids : undefined;
+  return { mountPoint: fs.mountPoint, meter, pid: daemon.pid, ...(storePids ? { storePids } : {}) };
 }
 
 /** The same database through nbdkit (memory, or file on a local copy), nbdfuse and a loop device. */
-async function attachNbdkit(
-  plugin: "memory" | "file",
+async function attachLocalServer(
+  server: "nbdkit-memory" | "nbdkit-file" | "deno-file",
   image: string,
   work: string,
   cleanups: (() => Promise<unknown>)[],
 ): Promise<Attached> {
   const socketPath = join(work, "nbdkit.sock");
   const file = join(work, "disk.img");
-  if (plugin === "file") await checked("cp", ["--sparse=always", image, file]);
-  const daemon = await startDaemon("nbdkit", {
-    args: [
-      ...["--foreground", "--exit-with-parent", "--unix", socketPath],
-      ...(plugin === "file" ? ["file", file] : ["memory", `size=${PG_VOLUME_BYTES}`]),
-    ],
-    env: {},
-    label: `nbdkit ${plugin}`,
-  });
+  if (server !== "nbdkit-memory") await checked("cp", ["--sparse=always", image, file]);
+  const daemon = server === "deno-file"
+    ? await startDaemon(Deno.execPath(), {
+      args: ["run", "-A", new URL("nbd_file_server.ts", import.meta.url).pathname, socketPath, file],
+      env: {},
+      label: server,
+    })
+    : await startDaemon("nbdkit", {
+      args: [
+        ...["--foreground", "--exit-with-parent", "--unix", socketPath],
+        ...(server === "nbdkit-file" ? ["file", file] : ["memory", `size=${PG_VOLUME_BYTES}`]),
+      ],
+      env: {},
+      label: server,
+    });
   cleanups.unshift(() => daemon.stop(5_000));
   await waitForPath(socketPath, 30_000);
   const uri = `nbd+unix:///?socket=${socketPath}`;
-  if (plugin === "memory") {
+  if (server === "nbdkit-memory") {
     await checked("nbdcopy", ["--destination-is-zero", "--flush", image, uri], 600_000);
   }
   const { fs } = await Ext4OnNbd.attach(uri, work, { mkfs: false, fsck: false });
@@ -453,6 +482,10 @@ async function measureRun(pg: PostgresServer, s: Scale, spec: RunSpec): Promise<
     lsvdCpuPerTxnMs: isLsvd
       ? (after.cpuTicks - before.cpuTicks) * 1000 / CLOCK_TICKS_PER_S / transactions
       : NaN,
+    // The local Ceph and the WAN proxy share this machine's cores (a remote store would not).
+    storeCpuPerTxnMs: attached.storePids === undefined
+      ? NaN
+      : (after.storeCpuTicks - before.storeCpuTicks) * 1000 / CLOCK_TICKS_PER_S / transactions,
   };
 
   async function counters(pg: PostgresServer, a: Attached): Promise<Counters> {
@@ -470,6 +503,7 @@ async function measureRun(pg: PostgresServer, s: Scale, spec: RunSpec): Promise<
       wirePuts: m?.wirePuts ?? NaN,
       diskHits: m?.diskHits ?? NaN,
       cpuTicks: a.pid === undefined ? 0 : await cpuTicks(a.pid),
+      storeCpuTicks: await sumCpuTicks(a.storePids?.() ?? []),
     };
   }
 }
@@ -501,6 +535,12 @@ async function transactionLatenciesMs(logDir: string): Promise<number[]> {
 function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+async function sumCpuTicks(pids: number[]): Promise<number> {
+  let sum = 0;
+  for (const pid of pids) sum += await cpuTicks(pid);
+  return sum;
 }
 
 async function cpuTicks(pid: number): Promise<number> {

@@ -295,8 +295,8 @@ function postgresTable(run: RunRecord): string[] {
     "by the WAN proxy are given too. Bytes per transaction include the CHECKPOINT that follows each run. Cost = S3 requests " +
     `at AWS list prices ($${PUT_USD_PER_1000} per 1,000 PUTs, $${GET_USD_PER_1000} per 1,000 GETs) at this TPS.`,
     "",
-    "| set-up | clients | TPS | latency p50 / p99 ms | END avg ms | PUTs/txn | GETs/txn | bucket B/txn | WAL + data B/txn (WAL) | S3 requests $/hour | lsvd CPU ms/txn | lsvd peak RSS MiB |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| set-up | clients | TPS | latency p50 / p99 ms | END avg ms | PUTs/txn | GETs/txn | bucket B/txn | WAL + data B/txn (WAL) | S3 requests $/hour | lsvd CPU ms/txn | local RGW + proxy CPU ms/txn | lsvd peak RSS MiB |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of run.postgres) {
     lines.push(
@@ -306,7 +306,9 @@ function postgresTable(run: RunRecord): string[] {
         Number.isFinite(r.figures.wirePutsPerTxn) ? ` (wire ${f(r, "wirePutsPerTxn")})` : ""
       } | ${f(r, "getsPerTxn")} | ${f(r, "bucketBytesPerTxn")} | ${f(r, "pgBytesPerTxn")} (${
         f(r, "walBytesPerTxn")
-      }) | ${f(r, "costUsdPerHour")} | ${f(r, "lsvdCpuPerTxnMs")} | ${f(r, "peakRssMiB")} |`,
+      }) | ${f(r, "costUsdPerHour")} | ${f(r, "lsvdCpuPerTxnMs")} | ${f(r, "storeCpuPerTxnMs")} | ${
+        f(r, "peakRssMiB")
+      } |`,
     );
   }
   lines.push("");

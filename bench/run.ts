@@ -73,7 +73,8 @@ Options:
   --delay-ms MS            Added round-trip delay of the "WAN" proxy (default: 20)
   --no-memory              Skip the peak-RSS measurements
   --no-restart             Skip the restart timing
-  --pg-setups a,b          Only these Postgres set-ups (default: every set-up of the named targets)
+  --pg-setups a,b          Only these Postgres set-ups (default: every set-up of the named targets
+                           but deno-file-fuse and lsvd-shm-journal, which split the commit gap)
   --write-results          Also prepend the run to bench/RESULTS.md and redraw bench/results.svg
   --json PATH              Write machine-readable results to PATH
   -h, --help               Show this help

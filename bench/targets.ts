@@ -22,6 +22,8 @@ export interface S3Backend {
   dropBucket(name: string): Promise<void>;
   /** Requests sent through the WAN proxy so far, by HTTP method (counted on the wire). */
   wanRequests(): Promise<Record<string, number>>;
+  /** The local gateway's processes and the proxy's, whose CPU a run can read (they share the cores). */
+  pids?(): number[];
 }
 
 export interface TargetContext {

@@ -94,9 +94,10 @@ export class Journal {
   #removed = 0; // bytes of deleted segments
   #pending: Pending[] = [];
   #writing: Promise<void> | undefined;
-  #syncing: Promise<void> | undefined;
-  /** The segment an fdatasync runs on: reclaim leaves it until the sync returns. */
-  #syncingSegment: Segment | undefined;
+  /** fdatasyncs in flight (at most files.concurrentSyncs), and the segment each runs on: reclaim leaves those. */
+  #syncs = new Map<Promise<void>, Segment | undefined>();
+  /** The furthest position a sync started so far covers (in flight or returned). */
+  #syncStartedThrough = 0;
   #syncWanted = 0;
   #syncWaiters: Waiter[] = [];
   #leaseWaiters: Waiter[] = [];
@@ -314,12 +315,14 @@ export class Journal {
   // ---- two pumps: one writes pending records in order, one syncs what is written -------------
   //
   // A write's record reaches the file (and the write is acknowledged) while an fdatasync runs,
-  // not after it: under concurrent commits each write otherwise waited a whole sync first. One
-  // sync runs at a time, so FLUSHes that arrive during it share the next (group commit; several
-  // syncs at once measured slower, bench/RESULTS.md). A sync covers `#written` as read in the
-  // synchronous step in which it starts, in the last created segment; every earlier segment was
-  // synced whole before that one was created, so every byte before that position is on disk
-  // when it returns, whatever the writer appends meanwhile.
+  // not after it: under concurrent commits each write otherwise waited a whole sync first. A FLUSH
+  // whose position no sync in flight covers starts one at once, up to `files.concurrentSyncs` in
+  // flight (the kernel overlaps fdatasyncs of one file as it does for nbdkit's threads; through
+  // Deno's own async sync they were slower than one at a time, bench/RESULTS.md); past that bound,
+  // FLUSHes that arrive meanwhile share the next (group commit). A sync covers `#written` as read
+  // in the synchronous step in which it starts, in the last created segment; every earlier segment
+  // was synced whole before that one was created, so every byte before that position is on disk
+  // when it returns, whatever the writer appends meanwhile or whichever sync returns first.
 
   #kick(): void {
     if (this.#stopped || this.#failure !== undefined) return;
@@ -330,11 +333,22 @@ export class Journal {
       });
     }
     // A sync waits for new bytes in the file: one started before them would not cover them.
-    if (this.#syncing === undefined && this.#syncWanted > this.#synced && this.#written > this.#synced) {
-      this.#syncing = this.#syncWritten().catch((e) => this.#pumpFailed(e)).finally(() => {
-        this.#syncing = undefined;
-        this.#kick();
-      });
+    const syncsMax = this.#o.files.concurrentSyncs;
+    while (
+      this.#syncs.size < syncsMax && this.#syncWanted > this.#syncStartedThrough &&
+      this.#written > this.#syncStartedThrough
+    ) {
+      const through = this.#written;
+      const segment = this.#segments.findLast((s) => s.created);
+      this.#syncStartedThrough = through;
+      const sync: Promise<void> = this.#syncWritten(through, segment).catch((e) => this.#pumpFailed(e))
+        .finally(
+          () => {
+            this.#syncs.delete(sync);
+            this.#kick();
+          },
+        );
+      this.#syncs.set(sync, segment);
     }
   }
 
@@ -365,16 +379,9 @@ export class Journal {
     }
   }
 
-  /** One fdatasync of everything written so far; acknowledges the FLUSHes it covers. */
-  async #syncWritten(): Promise<void> {
-    const through = this.#written;
-    const current = this.#segments.findLast((s) => s.created);
-    this.#syncingSegment = current;
-    try {
-      if (current !== undefined) await this.#o.files.sync(current.name);
-    } finally {
-      this.#syncingSegment = undefined;
-    }
+  /** One fdatasync of what is written through `through` (in `current`); acknowledges the FLUSHes it covers. */
+  async #syncWritten(through: number, current: Segment | undefined): Promise<void> {
+    if (current !== undefined) await this.#o.files.sync(current.name);
     if (this.#stopped) return;
     this.#counters.syncs++;
     this.#synced = Math.max(this.#synced, through);
@@ -427,7 +434,7 @@ export class Journal {
       for (;;) {
         const s = this.#segments[0];
         if (s === undefined || s.endPosition === -1 || !s.created || this.#stopped) return;
-        if (s === this.#syncingSegment) return; // #syncWritten reclaims again once it returns
+        if ([...this.#syncs.values()].includes(s)) return; // #syncWritten reclaims again once it returns
         if (s.endPosition > this.#durable || s.endPosition > this.#written) return;
         await this.#o.files.remove(s.name);
         this.#segments.shift();
@@ -444,8 +451,8 @@ export class Journal {
    * directory go. A journal whose writer failed keeps its files.
    */
   async close(): Promise<void> {
-    while (this.#writing !== undefined || this.#syncing !== undefined) {
-      await Promise.all([this.#writing, this.#syncing]);
+    while (this.#writing !== undefined || this.#syncs.size > 0) {
+      await Promise.all([this.#writing, ...this.#syncs.keys()]);
     }
     await this.#reclaiming;
     this.#stopped = true;

@@ -31,7 +31,9 @@
  */
 
 import { processRunning } from "../util/proc_stat.ts";
+import * as fs from "node:fs";
 import { join } from "node:path";
+import { nativeFdatasync } from "../util/fdatasync.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
 
@@ -47,6 +49,8 @@ export interface JournalFiles {
   create(name: string): Promise<void>;
   append(name: string, bytes: Uint8Array): Promise<void>;
   sync(name: string): Promise<void>;
+  /** How many sync() calls on one segment may run at once and overlap (1: one at a time pays best). */
+  readonly concurrentSyncs: number;
   remove(name: string): Promise<void>;
   readIdentity(): Promise<string | undefined>;
   writeIdentity(text: string): Promise<void>;
@@ -68,6 +72,13 @@ export function segmentFirstRecord(name: string): number {
 }
 /** The spare segment's name (zeros, or a recycled segment's stale records). */
 const SPARE = "spare.zero";
+/** fdatasyncs in flight on a segment at most (4 measured best at 4 and 16 concurrent commits). */
+const CONCURRENT_SYNCS = 4;
+
+function closeSegment(open: { file: Deno.FsFile; fd: number | undefined }): void {
+  open.file.close();
+  if (open.fd !== undefined) fs.closeSync(open.fd);
+}
 const ZEROS_CHUNK_BYTES = 1024 * 1024;
 
 /** The daemon's journal: files in a local directory. */
@@ -78,7 +89,10 @@ export class DirectoryJournalFiles implements JournalFiles {
    * Segments this process created, each with where its next record goes and its preallocated
    * length (0 when it started empty).
    */
-  #open = new Map<string, { file: Deno.FsFile; end: number; preallocated: number }>();
+  #open = new Map<string, { file: Deno.FsFile; fd: number | undefined; end: number; preallocated: number }>();
+  /** fdatasync on a plain descriptor (several overlap), or undefined: FsFile.syncData, one at a time. */
+  #fdatasync = nativeFdatasync();
+  readonly concurrentSyncs: number;
   #locked = false;
   #preallocateBytes: number;
   /** The spare: none, being made (zero-filled or recycled), ready, or failed (a full disk). */
@@ -90,6 +104,7 @@ export class DirectoryJournalFiles implements JournalFiles {
     this.#dir = dir;
     this.description = dir;
     this.#preallocateBytes = options.preallocateBytes ?? 0;
+    this.concurrentSyncs = this.#fdatasync === undefined ? 1 : CONCURRENT_SYNCS;
   }
 
   async lock(): Promise<void> {
@@ -133,7 +148,7 @@ export class DirectoryJournalFiles implements JournalFiles {
     this.#spareState = "none";
     // Only the holder's own: a process refused the lock must not take the live daemon's spare.
     if (this.#locked && this.#preallocateBytes > 0) await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
-    for (const o of this.#open.values()) o.file.close();
+    for (const o of this.#open.values()) closeSegment(o);
     this.#open.clear();
     if (this.#locked) await Deno.remove(join(this.#dir, "lock")).catch(() => {});
     this.#locked = false;
@@ -158,11 +173,16 @@ export class DirectoryJournalFiles implements JournalFiles {
       this.#spareState = "none"; // the next one: recycled, or zero-filled once this one is half full
       await Deno.rename(join(this.#dir, SPARE), path); // no segment of this name exists: names grow
       const file = await Deno.open(path, { write: true });
-      this.#open.set(name, { file, end: 0, preallocated: this.#preallocateBytes });
+      this.#open.set(name, {
+        file,
+        fd: this.#syncDescriptor(path),
+        end: 0,
+        preallocated: this.#preallocateBytes,
+      });
     } else {
       if (this.#spareState === "failed") this.#spareState = "none"; // try again for the next one
       const file = await Deno.open(path, { write: true, createNew: true });
-      this.#open.set(name, { file, end: 0, preallocated: 0 });
+      this.#open.set(name, { file, fd: this.#syncDescriptor(path), end: 0, preallocated: 0 });
     }
     await this.#syncDir();
   }
@@ -222,7 +242,19 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async sync(name: string): Promise<void> {
-    await this.#open.get(name)?.file.syncData();
+    const open = this.#open.get(name);
+    if (open === undefined) return;
+    if (open.fd === undefined || this.#fdatasync === undefined) return await open.file.syncData();
+    // No retry after a failure: the kernel may have dropped the pages it could not write and would
+    // report the next sync clean. The journal fails instead.
+    if (await this.#fdatasync(open.fd) !== 0) {
+      throw new Error(`fdatasync of ${join(this.#dir, name)} failed (an I/O error, or the disk is full)`);
+    }
+  }
+
+  /** A second, plain descriptor on a segment for native fdatasync (it syncs the file, any descriptor). */
+  #syncDescriptor(path: string): number | undefined {
+    return this.#fdatasync === undefined ? undefined : fs.openSync(path, "r");
   }
 
   /**
@@ -233,7 +265,7 @@ export class DirectoryJournalFiles implements JournalFiles {
   async remove(name: string): Promise<void> {
     const path = join(this.#dir, name);
     const open = this.#open.get(name);
-    open?.file.close();
+    if (open !== undefined) closeSegment(open);
     this.#open.delete(name);
     if (
       open !== undefined && this.#spareState === "none" && this.#preallocateBytes > 0 &&

@@ -35,6 +35,8 @@ export class MemoryJournalFiles implements JournalFiles {
   #dead = false;
   #holding = false;
   readonly #recycle: boolean;
+  readonly concurrentSyncs: number;
+  #syncCalls = 0;
   /** Segments this handle created (only they are recycled) and the spare, when there is one. */
   #created = new Set<string>();
   #spare: Uint8Array | undefined;
@@ -42,13 +44,14 @@ export class MemoryJournalFiles implements JournalFiles {
   constructor(
     description = "memory-journal",
     state?: { files: Map<string, MemoryFile>; identity: { text: string | undefined; id?: string } },
-    options: { recycle?: boolean } = {},
+    options: { recycle?: boolean; concurrentSyncs?: number } = {},
   ) {
     this.description = description;
     this.#files = state?.files ?? new Map();
     this.#identity = state?.identity ?? { text: undefined };
     this.#lock = { held: false };
     this.#recycle = options.recycle ?? false;
+    this.concurrentSyncs = options.concurrentSyncs ?? 1;
   }
 
   /** Everything synced survives; of the rest a random prefix, its last bytes maybe damaged. */
@@ -73,6 +76,7 @@ export class MemoryJournalFiles implements JournalFiles {
     }
     return new MemoryJournalFiles(this.description, { files, identity: { ...this.#identity } }, {
       recycle: this.#recycle,
+      concurrentSyncs: this.concurrentSyncs,
     });
   }
 
@@ -112,6 +116,7 @@ export class MemoryJournalFiles implements JournalFiles {
   sibling(): MemoryJournalFiles {
     const other = new MemoryJournalFiles(this.description, { files: this.#files, identity: this.#identity }, {
       recycle: this.#recycle,
+      concurrentSyncs: this.concurrentSyncs,
     });
     other.#lock = this.#lock;
     return other;
@@ -170,7 +175,9 @@ export class MemoryJournalFiles implements JournalFiles {
     this.#alive();
     const f = this.#files.get(name);
     const through = f?.end ?? 0;
-    await Promise.resolve();
+    // Overlapping syncs return out of order (1–3 turns, by call), as the kernel's may.
+    const turns = this.concurrentSyncs > 1 ? 1 + (this.#syncCalls++ % 3) : 1;
+    for (let i = 0; i < turns; i++) await Promise.resolve();
     this.#alive();
     if (f !== undefined) f.syncedLength = Math.max(f.syncedLength, through);
   }

@@ -580,3 +580,42 @@ Deno.test("Journal acknowledges writes while an fdatasync runs, and a FLUSH afte
   journal.stop();
   assert.equal((await scanJournal(files.crash(() => 0))).records, 2);
 });
+
+Deno.test("Journal with overlapping syncs: a FLUSH no sync in flight covers starts its own at once, and one returning first acknowledges what it covers", async () => {
+  const files = new MemoryJournalFiles("/j", undefined, { concurrentSyncs: 2 });
+  const gates: (() => void)[] = [];
+  const sync = files.sync.bind(files);
+  files.sync = async (name) => {
+    const synced = sync(name);
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return synced;
+  };
+  const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16 });
+  const acknowledged: string[] = [];
+  await journal.write(0, sector(1));
+  const first = journal.flush().then(() => acknowledged.push("flush 1"));
+  await settle();
+  assert.equal(gates.length, 1, "the first FLUSH started a sync");
+  await journal.write(4096, sector(2));
+  const second = journal.flush().then(() => acknowledged.push("flush 2"));
+  await settle();
+  assert.equal(gates.length, 2, "the second FLUSH, not covered by the sync in flight, started its own");
+  await journal.write(8192, sector(3));
+  const third = journal.flush().then(() => acknowledged.push("flush 3"));
+  await settle();
+  assert.equal(gates.length, 2, "two syncs in flight at most: the third FLUSH waits");
+  gates[1]!(); // the second sync returns first: it covers writes 1 and 2
+  await second;
+  await settle();
+  assert.deepEqual(acknowledged, ["flush 1", "flush 2"]);
+  assert.equal(gates.length, 3, "the third FLUSH's sync started once one returned");
+  gates[0]!();
+  await first;
+  await settle();
+  assert.deepEqual(acknowledged, ["flush 1", "flush 2"], "the first sync does not cover write 3");
+  gates[2]!();
+  await third;
+  assert.deepEqual(acknowledged, ["flush 1", "flush 2", "flush 3"]);
+  journal.stop();
+  assert.equal((await scanJournal(files.crash(() => 0))).records, 3);
+});

@@ -322,9 +322,13 @@ async function startSim(options: SimulationOptions): Promise<Sim> {
   // every kept point: about three times the cost of a plain seed, so even seeds keep the plain mix.
   const lifecycle = seed % 2 === 1 || Deno.env.get("LSVD_SIM_LIFECYCLE") === "all";
   // Half the journalled seeds reuse deleted segments (journal_files.ts): replay must read a reused
-  // file's stale records as its unused end, never as writes.
+  // file's stale records as its unused end, never as writes. Half keep up to 4 syncs in flight,
+  // returning out of order: a FLUSH is acknowledged only by a sync that covers it.
   const journal = usesJournal(seed)
-    ? new MemoryJournalFiles(`journal-${seed}`, undefined, { recycle: seed % 2 === 0 })
+    ? new MemoryJournalFiles(`journal-${seed}`, undefined, {
+      recycle: seed % 2 === 0,
+      concurrentSyncs: Math.floor(seed / 2) % 2 === 0 ? 1 : 4,
+    })
     : undefined;
   const volume = await openVolume(store, clock, sectors * SECTOR, seed, undefined, journal);
   const shadow = new Shadow(encrypted(seed) ? SIM_SECRET : undefined);

@@ -542,6 +542,11 @@ export class LogWriter {
       this.#open.recycle(bytes);
       if (stored !== bytes) this.#encrypted?.recycle(stored);
     }
+    // Idle: the buffers a burst left resident go until the next write (OpenObject.releaseIdle).
+    if (this.#inflight.size === 0 && this.#open.isEmpty) {
+      this.#open.releaseIdle();
+      this.#encrypted?.releaseSpares();
+    }
   }
 
   /**

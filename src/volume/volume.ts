@@ -334,6 +334,8 @@ export class Volume implements BlockDevice {
       /** The epoch this writer's objects carry (0 read-only). */
       writerEpoch: w?.writerEpoch ?? 0,
       dirtyBytes: w?.dirtyBytes ?? 0,
+      /** The open object's staging and spare bodies: what the writer holds beyond the dirty bytes. */
+      writeBufferBytes: w?.open.bufferBytes ?? 0,
       cacheBytes: this.#cache.sizeBytes + this.#tables.sizeBytes,
       crcTableBytes: this.#tables.sizeBytes,
       objectSizeBytes: this.#objectSizes.memoryBytes,

@@ -43,7 +43,12 @@ import {
 import { Follower } from "../volume/follower.ts";
 import { DiskCache } from "../cache/disk_cache.ts";
 import { exposedGc, GarbagePacer } from "../util/gc_pacer.ts";
-import { availableMemoryBytes, type TuningDefaults, tuningDefaults } from "./memory_defaults.ts";
+import {
+  availableMemoryBytes,
+  nbdInputBufferBytes,
+  type TuningDefaults,
+  tuningDefaults,
+} from "./memory_defaults.ts";
 import {
   choiceOption,
   durationOption,
@@ -926,6 +931,7 @@ async function serveVolume(
     listeners: bound.listeners,
     metrics: bound.registry,
     tls: config.tls,
+    limits: { inputBufferBytes: nbdInputBufferBytes(config.engine.dirtyBytesMax) },
     // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
     onClientLeft: () => {
       if (signals.phase === "serving") attachment?.reconnect();

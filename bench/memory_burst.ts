@@ -13,7 +13,8 @@
  *
  * `deno run -A bench/memory_burst.ts --store bucket|dir [--rounds N] [--burst-mib 256] [--repo DIR]
  * [--rgw-ports MON,RGW] [--metrics-port P] [-- extra serve flags]`; `--repo` serves another checkout's
- * main.ts (a `git archive` of the base commit) for a before/after in one run.
+ * main.ts (a `git archive` of the base commit) for a before/after in one run; given more than once, the
+ * rounds alternate between them (round n serves the ((n-1) mod count)th), each row naming its checkout.
  */
 
 import { join } from "node:path";
@@ -168,6 +169,11 @@ function line(label: string, r: BurstRound): string {
   } |`;
 }
 
+/** Every value given for a repeatable option (`--repo A --repo B`). */
+function options(args: string[], name: string): string[] {
+  return args.flatMap((a, i) => a === name && args[i + 1] !== undefined ? [args[i + 1]!] : []);
+}
+
 function option(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(name);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
@@ -188,10 +194,13 @@ export async function main(args: string[]): Promise<number> {
   );
   console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
   let failed = 0;
+  const given = options(own, "--repo");
+  const repos = given.length > 0 ? given : [new URL("..", import.meta.url).pathname];
   try {
     for (let n = 1; n <= rounds; n++) {
+      const repo = repos[(n - 1) % repos.length]!;
       const r = await burstRound({
-        repo: option(own, "--repo", new URL("..", import.meta.url).pathname),
+        repo,
         dir,
         ...(rgw === undefined ? {} : { rgw }),
         burstMiB: Number(option(own, "--burst-mib", "256")),
@@ -199,7 +208,7 @@ export async function main(args: string[]): Promise<number> {
         extra: dashes >= 0 ? args.slice(dashes + 1) : [],
       });
       if (!r.sameData) failed++;
-      console.log(line(`${store} ${n}`, r));
+      console.log(line(repos.length > 1 ? `${store} ${n} ${repo}` : `${store} ${n}`, r));
     }
   } finally {
     await rgw?.stop();

@@ -78,7 +78,7 @@ export async function probeDevice(devicePath: string): Promise<DeviceContent> {
   return { kind: "empty" };
 }
 
-/** ext2/3/4 superblock → filesystem size, or undefined when there is no ext magic. */
+/** ext2/3/4 superblock -> filesystem size, or undefined when there is no ext magic. */
 export function parseExtSuperblock(head: Uint8Array): { sizeBytes: number } | undefined {
   if (head.length < EXT_SUPERBLOCK_OFFSET + 1024) return undefined;
   const sb = new DataView(head.buffer, head.byteOffset + EXT_SUPERBLOCK_OFFSET, 1024);

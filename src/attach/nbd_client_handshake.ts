@@ -158,7 +158,7 @@ async function readOptionReply(
   return { type: header.getUint32(12), data };
 }
 
-/** NBD_INFO_EXPORT → size and flags; other information types are ignored. */
+/** NBD_INFO_EXPORT -> size and flags; other information types are ignored. */
 export function parseInfo(data: Uint8Array): NegotiatedExport | undefined {
   if (data.length < 2) throw new Error("Cannot negotiate with the NBD server: empty NBD_REP_INFO");
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);

@@ -153,7 +153,7 @@ async function offerSockets(
   }
 }
 
-/** The inode of a socket fd of this process ("socket:[123]" → "123"). */
+/** The inode of a socket fd of this process ("socket:[123]" -> "123"). */
 function socketInode(fd: number): string | undefined {
   const target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
   return /^socket:\[(\d+)\]$/.exec(target)?.[1];

@@ -10,7 +10,7 @@ import type { Logger } from "../util/log.ts";
 const DEVICE_STATE_TIMEOUT_MS = 15_000;
 const POLL_INTERVAL_MS = 50;
 
-/** "/dev/nbd3" → 3; anything else is a clear error. */
+/** "/dev/nbd3" -> 3; anything else is a clear error. */
 export function nbdIndexOf(devicePath: string): number {
   const match = /^\/dev\/nbd(\d+)$/.exec(devicePath);
   if (!match) throw new Error(`Cannot connect ${devicePath}: not an NBD device path (expected /dev/nbdN)`);

@@ -76,7 +76,7 @@ export function encodeAttributes(attributes: readonly NetlinkAttribute[]): Uint8
   return concat(parts);
 }
 
-/** Decodes one level of attributes into (type → payload); nested payloads decode again. */
+/** Decodes one level of attributes into (type -> payload); nested payloads decode again. */
 export function decodeAttributes(bytes: Uint8Array): Map<number, Uint8Array> {
   const attributes = new Map<number, Uint8Array>();
   for (const [type, payload] of listAttributes(bytes)) attributes.set(type, payload);

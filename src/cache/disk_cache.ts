@@ -75,7 +75,7 @@ export class DiskCache {
   #index: Deno.FsFile;
   #lockPath: string;
   #log: Logger;
-  #keys = new Map<number, number>(); // sequence × 2^22 + offset → slot
+  #keys = new Map<number, number>(); // sequence × 2^22 + offset -> slot
   #slotKey: Float64Array; // the key a slot holds, EMPTY if none
   #slotKeyCrc: Uint32Array;
   #slotCrc: Uint32Array; // CRC-32 of the slot's bytes as filled

@@ -2,7 +2,7 @@
  * @module
  * Subcommand dispatch and the one place where errors a user can cause (bad options, missing
  * bucket, wrong credentials, malformed objects, a busy address) become one `lsvd: ...` line and
- * exit code 1. Anything else — a broken invariant — propagates with its stack trace, loudly.
+ * exit code 1. Anything else -- a broken invariant -- propagates with its stack trace, loudly.
  * A new subcommand is one entry in COMMANDS and one file src/cli/<command>.ts.
  *
  * Each command's module is imported when that command runs, not before: a module's source stays in

@@ -9,7 +9,7 @@
  * trimmed ranges stay holes. An existing FILE is refused unless --force, and then replaced only once
  * the new image is complete. To `-`, a block device or a pipe the image goes in disk order, window
  * by window (holes as zeros), with the same GETs in flight. What export may write to, and what a
- * failure (or SIGINT/SIGTERM) removes — only what export created — is export_target.ts.
+ * failure (or SIGINT/SIGTERM) removes -- only what export created -- is export_target.ts.
  */
 
 import { type LoadedLog, loadLog } from "../log/load.ts";

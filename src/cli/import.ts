@@ -9,7 +9,7 @@
  * volume: `serve` opens it like any other.
  *
  * Every object's trailer records a volume size, so any prefix of the log is a disk: the --size
- * given, or the file's size, or (stdin without --size) the bytes read so far — then one last
+ * given, or the file's size, or (stdin without --size) the bytes read so far -- then one last
  * object without data records the final size.
  */
 
@@ -262,9 +262,9 @@ function refuseNonEmpty(state: LogState, at: string): void {
 }
 
 /**
- * After a failed or interrupted import: removes exactly what it wrote — its log objects (newest
+ * After a failed or interrupted import: removes exactly what it wrote -- its log objects (newest
  * first, so what is left is always a log), its checkpoint, the format record, its epoch key and the
- * lease (left released when one was there before) — while the lease is provably still its own.
+ * lease (left released when one was there before) -- while the lease is provably still its own.
  * Says what it did, for the one line the failure ends with.
  */
 async function undoImport(

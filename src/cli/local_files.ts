@@ -85,8 +85,8 @@ export function holdDevice(path: string, write: boolean): DeviceHold | "busy" {
 
 /**
  * An error of a local file operation in a few words: `no such file or directory`, `permission
- * denied`, `read-only file system`, ... (Deno's "(os error N): open '…'" and Node's "ECODE: …, open
- * '…'" stripped: the message that carries it names the path already).
+ * denied`, `read-only file system`, ... (Deno's "(os error N): open '...'" and Node's "ECODE: ..., open
+ * '...'" stripped: the message that carries it names the path already).
  */
 export function osErrorText(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);

@@ -42,6 +42,17 @@ export function tuningDefaults(memoryBytes: number, objectBytes = DEFAULT_OBJECT
   return { objectBytes, dirtyBytes, cacheBytes, uploads };
 }
 
+/**
+ * Each NBD connection's input buffer (ConnectionLimits.inputBufferBytes) for a dirty limit: a
+ * thirty-second of it, whole MiB from 1 to 4 (4 from a 2 GiB machine up). A stream of WRITEs makes
+ * it all resident, while one read of a socket returns at most what the socket holds, mostly far less
+ * than 1 MiB. In the 512 MiB machine's write burst (nbdcopy, two connections) 1 MiB instead of 4
+ * took 6-7 MiB off the peak (bench/RESULTS.md, "Issue 23: memory on a bucket, a real margin").
+ */
+export function nbdInputBufferBytes(dirtyBytes: number): number {
+  return Math.min(4 * MiB, Math.max(MiB, floorTo(dirtyBytes / 32, MiB)));
+}
+
 function floorTo(n: number, unit: number): number {
   return Math.floor(n / unit) * unit;
 }

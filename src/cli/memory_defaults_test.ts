@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { availableMemoryBytes, tuningDefaults } from "./memory_defaults.ts";
+import { availableMemoryBytes, nbdInputBufferBytes, tuningDefaults } from "./memory_defaults.ts";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -63,4 +63,14 @@ Deno.test("availableMemoryBytes() takes the tightest cgroup limit, ignoring 'max
     ),
     1 * GiB,
   );
+});
+
+Deno.test("nbdInputBufferBytes() is a thirty-second of the dirty limit, 1 to 4 MiB", () => {
+  const MiB = 2 ** 20;
+  const dirtyFor = (memoryBytes: number) => tuningDefaults(memoryBytes).dirtyBytes;
+  assert.equal(nbdInputBufferBytes(dirtyFor(457 * MiB)), MiB, "the 512 MiB VM");
+  assert.equal(nbdInputBufferBytes(dirtyFor(1024 * MiB)), 2 * MiB);
+  assert.equal(nbdInputBufferBytes(dirtyFor(2048 * MiB)), 4 * MiB, "as before from 2 GiB up");
+  assert.equal(nbdInputBufferBytes(dirtyFor(64 * 1024 * MiB)), 4 * MiB);
+  assert.equal(nbdInputBufferBytes(8 * MiB), MiB, "a tiny --dirty-limit");
 });

@@ -51,7 +51,7 @@ export interface OptionDeclaration {
 export interface OptionSpec<T = unknown> extends Readonly<OptionDeclaration> {
   /** How the command line carries it: a flag alone, or a flag with a value. */
   readonly type: "string" | "boolean";
-  /** Text (from the command line or the environment) → value; throws a UsageError naming `source`. */
+  /** Text (from the command line or the environment) -> value; throws a UsageError naming `source`. */
   parse(raw: string, source: string): T;
   /** A value as help prints it (the default). */
   show(value: T): string;
@@ -264,7 +264,7 @@ function parseBoolean(raw: string, name: string): boolean {
 
 const UNITS: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 };
 
-/** "10G", "512MiB", "4096" → bytes; `what` names the flag or variable in the error. */
+/** "10G", "512MiB", "4096" -> bytes; `what` names the flag or variable in the error. */
 export function parseSize(raw: string, what: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(raw);
   if (!m) throw new UsageError(`Invalid ${what}: "${raw}" is not a size (bytes, or with K, M, G or T)`);
@@ -288,7 +288,7 @@ export interface ListenAddress {
   port: number;
 }
 
-/** "HOST:PORT", ":PORT" or "PORT" → address (host defaults to 127.0.0.1); `what` names the source. */
+/** "HOST:PORT", ":PORT" or "PORT" -> address (host defaults to 127.0.0.1); `what` names the source. */
 export function parseListen(raw: string, what = "--listen"): ListenAddress {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$|^(\d+)$/.exec(raw.trim());
   if (!m) throw new UsageError(`Invalid ${what}: "${raw}" is not HOST:PORT`);

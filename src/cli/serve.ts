@@ -1,8 +1,8 @@
 /**
  * @module
- * `lsvd serve`: builds store → volume → NBD server (→ kernel device → filesystem), prints
+ * `lsvd serve`: builds store -> volume -> NBD server (-> kernel device -> filesystem), prints
  * `lsvd: Device is now operational.`, and on SIGTERM/SIGINT/SIGHUP takes it all down in reverse
- * order, flushing every remaining write to the store before exiting 0 — once nothing else uses the
+ * order, flushing every remaining write to the store before exiting 0 -- once nothing else uses the
  * volume (a loop device, a mount, an open file: serve_lifecycle.ts waits, or a second signal
  * forces the stop). Everything that can fail locally (options, the NBD and metrics addresses, the
  * device) is checked before the store is touched, so a start that cannot succeed leaves the bucket
@@ -43,7 +43,12 @@ import {
 import { Follower } from "../volume/follower.ts";
 import { DiskCache } from "../cache/disk_cache.ts";
 import { exposedGc, GarbagePacer } from "../util/gc_pacer.ts";
-import { availableMemoryBytes, type TuningDefaults, tuningDefaults } from "./memory_defaults.ts";
+import {
+  availableMemoryBytes,
+  nbdInputBufferBytes,
+  type TuningDefaults,
+  tuningDefaults,
+} from "./memory_defaults.ts";
 import {
   choiceOption,
   durationOption,
@@ -732,7 +737,7 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
  * (src/util/gc_pacer.ts says why), not V8's own slack of tens of MiB: on the 512 MiB machine that
  * slack alone was half the budget. Only while the read cache is below its full default, i.e. the
  * daemon is sized for a machine under 2 GiB (memory_defaults.ts) or told to be small: each collection
- * stops the event loop for tens of ms (two memory-reducing mark-compacts, 35–80 ms measured under 16
+ * stops the event loop for tens of ms (two memory-reducing mark-compacts, 35-80 ms measured under 16
  * concurrent commits), which cost ~10 % of commit throughput and a quarter of the FLUSH p99 at the
  * full cache, where V8's own incremental collections free the buffers soon enough (bench/RESULTS.md,
  * "Issue 23: the collection pacer only on small machines").
@@ -926,6 +931,7 @@ async function serveVolume(
     listeners: bound.listeners,
     metrics: bound.registry,
     tls: config.tls,
+    limits: { inputBufferBytes: nbdInputBufferBytes(config.engine.dirtyBytesMax) },
     // A kernel socket closed under a serving daemon: the kernel gave up on a slow request.
     onClientLeft: () => {
       if (signals.phase === "serving") attachment?.reconnect();

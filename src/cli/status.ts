@@ -85,7 +85,7 @@ export function renderStatus(url: string, s: readonly Sample[]): string {
   const v = (name: string) => valueOf(s, name);
   const ms = (op: string, q: number) => {
     const upper = quantileUpper(s, "lsvd_store_request_duration_seconds", q, { op });
-    return upper === undefined ? "-" : upper === Infinity ? "> 30 s" : `≤ ${upper * 1000} ms`;
+    return upper === undefined ? "-" : upper === Infinity ? "> 30 s" : `<= ${upper * 1000} ms`;
   };
   const errors = s.filter((x) => x.name === "lsvd_store_errors_total" && x.value > 0)
     .map((x) => `${x.labels.op} ${x.labels.kind} ${x.value}`);

@@ -5,7 +5,7 @@
  * `--bucket` (or BUCKET_NAME) with `--endpoint`, `--region`, `--path-style`, `--connections`, or
  * `--dir` for a local directory store, and `--prefix`. A bucket is used when
  * one is named; the local directory only when `--dir` is given or nothing about S3 is configured
- * at all — an S3 setting without a bucket (a typo in a secret) is an error, never a silent fall
+ * at all -- an S3 setting without a bucket (a typo in a secret) is an error, never a silent fall
  * back to a local disk that is not bottomless. The chosen store is always said in one line.
  */
 

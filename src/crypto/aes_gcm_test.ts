@@ -53,7 +53,7 @@ Deno.test("SectorCipher: a sector opens only with its own epoch, sequence and in
   assert.equal(Deno.inspect(secret), "VolumeSecret(a test)");
 });
 
-Deno.test("nonceBytes(): epoch:u32 ‖ sequence:u40 ‖ index:u24, big-endian", () => {
+Deno.test("nonceBytes(): epoch:u32 || sequence:u40 || index:u24, big-endian", () => {
   const nonce = nonceBytes(new Uint8Array(12), 0x01020304, 0x05_0607_0809, 0x0a0b0c);
   assert.deepEqual(Array.from(nonce), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
   assert.deepEqual(

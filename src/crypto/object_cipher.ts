@@ -82,7 +82,7 @@ export function encryptObject(cipher: SectorCipher, plain: Uint8Array, into?: Ui
 }
 
 /**
- * Data sectors [offsetSectors, …) of object `key`, read and checked against `table` (the object's
+ * Data sectors [offsetSectors, ...) of object `key`, read and checked against `table` (the object's
  * CRCs), decrypted into a new buffer. Fails with LsvdError "data" naming the object and bytes when
  * the object is not encrypted (it cannot be lsvd's with this key) or a sector's tag does not verify.
  * `out` may be `sealed` itself (decrypted in place); after a failure it holds anything.

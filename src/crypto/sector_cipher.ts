@@ -3,7 +3,7 @@
  * Encryption at rest of data sectors (docs/design/encryption.md): AES-256-GCM, one AEAD operation
  * per 4 KiB sector so a ranged read of a few sectors decrypts and authenticates alone. The data key
  * and the key fingerprint are derived with HKDF-SHA256 from the user's secret and the volume's
- * salt; the nonce is writer-epoch:u32 ‖ sequence:u40 ‖ sector-index:u24, unique because epochs are
+ * salt; the nonce is writer-epoch:u32 || sequence:u40 || sector-index:u24, unique because epochs are
  * never reused and a writer seals each number once. The secret lives only in a VolumeSecret, whose
  * bytes no property, JSON or inspection shows.
  */
@@ -80,7 +80,7 @@ export class SectorCipher {
     return this.#data.engine;
   }
 
-  /** A journal record's data sealed: nonce ‖ tag ‖ ciphertext, bound to `header` (its fields). */
+  /** A journal record's data sealed: nonce || tag || ciphertext, bound to `header` (its fields). */
   sealRecord(header: Uint8Array, plain: Uint8Array): Uint8Array {
     const out = new Uint8Array(RECORD_SEAL_BYTES + plain.length);
     const nonce = crypto.getRandomValues(out.subarray(0, 12));
@@ -170,7 +170,7 @@ export class SectorCipher {
   }
 }
 
-/** Writes epoch:u32 ‖ sequence:u40 ‖ index:u24 (big-endian) into `into` and returns it. */
+/** Writes epoch:u32 || sequence:u40 || index:u24 (big-endian) into `into` and returns it. */
 export function nonceBytes(
   into: Uint8Array,
   writerEpoch: number,

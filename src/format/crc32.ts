@@ -20,7 +20,7 @@ export function crc32(bytes: Uint8Array, crc = 0): number {
 
 /**
  * The CRC of A followed by a 4 KiB sector S, from crc32(A) and crc32(S):
- * crc32(A‖S) = Z(crc32(A)) ⊕ crc32(S), where Z feeds 4,096 zero bytes through the bare CRC
+ * crc32(A||S) = Z(crc32(A)) xor crc32(S), where Z feeds 4,096 zero bytes through the bare CRC
  * register (linear over GF(2), so applied a byte of the input CRC at a time through four tables).
  */
 export function crc32After4K(crcBefore: number, sectorCrc: number): number {

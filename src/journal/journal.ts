@@ -7,9 +7,9 @@
  * writer's timer (the journal delay) and upload in the background under the usual ordered
  * durability; a segment is deleted only when every object holding its records is durable.
  *
- *   write ─► append record (number, bytes) ─► LogWriter.write (dirty buffer, objects, uploads)
- *   FLUSH ─► fdatasync the current segment (batched) ─► lease valid? ─► acknowledged
- *   applied write ─► mark (journal bytes, object number) ─► durable(object) ─► delete old segments
+ *   write -> append record (number, bytes) -> LogWriter.write (dirty buffer, objects, uploads)
+ *   FLUSH -> fdatasync the current segment (batched) -> lease valid? -> acknowledged
+ *   applied write -> mark (journal bytes, object number) -> durable(object) -> delete old segments
  *
  * Order: a record's number is taken in the same synchronous step in which the write enters the
  * writer (which applies writes in issue order), so the journal's order is the log's order; that is

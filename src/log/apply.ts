@@ -6,7 +6,7 @@
  *
  *   data entries in header order (a later entry wins; entry i's data starts after entries 0..i-1),
  *   then zero ranges. For objects that copy older data (trailer origins), an entry or zero range
- *   counts at a point P only when its origin is ≤ P.
+ *   counts at a point P only when its origin is <= P.
  */
 
 import { type Extent, SECTOR_BYTES } from "../format/object.ts";

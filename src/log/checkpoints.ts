@@ -2,7 +2,7 @@
  * @module
  * Checkpoint I/O: finding the newest usable checkpoint for a replay, storing a new one once the
  * objects it covers are durable, and keeping only the two newest. A checkpoint is an accelerator
- * only — deleting every one never changes the disk — so failures here cost restart time, not data.
+ * only -- deleting every one never changes the disk -- so failures here cost restart time, not data.
  */
 
 import { checkpointKey } from "../format/keys.ts";

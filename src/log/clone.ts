@@ -5,8 +5,8 @@
  * object, plus a pin in the source (a version-2 snapshot naming the clone) that keeps what the
  * clone reads. Two small writes and a few listings, whatever the source's size:
  *
- *   list source and target → resolve the point → pin in the source (create-only, checked against
- *   a concurrent GC pass like any snapshot) → clone's format record (create-only).
+ *   list source and target -> resolve the point -> pin in the source (create-only, checked against
+ *   a concurrent GC pass like any snapshot) -> clone's format record (create-only).
  *
  * A crash between the two leaves only the pin, which `lsvd snapshot delete` removes (its clone
  * does not exist). Flatten ends the other way round: the clone's record is marked flattened

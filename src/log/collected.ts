@@ -3,8 +3,8 @@
  * Collected records (`collected/<16 hex pass>`): the durable fact that tells a log number garbage
  * collection deleted from a crash gap. A pass writes its record (create-only) after the copies it
  * made are durable and before it deletes anything, so any missing object a record does not name
- * was lost some other way. Each record is cumulative — every number ever collected and every copy
- * object the loads of past points must consult — so readers need only the newest one; passes
+ * was lost some other way. Each record is cumulative -- every number ever collected and every copy
+ * object the loads of past points must consult -- so readers need only the newest one; passes
  * delete older records once a newer one is stored. See docs/design/gc-and-retention.md.
  */
 
@@ -122,7 +122,7 @@ export function addToRanges(ranges: SequenceRanges, sequences: Iterable<number>)
   return out;
 }
 
-/** The ranges cut to numbers ≤ `through` (a rollback drops what it removes). */
+/** The ranges cut to numbers <= `through` (a rollback drops what it removes). */
 export function clipRanges(ranges: SequenceRanges, through: number): SequenceRanges {
   const out: SequenceRanges = [];
   for (const [a, b] of ranges) if (a <= through) out.push([a, Math.min(b, through)]);

@@ -1,7 +1,7 @@
 /**
  * @module
  * Closing the previous writer's upload window (docs/design/fencing.md). A writer never starts the
- * upload of object s unless s ≤ durableThrough + W (W = its upload window, recorded in its lease).
+ * upload of object s unless s <= durableThrough + W (W = its upload window, recorded in its lease).
  * After taking the lease, and before replaying or archiving anything, the new writer walks the log
  * from the end of what it loaded:
  *
@@ -14,8 +14,8 @@
  *     and overwritten by a fence object with If-Match on the ETag it was examined with (never a
  *     plain delete: a fencer racing another must not remove the other's fence object).
  *
- * Afterwards the old writer can land nothing: each of its uploads has a number ≤ its durable
- * prefix + W ≤ n-1+W, and every such number is occupied. An object with a higher epoch than ours
+ * Afterwards the old writer can land nothing: each of its uploads has a number <= its durable
+ * prefix + W <= n-1+W, and every such number is occupied. An object with a higher epoch than ours
  * means a newer writer fenced us first: we fail with kind "fenced".
  */
 

@@ -5,7 +5,7 @@
  * created (or first opened for writing by this lsvd) and checked on every open, so an older
  * lsvd refuses a volume it cannot read instead of "repairing" it.
  *
- *   { "format": 2, "minimumLsvd": "0.2.0", "writtenBy": "0.2.0", "createdAt": "2026-12-01T…Z" }
+ *   { "format": 2, "minimumLsvd": "0.2.0", "writtenBy": "0.2.0", "createdAt": "2026-12-01T...Z" }
  *
  * Format 3 adds `requires` (features a reader must understand, or refuse the volume) and their
  * fields; the one feature so far is "clone" with `parent` (docs/FORMAT.md). A plain volume is

@@ -3,10 +3,10 @@
  * Garbage-collection planning: which log objects a pass may delete and which of their sectors it
  * must first copy to the head. Pure: it reads live-sector counts the extent maps keep (the head
  * map, the map at the oldest retained point Pmin, one per older snapshot) and object sizes from
- * the listing — no object is read and no map is scanned. src/volume/gc_runner.ts executes a plan.
+ * the listing -- no object is read and no map is scanned. src/volume/gc_runner.ts executes a plan.
  *
  * Retained points are every point from Pmin to the head (the retention window) plus snapshots. An
- * object k ≤ Pmin may go when no retained map points at it. Before that, data of k that is live at
+ * object k <= Pmin may go when no retained map points at it. Before that, data of k that is live at
  * the head is copied with origin k (after which the head map and every retained map point at the
  * copy). Data of k a retained point needs but the head no longer has (overwritten after that
  * point) cannot be copied, and pins k: until Pmin passes the overwrite, or forever for a snapshot.
@@ -19,7 +19,7 @@ import type { LoggedObject } from "./log_state.ts";
 
 export interface GcThresholds {
   /** Objects whose estimated dead fraction is at least this are rewritten (default 0.5: write
-   *  amplification ≤ 1 at steady state, since each copied sector frees at least one). */
+   *  amplification <= 1 at steady state, since each copied sector frees at least one). */
   deadFractionMin: number;
   /** Objects smaller than this are packed together whatever their dead fraction (default 1 MiB:
    *  FLUSH-forced commits whose 12 KiB header would otherwise dominate). */
@@ -95,7 +95,7 @@ export function dataSectorsOf(sizeBytes: number): number {
 
 /**
  * True when every sector any retained map points at k is also live at the head (so copying the
- * head's live sectors of k leaves nothing of k needed). For a retained point R ≥ k, R's
+ * head's live sectors of k leaves nothing of k needed). For a retained point R >= k, R's
  * references to k include the head's (a sector untouched since k is untouched at R), so equal
  * counts mean equal sets; a point before k references k only through copied origins, and any such
  * reference is treated as pinning.

@@ -210,7 +210,7 @@ async function startFromParent(store: ObjectStore, loaded: LoadedLog, options: L
 
 /**
  * A past point P also needs the data garbage collection moved to the head: every copied object
- * after P that a collected record names contributes the entries whose origin is ≤ P (a copy of a
+ * after P that a collected record names contributes the entries whose origin is <= P (a copy of a
  * sector from origin k is only ever made while no write to it exists after k, so at P that copy is
  * the sector's state). Copies no record names need not be read: their sources were never deleted.
  */

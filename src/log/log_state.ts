@@ -37,7 +37,7 @@ export interface LogState {
   /** Log objects present, ascending by sequence. */
   objects: LoggedObject[];
   /**
-   * Number of leading objects of `objects` that form the replayable log: numbered 1, 2, 3, … with
+   * Number of leading objects of `objects` that form the replayable log: numbered 1, 2, 3, ... with
    * no gap except numbers the newest collected record names (garbage collection deleted them).
    * `objects.slice(0, gapFreeCount)` is the log; it may skip numbers, so find objects by sequence.
    */

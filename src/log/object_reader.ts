@@ -1,6 +1,6 @@
 /**
  * @module
- * Reads what one stored log object says — its header entries and its trailer — with every check
+ * Reads what one stored log object says -- its header entries and its trailer -- with every check
  * the format allows: header length, entries aligned, sizes consistent, trailer well formed and
  * naming this object, and (trailer version 2) the header's CRC. A damaged header is never
  * returned, so recovery never applies one. Small objects are fetched whole and checked whole.

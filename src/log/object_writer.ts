@@ -1,8 +1,8 @@
 /**
  * @module
  * The one way a log object is stored: a create-only PUT (If-None-Match: *), so no writer ever
- * overwrites an object another one stored. A 412 means the number is taken — another writer is
- * using the volume — and is named the same way wherever it ends a command: LsvdError "fenced"
+ * overwrites an object another one stored. A 412 means the number is taken -- another writer is
+ * using the volume -- and is named the same way wherever it ends a command: LsvdError "fenced"
  * naming the key. The log writer, fence objects, rollback's rescued object and `lsvd import` all
  * store through here (docs/design/fencing.md).
  */

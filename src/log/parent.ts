@@ -4,7 +4,7 @@
  * objects from `through + 1` of its parent link, so one extent map over the parent's state and
  * the clone's writes stays unambiguous: every number up to `through` is the parent's (or, further
  * down a chain, an ancestor's), every number above it the clone's. A `Lineage` is that rule as
- * bands — `[{prefix, through}]` ascending, then the volume's own prefix — read from the format
+ * bands -- `[{prefix, through}]` ascending, then the volume's own prefix -- read from the format
  * records up the chain (one small GET per ancestor), so resolving a key costs no request.
  * A parent may live in another bucket of the same store (`lsvd clone --to-bucket`): its band then
  * names that bucket's store, and `readStore()` routes reads of its objects there.

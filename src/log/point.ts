@@ -1,6 +1,6 @@
 /**
  * @module
- * A point of a volume's log — the state after object N — named the way users name it: an object
+ * A point of a volume's log -- the state after object N -- named the way users name it: an object
  * number (`1234`) or a time (`2026-12-01T17:00:00Z`, RFC 3339). One parser and one resolver, so
  * `serve --at`, `export --at`, `rollback --to` and gc agree on what a point means.
  *

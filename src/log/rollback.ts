@@ -5,9 +5,9 @@
  * P (their sources are gone), that data is first rescued into one COPIED object that becomes P+1,
  * in a crash-safe order (docs/design/gc-and-retention.md):
  *
- *   rescued object → `rescue/<id>` → collected record marking the rollback in progress (every load
- *   refuses meanwhile) → archive the objects after P → rescued object as P+1 → final record (copies
- *   and collected clipped to the new log) → `rescue/<id>` deleted.
+ *   rescued object -> `rescue/<id>` -> collected record marking the rollback in progress (every load
+ *   refuses meanwhile) -> archive the objects after P -> rescued object as P+1 -> final record (copies
+ *   and collected clipped to the new log) -> `rescue/<id>` deleted.
  *
  * Run again after a crash, it resumes from the record. Checkpoints are the caller's concern.
  */

@@ -101,7 +101,7 @@ export function isStale(s: SnapshotRecord, wallNowMs: number): boolean {
 
 /**
  * Creates snapshot (or pin) `name` at `sequence`: refused when the name is taken, the point is past
- * the log, or garbage collection no longer keeps it exact — checked again after the key is written.
+ * the log, or garbage collection no longer keeps it exact -- checked again after the key is written.
  */
 export async function createSnapshot(
   store: ObjectStore,

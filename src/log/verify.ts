@@ -32,7 +32,7 @@ export interface ObjectVerdict {
 }
 
 export interface VerifyOptions {
-  /** An object without a trailer is a problem (lsvd ≥ 0.1 always writes one), not just unverifiable. */
+  /** An object without a trailer is a problem (lsvd >= 0.1 always writes one), not just unverifiable. */
   requireTrailer: boolean;
   /** An encrypted volume's key: every data sector is also decrypted and its tag checked. */
   cipher?: SectorCipher | undefined;

@@ -23,7 +23,7 @@ import { type MappedExtent, SECTOR_INDEX_MAX, SparseMap } from "./sparse_map.ts"
 export { type MappedExtent, SECTOR_INDEX_MAX };
 
 const REGION_SECTORS = 256;
-/** Above this many extents a region is cheaper dense (96 × 16 bytes ≈ 256 × 6 bytes). */
+/** Above this many extents a region is cheaper dense (96 × 16 bytes ~ 256 × 6 bytes). */
 const DENSE_AFTER_EXTENTS = 96;
 const OFFSET_MAX = 0xffff;
 const DENSE_REGION_BYTES = REGION_SECTORS * 6 + 160;
@@ -270,7 +270,7 @@ export class ExtentMap {
   }
 }
 
-/** Index of the first element ≥ value in an ascending array. */
+/** Index of the first element >= value in an ascending array. */
 function lowerBound(sorted: number[], value: number): number {
   let lo = 0, hi = sorted.length;
   while (lo < hi) {
@@ -281,7 +281,7 @@ function lowerBound(sorted: number[], value: number): number {
   return lo;
 }
 
-/** Index (a multiple of 4) of the first quadruple at or after pos whose start is ≥ sector. */
+/** Index (a multiple of 4) of the first quadruple at or after pos whose start is >= sector. */
 function firstStartAtOrAfter(quads: Uint32Array, pos: number, sector: number): number {
   let lo = pos / 4, hi = quads.length / 4;
   while (lo < hi) {

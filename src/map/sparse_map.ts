@@ -3,7 +3,7 @@
  * The sparse half of the extent map (src/map/extent_map.ts holds the dense half): for every written range of the disk, which log object holds its newest data
  * and where inside that object's data. Kept compact because it is the engine's one structure that
  * grows with the disk: extents live in chunks of a flat Uint32Array (start, length, sequence,
- * offset — all in 4 KiB sectors), 16 bytes per extent plus a few bytes per chunk of 256.
+ * offset -- all in 4 KiB sectors), 16 bytes per extent plus a few bytes per chunk of 256.
  * A sequentially written disk needs one extent per object (a few KiB per GiB); a disk filled with
  * random 4 KiB writes needs one per write (4 MiB per GiB).
  * Unmapped sectors read as zeros: holes, trims and write-zeroes all simply unmap.

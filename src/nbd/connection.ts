@@ -35,6 +35,11 @@ export interface ConnectionLimits {
   inFlightBytesMax: number;
   /** Largest READ/WRITE length; a larger WRITE ends the connection (its payload cannot be skipped). */
   payloadBytesMax: number;
+  /**
+   * What the socket is read into (input_buffer.ts): resident once a stream of WRITEs has cycled
+   * through it; it grows for a larger message and shrinks back once emptied.
+   */
+  inputBufferBytes: number;
 }
 
 /** Why the transmission phase ended. */

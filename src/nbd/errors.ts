@@ -37,9 +37,9 @@ const KIND_TO_ERRNO: Readonly<Record<ErrorKind, number>> = {
 };
 
 /**
- * Maps an error thrown by the device to an NBD errno: LsvdError by its kind, StoreError and anything unknown → EIO,
- * RangeError → EINVAL, Deno.errors.PermissionDenied / read-only → EPERM, out of space → ENOSPC,
- * and any error whose `code` names one of the errno values above → that value.
+ * Maps an error thrown by the device to an NBD errno: LsvdError by its kind, StoreError and anything unknown -> EIO,
+ * RangeError -> EINVAL, Deno.errors.PermissionDenied / read-only -> EPERM, out of space -> ENOSPC,
+ * and any error whose `code` names one of the errno values above -> that value.
  * Rethrows AssertionError: an invariant broke inside, which must crash, not become EIO.
  */
 export function nbdErrno(e: unknown): number {

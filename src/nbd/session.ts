@@ -22,8 +22,8 @@ export const DEFAULT_LIMITS: Readonly<ConnectionLimits> = {
   requestsInFlightMax: 128,
   inFlightBytesMax: 64 * 1024 * 1024,
   payloadBytesMax: 32 * 1024 * 1024,
+  inputBufferBytes: 4 * 1024 * 1024,
 };
-const INPUT_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface SessionOptions {
   device: BlockDevice;
@@ -97,7 +97,7 @@ async function runSession(
   const peer = options.peer ?? "an NBD client";
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const input = new InputBuffer(transport, {
-    initialBytes: Math.min(INPUT_BUFFER_BYTES, limits.payloadBytesMax + REQUEST_HEADER_BYTES),
+    initialBytes: Math.min(limits.inputBufferBytes, limits.payloadBytesMax + REQUEST_HEADER_BYTES),
     capacityMaxBytes: limits.payloadBytesMax + REQUEST_HEADER_BYTES,
   });
   let connection: Connection | undefined;

@@ -58,7 +58,7 @@ interface Slot {
 
 export class FileHandles {
   #handlesMax: number;
-  /** path → the open (or opening) file; Map order is recency, oldest first. */
+  /** path -> the open (or opening) file; Map order is recency, oldest first. */
   #slots = new Map<string, Slot>();
 
   constructor(handlesMax: number) {

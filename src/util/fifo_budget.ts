@@ -6,8 +6,8 @@
  * earlier waiter, so writes apply in issue order and what they hold stays under the bound however
  * fast clients write.
  *
- *   hasRoom(n)? ── yes ─► add now
- *        └─ no ─► reserve(n) (queue) ─► wake(): grants heads that fit, in order ─► add ─► granted(n)
+ *   hasRoom(n)? -- yes -> add now
+ *        `- no -> reserve(n) (queue) -> wake(): grants heads that fit, in order -> add -> granted(n)
  */
 
 /** Whether lengthBytes more fit, given the bytes already granted to woken writers. */

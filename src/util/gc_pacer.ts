@@ -4,12 +4,12 @@
  * replies, object bodies, GET bodies and the socket chunks they arrive in) are ArrayBuffers outside
  * the V8 heap; their memory returns only when a collection finds them dead, and V8 starts one for
  * them only once external memory has grown by tens of MiB since the last. On a bucket a sequential
- * read of the 512 MiB VM's defaults kept 60–100 MiB of them resident on this machine — most of the
+ * read of the 512 MiB VM's defaults kept 60-100 MiB of them resident on this machine -- most of the
  * 128 MiB budget (bench/RESULTS.md, "Issue 23: memory on a bucket").
  *
  * GarbagePacer samples external memory on a timer and, when it grew by more than slackBytes since the
  * lowest figure seen after the last collection, runs a full collection now. The cost is bounded by
- * the traffic: at most one collection per slackBytes of buffers (one of lsvd's 20–40 MiB heap takes
+ * the traffic: at most one collection per slackBytes of buffers (one of lsvd's 20-40 MiB heap takes
  * a few ms), none while idle. The collector is injected; exposedGc() obtains V8's at run time.
  */
 

@@ -13,7 +13,7 @@
  * it was after 1 GiB (bench/RESULTS.md, "Memory: where random-write RSS growth came from").
  *
  * Pinning the threshold (`mallopt(M_MMAP_THRESHOLD, 128 KiB)`, which also turns the dynamic
- * adjustment off) costs one mmap/munmap and its page faults per large buffer: about 0.1–0.2 ms per
+ * adjustment off) costs one mmap/munmap and its page faults per large buffer: about 0.1-0.2 ms per
  * 4 MiB object, against the tens of milliseconds its upload takes. Users can do the same from the
  * environment (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`); doing it here means the
  * compiled binary behaves the same wherever it is dropped. Where glibc or FFI is unavailable (another

@@ -10,7 +10,7 @@ import { SECTOR_BYTES } from "./constants.ts";
 
 const UNITS: [string, number][] = [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]];
 
-/** Bytes as the largest whole unit: 268435456 → "256M", 4097 → "4097". */
+/** Bytes as the largest whole unit: 268435456 -> "256M", 4097 -> "4097". */
 export function formatSize(bytes: number): string {
   for (const [unit, factor] of UNITS) {
     if (bytes >= factor && bytes % factor === 0) return `${bytes / factor}${unit}`;

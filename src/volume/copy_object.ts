@@ -4,8 +4,8 @@
  * the moment the writer seals it. Each piece is re-validated against the extent map right then: a
  * sector is copied only if the map still points at the very (object, offset) the data was read
  * from. So a copy never overwrites a client write that landed while GC was reading, and a copy of
- * a sector from origin k is only ever made while no write to that sector exists after k — the fact
- * that lets a load of any point P ≥ k apply it (src/log/apply.ts, docs/design/gc-and-retention.md).
+ * a sector from origin k is only ever made while no write to that sector exists after k -- the fact
+ * that lets a load of any point P >= k apply it (src/log/apply.ts, docs/design/gc-and-retention.md).
  */
 
 import { assert } from "../util/assert.ts";

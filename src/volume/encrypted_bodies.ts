@@ -40,6 +40,11 @@ export class EncryptedBodies {
     return encryptObject(this.#cipher, plain, into);
   }
 
+  /** The writer is idle: the spare bodies go (OpenObject.releaseIdle says why). */
+  releaseSpares(): void {
+    this.#spare = [];
+  }
+
   /** Takes back a stored body nothing references any more; others are ignored. */
   recycle(body: Uint8Array): void {
     if (!this.#own.has(body.buffer) || this.#spare.length >= SPARE_BODIES_MAX) return;

@@ -3,12 +3,12 @@
  * Executes garbage-collection passes inside the writing daemon (the only process allowed to
  * delete). One pass:
  *
- *   list → Pmin (newest object sealed before now − retention; binary search on trailer seal times)
- *   → advance the map at Pmin (headers of objects that left the window) and load snapshot maps
- *   → plan (src/log/gc.ts) → read the candidates' live sectors → copies sealed by the LogWriter,
- *     re-validated against the map at seal time → copies durable
- *   → collected record (create-only, cumulative) → snapshots listed again → delete objects
- *   → delete older collected records.
+ *   list -> Pmin (newest object sealed before now - retention; binary search on trailer seal times)
+ *   -> advance the map at Pmin (headers of objects that left the window) and load snapshot maps
+ *   -> plan (src/log/gc.ts) -> read the candidates' live sectors -> copies sealed by the LogWriter,
+ *     re-validated against the map at seal time -> copies durable
+ *   -> collected record (create-only, cumulative) -> snapshots listed again -> delete objects
+ *   -> delete older collected records.
  *
  * Bounded: at most `concurrency` GETs or DELETEs in flight, one object of copy data buffered per
  * GET plus one copy object being filled, `passCopyBytesMax` copied and `passDeletesMax` deleted

@@ -2,9 +2,9 @@
  * @module
  * The log writer: the write half of the volume.
  *
- *   write ─► OpenObject ─seal (size / timer / FLUSH)─► in-flight objects ─PUT create-only─► store
- *                           │ applyObject (the one map rule, shared with recovery)
- *                           ▼ durableThrough: every object 1..N is stored → FLUSHes ≤ N resolve
+ *   write -> OpenObject -seal (size / timer / FLUSH)-> in-flight objects -PUT create-only-> store
+ *                           | applyObject (the one map rule, shared with recovery)
+ *                           v durableThrough: every object 1..N is stored -> FLUSHes <= N resolve
  *
  * Durability is ordered: a FLUSH resolves only once every object up to the one holding its writes
  * is stored, so recovery (which stops at the first gap) holds every flushed write. Group commit:
@@ -541,6 +541,11 @@ export class LogWriter {
     if (!retried) {
       this.#open.recycle(bytes);
       if (stored !== bytes) this.#encrypted?.recycle(stored);
+    }
+    // Idle: the buffers a burst left resident go until the next write (OpenObject.releaseIdle).
+    if (this.#inflight.size === 0 && this.#open.isEmpty) {
+      this.#open.releaseIdle();
+      this.#encrypted?.releaseSpares();
     }
   }
 

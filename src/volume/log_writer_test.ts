@@ -136,3 +136,18 @@ Deno.test("Volume.startWrite() takes a write at once while the dirty budget has 
   }
   await drive(clock, v.close());
 });
+
+Deno.test("LogWriter: once every object is stored, the open object lets go of what a burst filled", async () => {
+  const { clock, v } = await openTimed("group", { objectBytesMax: 16 * SECTOR, dirtyBytesMax: 64 * SECTOR });
+  for (let n = 0; n < 64; n++) await drive(clock, v.write(n * SECTOR, new Uint8Array(SECTOR).fill(n + 1)));
+  assert.ok(v.stats.writeBufferBytes > 0, "writing: staging and spare bodies held");
+  await drive(clock, v.flush());
+  assert.equal(v.stats.writeBufferBytes, 0, "idle after the burst: nothing held");
+  await drive(clock, v.write(0, new Uint8Array(SECTOR).fill(99)));
+  await drive(clock, v.flush());
+  assert.equal(v.stats.writeBufferBytes, 16 * SECTOR, "a small commit keeps its staging");
+  const back = new Uint8Array(64 * SECTOR);
+  await drive(clock, v.read(0, back));
+  for (let n = 0; n < 64; n++) assert.equal(back[n * SECTOR], n === 0 ? 99 : n + 1, `sector ${n}`);
+  await drive(clock, v.close());
+});

@@ -13,6 +13,11 @@
  * seals, so sustained writes do not map, fault in and zero a fresh 4 MiB buffer per object, nor
  * leave one per object for the collector. Smaller objects (commits) get buffers of their own size,
  * so a body never holds much more memory than the dirty budget counts for it.
+ *
+ * Once the writer is idle (this object empty, nothing uploading) it calls releaseIdle(): the spare
+ * bodies and a staging buffer a burst filled go, and the next write allocates them again. A burst
+ * of writes would otherwise keep three objects' worth resident through whatever follows, 12 MiB of
+ * the 512 MiB machine's 128 MiB (bench/RESULTS.md, "Issue 23: memory on a bucket").
  */
 
 import { assert } from "../util/assert.ts";
@@ -40,7 +45,10 @@ export interface SealedObject {
 }
 
 export class OpenObject {
-  #staging: Uint8Array;
+  /** Allocated by the first write after construction or releaseIdle(). */
+  #staging: Uint8Array | undefined;
+  /** Slots of staging written since it was allocated: how much of it is resident. */
+  #slotsHighWater = 0;
   #slots = new Map<number, number>(); // sector -> slot in staging
   #slotSector: Float64Array; // slot -> sector, for compaction and sealing
   #slotCrc: Uint32Array; // slot -> CRC-32 of its data
@@ -56,7 +64,6 @@ export class OpenObject {
   constructor(capacityBytes: number) {
     assert(capacityBytes % SECTOR_BYTES === 0 && capacityBytes > 0);
     this.capacitySectors = capacityBytes / SECTOR_BYTES;
-    this.#staging = new Uint8Array(capacityBytes);
     this.#slotSector = new Float64Array(this.capacitySectors);
     this.#slotCrc = new Uint32Array(this.capacitySectors);
     this.#bodyBytesMax = HEADER_BYTES + capacityBytes +
@@ -70,6 +77,26 @@ export class OpenObject {
   recycle(body: Uint8Array): void {
     if (!this.#ownBodies.has(body.buffer) || this.#spareBodies.length >= SPARE_BODIES_MAX) return;
     this.#spareBodies.push(new Uint8Array(body.buffer));
+  }
+
+  /**
+   * The writer is idle: lets go of the spare bodies, and of staging once a quarter or less of it
+   * was left unwritten (commits that touch only its first slots keep it: releasing it would leave
+   * 4 MiB for the collector per commit).
+   */
+  releaseIdle(): void {
+    assert(this.isEmpty);
+    this.#spareBodies = [];
+    if (this.#slotsHighWater * 4 < this.capacitySectors * 3) return;
+    this.#staging = undefined;
+    this.#slotsHighWater = 0;
+  }
+
+  /** Bytes of the buffers this object holds between writes: staging and spare bodies. */
+  get bufferBytes(): number {
+    let n = this.#staging?.length ?? 0;
+    for (const body of this.#spareBodies) n += body.length;
+    return n;
   }
 
   get isEmpty(): boolean {
@@ -97,6 +124,7 @@ export class OpenObject {
     const n = data.length / SECTOR_BYTES;
     assert(Number.isInteger(n) && n > 0 && this.canWrite(startSector, n));
     this.#subtractZero(startSector, startSector + n);
+    const staging = this.#staging ??= new Uint8Array(this.capacitySectors * SECTOR_BYTES);
     for (let k = 0; k < n; k++) {
       const s = startSector + k;
       let slot = this.#slots.get(s);
@@ -104,10 +132,11 @@ export class OpenObject {
         slot = this.#slots.size;
         this.#slots.set(s, slot);
         this.#slotSector[slot] = s;
+        if (slot >= this.#slotsHighWater) this.#slotsHighWater = slot + 1;
         this.#runs += 1 - (this.#slots.has(s - 1) ? 1 : 0) - (this.#slots.has(s + 1) ? 1 : 0);
       }
       const sector = n === 1 ? data : data.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
-      this.#staging.set(sector, slot * SECTOR_BYTES);
+      staging.set(sector, slot * SECTOR_BYTES);
       this.#slotCrc[slot] = crc32(sector);
     }
   }
@@ -134,7 +163,7 @@ export class OpenObject {
    *  "zero" when zeroed here, or undefined when this object says nothing about it. */
   lookup(sector: number): Uint8Array | "zero" | undefined {
     const slot = this.#slots.get(sector);
-    if (slot !== undefined) return this.#staging.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES);
+    if (slot !== undefined) return this.#staging!.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES);
     for (const [s, e] of this.#zero) if (sector >= s && sector < e) return "zero";
     return undefined;
   }
@@ -170,7 +199,7 @@ export class OpenObject {
       for (let k = i; k < j; k++) {
         const slot = order[k]!;
         view.set(
-          this.#staging.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES),
+          this.#staging!.subarray(slot * SECTOR_BYTES, (slot + 1) * SECTOR_BYTES),
           (k - i) * SECTOR_BYTES,
         );
         crcs[k] = this.#slotCrc[slot]!;
@@ -237,7 +266,7 @@ export class OpenObject {
       if (slot !== last) {
         // move the sector living in the last slot into the freed one
         const moved = this.#slotSector[last]!;
-        this.#staging.copyWithin(slot * SECTOR_BYTES, last * SECTOR_BYTES, (last + 1) * SECTOR_BYTES);
+        this.#staging!.copyWithin(slot * SECTOR_BYTES, last * SECTOR_BYTES, (last + 1) * SECTOR_BYTES);
         this.#slots.set(moved, slot);
         this.#slotSector[slot] = moved;
         this.#slotCrc[slot] = this.#slotCrc[last]!;

@@ -77,3 +77,22 @@ Deno.test("OpenObject.recycle() reuses a stored body for the next nearly full se
   assert.notEqual(small.bytes.buffer, second.bytes.buffer);
   assert.equal(small.bytes.buffer.byteLength, small.bytes.length);
 });
+
+Deno.test("OpenObject.releaseIdle() drops the spare bodies, and staging once a burst filled most of it", () => {
+  const open = new OpenObject(8 * SECTOR_BYTES);
+  assert.equal(open.bufferBytes, 0, "nothing before the first write");
+  open.write(0, sectorOf(1)); // a commit: one slot of staging written
+  open.seal(META);
+  open.releaseIdle();
+  assert.equal(open.bufferBytes, 8 * SECTOR_BYTES, "staging touched at its start only is kept");
+  for (let k = 0; k < 8; k++) open.write(k, sectorOf(k)); // a full object
+  const full = open.seal({ ...META, sequence: 10 });
+  open.recycle(full.bytes);
+  assert.equal(open.bufferBytes, 8 * SECTOR_BYTES + full.bytes.buffer.byteLength);
+  open.releaseIdle();
+  assert.equal(open.bufferBytes, 0);
+  open.write(3, sectorOf(7)); // the next write allocates again
+  assert.deepEqual(open.lookup(3), sectorOf(7));
+  const next = open.seal({ ...META, sequence: 11 });
+  assert.deepEqual(next.bytes.subarray(HEADER_BYTES, HEADER_BYTES + SECTOR_BYTES), sectorOf(7));
+});

@@ -1,8 +1,8 @@
 /**
  * @module
- * Opening a volume, as named steps: check what a glance settles (before the lease) → scan the journal →
- * acquire the lease → load the log → fence the previous writer and take over → adopt the journal →
- * repair → settle the size. Each step leaves the bucket as it found it when it refuses; the result is
+ * Opening a volume, as named steps: check what a glance settles (before the lease) -> scan the journal ->
+ * acquire the lease -> load the log -> fence the previous writer and take over -> adopt the journal ->
+ * repair -> settle the size. Each step leaves the bucket as it found it when it refuses; the result is
  * the built parts the Volume facade (volume.ts) is made from, with `giveBack` for the lease and journal
  * lock when what follows fails. The facade then records the size, starts the journal and schedules GC.
  */
@@ -207,7 +207,7 @@ interface RecoverInputs {
   warm: WarmLog | undefined;
 }
 
-/** Load → fence/take over → adopt the journal → repair; returns the loaded log, its size and our epoch. */
+/** Load -> fence/take over -> adopt the journal -> repair; returns the loaded log, its size and our epoch. */
 async function recover(
   o: ResolvedVolumeOptions,
   r: RecoverInputs,

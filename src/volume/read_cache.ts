@@ -24,14 +24,14 @@ export class ReadCache {
   #slotsMax: number;
   #slabs: Uint8Array[] = [];
   /**
-   * object → (sector → slot). Two levels rather than one key per (object, sector): both keys stay
+   * object -> (sector -> slot). Two levels rather than one key per (object, sector): both keys stay
    * small integers, which V8 hashes without boxing a number per lookup.
    */
   #objects = new Map<number, Map<number, number>>();
-  /** slot → the object and sector it holds. */
+  /** slot -> the object and sector it holds. */
   #slotSequence: Uint32Array;
   #slotSector: Uint32Array;
-  /** slot → read since the hand last passed it. */
+  /** slot -> read since the hand last passed it. */
   #referenced: Uint8Array;
   /** Slots handed out so far; they fill in order before the hand starts reusing them. */
   #used = 0;

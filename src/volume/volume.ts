@@ -1,11 +1,11 @@
 /**
  * @module
  * The volume: a disk whose every byte lives in a log of objects. This module joins the parts that
- * serve it, built from what open_volume.ts opened (lease → load → fence → journal → repair → size):
+ * serve it, built from what open_volume.ts opened (lease -> load -> fence -> journal -> repair -> size):
  *
- *   write / trim / flush ─► LogWriter (open object, seal, uploads, durability, checkpoints)
- *   read                 ─► ReadPath (open object, in-flight bodies, cache, Fetcher GETs)
- *   block status         ─► blockStatus (map + open object)
+ *   write / trim / flush -> LogWriter (open object, seal, uploads, durability, checkpoints)
+ *   read                 -> ReadPath (open object, in-flight bodies, cache, Fetcher GETs)
+ *   block status         -> blockStatus (map + open object)
  *
  * The extent map is shared: the writer updates it at seal time through the same applyObject
  * recovery uses. A read-only volume has no writer and never modifies the bucket.
@@ -334,6 +334,8 @@ export class Volume implements BlockDevice {
       /** The epoch this writer's objects carry (0 read-only). */
       writerEpoch: w?.writerEpoch ?? 0,
       dirtyBytes: w?.dirtyBytes ?? 0,
+      /** The open object's staging and spare bodies: what the writer holds beyond the dirty bytes. */
+      writeBufferBytes: w?.open.bufferBytes ?? 0,
       cacheBytes: this.#cache.sizeBytes + this.#tables.sizeBytes,
       crcTableBytes: this.#tables.sizeBytes,
       objectSizeBytes: this.#objectSizes.memoryBytes,

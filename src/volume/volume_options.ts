@@ -33,7 +33,7 @@ export interface JournalConfig {
   discard: boolean;
 }
 
-/** "each": every FLUSH seals its own object (lsvd ≤ 0.1). "group": FLUSHes arriving while commit
+/** "each": every FLUSH seals its own object (lsvd <= 0.1). "group": FLUSHes arriving while commit
  *  objects are in flight join the next one (group commit). */
 export type FlushPolicy = "each" | "group";
 

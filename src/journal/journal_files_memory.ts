@@ -175,7 +175,7 @@ export class MemoryJournalFiles implements JournalFiles {
     this.#alive();
     const f = this.#files.get(name);
     const through = f?.end ?? 0;
-    // Overlapping syncs return out of order (1–3 turns, by call), as the kernel's may.
+    // Overlapping syncs return out of order (1 to 3 turns, by call), as the kernel's may.
     const turns = this.concurrentSyncs > 1 ? 1 + (this.#syncCalls++ % 3) : 1;
     for (let i = 0; i < turns; i++) await Promise.resolve();
     this.#alive();

@@ -2,7 +2,7 @@
  * @module
  * The write-back journal (`serve --journal DIR`, docs/design/write-back-journal.md): every write,
  * zero and trim is appended to a local segment file before it enters the log writer as today, and
- * a FLUSH is acknowledged once the journal is fdatasync'd (concurrent FLUSHes share one sync) and
+ * a FLUSH is acknowledged once the journal is fdatasync'd (FLUSHes share syncs, a few overlap) and
  * the lease is valid, not once objects are in the store. Objects fill by size or are sealed by the
  * writer's timer (the journal delay) and upload in the background under the usual ordered
  * durability; a segment is deleted only when every object holding its records is durable.
@@ -341,13 +341,12 @@ export class Journal {
       const through = this.#written;
       const segment = this.#segments.findLast((s) => s.created);
       this.#syncStartedThrough = through;
-      const sync: Promise<void> = this.#syncWritten(through, segment).catch((e) => this.#pumpFailed(e))
-        .finally(
-          () => {
-            this.#syncs.delete(sync);
-            this.#kick();
-          },
-        );
+      const sync: Promise<void> = this.#syncWritten(through, segment)
+        .catch((e) => this.#pumpFailed(e))
+        .finally(() => {
+          this.#syncs.delete(sync);
+          this.#kick();
+        });
       this.#syncs.set(sync, segment);
     }
   }

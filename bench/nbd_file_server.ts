@@ -2,7 +2,7 @@
  * @module
  * The floor for lsvd's commits under Deno: lsvd's own NBD front end (src/nbd) serving a local file
  * with nothing behind it. A write is one `pwrite` into the page cache, answered at once; a FLUSH is
- * one `fdatasync` of the file, one at a time, FLUSHes arriving meanwhile sharing the next (what the
+ * an `fdatasync` of the file, up to 4 overlapping, FLUSHes arriving meanwhile sharing them (what the
  * write-back journal does). No extent map, no journal records, no store. bench/commits.ts runs it as
  * the `deno-file` set-up beside `nbdkit file` (C, one thread per connection) and `lsvd serve
  * --journal`, so a commit's cost splits into the runtime with lsvd's NBD layer and lsvd's volume.
@@ -12,7 +12,10 @@
 
 import * as fs from "node:fs";
 import { startNbdServer } from "../src/nbd/server.ts";
+import { nativeFdatasync } from "../src/util/fdatasync.ts";
 import type { AllocationExtent, BlockDevice } from "../src/volume/block_device.ts";
+
+const fdatasync = nativeFdatasync();
 
 class FileDevice implements BlockDevice {
   readonly readOnly = false;
@@ -21,7 +24,9 @@ class FileDevice implements BlockDevice {
   #file: Deno.FsFile;
   #written = 0; // writes answered so far
   #synced = 0; // writes an fdatasync has covered
-  #syncing: Promise<void> | undefined;
+  #startedThrough = 0; // writes the furthest fdatasync started so far covers
+  #inFlight = 0;
+  #returned: Array<() => void> = []; // FLUSHes waiting for a sync to return
 
   constructor(path: string) {
     this.#fd = fs.openSync(path, "r+");
@@ -52,18 +57,29 @@ class FileDevice implements BlockDevice {
     return this.writeZeroes(offsetBytes, lengthBytes);
   }
 
-  /** Group commit: one fdatasync at a time; a FLUSH waits for one that started after its writes. */
+  /**
+   * As the journal syncs (src/journal/journal.ts): a FLUSH that no fdatasync in flight covers starts
+   * one at once, up to 4 in flight through FFI (src/util/fdatasync.ts; one at a time through
+   * FsFile.syncData without it); past that it waits and tries again when one returns.
+   */
   async flush(): Promise<void> {
     const through = this.#written;
     while (this.#synced < through) {
-      if (this.#syncing === undefined) {
+      if (this.#startedThrough < through && this.#inFlight < (fdatasync === undefined ? 1 : 4)) {
         const covers = this.#written;
-        this.#syncing = this.#file.syncData().then(() => {
+        this.#startedThrough = covers;
+        this.#inFlight++;
+        try {
+          if (fdatasync === undefined) await this.#file.syncData();
+          else if (await fdatasync(this.#fd) !== 0) throw new Error("fdatasync failed");
           this.#synced = Math.max(this.#synced, covers);
-          this.#syncing = undefined;
-        });
+        } finally {
+          this.#inFlight--;
+          for (const wake of this.#returned.splice(0)) wake();
+        }
+      } else {
+        await new Promise<void>((resolve) => this.#returned.push(resolve));
       }
-      await this.#syncing;
     }
   }
 

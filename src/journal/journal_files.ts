@@ -74,22 +74,29 @@ export function segmentFirstRecord(name: string): number {
 const SPARE = "spare.zero";
 /** fdatasyncs in flight on a segment at most (4 measured best at 4 and 16 concurrent commits). */
 const CONCURRENT_SYNCS = 4;
+const ZEROS_CHUNK_BYTES = 1024 * 1024;
 
-function closeSegment(open: { file: Deno.FsFile; fd: number | undefined }): void {
+/** A segment this process has open: its file, and (native fdatasync) a second descriptor to sync. */
+interface OpenSegment {
+  file: Deno.FsFile;
+  fd: number | undefined;
+  /** Where the next record goes. */
+  end: number;
+  /** Its preallocated length (0 when it started empty). */
+  preallocated: number;
+}
+
+function closeSegment(open: OpenSegment): void {
   open.file.close();
   if (open.fd !== undefined) fs.closeSync(open.fd);
 }
-const ZEROS_CHUNK_BYTES = 1024 * 1024;
 
 /** The daemon's journal: files in a local directory. */
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
   #dir: string;
-  /**
-   * Segments this process created, each with where its next record goes and its preallocated
-   * length (0 when it started empty).
-   */
-  #open = new Map<string, { file: Deno.FsFile; fd: number | undefined; end: number; preallocated: number }>();
+  /** Segments this process created. */
+  #open = new Map<string, OpenSegment>();
   /** fdatasync on a plain descriptor (several overlap), or undefined: FsFile.syncData, one at a time. */
   #fdatasync = nativeFdatasync();
   readonly concurrentSyncs: number;
@@ -244,10 +251,12 @@ export class DirectoryJournalFiles implements JournalFiles {
   async sync(name: string): Promise<void> {
     const open = this.#open.get(name);
     if (open === undefined) return;
-    if (open.fd === undefined || this.#fdatasync === undefined) return await open.file.syncData();
+    const fdatasync = this.#fdatasync;
+    if (fdatasync === undefined) return await open.file.syncData();
+    assert(open.fd !== undefined, "a segment has a sync descriptor when fdatasync is native");
     // No retry after a failure: the kernel may have dropped the pages it could not write and would
     // report the next sync clean. The journal fails instead.
-    if (await this.#fdatasync(open.fd) !== 0) {
+    if (await fdatasync(open.fd) !== 0) {
       throw new Error(`fdatasync of ${join(this.#dir, name)} failed (an I/O error, or the disk is full)`);
     }
   }

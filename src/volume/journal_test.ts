@@ -89,6 +89,21 @@ class FakeTarget implements JournalTarget {
   }
 }
 
+/**
+ * Holds each sync of `files` until the test opens its gate (gates[i] for the i-th call); the sync
+ * covers what was in the file when it was called, as an fdatasync does.
+ */
+function gateSyncs(files: MemoryJournalFiles): (() => void)[] {
+  const gates: (() => void)[] = [];
+  const sync = files.sync.bind(files);
+  files.sync = async (name) => {
+    const synced = sync(name);
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return synced;
+  };
+  return gates;
+}
+
 async function settle(): Promise<void> {
   for (let i = 0; i < 50; i++) await Promise.resolve();
   await new Promise((r) => setTimeout(r, 0));
@@ -546,13 +561,7 @@ Deno.test("Journal acknowledges a write only once its record is in the file, so 
 
 Deno.test("Journal acknowledges writes while an fdatasync runs, and a FLUSH after them waits for a sync that started after them", async () => {
   const files = new MemoryJournalFiles();
-  const gates: (() => void)[] = [];
-  const sync = files.sync.bind(files);
-  files.sync = async (name) => {
-    const synced = sync(name); // an fdatasync covers what was in the file when it was called
-    await new Promise<void>((resolve) => gates.push(resolve));
-    return synced;
-  };
+  const gates = gateSyncs(files);
   const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16 });
   const acknowledged: string[] = [];
   await journal.write(0, sector(1));
@@ -583,13 +592,7 @@ Deno.test("Journal acknowledges writes while an fdatasync runs, and a FLUSH afte
 
 Deno.test("Journal with overlapping syncs: a FLUSH no sync in flight covers starts its own at once, and one returning first acknowledges what it covers", async () => {
   const files = new MemoryJournalFiles("/j", undefined, { concurrentSyncs: 2 });
-  const gates: (() => void)[] = [];
-  const sync = files.sync.bind(files);
-  files.sync = async (name) => {
-    const synced = sync(name);
-    await new Promise<void>((resolve) => gates.push(resolve));
-    return synced;
-  };
+  const gates = gateSyncs(files);
   const journal = journalOn(files, new FakeTarget(), { segmentRecords: 16 });
   const acknowledged: string[] = [];
   await journal.write(0, sector(1));

@@ -19,6 +19,7 @@
 
 import { join } from "node:path";
 import { type RunningBackend, startBackend } from "./backend.ts";
+import { cpuTicksOf } from "./process.ts";
 
 interface Run {
   iops: number;
@@ -31,7 +32,7 @@ interface Run {
 
 /** The local object store's CPU: Ceph's daemons and the delay proxy, which share the cores here. */
 function storeTicks(backend: RunningBackend | undefined): number {
-  return backend === undefined ? 0 : backend.pids().reduce((sum, pid) => sum + cpuTicks(pid), 0);
+  return backend === undefined ? 0 : cpuTicksOf(backend.pids());
 }
 
 function options(args: string[]) {
@@ -53,11 +54,6 @@ function options(args: string[]) {
     repos: repos.length > 0 ? repos : [new URL("..", import.meta.url).pathname],
     extra: args.indexOf("--") >= 0 ? args.slice(args.indexOf("--") + 1) : [],
   };
-}
-
-function cpuTicks(pid: number): number {
-  const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (100 a second)
 }
 
 async function waitForSocket(path: string, child: Deno.ChildProcess): Promise<void> {
@@ -190,10 +186,10 @@ export async function main(args: string[]): Promise<number> {
         try {
           await waitForSocket(socket, child);
           await new Promise((r) => setTimeout(r, 1000));
-          const cpu0 = cpuTicks(child.pid);
+          const cpu0 = cpuTicksOf([child.pid]);
           const store0 = storeTicks(backend);
           const r = await fio(socket, o.seconds, o.jobs);
-          const cpuUs = (cpuTicks(child.pid) - cpu0) * 10_000 / (r.iops * o.seconds);
+          const cpuUs = (cpuTicksOf([child.pid]) - cpu0) * 10_000 / (r.iops * o.seconds);
           const storeUs = (storeTicks(backend) - store0) * 10_000 / (r.iops * o.seconds);
           if (setup === "nbdkit-file") nbdkitIops = r.iops;
           console.log(

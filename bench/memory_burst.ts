@@ -20,6 +20,7 @@
 import { join } from "node:path";
 import { type Rgw, startRgw } from "../tests/support/rgw.ts";
 import { freePort } from "../tests/support/ports.ts";
+import { cpuTicksOf } from "./process.ts";
 
 const MiB = 1024 * 1024;
 const VM_FLAGS = ["--dirty-limit", "28M", "--cache-size", "14M", "--uploads", "6"];
@@ -60,9 +61,7 @@ async function gauges(port: number): Promise<Record<string, number>> {
 async function phase(pid: number, port: number): Promise<Phase> {
   const s = await Deno.readTextFile(`/proc/${pid}/status`);
   const kb = (k: string) => Number(s.match(new RegExp(`${k}:\\s+(\\d+)`))![1]) / 1024;
-  // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s, after the ")" ending field 2.
-  const stat = (await Deno.readTextFile(`/proc/${pid}/stat`)).split(") ")[1]!.split(" ");
-  const cpuSeconds = (Number(stat[11]) + Number(stat[12])) / 100;
+  const cpuSeconds = cpuTicksOf([pid]) / 100;
   return { cpuSeconds, rssMiB: kb("VmRSS"), hwmMiB: kb("VmHWM"), gauges: await gauges(port) };
 }
 

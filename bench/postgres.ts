@@ -39,7 +39,7 @@ import { Ext4OnNbd, loopMount, loopUnmount, PG_BIN, PostgresServer } from "../te
 import { freePort } from "../tests/support/ports.ts";
 import { scrapeLsvdMetrics } from "./lsvd_metrics.ts";
 import type { Figures } from "./measure.ts";
-import { procStatusBytes, run, startDaemon, waitForPath } from "./process.ts";
+import { cpuTicksOf, procStatusBytes, run, startDaemon, waitForPath } from "./process.ts";
 import type { Scale } from "./scale.ts";
 import { startLsvd, type TargetContext } from "./targets.ts";
 
@@ -502,8 +502,8 @@ async function measureRun(pg: PostgresServer, s: Scale, spec: RunSpec): Promise<
       uploadedBytes: m?.uploadedBytes ?? NaN,
       wirePuts: m?.wirePuts ?? NaN,
       diskHits: m?.diskHits ?? NaN,
-      cpuTicks: a.pid === undefined ? 0 : await cpuTicks(a.pid),
-      storeCpuTicks: await sumCpuTicks(a.storePids?.() ?? []),
+      cpuTicks: a.pid === undefined ? 0 : cpuTicksOf([a.pid]),
+      storeCpuTicks: cpuTicksOf(a.storePids?.() ?? []),
     };
   }
 }
@@ -535,16 +535,4 @@ async function transactionLatenciesMs(logDir: string): Promise<number[]> {
 function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-async function sumCpuTicks(pids: number[]): Promise<number> {
-  let sum = 0;
-  for (const pid of pids) sum += await cpuTicks(pid);
-  return sum;
-}
-
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime
 }

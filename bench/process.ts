@@ -5,6 +5,8 @@
  * readiness line, and a bounded stop (SIGTERM, then SIGKILL).
  */
 
+import { parseProcCpuTicks } from "../src/util/proc_stat.ts";
+
 export interface DaemonOptions {
   args: string[];
   env?: Record<string, string>;
@@ -208,6 +210,17 @@ export async function waitForPath(path: string, timeoutMs: number): Promise<void
 }
 
 /** Reads a field such as VmHWM or VmRSS from /proc/PID/status, in bytes. */
+/** CPU (utime + stime) the processes have used so far, in clock ticks (100 a second). */
+export function cpuTicksOf(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const used = parseProcCpuTicks(Deno.readTextFileSync(`/proc/${pid}/stat`));
+    if (used === undefined) throw new Error(`Cannot read the CPU time in /proc/${pid}/stat`);
+    ticks += used;
+  }
+  return ticks;
+}
+
 export async function procStatusBytes(pid: number, field: "VmHWM" | "VmRSS"): Promise<number> {
   const text = await Deno.readTextFile(`/proc/${pid}/status`);
   const match = text.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));

@@ -19,13 +19,25 @@ export interface ProcessStat {
  * parentheses, so fields are counted after its last ")".
  */
 export function parseProcStat(text: string): ProcessStat | undefined {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return undefined;
-  const fields = text.slice(close + 1).trim().split(/\s+/); // fields[0] is field 3 (state)
+  const fields = fieldsFrom3(text);
+  if (fields === undefined) return undefined;
   const state = fields[0];
   const startTime = Number(fields[22 - 3]);
   if (state === undefined || !Number.isSafeInteger(startTime)) return undefined;
   return { state, startTime };
+}
+
+/** CPU a process has used (fields 14 and 15 of /proc/PID/stat, utime + stime) in clock ticks, 100 a second. */
+export function parseProcCpuTicks(text: string): number | undefined {
+  const fields = fieldsFrom3(text);
+  const ticks = fields === undefined ? NaN : Number(fields[14 - 3]) + Number(fields[15 - 3]);
+  return Number.isSafeInteger(ticks) ? ticks : undefined;
+}
+
+/** The fields after the command name (which may hold spaces and parentheses): [0] is field 3. */
+function fieldsFrom3(text: string): string[] | undefined {
+  const close = text.lastIndexOf(")");
+  return close < 0 ? undefined : text.slice(close + 1).trim().split(/\s+/);
 }
 
 /** A zombie or dead process has exited: only its parent's wait is left. */

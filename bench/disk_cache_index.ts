@@ -4,7 +4,7 @@
  * DiskCache of --size-mib in a temporary directory, fills every slot, and reports the V8 heap and
  * the memory outside it (typed arrays) at open and after the fill, each after a forced full GC,
  * and how long the fill's writes held the thread (what keeping data just uploaded costs the writer).
- * The per-slot arrays are allocated at open; the Map from (object, sector) to slot grows per entry.
+ * The per-slot arrays (the key -> slot table among them) are allocated at open; the fill should add nothing.
  *
  *   deno run -A --v8-flags=--expose-gc bench/disk_cache_index.ts --size-mib 1024
  */
@@ -20,7 +20,7 @@ export interface IndexCost {
   slots: number;
   /** Bytes at open (typed arrays for every slot), heap + external. */
   openBytes: number;
-  /** Bytes the fill added (the Map's entries), heap + external. */
+  /** Bytes the fill added, heap + external (nothing grows per entry since the slot table). */
   fillBytes: number;
   /** (open + fill) per GiB of SIZE. */
   bytesPerGiB: number;
@@ -84,7 +84,7 @@ export async function main(args: string[]): Promise<IndexCost> {
   const mib = (n: number) => (n / MiB).toFixed(2);
   console.log(`--cache-dir-size ${sizeMib} MiB: ${cost.slots} slots, all filled`);
   console.log(`at open (typed arrays, every slot): ${mib(cost.openBytes)} MiB`);
-  console.log(`the fill (Map entries):             ${mib(cost.fillBytes)} MiB`);
+  console.log(`the fill (grows nothing per entry): ${mib(cost.fillBytes)} MiB`);
   console.log(`per GiB of SIZE:                    ${mib(cost.bytesPerGiB)} MiB`);
   console.log(`the fill's writes, per 4 MiB added:  ${cost.fillMsPer4MiB.toFixed(2)} ms of this thread`);
   return cost;

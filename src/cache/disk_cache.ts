@@ -21,13 +21,14 @@
  * reused only between runs; a follower that loads the log anew calls forgetChecks()). So a hit needs
  * the object's table only once per run, not kept in memory for as long as its sectors are cached.
  * A failing slot is dropped and the caller fetches from the store. Eviction is CLOCK over slots.
- * Memory: 22 bytes of typed arrays per slot plus one Map entry (docs/design/disk-cache.md states
- * the measured cost per GiB). I/O is synchronous: a local disk answers in microseconds, like the
+ * Memory: 28 bytes of typed arrays per slot, all allocated at open (diskCacheMemoryBytes; 7 MiB
+ * per GiB of SIZE, docs/design/disk-cache.md). I/O is synchronous: a local disk answers in microseconds, like the
  * directory store's readNow (docs/design/read-path.md).
  */
 
 import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import { crc32 } from "../format/crc32.ts";
+import { SlotTable, slotTableBytes } from "./slot_table.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
@@ -63,6 +64,23 @@ export interface DiskCacheCounters {
   ioErrors: number;
 }
 
+/** Slots a cache of sizeBytes on disk holds: data + index records + the two small files fit in it. */
+function slotsFor(sizeBytes: number): number {
+  return Math.floor((sizeBytes - SMALL_FILES_BYTES) / SLOT_DISK_BYTES);
+}
+
+/**
+ * Bytes of typed arrays per slot, allocated at open: key f64, key CRC u32, sector CRC u32, checked
+ * u8, CLOCK bit u8, free stack i32 (the slot table comes on top: slotTableBytes).
+ */
+const SLOT_ARRAY_BYTES = 8 + 4 + 4 + 1 + 1 + 4;
+
+/** The memory the index of a cache of sizeBytes takes, all of it allocated at open. */
+export function diskCacheMemoryBytes(sizeBytes: number): number {
+  const slots = Math.max(0, slotsFor(sizeBytes));
+  return slots * SLOT_ARRAY_BYTES + slotTableBytes(slots);
+}
+
 export class DiskCache {
   readonly dir: string;
   readonly slots: number;
@@ -75,8 +93,8 @@ export class DiskCache {
   #index: Deno.FsFile;
   #lockPath: string;
   #log: Logger;
-  #keys = new Map<number, number>(); // sequence × 2^22 + offset -> slot
-  #slotKey: Float64Array; // the key a slot holds, EMPTY if none
+  #slotKey: Float64Array; // the key (sequence × 2^22 + offset) a slot holds, EMPTY if none
+  #keys: SlotTable; // key -> slot, over #slotKey
   #slotKeyCrc: Uint32Array;
   #slotCrc: Uint32Array; // CRC-32 of the slot's bytes as filled
   #checked: Uint8Array; // 1 once the slot's CRC matched its object's current table in this run
@@ -103,6 +121,7 @@ export class DiskCache {
     this.#lockPath = files.lockPath;
     this.#log = log;
     this.#slotKey = new Float64Array(slots).fill(EMPTY);
+    this.#keys = new SlotTable(this.#slotKey);
     this.#slotKeyCrc = new Uint32Array(slots);
     this.#slotCrc = new Uint32Array(slots);
     this.#checked = new Uint8Array(slots);
@@ -118,7 +137,7 @@ export class DiskCache {
   static open(
     o: { dir: string; sizeBytes: number; identity: string; log: Logger; keepsUploads?: boolean },
   ): DiskCache {
-    const slots = Math.floor((o.sizeBytes - SMALL_FILES_BYTES) / SLOT_DISK_BYTES);
+    const slots = slotsFor(o.sizeBytes);
     if (slots < 1) {
       throw new LsvdError("invalid", `Cannot use --cache-dir-size ${o.sizeBytes}: at least 16 KiB is needed`);
     }
@@ -174,7 +193,7 @@ export class DiskCache {
     const keyCrc = crc32(ENCODER.encode(key));
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
-      if (slot === undefined) {
+      if (slot < 0) {
         this.#counters.misses++;
         return false;
       }
@@ -201,7 +220,7 @@ export class DiskCache {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
     for (let k = 0; k < lengthSectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
-      if (slot === undefined || this.#checked[slot] === 0) return false;
+      if (slot < 0 || this.#checked[slot] === 0) return false;
     }
     return true;
   }
@@ -218,7 +237,7 @@ export class DiskCache {
   has(sequence: number, offsetSectors: number, lengthSectors: number): boolean {
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
     for (let k = 0; k < lengthSectors; k++) {
-      if (!this.#keys.has(keyOf(sequence, offsetSectors + k))) return false;
+      if (this.#keys.get(keyOf(sequence, offsetSectors + k)) < 0) return false;
     }
     return true;
   }
@@ -261,14 +280,14 @@ export class DiskCache {
     };
     for (let k = 0; k < sectors; k++) {
       const key64 = keyOf(sequence, offsetSectors + k);
-      if (this.#keys.has(key64)) {
+      if (this.#keys.get(key64) >= 0) {
         if (!flush()) return;
         continue;
       }
       const slot = this.#victim();
       this.#slotKey[slot] = key64;
       this.#slotKeyCrc[slot] = keyCrc;
-      this.#keys.set(key64, slot);
+      this.#keys.insert(key64, slot);
       if (run !== undefined && slot === run.slot + run.count && k === run.sector + run.count) {
         run.count++;
         continue;
@@ -320,9 +339,12 @@ export class DiskCache {
       if (offset >= OFFSET_LIMIT) continue;
       const key = keyOf(sequence, offset);
       const old = this.#keys.get(key);
-      if (old !== undefined) this.#slotKey[old] = EMPTY;
-      this.#keys.set(key, slot);
+      if (old >= 0) {
+        this.#keys.delete(key);
+        this.#slotKey[old] = EMPTY;
+      }
       this.#slotKey[slot] = key;
+      this.#keys.insert(key, slot);
       this.#slotKeyCrc[slot] = view.getUint32(at + 8);
       this.#slotCrc[slot] = view.getUint32(at + 12);
     }

@@ -41,7 +41,7 @@ import {
   registerFollowMetrics,
 } from "../metrics/daemon_metrics.ts";
 import { Follower } from "../volume/follower.ts";
-import { DiskCache } from "../cache/disk_cache.ts";
+import { DiskCache, diskCacheMemoryBytes } from "../cache/disk_cache.ts";
 import { exposedGc, GarbagePacer } from "../util/gc_pacer.ts";
 import {
   availableMemoryBytes,
@@ -77,6 +77,7 @@ import { buildStore, CREDENTIALS_NOTE, STORE_OPTIONS, type StoreSelection } from
 import { toolRetry } from "./tool_support.ts";
 import { retrying } from "../store/retry.ts";
 import { pinMallocMmapThreshold } from "../util/malloc_tuning.ts";
+import { formatSize } from "../util/sizes.ts";
 import type { TlsPolicy } from "../nbd/tls.ts";
 import { TLS_OPTIONS, tlsPolicy } from "./tls_options.ts";
 import { ENCRYPTION_OPTIONS, loadEncryptionKey } from "./encryption_key.ts";
@@ -261,7 +262,7 @@ const CACHE_AND_POLICY_OPTIONS = {
   }),
   "cache-dir-size": sizeOption({
     group: "tuning",
-    help: "Most bytes --cache-dir holds on disk",
+    help: "Most bytes --cache-dir holds on disk; its index takes 7 MiB of memory per GiB",
     default: 2 ** 30,
     placeholder: "SIZE",
     minBytes: 2 ** 20,
@@ -483,7 +484,7 @@ type EngineTuning =
   >
   & Pick<VolumeOptions, "commitsPerSecondMax">;
 
-export function buildServeConfig(options: ServeOptions): ServeConfig {
+export function buildServeConfig(options: ServeOptions, memoryBytes = availableMemoryBytes()): ServeConfig {
   const v = options.values;
   const socketPath = v.socket ?? (v.listen === undefined ? DEFAULT_SOCKET : undefined);
   refuseContradictions(options);
@@ -517,7 +518,7 @@ export function buildServeConfig(options: ServeOptions): ServeConfig {
     deadTimeoutSeconds: v["dead-timeout"],
     ioTimeoutSeconds: v["io-timeout"],
     engine: engineTuning(v),
-    cacheDir: cacheDirConfig(options),
+    cacheDir: cacheDirConfig(options, memoryBytes),
     journal: journalConfig(options),
     abandonJournal: v["abandon-journal"],
     encryptionKey: loadEncryptionKey(options),
@@ -594,7 +595,10 @@ function journalConfig(options: ServeOptions): ServeConfig["journal"] {
   };
 }
 
-function cacheDirConfig(options: ServeOptions): ServeConfig["cacheDir"] {
+/** The disk cache's index (all allocated at open) may take at most this share of lsvd's memory. */
+const CACHE_DIR_MEMORY_SHARE = 1 / 8;
+
+function cacheDirConfig(options: ServeOptions, memoryBytes: number): ServeConfig["cacheDir"] {
   const v = options.values;
   if (v["cache-dir"] === undefined) return undefined;
   if (v["verify-reads"] === "off") {
@@ -602,7 +606,23 @@ function cacheDirConfig(options: ServeOptions): ServeConfig["cacheDir"] {
       "Invalid options: --cache-dir serves only sectors checked against their CRCs; drop --verify-reads off",
     );
   }
-  return { dir: resolve(v["cache-dir"]), sizeBytes: v["cache-dir-size"] };
+  const sizeBytes = v["cache-dir-size"];
+  const allowedBytes = memoryBytes * CACHE_DIR_MEMORY_SHARE;
+  if (diskCacheMemoryBytes(sizeBytes) > allowedBytes) {
+    const MiB = 2 ** 20;
+    const perGiB = diskCacheMemoryBytes(2 ** 30);
+    let most = Math.floor(allowedBytes / perGiB * 1024) * MiB;
+    while (most > MiB && diskCacheMemoryBytes(most) > allowedBytes) most -= MiB;
+    const mib = (bytes: number) => (bytes / MiB).toFixed(0);
+    throw new UsageError(
+      `Invalid options: --cache-dir-size ${formatSize(sizeBytes)} needs ${
+        mib(diskCacheMemoryBytes(sizeBytes))
+      } MiB ` +
+        `of memory for its index (${(perGiB / MiB).toFixed(1)} MiB per GiB), more than an eighth of the ` +
+        `${mib(memoryBytes)} MiB lsvd may use here; at most --cache-dir-size ${formatSize(most)}`,
+    );
+  }
+  return { dir: resolve(v["cache-dir"]), sizeBytes };
 }
 
 /** Segments are deleted whole: a few per journal, so a full journal frees space in steps. */
@@ -674,7 +694,7 @@ export async function serveCommand(args: string[], log: Logger = stderrLogger): 
     }));
     return 0;
   }
-  const config = buildServeConfig(parseOptions(args, specs).noPositionals());
+  const config = buildServeConfig(parseOptions(args, specs).noPositionals(), memoryBytes);
   pinMallocMmapThreshold(); // RSS follows what the daemon holds, not what it has written
   log(config.storeLine);
   const signals = new ShutdownSignals(log);

@@ -110,6 +110,15 @@ function diskCacheRun(sharedDir: string, deno: string): string {
     `"$(curl -s http://${METRICS}/metrics | awk '/^${name} / {v = $2} END {print v + 0}')"`;
   return `ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 mkfs.ext4 -q -F /dev/vda && mkdir -p /mnt/disk && mount /dev/vda /mnt/disk || exit 96
+# A disk cache whose index would not fit this machine's memory is refused in one line, before anything.
+${deno} serve --dir ${q(sharedDir)}/store-big --socket /run/lsvd-big.sock --size 1G \
+  --cache-dir /mnt/disk/big --cache-dir-size 100G >/run/big.txt 2>&1
+result dcTooBigExit $?
+result dcTooBigLines "$(grep -c . /run/big.txt)"
+result dcTooBigCreated "$(if [ -e /mnt/disk/big ] || [ -e ${
+    q(sharedDir)
+  }/store-big ]; then echo true; else echo false; fi)"
+grep -q -- "--cache-dir-size 100G needs [0-9]* MiB of memory for its index" /run/big.txt && result dcTooBigSaid true
 ${deno} serve --dir ${q(sharedDir)}/store-dc --socket /run/lsvd-dc.sock --size 1G \
   --cache-dir /mnt/disk/dcache --cache-dir-size ${DISK_CACHE_SIZE} --metrics ${METRICS} >${q(log)} 2>&1 &
 pid=$!
@@ -169,6 +178,11 @@ Deno.test({
       check(results.dcBytes >= 240 * 1024 * 1024, "the first pass filled the disk cache with the burst");
       check(results.dcHits2 > results.dcHits1, "the second pass was served from the disk cache");
       check(results.dcServeExit === 0, "lsvd with --cache-dir exits 0 after SIGTERM");
+      check(
+        results.dcTooBigExit === 1 && results.dcTooBigLines === 1 && results.dcTooBigSaid === true &&
+          results.dcTooBigCreated === false,
+        "--cache-dir-size 100G on 512 MiB is refused in one line naming the index's memory, creating nothing",
+      );
       check(results.s3Same === true, "on a bucket the burst reads back identical");
       check(results.s3ServeExit === 0, "lsvd on a bucket exits 0 after SIGTERM");
       const mib = (kb: number) => Math.round(kb / 1024);

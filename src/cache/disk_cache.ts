@@ -29,6 +29,8 @@
 import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import { crc32 } from "../format/crc32.ts";
 import { SlotTable, slotTableBytes } from "./slot_table.ts";
+import { preadFully, pwriteFully } from "../util/positional_io.ts";
+import * as fs from "node:fs";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
@@ -44,6 +46,8 @@ const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
 const EMPTY = -1;
 const ENCODER = new TextEncoder();
+/** Object keys whose CRC-32 is remembered: 4,096 objects are 16 GiB of 4 MiB objects, ~0.4 MiB. */
+const KEY_CRCS_MAX = 4096;
 
 export const LOCK_FILE = "lsvd-cache.lock";
 export const ID_FILE = "lsvd-cache.id";
@@ -89,8 +93,8 @@ export class DiskCache {
    * local directory store's objects are local files already, so nothing is copied for it.
    */
   readonly keepsUploads: boolean;
-  #data: Deno.FsFile;
-  #index: Deno.FsFile;
+  #data: number; // node:fs descriptors: pread/pwrite, no seek (util/positional_io.ts)
+  #index: number;
   #lockPath: string;
   #log: Logger;
   #slotKey: Float64Array; // the key (sequence × 2^22 + offset) a slot holds, EMPTY if none
@@ -103,13 +107,14 @@ export class DiskCache {
   #freeCount = 0;
   #hand = 0;
   #record = new Uint8Array(INDEX_RECORD_BYTES);
+  #keyCrcs = new Map<string, number>();
   #counters: DiskCacheCounters = { hits: 0, misses: 0, fills: 0, evictions: 0, dropped: 0, ioErrors: 0 };
   #closed = false;
 
   private constructor(
     dir: string,
     slots: number,
-    files: { data: Deno.FsFile; index: Deno.FsFile; lockPath: string },
+    files: { data: number; index: number; lockPath: string },
     log: Logger,
     keepsUploads: boolean,
   ) {
@@ -149,18 +154,22 @@ export class DiskCache {
     }
     const lockPath = `${o.dir}/${LOCK_FILE}`;
     takeLock(lockPath, where);
+    const fds: number[] = [];
     try {
       checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
       dropOldIndex(o.dir, o.log);
-      const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
-      const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
+      const data = openReadWrite(`${o.dir}/${DATA_FILE}`, fds);
+      const index = openReadWrite(`${o.dir}/${INDEX_FILE}`, fds);
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
-      if (data.statSync().size > slots * SECTOR_BYTES) data.truncateSync(slots * SECTOR_BYTES);
-      if (index.statSync().size > slots * INDEX_RECORD_BYTES) index.truncateSync(slots * INDEX_RECORD_BYTES);
+      if (fs.fstatSync(data).size > slots * SECTOR_BYTES) fs.ftruncateSync(data, slots * SECTOR_BYTES);
+      if (fs.fstatSync(index).size > slots * INDEX_RECORD_BYTES) {
+        fs.ftruncateSync(index, slots * INDEX_RECORD_BYTES);
+      }
       const cache = new DiskCache(o.dir, slots, { data, index, lockPath }, o.log, o.keepsUploads ?? false);
       cache.#load();
       return cache;
     } catch (e) {
+      for (const fd of fds) fs.closeSync(fd);
       Deno.removeSync(lockPath);
       if (e instanceof LsvdError) throw e;
       throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
@@ -190,7 +199,7 @@ export class DiskCache {
     const sectors = dest.length / SECTOR_BYTES;
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
     if (table !== undefined && offsetSectors + sectors > table.length) return false;
-    const keyCrc = crc32(ENCODER.encode(key));
+    const keyCrc = this.#keyCrc(key);
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
       if (slot < 0) {
@@ -256,7 +265,7 @@ export class DiskCache {
     const sectors = body.length / SECTOR_BYTES;
     assert(Number.isInteger(sectors) && offsetSectors + sectors <= OFFSET_LIMIT, "bad disk cache range");
     assert(crcs === undefined || crcs.length === sectors, "a CRC for each sector");
-    const keyCrc = crc32(ENCODER.encode(key));
+    const keyCrc = this.#keyCrc(key);
     // Slots are taken (and their keys set) at once, as CLOCK hands them out; the writes wait for
     // the end of a run of consecutive slots. A slot CLOCK takes back meanwhile (a cache smaller
     // than the object) ends the run first, so its later sector is written after the earlier one.
@@ -314,8 +323,8 @@ export class DiskCache {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#data.close();
-    this.#index.close();
+    fs.closeSync(this.#data);
+    fs.closeSync(this.#index);
     try {
       Deno.removeSync(this.#lockPath);
     } catch {
@@ -326,9 +335,8 @@ export class DiskCache {
   /** Rebuilds the in-memory index from the index file (a later record for a key wins). */
   #load(): void {
     const bytes = new Uint8Array(this.slots * INDEX_RECORD_BYTES);
-    this.#index.seekSync(0, Deno.SeekMode.Start);
-    const got = readFully(this.#index, bytes);
-    const dataSlots = Math.floor(this.#data.statSync().size / SECTOR_BYTES);
+    const got = preadFully(this.#index, 0, bytes);
+    const dataSlots = Math.floor(fs.fstatSync(this.#data).size / SECTOR_BYTES);
     const view = new DataView(bytes.buffer);
     const usable = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots);
     for (let slot = 0; slot < usable; slot++) {
@@ -388,8 +396,7 @@ export class DiskCache {
     if (!reuse) return;
     this.#free[this.#freeCount++] = slot;
     try {
-      this.#index.seekSync(slot * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
-      writeFully(this.#index, new Uint8Array(INDEX_RECORD_BYTES));
+      pwriteFully(this.#index, slot * INDEX_RECORD_BYTES, new Uint8Array(INDEX_RECORD_BYTES));
     } catch (e) {
       this.#ioError("write", e); // the record stays: it fails its check again next time
     }
@@ -397,8 +404,7 @@ export class DiskCache {
 
   #readSlot(slot: number, out: Uint8Array): boolean {
     try {
-      this.#data.seekSync(slot * SECTOR_BYTES, Deno.SeekMode.Start);
-      if (readFully(this.#data, out) === out.length) return true;
+      if (preadFully(this.#data, slot * SECTOR_BYTES, out) === out.length) return true;
       this.#counters.dropped++; // the file was truncated under the entry
     } catch (e) {
       this.#ioError("read", e);
@@ -427,15 +433,28 @@ export class DiskCache {
       view.setUint32(i * INDEX_RECORD_BYTES + 12, this.#slotCrc[first + i]!);
     }
     try {
-      this.#data.seekSync(first * SECTOR_BYTES, Deno.SeekMode.Start);
-      writeFully(this.#data, data);
-      this.#index.seekSync(first * INDEX_RECORD_BYTES, Deno.SeekMode.Start);
-      writeFully(this.#index, records);
+      pwriteFully(this.#data, first * SECTOR_BYTES, data);
+      pwriteFully(this.#index, first * INDEX_RECORD_BYTES, records);
       return true;
     } catch (e) {
       this.#ioError("write", e); // the caller empties the slots
       return false;
     }
+  }
+
+  /**
+   * The CRC-32 of an object key, as index records carry it: remembered, since every hit needs it
+   * and encoding the key and hashing it cost a hit ~6 % of the thread (bench/RESULTS.md). Bounded:
+   * forgotten all at once past KEY_CRCS_MAX keys.
+   */
+  #keyCrc(key: string): number {
+    let crc = this.#keyCrcs.get(key);
+    if (crc === undefined) {
+      if (this.#keyCrcs.size >= KEY_CRCS_MAX) this.#keyCrcs.clear();
+      crc = crc32(ENCODER.encode(key));
+      this.#keyCrcs.set(key, crc);
+    }
+    return crc;
   }
 
   #ioError(action: string, e: unknown): void {
@@ -449,19 +468,11 @@ function keyOf(sequence: number, offsetSectors: number): number {
   return sequence * OFFSET_LIMIT + offsetSectors;
 }
 
-function readFully(file: Deno.FsFile, out: Uint8Array): number {
-  let got = 0;
-  while (got < out.length) {
-    const n = file.readSync(out.subarray(got));
-    if (n === null || n === 0) break;
-    got += n;
-  }
-  return got;
-}
-
-function writeFully(file: Deno.FsFile, bytes: Uint8Array): void {
-  let put = 0;
-  while (put < bytes.length) put += file.writeSync(bytes.subarray(put));
+/** Opens (creating) a file for reading and writing: a node:fs descriptor, also pushed on `opened`. */
+function openReadWrite(path: string, opened: number[]): number {
+  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  opened.push(fd);
+  return fd;
 }
 
 /**

@@ -21,6 +21,7 @@
  */
 
 import * as fs from "node:fs";
+import { preadFully } from "../util/positional_io.ts";
 
 /** An open object file: its descriptor and size (objects never change once in place). */
 export interface OpenFile {
@@ -213,11 +214,5 @@ export function readInto(file: OpenFile, positionBytes: number, dest: Uint8Array
 }
 
 function fill(file: OpenFile, positionBytes: number, dest: Uint8Array): number {
-  let filled = 0;
-  while (filled < dest.length) {
-    const n = fs.readSync(file.fd, dest, filled, dest.length - filled, positionBytes + filled);
-    if (n === 0) break;
-    filled += n;
-  }
-  return filled;
+  return preadFully(file.fd, positionBytes, dest);
 }

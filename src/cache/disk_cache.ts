@@ -164,36 +164,47 @@ export class DiskCache {
   /**
    * Fills dest with sectors [offset, offset + dest.length/4096) of object `sequence` (key `key`)
    * when every one is held, its bytes match the slot's CRC, and the slot's CRC matches the object's
-   * current CRC table: checked earlier in this run, or now against `table`. False otherwise; a held
-   * sector that fails is dropped. Without `table`, every slot must be checked already (checked()).
+   * current CRC table: checked earlier in this run, or now against `table`. False otherwise. Every
+   * held sector of the range that fails is dropped, not just the first: the store's copy the caller
+   * then fetches replaces them all at once (add()), so damage or a rollback's stale entries cost one
+   * GET per range, not one per sector. Without `table`, every slot must be checked already (checked()).
    */
   read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table?: Uint32Array): boolean {
     const sectors = dest.length / SECTOR_BYTES;
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
     if (table !== undefined && offsetSectors + sectors > table.length) return false;
-    const keyCrc = crc32(ENCODER.encode(key));
+    // Nothing is read unless the whole range can be answered (a partial hit is a miss anyway).
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
-      if (slot === undefined) {
-        this.#counters.misses++;
-        return false;
-      }
+      if (slot === undefined) return false;
       if (this.#checked[slot] === 0 && table === undefined) return false; // the caller loads the table
+    }
+    const keyCrc = crc32(ENCODER.encode(key));
+    let whole = true;
+    for (let k = 0; k < sectors; k++) {
+      const slot = this.#keys.get(keyOf(sequence, offsetSectors + k))!;
       const out = dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
-      if (!this.#readSlot(slot, out)) return false;
-      const crc = crc32(out);
+      if (!this.#readSlot(slot, out)) {
+        whole = false;
+        continue;
+      }
       const stale = this.#checked[slot] === 0 && table![offsetSectors + k] !== this.#slotCrc[slot];
-      if (this.#slotKeyCrc[slot] !== keyCrc || crc !== this.#slotCrc[slot] || stale) {
+      if (this.#slotKeyCrc[slot] !== keyCrc || crc32(out) !== this.#slotCrc[slot] || stale) {
         this.#counters.dropped++;
         this.#drop(slot);
-        this.#counters.misses++;
-        return false;
+        whole = false;
+        continue;
       }
       this.#checked[slot] = 1;
       this.#referenced[slot] = 1;
     }
-    this.#counters.hits++;
-    return true;
+    if (whole) this.#counters.hits++;
+    return whole;
+  }
+
+  /** The store answered a read the disk cache could not (counted by the caller, once a fetch). */
+  countMiss(): void {
+    this.#counters.misses++;
   }
 
   /** True when every one of these sectors is held and checked in this run: read() needs no table. */
@@ -224,10 +235,13 @@ export class DiskCache {
   }
 
   /**
-   * Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK: bytes this
+   * Keeps verified sectors of object `sequence`, evicting by CLOCK: bytes this
    * run checked against the object's current CRC table, or this run's own upload, so each slot
    * starts checked (read() then needs no table for it). `crcs` (optional) are the sectors' CRC-32s
-   * from that table, in body order, saving their computation here. Sectors that
+   * from that table, in body order, saving their computation here. A sector held and checked in
+   * this run is left as it is (one number names one object within a run); one held but not checked
+   * (bytes of an object a rollback or takeover replaced, or damaged) is rewritten in its slot, or it
+   * would fail its check at every read and cost a GET each time. Sectors that
    * land in consecutive slots (an empty cache, or CLOCK sweeping unreferenced slots) are written with
    * one data write and one index write per run, not two per sector: a whole object just uploaded
    * costs a few system calls, not thousands.
@@ -261,14 +275,17 @@ export class DiskCache {
     };
     for (let k = 0; k < sectors; k++) {
       const key64 = keyOf(sequence, offsetSectors + k);
-      if (this.#keys.has(key64)) {
+      let slot = this.#keys.get(key64);
+      if (slot !== undefined && this.#checked[slot] === 1) {
         if (!flush()) return;
         continue;
       }
-      const slot = this.#victim();
-      this.#slotKey[slot] = key64;
+      if (slot === undefined) {
+        slot = this.#victim();
+        this.#slotKey[slot] = key64;
+        this.#keys.set(key64, slot);
+      }
       this.#slotKeyCrc[slot] = keyCrc;
-      this.#keys.set(key64, slot);
       if (run !== undefined && slot === run.slot + run.count && k === run.sector + run.count) {
         run.count++;
         continue;
@@ -382,7 +399,6 @@ export class DiskCache {
       this.#ioError("read", e);
     }
     this.#drop(slot);
-    this.#counters.misses++;
     return false;
   }
 

@@ -175,8 +175,25 @@ Deno.test("serve --cache-dir: an object number a rollback reused is read from th
     assert.equal((await d.stop()).code, 0);
     const rewritten = logObjects(t.store).filter((n) => !kept.includes(n));
     assert(rewritten.some((n) => newer.includes(n)), `a number came back: ${newer} / ${rewritten}`);
-    d = await serve();
+    d = await serve(["--metrics", "127.0.0.1:0"]);
+    const url = (await d.waitForLine(/Serving metrics at/, 1000)).replace(/^.* at (\S+)\.$/, "$1");
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x33 0 1M"]);
+    const first = await scrape(url);
+    assert(first.lsvd_disk_cache_dropped_total! >= 1, JSON.stringify(first));
+    // Every stale sector of the range went at that first read and the store's copy replaced it:
+    // the second read is a hit (it was a store GET again, dropping one more stale sector a read).
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x33 0 1M"]);
+    const second = await scrape(url);
+    assert.equal(
+      second.lsvd_disk_cache_dropped_total,
+      first.lsvd_disk_cache_dropped_total,
+      JSON.stringify(second),
+    );
+    assert.equal(
+      second.lsvd_disk_cache_hits_total,
+      first.lsvd_disk_cache_hits_total! + 1,
+      JSON.stringify(second),
+    );
     assert.equal((await d.stop()).code, 0);
   } finally {
     await t.remove();
@@ -192,11 +209,11 @@ Deno.test({
     const rgw = await startRgw();
     const t = await scratch();
     const uri = unixUri(t.socket);
-    const serve = (extra: string[] = []) =>
+    const serve = (extra: string[] = [], cacheDir = join(t.dir, "cache")) =>
       Daemon.start({
         args: [
           ...["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", "dc"],
-          ...["--socket", t.socket, "--metrics", "127.0.0.1:0", "--cache-dir", join(t.dir, "cache")],
+          ...["--socket", t.socket, "--metrics", "127.0.0.1:0", "--cache-dir", cacheDir],
           ...extra,
         ],
         env: { ...Deno.env.toObject(), ...rgwEnv(rgw) },
@@ -208,6 +225,7 @@ Deno.test({
         bytes: Number(/^lsvd_store_downloaded_bytes_total (\S+)$/m.exec(text)?.[1] ?? 0),
         hits: Number(/^lsvd_disk_cache_hits_total (\S+)$/m.exec(text)?.[1]),
         gets: Number(/^lsvd_store_requests_total\{op="get"\} (\S+)$/m.exec(text)?.[1] ?? 0),
+        misses: Number(/^lsvd_disk_cache_misses_total (\S+)$/m.exec(text)?.[1]),
       };
     };
     try {
@@ -241,6 +259,13 @@ Deno.test({
       const again = await downloaded(d);
       assert(again.hits >= checked.hits + 8, JSON.stringify(again));
       assert.equal(again.gets, checked.gets, "a disk-cache hit made a GET for its object's table");
+      assert.equal((await d.stop()).code, 0);
+      // An empty cache: each read the store answers is one miss, also once the object's table is
+      // in memory (the at-once look and the fetch after it counted one each).
+      d = await serve([], join(t.dir, "cold"));
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4K", "-c", "read -P 0x5a 2M 4K"]);
+      const cold = await downloaded(d);
+      assert(cold.hits === 0 && cold.misses === 2, JSON.stringify(cold));
       assert.equal((await d.stop()).code, 0);
     } finally {
       await t.remove();

@@ -32,6 +32,8 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { freeBytes } from "../util/disk_space.ts";
+import { formatSize } from "../util/sizes.ts";
 
 export const INDEX_RECORD_BYTES = 16;
 /** Bytes one slot costs on disk (data + index record). */
@@ -126,13 +128,18 @@ export class DiskCache {
     try {
       Deno.mkdirSync(o.dir, { recursive: true });
     } catch (e) {
-      throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
+      const file = e instanceof Deno.errors.AlreadyExists;
+      throw new LsvdError(
+        "invalid",
+        `Cannot use ${where}: ${file ? "it is a file, not a directory" : messageOf(e)}`,
+      );
     }
     const lockPath = `${o.dir}/${LOCK_FILE}`;
     takeLock(lockPath, where);
     try {
       checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
       dropOldIndex(o.dir, o.log);
+      checkRoom(o.dir, o.sizeBytes, where);
       const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
       const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
@@ -509,6 +516,31 @@ function dropOldIndex(dir: string, log: Logger): void {
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+}
+
+/**
+ * SIZE must fit on DIR's filesystem: its free bytes plus what the cache's own files hold already
+ * (they are reused). Else the files would fill the disk as the cache fills, and then keep nothing.
+ */
+function checkRoom(dir: string, sizeBytes: number, where: string): void {
+  const free = freeBytes(dir);
+  if (free === undefined) return; // no statvfs here: the first failed write says it instead
+  let own = 0;
+  for (const name of [DATA_FILE, INDEX_FILE]) {
+    try {
+      own += (Deno.statSync(`${dir}/${name}`).blocks ?? 0) * 512;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  const room = free + own;
+  if (sizeBytes <= room) return;
+  const said = room >= 2 ** 30 ? `${(room / 2 ** 30).toFixed(1)} GiB` : `${(room / 2 ** 20).toFixed(1)} MiB`;
+  throw new LsvdError(
+    "invalid",
+    `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} is more than its filesystem has free ` +
+      `(${said}); give a smaller --cache-dir-size`,
+  );
 }
 
 /** The first start writes the identity; a later one with another volume is refused. */

@@ -596,7 +596,14 @@ function journalConfig(options: ServeOptions): ServeConfig["journal"] {
 
 function cacheDirConfig(options: ServeOptions): ServeConfig["cacheDir"] {
   const v = options.values;
-  if (v["cache-dir"] === undefined) return undefined;
+  if (v["cache-dir"] === undefined) {
+    if (options.isSet("cache-dir-size")) {
+      throw new UsageError(`Invalid options: ${options.source("cache-dir-size")} needs --cache-dir`);
+    }
+    return undefined;
+  }
+  // An unset shell variable ("--cache-dir $DIR"): not the current directory.
+  if (v["cache-dir"] === "") throw new UsageError(`Invalid ${options.source("cache-dir")}: empty`);
   if (v["verify-reads"] === "off") {
     throw new UsageError(
       "Invalid options: --cache-dir serves only sectors checked against their CRCs; drop --verify-reads off",

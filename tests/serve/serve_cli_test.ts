@@ -51,6 +51,8 @@ Deno.test("lsvd serve --help lists the options with their environment names", as
 
 Deno.test("lsvd serve reports user errors in one line with exit code 1", async () => {
   const t = await scratch();
+  const aFile = `${t.dir}/a-file`;
+  Deno.writeTextFileSync(aFile, "");
   try {
     const cases: [string[], RegExp][] = [
       [
@@ -74,6 +76,29 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       [
         ["serve", "--dir", t.store, "--size", "1G", "--puts-per-second", "0"],
         /^lsvd: Invalid --puts-per-second: "0" must be a whole number from 1 to 1000000$/,
+      ],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--cache-dir-size", "64M"],
+        /^lsvd: Invalid options: --cache-dir-size needs --cache-dir$/,
+      ],
+      [["serve", "--dir", t.store, "--size", "1G", "--cache-dir", ""], /^lsvd: Invalid --cache-dir: empty$/],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--cache-dir", aFile],
+        /^lsvd: Cannot use cache directory ".*": it is a file, not a directory$/,
+      ],
+      [
+        [
+          "serve",
+          "--dir",
+          t.store,
+          "--size",
+          "1G",
+          "--cache-dir",
+          `${t.dir}/cache`,
+          "--cache-dir-size",
+          "1P",
+        ],
+        /^lsvd: Cannot use cache directory ".*": --cache-dir-size \S+ is more than its filesystem has free \(\d+\.\d [MG]iB\); give a smaller --cache-dir-size$/,
       ],
     ];
     for (const [args, pattern] of cases) {

@@ -40,6 +40,11 @@ export const INDEX_RECORD_BYTES = 16;
 export const SLOT_DISK_BYTES = SECTOR_BYTES + INDEX_RECORD_BYTES;
 /** Kept out of SIZE for the lock and id files (each well under a sector). */
 const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
+/**
+ * Memory a slot of a full cache takes: 22 bytes of typed arrays and a Map entry of ~37-40; measured
+ * 14.7-15.6 MiB per GiB of SIZE, i.e. 59-62 bytes a slot (docs/design/disk-cache.md, "Bounds").
+ */
+const INDEX_MEMORY_BYTES_PER_SLOT = 64;
 /** Sector offsets in an object stay below this (keys are sequence × 2^22 + offset). */
 const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
@@ -118,7 +123,15 @@ export class DiskCache {
    * by another live daemon, or holds another volume's cache.
    */
   static open(
-    o: { dir: string; sizeBytes: number; identity: string; log: Logger; keepsUploads?: boolean },
+    o: {
+      dir: string;
+      sizeBytes: number;
+      identity: string;
+      log: Logger;
+      keepsUploads?: boolean;
+      /** The memory lsvd may use (serve: availableMemoryBytes()); the index may take half of it. */
+      memoryBytes?: number;
+    },
   ): DiskCache {
     const slots = Math.floor((o.sizeBytes - SMALL_FILES_BYTES) / SLOT_DISK_BYTES);
     if (slots < 1) {
@@ -140,6 +153,7 @@ export class DiskCache {
       checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
       dropOldIndex(o.dir, o.log);
       checkRoom(o.dir, o.sizeBytes, where);
+      if (o.memoryBytes !== undefined) checkMemory(slots, o.sizeBytes, o.memoryBytes, where);
       const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
       const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
@@ -533,14 +547,33 @@ function checkRoom(dir: string, sizeBytes: number, where: string): void {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
-  const room = free + own;
-  if (sizeBytes <= room) return;
-  const said = room >= 2 ** 30 ? `${(room / 2 ** 30).toFixed(1)} GiB` : `${(room / 2 ** 20).toFixed(1)} MiB`;
+  if (sizeBytes <= free + own) return;
   throw new LsvdError(
     "invalid",
     `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} is more than its filesystem has free ` +
-      `(${said}); give a smaller --cache-dir-size`,
+      `(${bytesSaid(free + own)}); give a smaller --cache-dir-size`,
   );
+}
+
+/**
+ * The index of a full cache must fit in half the memory lsvd may use: it grows as the cache fills,
+ * so a SIZE beyond that is an out-of-memory kill hours after the start (1 TiB takes ~16 GiB).
+ */
+function checkMemory(slots: number, sizeBytes: number, memoryBytes: number, where: string): void {
+  const needed = slots * INDEX_MEMORY_BYTES_PER_SLOT;
+  if (needed <= memoryBytes / 2) return;
+  throw new LsvdError(
+    "invalid",
+    `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} needs about ${
+      bytesSaid(needed)
+    } of memory ` +
+      `for its index when full, more than half of the ${bytesSaid(memoryBytes)} lsvd may use here; ` +
+      "give a smaller --cache-dir-size",
+  );
+}
+
+function bytesSaid(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** The first start writes the identity; a later one with another volume is refused. */

@@ -190,6 +190,23 @@ Deno.test("DiskCache stays within SIZE on disk after a fill of twice SIZE, evict
   Deno.removeSync(dir, { recursive: true });
 });
 
+Deno.test("DiskCache.open() refuses a SIZE whose index would take more than half the memory, and leaves no lock", () => {
+  const dir = Deno.makeTempDirSync();
+  const log = () => {};
+  // 1 GiB of cache takes ~15.6 MiB of index memory when full (64 bytes a slot counted): refused
+  // with 16 MiB, taken with 64 MiB.
+  assert.throws(
+    () => DiskCache.open({ dir, sizeBytes: 2 ** 30, identity: "vol A", log, memoryBytes: 16 * 2 ** 20 }),
+    (e) =>
+      e instanceof LsvdError &&
+      /: --cache-dir-size 1G needs about 15\.9 MiB of memory for its index when full, more than half of the 16\.0 MiB lsvd may use here; give a smaller --cache-dir-size$/
+        .test(e.message),
+  );
+  assert.equal([...Deno.readDirSync(dir)].some((e) => e.name === LOCK_FILE), false);
+  DiskCache.open({ dir, sizeBytes: 2 ** 30, identity: "vol A", log, memoryBytes: 64 * 2 ** 20 }).close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
 Deno.test("DiskCache.open() refuses another volume's directory and one a live daemon uses", async () => {
   const dir = Deno.makeTempDirSync();
   open(dir, 1024 * 1024, "vol A").close();

@@ -720,6 +720,7 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
     diskCache = config.cacheDir === undefined ? undefined : DiskCache.open({
       ...config.cacheDir,
       identity: `${config.store.description}, prefix "${config.prefix}"`,
+      memoryBytes: availableMemoryBytes(),
       log,
       keepsUploads: config.storeRemote,
     });

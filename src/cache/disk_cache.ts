@@ -139,7 +139,8 @@ export class DiskCache {
     }
     const where = `cache directory "${o.dir}"`;
     try {
-      Deno.mkdirSync(o.dir, { recursive: true });
+      // The disk's data is for the daemon's user only, as the NBD socket is (0600).
+      Deno.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
     } catch (e) {
       const file = e instanceof Deno.errors.AlreadyExists;
       throw new LsvdError(
@@ -154,8 +155,8 @@ export class DiskCache {
       dropOldIndex(o.dir, o.log);
       checkRoom(o.dir, o.sizeBytes, where);
       if (o.memoryBytes !== undefined) checkMemory(slots, o.sizeBytes, o.memoryBytes, where);
-      const data = Deno.openSync(`${o.dir}/${DATA_FILE}`, { read: true, write: true, create: true });
-      const index = Deno.openSync(`${o.dir}/${INDEX_FILE}`, { read: true, write: true, create: true });
+      const data = openPrivate(`${o.dir}/${DATA_FILE}`);
+      const index = openPrivate(`${o.dir}/${INDEX_FILE}`);
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
       if (data.statSync().size > slots * SECTOR_BYTES) data.truncateSync(slots * SECTOR_BYTES);
       if (index.statSync().size > slots * INDEX_RECORD_BYTES) index.truncateSync(slots * INDEX_RECORD_BYTES);
@@ -464,6 +465,13 @@ function keyOf(sequence: number, offsetSectors: number): number {
   return sequence * OFFSET_LIMIT + offsetSectors;
 }
 
+/** Opens (or creates) one of the cache's files, readable by this user only (an older lsvd's too). */
+function openPrivate(path: string): Deno.FsFile {
+  const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
+  Deno.chmodSync(path, 0o600);
+  return file;
+}
+
 function readFully(file: Deno.FsFile, out: Uint8Array): number {
   let got = 0;
   while (got < out.length) {
@@ -488,7 +496,10 @@ function takeLock(path: string, where: string): void {
   const machine = localProcesses();
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      Deno.writeTextFileSync(path, `${JSON.stringify(currentHolder(machine))}\n`, { createNew: true });
+      Deno.writeTextFileSync(path, `${JSON.stringify(currentHolder(machine))}\n`, {
+        createNew: true,
+        mode: 0o600,
+      });
       return;
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) {
@@ -583,7 +594,7 @@ function checkIdentity(path: string, identity: string, where: string): void {
     found = Deno.readTextFileSync(path);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-    Deno.writeTextFileSync(path, identity + "\n", { createNew: true });
+    Deno.writeTextFileSync(path, identity + "\n", { createNew: true, mode: 0o600 });
     return;
   }
   if (found.trim() !== identity) {

@@ -80,6 +80,11 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
     let m = await scrape(await metricsUrl(d));
     assert.equal(m.lsvd_disk_cache_bytes, 4 << 20, JSON.stringify(m));
+    // The disk's data, like the socket (0600), is for the daemon's user only.
+    assert.equal(Deno.statSync(cacheDir).mode! & 0o777, 0o700);
+    for (const e of Deno.readDirSync(cacheDir)) {
+      assert.equal(Deno.statSync(join(cacheDir, e.name)).mode! & 0o777, 0o600, e.name);
+    }
     const second = Daemon.spawn({ args: ["--dir", t.store, "--socket", `${t.socket}2`, ...withCache] });
     const refused = await second.finished();
     assert.equal(refused.code, 1);

@@ -1,7 +1,8 @@
 /**
  * @module
  * A persistent local disk cache of verified object data (`serve --cache-dir DIR --cache-dir-size
- * SIZE`, docs/design/disk-cache.md). DIR holds four files this module creates:
+ * SIZE`, docs/design/disk-cache.md). DIR holds four files (cache_dir.ts names them, creates the
+ * first two and checks DIR before they are opened):
  *
  *   lsvd-cache.lock   the daemon using DIR, as a lease names its holder (created exclusively; one
  *                     this machine cannot prove gone refuses)
@@ -26,37 +27,34 @@
  * directory store's readNow (docs/design/read-path.md).
  */
 
-import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import { crc32 } from "../format/crc32.ts";
 import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { freeBytes } from "../util/disk_space.ts";
-import { formatSize } from "../util/sizes.ts";
+import {
+  checkIdentity,
+  checkMemory,
+  checkRoom,
+  DATA_FILE,
+  dropOldIndex,
+  ID_FILE,
+  INDEX_FILE,
+  LOCK_FILE,
+  openPrivate,
+  takeLock,
+} from "./cache_dir.ts";
 
 export const INDEX_RECORD_BYTES = 16;
 /** Bytes one slot costs on disk (data + index record). */
 export const SLOT_DISK_BYTES = SECTOR_BYTES + INDEX_RECORD_BYTES;
 /** Kept out of SIZE for the lock and id files (each well under a sector). */
 const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
-/**
- * Memory a slot of a full cache takes: 22 bytes of typed arrays and a Map entry of ~37-40; measured
- * 14.7-15.6 MiB per GiB of SIZE, i.e. 59-62 bytes a slot (docs/design/disk-cache.md, "Bounds").
- */
-const INDEX_MEMORY_BYTES_PER_SLOT = 64;
 /** Sector offsets in an object stay below this (keys are sequence × 2^22 + offset). */
 const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
 const EMPTY = -1;
 const ENCODER = new TextEncoder();
-
-export const LOCK_FILE = "lsvd-cache.lock";
-export const ID_FILE = "lsvd-cache.id";
-export const DATA_FILE = "lsvd-cache.data";
-export const INDEX_FILE = "lsvd-cache.slots";
-/** The index of an older lsvd (16-byte records without the sector CRC): dropped at open. */
-export const OLD_INDEX_FILE = "lsvd-cache.index";
 
 export interface DiskCacheCounters {
   hits: number;
@@ -465,13 +463,6 @@ function keyOf(sequence: number, offsetSectors: number): number {
   return sequence * OFFSET_LIMIT + offsetSectors;
 }
 
-/** Opens (or creates) one of the cache's files, readable by this user only (an older lsvd's too). */
-function openPrivate(path: string): Deno.FsFile {
-  const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
-  Deno.chmodSync(path, 0o600);
-  return file;
-}
-
 function readFully(file: Deno.FsFile, out: Uint8Array): number {
   let got = 0;
   while (got < out.length) {
@@ -485,122 +476,4 @@ function readFully(file: Deno.FsFile, out: Uint8Array): number {
 function writeFully(file: Deno.FsFile, bytes: Uint8Array): void {
   let put = 0;
   while (put < bytes.length) put += file.writeSync(bytes.subarray(put));
-}
-
-/**
- * Creates the lock file exclusively, naming this process as a lease names its holder (host, boot,
- * pid namespace, pid, start time). One left by a process this machine proves gone (exited, a zombie,
- * or its pid now another process: lease_holder.ts) is replaced; any other refuses.
- */
-function takeLock(path: string, where: string): void {
-  const machine = localProcesses();
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      Deno.writeTextFileSync(path, `${JSON.stringify(currentHolder(machine))}\n`, {
-        createNew: true,
-        mode: 0o600,
-      });
-      return;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) {
-        throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
-      }
-    }
-    const holder = lockHolder(Deno.readTextFileSync(path), machine.host);
-    if (holder !== undefined && holder.pid !== Deno.pid && !holderState(holder, machine).gone) {
-      throw new LsvdError(
-        "invalid",
-        `Cannot use ${where}: another lsvd daemon (host ${holder.host} pid ${holder.pid}) uses it`,
-      );
-    }
-    Deno.removeSync(path); // ours: an lsvd that did not stop cleanly left it
-  }
-  throw new LsvdError("invalid", `Cannot use ${where}: its lock file keeps coming back`);
-}
-
-/** The holder a lock file names: JSON, or a bare pid (written by this host's earlier lsvd). */
-function lockHolder(text: string, host: string): LeaseHolder | undefined {
-  const trimmed = text.trim();
-  if (/^\d+$/.test(trimmed)) return { host, pid: Number(trimmed), nonce: "" };
-  try {
-    const h = JSON.parse(trimmed) as Partial<LeaseHolder>;
-    return typeof h.host === "string" && Number.isSafeInteger(h.pid) ? h as LeaseHolder : undefined;
-  } catch {
-    return undefined; // torn by a crash mid-write: nobody can hold it
-  }
-}
-
-/**
- * An index in the older layout (no sector CRC; lsvd created it): removed, with one line, so the
- * cache starts empty and refills (its data file's slots are overwritten as they are reused).
- */
-function dropOldIndex(dir: string, log: Logger): void {
-  try {
-    Deno.removeSync(`${dir}/${OLD_INDEX_FILE}`);
-    log(`Disk cache "${dir}": the index of an older lsvd was dropped; the cache starts empty.`);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-}
-
-/**
- * SIZE must fit on DIR's filesystem: its free bytes plus what the cache's own files hold already
- * (they are reused). Else the files would fill the disk as the cache fills, and then keep nothing.
- */
-function checkRoom(dir: string, sizeBytes: number, where: string): void {
-  const free = freeBytes(dir);
-  if (free === undefined) return; // no statvfs here: the first failed write says it instead
-  let own = 0;
-  for (const name of [DATA_FILE, INDEX_FILE]) {
-    try {
-      own += (Deno.statSync(`${dir}/${name}`).blocks ?? 0) * 512;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  if (sizeBytes <= free + own) return;
-  throw new LsvdError(
-    "invalid",
-    `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} is more than its filesystem has free ` +
-      `(${bytesSaid(free + own)}); give a smaller --cache-dir-size`,
-  );
-}
-
-/**
- * The index of a full cache must fit in half the memory lsvd may use: it grows as the cache fills,
- * so a SIZE beyond that is an out-of-memory kill hours after the start (1 TiB takes ~16 GiB).
- */
-function checkMemory(slots: number, sizeBytes: number, memoryBytes: number, where: string): void {
-  const needed = slots * INDEX_MEMORY_BYTES_PER_SLOT;
-  if (needed <= memoryBytes / 2) return;
-  throw new LsvdError(
-    "invalid",
-    `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} needs about ${
-      bytesSaid(needed)
-    } of memory ` +
-      `for its index when full, more than half of the ${bytesSaid(memoryBytes)} lsvd may use here; ` +
-      "give a smaller --cache-dir-size",
-  );
-}
-
-function bytesSaid(bytes: number): string {
-  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-}
-
-/** The first start writes the identity; a later one with another volume is refused. */
-function checkIdentity(path: string, identity: string, where: string): void {
-  let found: string;
-  try {
-    found = Deno.readTextFileSync(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    Deno.writeTextFileSync(path, identity + "\n", { createNew: true, mode: 0o600 });
-    return;
-  }
-  if (found.trim() !== identity) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot use ${where}: it caches another volume (${found.trim()}); give each volume its own directory`,
-    );
-  }
 }

@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { crc32 } from "../format/crc32.ts";
-import { DATA_FILE, DiskCache, ID_FILE, INDEX_FILE, LOCK_FILE, SLOT_DISK_BYTES } from "./disk_cache.ts";
+import { DiskCache, SLOT_DISK_BYTES } from "./disk_cache.ts";
+import { DATA_FILE, ID_FILE, INDEX_FILE, LOCK_FILE } from "./cache_dir.ts";
 import { LsvdError } from "../util/errors.ts";
 import { currentHolder, localProcesses } from "../log/lease_holder.ts";
 

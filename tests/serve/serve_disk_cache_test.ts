@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk } from "../support/clients.ts";
-import { DATA_FILE } from "../../src/cache/disk_cache.ts";
+import { DATA_FILE } from "../../src/cache/cache_dir.ts";
 import { HEADER_BYTES } from "../../src/format/object.ts";
 import { rgwEnv, startRgw } from "../support/rgw.ts";
 

@@ -54,7 +54,7 @@ export function takeLock(path: string, where: string): void {
     const holder = lockHolder(Deno.readTextFileSync(path), machine.host);
     if (holder !== undefined && holder.pid !== Deno.pid && !holderState(holder, machine).gone) {
       throw new LsvdError(
-        "invalid",
+        "unavailable", // free again once that daemon stops: serve --takeover goes on without it
         `Cannot use ${where}: another lsvd daemon (host ${holder.host} pid ${holder.pid}) uses it`,
       );
     }

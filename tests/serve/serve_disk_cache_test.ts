@@ -313,3 +313,36 @@ Deno.test("serve --cache-dir: after garbage collection moved cached data, reads 
     await t.remove();
   }
 });
+
+Deno.test("serve --cache-dir --takeover: a daemon still holding DIR is taken over, the new one serving without the disk cache", async () => {
+  const t = await scratch();
+  const cacheDir = join(t.dir, "cache");
+  const serve = (socket: string, extra: string[]) =>
+    Daemon.start({
+      args: [
+        "--dir",
+        t.store,
+        "--socket",
+        socket,
+        "--cache-dir",
+        cacheDir,
+        "--lease-duration-ms",
+        "3000",
+        ...extra,
+      ],
+    });
+  try {
+    const old = await serve(t.socket, ["--size", "32M"]);
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 0x44 0 1M", "-c", "flush"]);
+    const taker = await serve(`${t.socket}2`, ["--takeover"]);
+    assert.match(
+      taker.log,
+      /^lsvd: Cannot use cache directory ".*": another lsvd daemon \(host \S+ pid \d+\) uses it; serving without a disk cache this run \(--takeover\)\.$/m,
+    );
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(`${t.socket}2`), "-c", "read -P 0x44 0 1M"]);
+    assert.equal((await old.finished()).code, 1); // fenced
+    assert.equal((await taker.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -92,6 +92,7 @@ export class DiskCache {
   #record = new Uint8Array(INDEX_RECORD_BYTES);
   #counters: DiskCacheCounters = { hits: 0, misses: 0, fills: 0, evictions: 0, dropped: 0, ioErrors: 0 };
   #closed = false;
+  #damageReported = false;
 
   private constructor(
     dir: string,
@@ -209,7 +210,9 @@ export class DiskCache {
         continue;
       }
       const stale = this.#checked[slot] === 0 && table![offsetSectors + k] !== this.#slotCrc[slot];
-      if (this.#slotKeyCrc[slot] !== keyCrc || crc32(out) !== this.#slotCrc[slot] || stale) {
+      const damaged = crc32(out) !== this.#slotCrc[slot];
+      if (damaged) this.#reportDamage();
+      if (this.#slotKeyCrc[slot] !== keyCrc || damaged || stale) {
         this.#counters.dropped++;
         this.#drop(slot);
         whole = false;
@@ -415,6 +418,7 @@ export class DiskCache {
       this.#data.seekSync(slot * SECTOR_BYTES, Deno.SeekMode.Start);
       if (readFully(this.#data, out) === out.length) return true;
       this.#counters.dropped++; // the file was truncated under the entry
+      this.#reportDamage();
     } catch (e) {
       this.#ioError("read", e);
     }
@@ -450,6 +454,19 @@ export class DiskCache {
       this.#ioError("write", e); // the caller empties the slots
       return false;
     }
+  }
+
+  /**
+   * Once a run: bytes that fail their own CRC are the cache disk's fault (or a crash's), worth a line;
+   * a stale entry (a rollback's) or a clone's parent entry is not damage and is only counted.
+   */
+  #reportDamage(): void {
+    if (this.#damageReported) return;
+    this.#damageReported = true;
+    this.#log(
+      `Disk cache "${this.dir}": a sector did not match the CRC it was kept with (damaged on disk, or torn ` +
+        "by a crash); dropped and read from the store (lsvd_disk_cache_dropped_total counts them).",
+    );
   }
 
   #ioError(action: string, e: unknown): void {

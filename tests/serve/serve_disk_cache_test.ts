@@ -127,6 +127,13 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     assert.match(failed.stdout + failed.stderr, /Input\/output error/);
     m = await scrape(await metricsUrl(d));
     assert(m.lsvd_disk_cache_dropped_total! >= 1, JSON.stringify(m));
+    await runClient("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 8K 8K"]); // more damage: no second line
+    const said = d.log.split("\n").filter((l) => l.includes("did not match the CRC it was kept with"));
+    assert.equal(said.length, 1, d.log);
+    assert.match(
+      said[0]!,
+      /^lsvd: Disk cache ".*": a sector did not match the CRC it was kept with \(damaged on disk, or torn by a crash\); dropped and read from the store \(lsvd_disk_cache_dropped_total counts them\)\.$/,
+    );
     // The store repaired: the dropped sectors are fetched again and kept again.
     Deno.writeFileSync(object, original);
     assert.equal((await d.stop()).code, 0);

@@ -53,6 +53,8 @@ const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
 /** Sector offsets in an object stay below this (keys are sequence × 2^22 + offset). */
 const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
+/** Index records read at a time when opening (1 MiB). */
+const LOAD_CHUNK_RECORDS = 65536;
 const EMPTY = -1;
 const ENCODER = new TextEncoder();
 
@@ -344,27 +346,22 @@ export class DiskCache {
     }
   }
 
-  /** Rebuilds the in-memory index from the index file (a later record for a key wins). */
+  /**
+   * Rebuilds the in-memory index from the index file (a later record for a key wins), reading it a
+   * chunk at a time: the whole file at once was 16 bytes a slot more at the start's peak (256 MiB
+   * for a 64 GiB cache) on top of the index itself.
+   */
   #load(): void {
-    const bytes = new Uint8Array(this.slots * INDEX_RECORD_BYTES);
-    this.#index.seekSync(0, Deno.SeekMode.Start);
-    const got = readFully(this.#index, bytes);
     const dataSlots = Math.floor(this.#data.statSync().size / SECTOR_BYTES);
-    const view = new DataView(bytes.buffer);
-    const usable = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots);
-    for (let slot = 0; slot < usable; slot++) {
-      const at = slot * INDEX_RECORD_BYTES;
-      const sequence = view.getUint32(at) - 1;
-      const offset = view.getUint32(at + 4);
-      if (sequence < 0 || sequence >= SEQUENCE_LIMIT) continue;
-      if (offset >= OFFSET_LIMIT) continue;
-      const key = keyOf(sequence, offset);
-      const old = this.#keys.get(key);
-      if (old !== undefined) this.#slotKey[old] = EMPTY;
-      this.#keys.set(key, slot);
-      this.#slotKey[slot] = key;
-      this.#slotKeyCrc[slot] = view.getUint32(at + 8);
-      this.#slotCrc[slot] = view.getUint32(at + 12);
+    const chunk = new Uint8Array(LOAD_CHUNK_RECORDS * INDEX_RECORD_BYTES);
+    const view = new DataView(chunk.buffer);
+    this.#index.seekSync(0, Deno.SeekMode.Start);
+    for (let first = 0; first < Math.min(this.slots, dataSlots); first += LOAD_CHUNK_RECORDS) {
+      const want = Math.min(LOAD_CHUNK_RECORDS, this.slots - first) * INDEX_RECORD_BYTES;
+      const got = readFully(this.#index, chunk.subarray(0, want));
+      const records = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots - first);
+      for (let i = 0; i < records; i++) this.#loadRecord(first + i, view, i * INDEX_RECORD_BYTES);
+      if (got < want) break;
     }
     for (let slot = this.slots - 1; slot >= 0; slot--) {
       if (this.#slotKey[slot] === EMPTY) this.#free[this.#freeCount++] = slot;
@@ -372,6 +369,19 @@ export class DiskCache {
     if (this.#keys.size > 0) {
       this.#log(`Disk cache "${this.dir}": ${this.#keys.size} sectors kept from the last run.`);
     }
+  }
+
+  #loadRecord(slot: number, view: DataView, at: number): void {
+    const sequence = view.getUint32(at) - 1;
+    const offset = view.getUint32(at + 4);
+    if (sequence < 0 || sequence >= SEQUENCE_LIMIT || offset >= OFFSET_LIMIT) return;
+    const key = keyOf(sequence, offset);
+    const old = this.#keys.get(key);
+    if (old !== undefined) this.#slotKey[old] = EMPTY;
+    this.#keys.set(key, slot);
+    this.#slotKey[slot] = key;
+    this.#slotKeyCrc[slot] = view.getUint32(at + 8);
+    this.#slotCrc[slot] = view.getUint32(at + 12);
   }
 
   /** A slot to fill: an empty one or the first unreferenced one the hand finds (CLOCK). */

@@ -106,6 +106,35 @@ Deno.test("DiskCache.add() rewrites an entry this run has not checked (a reused 
   Deno.removeSync(dir, { recursive: true });
 });
 
+Deno.test("DiskCache loads index records past the first chunk read at open (slot 70000 of 76k)", () => {
+  const dir = Deno.makeTempDirSync();
+  open(dir, 300 * 2 ** 20).close(); // sparse files
+  const one = sectors(1, 3);
+  const slot = 70_000;
+  const data = Deno.openSync(`${dir}/${DATA_FILE}`, { write: true });
+  data.seekSync(slot * S, Deno.SeekMode.Start);
+  data.writeSync(one.body);
+  data.close();
+  const record = new DataView(new ArrayBuffer(16));
+  record.setUint32(0, 7 + 1);
+  record.setUint32(4, 5);
+  record.setUint32(8, crc32(new TextEncoder().encode("v/0000000000000007")));
+  record.setUint32(12, one.table[0]!);
+  const index = Deno.openSync(`${dir}/${INDEX_FILE}`, { write: true });
+  index.seekSync(slot * 16, Deno.SeekMode.Start);
+  index.writeSync(new Uint8Array(record.buffer));
+  index.close();
+  const c = open(dir, 300 * 2 ** 20);
+  assert.equal(c.sectors, 1);
+  const out = new Uint8Array(S);
+  const table = new Uint32Array(6);
+  table[5] = one.table[0]!;
+  assert.equal(c.read("v/0000000000000007", 7, 5, out, table), true);
+  assert.deepEqual(out, one.body);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
 Deno.test("DiskCache needs an object's table once a run: checked slots are served without it", () => {
   const dir = Deno.makeTempDirSync();
   const { body, table } = sectors(4, 3);

@@ -11,9 +11,13 @@
 /** struct statvfs on 64-bit glibc is 112 bytes (11 longs, then ints); room to spare. */
 const STATVFS_BUFFER_BYTES = 256;
 const F_FRSIZE = 1;
+const F_BLOCKS = 2;
 const F_BAVAIL = 4;
 
-/** Free bytes on the filesystem holding `path` (an existing file or directory), or undefined. */
+/**
+ * Free bytes on the filesystem holding `path` (an existing file or directory), or undefined: also
+ * for a filesystem that reports no size at all, which cannot say what is free.
+ */
 export function freeBytes(path: string): number | undefined {
   if (Deno.build.os !== "linux") return undefined;
   try {
@@ -23,6 +27,7 @@ export function freeBytes(path: string): number | undefined {
     try {
       const fields = new BigUint64Array(STATVFS_BUFFER_BYTES / 8);
       if (libc.symbols.statvfs(new TextEncoder().encode(`${path}\0`), fields) !== 0) return undefined;
+      if (fields[F_BLOCKS] === 0n) return undefined; // no size reported (proc, some FUSE mounts): unknown
       return Number(fields[F_BAVAIL]! * fields[F_FRSIZE]!);
     } finally {
       libc.close();

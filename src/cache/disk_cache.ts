@@ -1,7 +1,8 @@
 /**
  * @module
  * A persistent local disk cache of verified object data (`serve --cache-dir DIR --cache-dir-size
- * SIZE`, docs/design/disk-cache.md). DIR holds four files this module creates:
+ * SIZE`, docs/design/disk-cache.md). DIR holds four files (cache_dir.ts names them, creates the
+ * first two and checks DIR before they are opened):
  *
  *   lsvd-cache.lock   the daemon using DIR, as a lease names its holder (created exclusively; one
  *                     this machine cannot prove gone refuses)
@@ -26,7 +27,6 @@
  * directory store's readNow (docs/design/read-path.md).
  */
 
-import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import { crc32 } from "../format/crc32.ts";
 import { SlotTable, slotTableBytes } from "./slot_table.ts";
 import { preadFully, pwriteFully } from "../util/positional_io.ts";
@@ -35,6 +35,17 @@ import { SECTOR_BYTES } from "../util/constants.ts";
 import { assert } from "../util/assert.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import {
+  checkIdentity,
+  checkRoom,
+  DATA_FILE,
+  dropOldIndex,
+  ID_FILE,
+  INDEX_FILE,
+  LOCK_FILE,
+  openPrivate,
+  takeLock,
+} from "./cache_dir.ts";
 
 export const INDEX_RECORD_BYTES = 16;
 /** Bytes one slot costs on disk (data + index record). */
@@ -44,17 +55,12 @@ const SMALL_FILES_BYTES = 2 * SECTOR_BYTES;
 /** Sector offsets in an object stay below this (keys are sequence × 2^22 + offset). */
 const OFFSET_LIMIT = 2 ** 22;
 const SEQUENCE_LIMIT = 2 ** 31;
+/** Index records read at a time when opening (1 MiB). */
+const LOAD_CHUNK_RECORDS = 65536;
 const EMPTY = -1;
 const ENCODER = new TextEncoder();
 /** Object keys whose CRC-32 is remembered: 4,096 objects are 16 GiB of 4 MiB objects, ~0.4 MiB. */
 const KEY_CRCS_MAX = 4096;
-
-export const LOCK_FILE = "lsvd-cache.lock";
-export const ID_FILE = "lsvd-cache.id";
-export const DATA_FILE = "lsvd-cache.data";
-export const INDEX_FILE = "lsvd-cache.slots";
-/** The index of an older lsvd (16-byte records without the sector CRC): dropped at open. */
-export const OLD_INDEX_FILE = "lsvd-cache.index";
 
 export interface DiskCacheCounters {
   hits: number;
@@ -110,6 +116,7 @@ export class DiskCache {
   #keyCrcs = new Map<string, number>();
   #counters: DiskCacheCounters = { hits: 0, misses: 0, fills: 0, evictions: 0, dropped: 0, ioErrors: 0 };
   #closed = false;
+  #damageReported = false;
 
   private constructor(
     dir: string,
@@ -140,7 +147,13 @@ export class DiskCache {
    * by another live daemon, or holds another volume's cache.
    */
   static open(
-    o: { dir: string; sizeBytes: number; identity: string; log: Logger; keepsUploads?: boolean },
+    o: {
+      dir: string;
+      sizeBytes: number;
+      identity: string;
+      log: Logger;
+      keepsUploads?: boolean;
+    },
   ): DiskCache {
     const slots = slotsFor(o.sizeBytes);
     if (slots < 1) {
@@ -148,9 +161,14 @@ export class DiskCache {
     }
     const where = `cache directory "${o.dir}"`;
     try {
-      Deno.mkdirSync(o.dir, { recursive: true });
+      // The disk's data is for the daemon's user only, as the NBD socket is (0600).
+      Deno.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
     } catch (e) {
-      throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
+      const file = e instanceof Deno.errors.AlreadyExists;
+      throw new LsvdError(
+        "invalid",
+        `Cannot use ${where}: ${file ? "it is a file, not a directory" : messageOf(e)}`,
+      );
     }
     const lockPath = `${o.dir}/${LOCK_FILE}`;
     takeLock(lockPath, where);
@@ -158,8 +176,9 @@ export class DiskCache {
     try {
       checkIdentity(`${o.dir}/${ID_FILE}`, o.identity, where);
       dropOldIndex(o.dir, o.log);
-      const data = openReadWrite(`${o.dir}/${DATA_FILE}`, fds);
-      const index = openReadWrite(`${o.dir}/${INDEX_FILE}`, fds);
+      checkRoom(o.dir, o.sizeBytes, where);
+      const data = openPrivate(`${o.dir}/${DATA_FILE}`, fds);
+      const index = openPrivate(`${o.dir}/${INDEX_FILE}`, fds);
       // A smaller SIZE than last time: the slots past the new end go (the files shrink to fit).
       if (fs.fstatSync(data).size > slots * SECTOR_BYTES) fs.ftruncateSync(data, slots * SECTOR_BYTES);
       if (fs.fstatSync(index).size > slots * INDEX_RECORD_BYTES) {
@@ -192,36 +211,49 @@ export class DiskCache {
   /**
    * Fills dest with sectors [offset, offset + dest.length/4096) of object `sequence` (key `key`)
    * when every one is held, its bytes match the slot's CRC, and the slot's CRC matches the object's
-   * current CRC table: checked earlier in this run, or now against `table`. False otherwise; a held
-   * sector that fails is dropped. Without `table`, every slot must be checked already (checked()).
+   * current CRC table: checked earlier in this run, or now against `table`. False otherwise. Every
+   * held sector of the range that fails is dropped, not just the first: the store's copy the caller
+   * then fetches replaces them all at once (add()), so damage or a rollback's stale entries cost one
+   * GET per range, not one per sector. Without `table`, every slot must be checked already (checked()).
    */
   read(key: string, sequence: number, offsetSectors: number, dest: Uint8Array, table?: Uint32Array): boolean {
     const sectors = dest.length / SECTOR_BYTES;
     if (this.#closed || sequence >= SEQUENCE_LIMIT) return false;
     if (table !== undefined && offsetSectors + sectors > table.length) return false;
-    const keyCrc = this.#keyCrc(key);
+    // Nothing is read unless the whole range can be answered (a partial hit is a miss anyway).
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
-      if (slot < 0) {
-        this.#counters.misses++;
-        return false;
-      }
+      if (slot < 0) return false;
       if (this.#checked[slot] === 0 && table === undefined) return false; // the caller loads the table
+    }
+    const keyCrc = this.#keyCrc(key);
+    let whole = true;
+    for (let k = 0; k < sectors; k++) {
+      const slot = this.#keys.get(keyOf(sequence, offsetSectors + k))!;
       const out = dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
-      if (!this.#readSlot(slot, out)) return false;
-      const crc = crc32(out);
+      if (!this.#readSlot(slot, out)) {
+        whole = false;
+        continue;
+      }
       const stale = this.#checked[slot] === 0 && table![offsetSectors + k] !== this.#slotCrc[slot];
-      if (this.#slotKeyCrc[slot] !== keyCrc || crc !== this.#slotCrc[slot] || stale) {
+      const damaged = crc32(out) !== this.#slotCrc[slot];
+      if (damaged) this.#reportDamage();
+      if (this.#slotKeyCrc[slot] !== keyCrc || damaged || stale) {
         this.#counters.dropped++;
         this.#drop(slot);
-        this.#counters.misses++;
-        return false;
+        whole = false;
+        continue;
       }
       this.#checked[slot] = 1;
       this.#referenced[slot] = 1;
     }
-    this.#counters.hits++;
-    return true;
+    if (whole) this.#counters.hits++;
+    return whole;
+  }
+
+  /** The store answered a read the disk cache could not (counted by the caller, once a fetch). */
+  countMiss(): void {
+    this.#counters.misses++;
   }
 
   /** True when every one of these sectors is held and checked in this run: read() needs no table. */
@@ -252,10 +284,13 @@ export class DiskCache {
   }
 
   /**
-   * Keeps verified sectors of object `sequence` (those not held yet), evicting by CLOCK: bytes this
+   * Keeps verified sectors of object `sequence`, evicting by CLOCK: bytes this
    * run checked against the object's current CRC table, or this run's own upload, so each slot
    * starts checked (read() then needs no table for it). `crcs` (optional) are the sectors' CRC-32s
-   * from that table, in body order, saving their computation here. Sectors that
+   * from that table, in body order, saving their computation here. A sector held and checked in
+   * this run is left as it is (one number names one object within a run); one held but not checked
+   * (bytes of an object a rollback or takeover replaced, or damaged) is rewritten in its slot, or it
+   * would fail its check at every read and cost a GET each time. Sectors that
    * land in consecutive slots (an empty cache, or CLOCK sweeping unreferenced slots) are written with
    * one data write and one index write per run, not two per sector: a whole object just uploaded
    * costs a few system calls, not thousands.
@@ -289,14 +324,17 @@ export class DiskCache {
     };
     for (let k = 0; k < sectors; k++) {
       const key64 = keyOf(sequence, offsetSectors + k);
-      if (this.#keys.get(key64) >= 0) {
+      let slot = this.#keys.get(key64);
+      if (slot >= 0 && this.#checked[slot] === 1) {
         if (!flush()) return;
         continue;
       }
-      const slot = this.#victim();
-      this.#slotKey[slot] = key64;
+      if (slot < 0) {
+        slot = this.#victim();
+        this.#slotKey[slot] = key64;
+        this.#keys.insert(key64, slot);
+      }
       this.#slotKeyCrc[slot] = keyCrc;
-      this.#keys.insert(key64, slot);
       if (run !== undefined && slot === run.slot + run.count && k === run.sector + run.count) {
         run.count++;
         continue;
@@ -332,29 +370,21 @@ export class DiskCache {
     }
   }
 
-  /** Rebuilds the in-memory index from the index file (a later record for a key wins). */
+  /**
+   * Rebuilds the in-memory index from the index file (a later record for a key wins), reading it a
+   * chunk at a time: the whole file at once was 16 bytes a slot more at the start's peak (256 MiB
+   * for a 64 GiB cache) on top of the index itself.
+   */
   #load(): void {
-    const bytes = new Uint8Array(this.slots * INDEX_RECORD_BYTES);
-    const got = preadFully(this.#index, 0, bytes);
     const dataSlots = Math.floor(fs.fstatSync(this.#data).size / SECTOR_BYTES);
-    const view = new DataView(bytes.buffer);
-    const usable = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots);
-    for (let slot = 0; slot < usable; slot++) {
-      const at = slot * INDEX_RECORD_BYTES;
-      const sequence = view.getUint32(at) - 1;
-      const offset = view.getUint32(at + 4);
-      if (sequence < 0 || sequence >= SEQUENCE_LIMIT) continue;
-      if (offset >= OFFSET_LIMIT) continue;
-      const key = keyOf(sequence, offset);
-      const old = this.#keys.get(key);
-      if (old >= 0) {
-        this.#keys.delete(key);
-        this.#slotKey[old] = EMPTY;
-      }
-      this.#slotKey[slot] = key;
-      this.#keys.insert(key, slot);
-      this.#slotKeyCrc[slot] = view.getUint32(at + 8);
-      this.#slotCrc[slot] = view.getUint32(at + 12);
+    const chunk = new Uint8Array(LOAD_CHUNK_RECORDS * INDEX_RECORD_BYTES);
+    const view = new DataView(chunk.buffer);
+    for (let first = 0; first < Math.min(this.slots, dataSlots); first += LOAD_CHUNK_RECORDS) {
+      const want = Math.min(LOAD_CHUNK_RECORDS, this.slots - first) * INDEX_RECORD_BYTES;
+      const got = preadFully(this.#index, first * INDEX_RECORD_BYTES, chunk.subarray(0, want));
+      const records = Math.min(Math.floor(got / INDEX_RECORD_BYTES), dataSlots - first);
+      for (let i = 0; i < records; i++) this.#loadRecord(first + i, view, i * INDEX_RECORD_BYTES);
+      if (got < want) break;
     }
     for (let slot = this.slots - 1; slot >= 0; slot--) {
       if (this.#slotKey[slot] === EMPTY) this.#free[this.#freeCount++] = slot;
@@ -362,6 +392,22 @@ export class DiskCache {
     if (this.#keys.size > 0) {
       this.#log(`Disk cache "${this.dir}": ${this.#keys.size} sectors kept from the last run.`);
     }
+  }
+
+  #loadRecord(slot: number, view: DataView, at: number): void {
+    const sequence = view.getUint32(at) - 1;
+    const offset = view.getUint32(at + 4);
+    if (sequence < 0 || sequence >= SEQUENCE_LIMIT || offset >= OFFSET_LIMIT) return;
+    const key = keyOf(sequence, offset);
+    const old = this.#keys.get(key);
+    if (old >= 0) {
+      this.#keys.delete(key);
+      this.#slotKey[old] = EMPTY;
+    }
+    this.#slotKey[slot] = key;
+    this.#keys.insert(key, slot);
+    this.#slotKeyCrc[slot] = view.getUint32(at + 8);
+    this.#slotCrc[slot] = view.getUint32(at + 12);
   }
 
   /** A slot to fill: an empty one or the first unreferenced one the hand finds (CLOCK). */
@@ -406,11 +452,11 @@ export class DiskCache {
     try {
       if (preadFully(this.#data, slot * SECTOR_BYTES, out) === out.length) return true;
       this.#counters.dropped++; // the file was truncated under the entry
+      this.#reportDamage();
     } catch (e) {
       this.#ioError("read", e);
     }
     this.#drop(slot);
-    this.#counters.misses++;
     return false;
   }
 
@@ -457,6 +503,19 @@ export class DiskCache {
     return crc;
   }
 
+  /**
+   * Once a run: bytes that fail their own CRC are the cache disk's fault (or a crash's), worth a line;
+   * a stale entry (a rollback's) or a clone's parent entry is not damage and is only counted.
+   */
+  #reportDamage(): void {
+    if (this.#damageReported) return;
+    this.#damageReported = true;
+    this.#log(
+      `Disk cache "${this.dir}": a sector did not match the CRC it was kept with (damaged on disk, or torn ` +
+        "by a crash); dropped and read from the store (lsvd_disk_cache_dropped_total counts them).",
+    );
+  }
+
   #ioError(action: string, e: unknown): void {
     if (this.#counters.ioErrors++ === 0) {
       this.#log(`Disk cache "${this.dir}": cannot ${action}: ${messageOf(e)} (the store serves instead).`);
@@ -466,82 +525,4 @@ export class DiskCache {
 
 function keyOf(sequence: number, offsetSectors: number): number {
   return sequence * OFFSET_LIMIT + offsetSectors;
-}
-
-/** Opens (creating) a file for reading and writing: a node:fs descriptor, also pushed on `opened`. */
-function openReadWrite(path: string, opened: number[]): number {
-  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
-  opened.push(fd);
-  return fd;
-}
-
-/**
- * Creates the lock file exclusively, naming this process as a lease names its holder (host, boot,
- * pid namespace, pid, start time). One left by a process this machine proves gone (exited, a zombie,
- * or its pid now another process: lease_holder.ts) is replaced; any other refuses.
- */
-function takeLock(path: string, where: string): void {
-  const machine = localProcesses();
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      Deno.writeTextFileSync(path, `${JSON.stringify(currentHolder(machine))}\n`, { createNew: true });
-      return;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) {
-        throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
-      }
-    }
-    const holder = lockHolder(Deno.readTextFileSync(path), machine.host);
-    if (holder !== undefined && holder.pid !== Deno.pid && !holderState(holder, machine).gone) {
-      throw new LsvdError(
-        "invalid",
-        `Cannot use ${where}: another lsvd daemon (host ${holder.host} pid ${holder.pid}) uses it`,
-      );
-    }
-    Deno.removeSync(path); // ours: an lsvd that did not stop cleanly left it
-  }
-  throw new LsvdError("invalid", `Cannot use ${where}: its lock file keeps coming back`);
-}
-
-/** The holder a lock file names: JSON, or a bare pid (written by this host's earlier lsvd). */
-function lockHolder(text: string, host: string): LeaseHolder | undefined {
-  const trimmed = text.trim();
-  if (/^\d+$/.test(trimmed)) return { host, pid: Number(trimmed), nonce: "" };
-  try {
-    const h = JSON.parse(trimmed) as Partial<LeaseHolder>;
-    return typeof h.host === "string" && Number.isSafeInteger(h.pid) ? h as LeaseHolder : undefined;
-  } catch {
-    return undefined; // torn by a crash mid-write: nobody can hold it
-  }
-}
-
-/**
- * An index in the older layout (no sector CRC; lsvd created it): removed, with one line, so the
- * cache starts empty and refills (its data file's slots are overwritten as they are reused).
- */
-function dropOldIndex(dir: string, log: Logger): void {
-  try {
-    Deno.removeSync(`${dir}/${OLD_INDEX_FILE}`);
-    log(`Disk cache "${dir}": the index of an older lsvd was dropped; the cache starts empty.`);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-}
-
-/** The first start writes the identity; a later one with another volume is refused. */
-function checkIdentity(path: string, identity: string, where: string): void {
-  let found: string;
-  try {
-    found = Deno.readTextFileSync(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    Deno.writeTextFileSync(path, identity + "\n", { createNew: true });
-    return;
-  }
-  if (found.trim() !== identity) {
-    throw new LsvdError(
-      "invalid",
-      `Cannot use ${where}: it caches another volume (${found.trim()}); give each volume its own directory`,
-    );
-  }
 }

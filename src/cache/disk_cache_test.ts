@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { crc32 } from "../format/crc32.ts";
-import { DATA_FILE, DiskCache, ID_FILE, INDEX_FILE, LOCK_FILE, SLOT_DISK_BYTES } from "./disk_cache.ts";
+import { DiskCache, SLOT_DISK_BYTES } from "./disk_cache.ts";
+import { DATA_FILE, ID_FILE, INDEX_FILE, LOCK_FILE } from "./cache_dir.ts";
 import { LsvdError } from "../util/errors.ts";
 import { currentHolder, localProcesses } from "../log/lease_holder.ts";
 
@@ -64,7 +65,7 @@ Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) 
   assert.equal(c.checked(7, 0, 4), false);
   assert.equal(c.read("v/0000000000000007", 7, 0, out), false);
   assert.deepEqual(c.read("v/0000000000000007", 7, 0, out, reused.table), false);
-  assert.deepEqual(c.counters.dropped, 1);
+  assert.deepEqual(c.counters.dropped, 4); // every stale sector of the range, not just the first
   // A clone's parent object of the same number under another prefix is not this entry either.
   c.add("v/0000000000000008", 8, 0, old.body);
   assert.deepEqual(c.read("parent/0000000000000008", 8, 0, out, old.table), false);
@@ -81,11 +82,56 @@ Deno.test("DiskCache.read() drops an entry of a reused object number (rollback) 
   let d = open(dir);
   const held = d.sectors;
   assert.deepEqual(d.read("v/0000000000000009", 9, 0, out, old.table), false);
-  assert(d.counters.dropped >= 1);
+  assert.equal(d.counters.dropped, 4);
   d.close();
-  d = open(dir); // the dropped slot's record was cleared: it is not loaded again
-  assert.equal(d.sectors, held - 1);
+  d = open(dir); // the dropped slots' records were cleared: they are not loaded again
+  assert.equal(d.sectors, held - 4);
   d.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache.add() rewrites an entry this run has not checked (a reused number): the new bytes are served", () => {
+  const dir = Deno.makeTempDirSync();
+  const old = sectors(4, 1);
+  const reused = sectors(4, 2);
+  let c = open(dir);
+  c.add("v/0000000000000007", 7, 0, old.body);
+  c.close();
+  c = open(dir);
+  c.add("v/0000000000000007", 7, 0, reused.body); // this run's upload of the reused number
+  const out = new Uint8Array(4 * S);
+  assert.equal(c.read("v/0000000000000007", 7, 0, out), true);
+  assert.deepEqual(out, reused.body);
+  c.close();
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("DiskCache loads index records past the first chunk read at open (slot 70000 of 76k)", () => {
+  const dir = Deno.makeTempDirSync();
+  open(dir, 300 * 2 ** 20).close(); // sparse files
+  const one = sectors(1, 3);
+  const slot = 70_000;
+  const data = Deno.openSync(`${dir}/${DATA_FILE}`, { write: true });
+  data.seekSync(slot * S, Deno.SeekMode.Start);
+  data.writeSync(one.body);
+  data.close();
+  const record = new DataView(new ArrayBuffer(16));
+  record.setUint32(0, 7 + 1);
+  record.setUint32(4, 5);
+  record.setUint32(8, crc32(new TextEncoder().encode("v/0000000000000007")));
+  record.setUint32(12, one.table[0]!);
+  const index = Deno.openSync(`${dir}/${INDEX_FILE}`, { write: true });
+  index.seekSync(slot * 16, Deno.SeekMode.Start);
+  index.writeSync(new Uint8Array(record.buffer));
+  index.close();
+  const c = open(dir, 300 * 2 ** 20);
+  assert.equal(c.sectors, 1);
+  const out = new Uint8Array(S);
+  const table = new Uint32Array(6);
+  table[5] = one.table[0]!;
+  assert.equal(c.read("v/0000000000000007", 7, 5, out, table), true);
+  assert.deepEqual(out, one.body);
+  c.close();
   Deno.removeSync(dir, { recursive: true });
 });
 

@@ -600,7 +600,14 @@ const CACHE_DIR_MEMORY_SHARE = 1 / 8;
 
 function cacheDirConfig(options: ServeOptions, memoryBytes: number): ServeConfig["cacheDir"] {
   const v = options.values;
-  if (v["cache-dir"] === undefined) return undefined;
+  if (v["cache-dir"] === undefined) {
+    if (options.isSet("cache-dir-size")) {
+      throw new UsageError(`Invalid options: ${options.source("cache-dir-size")} needs --cache-dir`);
+    }
+    return undefined;
+  }
+  // An unset shell variable ("--cache-dir $DIR"): not the current directory.
+  if (v["cache-dir"] === "") throw new UsageError(`Invalid ${options.source("cache-dir")}: empty`);
   if (v["verify-reads"] === "off") {
     throw new UsageError(
       "Invalid options: --cache-dir serves only sectors checked against their CRCs; drop --verify-reads off",
@@ -717,6 +724,28 @@ interface Bound {
   garbage: GarbagePacer | undefined;
 }
 
+/**
+ * The `--cache-dir` cache, if any. A takeover whose DIR is still held by a live daemon (the one it
+ * takes over, which did not hand over, or was not asked: no --device) serves without it this run:
+ * the cache is opened before the volume, so waiting for that daemon to let go would wait for the
+ * fence this start has yet to set.
+ */
+function openDiskCache(config: ServeConfig, log: Logger): DiskCache | undefined {
+  if (config.cacheDir === undefined) return undefined;
+  try {
+    return DiskCache.open({
+      ...config.cacheDir,
+      identity: `${config.store.description}, prefix "${config.prefix}"`,
+      log,
+      keepsUploads: config.storeRemote,
+    });
+  } catch (e) {
+    if (config.leaseMode !== "takeover" || !isLsvdError(e, "unavailable")) throw e;
+    log(`${e.message}; serving without a disk cache this run (--takeover).`);
+    return undefined;
+  }
+}
+
 async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
   await checkAttach({ ...config, log });
   const listeners = await bindNbdListeners(config);
@@ -730,12 +759,7 @@ async function bindLocally(config: ServeConfig, log: Logger): Promise<Bound> {
   }
   let diskCache: DiskCache | undefined;
   try {
-    diskCache = config.cacheDir === undefined ? undefined : DiskCache.open({
-      ...config.cacheDir,
-      identity: `${config.store.description}, prefix "${config.prefix}"`,
-      log,
-      keepsUploads: config.storeRemote,
-    });
+    diskCache = openDiskCache(config, log);
   } catch (e) {
     await listeners.close();
     await metricsServer?.close();

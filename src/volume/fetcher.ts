@@ -213,6 +213,7 @@ export class Fetcher {
       );
       if (body !== undefined) return body;
     }
+    o.disk?.countMiss();
     let data;
     try {
       data = await readVerified(o.store, {

@@ -5,6 +5,9 @@
  */
 
 import assert from "node:assert/strict";
+import { buildServeConfig, serveOptions } from "../../src/cli/serve.ts";
+import { parseOptions, UsageError } from "../../src/cli/options.ts";
+import { tuningDefaults } from "../../src/cli/memory_defaults.ts";
 import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk, runNbdsh } from "../support/clients.ts";
 
@@ -51,6 +54,12 @@ Deno.test("lsvd serve --help lists the options with their environment names", as
 
 Deno.test("lsvd serve reports user errors in one line with exit code 1", async () => {
   const t = await scratch();
+  const aFile = `${t.dir}/a-file`;
+  Deno.writeTextFileSync(aFile, "");
+  // A filesystem with less free than the cache asks for (a size the memory check lets through).
+  const small = `${t.dir}/small`;
+  Deno.mkdirSync(small);
+  await runClientOk("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", small]);
   try {
     const cases: [string[], RegExp][] = [
       [
@@ -75,6 +84,29 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         ["serve", "--dir", t.store, "--size", "1G", "--puts-per-second", "0"],
         /^lsvd: Invalid --puts-per-second: "0" must be a whole number from 1 to 1000000$/,
       ],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--cache-dir-size", "64M"],
+        /^lsvd: Invalid options: --cache-dir-size needs --cache-dir$/,
+      ],
+      [["serve", "--dir", t.store, "--size", "1G", "--cache-dir", ""], /^lsvd: Invalid --cache-dir: empty$/],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--cache-dir", aFile],
+        /^lsvd: Cannot use cache directory ".*": it is a file, not a directory$/,
+      ],
+      [
+        [
+          "serve",
+          "--dir",
+          t.store,
+          "--size",
+          "1G",
+          "--cache-dir",
+          `${small}/cache`,
+          "--cache-dir-size",
+          "1G",
+        ],
+        /^lsvd: Cannot use cache directory ".*": --cache-dir-size \S+ is more than its filesystem has free \(\d+\.\d [MG]iB\); give a smaller --cache-dir-size$/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = await runLsvd(args);
@@ -84,6 +116,7 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       assert(!r.stderr.includes("    at "), `stack trace for ${args.join(" ")}: ${r.stderr}`);
     }
   } finally {
+    await runClientOk("umount", [small]);
     await t.remove();
   }
 });
@@ -226,3 +259,24 @@ function hasKernelNbd(): boolean {
     return false;
   }
 }
+
+Deno.test("serve refuses a --cache-dir-size whose index would take more than an eighth of the memory, naming the most that fits", () => {
+  const memory = 512 * 2 ** 20;
+  const config = (size: string) =>
+    buildServeConfig(
+      parseOptions(
+        ["--dir", "/nonexistent/st", "--cache-dir", "/nonexistent/dc", "--cache-dir-size", size],
+        serveOptions(tuningDefaults(memory)),
+      ),
+      memory,
+    );
+  assert.equal(config("9398M").cacheDir?.sizeBytes, 9398 * 2 ** 20);
+  assert.throws(
+    () => config("9399M"),
+    (e) =>
+      e instanceof UsageError &&
+      e.message ===
+        "Invalid options: --cache-dir-size 9399M needs 64 MiB of memory for its index (7.0 MiB per GiB), more than an eighth of the 512 MiB lsvd may use here; at most --cache-dir-size 9398M",
+  );
+  assert.throws(() => config("100G"), /--cache-dir-size 100G needs 697 MiB of memory for its index/);
+});

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon, ROOT, scratch, unixUri } from "../support/daemon.ts";
 import { runClient, runClientOk } from "../support/clients.ts";
-import { DATA_FILE } from "../../src/cache/disk_cache.ts";
+import { DATA_FILE } from "../../src/cache/cache_dir.ts";
 import { HEADER_BYTES } from "../../src/format/object.ts";
 import { rgwEnv, startRgw } from "../support/rgw.ts";
 
@@ -80,6 +80,11 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4M"]);
     let m = await scrape(await metricsUrl(d));
     assert.equal(m.lsvd_disk_cache_bytes, 4 << 20, JSON.stringify(m));
+    // The disk's data, like the socket (0600), is for the daemon's user only.
+    assert.equal(Deno.statSync(cacheDir).mode! & 0o777, 0o700);
+    for (const e of Deno.readDirSync(cacheDir)) {
+      assert.equal(Deno.statSync(join(cacheDir, e.name)).mode! & 0o777, 0o600, e.name);
+    }
     const second = Daemon.spawn({ args: ["--dir", t.store, "--socket", `${t.socket}2`, ...withCache] });
     const refused = await second.finished();
     assert.equal(refused.code, 1);
@@ -122,6 +127,13 @@ Deno.test("serve --cache-dir: warm after a restart, a damaged slot re-fetched, a
     assert.match(failed.stdout + failed.stderr, /Input\/output error/);
     m = await scrape(await metricsUrl(d));
     assert(m.lsvd_disk_cache_dropped_total! >= 1, JSON.stringify(m));
+    await runClient("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 8K 8K"]); // more damage: no second line
+    const said = d.log.split("\n").filter((l) => l.includes("did not match the CRC it was kept with"));
+    assert.equal(said.length, 1, d.log);
+    assert.match(
+      said[0]!,
+      /^lsvd: Disk cache ".*": a sector did not match the CRC it was kept with \(damaged on disk, or torn by a crash\); dropped and read from the store \(lsvd_disk_cache_dropped_total counts them\)\.$/,
+    );
     // The store repaired: the dropped sectors are fetched again and kept again.
     Deno.writeFileSync(object, original);
     assert.equal((await d.stop()).code, 0);
@@ -175,8 +187,25 @@ Deno.test("serve --cache-dir: an object number a rollback reused is read from th
     assert.equal((await d.stop()).code, 0);
     const rewritten = logObjects(t.store).filter((n) => !kept.includes(n));
     assert(rewritten.some((n) => newer.includes(n)), `a number came back: ${newer} / ${rewritten}`);
-    d = await serve();
+    d = await serve(["--metrics", "127.0.0.1:0"]);
+    const url = (await d.waitForLine(/Serving metrics at/, 1000)).replace(/^.* at (\S+)\.$/, "$1");
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x33 0 1M"]);
+    const first = await scrape(url);
+    assert(first.lsvd_disk_cache_dropped_total! >= 1, JSON.stringify(first));
+    // Every stale sector of the range went at that first read and the store's copy replaced it:
+    // the second read is a hit (it was a store GET again, dropping one more stale sector a read).
+    await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x33 0 1M"]);
+    const second = await scrape(url);
+    assert.equal(
+      second.lsvd_disk_cache_dropped_total,
+      first.lsvd_disk_cache_dropped_total,
+      JSON.stringify(second),
+    );
+    assert.equal(
+      second.lsvd_disk_cache_hits_total,
+      first.lsvd_disk_cache_hits_total! + 1,
+      JSON.stringify(second),
+    );
     assert.equal((await d.stop()).code, 0);
   } finally {
     await t.remove();
@@ -192,11 +221,11 @@ Deno.test({
     const rgw = await startRgw();
     const t = await scratch();
     const uri = unixUri(t.socket);
-    const serve = (extra: string[] = []) =>
+    const serve = (extra: string[] = [], cacheDir = join(t.dir, "cache")) =>
       Daemon.start({
         args: [
           ...["--bucket", rgw.bucket, "--endpoint", rgw.endpoint, "--path-style", "--prefix", "dc"],
-          ...["--socket", t.socket, "--metrics", "127.0.0.1:0", "--cache-dir", join(t.dir, "cache")],
+          ...["--socket", t.socket, "--metrics", "127.0.0.1:0", "--cache-dir", cacheDir],
           ...extra,
         ],
         env: { ...Deno.env.toObject(), ...rgwEnv(rgw) },
@@ -208,6 +237,7 @@ Deno.test({
         bytes: Number(/^lsvd_store_downloaded_bytes_total (\S+)$/m.exec(text)?.[1] ?? 0),
         hits: Number(/^lsvd_disk_cache_hits_total (\S+)$/m.exec(text)?.[1]),
         gets: Number(/^lsvd_store_requests_total\{op="get"\} (\S+)$/m.exec(text)?.[1] ?? 0),
+        misses: Number(/^lsvd_disk_cache_misses_total (\S+)$/m.exec(text)?.[1]),
       };
     };
     try {
@@ -241,6 +271,13 @@ Deno.test({
       const again = await downloaded(d);
       assert(again.hits >= checked.hits + 8, JSON.stringify(again));
       assert.equal(again.gets, checked.gets, "a disk-cache hit made a GET for its object's table");
+      assert.equal((await d.stop()).code, 0);
+      // An empty cache: each read the store answers is one miss, also once the object's table is
+      // in memory (the at-once look and the fetch after it counted one each).
+      d = await serve([], join(t.dir, "cold"));
+      await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x5a 0 4K", "-c", "read -P 0x5a 2M 4K"]);
+      const cold = await downloaded(d);
+      assert(cold.hits === 0 && cold.misses === 2, JSON.stringify(cold));
       assert.equal((await d.stop()).code, 0);
     } finally {
       await t.remove();
@@ -279,6 +316,39 @@ Deno.test("serve --cache-dir: after garbage collection moved cached data, reads 
     d = await serve(["--gc-interval", "off"]);
     await runClientOk("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x22 0 3M", "-c", "read -P 0x11 3M 1M"]);
     assert.equal((await d.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});
+
+Deno.test("serve --cache-dir --takeover: a daemon still holding DIR is taken over, the new one serving without the disk cache", async () => {
+  const t = await scratch();
+  const cacheDir = join(t.dir, "cache");
+  const serve = (socket: string, extra: string[]) =>
+    Daemon.start({
+      args: [
+        "--dir",
+        t.store,
+        "--socket",
+        socket,
+        "--cache-dir",
+        cacheDir,
+        "--lease-duration-ms",
+        "3000",
+        ...extra,
+      ],
+    });
+  try {
+    const old = await serve(t.socket, ["--size", "32M"]);
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(t.socket), "-c", "write -P 0x44 0 1M", "-c", "flush"]);
+    const taker = await serve(`${t.socket}2`, ["--takeover"]);
+    assert.match(
+      taker.log,
+      /^lsvd: Cannot use cache directory ".*": another lsvd daemon \(host \S+ pid \d+\) uses it; serving without a disk cache this run \(--takeover\)\.$/m,
+    );
+    await runClientOk("qemu-io", ["-f", "raw", unixUri(`${t.socket}2`), "-c", "read -P 0x44 0 1M"]);
+    assert.equal((await old.finished()).code, 1); // fenced
+    assert.equal((await taker.stop()).code, 0);
   } finally {
     await t.remove();
   }

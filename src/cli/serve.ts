@@ -579,8 +579,10 @@ function backendIdentifier(selection: StoreSelection, options: ServeOptions, at:
 function journalConfig(options: ServeOptions): ServeConfig["journal"] {
   const v = options.values;
   if (v.journal === undefined) {
-    if (v["journal-discard"]) {
-      throw new UsageError("Invalid options: --journal-discard needs --journal");
+    for (const companion of ["journal-discard", "journal-size", "journal-delay"] as const) {
+      if (options.isSet(companion)) {
+        throw new UsageError(`Invalid options: ${options.source(companion)} needs --journal`);
+      }
     }
     return undefined;
   }

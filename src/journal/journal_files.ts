@@ -116,7 +116,8 @@ export class DirectoryJournalFiles implements JournalFiles {
 
   async lock(): Promise<void> {
     try {
-      await Deno.mkdir(this.#dir, { recursive: true });
+      // Acknowledged writes live here: for the daemon's user only, as the NBD socket is (0600).
+      await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
     } catch (e) {
       throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`);
     }
@@ -124,7 +125,7 @@ export class DirectoryJournalFiles implements JournalFiles {
     const me = JSON.stringify({ pid: Deno.pid, host: Deno.hostname() });
     for (let attempt = 0; attempt < 3; attempt++) {
       const tmp = `${path}.${Deno.pid}`;
-      await Deno.writeTextFile(tmp, me);
+      await Deno.writeTextFile(tmp, me, { mode: 0o600 });
       try {
         await Deno.link(tmp, path); // atomic: fails if a lock is there
         this.#locked = true;
@@ -188,7 +189,7 @@ export class DirectoryJournalFiles implements JournalFiles {
       });
     } else {
       if (this.#spareState === "failed") this.#spareState = "none"; // try again for the next one
-      const file = await Deno.open(path, { write: true, createNew: true });
+      const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
       this.#open.set(name, { file, fd: this.#syncDescriptor(path), end: 0, preallocated: 0 });
     }
     await this.#syncDir();
@@ -209,7 +210,12 @@ export class DirectoryJournalFiles implements JournalFiles {
    */
   async #zeroFillSpare(): Promise<boolean> {
     try {
-      const file = await Deno.open(join(this.#dir, SPARE), { write: true, create: true, truncate: true });
+      const file = await Deno.open(join(this.#dir, SPARE), {
+        write: true,
+        create: true,
+        truncate: true,
+        mode: 0o600,
+      });
       try {
         const zeros = new Uint8Array(ZEROS_CHUNK_BYTES);
         for (let done = 0; done < this.#preallocateBytes;) {
@@ -323,7 +329,7 @@ export class DirectoryJournalFiles implements JournalFiles {
 
   async #writeDurably(name: string, text: string): Promise<void> {
     const path = join(this.#dir, name);
-    const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true });
+    const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
       await file.write(new TextEncoder().encode(text));
       await file.syncData();

@@ -90,6 +90,14 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       ],
       [["serve", "--dir", t.store, "--size", "1G", "--cache-dir", ""], /^lsvd: Invalid --cache-dir: empty$/],
       [
+        ["serve", "--dir", t.store, "--size", "1G", "--journal-size", "64M"],
+        /^lsvd: Invalid options: --journal-size needs --journal$/,
+      ],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--journal-delay", "5"],
+        /^lsvd: Invalid options: --journal-delay needs --journal$/,
+      ],
+      [
         ["serve", "--dir", t.store, "--size", "1G", "--cache-dir", aFile],
         /^lsvd: Cannot use cache directory ".*": it is a file, not a directory$/,
       ],

@@ -90,6 +90,12 @@ Deno.test("serve --journal: kill -9 before any upload keeps every flushed write;
     assert.equal(objectsBeforeKill, objectsAtStart, "no upload before the journal delay passed");
     d.kill();
     await d.exited;
+    // Acknowledged writes are for the daemon's user only, as the NBD socket is.
+    assert.equal(Deno.statSync(journal).mode! & 0o777, 0o700);
+    for (const e of Deno.readDirSync(journal)) {
+      const mode = Deno.statSync(join(journal, e.name)).mode! & 0o077;
+      assert.equal(mode, 0, `${e.name} is open to other users`);
+    }
 
     const again = await Daemon.start({ args });
     assert.match(again.log, /Replaying \d+ records \(\d+ bytes\) from journal/);

@@ -231,7 +231,7 @@ export class DiskCache {
     for (let k = 0; k < sectors; k++) {
       const slot = this.#keys.get(keyOf(sequence, offsetSectors + k));
       assert(slot >= 0, "a slot found above is still held: only its own sector's drop removes it");
-      const out = dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
+      const out = sectors === 1 ? dest : dest.subarray(k * SECTOR_BYTES, (k + 1) * SECTOR_BYTES);
       if (!this.#readSlot(slot, out)) {
         whole = false;
         continue;

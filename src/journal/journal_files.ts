@@ -30,7 +30,7 @@
  * it), as the unused end (journal_replay.ts). No spare ready: the segment starts empty and grows.
  */
 
-import { processRunning } from "../util/proc_stat.ts";
+import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";
@@ -91,6 +91,18 @@ function closeSegment(open: OpenSegment): void {
   if (open.fd !== undefined) fs.closeSync(open.fd);
 }
 
+/** The holder a lock file names (older lsvd wrote only pid and host), undefined when unreadable. */
+function lockHolder(text: string): LeaseHolder | undefined {
+  try {
+    const h = JSON.parse(text) as Partial<LeaseHolder>;
+    return typeof h.host === "string" && Number.isSafeInteger(h.pid)
+      ? { nonce: "", ...h } as LeaseHolder
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The daemon's journal: files in a local directory. */
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
@@ -122,7 +134,10 @@ export class DirectoryJournalFiles implements JournalFiles {
       throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`);
     }
     const path = join(this.#dir, "lock");
-    const me = JSON.stringify({ pid: Deno.pid, host: Deno.hostname() });
+    // Named as a lease names its holder (boot, pid namespace, start time), so a lock left by a
+    // killed daemon whose pid another process now has (a reboot, a restarted container) is taken.
+    const machine = localProcesses();
+    const me = JSON.stringify(currentHolder(machine));
     for (let attempt = 0; attempt < 3; attempt++) {
       const tmp = `${path}.${Deno.pid}`;
       await Deno.writeTextFile(tmp, me, { mode: 0o600 });
@@ -137,8 +152,8 @@ export class DirectoryJournalFiles implements JournalFiles {
       } finally {
         await Deno.remove(tmp).catch(() => {});
       }
-      const holder = await Deno.readTextFile(path).then((t) => JSON.parse(t), () => undefined);
-      if (holder?.host === Deno.hostname() && typeof holder.pid === "number" && !processRunning(holder.pid)) {
+      const holder = await Deno.readTextFile(path).then(lockHolder, () => undefined);
+      if (holder !== undefined && holderState(holder, machine).gone) {
         await Deno.remove(path).catch(() => {}); // its daemon died (kill -9): the journal is ours
         continue;
       }

@@ -941,6 +941,7 @@ function servedVolumeOptions(
       journal: {
         files: new DirectoryJournalFiles(config.journal.dir, {
           preallocateBytes: journalSegmentBytes(config.journal.bytesMax),
+          bytesMax: config.journal.bytesMax,
         }),
         delayMs: config.journal.delayMs,
         bytesMax: config.journal.bytesMax,

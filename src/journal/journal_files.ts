@@ -34,6 +34,8 @@ import { currentHolder, holderState, type LeaseHolder, localProcesses } from "..
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";
+import { freeBytes } from "../util/disk_space.ts";
+import { formatSize } from "../util/sizes.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
 
@@ -114,15 +116,21 @@ export class DirectoryJournalFiles implements JournalFiles {
   readonly concurrentSyncs: number;
   #locked = false;
   #preallocateBytes: number;
+  #bytesMax: number | undefined;
   /** The spare: none, being made (zero-filled or recycled), ready, or failed (a full disk). */
   #spareState: "none" | "making" | "ready" | "failed" = "none";
   #spareMade: Promise<void> = Promise.resolve();
 
-  /** `preallocateBytes` > 0: segments start as zero-filled files of that size (above). */
-  constructor(dir: string, options: { preallocateBytes?: number } = {}) {
+  /**
+   * `preallocateBytes` > 0: segments start as zero-filled files of that size (above). `bytesMax`
+   * (--journal-size): lock() refuses a directory whose filesystem cannot hold that many bytes of
+   * records and two preallocated segments.
+   */
+  constructor(dir: string, options: { preallocateBytes?: number; bytesMax?: number } = {}) {
     this.#dir = dir;
     this.description = dir;
     this.#preallocateBytes = options.preallocateBytes ?? 0;
+    this.#bytesMax = options.bytesMax;
     this.concurrentSyncs = this.#fdatasync === undefined ? 1 : CONCURRENT_SYNCS;
   }
 
@@ -133,6 +141,7 @@ export class DirectoryJournalFiles implements JournalFiles {
     } catch (e) {
       throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`);
     }
+    this.#checkRoom();
     const path = join(this.#dir, "lock");
     // Named as a lease names its holder (boot, pid namespace, start time), so a lock left by a
     // killed daemon whose pid another process now has (a reboot, a restarted container) is taken.
@@ -164,6 +173,35 @@ export class DirectoryJournalFiles implements JournalFiles {
       );
     }
     throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: cannot take ${path}`);
+  }
+
+  /**
+   * The journal fits on its filesystem: free bytes plus what its segments and spare hold already
+   * (replayed, then deleted or reused). Else the spare's zeros and the records fill the disk, and a
+   * FLUSH fails once it is full, or the start itself does.
+   */
+  #checkRoom(): void {
+    if (this.#bytesMax === undefined) return;
+    const free = freeBytes(this.#dir);
+    if (free === undefined) return; // no statvfs here: the first failed write says it instead
+    let own = 0;
+    for (const e of Deno.readDirSync(this.#dir)) {
+      if (e.isFile && (SEGMENT_PATTERN.test(e.name) || e.name === SPARE)) {
+        own += (Deno.statSync(join(this.#dir, e.name)).blocks ?? 0) * 512;
+      }
+    }
+    if (this.#bytesMax + 2 * this.#preallocateBytes <= free + own) return;
+    const segments = this.#preallocateBytes === 0
+      ? ""
+      : ` and 2 preallocated segments of ${formatSize(this.#preallocateBytes)}`;
+    throw new LsvdError(
+      "invalid",
+      `Cannot use journal directory ${this.#dir}: --journal-size ${
+        formatSize(this.#bytesMax)
+      }${segments} need ` +
+        `more than its filesystem has free (${((free + own) / 2 ** 20).toFixed(1)} MiB); ` +
+        `give a smaller --journal-size`,
+    );
   }
 
   async unlock(): Promise<void> {
@@ -242,6 +280,8 @@ export class DirectoryJournalFiles implements JournalFiles {
       }
       return true;
     } catch {
+      // Its partial zeros (a full disk) would keep the segments from the room they need.
+      await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
       return false;
     }
   }

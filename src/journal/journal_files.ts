@@ -136,11 +136,19 @@ export class DirectoryJournalFiles implements JournalFiles {
 
   async lock(): Promise<void> {
     try {
-      // Acknowledged writes live here: for the daemon's user only, as the NBD socket is (0600).
-      await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
+      await this.#lock();
     } catch (e) {
-      throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`);
+      if (e instanceof LsvdError) throw e;
+      // A directory lsvd cannot write (a read-only mount, no permission): one line, not a trace.
+      throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`, {
+        cause: e,
+      });
     }
+  }
+
+  async #lock(): Promise<void> {
+    // Acknowledged writes live here: for the daemon's user only, as the NBD socket is (0600).
+    await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
     this.#checkRoom();
     const path = join(this.#dir, "lock");
     // Named as a lease names its holder (boot, pid namespace, start time), so a lock left by a
@@ -383,6 +391,17 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async #writeDurably(name: string, text: string): Promise<void> {
+    try {
+      await this.#writeDurablyOrThrow(name, text);
+    } catch (e) {
+      // At start (the journal's id, its owner): a full disk or an I/O error says so in one line.
+      throw new LsvdError("unavailable", `Cannot write ${join(this.#dir, name)}: ${messageOf(e)}`, {
+        cause: e,
+      });
+    }
+  }
+
+  async #writeDurablyOrThrow(name: string, text: string): Promise<void> {
     const path = join(this.#dir, name);
     const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true, mode: 0o600 });
     try {

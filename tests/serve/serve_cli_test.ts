@@ -60,6 +60,9 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
   const small = `${t.dir}/small`;
   Deno.mkdirSync(small);
   await runClientOk("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", small]);
+  const readOnly = `${t.dir}/read-only`;
+  Deno.mkdirSync(readOnly);
+  await runClientOk("mount", ["-t", "tmpfs", "-o", "size=16m,ro", "tmpfs", readOnly]);
   try {
     const cases: [string[], RegExp][] = [
       [
@@ -119,6 +122,22 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         ["serve", "--dir", t.store, "--size", "1G", "--socket", t.socket, "--journal", `${small}/journal`],
         /^lsvd: Cannot use journal directory \S+: --journal-size 1G and 2 preallocated segments of 64M need more than its filesystem has free \(\d+\.\d MiB\); give a smaller --journal-size$/,
       ],
+      [
+        [
+          "serve",
+          "--dir",
+          t.store,
+          "--size",
+          "1G",
+          "--socket",
+          t.socket,
+          "--journal",
+          readOnly,
+          "--journal-size",
+          "4M",
+        ],
+        /^lsvd: Cannot use journal directory \S+: Read-only file system/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = await runLsvd(args);
@@ -129,6 +148,7 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
     }
   } finally {
     await runClientOk("umount", [small]);
+    await runClientOk("umount", [readOnly]);
     await t.remove();
   }
 });

@@ -239,7 +239,12 @@ Deno.test("Preallocated segments: zeros after the last record end a segment, rec
     first.close();
     await assert.rejects(
       scanJournal(new DirectoryJournalFiles(dir)),
-      (e) => isLsvdError(e, "data") && e.message.includes("record 4 where 3 was due"),
+      (e) =>
+        isLsvdError(e, "data") &&
+        e.message.includes(
+          `record 3 is missing: ${segmentName(1)} ends at record 2 (byte ${2 * write(1).length}) and ` +
+            `${segmentName(4)} starts at record 4 (a segment deleted, or one cut short)`,
+        ),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -344,3 +344,38 @@ Deno.test("serve --journal: after kill -9, a lock naming a pid now used by anoth
     await t.remove();
   }
 });
+
+Deno.test("serve --journal: another volume's journal is refused, with --journal-discard too; that volume still replays it", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const a = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+    const d = await Daemon.start({ args: [...a, "--size", `${BLOCKS * BLOCK}`] });
+    assert.equal(await writeRounds(t.socket, 1, 1), 1);
+    d.kill();
+    await d.exited;
+    const b = [
+      "--dir",
+      join(t.dir, "b"),
+      "--socket",
+      join(t.dir, "b.sock"),
+      "--journal",
+      journal,
+      "--size",
+      "1M",
+    ];
+    for (const extra of [[], ["--journal-discard"]]) {
+      assert.match(
+        refusedLine(await Daemon.spawn({ args: [...b, ...extra] }).finished()),
+        new RegExp(
+          `of the volume at prefix "" of the ${t.store} directory, not this one; start that volume with`,
+        ),
+      );
+    }
+    const again = await Daemon.start({ args: a });
+    assert.match(again.log, /Replaying 4 records/);
+    assert.equal((await again.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

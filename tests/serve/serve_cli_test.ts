@@ -146,6 +146,12 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       assert.match(lines.at(-1)!, pattern);
       assert(!r.stderr.includes("    at "), `stack trace for ${args.join(" ")}: ${r.stderr}`);
     }
+    // A journal from an env file, not typed: the line names where it came from.
+    const readOnlyServe = await runLsvd(["serve", "--dir", t.store, "--read-only"], { LSVD_JOURNAL: small });
+    assert.match(
+      readOnlyServe.stderr,
+      /^lsvd: Invalid options: LSVD_JOURNAL writes; it cannot go with --read-only$/m,
+    );
   } finally {
     await runClientOk("umount", [small]);
     await runClientOk("umount", [readOnly]);

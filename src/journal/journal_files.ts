@@ -86,9 +86,17 @@ interface OpenSegment {
   end: number;
   /** Its preallocated length (0 when it started empty). */
   preallocated: number;
+  /** fdatasyncs in flight on `fd`: it is closed only after they return. */
+  syncing: Set<Promise<unknown>>;
 }
 
-function closeSegment(open: OpenSegment): void {
+/**
+ * Closes a segment's descriptors once no fdatasync runs on them: closing one before the thread
+ * calls fdatasync made it fail (EBADF, read as an I/O error that fails the journal), or sync
+ * whatever file reused the number.
+ */
+async function closeSegment(open: OpenSegment): Promise<void> {
+  await Promise.allSettled(open.syncing);
   open.file.close();
   if (open.fd !== undefined) fs.closeSync(open.fd);
 }
@@ -217,8 +225,9 @@ export class DirectoryJournalFiles implements JournalFiles {
     this.#spareState = "none";
     // Only the holder's own: a process refused the lock must not take the live daemon's spare.
     if (this.#locked && this.#preallocateBytes > 0) await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
-    for (const o of this.#open.values()) closeSegment(o);
+    const open = [...this.#open.values()];
     this.#open.clear();
+    for (const o of open) await closeSegment(o);
     if (this.#locked) await Deno.remove(join(this.#dir, "lock")).catch(() => {});
     this.#locked = false;
   }
@@ -247,11 +256,18 @@ export class DirectoryJournalFiles implements JournalFiles {
         fd: this.#syncDescriptor(path),
         end: 0,
         preallocated: this.#preallocateBytes,
+        syncing: new Set(),
       });
     } else {
       if (this.#spareState === "failed") this.#spareState = "none"; // try again for the next one
       const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
-      this.#open.set(name, { file, fd: this.#syncDescriptor(path), end: 0, preallocated: 0 });
+      this.#open.set(name, {
+        file,
+        fd: this.#syncDescriptor(path),
+        end: 0,
+        preallocated: 0,
+        syncing: new Set(),
+      });
     }
     await this.#syncDir();
   }
@@ -321,11 +337,13 @@ export class DirectoryJournalFiles implements JournalFiles {
     const open = this.#open.get(name);
     if (open === undefined) return;
     const fdatasync = this.#fdatasync;
-    if (fdatasync === undefined) return await open.file.syncData();
-    assert(open.fd !== undefined, "a segment has a sync descriptor when fdatasync is native");
+    assert(fdatasync === undefined || open.fd !== undefined, "a sync descriptor when fdatasync is native");
     // No retry after a failure: the kernel may have dropped the pages it could not write and would
     // report the next sync clean. The journal fails instead.
-    if (await fdatasync(open.fd) !== 0) {
+    const syncing = fdatasync === undefined ? open.file.syncData().then(() => 0) : fdatasync(open.fd!);
+    open.syncing.add(syncing);
+    const result = await syncing.finally(() => open.syncing.delete(syncing));
+    if (result !== 0) {
       throw new Error(`fdatasync of ${join(this.#dir, name)} failed (an I/O error, or the disk is full)`);
     }
   }
@@ -343,8 +361,8 @@ export class DirectoryJournalFiles implements JournalFiles {
   async remove(name: string): Promise<void> {
     const path = join(this.#dir, name);
     const open = this.#open.get(name);
-    if (open !== undefined) closeSegment(open);
-    this.#open.delete(name);
+    this.#open.delete(name); // no sync starts on it now
+    if (open !== undefined) await closeSegment(open);
     if (
       open !== undefined && this.#spareState === "none" && this.#preallocateBytes > 0 &&
       Math.max(open.end, open.preallocated) >= this.#preallocateBytes

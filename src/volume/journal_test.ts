@@ -627,3 +627,22 @@ Deno.test("Journal with overlapping syncs: a FLUSH no sync in flight covers star
   journal.stop();
   assert.equal((await scanJournal(files.crash(() => 0))).records, 3);
 });
+
+Deno.test("DirectoryJournalFiles.remove() waits for an fdatasync in flight on that segment (its descriptor stays open)", async () => {
+  const dir = await Deno.makeTempDir();
+  const files = new DirectoryJournalFiles(dir);
+  try {
+    await files.lock();
+    // Reclaim may delete a segment while the writer's sync of it (before the next segment) runs.
+    for (let n = 1; n <= 20; n++) {
+      await files.create(segmentName(n));
+      await files.append(segmentName(n), new Uint8Array(4096));
+      const synced = files.sync(segmentName(n));
+      await files.remove(segmentName(n));
+      await synced; // closed under it: EBADF, "fdatasync ... failed", and the journal failed
+    }
+  } finally {
+    await files.unlock();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

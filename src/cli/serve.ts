@@ -587,7 +587,11 @@ function journalConfig(options: ServeOptions): ServeConfig["journal"] {
     return undefined;
   }
   if (v["read-only"]) {
-    throw new UsageError("Invalid options: --journal writes; it cannot go with --read-only");
+    throw new UsageError(
+      `Invalid options: ${options.source("journal")} writes; it cannot go with ${
+        options.source("read-only")
+      }`,
+    );
   }
   return {
     dir: resolve(v.journal),
@@ -941,6 +945,7 @@ function servedVolumeOptions(
       journal: {
         files: new DirectoryJournalFiles(config.journal.dir, {
           preallocateBytes: journalSegmentBytes(config.journal.bytesMax),
+          bytesMax: config.journal.bytesMax,
         }),
         delayMs: config.journal.delayMs,
         bytesMax: config.journal.bytesMax,

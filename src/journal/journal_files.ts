@@ -30,10 +30,12 @@
  * it), as the unused end (journal_replay.ts). No spare ready: the segment starts empty and grows.
  */
 
-import { processRunning } from "../util/proc_stat.ts";
+import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";
+import { freeBytes } from "../util/disk_space.ts";
+import { formatSize } from "../util/sizes.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
 
@@ -84,11 +86,31 @@ interface OpenSegment {
   end: number;
   /** Its preallocated length (0 when it started empty). */
   preallocated: number;
+  /** fdatasyncs in flight on `fd`: it is closed only after they return. */
+  syncing: Set<Promise<unknown>>;
 }
 
-function closeSegment(open: OpenSegment): void {
+/**
+ * Closes a segment's descriptors once no fdatasync runs on them: closing one before the thread
+ * calls fdatasync made it fail (EBADF, read as an I/O error that fails the journal), or sync
+ * whatever file reused the number.
+ */
+async function closeSegment(open: OpenSegment): Promise<void> {
+  await Promise.allSettled(open.syncing);
   open.file.close();
   if (open.fd !== undefined) fs.closeSync(open.fd);
+}
+
+/** The holder a lock file names (older lsvd wrote only pid and host), undefined when unreadable. */
+function lockHolder(text: string): LeaseHolder | undefined {
+  try {
+    const h = JSON.parse(text) as Partial<LeaseHolder>;
+    return typeof h.host === "string" && Number.isSafeInteger(h.pid)
+      ? { nonce: "", ...h } as LeaseHolder
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The daemon's journal: files in a local directory. */
@@ -102,27 +124,45 @@ export class DirectoryJournalFiles implements JournalFiles {
   readonly concurrentSyncs: number;
   #locked = false;
   #preallocateBytes: number;
+  #bytesMax: number | undefined;
   /** The spare: none, being made (zero-filled or recycled), ready, or failed (a full disk). */
   #spareState: "none" | "making" | "ready" | "failed" = "none";
   #spareMade: Promise<void> = Promise.resolve();
 
-  /** `preallocateBytes` > 0: segments start as zero-filled files of that size (above). */
-  constructor(dir: string, options: { preallocateBytes?: number } = {}) {
+  /**
+   * `preallocateBytes` > 0: segments start as zero-filled files of that size (above). `bytesMax`
+   * (--journal-size): lock() refuses a directory whose filesystem cannot hold that many bytes of
+   * records and two preallocated segments.
+   */
+  constructor(dir: string, options: { preallocateBytes?: number; bytesMax?: number } = {}) {
     this.#dir = dir;
     this.description = dir;
     this.#preallocateBytes = options.preallocateBytes ?? 0;
+    this.#bytesMax = options.bytesMax;
     this.concurrentSyncs = this.#fdatasync === undefined ? 1 : CONCURRENT_SYNCS;
   }
 
   async lock(): Promise<void> {
     try {
-      // Acknowledged writes live here: for the daemon's user only, as the NBD socket is (0600).
-      await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
+      await this.#lock();
     } catch (e) {
-      throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`);
+      if (e instanceof LsvdError) throw e;
+      // A directory lsvd cannot write (a read-only mount, no permission): one line, not a trace.
+      throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: ${messageOf(e)}`, {
+        cause: e,
+      });
     }
+  }
+
+  async #lock(): Promise<void> {
+    // Acknowledged writes live here: for the daemon's user only, as the NBD socket is (0600).
+    await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    this.#checkRoom();
     const path = join(this.#dir, "lock");
-    const me = JSON.stringify({ pid: Deno.pid, host: Deno.hostname() });
+    // Named as a lease names its holder (boot, pid namespace, start time), so a lock left by a
+    // killed daemon whose pid another process now has (a reboot, a restarted container) is taken.
+    const machine = localProcesses();
+    const me = JSON.stringify(currentHolder(machine));
     for (let attempt = 0; attempt < 3; attempt++) {
       const tmp = `${path}.${Deno.pid}`;
       await Deno.writeTextFile(tmp, me, { mode: 0o600 });
@@ -137,8 +177,8 @@ export class DirectoryJournalFiles implements JournalFiles {
       } finally {
         await Deno.remove(tmp).catch(() => {});
       }
-      const holder = await Deno.readTextFile(path).then((t) => JSON.parse(t), () => undefined);
-      if (holder?.host === Deno.hostname() && typeof holder.pid === "number" && !processRunning(holder.pid)) {
+      const holder = await Deno.readTextFile(path).then(lockHolder, () => undefined);
+      if (holder !== undefined && holderState(holder, machine).gone) {
         await Deno.remove(path).catch(() => {}); // its daemon died (kill -9): the journal is ours
         continue;
       }
@@ -151,13 +191,43 @@ export class DirectoryJournalFiles implements JournalFiles {
     throw new LsvdError("invalid", `Cannot use journal directory ${this.#dir}: cannot take ${path}`);
   }
 
+  /**
+   * The journal fits on its filesystem: free bytes plus what its segments and spare hold already
+   * (replayed, then deleted or reused). Else the spare's zeros and the records fill the disk, and a
+   * FLUSH fails once it is full, or the start itself does.
+   */
+  #checkRoom(): void {
+    if (this.#bytesMax === undefined) return;
+    const free = freeBytes(this.#dir);
+    if (free === undefined) return; // no statvfs here: the first failed write says it instead
+    let own = 0;
+    for (const e of Deno.readDirSync(this.#dir)) {
+      if (e.isFile && (SEGMENT_PATTERN.test(e.name) || e.name === SPARE)) {
+        own += (Deno.statSync(join(this.#dir, e.name)).blocks ?? 0) * 512;
+      }
+    }
+    if (this.#bytesMax + 2 * this.#preallocateBytes <= free + own) return;
+    const segments = this.#preallocateBytes === 0
+      ? ""
+      : ` and 2 preallocated segments of ${formatSize(this.#preallocateBytes)}`;
+    throw new LsvdError(
+      "invalid",
+      `Cannot use journal directory ${this.#dir}: --journal-size ${
+        formatSize(this.#bytesMax)
+      }${segments} need ` +
+        `more than its filesystem has free (${((free + own) / 2 ** 20).toFixed(1)} MiB); ` +
+        `give a smaller --journal-size`,
+    );
+  }
+
   async unlock(): Promise<void> {
     await this.#spareMade; // a zero-fill still writing finishes before the directory is let go
     this.#spareState = "none";
     // Only the holder's own: a process refused the lock must not take the live daemon's spare.
     if (this.#locked && this.#preallocateBytes > 0) await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
-    for (const o of this.#open.values()) closeSegment(o);
+    const open = [...this.#open.values()];
     this.#open.clear();
+    for (const o of open) await closeSegment(o);
     if (this.#locked) await Deno.remove(join(this.#dir, "lock")).catch(() => {});
     this.#locked = false;
   }
@@ -186,11 +256,18 @@ export class DirectoryJournalFiles implements JournalFiles {
         fd: this.#syncDescriptor(path),
         end: 0,
         preallocated: this.#preallocateBytes,
+        syncing: new Set(),
       });
     } else {
       if (this.#spareState === "failed") this.#spareState = "none"; // try again for the next one
       const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
-      this.#open.set(name, { file, fd: this.#syncDescriptor(path), end: 0, preallocated: 0 });
+      this.#open.set(name, {
+        file,
+        fd: this.#syncDescriptor(path),
+        end: 0,
+        preallocated: 0,
+        syncing: new Set(),
+      });
     }
     await this.#syncDir();
   }
@@ -227,6 +304,8 @@ export class DirectoryJournalFiles implements JournalFiles {
       }
       return true;
     } catch {
+      // Its partial zeros (a full disk) would keep the segments from the room they need.
+      await Deno.remove(join(this.#dir, SPARE)).catch(() => {});
       return false;
     }
   }
@@ -258,11 +337,13 @@ export class DirectoryJournalFiles implements JournalFiles {
     const open = this.#open.get(name);
     if (open === undefined) return;
     const fdatasync = this.#fdatasync;
-    if (fdatasync === undefined) return await open.file.syncData();
-    assert(open.fd !== undefined, "a segment has a sync descriptor when fdatasync is native");
+    assert(fdatasync === undefined || open.fd !== undefined, "a sync descriptor when fdatasync is native");
     // No retry after a failure: the kernel may have dropped the pages it could not write and would
     // report the next sync clean. The journal fails instead.
-    if (await fdatasync(open.fd) !== 0) {
+    const syncing = fdatasync === undefined ? open.file.syncData().then(() => 0) : fdatasync(open.fd!);
+    open.syncing.add(syncing);
+    const result = await syncing.finally(() => open.syncing.delete(syncing));
+    if (result !== 0) {
       throw new Error(`fdatasync of ${join(this.#dir, name)} failed (an I/O error, or the disk is full)`);
     }
   }
@@ -280,8 +361,8 @@ export class DirectoryJournalFiles implements JournalFiles {
   async remove(name: string): Promise<void> {
     const path = join(this.#dir, name);
     const open = this.#open.get(name);
-    if (open !== undefined) closeSegment(open);
-    this.#open.delete(name);
+    this.#open.delete(name); // no sync starts on it now
+    if (open !== undefined) await closeSegment(open);
     if (
       open !== undefined && this.#spareState === "none" && this.#preallocateBytes > 0 &&
       Math.max(open.end, open.preallocated) >= this.#preallocateBytes
@@ -328,6 +409,17 @@ export class DirectoryJournalFiles implements JournalFiles {
   }
 
   async #writeDurably(name: string, text: string): Promise<void> {
+    try {
+      await this.#writeDurablyOrThrow(name, text);
+    } catch (e) {
+      // At start (the journal's id, its owner): a full disk or an I/O error says so in one line.
+      throw new LsvdError("unavailable", `Cannot write ${join(this.#dir, name)}: ${messageOf(e)}`, {
+        cause: e,
+      });
+    }
+  }
+
+  async #writeDurablyOrThrow(name: string, text: string): Promise<void> {
     const path = join(this.#dir, name);
     const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true, mode: 0o600 });
     try {

@@ -100,11 +100,22 @@ export async function scanJournal(files: JournalFiles): Promise<ScannedJournal> 
     const name = names[i]!;
     const first = segmentFirstRecord(name);
     if (due !== undefined && first !== due) {
-      // The previous segment was synced whole before this one was made: its last records are lost.
-      throw damaged(
-        names[i - 1]!,
-        scanned.segments.at(-1)!.validBytes,
-        `record ${first} where ${due} was due`,
+      // The previous segment was synced whole before this one was made: records are lost, its last
+      // ones or a whole segment's (deleted); the names alone cannot tell which, so say both.
+      const previous = names[i - 1]!;
+      const missing = first === due + 1
+        ? `record ${due} is missing`
+        : first > due
+        ? `records ${due}..${first - 1} are missing`
+        : `records from ${first} appear twice`;
+      throw new LsvdError(
+        "data",
+        `Cannot replay journal ${files.description}: ${missing}: ${previous} ends at record ${due - 1} ` +
+          `(byte ${
+            scanned.segments.at(-1)!.validBytes
+          }) and ${name} starts at record ${first} (a segment deleted, ` +
+          `or one cut short); the acknowledged writes after them cannot be trusted (start with --journal-discard ` +
+          `to drop the journal)`,
       );
     }
     const bytes = await files.read(name);

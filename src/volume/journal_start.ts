@@ -16,6 +16,7 @@ import type { Logger } from "../util/log.ts";
 import { Journal } from "../journal/journal.ts";
 import {
   checkJournalOwner,
+  checkJournalVolume,
   emptyJournal,
   type FoundLog,
   type JournalIdentity,
@@ -27,25 +28,36 @@ import type { LogWriter } from "./log_writer.ts";
 import type { RecordSealer } from "../journal/journal_codec.ts";
 import type { JournalConfig } from "./volume_options.ts";
 
+/**
+ * `volume`: the store and prefix this start opens. A journal holding another volume's records is
+ * refused before its id goes into this volume's lease, and before --journal-discard could drop
+ * that volume's acknowledged writes.
+ */
 export async function prepareJournal(
   config: JournalConfig,
-  log: Logger,
+  o: { log: Logger; volume: { store: string; prefix: string } },
 ): Promise<ScannedJournal & { id: string }> {
   const files = config.files;
   await files.lock();
   try {
     const id = await files.id();
-    return { ...await checkRecords(config, log), id };
+    return { ...await checkRecords(config, o), id };
   } catch (e) {
     await files.unlock();
     throw e;
   }
 }
 
-async function checkRecords(config: JournalConfig, log: Logger): Promise<ScannedJournal> {
+async function checkRecords(
+  config: JournalConfig,
+  { log, volume }: { log: Logger; volume: { store: string; prefix: string } },
+): Promise<ScannedJournal> {
   const files = config.files;
+  const ofThisVolume = (scanned: ScannedJournal) =>
+    checkJournalVolume(files, scanned, { ...volume, volumeCreatedAt: undefined });
   if (config.discard) {
     const dropped = await scanJournal(files).catch(() => undefined);
+    if (dropped !== undefined) ofThisVolume(dropped);
     await emptyJournal(files);
     log(
       `Discarded journal ${files.description}${
@@ -62,6 +74,7 @@ async function checkRecords(config: JournalConfig, log: Logger): Promise<Scanned
     };
   }
   const scanned = await scanJournal(files);
+  ofThisVolume(scanned);
   if (scanned.tornBytes > 0) {
     log(
       `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes (never acknowledged).`,

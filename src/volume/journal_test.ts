@@ -239,7 +239,12 @@ Deno.test("Preallocated segments: zeros after the last record end a segment, rec
     first.close();
     await assert.rejects(
       scanJournal(new DirectoryJournalFiles(dir)),
-      (e) => isLsvdError(e, "data") && e.message.includes("record 4 where 3 was due"),
+      (e) =>
+        isLsvdError(e, "data") &&
+        e.message.includes(
+          `record 3 is missing: ${segmentName(1)} ends at record 2 (byte ${2 * write(1).length}) and ` +
+            `${segmentName(4)} starts at record 4 (a segment deleted, or one cut short)`,
+        ),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -621,4 +626,23 @@ Deno.test("Journal with overlapping syncs: a FLUSH no sync in flight covers star
   assert.deepEqual(acknowledged, ["flush 1", "flush 2", "flush 3"]);
   journal.stop();
   assert.equal((await scanJournal(files.crash(() => 0))).records, 3);
+});
+
+Deno.test("DirectoryJournalFiles.remove() waits for an fdatasync in flight on that segment (its descriptor stays open)", async () => {
+  const dir = await Deno.makeTempDir();
+  const files = new DirectoryJournalFiles(dir);
+  try {
+    await files.lock();
+    // Reclaim may delete a segment while the writer's sync of it (before the next segment) runs.
+    for (let n = 1; n <= 20; n++) {
+      await files.create(segmentName(n));
+      await files.append(segmentName(n), new Uint8Array(4096));
+      const synced = files.sync(segmentName(n));
+      await files.remove(segmentName(n));
+      await synced; // closed under it: EBADF, "fdatasync ... failed", and the journal failed
+    }
+  } finally {
+    await files.unlock();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

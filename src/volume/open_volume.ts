@@ -23,7 +23,7 @@ import { peekVolume, recordedSizeBytes, type VolumePeek } from "../log/recorded_
 import { type ExtentMap } from "../map/extent_map.ts";
 import { isLsvdError } from "../util/errors.ts";
 import { isStoreError, type ObjectStore } from "../store/store.ts";
-import { checkJournalVolume, type ScannedJournal } from "../journal/journal_replay.ts";
+import type { ScannedJournal } from "../journal/journal_replay.ts";
 import { adoptJournal, prepareJournal } from "./journal_start.ts";
 import { WarmLog } from "./warm_standby.ts";
 import { type ResolvedVolumeOptions, volumeStore } from "./volume_options.ts";
@@ -141,21 +141,12 @@ async function checkBeforeLease(
 
 /** Before the store is touched: a journal in use or damaged, or another volume's, leaves the bucket as it was. */
 async function scanJournal(o: ResolvedVolumeOptions): Promise<PreparedJournal | undefined> {
-  const scanned = o.journal === undefined ? undefined : await prepareJournal(o.journal, o.log);
-  if (scanned !== undefined) {
-    try {
-      // Before its id goes into this volume's lease: another volume's journal is refused first.
-      checkJournalVolume(o.journal!.files, scanned, {
-        store: o.store.description,
-        prefix: o.prefix,
-        volumeCreatedAt: undefined,
-      });
-    } catch (e) {
-      await o.journal!.files.unlock();
-      throw e;
-    }
-  }
-  return scanned;
+  if (o.journal === undefined) return undefined;
+  // Another volume's journal is refused there, before its id goes into this volume's lease.
+  return await prepareJournal(o.journal, {
+    log: o.log,
+    volume: { store: o.store.description, prefix: o.prefix },
+  });
 }
 
 /**

@@ -60,6 +60,9 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
   const small = `${t.dir}/small`;
   Deno.mkdirSync(small);
   await runClientOk("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", small]);
+  const readOnly = `${t.dir}/read-only`;
+  Deno.mkdirSync(readOnly);
+  await runClientOk("mount", ["-t", "tmpfs", "-o", "size=16m,ro", "tmpfs", readOnly]);
   try {
     const cases: [string[], RegExp][] = [
       [
@@ -115,6 +118,26 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         ],
         /^lsvd: Cannot use cache directory ".*": --cache-dir-size \S+ is more than its filesystem has free \(\d+\.\d [MG]iB\); give a smaller --cache-dir-size$/,
       ],
+      [
+        ["serve", "--dir", t.store, "--size", "1G", "--socket", t.socket, "--journal", `${small}/journal`],
+        /^lsvd: Cannot use journal directory \S+: --journal-size 1G and 2 preallocated segments of 64M need more than its filesystem has free \(\d+\.\d MiB\); give a smaller --journal-size$/,
+      ],
+      [
+        [
+          "serve",
+          "--dir",
+          t.store,
+          "--size",
+          "1G",
+          "--socket",
+          t.socket,
+          "--journal",
+          readOnly,
+          "--journal-size",
+          "4M",
+        ],
+        /^lsvd: Cannot use journal directory \S+: Read-only file system/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = await runLsvd(args);
@@ -123,8 +146,15 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
       assert.match(lines.at(-1)!, pattern);
       assert(!r.stderr.includes("    at "), `stack trace for ${args.join(" ")}: ${r.stderr}`);
     }
+    // A journal from an env file, not typed: the line names where it came from.
+    const readOnlyServe = await runLsvd(["serve", "--dir", t.store, "--read-only"], { LSVD_JOURNAL: small });
+    assert.match(
+      readOnlyServe.stderr,
+      /^lsvd: Invalid options: LSVD_JOURNAL writes; it cannot go with --read-only$/m,
+    );
   } finally {
     await runClientOk("umount", [small]);
+    await runClientOk("umount", [readOnly]);
     await t.remove();
   }
 });

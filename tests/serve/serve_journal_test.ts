@@ -316,3 +316,66 @@ Deno.test("serve --journal: a second daemon on the same journal directory is ref
     await t.remove();
   }
 });
+
+Deno.test("serve --journal: after kill -9, a lock naming a pid now used by another process (a reboot, a restarted container) is taken and replayed", async () => {
+  const t = await scratch();
+  const journal = join(t.dir, "journal");
+  const args = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+  const a = await Daemon.start({ args: [...args, "--size", `${BLOCKS * BLOCK}`] });
+  assert.equal(await writeRounds(t.socket, 1, 1), 1);
+  a.kill();
+  await a.exited;
+  const sleeper = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  try {
+    // The killed daemon's pid now belongs to an unrelated process that lives on.
+    const lock = join(journal, "lock");
+    Deno.writeTextFileSync(
+      lock,
+      JSON.stringify({ ...JSON.parse(Deno.readTextFileSync(lock)), pid: sleeper.pid }),
+    );
+    const again = await Daemon.start({ args });
+    assert.match(again.log, /Replaying 4 records/);
+    const v = await readDisk(t.socket, t.dir);
+    for (const b of writtenBy(1)) assert.equal(v.getUint32(b * BLOCK), 1, `block ${b} after replay`);
+    assert.equal((await again.stop()).code, 0);
+  } finally {
+    sleeper.kill();
+    await sleeper.status;
+    await t.remove();
+  }
+});
+
+Deno.test("serve --journal: another volume's journal is refused, with --journal-discard too; that volume still replays it", async () => {
+  const t = await scratch();
+  try {
+    const journal = join(t.dir, "journal");
+    const a = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
+    const d = await Daemon.start({ args: [...a, "--size", `${BLOCKS * BLOCK}`] });
+    assert.equal(await writeRounds(t.socket, 1, 1), 1);
+    d.kill();
+    await d.exited;
+    const b = [
+      "--dir",
+      join(t.dir, "b"),
+      "--socket",
+      join(t.dir, "b.sock"),
+      "--journal",
+      journal,
+      "--size",
+      "1M",
+    ];
+    for (const extra of [[], ["--journal-discard"]]) {
+      assert.match(
+        refusedLine(await Daemon.spawn({ args: [...b, ...extra] }).finished()),
+        new RegExp(
+          `of the volume at prefix "" of the ${t.store} directory, not this one; start that volume with`,
+        ),
+      );
+    }
+    const again = await Daemon.start({ args: a });
+    assert.match(again.log, /Replaying 4 records/);
+    assert.equal((await again.stop()).code, 0);
+  } finally {
+    await t.remove();
+  }
+});

@@ -202,6 +202,11 @@ export class Options<S extends OptionSpecs = OptionSpecs> {
     return this.#sources[name] !== undefined;
   }
 
+  /** Given on the command line (an environment variable may come from a file many starts share). */
+  isGiven(name: keyof S & string): boolean {
+    return this.#sources[name]?.startsWith("--") === true;
+  }
+
   /** Fails when positional arguments were given to a command that takes none. */
   noPositionals(): this {
     if (this.positionals.length > 0) throw new UsageError(`Unexpected argument "${this.positionals[0]}"`);

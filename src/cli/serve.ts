@@ -579,8 +579,10 @@ function backendIdentifier(selection: StoreSelection, options: ServeOptions, at:
 function journalConfig(options: ServeOptions): ServeConfig["journal"] {
   const v = options.values;
   if (v.journal === undefined) {
+    // Refused when typed, not when an environment file many starts share sets them (LSVD_JOURNAL_SIZE
+    // beside an LSVD_JOURNAL this start leaves out).
     for (const companion of ["journal-discard", "journal-size", "journal-delay"] as const) {
-      if (options.isSet(companion)) {
+      if (options.isGiven(companion)) {
         throw new UsageError(`Invalid options: ${options.source(companion)} needs --journal`);
       }
     }
@@ -607,7 +609,7 @@ const CACHE_DIR_MEMORY_SHARE = 1 / 8;
 function cacheDirConfig(options: ServeOptions, memoryBytes: number): ServeConfig["cacheDir"] {
   const v = options.values;
   if (v["cache-dir"] === undefined) {
-    if (options.isSet("cache-dir-size")) {
+    if (options.isGiven("cache-dir-size")) { // as the journal's companions
       throw new UsageError(`Invalid options: ${options.source("cache-dir-size")} needs --cache-dir`);
     }
     return undefined;

@@ -218,6 +218,10 @@ Deno.test("lsvd serve takes options from the environment, Fly's names included",
       LSVD_DIR: t.store,
       LSVD_SOCKET: t.socket,
       LSVD_EXPORT: "disk",
+      // A shared environment file may set a journal's or a disk cache's size for the starts that use
+      // one: a start without LSVD_JOURNAL / LSVD_CACHE_DIR goes on (typed, they are refused: above).
+      LSVD_JOURNAL_SIZE: "256M",
+      LSVD_CACHE_DIR_SIZE: "64M",
     };
     const d = await Daemon.start({ args: [], env });
     const info = await runClientOk("nbdinfo", ["--size", unixUri(t.socket, "disk")]);

@@ -47,7 +47,9 @@ export async function journalCommand(args: string[]): Promise<number> {
   if (journalId !== undefined) console.log(`  id: ${journalId} (what the volume's writer lease names it by)`);
   console.log(
     `  holds: ${scanned.records} records, ${scanned.bytes} bytes in ${scanned.segments.length} segments` +
-      (scanned.tornBytes > 0 ? ` (and a torn tail of ${scanned.tornBytes} bytes, never acknowledged)` : ""),
+      (scanned.tornBytes > 0
+        ? ` (and a torn tail of ${scanned.tornBytes} bytes: cut short by a crash, unacknowledged unless the disk damaged it)`
+        : ""),
   );
   return 0;
 }

@@ -77,7 +77,8 @@ async function checkRecords(
   ofThisVolume(scanned);
   if (scanned.tornBytes > 0) {
     log(
-      `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes (never acknowledged).`,
+      `Journal ${files.description}: dropping a torn tail of ${scanned.tornBytes} bytes: records a crash ` +
+        "cut short, which no FLUSH acknowledged (unless the disk itself damaged the journal's last record).",
     );
   }
   return scanned;

@@ -7,7 +7,7 @@
  * refusal is one line naming DIR (docs/design/disk-cache.md, "Files" and "Bounds").
  */
 
-import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
+import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../log/lease_holder.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { freeBytes } from "../util/disk_space.ts";
@@ -36,7 +36,8 @@ export function openPrivate(path: string, opened: number[]): number {
 /**
  * Creates the lock file exclusively, naming this process as a lease names its holder (host, boot,
  * pid namespace, pid, start time). One left by a process this machine proves gone (exited, a zombie,
- * or its pid now another process: lease_holder.ts) is replaced; any other refuses.
+ * its pid now another process, or an earlier boot: lease_holder.ts lockHolderGone) or unreadable
+ * (torn by a crash: nobody can hold it) is replaced; any other refuses.
  */
 export function takeLock(path: string, where: string): void {
   const machine = localProcesses();
@@ -52,8 +53,8 @@ export function takeLock(path: string, where: string): void {
         throw new LsvdError("invalid", `Cannot use ${where}: ${messageOf(e)}`);
       }
     }
-    const holder = lockHolder(Deno.readTextFileSync(path), machine.host);
-    if (holder !== undefined && holder.pid !== Deno.pid && !holderState(holder, machine).gone) {
+    const holder = parseLockHolder(Deno.readTextFileSync(path), machine.host);
+    if (holder !== undefined && holder.pid !== Deno.pid && !lockHolderGone(holder, machine)) {
       throw new LsvdError(
         "unavailable", // free again once that daemon stops: serve --takeover goes on without it
         `Cannot use ${where}: another lsvd daemon (host ${holder.host} pid ${holder.pid}) uses it`,
@@ -62,18 +63,6 @@ export function takeLock(path: string, where: string): void {
     Deno.removeSync(path); // ours: an lsvd that did not stop cleanly left it
   }
   throw new LsvdError("invalid", `Cannot use ${where}: its lock file keeps coming back`);
-}
-
-/** The holder a lock file names: JSON, or a bare pid (written by this host's earlier lsvd). */
-function lockHolder(text: string, host: string): LeaseHolder | undefined {
-  const trimmed = text.trim();
-  if (/^\d+$/.test(trimmed)) return { host, pid: Number(trimmed), nonce: "" };
-  try {
-    const h = JSON.parse(trimmed) as Partial<LeaseHolder>;
-    return typeof h.host === "string" && Number.isSafeInteger(h.pid) ? h as LeaseHolder : undefined;
-  } catch {
-    return undefined; // torn by a crash mid-write: nobody can hold it
-  }
 }
 
 /**

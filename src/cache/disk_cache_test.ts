@@ -331,3 +331,17 @@ Deno.test("DiskCache.add() writes a whole object in runs of slots, and an object
   c.close();
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("DiskCache.open() takes a lock of an earlier boot of this host (a machine that crashed and rebooted)", () => {
+  const dir = Deno.makeTempDirSync();
+  open(dir, 1024 * 1024, "vol A").close();
+  // Its pid is alive again now (pid 1 always is), but no process outlives a reboot.
+  const before = {
+    ...currentHolder(localProcesses()),
+    pid: 1,
+    bootId: "00000000-0000-0000-0000-000000000000",
+  };
+  Deno.writeTextFileSync(`${dir}/${LOCK_FILE}`, JSON.stringify(before));
+  open(dir, 1024 * 1024, "vol A").close();
+  Deno.removeSync(dir, { recursive: true });
+});

@@ -30,7 +30,7 @@
  * it), as the unused end (journal_replay.ts). No spare ready: the segment starts empty and grows.
  */
 
-import { currentHolder, holderState, type LeaseHolder, localProcesses } from "../log/lease_holder.ts";
+import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../log/lease_holder.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";
@@ -101,18 +101,6 @@ async function closeSegment(open: OpenSegment): Promise<void> {
   if (open.fd !== undefined) fs.closeSync(open.fd);
 }
 
-/** The holder a lock file names (older lsvd wrote only pid and host), undefined when unreadable. */
-function lockHolder(text: string): LeaseHolder | undefined {
-  try {
-    const h = JSON.parse(text) as Partial<LeaseHolder>;
-    return typeof h.host === "string" && Number.isSafeInteger(h.pid)
-      ? { nonce: "", ...h } as LeaseHolder
-      : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The daemon's journal: files in a local directory. */
 export class DirectoryJournalFiles implements JournalFiles {
   readonly description: string;
@@ -177,8 +165,11 @@ export class DirectoryJournalFiles implements JournalFiles {
       } finally {
         await Deno.remove(tmp).catch(() => {});
       }
-      const holder = await Deno.readTextFile(path).then(lockHolder, () => undefined);
-      if (holder !== undefined && holderState(holder, machine).gone) {
+      const holder = await Deno.readTextFile(path).then(
+        (t) => parseLockHolder(t, machine.host),
+        () => undefined,
+      );
+      if (holder !== undefined && lockHolderGone(holder, machine)) {
         await Deno.remove(path).catch(() => {}); // its daemon died (kill -9): the journal is ours
         continue;
       }

@@ -116,6 +116,37 @@ export function holderState(holder: LeaseHolder, machine: ProcessTable): HolderS
   return mayRun;
 }
 
+/**
+ * The holder a local lock file names (the journal's, the disk cache's): JSON as currentHolder()
+ * writes it, an older lsvd's `{pid, host}`, or a bare pid (this host's); undefined when it cannot be
+ * read (torn by a crash).
+ */
+export function parseLockHolder(text: string, host: string): LeaseHolder | undefined {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return { host, pid: Number(trimmed), nonce: "" };
+  try {
+    const h = JSON.parse(trimmed) as Partial<LeaseHolder>;
+    return typeof h.host === "string" && Number.isSafeInteger(h.pid)
+      ? { nonce: "", ...h } as LeaseHolder
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the holder a local lock file names is gone: as holderState(), and also when it ran in an
+ * earlier boot of this host, since no process outlives a reboot. A lease in the bucket cannot use
+ * that rule (another machine may share the host name), but a lock in a local directory can: no other
+ * machine's process writes there. So a machine that crashed and rebooted replays its journal and
+ * keeps its disk cache, whatever process has the old pid now (pid 1 in a container).
+ */
+export function lockHolderGone(holder: LeaseHolder, machine: ProcessTable): boolean {
+  const earlierBoot = holder.host === machine.host && holder.bootId !== undefined &&
+    machine.bootId !== undefined && holder.bootId !== machine.bootId;
+  return earlierBoot || holderState(holder, machine).gone;
+}
+
 /** `which is gone (killed or crashed)` and the like, for the line a restart prints. */
 export function goneText(holder: LeaseHolder, state: HolderState & { gone: true }): string {
   switch (state.why) {

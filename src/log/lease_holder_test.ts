@@ -4,6 +4,8 @@ import {
   holderState,
   type LeaseHolder,
   localProcesses,
+  lockHolderGone,
+  parseLockHolder,
   parseProcStat,
   type ProcessStat,
   type ProcessTable,
@@ -94,4 +96,33 @@ Deno.test("holderState treats a holder of an older lsvd (no boot id, start time 
   // A live pid: without a start time a reuse cannot be told apart, so it may be the holder.
   assert.deepEqual(holderState(old, machine({ 4242: { state: "S", startTime: 1 } })), { gone: false });
   assert.deepEqual(holderState(old, machine({}, { host: "web-2" })), { gone: false });
+});
+
+Deno.test("lockHolderGone: a local lock of an earlier boot of this host is gone, whatever runs under its pid now", () => {
+  const running = { state: "S", startTime: 9000 };
+  const olderLsvd: LeaseHolder = { host: holder.host, pid: holder.pid, nonce: "" }; // no boot id recorded
+  // After a reboot its pid may be alive again (pid 1 in a container), even with the same start time.
+  assert.equal(lockHolderGone(holder, machine({ 4242: running }, { bootId: "boot-b" })), true);
+  assert.equal(lockHolderGone(holder, machine({}, { bootId: "boot-b" })), true);
+  // The same boot: holderState's rule (alive -> held; exited, zombie, reused -> gone).
+  assert.equal(lockHolderGone(holder, machine({ 4242: running })), false);
+  assert.equal(lockHolderGone(holder, machine({})), true);
+  // Another host, or a boot that cannot be compared (an older lsvd's lock, no /proc boot id): held.
+  assert.equal(
+    lockHolderGone(holder, machine({ 4242: running }, { host: "web-2", bootId: "boot-b" })),
+    false,
+  );
+  assert.equal(
+    lockHolderGone(olderLsvd, machine({ 4242: running }, { bootId: "boot-b" })),
+    false,
+  );
+  assert.equal(lockHolderGone(holder, machine({ 4242: running }, { bootId: undefined })), false);
+});
+
+Deno.test("parseLockHolder reads this lsvd's lock, an older lsvd's, a bare pid, and nothing from a torn one", () => {
+  assert.deepEqual(parseLockHolder(JSON.stringify(holder), "web-1"), holder);
+  assert.deepEqual(parseLockHolder('{"pid":7,"host":"web-1"}', "x"), { nonce: "", pid: 7, host: "web-1" });
+  assert.deepEqual(parseLockHolder("7\n", "web-1"), { nonce: "", pid: 7, host: "web-1" });
+  assert.equal(parseLockHolder('{"pid":7,"ho', "web-1"), undefined);
+  assert.equal(parseLockHolder('{"pid":"7","host":"web-1"}', "web-1"), undefined);
 });

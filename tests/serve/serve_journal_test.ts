@@ -317,30 +317,42 @@ Deno.test("serve --journal: a second daemon on the same journal directory is ref
   }
 });
 
-Deno.test("serve --journal: after kill -9, a lock naming a pid now used by another process (a reboot, a restarted container) is taken and replayed", async () => {
+Deno.test("serve --journal: after kill -9, a lock naming a pid now used by another process, or one of an earlier boot (a reboot, a restarted container), is taken and replayed", async () => {
   const t = await scratch();
   const journal = join(t.dir, "journal");
   const args = ["--dir", t.store, "--socket", t.socket, "--journal", journal, "--journal-delay", "1h"];
-  const a = await Daemon.start({ args: [...args, "--size", `${BLOCKS * BLOCK}`] });
-  assert.equal(await writeRounds(t.socket, 1, 1), 1);
-  a.kill();
-  await a.exited;
-  const sleeper = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  let sleeper: Deno.ChildProcess | undefined;
   try {
-    // The killed daemon's pid now belongs to an unrelated process that lives on.
-    const lock = join(journal, "lock");
-    Deno.writeTextFileSync(
-      lock,
-      JSON.stringify({ ...JSON.parse(Deno.readTextFileSync(lock)), pid: sleeper.pid }),
-    );
-    const again = await Daemon.start({ args });
-    assert.match(again.log, /Replaying 4 records/);
-    const v = await readDisk(t.socket, t.dir);
-    for (const b of writtenBy(1)) assert.equal(v.getUint32(b * BLOCK), 1, `block ${b} after replay`);
-    assert.equal((await again.stop()).code, 0);
+    // The killed daemon's pid now belongs to an unrelated process that lives on (started after the
+    // daemon, so another start time); then the same with the lock written in an earlier boot.
+    const lies = [
+      (h: Record<string, unknown>, pid: number) => ({ ...h, pid }),
+      (h: Record<string, unknown>, pid: number) => ({
+        ...h,
+        pid,
+        bootId: "00000000-0000-0000-0000-000000000000",
+      }),
+    ];
+    for (const [i, lie] of lies.entries()) {
+      const round = i + 1;
+      const a = await Daemon.start({ args: round === 1 ? [...args, "--size", `${BLOCKS * BLOCK}`] : args });
+      assert.equal(await writeRounds(t.socket, round, 1), 1);
+      a.kill();
+      await a.exited;
+      sleeper ??= new Deno.Command("sleep", { args: ["60"] }).spawn();
+      const lock = join(journal, "lock");
+      Deno.writeTextFileSync(lock, JSON.stringify(lie(JSON.parse(Deno.readTextFileSync(lock)), sleeper.pid)));
+      const again = await Daemon.start({ args });
+      assert.match(again.log, /Replaying 4 records/);
+      const v = await readDisk(t.socket, t.dir);
+      for (const b of writtenBy(round)) {
+        assert.equal(v.getUint32(b * BLOCK), round, `block ${b} after replay`);
+      }
+      assert.equal((await again.stop()).code, 0);
+    }
   } finally {
-    sleeper.kill();
-    await sleeper.status;
+    sleeper?.kill();
+    await sleeper?.status;
     await t.remove();
   }
 });

@@ -7,7 +7,7 @@
  * refusal is one line naming DIR (docs/design/disk-cache.md, "Files" and "Bounds").
  */
 
-import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../log/lease_holder.ts";
+import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../util/lease_holder.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { freeBytes } from "../util/disk_space.ts";

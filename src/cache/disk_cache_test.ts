@@ -10,7 +10,7 @@ import { crc32 } from "../format/crc32.ts";
 import { DiskCache, SLOT_DISK_BYTES } from "./disk_cache.ts";
 import { DATA_FILE, ID_FILE, INDEX_FILE, LOCK_FILE } from "./cache_dir.ts";
 import { LsvdError } from "../util/errors.ts";
-import { currentHolder, localProcesses } from "../log/lease_holder.ts";
+import { currentHolder, localProcesses } from "../util/lease_holder.ts";
 
 const S = 4096;
 const quiet = () => {};

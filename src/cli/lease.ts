@@ -16,7 +16,7 @@ import {
   leaseLapsed,
   readLease,
 } from "../log/lease.ts";
-import { holderState, localProcesses } from "../log/lease_holder.ts";
+import { holderState, localProcesses } from "../util/lease_holder.ts";
 import { stderrLogger } from "../util/log.ts";
 import { LsvdError } from "../util/errors.ts";
 import { flagOption, UsageError } from "./options.ts";

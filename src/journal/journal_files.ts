@@ -30,7 +30,7 @@
  * it), as the unused end (journal_replay.ts). No spare ready: the segment starts empty and grows.
  */
 
-import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../log/lease_holder.ts";
+import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../util/lease_holder.ts";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";

@@ -28,9 +28,9 @@ import {
   type LeaseHolder,
   localProcesses,
   type ProcessTable,
-} from "./lease_holder.ts";
+} from "../util/lease_holder.ts";
 
-export { currentHolder, type LeaseHolder } from "./lease_holder.ts";
+export { currentHolder, type LeaseHolder } from "../util/lease_holder.ts";
 
 export const LEASE_VERSION = 1;
 /** How long one renewal keeps the lease; renewed every third of it. */
@@ -94,7 +94,7 @@ export interface AcquireOptions {
   /** Standby: called before each look at the lease while waiting (a warm standby follows the log). */
   whileWaiting?: () => Promise<void>;
   /**
-   * This machine's processes, to prove a holder on it gone (src/log/lease_holder.ts); default
+   * This machine's processes, to prove a holder on it gone (src/util/lease_holder.ts); default
    * /proc. A holder proved gone is replaced without --takeover (and still fenced).
    */
   processes?: ProcessTable;
@@ -222,7 +222,7 @@ export async function claimEpoch(
  * Takes the lease for a writer: refuses a live holder in one line (unless told to take over, or
  * to wait for it as a standby), refuses a lease that records another write-back journal (unless
  * told to abandon it), claims a fresh epoch and writes the lease conditionally. A holder this
- * machine proves gone (src/log/lease_holder.ts) is replaced without --takeover. Says in one line
+ * machine proves gone (src/util/lease_holder.ts) is replaced without --takeover. Says in one line
  * whose lease it took and why. Exported for every writing tool (serve, rollback, import).
  */
 export async function acquireLease(

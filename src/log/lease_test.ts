@@ -13,7 +13,7 @@ import {
   lostReason,
   readLease,
 } from "./lease.ts";
-import type { LeaseHolder, ProcessStat, ProcessTable } from "./lease_holder.ts";
+import type { LeaseHolder, ProcessStat, ProcessTable } from "../util/lease_holder.ts";
 
 function options(clock: ManualClock, host: string, extra: Partial<AcquireOptions> = {}): AcquireOptions {
   return {

@@ -2,7 +2,7 @@
  * @module
  * Processes as /proc shows them: the one parser of /proc/PID/stat, and whether a pid names a
  * running process (not gone, not a zombie). The lease's stronger proof (same boot, same start
- * time: src/log/lease_holder.ts) builds on the parser; a lock file or a device's pid uses
+ * time: src/util/lease_holder.ts) builds on the parser; a lock file or a device's pid uses
  * processRunning.
  */
 

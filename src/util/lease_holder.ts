@@ -14,7 +14,7 @@
  * /proc is read through a ProcessTable so the decision is unit-tested with made-up processes.
  */
 
-import { hasExited, parseProcStat, type ProcessStat } from "../util/proc_stat.ts";
+import { hasExited, parseProcStat, type ProcessStat } from "./proc_stat.ts";
 export { parseProcStat, type ProcessStat };
 
 export interface LeaseHolder {

@@ -458,7 +458,10 @@ export interface ServeConfig extends SharedWithVolume {
   engine: EngineTuning;
   /** `--cache-dir`: a persistent disk cache (src/cache/disk_cache.ts). */
   cacheDir: { dir: string; sizeBytes: number } | undefined;
-  journal: { dir: string; delayMs: number; bytesMax: number; discard: boolean } | undefined;
+  /** sizeGiven: --journal-size was set (not the default), so it must fit on DIR's filesystem. */
+  journal:
+    | { dir: string; delayMs: number; bytesMax: number; sizeGiven: boolean; discard: boolean }
+    | undefined;
   /** An encrypted volume's key (never printed: VolumeSecret shows only where it came from). */
   encryptionKey: VolumeSecret | undefined;
 }
@@ -599,6 +602,7 @@ function journalConfig(options: ServeOptions): ServeConfig["journal"] {
     dir: resolve(v.journal),
     delayMs: v["journal-delay"],
     bytesMax: v["journal-size"],
+    sizeGiven: options.isSet("journal-size"),
     discard: v["journal-discard"],
   };
 }
@@ -947,7 +951,9 @@ function servedVolumeOptions(
       journal: {
         files: new DirectoryJournalFiles(config.journal.dir, {
           preallocateBytes: journalSegmentBytes(config.journal.bytesMax),
-          bytesMax: config.journal.bytesMax,
+          // A size asked for must fit; the default is a ceiling most journals never reach (data
+          // leaves for the bucket within --journal-delay), and a full disk fails FLUSHes in one line.
+          ...(config.journal.sizeGiven ? { bytesMax: config.journal.bytesMax } : {}),
         }),
         delayMs: config.journal.delayMs,
         bytesMax: config.journal.bytesMax,

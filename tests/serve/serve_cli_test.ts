@@ -119,7 +119,19 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         /^lsvd: Cannot use cache directory ".*": --cache-dir-size \S+ is more than its filesystem has free \(\d+\.\d [MG]iB\); give a smaller --cache-dir-size$/,
       ],
       [
-        ["serve", "--dir", t.store, "--size", "1G", "--socket", t.socket, "--journal", `${small}/journal`],
+        [
+          "serve",
+          "--dir",
+          t.store,
+          "--size",
+          "1G",
+          "--socket",
+          t.socket,
+          "--journal",
+          `${small}/journal`,
+          "--journal-size",
+          "1G",
+        ],
         /^lsvd: Cannot use journal directory \S+: --journal-size 1G and 2 preallocated segments of 64M need more than its filesystem has free \(\d+\.\d MiB\); give a smaller --journal-size$/,
       ],
       [

@@ -10,7 +10,7 @@
 import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "../util/lease_holder.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { freeBytes } from "../util/disk_space.ts";
+import { roomBytes } from "../util/disk_space.ts";
 import { formatSize } from "../util/sizes.ts";
 import * as fs from "node:fs";
 
@@ -83,21 +83,13 @@ export function dropOldIndex(dir: string, log: Logger): void {
  * (they are reused). Else the files would fill the disk as the cache fills, and then keep nothing.
  */
 export function checkRoom(dir: string, sizeBytes: number, where: string): void {
-  const free = freeBytes(dir);
-  if (free === undefined) return; // no statvfs here: the first failed write says it instead
-  let own = 0;
-  for (const name of [DATA_FILE, INDEX_FILE]) {
-    try {
-      own += (Deno.statSync(`${dir}/${name}`).blocks ?? 0) * 512;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-  if (sizeBytes <= free + own) return;
+  const room = roomBytes(dir, [DATA_FILE, INDEX_FILE]);
+  if (room === undefined) return; // no statvfs here: the first failed write says it instead
+  if (sizeBytes <= room) return;
   throw new LsvdError(
     "invalid",
     `Cannot use ${where}: --cache-dir-size ${formatSize(sizeBytes)} is more than its filesystem has free ` +
-      `(${bytesSaid(free + own)}); give a smaller --cache-dir-size`,
+      `(${bytesSaid(room)}); give a smaller --cache-dir-size`,
   );
 }
 

@@ -34,7 +34,7 @@ import { currentHolder, localProcesses, lockHolderGone, parseLockHolder } from "
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { nativeFdatasync } from "../util/fdatasync.ts";
-import { freeBytes } from "../util/disk_space.ts";
+import { roomBytes } from "../util/disk_space.ts";
 import { formatSize } from "../util/sizes.ts";
 import { LsvdError, messageOf } from "../util/errors.ts";
 import { assert } from "../util/assert.ts";
@@ -189,15 +189,12 @@ export class DirectoryJournalFiles implements JournalFiles {
    */
   #checkRoom(): void {
     if (this.#bytesMax === undefined) return;
-    const free = freeBytes(this.#dir);
-    if (free === undefined) return; // no statvfs here: the first failed write says it instead
-    let own = 0;
-    for (const e of Deno.readDirSync(this.#dir)) {
-      if (e.isFile && (SEGMENT_PATTERN.test(e.name) || e.name === SPARE)) {
-        own += (Deno.statSync(join(this.#dir, e.name)).blocks ?? 0) * 512;
-      }
-    }
-    if (this.#bytesMax + 2 * this.#preallocateBytes <= free + own) return;
+    const own = [...Deno.readDirSync(this.#dir)]
+      .filter((e) => e.isFile && (SEGMENT_PATTERN.test(e.name) || e.name === SPARE))
+      .map((e) => e.name);
+    const room = roomBytes(this.#dir, own);
+    if (room === undefined) return; // no statvfs here: the first failed write says it instead
+    if (this.#bytesMax + 2 * this.#preallocateBytes <= room) return;
     const segments = this.#preallocateBytes === 0
       ? ""
       : ` and 2 preallocated segments of ${formatSize(this.#preallocateBytes)}`;
@@ -206,7 +203,7 @@ export class DirectoryJournalFiles implements JournalFiles {
       `Cannot use journal directory ${this.#dir}: --journal-size ${
         formatSize(this.#bytesMax)
       }${segments} need ` +
-        `more than its filesystem has free (${((free + own) / 2 ** 20).toFixed(1)} MiB); ` +
+        `more than its filesystem has free (${(room / 2 ** 20).toFixed(1)} MiB); ` +
         `give a smaller --journal-size`,
     );
   }

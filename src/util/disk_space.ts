@@ -8,6 +8,25 @@
  * libc, a runtime without the permission) the answer is undefined and callers skip the check.
  */
 
+/**
+ * The room a directory's own files may grow into: its filesystem's free bytes plus the blocks those
+ * files (names in `dir`; missing ones count 0) hold already, which they reuse. Undefined when the
+ * free bytes cannot be told (freeBytes).
+ */
+export function roomBytes(dir: string, ownFiles: readonly string[]): number | undefined {
+  const free = freeBytes(dir);
+  if (free === undefined) return undefined;
+  let own = 0;
+  for (const name of ownFiles) {
+    try {
+      own += (Deno.statSync(`${dir}/${name}`).blocks ?? 0) * 512;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return free + own;
+}
+
 /** struct statvfs on 64-bit glibc is 112 bytes (11 longs, then ints); room to spare. */
 const STATVFS_BUFFER_BYTES = 256;
 const F_FRSIZE = 1;

@@ -64,6 +64,22 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
   Deno.mkdirSync(readOnly);
   await runClientOk("mount", ["-t", "tmpfs", "-o", "size=16m,ro", "tmpfs", readOnly]);
   try {
+    const withJournal = (
+      dir: string,
+      size: string,
+    ) => [
+      "serve",
+      "--dir",
+      t.store,
+      "--size",
+      "1G",
+      "--socket",
+      t.socket,
+      "--journal",
+      dir,
+      "--journal-size",
+      size,
+    ];
     const cases: [string[], RegExp][] = [
       [
         ["serve", "--dir", t.store, "--socket", t.socket],
@@ -119,35 +135,11 @@ Deno.test("lsvd serve reports user errors in one line with exit code 1", async (
         /^lsvd: Cannot use cache directory ".*": --cache-dir-size \S+ is more than its filesystem has free \(\d+\.\d [MG]iB\); give a smaller --cache-dir-size$/,
       ],
       [
-        [
-          "serve",
-          "--dir",
-          t.store,
-          "--size",
-          "1G",
-          "--socket",
-          t.socket,
-          "--journal",
-          `${small}/journal`,
-          "--journal-size",
-          "1G",
-        ],
+        withJournal(`${small}/journal`, "1G"),
         /^lsvd: Cannot use journal directory \S+: --journal-size 1G and 2 preallocated segments of 64M need more than its filesystem has free \(\d+\.\d MiB\); give a smaller --journal-size$/,
       ],
       [
-        [
-          "serve",
-          "--dir",
-          t.store,
-          "--size",
-          "1G",
-          "--socket",
-          t.socket,
-          "--journal",
-          readOnly,
-          "--journal-size",
-          "4M",
-        ],
+        withJournal(readOnly, "4M"),
         /^lsvd: Cannot use journal directory \S+: Read-only file system/,
       ],
     ];
